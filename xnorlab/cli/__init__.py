@@ -1,0 +1,1 @@
+"""Command-line interface: ``xnorlab`` (the app) and its subcommands."""

@@ -1,0 +1,51 @@
+"""``xnorlab layers MODEL``: list each binarizable layer with shape, params, MACs and mode."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from xnorlab.core.modelspec import load_model_spec
+from xnorlab.core.surgery import binarize_model, layer_macs, list_layers
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model spec, e.g. resnet18")
+    parser.add_argument(
+        "--modes", default="paper",
+        help="preset (paper, paper-bwn, xnor, bwn, float) or a JSON mode file (default: paper)",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_model_spec(args.model)
+    model = loaded.model
+    binarize_model(model, args.modes)
+    macs = layer_macs(model, loaded.input_shape)
+    rows = [
+        {
+            "name": info.name,
+            "type": info.kind,
+            "weight_shape": list(info.weight_shape),
+            "params": info.params,
+            "macs": macs.get(info.name, 0),
+            "mode": str(info.mode),
+        }
+        for info in list_layers(model)
+    ]
+    if args.json:
+        payload = {"model": args.model, "input_shape": list(loaded.input_shape), "layers": rows}
+        print(json.dumps(payload, indent=2))
+        return 0
+    print(f"{args.model}: {len(rows)} binarizable layers, MACs for input {loaded.input_shape}")
+    header = f"{'name':<32} {'type':<7} {'weight shape':<20} {'params':>10} {'MACs':>14} mode"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        shape = "x".join(str(d) for d in row["weight_shape"])
+        print(
+            f"{row['name']:<32} {row['type']:<7} {shape:<20} {row['params']:>10,} "
+            f"{row['macs']:>14,} {row['mode']}"
+        )
+    return 0

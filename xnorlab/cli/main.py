@@ -1,0 +1,85 @@
+"""``xnorlab`` entry point: no subcommand opens the app; subcommands run headless.
+
+Each subcommand lives in its own module ``xnorlab.cli.<name>`` with ``add_arguments(parser)``
+and ``run(args) -> int``. User errors (``XnorlabError``) print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from collections.abc import Sequence
+from types import ModuleType
+
+from xnorlab import __version__
+
+# name -> (module, one-line help). Modules are imported only when their command runs.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "layers": ("xnorlab.cli.layers", "list the binarizable layers of a model and their modes"),
+}
+
+EXIT_USER_ERROR = 2
+
+
+def _command_module(name: str) -> ModuleType:
+    return importlib.import_module(SUBCOMMANDS[name][0])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xnorlab",
+        description="A lab for binary neural networks (XNOR-Net / BWN). "
+        "Without a subcommand, opens the desktop app.",
+    )
+    parser.add_argument("--version", action="version", version=f"xnorlab {__version__}")
+    parser.add_argument(
+        "--screenshot", metavar="FILE.png", help="open the app, save a PNG of the window, exit"
+    )
+    parser.add_argument("model", nargs="?", help="model to open in the app (default: the demo)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def _full_subparser(name: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"xnorlab {name}", description=SUBCOMMANDS[name][1])
+    _command_module(name).add_arguments(parser)
+    return parser
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    print(f"xnorlab: warning: {message}", file=sys.stderr)
+
+
+def run_subcommand(name: str, argv: Sequence[str]) -> int:
+    """Parse ``argv`` for subcommand ``name`` and run it; user errors -> one line, exit 2."""
+    from xnorlab.core.errors import XnorlabError
+
+    args = _full_subparser(name).parse_args(list(argv))
+    warnings.showwarning = _show_warning  # type: ignore[assignment]
+    try:
+        result: int = _command_module(name).run(args)
+        return result
+    except XnorlabError as exc:
+        print(f"xnorlab {name}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"xnorlab {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in SUBCOMMANDS:
+        return run_subcommand(args_list[0], args_list[1:])
+    args = build_parser().parse_args(args_list)
+    from xnorlab.gui.app import run_app
+
+    return run_app(model_spec=args.model, screenshot=args.screenshot)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

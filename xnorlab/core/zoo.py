@@ -1,0 +1,43 @@
+"""torchvision architectures by name (random init unless weights are given elsewhere)."""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+
+from torch import nn
+
+from xnorlab.core.errors import XnorlabError
+
+DEFAULT_IMAGE_SHAPE = (3, 224, 224)
+_SPECIAL_SHAPES = {"inception_v3": (3, 299, 299)}
+
+
+@cache
+def torchvision_architectures() -> tuple[str, ...]:
+    """Names of torchvision's image-classification architectures."""
+    import torchvision.models as tvm
+
+    return tuple(sorted(tvm.list_models(module=tvm)))
+
+
+def torchvision_input_shape(name: str) -> tuple[int, int, int]:
+    """The (C, H, W) input an architecture is usually run at."""
+    return _SPECIAL_SHAPES.get(name, DEFAULT_IMAGE_SHAPE)
+
+
+def build_torchvision(name: str, num_classes: int | None = None) -> nn.Module:
+    """Build torchvision architecture ``name`` with random weights (nothing is downloaded)."""
+    import torchvision.models as tvm
+
+    names = torchvision_architectures()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise XnorlabError(f"unknown model {name!r}{hint}")
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if name == "inception_v3":
+        kwargs["init_weights"] = False
+        kwargs["aux_logits"] = False
+    model: nn.Module = tvm.get_model(name, weights=None, **kwargs)
+    return model

@@ -1,0 +1,1 @@
+"""PySide6 + pyqtgraph desktop app. Only this package imports Qt."""
