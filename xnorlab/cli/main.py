@@ -50,7 +50,9 @@ def _full_subparser(name: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+def _show_warning(
+    message: Warning | str, category: type[Warning], *_: object, **__: object
+) -> None:
     print(f"xnorlab: warning: {message}", file=sys.stderr)
 
 

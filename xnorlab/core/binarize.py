@@ -82,7 +82,9 @@ def weight_scale_alpha(weight: Tensor) -> Tensor:
     L1-optimal scale of ``W_c ~= alpha_c * sign(W_c)``.
     """
     if weight.dim() < 2:
-        raise ValueError(f"weight must have at least 2 dims (C_out, ...), got {tuple(weight.shape)}")
+        raise ValueError(
+            f"weight must have at least 2 dims (C_out, ...), got {tuple(weight.shape)}"
+        )
     return weight.abs().flatten(1).mean(dim=1)
 
 

@@ -109,7 +109,7 @@ class BinConv2d(_BinarizableMixin, nn.Conv2d):
         self.config = config or LayerConfig()
         self.native_cache = None
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(self, x: Tensor) -> Tensor:
         mode = self.config.mode
         if mode is Mode.FLOAT:
             return self._conv_forward(x, self.weight, self.bias)
@@ -148,7 +148,7 @@ class BinLinear(_BinarizableMixin, nn.Linear):
         self.config = config or LayerConfig()
         self.native_cache = None
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(self, x: Tensor) -> Tensor:
         mode = self.config.mode
         if mode is Mode.FLOAT:
             return F.linear(x, self.weight, self.bias)

@@ -272,7 +272,7 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]
     return macs
 
 
-class float_mode:  # noqa: N801 - used as a context manager like torch.no_grad
+class float_mode:
     """Context manager: run every wrapped layer in float mode, restoring modes in ``finally``."""
 
     def __init__(self, model: nn.Module) -> None:
