@@ -1,0 +1,353 @@
+"""Whole-model measurements for the metrics panel: memory, latency and accuracy, float vs
+the current binarization.
+
+Qt-free. Every function works on a *private copy* of the model (``detached_copy``) so it may run
+in a worker thread while the user keeps toggling layers of the live model. Long functions take
+``progress(fraction, message)`` and ``should_cancel()`` callables and raise ``Cancelled`` when
+asked to stop. Results are frozen dataclasses (data first; the GUI only renders them).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from xnorlab.core.errors import XnorlabError
+from xnorlab.core.layers import BinConv2d, BinLinear
+from xnorlab.core.modes import Mode
+from xnorlab.core.surgery import float_mode, iter_binarizable
+
+ProgressFn = Callable[[float, str], None]
+CancelFn = Callable[[], bool]
+
+FLOAT_BITS = 32
+ALPHA_BYTES = 4  # one float32 alpha per output channel / row
+
+
+class Cancelled(XnorlabError):
+    """A measurement was cancelled through ``should_cancel``."""
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    """Default progress callback: ignore."""
+
+
+def _never() -> bool:
+    return False
+
+
+def _check_cancel(should_cancel: CancelFn) -> None:
+    if should_cancel():
+        raise Cancelled("cancelled")
+
+
+def detached_copy(model: nn.Module) -> nn.Module:
+    """Deep copy of ``model`` without the native-engine caches (they are rebuilt on demand).
+
+    The copy shares nothing with the original, so a worker may switch its modes/backends
+    while the GUI thread changes the original.
+    """
+    memo: dict[int, Any] = {}
+    for _, module in iter_binarizable(model):
+        cache = getattr(module, "native_cache", None)
+        if cache is not None:
+            memo[id(cache)] = None
+    return copy.deepcopy(model, memo)
+
+
+# --------------------------------------------------------------------------------- memory
+
+
+@dataclass(frozen=True)
+class LayerMemory:
+    """Storage of one binarizable layer, float and as deployed in its current mode."""
+
+    name: str
+    mode: Mode
+    float_bytes: int
+    packed_bytes: int
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Model storage, float vs packed (binarized layers at 1 bit per weight)."""
+
+    layers: tuple[LayerMemory, ...]
+    other_bytes: int  # parameters and buffers outside binarizable layers (BN, ...), as stored
+
+    @property
+    def float_bytes(self) -> int:
+        return self.other_bytes + sum(layer.float_bytes for layer in self.layers)
+
+    @property
+    def packed_bytes(self) -> int:
+        return self.other_bytes + sum(layer.packed_bytes for layer in self.layers)
+
+    @property
+    def ratio(self) -> float:
+        """Compression ratio ``float_bytes / packed_bytes`` (1.0 when nothing is binarized)."""
+        return self.float_bytes / self.packed_bytes if self.packed_bytes else 1.0
+
+
+def packed_weight_bytes(weight_shape: tuple[int, ...]) -> int:
+    """Bytes of a weight stored at one bit per element plus one float32 alpha per output.
+
+    ``ceil(C_out * n / 8) + 4 * C_out`` with ``n = prod(weight_shape[1:])``.
+    """
+    out_channels = weight_shape[0]
+    n_bits = math.prod(weight_shape)
+    return math.ceil(n_bits / 8) + ALPHA_BYTES * out_channels
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _layer_memory(name: str, module: nn.Conv2d | nn.Linear) -> LayerMemory:
+    mode = module.mode if isinstance(module, (BinConv2d, BinLinear)) else Mode.FLOAT
+    weight_float = module.weight.numel() * FLOAT_BITS // 8
+    bias = 0 if module.bias is None else _tensor_bytes(module.bias)
+    weight_packed = (
+        weight_float if mode is Mode.FLOAT else packed_weight_bytes(tuple(module.weight.shape))
+    )
+    return LayerMemory(name, mode, weight_float + bias, weight_packed + bias)
+
+
+def model_memory(model: nn.Module) -> MemoryReport:
+    """Storage of ``model`` as float32 and with its binarized layers packed.
+
+    Float: every weight at 32 bits. Packed: BWN and XNOR weights at 1 bit plus a float32 alpha
+    per output channel; biases, float layers, BatchNorm parameters and buffers unchanged
+    (the paper's "32x" counts weight bits only).
+    """
+    layers = [_layer_memory(name, module) for name, module in iter_binarizable(model)]
+    counted = {
+        id(p) for _, module in iter_binarizable(model) for p in module.parameters(recurse=False)
+    }
+    other = sum(_tensor_bytes(p) for p in model.parameters() if id(p) not in counted)
+    other += sum(_tensor_bytes(b) for b in model.buffers() if b.is_floating_point())
+    return MemoryReport(layers=tuple(layers), other_bytes=other)
+
+
+# -------------------------------------------------------------------------------- latency
+
+
+@dataclass(frozen=True)
+class LayerLatency:
+    """Time of one layer in one forward pass (medians over the profiled runs, seconds).
+
+    ``current_s`` is the layer's wall time in its current mode; ``pack_s``, ``popcount_s`` and
+    ``scale_s`` come from the native engine's profiler; ``other_s = current_s - pack_s -
+    popcount_s - scale_s`` (allocation, padding correction, Python, and everything of a layer
+    that runs in torch).
+    """
+
+    name: str
+    mode: Mode
+    float_s: float
+    current_s: float
+    pack_s: float
+    popcount_s: float
+    scale_s: float
+    other_s: float
+    native_calls: int
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """End-to-end latency, torch float vs the current configuration through the native engine."""
+
+    batch: int
+    repeats: int
+    float_s: float  # median end-to-end seconds, every layer float, torch
+    current_s: float  # median end-to-end seconds, current modes, native backend
+    float_min_max_s: tuple[float, float]
+    current_min_max_s: tuple[float, float]
+    engine: str  # e.g. "native avx512, 2 threads" or "torch simulation (...)"
+    layers: tuple[LayerLatency, ...]
+
+    @property
+    def speedup(self) -> float:
+        """``float_s / current_s`` (> 1 means the current configuration is faster)."""
+        return self.float_s / self.current_s if self.current_s > 0 else float("nan")
+
+
+def engine_description() -> str:
+    """One line naming the engine XNOR layers run in (ISA and threads when native)."""
+    try:
+        from xnorlab import kernels
+
+        info = kernels.info()
+    except (ImportError, AttributeError) as exc:
+        return f"torch simulation (native engine unavailable: {exc})"
+    return f"{info.get('backend', '?')} {info.get('isa', '?')}, {info.get('threads', '?')} threads"
+
+
+@contextmanager
+def _native_engine(model: nn.Module) -> Iterator[Callable[[], Any]]:
+    """Run ``model`` through the native engine; yield a factory of profiling contexts."""
+    try:
+        from xnorlab import kernels
+        from xnorlab.kernels.integration import native_backend
+
+        profile = kernels.profile
+    except (ImportError, AttributeError):
+        yield _empty_profile
+        return
+    with native_backend(model):
+        yield profile
+
+
+@contextmanager
+def _empty_profile() -> Iterator[list[Any]]:
+    yield []
+
+
+def _time_forward(
+    model: nn.Module, x: torch.Tensor, runs: int, tick: Callable[[], None]
+) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - start)
+        tick()
+    return times
+
+
+@contextmanager
+def _layer_clock(
+    model: nn.Module, records: list[Any]
+) -> Iterator[dict[str, list[tuple[float, list[Any]]]]]:
+    """Hooks timing each binarizable layer; yields name -> [(seconds, kernel records)] per call."""
+    calls: dict[str, list[tuple[float, list[Any]]]] = {}
+    started: dict[str, tuple[float, int]] = {}
+    handles = []
+    for name, module in iter_binarizable(model):
+
+        def pre(mod: nn.Module, args: Any, name: str = name) -> None:
+            started[name] = (time.perf_counter(), len(records))
+
+        def post(mod: nn.Module, args: Any, out: Any, name: str = name) -> None:
+            start, first = started.pop(name)
+            calls.setdefault(name, []).append((time.perf_counter() - start, records[first:]))
+
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post))
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass
+class _LayerSample:
+    wall_s: list[float]
+    pack_s: list[float]
+    popcount_s: list[float]
+    scale_s: list[float]
+    calls: int = 0
+
+
+def _profile_layers(
+    model: nn.Module,
+    x: torch.Tensor,
+    runs: int,
+    profile: Callable[[], Any],
+    tick: Callable[[], None],
+) -> dict[str, _LayerSample]:
+    """Run ``runs`` hooked and profiled forwards; collect per-layer wall time and kernel split."""
+    samples: dict[str, _LayerSample] = {}
+    for _ in range(runs):
+        with profile() as records, _layer_clock(model, records) as calls:
+            model(x)
+        for name, per_call in calls.items():
+            sample = samples.setdefault(name, _LayerSample([], [], [], []))
+            kernel = [rec for _, recs in per_call for rec in recs]
+            sample.wall_s.append(sum(seconds for seconds, _ in per_call))
+            sample.pack_s.append(sum(float(getattr(r, "pack_s", 0.0)) for r in kernel))
+            sample.popcount_s.append(sum(float(getattr(r, "popcount_s", 0.0)) for r in kernel))
+            sample.scale_s.append(sum(float(getattr(r, "scale_s", 0.0)) for r in kernel))
+            sample.calls = len(kernel)
+        tick()
+    return samples
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _layer_latencies(
+    model: nn.Module, floats: dict[str, _LayerSample], currents: dict[str, _LayerSample]
+) -> tuple[LayerLatency, ...]:
+    out = []
+    for name, module in iter_binarizable(model):
+        if name not in currents:
+            continue  # layer not reached by the forward pass
+        cur = currents[name]
+        wall, pack = _median(cur.wall_s), _median(cur.pack_s)
+        popcount, scale = _median(cur.popcount_s), _median(cur.scale_s)
+        mode = module.mode if isinstance(module, (BinConv2d, BinLinear)) else Mode.FLOAT
+        float_s = _median(floats[name].wall_s) if name in floats else float("nan")
+        other = max(0.0, wall - pack - popcount - scale)
+        out.append(LayerLatency(name, mode, float_s, wall, pack, popcount, scale, other, cur.calls))
+    return tuple(out)
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    batch: int = 1,
+    repeats: int = 10,
+    warmup: int = 2,
+    profile_runs: int = 3,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> LatencyReport:
+    """Time ``model`` end to end in torch float and in its current modes (native engine).
+
+    Works on a detached copy (the caller's model is never touched). End-to-end times are the
+    median of ``repeats`` forward passes of a random batch after ``warmup`` passes, without
+    hooks; the per-layer split comes from ``profile_runs`` further passes with timing hooks and
+    the native profiler (``xnorlab.kernels.profile``).
+    """
+    if batch < 1 or repeats < 1 or profile_runs < 1 or warmup < 0:
+        raise XnorlabError("batch, repeats and profile_runs must be >= 1, warmup >= 0")
+    report, cancel = progress or _no_progress, should_cancel or _never
+    work = detached_copy(model).eval()
+    x = torch.randn(batch, *input_shape)
+    total, done = 2 * (warmup + repeats + profile_runs), [0]
+
+    def tick() -> None:
+        done[0] += 1
+        report(done[0] / total, "measuring latency")
+        _check_cancel(cancel)
+
+    with torch.no_grad():
+        with float_mode(work):
+            float_times = _time_forward(work, x, warmup + repeats, tick)[warmup:]
+            float_layers = _profile_layers(work, x, profile_runs, _empty_profile, tick)
+        with _native_engine(work) as profile:
+            current_times = _time_forward(work, x, warmup + repeats, tick)[warmup:]
+            current_layers = _profile_layers(work, x, profile_runs, profile, tick)
+    return LatencyReport(
+        batch=batch,
+        repeats=repeats,
+        float_s=statistics.median(float_times),
+        current_s=statistics.median(current_times),
+        float_min_max_s=(min(float_times), max(float_times)),
+        current_min_max_s=(min(current_times), max(current_times)),
+        engine=engine_description(),
+        layers=_layer_latencies(work, float_layers, current_layers),
+    )
