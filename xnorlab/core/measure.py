@@ -351,3 +351,73 @@ def measure_latency(
         engine=engine_description(),
         layers=_layer_latencies(work, float_layers, current_layers),
     )
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+@dataclass(frozen=True)
+class TopK:
+    """The ``k`` most probable classes of one input, most probable first."""
+
+    indices: tuple[int, ...]
+    labels: tuple[str, ...]
+    probabilities: tuple[float, ...]  # softmax probabilities in [0, 1]
+
+
+@dataclass(frozen=True)
+class PredictionPair:
+    """Top-k of one input with every layer float and with the current modes."""
+
+    float_topk: TopK
+    current_topk: TopK
+
+
+def _topk(probabilities: torch.Tensor, class_names: list[str], k: int) -> list[TopK]:
+    values, indices = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
+    out = []
+    for row_values, row_indices in zip(values.tolist(), indices.tolist(), strict=True):
+        labels = tuple(
+            class_names[i] if i < len(class_names) else f"class {i}" for i in row_indices
+        )
+        out.append(TopK(tuple(row_indices), labels, tuple(row_values)))
+    return out
+
+
+def _check_images(images: torch.Tensor, input_shape: tuple[int, ...] | None) -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise XnorlabError("images must be a 4-D tensor (N, C, H, W)")
+    if not images.is_floating_point():
+        raise XnorlabError(f"images must be floating point, got {images.dtype}")
+    if input_shape is not None and tuple(images.shape[1:]) != tuple(input_shape):
+        raise XnorlabError(
+            f"images have shape {tuple(images.shape[1:])}, the model expects {tuple(input_shape)}"
+        )
+    if not bool(torch.isfinite(images).all()):
+        raise XnorlabError("images contain NaN or infinite values")
+
+
+def compare_predictions(
+    model: nn.Module,
+    images: torch.Tensor,
+    class_names: list[str],
+    *,
+    k: int = 5,
+    input_shape: tuple[int, ...] | None = None,
+) -> list[PredictionPair]:
+    """Softmax top-``k`` of each image, every layer float vs the current modes.
+
+    ``images`` is a preprocessed batch ``(N, C, H, W)``. Runs on a detached copy in eval mode
+    under ``torch.no_grad`` (the caller's model is not touched).
+    """
+    if k < 1:
+        raise XnorlabError(f"k must be >= 1, got {k}")
+    _check_images(images, input_shape)
+    work = detached_copy(model).eval()
+    with torch.no_grad():
+        with float_mode(work):
+            float_probs = torch.softmax(work(images).float(), dim=1)
+        current_probs = torch.softmax(work(images).float(), dim=1)
+    floats = _topk(float_probs, class_names, k)
+    currents = _topk(current_probs, class_names, k)
+    return [PredictionPair(f, c) for f, c in zip(floats, currents, strict=True)]
