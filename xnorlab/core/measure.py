@@ -1,21 +1,24 @@
 """Whole-model measurements for the metrics panel: memory, latency and accuracy, float vs
 the current binarization.
 
-Qt-free. Every function works on a *private copy* of the model (``detached_copy``) so it may run
-in a worker thread while the user keeps toggling layers of the live model. Long functions take
-``progress(fraction, message)`` and ``should_cancel()`` callables and raise ``Cancelled`` when
-asked to stop. Results are frozen dataclasses (data first; the GUI only renders them).
+Qt-free. Every function works on a private copy of the model's module tree (``detached_copy``,
+weights shared, configs copied) so it may run in a worker thread while the user keeps toggling
+layers of the live model. Long functions take ``progress(fraction, message)`` and
+``should_cancel()`` callables and raise ``xnorlab.core.tasks.Cancelled`` when asked to stop.
+Results are frozen dataclasses (data first; the GUI only renders them).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,39 +28,22 @@ from xnorlab.core.errors import XnorlabError
 from xnorlab.core.layers import BinConv2d, BinLinear
 from xnorlab.core.modes import Mode
 from xnorlab.core.surgery import float_mode, iter_binarizable
-
-ProgressFn = Callable[[float, str], None]
-CancelFn = Callable[[], bool]
+from xnorlab.core.tasks import CancelFn, ProgressFn, check_cancel, no_progress
 
 FLOAT_BITS = 32
 ALPHA_BYTES = 4  # one float32 alpha per output channel / row
 
 
-class Cancelled(XnorlabError):
-    """A measurement was cancelled through ``should_cancel``."""
-
-
-def _no_progress(fraction: float, message: str) -> None:
-    """Default progress callback: ignore."""
-
-
-def _never() -> bool:
-    return False
-
-
-def _check_cancel(should_cancel: CancelFn) -> None:
-    if should_cancel():
-        raise Cancelled("cancelled")
-
-
 def detached_copy(model: nn.Module) -> nn.Module:
-    """Deep copy of ``model`` without the native-engine caches (they are rebuilt on demand).
+    """Copy of ``model``'s module tree sharing its Parameters and buffers, without native caches.
 
-    The copy shares nothing with the original, so a worker may switch its modes/backends
-    while the GUI thread changes the original.
+    Layer configs are copied, so a worker may switch the copy's modes and backends (and add
+    hooks) while the GUI thread changes the original's. Nothing here writes to weights.
     """
     memo: dict[int, Any] = {}
-    for _, module in iter_binarizable(model):
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        memo[id(tensor)] = tensor
+    for module in model.modules():
         cache = getattr(module, "native_cache", None)
         if cache is not None:
             memo[id(cache)] = None
@@ -324,7 +310,7 @@ def measure_latency(
     """
     if batch < 1 or repeats < 1 or profile_runs < 1 or warmup < 0:
         raise XnorlabError("batch, repeats and profile_runs must be >= 1, warmup >= 0")
-    report, cancel = progress or _no_progress, should_cancel or _never
+    report = progress or no_progress
     work = detached_copy(model).eval()
     x = torch.randn(batch, *input_shape)
     total, done = 2 * (warmup + repeats + profile_runs), [0]
@@ -332,7 +318,7 @@ def measure_latency(
     def tick() -> None:
         done[0] += 1
         report(done[0] / total, "measuring latency")
-        _check_cancel(cancel)
+        check_cancel(should_cancel, "latency measurement")
 
     with torch.no_grad():
         with float_mode(work):
@@ -414,10 +400,57 @@ def compare_predictions(
         raise XnorlabError(f"k must be >= 1, got {k}")
     _check_images(images, input_shape)
     work = detached_copy(model).eval()
-    with torch.no_grad():
-        with float_mode(work):
-            float_probs = torch.softmax(work(images).float(), dim=1)
-        current_probs = torch.softmax(work(images).float(), dim=1)
+    try:
+        with torch.no_grad():
+            with float_mode(work):
+                float_probs = torch.softmax(work(images).float(), dim=1)
+            current_probs = torch.softmax(work(images).float(), dim=1)
+    except RuntimeError as exc:
+        raise XnorlabError(f"the model cannot run on these inputs: {exc}") from None
     floats = _topk(float_probs, class_names, k)
     currents = _topk(current_probs, class_names, k)
     return [PredictionPair(f, c) for f, c in zip(floats, currents, strict=True)]
+
+
+@dataclass(frozen=True)
+class FilePrediction:
+    """One image file: the input exactly as the model sees it and its two top-k lists."""
+
+    path: str
+    model_input: torch.Tensor  # (C, H, W), normalized
+    pair: PredictionPair
+
+
+def predict_files(
+    model: nn.Module,
+    paths: list[str],
+    preprocessing: Any,
+    class_names: list[str],
+    *,
+    k: int = 5,
+    input_shape: tuple[int, ...] | None = None,
+    should_cancel: CancelFn | None = None,
+) -> list[FilePrediction]:
+    """Load image files with the model's ``preprocessing`` and compare float vs current top-k.
+
+    All files are decoded before anything is predicted: one unreadable file raises
+    ``XnorlabError`` naming it (nothing is returned for the others).
+    """
+    from xnorlab.core.images import load_image
+
+    if not paths:
+        raise XnorlabError("no image files given")
+    inputs = []
+    for path in paths:
+        check_cancel(should_cancel, "prediction")
+        try:
+            inputs.append(load_image(path, preprocessing))
+        except XnorlabError as exc:
+            name = Path(path).name
+            raise XnorlabError(f"{name}: {exc}" if name not in str(exc) else str(exc)) from None
+    batch = torch.stack(inputs)
+    pairs = compare_predictions(model, batch, class_names, k=k, input_shape=input_shape)
+    return [
+        FilePrediction(str(path), tensor, pair)
+        for path, tensor, pair in zip(paths, inputs, pairs, strict=True)
+    ]

