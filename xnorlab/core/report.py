@@ -1,0 +1,587 @@
+"""The per-layer binarization report: data first (frozen dataclasses), rendering elsewhere.
+
+``build_report`` measures a model under a mode map and returns a ``Report``; the renderers in
+``xnorlab.core.render`` turn it into HTML, JSON, CSV or Markdown (``write_report``). Nothing here
+imports Qt; long work takes ``progress(fraction, message)`` and ``should_cancel()`` callables.
+
+Counting conventions (as Larq's ``models.summary`` counts):
+
+* memory: binary (BWN/XNOR) weights at 1 bit; their alpha (one float32 per output channel),
+  biases, float layers, BatchNorm parameters and floating buffers at 32 bits;
+* MACs: per sample, ``H_out*W_out*C_out*(C_in/groups)*kh*kw`` (conv) or
+  ``out_features*in_features`` (linear). A MAC is *binary* only when both operands are binary
+  (XNOR layers); BWN MACs are counted as float (float input times +-alpha);
+* compression: ``float32 bits / deployed bits``; binarized-MAC ratio: ``binary MACs / MACs``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import math
+import os
+import platform
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xnorlab import __version__
+from xnorlab.core import report_measure as measure
+from xnorlab.core import stats
+from xnorlab.core.binarize import weight_scale_alpha
+from xnorlab.core.errors import XnorlabError
+from xnorlab.core.layers import BinConv2d, BinLinear
+from xnorlab.core.modelspec import LoadedModel
+from xnorlab.core.modes import Mode
+from xnorlab.core.surgery import (
+    binarize_model,
+    current_modes,
+    float_mode,
+    iter_binarizable,
+    layer_macs,
+)
+
+SCHEMA_VERSION = 1
+FLOAT_BITS = 32
+ProgressFn = Callable[[float, str], None]
+CancelFn = Callable[[], bool]
+
+
+class ReportCancelled(XnorlabError):
+    """``build_report`` stopped because ``should_cancel()`` returned True."""
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of values in ``len(counts)`` equal bins between ``edges[0]`` and ``edges[-1]``."""
+
+    counts: tuple[int, ...]
+    edges: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """Everything the report says about one binarizable layer.
+
+    Error/sign fields are NaN-free: ``None`` means "not measured" (e.g. no calibration data).
+    ``sensitivity_mode`` is the mode the layer had alone in the sensitivity run (its configured
+    mode, or XNOR for a layer configured float). Latencies are medians in milliseconds, batch 1.
+    """
+
+    name: str
+    kind: str  # "conv2d" | "linear"
+    mode: str  # "float" | "bwn" | "xnor"
+    weight_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]  # one sample, () when not reached by the forward pass
+    output_shape: tuple[int, ...]
+    params: int  # weight + bias elements
+    macs: int  # per sample
+    binary_macs: int  # per sample, XNOR layers only
+    float_bits: int  # weight+bias at 32 bits
+    deployed_bits: int  # as deployed in its mode (1-bit weights + 32-bit alpha and bias)
+    compression: float  # float_bits / deployed_bits
+    alpha_mean: float
+    alpha_min: float
+    alpha_max: float
+    alpha_std: float
+    approx_error: float  # ||W - alpha*sign(W)||_F / ||W||_F
+    input_near_zero: float | None  # share of inputs with |x| <= 5% mean|x|
+    input_sign_flip: float | None  # share of input signs differing from the float model's
+    local_error: float | None  # this layer alone: ||y_mode - y_float|| / ||y_float||, same input
+    output_error: float | None  # configured model vs float model at this layer's output
+    latency_float_ms: float | None  # torch float
+    latency_config_ms: float | None  # configured mode, configured engine
+    speedup: float | None  # latency_float_ms / latency_config_ms
+    sensitivity_mode: str | None
+    sensitivity_accuracy: float | None  # validation top-1 with only this layer binarized
+    sensitivity_drop: float | None  # float accuracy - sensitivity_accuracy (points)
+    alphas: tuple[float, ...] = ()
+    weight_hist: Histogram | None = None
+    input_hist: Histogram | None = None
+
+
+@dataclass(frozen=True)
+class ReportTotals:
+    """Whole-model figures. Accuracies in percent; ``None`` when not measured."""
+
+    params: int
+    binary_params: int  # weights stored at 1 bit
+    other_params: int  # parameters outside binarizable layers (BatchNorm, PReLU, ...)
+    float_bits: int
+    deployed_bits: int
+    compression: float
+    macs: int
+    binary_macs: int
+    binarized_mac_ratio: float
+    accuracy_float: float | None
+    accuracy_config: float | None
+    accuracy_drop: float | None
+    latency_float_ms: float | None
+    latency_config_ms: float | None
+    speedup: float | None
+    xnor_file_bytes: int | None
+    float_state_dict_bytes: int | None
+    file_compression: float | None
+
+
+@dataclass(frozen=True)
+class ReportHeader:
+    """Where and how the report was made (volatile fields: date, machine, timings)."""
+
+    xnorlab_version: str
+    torch_version: str
+    model_spec: str
+    dataset: str
+    input_shape: tuple[int, ...]
+    calibration_samples: int
+    validation_samples: int
+    engine: str  # "native" | "torch"
+    isa: str
+    threads: int
+    date: str
+    machine: str
+    settings: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    """The report: a header, one ``LayerReport`` per binarizable layer, and totals."""
+
+    header: ReportHeader
+    layers: tuple[LayerReport, ...]
+    totals: ReportTotals
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """The inputs of a report: a calibration batch and optional labelled validation tensors."""
+
+    name: str
+    calibration: Tensor  # (N, C, H, W) or (N, F)
+    val_inputs: Tensor | None = None
+    val_labels: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What to measure. ``engine`` is "native" or "torch" for the configured latency."""
+
+    sensitivity: bool = True
+    latency: bool = True
+    latency_repeats: int = 10
+    file_sizes: bool = True
+    engine: str = "native"
+    histogram_bins: int = 41
+    batch_size: int = 256
+    extra_notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ----------------------------------------------------------------------- counting (pure)
+
+
+def layer_mode(module: nn.Module) -> Mode:
+    """Mode of a binarizable module (float when unwrapped)."""
+    return module.mode if isinstance(module, (BinConv2d, BinLinear)) else Mode.FLOAT
+
+
+def layer_bits(weight_shape: tuple[int, ...], bias_elements: int, mode: Mode) -> tuple[int, int]:
+    """``(float_bits, deployed_bits)`` of a layer's weight and bias.
+
+    Float: ``32 * (n_weights + n_bias)``. Binary (BWN/XNOR): ``n_weights * 1 + 32 * C_out``
+    (alpha) ``+ 32 * n_bias``.
+    """
+    n_weights = math.prod(weight_shape)
+    float_bits = FLOAT_BITS * (n_weights + bias_elements)
+    if mode is Mode.FLOAT:
+        return float_bits, float_bits
+    return float_bits, n_weights + FLOAT_BITS * (weight_shape[0] + bias_elements)
+
+
+def other_parameter_elements(model: nn.Module, binarizable: list[nn.Module]) -> int:
+    """Elements of floating parameters and buffers outside the binarizable layers."""
+    inside = {id(t) for m in binarizable for t in (*m.parameters(False), *m.buffers(False))}
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() for t in tensors if id(t) not in inside and t.is_floating_point())
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator`` or None when either is missing or the denominator is 0."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def settings_pairs(settings: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Sorted ``(key, str(value))`` pairs (frozen, JSON-friendly)."""
+    return tuple(sorted((str(k), str(v)) for k, v in settings.items()))
+
+
+# ----------------------------------------------------------------------------- building
+
+
+class _Steps:
+    """Progress over a known number of steps; raises ``ReportCancelled`` when asked to stop."""
+
+    def __init__(self, total: int, progress: ProgressFn | None, cancel: CancelFn | None) -> None:
+        self.total, self.done, self.message = max(1, total), 0, "starting"
+        self.progress, self.cancel = progress, cancel
+
+    def stage(self, message: str) -> None:
+        self.message = message
+        self.tick(advance=False)
+
+    def tick(self, advance: bool = True) -> None:
+        if self.cancel is not None and self.cancel():
+            raise ReportCancelled("report cancelled")
+        self.done += int(advance)
+        if self.progress is not None:
+            self.progress(min(1.0, self.done / self.total), self.message)
+
+
+def _validate_data(data: ReportData, input_shape: tuple[int, ...]) -> None:
+    """Shapes, dtypes and finiteness of the report inputs; raises ``XnorlabError``."""
+    calib = data.calibration
+    if calib.dim() != len(input_shape) + 1 or tuple(calib.shape[1:]) != tuple(input_shape):
+        raise XnorlabError(
+            f"calibration batch has shape {tuple(calib.shape)}, expected (N, "
+            f"{', '.join(map(str, input_shape))})"
+        )
+    if len(calib) == 0 or not calib.is_floating_point() or not bool(torch.isfinite(calib).all()):
+        raise XnorlabError("calibration batch must be a non-empty, finite float tensor")
+    if (data.val_inputs is None) != (data.val_labels is None):
+        raise XnorlabError("validation inputs and labels must be given together")
+    if data.val_inputs is not None and data.val_labels is not None:
+        if len(data.val_inputs) != len(data.val_labels) or len(data.val_labels) == 0:
+            raise XnorlabError("validation inputs and labels differ in length or are empty")
+        if tuple(data.val_inputs.shape[1:]) != tuple(input_shape):
+            raise XnorlabError(f"validation inputs do not have the model's shape {input_shape}")
+        if data.val_labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise XnorlabError(f"validation labels must be integers, got {data.val_labels.dtype}")
+
+
+def _histogram(values: Tensor, bins: int) -> Histogram:
+    counts, edges = stats.histogram(values, bins=bins)
+    return Histogram(tuple(int(c) for c in counts), tuple(float(e) for e in edges))
+
+
+def _count_layer(
+    module: nn.Conv2d | nn.Linear, macs: int, shapes: tuple[tuple[int, ...], ...], bins: int
+) -> dict[str, Any]:
+    """Counting and weight-statistics fields of one layer (everything not data-dependent)."""
+    mode = layer_mode(module)
+    shape = tuple(module.weight.shape)
+    bias = 0 if module.bias is None else module.bias.numel()
+    float_bits, deployed_bits = layer_bits(shape, bias, mode)
+    weights = stats.weight_stats(module.weight)
+    alphas = weight_scale_alpha(module.weight.detach().float())
+    return {
+        "kind": "conv2d" if isinstance(module, nn.Conv2d) else "linear",
+        "mode": str(mode),
+        "weight_shape": shape,
+        "input_shape": shapes[0] if shapes else (),
+        "output_shape": shapes[1] if shapes else (),
+        "params": math.prod(shape) + bias,
+        "macs": macs,
+        "binary_macs": macs if mode is Mode.XNOR else 0,
+        "float_bits": float_bits,
+        "deployed_bits": deployed_bits,
+        "compression": float_bits / deployed_bits,
+        "alpha_mean": weights.alpha_mean,
+        "alpha_min": weights.alpha_min,
+        "alpha_max": weights.alpha_max,
+        "alpha_std": weights.alpha_std,
+        "approx_error": weights.approx_error,
+        "alphas": tuple(float(a) for a in alphas),
+        "weight_hist": _histogram(module.weight, bins),
+    }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _error_fields(model: nn.Module, calibration: Tensor, bins: int) -> dict[str, dict[str, Any]]:
+    """Sign statistics, local and propagated errors and input histograms per layer."""
+    compared = stats.compare_layers(model, calibration)
+    captured = stats.capture_activations(model, calibration)
+    fields: dict[str, dict[str, Any]] = {}
+    for name, comparison in compared.items():
+        io = captured.get(name)
+        fields[name] = {
+            "input_near_zero": _finite(comparison.sign.near_zero_fraction),
+            "input_sign_flip": _finite(comparison.sign.flip_rate),
+            "local_error": _finite(comparison.local_error),
+            "output_error": _finite(comparison.propagated_error),
+            "input_hist": None if io is None else _histogram(io.input, bins),
+        }
+    return fields
+
+
+def _latency_fields(
+    model: nn.Module, sample: Tensor, options: ReportOptions, steps: _Steps
+) -> tuple[dict[str, dict[str, Any]], float | None, float | None, str | None]:
+    """Per-layer and end-to-end medians (ms), torch float vs the configured engine."""
+    repeats = options.latency_repeats
+    with float_mode(model):
+        float_s, float_layers = measure.time_model(model, sample, repeats, steps.tick)
+    context, note = measure.native_engine_context(model, options.engine)
+    with context:
+        config_s, config_layers = measure.time_model(model, sample, repeats, steps.tick)
+    fields = {}
+    for name, seconds in config_layers.items():
+        float_ms = float_layers.get(name, math.nan) * 1e3
+        fields[name] = {
+            "latency_float_ms": _finite(float_ms),
+            "latency_config_ms": seconds * 1e3,
+            "speedup": ratio(_finite(float_ms), seconds * 1e3),
+        }
+    return fields, float_s * 1e3, config_s * 1e3, note
+
+
+def _accuracy_fields(
+    model: nn.Module, data: ReportData, options: ReportOptions, steps: _Steps
+) -> tuple[float | None, float | None, dict[str, dict[str, Any]], str | None]:
+    """Validation top-1 float, configured, and with one layer binarized at a time."""
+    if data.val_inputs is None or data.val_labels is None:
+        return None, None, {}, None
+    x, y, batch = data.val_inputs, data.val_labels.long(), options.batch_size
+    context, note = measure.native_engine_context(model, options.engine)
+    sensitivity: dict[str, dict[str, Any]] = {}
+    with context:
+        with float_mode(model):
+            acc_float = measure.top1_accuracy(model, x, y, batch, steps.tick)
+        acc_config = measure.top1_accuracy(model, x, y, batch, steps.tick)
+        layers = measure.wrapped_layers(model) if options.sensitivity else {}
+        for name, layer in layers.items():
+            mode = layer.mode if layer.mode is not Mode.FLOAT else Mode.XNOR
+            steps.stage(f"sensitivity of {name}")
+            with measure.layer_configs(model, measure.only_layer_configs(model, name, mode)):
+                accuracy = measure.top1_accuracy(model, x, y, batch, steps.tick)
+            sensitivity[name] = {
+                "sensitivity_mode": str(mode),
+                "sensitivity_accuracy": accuracy,
+                "sensitivity_drop": acc_float - accuracy,
+            }
+    return acc_float, acc_config, sensitivity, note
+
+
+def _engine_info() -> tuple[str, int]:
+    """ISA and thread count of the native engine, or ("unavailable", torch threads)."""
+    try:
+        from xnorlab import kernels
+
+        info = kernels.info()
+        return str(info.get("isa", "?")), int(info.get("threads", torch.get_num_threads()))
+    except (ImportError, AttributeError):
+        return "unavailable", torch.get_num_threads()
+
+
+def machine_description() -> str:
+    """CPU model, architecture and logical core count (one line)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {platform.machine()}, {os.cpu_count()} logical cores, {platform.system()}"
+
+
+def _file_sizes(loaded: LoadedModel, model: nn.Module) -> tuple[int | None, int, str | None]:
+    """Bytes of the ``.xnor`` export and of the float ``state_dict`` file."""
+    from xnorlab.core.export import encode_xnor
+
+    float_bytes = measure.state_dict_file_bytes(model)
+    try:
+        return len(encode_xnor(model, loaded, require_architecture=False)), float_bytes, None
+    except XnorlabError as exc:
+        return None, float_bytes, f".xnor size not measured: {exc}"
+
+
+def _detached_copy(model: nn.Module) -> nn.Module:
+    """Deep copy without native-engine caches: the caller's model is never touched."""
+    memo: dict[int, Any] = {}
+    for _, module in iter_binarizable(model):
+        cache = getattr(module, "native_cache", None)
+        if cache is not None:
+            memo[id(cache)] = None
+    return copy.deepcopy(model, memo)
+
+
+def _step_count(model: nn.Module, data: ReportData, options: ReportOptions) -> int:
+    steps = 3 + (4 * options.latency_repeats + 4 if options.latency else 0)
+    if data.val_inputs is not None:
+        batches = math.ceil(len(data.val_inputs) / options.batch_size)
+        layers = len(measure.wrapped_layers(model)) if options.sensitivity else 0
+        steps += batches * (2 + layers)
+    return steps
+
+
+def _totals(
+    model: nn.Module, layers: tuple[LayerReport, ...], extra: dict[str, Any]
+) -> ReportTotals:
+    """Model totals from the layer rows plus every parameter outside them (at 32 bits)."""
+    other = other_parameter_elements(model, [m for _, m in iter_binarizable(model)])
+    float_bits = sum(row.float_bits for row in layers) + FLOAT_BITS * other
+    deployed_bits = sum(row.deployed_bits for row in layers) + FLOAT_BITS * other
+    macs = sum(row.macs for row in layers)
+    binary_macs = sum(row.binary_macs for row in layers)
+    acc_float, acc_config = extra.get("accuracy_float"), extra.get("accuracy_config")
+    return ReportTotals(
+        params=sum(row.params for row in layers) + other,
+        binary_params=sum(math.prod(r.weight_shape) for r in layers if r.mode != "float"),
+        other_params=other,
+        float_bits=float_bits,
+        deployed_bits=deployed_bits,
+        compression=float_bits / deployed_bits,
+        macs=macs,
+        binary_macs=binary_macs,
+        binarized_mac_ratio=binary_macs / macs if macs else 0.0,
+        accuracy_float=acc_float,
+        accuracy_config=acc_config,
+        accuracy_drop=None if acc_float is None or acc_config is None else acc_float - acc_config,
+        latency_float_ms=extra.get("latency_float_ms"),
+        latency_config_ms=extra.get("latency_config_ms"),
+        speedup=ratio(extra.get("latency_float_ms"), extra.get("latency_config_ms")),
+        xnor_file_bytes=extra.get("xnor_file_bytes"),
+        float_state_dict_bytes=extra.get("float_state_dict_bytes"),
+        file_compression=ratio(extra.get("float_state_dict_bytes"), extra.get("xnor_file_bytes")),
+    )
+
+
+def _layer_rows(
+    model: nn.Module, input_shape: tuple[int, ...], data: ReportData, bins: int
+) -> dict[str, dict[str, Any]]:
+    """Counting, weight statistics, shapes and calibration errors of every layer."""
+    macs = layer_macs(model, input_shape)
+    shapes = measure.shapes_per_layer(model, data.calibration)
+    rows = {
+        name: {"name": name, **_count_layer(module, macs.get(name, 0), shapes.get(name, ()), bins)}
+        for name, module in iter_binarizable(model)
+    }
+    for name, fields in _error_fields(model, data.calibration, bins).items():
+        rows[name].update(fields)
+    return rows
+
+
+def _empty_measurements() -> dict[str, Any]:
+    keys = (
+        "input_near_zero", "input_sign_flip", "local_error", "output_error", "latency_float_ms",
+        "latency_config_ms", "speedup", "sensitivity_mode", "sensitivity_accuracy",
+        "sensitivity_drop",
+    )  # fmt: skip
+    return dict.fromkeys(keys)
+
+
+def _measure(
+    model: nn.Module, loaded: LoadedModel, data: ReportData, options: ReportOptions, steps: _Steps
+) -> tuple[tuple[LayerReport, ...], dict[str, Any], list[str]]:
+    """Run every measurement on ``model`` (already configured); rows, totals extras, notes."""
+    steps.stage("counting and calibration statistics")
+    counted = _layer_rows(model, loaded.input_shape, data, options.histogram_bins)
+    rows = {name: {**_empty_measurements(), **row} for name, row in counted.items()}
+    steps.tick()
+    extra: dict[str, Any] = {}
+    notes: list[str] = []
+    if options.latency:
+        steps.stage("timing layers (batch 1)")
+        per_layer, extra["latency_float_ms"], extra["latency_config_ms"], note = _latency_fields(
+            model, data.calibration[:1], options, steps
+        )
+        notes += [note] if note else []
+        for name, fields in per_layer.items():
+            rows[name].update(fields)
+    steps.stage("validation accuracy")
+    acc_float, acc_config, sensitivity, note = _accuracy_fields(model, data, options, steps)
+    extra.update(accuracy_float=acc_float, accuracy_config=acc_config)
+    for name, fields in sensitivity.items():
+        rows[name].update(fields)
+    if options.file_sizes:
+        steps.stage("file sizes")
+        extra["xnor_file_bytes"], extra["float_state_dict_bytes"], note = _file_sizes(loaded, model)
+        notes += [note] if note else []
+    steps.tick()
+    return tuple(LayerReport(**row) for row in rows.values()), extra, notes
+
+
+def _header(
+    loaded: LoadedModel,
+    data: ReportData,
+    options: ReportOptions,
+    settings: Mapping[str, Any],
+    notes: list[str],
+) -> ReportHeader:
+    isa, threads = _engine_info()
+    engine = options.engine if isa != "unavailable" else "torch"
+    return ReportHeader(
+        xnorlab_version=__version__,
+        torch_version=torch.__version__,
+        model_spec=loaded.spec,
+        dataset=data.name,
+        input_shape=tuple(loaded.input_shape),
+        calibration_samples=len(data.calibration),
+        validation_samples=0 if data.val_inputs is None else len(data.val_inputs),
+        engine=engine,
+        isa=isa,
+        threads=threads,
+        date=utc_now(),
+        machine=machine_description(),
+        settings=settings_pairs(settings),
+        notes=tuple(dict.fromkeys([*options.extra_notes, *notes])),
+    )
+
+
+def build_report(
+    loaded: LoadedModel,
+    modes: str | Mapping[str, Mode | str] | None,
+    data: ReportData,
+    *,
+    options: ReportOptions | None = None,
+    settings: Mapping[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> Report:
+    """Measure ``loaded.model`` under ``modes`` and return the report (data only).
+
+    Works on a private copy: the caller's model (modes, configs, caches) is never changed, so
+    a GUI may call this from a worker thread. ``modes``: a preset, a JSON path or a mapping
+    (``None`` keeps the model's current modes); ``settings`` (scaling, pad_mode, ...) apply to
+    every layer as in ``binarize_model``. Raises ``XnorlabError`` on bad data or modes and
+    ``ReportCancelled`` when ``should_cancel()`` becomes true.
+    """
+    options = options or ReportOptions()
+    if options.engine not in ("native", "torch"):
+        raise XnorlabError(f"engine must be 'native' or 'torch', got {options.engine!r}")
+    _validate_data(data, loaded.input_shape)
+    model = _detached_copy(loaded.model).eval()
+    mode_map = current_modes(model) if modes is None else modes
+    binarize_model(model, mode_map, warn_first_last=False, **dict(settings or {}))
+    steps = _Steps(_step_count(model, data, options), progress, should_cancel)
+    layers, extra, notes = _measure(model, loaded, data, options, steps)
+    notes = [*_first_last_notes(layers), *notes]
+    header = _header(loaded, data, options, settings or {}, notes)
+    return Report(header=header, layers=layers, totals=_totals(model, layers, extra))
+
+
+def _first_last_notes(layers: tuple[LayerReport, ...]) -> list[str]:
+    if not layers:
+        return ["the model has no Conv2d/Linear layer"]
+    ends = {layers[0].name: layers[0], layers[-1].name: layers[-1]}
+    return [
+        f"layer {name} (first or last) is binarized ({row.mode}); the paper keeps it float"
+        for name, row in ends.items()
+        if row.mode != "float"
+    ]

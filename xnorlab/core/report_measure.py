@@ -1,0 +1,153 @@
+"""Measurements behind the report: accuracy, per-layer latency, mode switching, file sizes.
+
+Helpers of ``xnorlab.core.report.build_report``; every function that changes a model's layer
+configs restores them in ``finally``.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xnorlab.core.layers import BinConv2d, BinLinear, LayerConfig
+from xnorlab.core.modes import Mode
+from xnorlab.core.surgery import iter_binarizable
+
+Tick = Callable[[], None]
+
+
+def wrapped_layers(model: nn.Module) -> dict[str, BinConv2d | BinLinear]:
+    """Name -> wrapper of every wrapped binarizable layer."""
+    return {n: m for n, m in iter_binarizable(model) if isinstance(m, (BinConv2d, BinLinear))}
+
+
+@contextmanager
+def layer_configs(model: nn.Module, configs: Mapping[str, LayerConfig]) -> Iterator[nn.Module]:
+    """Temporarily give the named wrappers ``configs``; restore every wrapper in ``finally``."""
+    layers = wrapped_layers(model)
+    saved = {name: layer.config for name, layer in layers.items()}
+    try:
+        for name, config in configs.items():
+            layers[name].config = config
+        yield model
+    finally:
+        for name, config in saved.items():
+            layers[name].config = config
+
+
+def only_layer_configs(model: nn.Module, name: str, mode: Mode) -> dict[str, LayerConfig]:
+    """Configs with every wrapper float except ``name``, which gets ``mode``."""
+    return {
+        other: layer.config.updated(mode=mode if other == name else Mode.FLOAT)
+        for other, layer in wrapped_layers(model).items()
+    }
+
+
+def top1_accuracy(
+    model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int, tick: Tick
+) -> float:
+    """Top-1 accuracy in percent of ``model`` on ``inputs`` (evaluated in batches, no grad)."""
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch_size):
+            logits = model(inputs[start : start + batch_size])
+            predicted = logits.argmax(dim=1)
+            correct += int((predicted == labels[start : start + batch_size]).sum())
+            tick()
+    return 100.0 * correct / max(1, len(inputs))
+
+
+def native_engine_context(model: nn.Module, engine: str) -> tuple[Any, str | None]:
+    """A context manager running ``model`` in the requested engine, and a note if it can't.
+
+    ``engine == "native"`` uses ``xnorlab.kernels.integration.native_backend`` when the native
+    engine is importable; otherwise the torch simulation runs and the note says so.
+    """
+    if engine != "native":
+        return nullcontext(model), None
+    try:
+        from xnorlab.kernels.integration import native_backend
+    except ImportError as exc:
+        return nullcontext(model), f"native engine unavailable ({exc}); torch simulation timed"
+    return native_backend(model), None
+
+
+@contextmanager
+def _layer_clock(model: nn.Module) -> Iterator[dict[str, float]]:
+    """Hooks adding each binarizable layer's wall time (seconds) of the next forward."""
+    spent: dict[str, float] = {}
+    started: dict[str, float] = {}
+    handles = []
+    for name, module in iter_binarizable(model):
+
+        def pre(_m: nn.Module, _a: Any, name: str = name) -> None:
+            started[name] = time.perf_counter()
+
+        def post(_m: nn.Module, _a: Any, _o: Any, name: str = name) -> None:
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - started.pop(name)
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    try:
+        yield spent
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def time_model(
+    model: nn.Module, x: Tensor, repeats: int, tick: Tick, warmup: int = 2
+) -> tuple[float, dict[str, float]]:
+    """Median end-to-end and per-layer seconds of ``model(x)`` over ``repeats`` runs.
+
+    End-to-end runs without hooks; the per-layer split comes from separate hooked runs.
+    """
+    totals: list[float] = []
+    per_layer: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for index in range(warmup + repeats):
+            start = time.perf_counter()
+            model(x)
+            if index >= warmup:
+                totals.append(time.perf_counter() - start)
+            tick()
+        for _ in range(repeats):
+            with _layer_clock(model) as spent:
+                model(x)
+            for name, seconds in spent.items():
+                per_layer.setdefault(name, []).append(seconds)
+            tick()
+    medians = {name: statistics.median(values) for name, values in per_layer.items()}
+    return statistics.median(totals), medians
+
+
+def state_dict_file_bytes(model: nn.Module) -> int:
+    """Size of ``torch.save(model.state_dict())``: the float file a user would ship."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+def shapes_per_layer(model: nn.Module, x: Tensor) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """Name -> (input shape, output shape) of one sample, from a no-grad forward of ``x[:1]``."""
+    shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
+    handles = []
+    for name, module in iter_binarizable(model):
+
+        def hook(_m: nn.Module, args: Any, out: Tensor, name: str = name) -> None:
+            shapes[name] = (tuple(args[0].shape[1:]), tuple(out.shape[1:]))
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
