@@ -12,7 +12,8 @@ Events (``xnorlab.core.signals.Signal``; slots run in the calling thread):
 * ``selection_changed(name: str | None)``;
 * ``data_changed()``: a dataset was opened or dropped;
 * ``error(message: str)``: a user-facing error happened (see ``attempt``);
-* ``images_dropped(paths: list[str])``: image files the user wants predicted.
+* ``images_dropped(paths: list[str])``: image files the user wants predicted;
+* ``weights_changed()``: the weights of the live model changed in place (e.g. fine-tuning).
 
 Every method that can fail raises ``XnorlabError`` and leaves the session unchanged.
 Threads: call the session from one thread (the GUI thread). Workers compute on
@@ -142,6 +143,7 @@ class LabSession:
         self.data_changed = Signal("data_changed")
         self.error = Signal("error")
         self.images_dropped = Signal("images_dropped")
+        self.weights_changed = Signal("weights_changed")
         self.loaded: LoadedModel | None = None
         self.dataset: Any = None
         self.dataset_spec: str | None = None
@@ -426,6 +428,13 @@ class LabSession:
         except XnorlabError as exc:
             self.error.emit(str(exc))
             return None
+
+    def mark_weights_changed(self) -> None:
+        """Tell the views the live model's weights changed in place (after fine-tuning)."""
+        if self.loaded is None:
+            raise XnorlabError("no model is open")
+        self._bump()
+        self.weights_changed.emit()
 
     def _bump(self) -> None:
         self.revision += 1
