@@ -1,0 +1,218 @@
+"""Prediction panel: drop image files (or open them) and compare top-k, float vs current modes.
+
+Drops are turned into paths and handed to ``LabSession.open_paths`` (a model file opens the
+model; images come back through ``session.images_dropped``, also fired by drops on the main
+window). Decoding and both forward passes run in a worker on a snapshot of the model. A
+corrupt or unsupported file shows a message here and leaves the shown predictions unchanged.
+After a mode change the same images are predicted again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QMimeData, Qt, QTimer
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from xnorlab.core.errors import XnorlabError
+from xnorlab.core.measure import FilePrediction, TopK, predict_files
+from xnorlab.core.session import IMAGE_SUFFIXES, LabSession
+from xnorlab.gui.panels.base import show_message, subscribe
+from xnorlab.gui.workers import Task, TaskRunner
+
+THUMBNAIL_PX = 112
+DEBOUNCE_MS = 150
+IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in IMAGE_SUFFIXES) + ");;All files (*)"
+
+
+def mime_paths(mime: QMimeData) -> list[str]:
+    """Local file paths of a drag's URLs (non-file URLs are ignored)."""
+    if not mime.hasUrls():
+        return []
+    return [url.toLocalFile() for url in mime.urls() if url.isLocalFile()]
+
+
+def input_pixmap(model_input: Any, preprocessing: Any, size_px: int = THUMBNAIL_PX) -> QPixmap:
+    """The normalized ``(C, H, W)`` model input as a picture (denormalized, pixels visible)."""
+    pixels = preprocessing.denormalize(model_input).clamp(0, 1)
+    array = np.ascontiguousarray((pixels.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    height, width, channels = array.shape
+    if channels == 1:
+        image = QImage(array.data, width, height, width, QImage.Format.Format_Grayscale8)
+    else:
+        image = QImage(array.data, width, height, 3 * width, QImage.Format.Format_RGB888)
+    scaled = image.copy().scaled(
+        size_px, size_px, Qt.AspectRatioMode.KeepAspectRatio,
+        Qt.TransformationMode.FastTransformation,
+    )  # fmt: skip
+    return QPixmap.fromImage(scaled)
+
+
+def topk_html(title: str, topk: TopK, highlight: str | None = None) -> str:
+    """An HTML table: class, probability and a bar; ``highlight`` marks a differing top-1."""
+    rows = []
+    for rank, (label, prob) in enumerate(zip(topk.labels, topk.probabilities, strict=True)):
+        bar = "█" * max(1, round(prob * 20)) if prob >= 0.005 else ""
+        style = f' style="color:{highlight}"' if rank == 0 and highlight else ""
+        rows.append(
+            f"<tr><td{style}>{'<b>' if rank == 0 else ''}{label}</td>"
+            f"<td align='right'>{100 * prob:.1f}%</td><td>{bar}</td></tr>"
+        )
+    return f"<b>{title}</b><table cellspacing='4'>{''.join(rows)}</table>"
+
+
+class PredictionRow(QFrame):
+    """One image: the model input, the float top-k and the current-modes top-k."""
+
+    def __init__(self, result: FilePrediction, preprocessing: Any) -> None:
+        super().__init__()
+        self.result = result
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.picture = QLabel()
+        self.picture.setPixmap(input_pixmap(result.model_input, preprocessing))
+        self.picture.setToolTip(result.path)
+        name = QLabel(Path(result.path).name)
+        name.setToolTip(result.path)
+        pair = result.pair
+        differs = pair.float_topk.indices[0] != pair.current_topk.indices[0]
+        self.float_label = QLabel(topk_html("float", pair.float_topk))
+        self.current_label = QLabel(
+            topk_html("current modes", pair.current_topk, "#c0392b" if differs else None)
+        )
+        grid = QGridLayout(self)
+        grid.addWidget(self.picture, 0, 0)
+        grid.addWidget(self.float_label, 0, 1, Qt.AlignmentFlag.AlignTop)
+        grid.addWidget(self.current_label, 0, 2, Qt.AlignmentFlag.AlignTop)
+        grid.addWidget(name, 1, 0, 1, 3)
+
+
+class PredictionPanel(QWidget):
+    """Drop images here (or on the window) to see top-k, float vs the current configuration."""
+
+    def __init__(self, session: LabSession, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.runner = TaskRunner(self)
+        self.paths: list[str] = []
+        self.results: list[FilePrediction] = []
+        self.task: Task | None = None
+        self.setAcceptDrops(True)
+        self._build()
+        self._rerun = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
+        self._rerun.timeout.connect(self._predict_again)
+        subscribe(self, [
+            (session.images_dropped, self.predict_paths),
+            (session.modes_changed, lambda _names: self._rerun.start()),
+            (session.model_changed, self._rerun.start),
+        ])  # fmt: skip
+
+    def _build(self) -> None:
+        self.open_button = QPushButton("Open image…")
+        self.open_button.clicked.connect(self.open_images)
+        self.topk_spin = QSpinBox(minimum=1, maximum=20, value=5, prefix="top-")
+        self.topk_spin.valueChanged.connect(lambda _v: self._rerun.start())
+        self.progress = QProgressBar(maximum=0, visible=False)
+        self.message = QLabel("Drop image files here or on the window.")
+        self.message.setWordWrap(True)
+        header = QHBoxLayout()
+        header.addWidget(self.open_button)
+        header.addWidget(self.topk_spin)
+        header.addWidget(self.progress, 1)
+        header.addStretch(1)
+        self.rows = QWidget()
+        self.rows_layout = QVBoxLayout(self.rows)
+        self.rows_layout.addStretch(1)
+        scroll = QScrollArea(widgetResizable=True)
+        scroll.setWidget(self.rows)
+        layout = QVBoxLayout(self)
+        layout.addLayout(header)
+        layout.addWidget(self.message)
+        layout.addWidget(scroll, 1)
+
+    # ------------------------------------------------------------------ input
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # Qt override
+        if mime_paths(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # Qt override
+        paths = mime_paths(event.mimeData())
+        if not paths:
+            return
+        event.acceptProposedAction()
+        self.open_paths(paths)
+
+    def open_paths(self, paths: list[str]) -> None:
+        """Open dropped files through the session; errors are shown here, state unchanged."""
+        try:
+            self.session.open_paths(paths)
+        except XnorlabError as exc:
+            show_message(self.message, str(exc), error=True)
+
+    def open_images(self) -> None:
+        """File > Open image: choose image files and predict them."""
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open images", "", IMAGE_FILTER)
+        if paths:
+            self.predict_paths(paths)
+
+    # ------------------------------------------------------------------ prediction
+    def _preprocessing(self) -> Any:
+        loaded = self.session.loaded
+        prep = getattr(loaded, "preprocessing", None)
+        if prep is None:
+            prep = getattr(self.session.dataset, "preprocessing", None)
+        if prep is None:
+            raise XnorlabError("the open model does not say how to preprocess images")
+        return prep
+
+    def predict_paths(self, paths: list[str]) -> None:
+        """Predict ``paths`` in a worker; the shown results change only on success."""
+        try:
+            preprocessing = self._preprocessing()
+            snapshot = self.session.snapshot()
+        except XnorlabError as exc:
+            show_message(self.message, str(exc), error=True)
+            return
+        show_message(self.message, f"predicting {len(paths)} image(s)…")
+        self.progress.setVisible(True)
+        self.task = self.runner.start(
+            predict_files, snapshot, list(paths), preprocessing, self.session.class_names,
+            k=self.topk_spin.value(), input_shape=self.session.input_shape, key="prediction",
+            on_result=lambda results: self._show(list(paths), results, preprocessing),
+            on_error=lambda text: show_message(self.message, text, error=True),
+            on_finished=lambda: self.progress.setVisible(False),
+        )  # fmt: skip
+
+    def _predict_again(self) -> None:
+        if self.paths and self.session.loaded is not None:
+            self.predict_paths(self.paths)
+
+    def _show(self, paths: list[str], results: list[FilePrediction], preprocessing: Any) -> None:
+        self.paths, self.results = paths, results
+        while self.rows_layout.count() > 1:
+            item = self.rows_layout.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        for index, result in enumerate(results):
+            self.rows_layout.insertWidget(index, PredictionRow(result, preprocessing))
+        changed = sum(r.pair.float_topk.indices[0] != r.pair.current_topk.indices[0]
+                      for r in results)  # fmt: skip
+        show_message(
+            self.message,
+            f"{len(results)} image(s) · {self.session.model_name} · "
+            f"top-1 differs float vs current on {changed}",
+        )
