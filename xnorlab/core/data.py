@@ -107,7 +107,8 @@ def stratified_split(
         cut = round(train_fraction * len(members))
         train_idx.append(members[:cut])
         val_idx.append(members[cut:])
-    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+    empty = np.zeros(0, dtype=np.int64)
+    return np.sort(np.concatenate([empty, *train_idx])), np.sort(np.concatenate([empty, *val_idx]))
 
 
 def convert_tensor(x: Tensor, source: Preprocessing, target: Preprocessing) -> Tensor:

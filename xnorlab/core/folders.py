@@ -88,9 +88,9 @@ def load_image_folder(root: Path, preprocessing: Preprocessing | None = None) ->
             raise XnorlabError(f"{root} has no class sub-folders (expected ROOT/<class>/<images>)")
         items = _items(root, names)
         labels = np.array([label for _, label in items])
-        train_idx, val_idx = stratified_split(labels, 0.8) if items else ([], [])
-        train_items = [items[i] for i in train_idx]
-        val_items = [items[i] for i in val_idx]
+        train_idx, val_idx = stratified_split(labels, 0.8)
+        train_items = [items[int(i)] for i in train_idx]
+        val_items = [items[int(i)] for i in val_idx]
         how = f"80/20 split per class, seed {SPLIT_SEED}"
     if not train_items and not val_items:
         raise XnorlabError(f"no images found under {root} (looked in {len(names)} class folders)")

@@ -195,7 +195,8 @@ def _composite(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     weight = alpha.sum()
     opaque_luma = float((rgb @ np.array(_LUMA) * alpha).sum() / weight) if weight > 0 else 0.0
     background = 0.0 if opaque_luma > 0.5 else 1.0
-    return rgb * alpha[:, :, None] + background * (1.0 - alpha[:, :, None])
+    mixed: np.ndarray = rgb * alpha[:, :, None] + background * (1.0 - alpha[:, :, None])
+    return mixed
 
 
 def image_to_array(source: ImageSource) -> np.ndarray:

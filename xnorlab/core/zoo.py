@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 from functools import cache
+from pathlib import Path
 
+import torch
 from torch import nn
 
 from xnorlab.core.errors import XnorlabError
@@ -41,3 +43,30 @@ def build_torchvision(name: str, num_classes: int | None = None) -> nn.Module:
         kwargs["aux_logits"] = False
     model: nn.Module = tvm.get_model(name, weights=None, **kwargs)
     return model
+
+
+def cached_weights_path(name: str) -> Path | None:
+    """Where torch hub caches ``name``'s default ImageNet weights, if that file exists."""
+    import torch.hub
+    import torchvision.models as tvm
+
+    try:
+        weights = tvm.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        return None
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(str(weights.url)).name
+    return path if path.is_file() else None
+
+
+def imagenet_weights(name: str) -> dict[str, torch.Tensor] | None:
+    """The cached ImageNet state_dict of ``name`` (``weights_only`` load), or None if absent."""
+    path = cached_weights_path(name)
+    if path is None:
+        return None
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged cache file: say which
+        raise XnorlabError(f"cached weights {path} cannot be read ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise XnorlabError(f"cached weights {path} hold no state_dict")
+    return state
