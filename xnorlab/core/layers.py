@@ -87,7 +87,8 @@ class _BinarizableMixin:
             return None
         from xnorlab.kernels.integration import native_layer_forward
 
-        return native_layer_forward(self, x)
+        out: Tensor | None = native_layer_forward(self, x)
+        return out
 
 
 class BinConv2d(_BinarizableMixin, nn.Conv2d):
@@ -111,11 +112,12 @@ class BinConv2d(_BinarizableMixin, nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         mode = self.config.mode
-        if mode is Mode.FLOAT:
-            return self._conv_forward(x, self.weight, self.bias)
-        if mode is Mode.BWN:
-            weight = binarize_weight(self.weight, self.config.weight_grad, self.config.clip)
-            return self._conv_forward(x, weight, self.bias)
+        if mode is not Mode.XNOR:
+            weight = self.weight
+            if mode is Mode.BWN:
+                weight = binarize_weight(weight, self.config.weight_grad, self.config.clip)
+            out: Tensor = self._conv_forward(x, weight, self.bias)
+            return out
         native = self._run_native(x)
         if native is not None:
             return native
@@ -130,7 +132,9 @@ class BinConv2d(_BinarizableMixin, nn.Conv2d):
         )  # fmt: skip
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, mode={self.config.mode}, scaling={self.config.scaling}"
+        return (
+            f"{nn.Module.extra_repr(self)}, mode={self.config.mode}, scaling={self.config.scaling}"
+        )
 
 
 class BinLinear(_BinarizableMixin, nn.Linear):
@@ -167,7 +171,9 @@ class BinLinear(_BinarizableMixin, nn.Linear):
         )  # fmt: skip
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, mode={self.config.mode}, scaling={self.config.scaling}"
+        return (
+            f"{nn.Module.extra_repr(self)}, mode={self.config.mode}, scaling={self.config.scaling}"
+        )
 
 
 BinarizableLayer = BinConv2d | BinLinear

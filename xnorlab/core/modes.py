@@ -7,6 +7,9 @@ plain values ("xnor", "kmap", ...).
 from __future__ import annotations
 
 from enum import Enum
+from typing import TypeVar
+
+_E = TypeVar("_E", bound="_StrEnum")
 
 
 class _StrEnum(str, Enum):
@@ -14,7 +17,7 @@ class _StrEnum(str, Enum):
         return str(self.value)
 
     @classmethod
-    def parse(cls, value: str | _StrEnum) -> _StrEnum:
+    def parse(cls: type[_E], value: str | _StrEnum) -> _E:
         """Return the member for ``value`` (case-insensitive), or raise ``ValueError``."""
         if isinstance(value, cls):
             return value

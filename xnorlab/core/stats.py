@@ -188,10 +188,12 @@ def _float_output(module: nn.Module, x: Tensor) -> Tensor:
         saved = module.config
         try:
             module.config = saved.updated(mode=Mode.FLOAT)
-            return module(x)
+            out: Tensor = module(x)
+            return out
         finally:
             module.config = saved
-    return module(x)
+    plain: Tensor = module(x)
+    return plain
 
 
 def compare_layers(

@@ -252,12 +252,12 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]
     for name, module in iter_binarizable(model):
 
         def hook(mod: nn.Module, inputs: Any, output: torch.Tensor, name: str = name) -> None:
-            weight = mod.weight
+            weight: torch.Tensor = mod.weight  # type: ignore[assignment]
             if isinstance(mod, nn.Conv2d):
-                per_output = weight.shape[1] * weight.shape[2] * weight.shape[3]
-                macs[name] = macs.get(name, 0) + output.numel() * per_output
+                per_output = int(weight[0].numel())
             else:
-                macs[name] = macs.get(name, 0) + output.numel() * weight.shape[1]
+                per_output = int(weight.shape[1])
+            macs[name] = macs.get(name, 0) + output.numel() * per_output
 
         handles.append(module.register_forward_hook(hook))
     was_training = model.training
