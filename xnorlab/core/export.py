@@ -24,8 +24,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from xnorlab.core.layers import BinConv2d, BinLinear
 from xnorlab.core.modelspec import LoadedModel
 from xnorlab.core.modes import Mode
 from xnorlab.core.packed import pack_sign_bits
+from xnorlab.core.render.atomic import atomic_write_bytes
 from xnorlab.core.surgery import current_modes, iter_binarizable
 
 FORMAT = "xnorlab-packed"
@@ -219,27 +218,6 @@ def encode_xnor(
         )
     data: bytes = save(packed_tensors(model), metadata={"xnorlab": _metadata(model, loaded, arch)})
     return data
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder + ``os.replace``."""
-    target = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise XnorlabError(f"cannot write {target}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise XnorlabError(f"cannot write {target}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_xnor(model: nn.Module, path: str | Path, loaded: LoadedModel) -> int:
