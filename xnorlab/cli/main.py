@@ -18,6 +18,8 @@ from xnorlab import __version__
 # name -> (module, one-line help). Modules are imported only when their command runs.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "layers": ("xnorlab.cli.layers", "list the binarizable layers of a model and their modes"),
+    "report": ("xnorlab.cli.report", "per-layer binarization report (html, json, csv, md)"),
+    "export": ("xnorlab.cli.export", "write the compact packed model file (.xnor)"),
     "bench": ("xnorlab.cli.bench", "time the XNOR engine against torch float32 and int8"),
 }
 

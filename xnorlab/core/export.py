@@ -22,7 +22,6 @@ engine (the float weights of binary layers are never needed).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -59,78 +58,59 @@ def _num_classes(model: nn.Module) -> int | None:
 def architecture_of(loaded: LoadedModel) -> dict[str, Any] | None:
     """How to rebuild ``loaded.model``'s module tree without weights, or None if unknown.
 
-    Demo nets are recognised by class; torchvision nets by their module and the spec's name.
+    Uses ``loaded.arch`` (a demo or torchvision name); without it, demo nets are recognised by
+    class and torchvision nets by their module and the spec's name.
     """
     from xnorlab.core import models
+    from xnorlab.core.zoo import torchvision_architectures
 
     model = loaded.model
     classes = _num_classes(model)
-    for name, cls in models.ARCHITECTURES.items():
-        if type(model) is cls:
-            return {"kind": "demo", "name": name, "num_classes": classes}
-    module = type(model).__module__
-    if module.startswith("torchvision.models"):
-        from xnorlab.core.zoo import torchvision_architectures
-
-        name = loaded.spec.strip().split(":", 1)[0]
-        if name in torchvision_architectures():
-            return {"kind": "torchvision", "name": name, "num_classes": classes}
+    name = getattr(loaded, "arch", "") or ""
+    if not name:
+        by_class = [n for n, cls in models.ARCHITECTURES.items() if type(model) is cls]
+        from_spec = loaded.spec.strip().split(":", 1)[0]
+        if by_class:
+            name = by_class[0]
+        elif type(model).__module__.startswith("torchvision.models"):
+            name = from_spec
+    if name in models.ARCHITECTURES:
+        return {"kind": "demo", "name": name, "num_classes": classes}
+    if name in torchvision_architectures():
+        return {"kind": "torchvision", "name": name, "num_classes": classes}
     return None
 
 
 def build_architecture(arch: Any) -> nn.Module:
     """Build the module tree an ``architecture`` entry describes (random weights)."""
+    from xnorlab.core.modelspec import build_arch
+
     if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
         raise XnorFileError("the file's architecture entry is missing or malformed")
     classes = arch.get("num_classes")
-    if classes is not None and not isinstance(classes, int):
-        raise XnorFileError("the file's architecture entry has a non-integer num_classes")
-    if arch.get("kind") == "demo":
-        from xnorlab.core.models import build_demo
-
-        return build_demo(arch["name"], classes if classes is not None else 10)
-    if arch.get("kind") == "torchvision":
-        from xnorlab.core.zoo import build_torchvision
-
-        return build_torchvision(arch["name"], classes)
-    raise XnorFileError(f"unknown architecture kind {arch.get('kind')!r} in the file")
+    if classes is not None and (not isinstance(classes, int) or classes < 1):
+        raise XnorFileError("the file's architecture entry has a bad num_classes")
+    if arch.get("kind") not in ("demo", "torchvision"):
+        raise XnorFileError(f"unknown architecture kind {arch.get('kind')!r} in the file")
+    model: nn.Module = build_arch(arch["name"], classes)
+    return model
 
 
 # ---------------------------------------------------------------------------- metadata
 
 
-def _plain(value: Any) -> Any:
-    """JSON-able copy of ``value`` (dataclasses become ``{"__dataclass__", "fields"}``)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        cls = type(value)
-        return {"__dataclass__": f"{cls.__module__}:{cls.__qualname__}", "fields": fields}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+def _preprocessing_json(loaded: LoadedModel) -> Any:
+    prep = getattr(loaded, "preprocessing", None)
+    return prep.to_json() if prep is not None and hasattr(prep, "to_json") else None
 
 
-def _revive(value: Any) -> Any:
-    """Inverse of ``_plain`` for xnorlab's own dataclasses (lists become tuples in them)."""
-    if isinstance(value, dict) and "__dataclass__" in value:
-        module_name, _, qualname = str(value["__dataclass__"]).partition(":")
-        fields = {k: _tupled(_revive(v)) for k, v in dict(value.get("fields", {})).items()}
-        if module_name.startswith("xnorlab."):
-            try:
-                cls = getattr(importlib.import_module(module_name), qualname)
-                return cls(**fields)
-            except (ImportError, AttributeError, TypeError, ValueError):
-                pass
-        return fields
+def _json_safe(value: Any) -> Any:
+    """``value`` if it survives a JSON round trip, else its string."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
     return value
-
-
-def _tupled(value: Any) -> Any:
-    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
 
 
 def _layer_entry(module: BinConv2d | BinLinear) -> dict[str, Any]:
@@ -169,8 +149,9 @@ def _metadata(model: nn.Module, loaded: LoadedModel, arch: dict[str, Any] | None
         "architecture": arch,
         "input_shape": list(loaded.input_shape),
         "class_names": list(loaded.class_names),
-        "preprocessing": _plain(getattr(loaded, "preprocessing", None)),
-        "card": _plain(getattr(loaded, "card", None) or {}),
+        "preprocessing": _preprocessing_json(loaded),
+        "default_data": getattr(loaded, "default_data", None),
+        "card": _json_safe(dict(getattr(loaded, "card", None) or {})),
         "modes": {name: str(mode) for name, mode in current_modes(model).items()},
         "layers": {name: _layer_entry(m) for name, m in binary_layers(model).items()},
     }
@@ -350,17 +331,27 @@ def _loaded_model(path: Path, meta: dict[str, Any], model: nn.Module) -> LoadedM
     shape = meta["input_shape"]
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise XnorFileError(f"{path} has a malformed input_shape {shape!r}")
-    known = {f.name for f in dataclasses.fields(LoadedModel)}
-    extra = {
-        "preprocessing": _revive(meta.get("preprocessing")),
-        "modes": {str(k): Mode.parse(str(v)) for k, v in dict(meta.get("modes", {})).items()},
-        "card": dict(meta.get("card") or {}),
+    from xnorlab.core.images import Preprocessing
+
+    prep = meta.get("preprocessing")
+    arch = meta.get("architecture") or {}
+    card = dict(meta["card"]) if isinstance(meta.get("card"), dict) else {}
+    card["packed_modes"] = {
+        n: str(e.get("config", {}).get("mode")) for n, e in meta["layers"].items()
     }
-    fields = {k: v for k, v in extra.items() if k in known and v is not None}
     return LoadedModel(
-        spec=str(path), model=model, input_shape=(shape[0], shape[1], shape[2]),
-        class_names=[str(c) for c in meta["class_names"]], **fields,
-    )  # fmt: skip
+        spec=str(path),
+        model=model,
+        input_shape=(shape[0], shape[1], shape[2]),
+        class_names=[str(c) for c in meta["class_names"]],
+        preprocessing=Preprocessing.from_json(prep) if prep is not None else None,
+        modes=current_modes(model),  # the float layers; packed ones are frozen (card)
+        default_data=meta.get("default_data")
+        if isinstance(meta.get("default_data"), str)
+        else None,
+        card=card,
+        arch=str(arch.get("name", "")),
+    )
 
 
 def load_xnor(path: str | Path) -> LoadedModel:

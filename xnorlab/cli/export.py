@@ -1,0 +1,60 @@
+"""``xnorlab export MODEL --modes ... --out FILE.xnor``: the compact packed-model file."""
+
+from __future__ import annotations
+
+import argparse
+
+from xnorlab.core.export import export_xnor, load_xnor
+from xnorlab.core.modelspec import load_model_spec
+from xnorlab.core.render.format import file_size
+from xnorlab.core.report_measure import state_dict_file_bytes
+from xnorlab.core.surgery import binarize_model
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model spec, e.g. demo:lenet-xnor, resnet18, model.pt")
+    parser.add_argument(
+        "--modes", default=None,
+        help="preset (paper, paper-bwn, xnor, bwn, float) or a JSON mode file "
+        "(default: the modes stored with the model, else paper)",
+    )  # fmt: skip
+    parser.add_argument("--out", required=True, help="output file, must end in .xnor")
+    parser.add_argument(
+        "--scaling",
+        choices=("kmap", "scalar", "none"),
+        default=None,
+        help="input scaling of every XNOR layer (default: the model's)",
+    )
+    parser.add_argument(
+        "--pad-mode",
+        choices=("zero", "one"),
+        default=None,
+        help="padding of binary inputs (default: the model's)",
+    )
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow whole pickled models (they can run code when loaded)",
+    )
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip re-opening the written file to check it")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_model_spec(args.model, trust=args.trust)
+    model = loaded.model
+    modes = args.modes or (loaded.modes if loaded.modes else "paper")
+    settings = {k: v for k, v in (("scaling", args.scaling), ("pad_mode", args.pad_mode)) if v}
+    applied = binarize_model(model, modes, **settings)
+    size = export_xnor(model, args.out, loaded)
+    float_size = state_dict_file_bytes(model)
+    binary = sum(1 for mode in applied.values() if str(mode) != "float")
+    print(
+        f"wrote {args.out}: {file_size(size)} ({binary} of {len(applied)} layers packed), "
+        f"float state_dict {file_size(float_size)}: {float_size / size:.2f}x smaller"
+    )
+    if not args.no_verify:
+        reopened = load_xnor(args.out)
+        routes = sorted({getattr(m, "route", "") for m in reopened.model.modules()} - {""})
+        print(f"verified: the file opens; packed layers run via {', '.join(routes) or '-'}")
+    return 0

@@ -1,0 +1,173 @@
+"""``xnorlab report MODEL --out FILE``: the per-layer binarization report (HTML/JSON/CSV/MD)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import torch
+
+from xnorlab.core.errors import XnorlabError
+from xnorlab.core.modelspec import LoadedModel, load_model_spec
+from xnorlab.core.render import RENDERERS, write_report
+from xnorlab.core.report import ReportData, ReportOptions, build_report
+
+SYNTHETIC = "none"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model spec, e.g. demo:lenet-xnor, resnet18, model.pt")
+    parser.add_argument(
+        "--modes",
+        default=None,
+        help="preset (paper, paper-bwn, xnor, bwn, float) or a JSON mode file "
+        "(default: the modes stored with the model, else paper)",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="data set (mnist5k, digits, cifar10:ROOT, a folder, ...); 'none' "
+        "uses random calibration inputs and skips accuracy (default: the "
+        "model's own data set, else none)",
+    )
+    parser.add_argument("--out", required=True, help="output file: .html, .json, .csv or .md")
+    parser.add_argument(
+        "--no-sensitivity",
+        action="store_true",
+        help="skip the per-layer accuracy sensitivity sweep",
+    )
+    parser.add_argument("--no-latency", action="store_true", help="skip latency timing")
+    parser.add_argument("--threads", type=int, default=None, help="threads for torch and engine")
+    parser.add_argument(
+        "--engine",
+        choices=("native", "torch"),
+        default="native",
+        help="engine of the configured model's timing (default: native)",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=int,
+        default=32,
+        metavar="N",
+        help="calibration batch size for errors and sign statistics (32)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="validation samples used for accuracy (1000)",
+    )
+    parser.add_argument("--repeats", type=int, default=10, help="timing repeats (10)")
+    parser.add_argument(
+        "--scaling",
+        choices=("kmap", "scalar", "none"),
+        default=None,
+        help="input scaling of every XNOR layer (default: the model's)",
+    )
+    parser.add_argument(
+        "--pad-mode",
+        choices=("zero", "one"),
+        default=None,
+        help="padding of binary inputs (default: the model's)",
+    )
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow whole pickled models (they can run code when loaded)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
+
+
+class ProgressBar:
+    """A one-line text progress bar on stderr (redrawn when the percentage changes)."""
+
+    def __init__(self, enabled: bool = True, width: int = 30) -> None:
+        self.enabled, self.width, self.last = enabled, width, (-1, "")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        percent = int(100 * max(0.0, min(1.0, fraction)))
+        if not self.enabled or (percent, message) == self.last:
+            return
+        self.last = (percent, message)
+        filled = self.width * percent // 100
+        bar = "#" * filled + "." * (self.width - filled)
+        sys.stderr.write(f"\r[{bar}] {percent:3d}% {message[:60]:<60}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.last[0] >= 0:
+            sys.stderr.write("\n")
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply ``--threads`` to torch and, when present, the native engine."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise XnorlabError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    try:
+        from xnorlab import kernels
+
+        kernels.set_threads(threads)
+    except (ImportError, AttributeError):
+        pass
+
+
+def _stack(dataset: Any, count: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    size = min(count, len(dataset) - offset)
+    if size <= 0:
+        raise XnorlabError("the data set has too few samples")
+    items = [dataset[i] for i in range(offset, offset + size)]
+    inputs = torch.stack([torch.as_tensor(x, dtype=torch.float32) for x, _ in items])
+    return inputs, torch.tensor([int(y) for _, y in items], dtype=torch.long)
+
+
+def load_report_data(loaded: LoadedModel, spec: str | None, calib: int, limit: int) -> ReportData:
+    """Calibration batch (train split) and validation tensors (val split) of ``spec``."""
+    if calib < 1 or limit < 1:
+        raise XnorlabError("--calibration and --limit must be >= 1")
+    name = spec or loaded.default_data or SYNTHETIC
+    if name.lower() == SYNTHETIC:
+        generator = torch.Generator().manual_seed(0)
+        calibration = torch.randn((calib, *loaded.input_shape), generator=generator)
+        return ReportData("none (random normal calibration inputs, no accuracy)", calibration)
+    from xnorlab.core.data import load_dataset
+
+    bundle = load_dataset(name, loaded.preprocessing, loaded.class_names or None)
+    calibration, _ = _stack(bundle.train, calib)
+    val_inputs, val_labels = _stack(bundle.val, limit)
+    return ReportData(f"{name} (val split)", calibration, val_inputs, val_labels)
+
+
+def _settings(args: argparse.Namespace) -> dict[str, str]:
+    pairs = (("scaling", args.scaling), ("pad_mode", args.pad_mode))
+    return {key: value for key, value in pairs if value is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if Path(args.out).suffix.lower() not in RENDERERS:
+        raise XnorlabError(f"--out must end in one of {', '.join(sorted(RENDERERS))}")
+    set_threads(args.threads)
+    loaded = load_model_spec(args.model, trust=args.trust)
+    modes = args.modes or (loaded.modes if loaded.modes else "paper")
+    data = load_report_data(loaded, args.data, args.calibration, args.limit)
+    options = ReportOptions(
+        sensitivity=not args.no_sensitivity, latency=not args.no_latency,
+        latency_repeats=max(1, args.repeats), engine=args.engine,
+    )  # fmt: skip
+    bar = ProgressBar(enabled=not args.quiet)
+    try:
+        report = build_report(loaded, modes, data, options=options, settings=_settings(args),
+                              progress=bar)  # fmt: skip
+    finally:
+        bar.close()
+    path = write_report(report, args.out)
+    totals = report.totals
+    print(f"wrote {path}: {len(report.layers)} layers, compression {totals.compression:.2f}x, "
+          f"binarized MACs {100 * totals.binarized_mac_ratio:.1f}%")  # fmt: skip
+    return 0
