@@ -4,3 +4,5 @@ Each panel is a QWidget built as ``Panel(session, parent=None)``; it renders dat
 the Qt-free core (``xnorlab.core``) in workers (``xnorlab.gui.workers``) and writes back only
 through the session's API.
 """
+
+from xnorlab.gui.panels import _refcount_guard  # noqa: F401 - see the module: PySide6 6.12 bug

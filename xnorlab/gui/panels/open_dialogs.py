@@ -1,7 +1,7 @@
 """Open-model and open-data dialogs, and the trust question for pickled checkpoints.
 
 The dialogs only *choose* a spec string (the one the CLI takes too); loading happens off the GUI
-thread (``ModelOpener`` / ``DataOpener`` run the core loaders in a worker) and the result is
+thread (``Opener`` runs the core loaders in a worker) and the result is
 handed to the session on the GUI thread (``LabSession.adopt`` / ``set_dataset``), so a slow or
 failing load never freezes the window or changes the open model.
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from PySide6.QtCore import QObject
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -33,7 +33,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from xnorlab.core.data import load_dataset
 from xnorlab.core.errors import XnorlabError
+from xnorlab.core.modelspec import LoadedModel, load_model_spec
+from xnorlab.core.session import LabSession
+from xnorlab.gui.workers import Task, TaskRunner
 
 CHECKPOINT_FILTER = "Models (*.pt *.pth *.safetensors *.ts *.xnor);;All files (*)"
 TRUST_HINTS = ("trust", "pickle")
@@ -79,9 +83,9 @@ def torchvision_names() -> list[str]:
     return list(torchvision_architectures())
 
 
-def needs_trust(error: BaseException) -> bool:
-    """Whether a load error means "this is a full pickle: load only with trust"."""
-    text = f"{type(error).__name__} {error}".lower()
+def needs_trust(message: str) -> bool:
+    """Whether a load error message means "this is a full pickle: load only with trust"."""
+    text = message.lower()
     return any(hint in text for hint in TRUST_HINTS)
 
 
@@ -275,21 +279,89 @@ class OpenDataDialog(QDialog):
         super().accept()
 
 
-def dialog_result(dialog: QDialog) -> str | None:
+def dialog_result(dialog: OpenModelDialog | OpenDataDialog) -> str | None:
     """Run ``dialog`` modally; the chosen spec, or ``None`` when cancelled."""
     if dialog.exec() != QDialog.DialogCode.Accepted:
         return None
-    spec: Any = dialog.spec()  # type: ignore[attr-defined]
-    return str(spec)
+    return dialog.spec()
 
 
-__all__ = [
-    "DATA_CHOICES",
-    "OpenDataDialog",
-    "OpenModelDialog",
-    "ask_trust",
-    "demo_model_specs",
-    "dialog_result",
-    "needs_trust",
-    "torchvision_names",
-]
+class Opener(QObject):
+    """Loads models and datasets in a worker and hands them to the session on the GUI thread.
+
+    Errors go to ``session.error`` (the window shows them); a checkpoint that needs trust
+    triggers ``ask(parent, spec)`` and, on yes, one more load with ``trust=True``.
+    """
+
+    def __init__(
+        self,
+        session: LabSession,
+        parent: QWidget | None = None,
+        ask: Callable[[QWidget | None, str], bool] = ask_trust,
+    ) -> None:
+        super().__init__(parent)
+        self.session, self.ask, self.widget = session, ask, parent
+        self.runner = TaskRunner(self)
+        self.task: Task | None = None
+
+    def open_model(self, spec: str, trust: bool = False) -> Task:
+        """Load model ``spec`` off the GUI thread; it becomes current when loaded."""
+        self.task = self.runner.start(
+            load_model_spec, spec, trust=trust, key="open-model",
+            on_result=lambda loaded: self._adopt(loaded),
+            on_error=lambda message: self._model_failed(spec, trust, message),
+        )  # fmt: skip
+        return self.task
+
+    def _adopt(self, loaded: LoadedModel) -> None:
+        self.session.attempt(self.session.adopt, loaded)
+
+    def _model_failed(self, spec: str, trust: bool, message: str) -> None:
+        if not trust and needs_trust(message) and self.ask(self.widget, spec):
+            self.open_model(spec, trust=True)
+        else:
+            self.session.error.emit(message)
+
+    def open_dataset(self, spec: str, folder: bool = False) -> Task:
+        """Load dataset ``spec`` in the open model's input format off the GUI thread.
+
+        ``folder``: an image folder, whose class sub-folders are matched to the model's classes.
+        """
+        loaded = self.session.loaded
+        prep = getattr(loaded, "preprocessing", None)
+        names = self.session.class_names if folder and loaded is not None else None
+        self.task = self.runner.start(
+            load_dataset, spec, preprocessing=prep, class_names=names, key="open-data",
+            on_result=lambda bundle: self.session.attempt(self.session.set_dataset, bundle, spec),
+            on_error=self.session.error.emit,
+        )  # fmt: skip
+        return self.task
+
+
+def opener_for(session: LabSession, parent: QWidget | None) -> Opener:
+    """The ``Opener`` of ``parent`` for ``session`` (created on first use, owned by parent)."""
+    for child in parent.findChildren(Opener) if parent is not None else _ORPHANS:
+        if child.session is session:
+            return child
+    opener = Opener(session, parent)
+    if parent is None:
+        _ORPHANS.append(opener)
+    return opener
+
+
+_ORPHANS: list[Opener] = []
+
+
+def open_model_dialog(session: LabSession, parent: QWidget | None = None) -> Task | None:
+    """File > Open model…: choose a model and load it in a worker (``None`` if cancelled)."""
+    spec = dialog_result(OpenModelDialog(parent))
+    return None if spec is None else opener_for(session, parent).open_model(spec)
+
+
+def open_data_dialog(session: LabSession, parent: QWidget | None = None) -> Task | None:
+    """File > Open data…: choose a dataset and load it in a worker (``None`` if cancelled)."""
+    dialog = OpenDataDialog(parent)
+    spec = dialog_result(dialog)
+    if spec is None:
+        return None
+    return opener_for(session, parent).open_dataset(spec, folder=dialog.choice.key == "")
