@@ -1,0 +1,262 @@
+"""``xnorlab bench``: time the XNOR engine against torch float32 and int8 (issue 3, item 5).
+
+Prints ResNet-18's 3x3 convs (or tiny shapes with ``--quick``), BWN linear 9216x4096 and the
+whole resnet18 model, as Markdown tables (readable in a terminal) or JSON. glibc's malloc
+settings (``MALLOC_ENV``) must be in the environment before the process starts, so the command
+re-executes itself once with them unless ``--no-reexec`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from xnorlab.core.benchmark import (
+    MALLOC_ENV,
+    BenchConfig,
+    BenchReport,
+    ConvResult,
+    SplitTiming,
+    Timing,
+    run_benchmark,
+    target_checks,
+    validate_config,
+    validate_isas,
+)
+
+REEXEC_GUARD = "XNORLAB_BENCH_REEXEC"
+ISA_CHOICES = ("scalar", "avx2", "avx512")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make argument errors one line on stderr and exit 2 (argparse also prints the usage)."""
+
+    def error(message: str) -> NoReturn:
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _one_line_errors(parser)
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        nargs="+",
+        default=[1, 2],
+        metavar="N",
+        help="thread counts to run, same on both sides (default: 1 2)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=_positive_int,
+        nargs="+",
+        default=[1, 8],
+        metavar="B",
+        help="batch sizes of the conv shapes (default: 1 8)",
+    )
+    parser.add_argument(
+        "--isa",
+        nargs="+",
+        choices=ISA_CHOICES,
+        default=[],
+        metavar="ISA",
+        help="ISAs of the native engine to run (default: the engine's choice, "
+        "plus avx2 forced); one of: " + ", ".join(ISA_CHOICES),
+    )
+    parser.add_argument(
+        "--scaling",
+        choices=("kmap", "scalar", "none"),
+        default="kmap",
+        help="XNOR input scaling (default: kmap, the paper's)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny shapes and few runs (checks the harness; not a speed figure)",
+    )
+    parser.add_argument("--no-reexec", action="store_true",
+                        help="do not re-run with the malloc settings (timings may include page "
+                        "faults)")  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """The benchmark configuration the parsed arguments ask for (validated)."""
+    fields = {"threads": tuple(args.threads), "batches": tuple(args.batch),
+              "isas": tuple(args.isa), "scaling": args.scaling}  # fmt: skip
+    config = BenchConfig.quick_config(**fields) if args.quick else BenchConfig(**fields)
+    validate_config(config)
+    return config
+
+
+def argv_from_args(args: argparse.Namespace) -> list[str]:
+    """Rebuild the command line of ``args`` (used to re-execute with the malloc settings)."""
+    argv = ["--threads", *map(str, args.threads), "--batch", *map(str, args.batch)]
+    argv += ["--isa", *args.isa] if args.isa else []
+    argv += ["--scaling", args.scaling]
+    argv += ["--json"] if args.json else []
+    argv += ["--quick"] if args.quick else []
+    return argv
+
+
+def _reexec_with_malloc_env(args: argparse.Namespace) -> None:
+    """Replace this process by the same command with ``MALLOC_ENV`` set (once)."""
+    if args.no_reexec or os.environ.get(REEXEC_GUARD):
+        return
+    if all(os.environ.get(name) == value for name, value in MALLOC_ENV.items()):
+        return
+    env = dict(os.environ) | MALLOC_ENV | {REEXEC_GUARD: "1"}
+    command = [sys.executable, "-m", "xnorlab.cli.main", "bench", *argv_from_args(args)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, env)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    validate_isas(config)
+    _reexec_with_malloc_env(args)
+    if not args.json:
+        print("measuring... (progress on stderr)", file=sys.stderr)
+    report = run_benchmark(config, progress=lambda line: print(f"  {line}", file=sys.stderr))
+    warning = report.machine.busy_warning
+    if warning:
+        print(f"xnorlab bench: warning: {warning}", file=sys.stderr)
+    if args.json:
+        payload = report.to_dict()
+        payload["targets"] = [vars(check) for check in target_checks(report)]
+        print(json.dumps(payload, indent=2))
+    else:
+        print(render_markdown(report))
+    return 0
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _ms(timing: Timing | None) -> str:
+    return "-" if timing is None else f"{timing.median_s * 1e3:.3f}"
+
+
+def _spread(timing: Timing) -> str:
+    return f"{timing.min_s * 1e3:.3f}-{timing.max_s * 1e3:.3f}"
+
+
+def _num(value: float | None, fmt: str = ".2f", suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{fmt}}{suffix}"
+
+
+def _split_text(split: SplitTiming | None, total_s: float) -> str:
+    if split is None:
+        return "n/a (no engine profiler)"
+    parts = (("pack", split.pack_s), ("pop", split.popcount_s), ("scale", split.scale_s),
+             ("other", split.other_s), ("call", split.call_s))  # fmt: skip
+    return " ".join(f"{name} {100 * seconds / total_s:.0f}%" for name, seconds in parts)
+
+
+def render_header(report: BenchReport) -> list[str]:
+    """The header lines: machine, versions, engine, ceilings, malloc, load."""
+    machine = report.machine
+    ceilings = report.ceilings
+    rates = ", ".join(f"{name} {rate:.0f}" for name, rate in ceilings.rates_gmac.items())
+    malloc = ", ".join(f"{name}={value}" for name, value in machine.malloc_env.items())
+    load_end = machine.load_end or machine.load_start
+    return [
+        f"# xnorlab bench ({'quick' if report.config.quick else 'full'}) {machine.date_utc}",
+        "",
+        f"- CPU: {machine.cpu_model}, {machine.logical_cpus} logical CPUs; SIMD: "
+        f"{' '.join(machine.cpu_simd_flags)}",
+        f"- torch {machine.torch_version} (CPU capability {machine.torch_cpu_capability}); "
+        f"int8 engine: {machine.int8_engine or 'none'}; Python {machine.python_version}",
+        f"- XNOR engine: {machine.engine}; info: {machine.engine_info or '-'}",
+        f"- threads: {list(report.config.threads)} (torch.set_num_threads = engine threads); "
+        f"scaling {report.config.scaling}, zero padding",
+        f"- ceilings per core (G MAC/s, binary MAC for popcount): {rates}; {ceilings.source}",
+        f"- malloc: {malloc}",
+        f"- load average start {machine.load_start[0]:.2f}, end {load_end[0]:.2f}",
+    ]
+
+
+def _conv_line(row: ConvResult) -> str:
+    m = row.metrics()
+    base = row.baseline
+    return (
+        f"| {row.shape.name} | {row.batch} | {row.threads} | {row.isa} | "
+        f"{_ms(base.float_best)} ({base.float_best_layout}) | {_ms(base.int8)} | "
+        f"{_ms(base.int8_float_io)} | {_ms(row.xnor)} ({_spread(row.xnor)}) | "
+        f"{_num(m['speedup_vs_float'])} | {_num(m['speedup_vs_int8'])} | "
+        f"{_num(m['gops_float'], '.0f')} | {_num(m['gops_xnor'], '.0f')} | "
+        f"{_num(m['ceiling_fraction'], '.0%')} | {_num(m['popcount_phase_ceiling_fraction'], '.0%')}"
+        f" | {_split_text(row.split, row.xnor.median_s)} |"
+    )
+
+
+def render_convs(report: BenchReport) -> list[str]:
+    """The conv table: one row per shape, batch, threads and ISA."""
+    lines = [
+        "", "## Conv 3x3 stride 1 pad 1 (times in ms, median; xnor min-max)", "",
+        "| shape | batch | thr | isa | float32 best | int8 | int8 f-io | xnor (min-max) | "
+        "x float | x int8 | GOP/s float | GOP/s xnor | ceil | pop-phase ceil | xnor split |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    return lines + [_conv_line(row) for row in report.convs]
+
+
+def render_rest(report: BenchReport) -> list[str]:
+    """Linear and model tables, target checks and notes."""
+    lines = ["", "## BWN linear (batch 1; ms)", "",
+             "| in x out | thr | isa | float32 | bwn | x float | packed bytes | bwn split |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for row in report.linears:
+        lines.append(
+            f"| {row.in_features}x{row.out_features} | {row.threads} | {row.isa} | "
+            f"{_ms(row.float_linear)} | {_ms(row.bwn)} | "
+            f"{_num(row.metrics()['speedup_vs_float'])} | {row.packed_weight_bytes or '-'} | "
+            f"{_split_text(row.split, row.bwn.median_s)} |"
+        )
+    lines += ["", "## Whole model (batch 1; ms)", "",
+              "| model | input | thr | isa | via | float32 NCHW | float32 CL | engine | x float |"
+              " native calls | max rel diff vs simulation |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for m in report.models:
+        lines.append(
+            f"| {m.model} {m.preset}/{m.scaling} | {'x'.join(map(str, m.input_shape))} | "
+            f"{m.threads} | {m.isa} | {m.backend} | {_ms(m.float_nchw)} | "
+            f"{_ms(m.float_channels_last)} | {_ms(m.engine_time)} | "
+            f"{_num(m.metrics()['speedup_vs_float'])} | {m.native_calls_per_forward} | "
+            f"{m.max_rel_diff_vs_simulation:.2e} |"
+        )
+    lines += ["", "## Targets (issue 3)", ""]
+    for check in target_checks(report):
+        verdict = {True: "MET", False: "MISSED", None: "n/a"}[check.met]
+        lines.append(f"- {verdict}: {check.name}: {check.detail}")
+    lines += ["", "## Notes", ""] + [f"- {note}" for note in report.notes]
+    return lines
+
+
+def render_markdown(report: BenchReport) -> str:
+    """The whole report as Markdown (header, tables, targets, notes)."""
+    return "\n".join(render_header(report) + render_convs(report) + render_rest(report))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``benchmarks/bench_kernels.py`` (same options as ``xnorlab bench``)."""
+    from xnorlab.cli.main import run_subcommand
+
+    return run_subcommand("bench", list(sys.argv[1:] if argv is None else argv))

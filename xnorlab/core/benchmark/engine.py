@@ -1,0 +1,138 @@
+"""The XNOR engine under test (native facade or the torch reference) and its profiler split."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from xnorlab.core.benchmark.timing import ConvShape
+
+# --------------------------------------------------------------------------- the engine
+
+
+@dataclass(frozen=True)
+class SplitTiming:
+    """Where the XNOR time goes (medians, seconds): the engine's own phases from
+    ``xnorlab.kernels.profile()`` and ``call_s`` = wall time minus the engine's total (Python
+    call, validation, output allocation outside the C++ timers)."""
+
+    pack_s: float
+    popcount_s: float
+    scale_s: float
+    other_s: float
+    call_s: float
+
+
+class Engine:
+    """The XNOR engine under test: ``xnorlab.kernels`` when its native facade is there, else
+    the core's torch simulation (``xnorlab.core.binarize``), labelled ``reference``."""
+
+    def __init__(self) -> None:
+        import xnorlab.kernels as kernels
+
+        self._kernels: Any = kernels
+        self.available = all(
+            hasattr(kernels, name)
+            for name in ("info", "xnor_conv2d", "pack_conv2d_weight", "set_threads")
+        )
+        self.info: dict[str, Any] = dict(self._kernels.info()) if self.available else {}
+
+    @property
+    def label(self) -> str:
+        """``native`` / ``reference`` as the facade reports it, or the core simulation."""
+        if not self.available:
+            return "reference (xnorlab.core.binarize torch simulation; xnorlab.kernels absent)"
+        return str(self.info.get("backend", "native"))
+
+    @property
+    def is_native(self) -> bool:
+        return self.available and self.info.get("backend") == "native"
+
+    def supported_isas(self) -> list[str]:
+        return [str(i) for i in self.info.get("supported_isas", [])] if self.is_native else []
+
+    def active_isa(self) -> str:
+        return str(self._kernels.info()["isa"]) if self.is_native else "reference"
+
+    def set_isa(self, isa: str) -> None:
+        if self.is_native:
+            self._kernels.set_isa(isa)
+
+    def set_threads(self, threads: int) -> None:
+        if self.available:
+            self._kernels.set_threads(threads)
+
+    def get_threads(self) -> int | None:
+        return int(self._kernels.get_threads()) if self.available else None
+
+    def pack_conv(self, weight: Tensor) -> Any:
+        return self._kernels.pack_conv2d_weight(weight) if self.available else weight
+
+    def conv(self, x: Tensor, packed: Any, shape: ConvShape, scaling: str) -> Tensor:
+        if self.available:
+            out: Tensor = self._kernels.xnor_conv2d(
+                x, packed, stride=shape.stride, padding=shape.padding, pad_mode="zero",
+                scaling=scaling,
+            )  # fmt: skip
+            return out
+        from xnorlab.core.binarize import xnor_conv2d
+
+        return xnor_conv2d(x, packed, None, shape.stride, shape.padding, scaling=scaling)
+
+    def pack_linear(self, weight: Tensor) -> Any:
+        if self.available and hasattr(self._kernels, "pack_linear_weight"):
+            return self._kernels.pack_linear_weight(weight)
+        from xnorlab.core.binarize import binarize_weight
+
+        return binarize_weight(weight).detach()  # alpha * sign(W), precomputed once
+
+    def bwn_linear(self, x: Tensor, packed: Any) -> Tensor:
+        if self.available and hasattr(self._kernels, "bwn_linear"):
+            out: Tensor = self._kernels.bwn_linear(x, packed)
+            return out
+        return F.linear(x, packed)
+
+    @contextlib.contextmanager
+    def profile(self) -> Iterator[list[Any] | None]:
+        """``xnorlab.kernels.profile()`` when it exists (yields its record list), else None."""
+        if self.available and hasattr(self._kernels, "profile"):
+            with self._kernels.profile() as records:
+                yield records
+        else:
+            yield None
+
+
+def profile_split(engine: Engine, fn: Callable[[], object], runs: int) -> SplitTiming | None:
+    """Run ``fn`` ``runs`` times under the engine's profiler; median split per call.
+
+    Returns None when the engine has no profiler or ``fn`` made no native call. A call that
+    makes several native calls (a whole model) has its records summed.
+    """
+    walls: list[float] = []
+    per_call: list[list[Any]] = []
+    with engine.profile() as records:
+        if records is None:
+            return None
+        for _ in range(runs):
+            before = len(records)
+            start = time.perf_counter()
+            fn()
+            walls.append(time.perf_counter() - start)
+            per_call.append(list(records[before:]))
+    if not any(per_call):
+        return None
+
+    def median_of(attr: str) -> float:
+        return statistics.median(sum(float(getattr(r, attr)) for r in call) for call in per_call)
+
+    totals = [sum(float(r.total_s) for r in call) for call in per_call]
+    call_s = max(0.0, statistics.median(w - t for w, t in zip(walls, totals, strict=True)))
+    return SplitTiming(median_of("pack_s"), median_of("popcount_s"), median_of("scale_s"),
+                       median_of("other_s"), call_s)  # fmt: skip
