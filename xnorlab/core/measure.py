@@ -28,7 +28,7 @@ from xnorlab.core.errors import XnorlabError
 from xnorlab.core.layers import BinConv2d, BinLinear
 from xnorlab.core.modes import Mode
 from xnorlab.core.surgery import float_mode, iter_binarizable
-from xnorlab.core.tasks import CancelFn, ProgressFn, check_cancel, no_progress
+from xnorlab.core.tasks import CancelFn, Cancelled, ProgressFn, check_cancel, no_progress
 
 FLOAT_BITS = 32
 ALPHA_BYTES = 4  # one float32 alpha per output channel / row
@@ -454,3 +454,89 @@ def predict_files(
         FilePrediction(str(path), tensor, pair)
         for path, tensor, pair in zip(paths, inputs, pairs, strict=True)
     ]
+
+
+# ------------------------------------------------------------------------------- accuracy
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    """Validation top-1 with every layer float and with the current modes (fractions)."""
+
+    float_top1: float
+    current_top1: float
+    samples: int
+    float_reused: bool  # float_top1 was given by the caller (cached), not recomputed
+
+    @property
+    def drop(self) -> float:
+        """``float_top1 - current_top1`` (positive: binarization costs accuracy)."""
+        return self.float_top1 - self.current_top1
+
+
+def _first_items(dataset: Any, max_samples: int | None) -> Any:
+    from torch.utils.data import Subset
+
+    size = len(dataset)
+    if max_samples is None or max_samples >= size:
+        return dataset
+    if max_samples < 1:
+        raise XnorlabError(f"max_samples must be >= 1, got {max_samples}")
+    return Subset(dataset, range(max_samples))
+
+
+def _top1(
+    model: nn.Module, data: Any, class_names: list[str] | None, batch_size: int,
+    progress: Callable[[float], None], should_cancel: CancelFn | None,
+) -> float:  # fmt: skip
+    from xnorlab.core.evaluate import evaluate
+
+    result = evaluate(
+        model, data, class_names=class_names or None, batch_size=batch_size, topk=1,
+        progress=lambda fraction, *_: progress(fraction), should_cancel=should_cancel,
+    )  # fmt: skip
+    if not result.complete:
+        raise Cancelled("accuracy evaluation cancelled")
+    return result.top1
+
+
+def compare_accuracy(
+    model: nn.Module,
+    dataset: Any,
+    class_names: list[str] | None = None,
+    *,
+    max_samples: int | None = None,
+    float_top1: float | None = None,
+    batch_size: int = 256,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> AccuracyReport:
+    """Top-1 on the first ``max_samples`` items of ``dataset``: all-float vs current modes.
+
+    Both numbers come from ``xnorlab.core.evaluate.evaluate``. Pass a cached ``float_top1``
+    (same model weights and samples) to skip the float pass; when no layer is binarized the
+    current pass is skipped too (the numbers are equal by definition).
+    """
+    report = progress or no_progress
+    data = _first_items(dataset, max_samples)
+    work = detached_copy(model)
+    binarized = any(
+        isinstance(m, (BinConv2d, BinLinear)) and m.mode is not Mode.FLOAT
+        for _, m in iter_binarizable(work)
+    )
+    passes = int(float_top1 is None) + int(binarized)
+    done = [0]
+
+    def step(label: str) -> Callable[[float], None]:
+        base = done[0]
+        return lambda f: report((base + f) / max(passes, 1), f"accuracy ({label})")
+
+    reused = float_top1 is not None
+    if float_top1 is None:
+        with float_mode(work):
+            float_top1 = _top1(work, data, class_names, batch_size, step("float"), should_cancel)
+        done[0] += 1
+    current = float_top1
+    if binarized:
+        current = _top1(work, data, class_names, batch_size, step("current"), should_cancel)
+    return AccuracyReport(float_top1, current, len(data), reused)
