@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from xnorlab.core.export import export_xnor, load_xnor
+from xnorlab.core.export import SUFFIX, XnorFileError, export_xnor, load_xnor
 from xnorlab.core.modelspec import load_model_spec
 from xnorlab.core.render.format import file_size
 from xnorlab.core.report_measure import state_dict_file_bytes
@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not str(args.out).endswith(SUFFIX):
+        raise XnorFileError(f"--out must end in {SUFFIX}, got {args.out!r}")
     loaded = load_model_spec(args.model, trust=args.trust)
     model = loaded.model
     modes = args.modes or (loaded.modes if loaded.modes else "paper")

@@ -240,6 +240,10 @@ class _Steps:
         self.message = message
         self.tick(advance=False)
 
+    def finish(self) -> None:
+        self.done, self.message = self.total, "done"
+        self.tick(advance=False)
+
     def tick(self, advance: bool = True) -> None:
         if self.cancel is not None and self.cancel():
             raise ReportCancelled("report cancelled")
@@ -422,7 +426,7 @@ def _detached_copy(model: nn.Module) -> nn.Module:
 
 
 def _step_count(model: nn.Module, data: ReportData, options: ReportOptions) -> int:
-    steps = 3 + (4 * options.latency_repeats + 4 if options.latency else 0)
+    steps = 2 + (4 * options.latency_repeats + 4 if options.latency else 0)
     if data.val_inputs is not None:
         batches = math.ceil(len(data.val_inputs) / options.batch_size)
         layers = len(measure.wrapped_layers(model)) if options.sensitivity else 0
@@ -571,6 +575,7 @@ def build_report(
     binarize_model(model, mode_map, warn_first_last=False, **dict(settings or {}))
     steps = _Steps(_step_count(model, data, options), progress, should_cancel)
     layers, extra, notes = _measure(model, loaded, data, options, steps)
+    steps.finish()
     notes = [*_first_last_notes(layers), *notes]
     header = _header(loaded, data, options, settings or {}, notes)
     return Report(header=header, layers=layers, totals=_totals(model, layers, extra))
