@@ -1,0 +1,186 @@
+"""Benchmark arithmetic on injected timings: speedups, GOP/s, ceiling fractions, targets.
+
+Nothing here measures speed; every timing is made up so that the expected figures can be
+computed by hand.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from xnorlab.cli.bench import render_markdown
+from xnorlab.core.benchmark import (
+    BaselineTimings,
+    BenchConfig,
+    BenchReport,
+    Ceilings,
+    ConvResult,
+    ConvShape,
+    LinearResult,
+    MachineInfo,
+    ModelResult,
+    RunPlan,
+    SplitTiming,
+    Timing,
+    ceiling_fraction,
+    gops,
+    speedup,
+    target_checks,
+    time_callable,
+)
+
+SHAPE = ConvShape("64@56x56", 64, 64, 56)
+MACS_64_56 = 56 * 56 * 64 * 64 * 9  # batch 1, pad 1 keeps 56x56
+
+
+def ms(value: float) -> Timing:
+    return Timing(value * 1e-3, value * 1e-3 * 0.9, value * 1e-3 * 1.2, 20)
+
+
+def conv_row(
+    xnor_ms: float,
+    *,
+    batch: int = 1,
+    threads: int = 1,
+    isa: str = "avx512",
+    split: SplitTiming | None = None,
+) -> ConvResult:
+    # baselines grow with the batch: float32 NCHW 2 ms, channels_last 1.5 ms, int8 0.6 ms
+    baseline = BaselineTimings(ms(2.0 * batch), ms(1.5 * batch), ms(0.6 * batch), ms(0.8 * batch))
+    return ConvResult(SHAPE, batch, threads, isa, "kmap", baseline, ms(xnor_ms), split, 1000.0)
+
+
+def machine(load: float = 0.1) -> MachineInfo:
+    return MachineInfo(
+        cpu_model="Test CPU", logical_cpus=2, cpu_simd_flags=("avx2",), torch_version="2.x",
+        torch_cpu_capability="AVX512", int8_engine="x86", engine="native", engine_info={},
+        python_version="3.11", date_utc="2026-01-01 00:00:00 UTC",
+        malloc_env={"MALLOC_MMAP_THRESHOLD_": "33554432"}, load_start=(load, 0.0, 0.0),
+    )  # fmt: skip
+
+
+def test_shape_macs_and_output_size() -> None:
+    assert SHAPE.out_size == 56
+    assert SHAPE.macs(1) == MACS_64_56 == 115_605_504
+    assert SHAPE.macs(8) == 8 * MACS_64_56
+    assert ConvShape("s2", 3, 5, 9, kernel=3, stride=2, padding=0).out_size == 4
+
+
+def test_formulas_on_hand_values() -> None:
+    assert speedup(2.0e-3, 0.25e-3) == pytest.approx(8.0)
+    assert gops(1_000_000_000, 0.5) == pytest.approx(4.0)  # 2 ops per MAC
+    assert ceiling_fraction(500_000_000, 0.001, 1000.0, 2) == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        speedup(1.0, 0.0)
+    with pytest.raises(ValueError):
+        ceiling_fraction(1, 1.0, 0.0, 1)
+
+
+def test_conv_metrics_on_injected_timings() -> None:
+    split = SplitTiming(pack_s=20e-6, popcount_s=100e-6, scale_s=10e-6, other_s=5e-6, call_s=15e-6)
+    metrics = conv_row(0.15, threads=2, split=split).metrics()
+    # float best = channels_last 1.5 ms; int8 0.6 ms; xnor 0.15 ms
+    assert metrics["speedup_vs_float"] == pytest.approx(10.0)
+    assert metrics["speedup_vs_int8"] == pytest.approx(4.0)
+    assert metrics["speedup_vs_int8_float_io"] == pytest.approx(0.8 / 0.15)
+    assert metrics["gops_float"] == pytest.approx(2 * 115_605_504 / 1.5e-3 / 1e9)
+    assert metrics["gops_int8"] == pytest.approx(2 * 115_605_504 / 0.6e-3 / 1e9)
+    assert metrics["gops_xnor"] == pytest.approx(1541.4067, rel=1e-6)
+    # 115.6 M bMAC in 0.15 ms against 1000 G bMAC/s per core x 2 threads
+    assert metrics["ceiling_fraction"] == pytest.approx(0.385352, rel=1e-5)
+    assert metrics["popcount_phase_ceiling_fraction"] == pytest.approx(0.578028, rel=1e-5)
+
+
+def test_best_float_layout_is_the_lower_median() -> None:
+    base = BaselineTimings(ms(1.0), ms(1.5), None, None)
+    assert base.float_best_layout == "nchw" and base.float_best.median_s == pytest.approx(1e-3)
+    row = ConvResult(SHAPE, 1, 1, "avx2", "none", base, ms(0.5), None, 300.0)
+    metrics = row.metrics()
+    assert metrics["speedup_vs_float"] == pytest.approx(2.0)
+    assert metrics["speedup_vs_int8"] is None and metrics["popcount_phase_ceiling_fraction"] is None
+
+
+def test_timing_summary_and_run_plan() -> None:
+    timing = Timing.from_samples([3.0, 1.0, 2.0, 10.0])
+    assert (timing.median_s, timing.min_s, timing.max_s, timing.runs) == (2.5, 1.0, 10.0, 4)
+    with pytest.raises(ValueError):
+        Timing.from_samples([])
+    calls: list[int] = []
+    plan = RunPlan(warmup=2, min_runs=5, max_runs=7, min_total_s=0.0)
+    assert time_callable(lambda: calls.append(1), plan).runs == 5
+    assert len(calls) == 2 + 5  # warm-up calls are not timed
+    capped = RunPlan(warmup=0, min_runs=1, max_runs=4, min_total_s=1e9)
+    assert time_callable(lambda: None, capped).runs == 4
+
+
+def test_ceiling_per_isa() -> None:
+    ceilings = Ceilings({"popcount_avx512": 1200.0, "popcount_avx2": 400.0,
+                         "popcount_scalar": 250.0, "fma_fp32_512": 58.0}, "test")  # fmt: skip
+    assert ceilings.popcount_for("avx512") == 1200.0
+    assert ceilings.popcount_for("avx2") == 400.0
+    assert ceilings.popcount_for("scalar") == 250.0
+    assert ceilings.popcount_for("reference") == 1200.0  # the machine's best
+    assert ceilings.fma_gmac == 58.0
+    no_lut = Ceilings({"popcount_scalar": 250.0}, "test")
+    assert no_lut.popcount_for("avx2") == 250.0
+
+
+def report_with(convs: list[ConvResult], bwn_ms: float, model_ms: float) -> BenchReport:
+    linear = LinearResult(9216, 4096, 1, 1, "avx512", ms(12.0), ms(bwn_ms), None, 9216 * 4096 * 4,
+                          9216 * 4096 // 8)  # fmt: skip
+    model = ModelResult("resnet18", (1, 3, 224, 224), "paper", "kmap", 1, "avx512", "native",
+                        ms(40.0), ms(36.0), ms(model_ms), None, 19, 1e-6)  # fmt: skip
+    ceilings = Ceilings({"popcount_avx512": 1000.0}, "test")
+    return BenchReport(machine(), ceilings, BenchConfig(), convs, [linear], [model], ["a note"])
+
+
+def test_targets_met_and_missed() -> None:
+    split = SplitTiming(0.0, 0.12e-3, 0.0, 0.0, 0.0)  # 115.6 M bMAC / 0.12 ms = 96% of 1000 G
+    convs = [
+        conv_row(0.15, split=split),  # 10x float, 4x int8
+        conv_row(8 * 0.15, batch=8, threads=1, split=split),
+        conv_row(8 * 0.15 / 1.9, batch=8, threads=2, split=split),
+        conv_row(0.5, isa="avx2"),  # 3x float; not part of the main-ISA checks
+    ]
+    good = {c.name.split(" (")[0]: c for c in target_checks(report_with(convs, 3.0, 12.0))}
+    assert good["XNOR conv >= 8x torch float32"].met is True
+    assert "worst 10.00" in good["XNOR conv >= 8x torch float32"].detail
+    assert good["XNOR conv >= 2.5x torch int8"].met is True
+    assert good["popcount phase >= 80% of the ceiling"].met is True
+    assert good["AVX2 forced >= 2.5x torch float32"].met is True
+    assert good["2 threads >= 1.8x 1 thread at batch 8"].met is True
+    assert "worst 1.90" in good["2 threads >= 1.8x 1 thread at batch 8"].detail
+    assert good["BWN linear >= 4x torch float32"].met is True  # 12 / 3
+    assert good["whole model >= 3x float PyTorch"].met is True  # 36 / 12
+
+    slow = [conv_row(0.15), conv_row(0.25, threads=2)]  # 6x float at 2 threads
+    bad = {c.name.split(" (")[0]: c for c in target_checks(report_with(slow, 4.0, 13.0))}
+    assert bad["XNOR conv >= 8x torch float32"].met is False
+    assert (
+        "worst 6.00 (goal 8.0) at 64@56x56 b1 t2 avx512"
+        in bad["XNOR conv >= 8x torch float32"].detail
+    )
+    assert bad["popcount phase >= 80% of the ceiling"].met is None  # no profiler split
+    assert bad["AVX2 forced >= 2.5x torch float32"].met is None
+    assert bad["2 threads >= 1.8x 1 thread at batch 8"].met is None
+    assert bad["BWN linear >= 4x torch float32"].met is False  # 3x
+    assert bad["whole model >= 3x float PyTorch"].met is False  # 36 / 13
+
+
+def test_busy_machine_is_flagged() -> None:
+    assert machine(load=0.1).busy_warning is None
+    assert "machine busy" in (machine(load=1.7).busy_warning or "")
+
+
+def test_markdown_renders_every_row_with_its_figures() -> None:
+    split = SplitTiming(20e-6, 100e-6, 10e-6, 5e-6, 15e-6)
+    text = render_markdown(report_with([conv_row(0.15, split=split)], 3.0, 12.0))
+    row = next(line for line in text.splitlines() if line.startswith("| 64@56x56"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[:4] == ["64@56x56", "1", "1", "avx512"]
+    assert cells[4] == "1.500 (channels_last)" and cells[5] == "0.600"
+    assert cells[8:10] == ["10.00", "4.00"]
+    assert cells[14] == "pack 13% pop 67% scale 7% other 3% call 10%"
+    assert "| 9216x4096 | 1 | avx512 | 12.000 | 3.000 | 4.00 |" in text
+    assert "- MET: BWN linear >= 4x torch float32: worst 4.00" in text
+    assert "CPU: Test CPU" in text and "- a note" in text
