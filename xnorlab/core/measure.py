@@ -179,18 +179,22 @@ def engine_description() -> str:
 
 
 @contextmanager
-def _native_engine(model: nn.Module) -> Iterator[Callable[[], Any]]:
-    """Run ``model`` through the native engine; yield a factory of profiling contexts."""
+def _native_engine(model: nn.Module) -> Iterator[tuple[Callable[[], Any], str]]:
+    """Run ``model`` through the native engine; yield (profiling context factory, engine text).
+
+    Without the engine's layer integration the model runs in the torch simulation, and the
+    engine text says so (the latency is then *not* the packed engine's).
+    """
     try:
         from xnorlab import kernels
         from xnorlab.kernels.integration import native_backend
 
         profile = kernels.profile
-    except (ImportError, AttributeError):
-        yield _empty_profile
+    except (ImportError, AttributeError) as exc:
+        yield _empty_profile, f"torch simulation (native engine not usable: {exc})"
         return
     with native_backend(model):
-        yield profile
+        yield profile, engine_description()
 
 
 @contextmanager
@@ -324,7 +328,7 @@ def measure_latency(
         with float_mode(work):
             float_times = _time_forward(work, x, warmup + repeats, tick)[warmup:]
             float_layers = _profile_layers(work, x, profile_runs, _empty_profile, tick)
-        with _native_engine(work) as profile:
+        with _native_engine(work) as (profile, engine):
             current_times = _time_forward(work, x, warmup + repeats, tick)[warmup:]
             current_layers = _profile_layers(work, x, profile_runs, profile, tick)
     return LatencyReport(
@@ -334,7 +338,7 @@ def measure_latency(
         current_s=statistics.median(current_times),
         float_min_max_s=(min(float_times), max(float_times)),
         current_min_max_s=(min(current_times), max(current_times)),
-        engine=engine_description(),
+        engine=engine,
         layers=_layer_latencies(work, float_layers, current_layers),
     )
 

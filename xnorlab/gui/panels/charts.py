@@ -21,7 +21,7 @@ FLOAT_COLOUR = "#c44e52"
 
 
 class LatencySplitChart(pg.PlotWidget):
-    """Horizontal stacked bars, one per layer: pack / popcount / scaling / other in µs.
+    """Horizontal stacked bars, one per layer: pack / popcount / scaling / other (seconds).
 
     A thin red bar under each layer shows its torch float time for comparison.
     """
@@ -29,7 +29,7 @@ class LatencySplitChart(pg.PlotWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setBackground(None)
-        self.setLabel("bottom", "time per forward pass", units="µs")
+        self.setLabel("bottom", "time per forward pass", units="s")
         self.getPlotItem().invertY(True)
         self.showGrid(x=True, y=False, alpha=0.3)
         self.legend = self.addLegend(offset=(10, 5), colCount=len(SPLIT_PARTS) + 1)
@@ -45,7 +45,7 @@ class LatencySplitChart(pg.PlotWidget):
         rows = list(range(len(layers)))
         left = [0.0] * len(layers)
         for field, label, colour in SPLIT_PARTS:
-            widths = [getattr(layer, field) * 1e6 for layer in layers]
+            widths = [getattr(layer, field) for layer in layers]
             bar = pg.BarGraphItem(
                 x0=left, y=[r - 0.1 for r in rows], height=0.55, width=widths, brush=colour,
                 pen=None,
@@ -54,7 +54,7 @@ class LatencySplitChart(pg.PlotWidget):
             self.legend.addItem(bar, label)
             self.bars[label] = bar
             left = [a + b for a, b in zip(left, widths, strict=True)]
-        floats = [0.0 if math.isnan(layer.float_s) else layer.float_s * 1e6 for layer in layers]
+        floats = [0.0 if math.isnan(layer.float_s) else layer.float_s for layer in layers]
         float_bar = pg.BarGraphItem(
             x0=[0.0] * len(layers), y=[r + 0.3 for r in rows], height=0.2, width=floats,
             brush=FLOAT_COLOUR, pen=None,
@@ -67,8 +67,8 @@ class LatencySplitChart(pg.PlotWidget):
         self.autoRange()
         self.setYRange(-1.3, max(len(layers), 1) - 0.4, padding=0)  # top row: the legend
 
-    def stacked_totals_us(self) -> list[float]:
-        """Right edge of each layer's stacked bar in µs (what the chart shows; for tests)."""
+    def stacked_totals_s(self) -> list[float]:
+        """Right edge of each layer's stacked bar in seconds (what the chart shows; for tests)."""
         other = self.bars.get("other")
         if other is None:
             return []

@@ -1,0 +1,274 @@
+"""Metrics panel: accuracy, memory and latency, float vs the current configuration.
+
+After every change of the model, its weights, the data or a layer's mode, the panel waits a
+short moment (so a burst of toggles costs one run), then in a worker:
+
+1. validation top-1, float vs current (``measure.compare_accuracy``; the float number is cached
+   until the weights, data or sample count change);
+2. if "auto" is on, end-to-end latency torch float vs current through the native engine, with
+   the per-layer split pack / popcount / scaling / other (``measure.measure_latency``), started
+   after the accuracy run so the two never compete for the cores.
+
+Memory (float vs packed) is computed at once on the GUI thread (it only reads shapes). Results
+of a run overtaken by a newer change are dropped. Cancel stops both runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from xnorlab.core.errors import XnorlabError
+from xnorlab.core.measure import (
+    AccuracyReport,
+    LatencyReport,
+    MemoryReport,
+    compare_accuracy,
+    measure_latency,
+    model_memory,
+)
+from xnorlab.core.session import LabSession, validation_split
+from xnorlab.gui.panels.base import show_message, subscribe
+from xnorlab.gui.panels.charts import LatencySplitChart
+from xnorlab.gui.panels.formatting import format_bytes, format_percent, format_ratio, format_seconds
+from xnorlab.gui.workers import Task, TaskRunner
+
+DEBOUNCE_MS = 300
+DEFAULT_SAMPLES = 1000
+LATENCY_REPEATS = 20
+
+
+def _value_label() -> QLabel:
+    label = QLabel("—")
+    label.setStyleSheet("font-weight: bold;")
+    return label
+
+
+class MetricsPanel(QWidget):
+    """Accuracy, memory and latency of the open model, float vs the current modes."""
+
+    def __init__(self, session: LabSession, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.runner = TaskRunner(self)
+        self.accuracy: AccuracyReport | None = None
+        self.latency: LatencyReport | None = None
+        self.memory: MemoryReport | None = None
+        self.accuracy_task: Task | None = None
+        self.latency_task: Task | None = None
+        self._float_cache: tuple[tuple[Any, ...], float] | None = None
+        self._weights_generation = 0
+        self._generation = 0
+        self._timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
+        self._timer.timeout.connect(self.recompute)
+        self._build()
+        subscribe(self, [
+            (session.model_changed, self._on_weights_or_data),
+            (session.weights_changed, self._on_weights_or_data),
+            (session.data_changed, self._on_weights_or_data),
+            (session.modes_changed, lambda _names: self._on_modes()),
+        ])  # fmt: skip
+        if session.loaded is not None:
+            self._on_weights_or_data()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._accuracy_box())
+        layout.addWidget(self._memory_box())
+        layout.addWidget(self._latency_box())
+        self.chart = LatencySplitChart()
+        self.chart.setMinimumHeight(180)
+        layout.addWidget(self.chart, 1)
+
+    def _accuracy_box(self) -> QGroupBox:
+        box = QGroupBox("Validation accuracy (top-1)")
+        self.float_acc, self.current_acc, self.acc_drop = (_value_label() for _ in range(3))
+        self.samples_spin = QSpinBox(minimum=10, maximum=1_000_000, value=DEFAULT_SAMPLES)
+        self.samples_spin.setSingleStep(100)
+        self.samples_spin.setSuffix(" samples")
+        self.samples_spin.valueChanged.connect(lambda _v: self.schedule())
+        self.acc_progress = QProgressBar(maximum=1000, textVisible=False)
+        self.acc_message = QLabel()
+        self.acc_message.setWordWrap(True)
+        grid = QGridLayout(box)
+        for col, (text, widget) in enumerate(
+            (("float", self.float_acc), ("current", self.current_acc), ("change", self.acc_drop))
+        ):
+            grid.addWidget(QLabel(text), 0, 2 * col)
+            grid.addWidget(widget, 0, 2 * col + 1)
+        grid.addWidget(self.samples_spin, 1, 0, 1, 2)
+        grid.addWidget(self.acc_progress, 1, 2, 1, 4)
+        grid.addWidget(self.acc_message, 2, 0, 1, 6)
+        return box
+
+    def _memory_box(self) -> QGroupBox:
+        box = QGroupBox("Model memory")
+        self.float_mem, self.packed_mem, self.mem_ratio = (_value_label() for _ in range(3))
+        grid = QGridLayout(box)
+        for col, (text, widget) in enumerate(
+            (("float32", self.float_mem), ("packed", self.packed_mem), ("ratio", self.mem_ratio))
+        ):
+            grid.addWidget(QLabel(text), 0, 2 * col)
+            grid.addWidget(widget, 0, 2 * col + 1)
+        return box
+
+    def _latency_box(self) -> QGroupBox:
+        box = QGroupBox("Latency (batch 1, median)")
+        self.float_lat, self.current_lat, self.speedup = (_value_label() for _ in range(3))
+        self.engine_label = QLabel()
+        self.engine_label.setWordWrap(True)
+        self.auto_latency = QCheckBox("auto", checked=True)
+        self.auto_latency.setToolTip("measure latency after every change")
+        self.measure_button = QPushButton("Measure")
+        self.measure_button.clicked.connect(self.start_latency)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.lat_progress = QProgressBar(maximum=1000, textVisible=False)
+        grid = QGridLayout(box)
+        for col, (text, widget) in enumerate(
+            (("torch float", self.float_lat), ("current", self.current_lat),
+             ("speed-up", self.speedup))
+        ):  # fmt: skip
+            grid.addWidget(QLabel(text), 0, 2 * col)
+            grid.addWidget(widget, 0, 2 * col + 1)
+        buttons = QHBoxLayout()
+        for widget in (self.auto_latency, self.measure_button, self.cancel_button):
+            buttons.addWidget(widget)
+        buttons.addWidget(self.lat_progress, 1)
+        grid.addLayout(buttons, 1, 0, 1, 6)
+        grid.addWidget(self.engine_label, 2, 0, 1, 6)
+        return box
+
+    # ------------------------------------------------------------------ events
+    def _on_weights_or_data(self) -> None:
+        self._weights_generation += 1
+        self._float_cache = None
+        self._on_modes()
+
+    def _on_modes(self) -> None:
+        self.refresh_memory()
+        self.schedule()
+
+    def schedule(self) -> None:
+        """Recompute after ``DEBOUNCE_MS`` (restarted by every further change)."""
+        self._generation += 1
+        self._timer.start()
+
+    def busy(self) -> bool:
+        """True while a run is waiting or running (the screenshot mode waits for False)."""
+        return self._timer.isActive() or self.runner.active > 0
+
+    def cancel(self) -> None:
+        """Stop the running accuracy and latency measurements (their results are dropped)."""
+        self._timer.stop()
+        self._generation += 1
+        self.runner.cancel_all()
+        show_message(self.acc_message, "cancelled")
+
+    def shutdown(self) -> None:
+        """Cancel everything and wait for the workers (window close)."""
+        self._timer.stop()
+        self.runner.shutdown()
+
+    # ------------------------------------------------------------------ memory
+    def refresh_memory(self) -> None:
+        """Memory float vs packed of the live model (cheap: shapes only)."""
+        if self.session.loaded is None:
+            return
+        self.memory = model_memory(self.session.model)
+        self.float_mem.setText(format_bytes(self.memory.float_bytes))
+        self.packed_mem.setText(format_bytes(self.memory.packed_bytes))
+        self.mem_ratio.setText(format_ratio(self.memory.ratio))
+
+    # ------------------------------------------------------------------ accuracy
+    def _float_key(self) -> tuple[Any, ...]:
+        return (self._weights_generation, self.samples_spin.value())
+
+    def recompute(self) -> None:
+        """Start the accuracy run now (then latency, if auto); stale runs are superseded."""
+        if self.session.loaded is None:
+            return
+        generation = self._generation
+        try:
+            split = validation_split(self.session.dataset) if self.session.dataset else None
+            snapshot = self.session.snapshot()
+        except XnorlabError as exc:
+            show_message(self.acc_message, str(exc), error=True)
+            return
+        if split is None:
+            show_message(self.acc_message, "open a dataset to measure accuracy")
+            self._accuracy_done(generation)
+            return
+        key = self._float_key()
+        cached = self._float_cache[1] if self._float_cache and self._float_cache[0] == key else None
+        show_message(self.acc_message, "evaluating…")
+        self.acc_progress.setValue(0)
+        self.accuracy_task = self.runner.start(
+            compare_accuracy, snapshot, split, self.session.class_names,
+            max_samples=self.samples_spin.value(), float_top1=cached, key="metrics-accuracy",
+            on_result=lambda report: self._show_accuracy(report, generation, key),
+            on_progress=lambda fraction, *_: self.acc_progress.setValue(int(1000 * fraction)),
+            on_error=lambda text: show_message(self.acc_message, text, error=True),
+            on_finished=lambda: self._accuracy_done(generation),
+        )  # fmt: skip
+
+    def _show_accuracy(self, report: AccuracyReport, generation: int, key: tuple[Any, ...]) -> None:
+        if generation != self._generation:
+            return  # overtaken by a newer change
+        self.accuracy = report
+        self._float_cache = (key, report.float_top1)
+        self.float_acc.setText(format_percent(report.float_top1))
+        self.current_acc.setText(format_percent(report.current_top1))
+        self.acc_drop.setText(f"{-100 * report.drop:+.2f} pts".replace("-0.00", "±0.00"))
+        self.acc_progress.setValue(1000)
+        show_message(self.acc_message, f"{report.samples} validation samples")
+
+    def _accuracy_done(self, generation: int) -> None:
+        if generation == self._generation and self.auto_latency.isChecked():
+            self.start_latency()
+
+    # ------------------------------------------------------------------ latency
+    def start_latency(self) -> None:
+        """Measure end-to-end and per-layer latency, float vs current, in a worker."""
+        if self.session.loaded is None:
+            return
+        generation = self._generation
+        self.lat_progress.setValue(0)
+        self.engine_label.setText("measuring…")
+        self.latency_task = self.runner.start(
+            measure_latency, self.session.snapshot(), self.session.input_shape,
+            repeats=LATENCY_REPEATS, key="metrics-latency",
+            on_result=lambda report: self._show_latency(report, generation),
+            on_progress=lambda fraction, *_: self.lat_progress.setValue(int(1000 * fraction)),
+            on_error=lambda text: show_message(self.engine_label, text, error=True),
+        )  # fmt: skip
+
+    def _show_latency(self, report: LatencyReport, generation: int) -> None:
+        if generation != self._generation:
+            return
+        self.latency = report
+        self.float_lat.setText(format_seconds(report.float_s))
+        self.current_lat.setText(format_seconds(report.current_s))
+        self.speedup.setText(format_ratio(report.speedup))
+        self.lat_progress.setValue(1000)
+        show_message(
+            self.engine_label,
+            f"engine: {report.engine} · median of {report.repeats} runs · "
+            f"current range {format_seconds(report.current_min_max_s[0])} to "
+            f"{format_seconds(report.current_min_max_s[1])}",
+        )
+        self.chart.set_layers(report.layers)
