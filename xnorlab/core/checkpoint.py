@@ -57,8 +57,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     leaves a half-written checkpoint at ``path``.
     """
     target = Path(path)
-    record = {**meta, "format": FORMAT_VERSION}
-    json.dumps(record)  # fail early on a non-JSON-able card
+    try:  # a JSON round trip leaves only plain types, all allowed by weights_only=True
+        record = json.loads(json.dumps({**meta, "format": FORMAT_VERSION}))
+    except (TypeError, ValueError) as exc:
+        raise XnorlabError(f"checkpoint metadata is not JSON-able ({exc})") from None
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".partial")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

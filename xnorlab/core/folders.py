@@ -49,9 +49,10 @@ def _images_in(folder: Path) -> list[Path]:
     from xnorlab.core.data import IMAGE_SUFFIXES
 
     return sorted(
-        p for p in folder.rglob("*")
+        p
+        for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )  # fmt: skip
+    )
 
 
 def _items(root: Path, names: list[str]) -> list[tuple[Path, int]]:

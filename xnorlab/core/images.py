@@ -118,13 +118,22 @@ class Preprocessing:
 
 
 MNIST_PREPROCESSING = Preprocessing(
-    channels=1, height=28, width=28, mean=(0.1307,), std=(0.3081,), resize="digit",
+    channels=1,
+    height=28,
+    width=28,
+    mean=(0.1307,),
+    std=(0.3081,),
+    resize="digit",
     light_on_dark=True,
-)  # fmt: skip
+)
 IMAGENET_PREPROCESSING = Preprocessing(
-    channels=3, height=224, width=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+    channels=3,
+    height=224,
+    width=224,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
     resize="crop",
-)  # fmt: skip
+)
 
 
 def _describe(source: ImageSource) -> str:

@@ -8,6 +8,8 @@ Accepted specs
 ``demo:vgg``
     The small VGG for 32x32 colour images, *random init* (no checkpoint is shipped; the card
     says so).
+``lenet`` / ``vgg``
+    The bare demo architecture, random init (to train from scratch).
 ``resnet18`` (any torchvision classifier)
     ImageNet weights from the torch hub cache when the file is there, else random init.
 ``ARCH:path/to/weights`` (``resnet18:w.pth``, ``lenet:w.safetensors``)
@@ -48,7 +50,18 @@ DEMO_CHECKPOINTS = {
     "lenet-xnor": "lenet-xnor.pt",
 }
 DEMO_SPECS = (*(f"demo:{name}" for name in DEMO_CHECKPOINTS), "demo:vgg")
-_CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]  # fmt: skip
+_CIFAR_NAMES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 
 
 @dataclass
@@ -222,6 +235,9 @@ def load_model_spec(spec: str, trust: bool = False) -> LoadedModel:
         raise XnorlabError("empty model spec")
     if text.lower().startswith("demo:"):
         return _load_demo(spec, text[5:].strip().lower())
+    if text.lower() in ARCHITECTURES:
+        card = {"trained": False, "note": "random initialisation (architecture only)"}
+        return _assemble(spec, build_demo(text.lower()), text.lower(), {"card": card})
     pair = _split_arch(text)
     if pair is not None:
         arch, path = pair

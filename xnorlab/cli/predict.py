@@ -1,0 +1,64 @@
+"""``xnorlab predict MODEL IMAGE... [--modes ...] [--topk K] [--json]``.
+
+Each image (any format and mode Pillow reads, any size) is converted to the model's input
+(``xnorlab.core.images``) and classified; prints the top-K classes with probabilities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+from xnorlab.cli.train import add_mode_arguments, apply_modes
+from xnorlab.core.errors import XnorlabError
+from xnorlab.core.images import load_image
+from xnorlab.core.modelspec import LoadedModel, load_model_spec
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model spec, e.g. demo:lenet-xnor")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument("--topk", type=int, default=3, help="classes to show per image")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_mode_arguments(parser, None)
+
+
+def predict_images(loaded: LoadedModel, paths: list[str], topk: int) -> list[dict[str, Any]]:
+    """Top-``topk`` (class, probability) of each image, most likely first."""
+    if loaded.preprocessing is None:
+        raise XnorlabError(f"{loaded.spec} does not say what input it expects")
+    batch = torch.stack([load_image(path, loaded.preprocessing) for path in paths])
+    loaded.model.eval()
+    with torch.no_grad():
+        probs = torch.softmax(loaded.model(batch).float(), dim=1)
+    names = loaded.class_names or [str(i) for i in range(probs.shape[1])]
+    k = max(1, min(topk, probs.shape[1]))
+    values, indices = probs.topk(k, dim=1)
+    return [
+        {
+            "image": path,
+            "top": [
+                {"class": names[int(i)], "index": int(i), "probability": float(p)}
+                for p, i in zip(vals, idxs, strict=True)
+            ],
+        }
+        for path, vals, idxs in zip(paths, values, indices, strict=True)
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.topk < 1:
+        raise XnorlabError("--topk must be at least 1")
+    loaded = load_model_spec(args.model, trust=args.trust)
+    apply_modes(loaded.model, args)
+    results = predict_images(loaded, list(args.images), args.topk)
+    if args.json:
+        print(json.dumps({"model": args.model, "predictions": results}, indent=2))
+        return 0
+    for item in results:
+        ranked = "  ".join(f"{t['class']} {t['probability']:.1%}" for t in item["top"])
+        print(f"{item['image']}: {ranked}")
+    return 0
