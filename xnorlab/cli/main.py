@@ -21,6 +21,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("xnorlab.cli.report", "per-layer binarization report (html, json, csv, md)"),
     "export": ("xnorlab.cli.export", "write the compact packed model file (.xnor)"),
     "bench": ("xnorlab.cli.bench", "time the XNOR engine against torch float32 and int8"),
+    "train": ("xnorlab.cli.train", "train or fine-tune a model in a mode map (paper-style STE)"),
+    "eval": ("xnorlab.cli.eval", "top-1/top-5, per-class accuracy and confusion matrix on data"),
+    "predict": ("xnorlab.cli.predict", "classify image files (any format, any size)"),
 }
 
 EXIT_USER_ERROR = 2
