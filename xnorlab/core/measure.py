@@ -40,9 +40,14 @@ def detached_copy(model: nn.Module) -> nn.Module:
     Layer configs are copied, so a worker may switch the copy's modes and backends (and add
     hooks) while the GUI thread changes the original's. Nothing here writes to weights.
     """
+    return _copy_without_caches(model, share_tensors=True)
+
+
+def _copy_without_caches(model: nn.Module, share_tensors: bool) -> nn.Module:
     memo: dict[int, Any] = {}
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        memo[id(tensor)] = tensor
+    if share_tensors:
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            memo[id(tensor)] = tensor
     for module in model.modules():
         cache = getattr(module, "native_cache", None)
         if cache is not None:
@@ -544,3 +549,63 @@ def compare_accuracy(
     if binarized:
         current = _top1(work, data, class_names, batch_size, step("current"), should_cancel)
     return AccuracyReport(float_top1, current, len(data), reused)
+
+
+# ------------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """A trained private copy of the model and the run's record."""
+
+    model: nn.Module
+    result: Any  # xnorlab.core.training.TrainResult
+    from_scratch: bool
+
+
+def _reset_weights(model: nn.Module) -> None:
+    for module in model.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+
+
+def train_copy(
+    model: nn.Module,
+    bundle: Any,
+    config: Any,
+    *,
+    from_scratch: bool = False,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> TrainingOutcome:
+    """Train (``from_scratch``) or fine-tune a deep copy of ``model`` in its current modes.
+
+    The caller's model is never touched, so it stays usable while this runs in a worker.
+    ``progress(fraction, message, payload)``: ``payload = {"step": {...}, "epochs": [...]}``
+    carries the latest step metrics and *every* finished epoch so far, so a dropped
+    (throttled) call loses nothing.
+    """
+    from xnorlab.core.checkpoint import layer_settings
+    from xnorlab.core.training import TrainConfig, build_card, train
+
+    work = _copy_without_caches(model, share_tensors=False)
+    if from_scratch:
+        _reset_weights(work)
+    epochs: list[dict[str, Any]] = []
+    report = progress or no_progress
+
+    def relay(fraction: float, message: str = "", metrics: Any = None) -> None:
+        metrics = dict(metrics or {})
+        if "val_acc" in metrics:
+            epochs.append(metrics)
+        report(fraction, message, {"step": metrics, "epochs": list(epochs)})
+
+    config = config or TrainConfig()
+    result = train(work, bundle, config, progress=relay, should_cancel=should_cancel)
+    if result.cancelled:
+        raise Cancelled("training cancelled")
+    if not result.card:
+        result.card = build_card(config, result, bundle, layer_settings(work)[0])
+        result.card["from_scratch"] = from_scratch
+    return TrainingOutcome(work, result, from_scratch)

@@ -84,6 +84,7 @@ class CurvesChart(pg.PlotWidget):
         self.setBackground(None)
         self.setLabel("bottom", "epoch")
         self.setLabel("left", y_label)
+        self.getAxis("left").enableAutoSIPrefix(False)
         self.showGrid(x=True, y=True, alpha=0.3)
         self.addLegend(offset=(-10, 10))
         self.series: dict[str, tuple[list[float], list[float], pg.PlotDataItem]] = {}

@@ -1,0 +1,235 @@
+"""Training panel: train or fine-tune the current configuration, with live curves.
+
+Fine-tune keeps the weights and trains in the current per-layer modes (binarize, then recover);
+"from scratch" re-initializes the weights first. The run trains a private copy of the model in a
+worker (``measure.train_copy`` around ``xnorlab.core.training.train``), so the window stays
+usable; when it finishes, its best weights are copied into the open model and every view is told
+(``LabSession.mark_weights_changed``). Cancel stops the run and leaves the model unchanged. The
+result can be saved as a checkpoint (``xnorlab.core.checkpoint.save_checkpoint``) that records
+the modes, layer settings, classes, preprocessing and the training card.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from xnorlab.core.errors import XnorlabError
+from xnorlab.core.measure import TrainingOutcome, train_copy
+from xnorlab.core.session import LabSession
+from xnorlab.gui.panels.base import show_message, subscribe
+from xnorlab.gui.panels.charts import CurvesChart
+from xnorlab.gui.workers import Task, TaskRunner
+
+SAVE_FILTER = "PyTorch checkpoint (*.pt);;safetensors (*.safetensors)"
+
+
+def checkpoint_meta(session: LabSession, card: dict[str, Any] | None) -> dict[str, Any]:
+    """What a checkpoint of the open model records besides its weights (JSON-able)."""
+    from xnorlab.core.checkpoint import layer_settings
+
+    loaded = session.loaded
+    if loaded is None:
+        raise XnorlabError("no model is open")
+    modes, configs = layer_settings(loaded.model)
+    prep = getattr(loaded, "preprocessing", None)
+    meta: dict[str, Any] = {
+        "arch": getattr(loaded, "arch", "") or "",
+        "num_classes": len(loaded.class_names) or None,
+        "class_names": list(loaded.class_names),
+        "modes": modes,
+        "layer_config": configs,
+        "card": dict(card or getattr(loaded, "card", {}) or {}),
+        "default_data": getattr(loaded, "default_data", None) or session.dataset_spec,
+    }
+    if prep is not None:
+        meta["preprocessing"] = prep.to_json()
+    return meta
+
+
+class TrainingPanel(QWidget):
+    """Epochs, learning rate, live loss/accuracy curves, progress, cancel and save."""
+
+    def __init__(self, session: LabSession, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.runner = TaskRunner(self)
+        self.task: Task | None = None
+        self.outcome: TrainingOutcome | None = None
+        self.card: dict[str, Any] | None = None
+        self._epochs_drawn = 0
+        self._build()
+        subscribe(self, [(session.model_changed, self._on_model_changed)])
+
+    def _build(self) -> None:
+        self.epochs_spin = QSpinBox(minimum=1, maximum=1000, value=3)
+        self.lr_spin = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=1.0, value=1e-3)
+        self.lr_spin.setSingleStep(1e-4)
+        self.batch_spin = QSpinBox(minimum=1, maximum=4096, value=64)
+        self.limit_spin = QSpinBox(minimum=0, maximum=10_000_000, value=0)
+        self.limit_spin.setSpecialValueText("all")
+        self.limit_spin.setSingleStep(500)
+        self.scratch_check = QCheckBox("from scratch (re-initialize the weights)")
+        form = QFormLayout()
+        form.addRow("Epochs", self.epochs_spin)
+        form.addRow("Learning rate", self.lr_spin)
+        form.addRow("Batch size", self.batch_spin)
+        form.addRow("Training samples", self.limit_spin)
+        form.addRow(self.scratch_check)
+        self.start_button = QPushButton("Fine-tune")
+        self.start_button.clicked.connect(self.start)
+        self.scratch_check.toggled.connect(
+            lambda on: self.start_button.setText("Train" if on else "Fine-tune")
+        )
+        self.cancel_button = QPushButton("Cancel", enabled=False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button = QPushButton("Save checkpoint…")
+        self.save_button.clicked.connect(self.save_dialog)
+        buttons = QHBoxLayout()
+        for button in (self.start_button, self.cancel_button, self.save_button):
+            buttons.addWidget(button)
+        self.progress = QProgressBar(maximum=1000)
+        self.message = QLabel("Trains the open model in its current modes on the open dataset.")
+        self.message.setWordWrap(True)
+        self.loss_chart = CurvesChart("loss")
+        self.acc_chart = CurvesChart("accuracy (%)")
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.message)
+        layout.addWidget(self.loss_chart, 1)
+        layout.addWidget(self.acc_chart, 1)
+
+    # ------------------------------------------------------------------ running
+    def config(self) -> Any:
+        """The ``TrainConfig`` the controls describe."""
+        from xnorlab.core.training import TrainConfig
+
+        limit = self.limit_spin.value()
+        return TrainConfig(
+            epochs=self.epochs_spin.value(), lr=self.lr_spin.value(),
+            batch_size=self.batch_spin.value(), max_train_items=limit or None,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        """Start training in a worker (errors are shown in the panel, nothing changes)."""
+        if self.busy():
+            return
+        if self.session.loaded is None or self.session.dataset is None:
+            show_message(self.message, "open a model and a dataset first", error=True)
+            return
+        loaded = self.session.loaded
+        self._reset_curves()
+        self._set_running(True)
+        show_message(self.message, "training…")
+        self.task = self.runner.start(
+            train_copy, self.session.model, self.session.dataset, self.config(),
+            from_scratch=self.scratch_check.isChecked(), key="training",
+            on_progress=self._on_progress,
+            on_result=lambda outcome: self._adopt(outcome, loaded),
+            on_error=lambda text: show_message(self.message, text, error=True),
+            on_cancelled=lambda: show_message(self.message, "cancelled: the model is unchanged"),
+            on_finished=lambda: self._set_running(False),
+        )  # fmt: skip
+
+    def cancel(self) -> None:
+        """Ask the running training to stop (the open model stays as it was)."""
+        if self.task is not None:
+            self.task.cancel()
+            show_message(self.message, "cancelling…")
+
+    def busy(self) -> bool:
+        """True while training runs."""
+        return self.runner.active > 0
+
+    def shutdown(self) -> None:
+        """Cancel and wait for the worker (window close)."""
+        self.runner.shutdown()
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.save_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _reset_curves(self) -> None:
+        self.loss_chart.reset()
+        self.acc_chart.reset()
+        self._epochs_drawn = 0
+        self.progress.setValue(0)
+
+    def _on_progress(self, fraction: float, message: str, payload: object) -> None:
+        self.progress.setValue(int(1000 * fraction))
+        self.message.setText(message)
+        if not isinstance(payload, dict):
+            return
+        step = payload.get("step") or {}
+        if "train_loss" in step and "val_acc" not in step:
+            self.loss_chart.add_point("train (running mean)", fraction * self.epochs_spin.value(),
+                                      float(step["train_loss"]))  # fmt: skip
+        for record in payload.get("epochs", [])[self._epochs_drawn :]:
+            self._draw_epoch(record)
+            self._epochs_drawn += 1
+
+    def _draw_epoch(self, record: dict[str, Any]) -> None:
+        epoch = float(record["epoch"])
+        self.loss_chart.add_point("val", epoch, float(record["val_loss"]))
+        self.acc_chart.add_point("train", epoch, 100 * float(record["train_acc"]))
+        self.acc_chart.add_point("val", epoch, 100 * float(record["val_acc"]))
+
+    def _adopt(self, outcome: TrainingOutcome, loaded: Any) -> None:
+        if self.session.loaded is not loaded:
+            show_message(self.message, "another model was opened meanwhile: result dropped",
+                         error=True)  # fmt: skip
+            return
+        self.session.model.load_state_dict(outcome.model.state_dict())
+        self.session.mark_weights_changed()
+        self.outcome, self.card = outcome, dict(outcome.result.card or {})
+        result = outcome.result
+        for record in [vars(m) for m in result.history][self._epochs_drawn :]:
+            self._draw_epoch(record)
+        self.progress.setValue(1000)
+        show_message(
+            self.message,
+            f"done in {result.seconds:.1f} s: best val accuracy {100 * result.best_val_acc:.2f} %"
+            f" (epoch {result.best_epoch}); the open model now has these weights",
+        )
+
+    def _on_model_changed(self) -> None:
+        if self.busy():
+            self.cancel()
+        self.outcome, self.card = None, None
+
+    # ------------------------------------------------------------------ saving
+    def save_dialog(self) -> None:
+        """Ask for a file name and save the open model (with its modes) there."""
+        path, _ = QFileDialog.getSaveFileName(self, "Save checkpoint", "model.pt", SAVE_FILTER)
+        if path:
+            self.save(path)
+
+    def save(self, path: str | Path) -> Path | None:
+        """Save the open model with its modes and training card; errors shown in the panel."""
+        from xnorlab.core.checkpoint import save_checkpoint
+
+        try:
+            meta = checkpoint_meta(self.session, self.card)
+            written = save_checkpoint(path, self.session.model, meta)
+        except (XnorlabError, OSError) as exc:
+            show_message(self.message, f"cannot save: {exc}", error=True)
+            return None
+        show_message(self.message, f"saved {written}")
+        return written
