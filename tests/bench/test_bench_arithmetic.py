@@ -82,6 +82,7 @@ def test_conv_metrics_on_injected_timings() -> None:
     # float best = channels_last 1.5 ms; int8 0.6 ms; xnor 0.15 ms
     assert metrics["speedup_vs_float"] == pytest.approx(10.0)
     assert metrics["speedup_vs_int8"] == pytest.approx(4.0)
+    assert metrics["speedup_vs_float_of_mins"] == pytest.approx(10.0)  # 1.35 ms / 0.135 ms
     assert metrics["speedup_vs_int8_float_io"] == pytest.approx(0.8 / 0.15)
     assert metrics["gops_float"] == pytest.approx(2 * 115_605_504 / 1.5e-3 / 1e9)
     assert metrics["gops_int8"] == pytest.approx(2 * 115_605_504 / 0.6e-3 / 1e9)
@@ -179,7 +180,7 @@ def test_markdown_renders_every_row_with_its_figures() -> None:
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[:4] == ["64@56x56", "1", "1", "avx512"]
     assert cells[4] == "1.500 (channels_last)" and cells[5] == "0.600"
-    assert cells[8:10] == ["10.00", "4.00"]
+    assert cells[8:10] == ["10.00 (10.00)", "4.00"]
     assert cells[14] == "pack 13% pop 67% scale 7% other 3% call 10%"
     assert "| 9216x4096 | 1 | avx512 | 12.000 | 3.000 | 4.00 |" in text
     assert "- MET: BWN linear >= 4x torch float32: worst 4.00" in text

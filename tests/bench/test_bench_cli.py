@@ -29,7 +29,7 @@ from xnorlab.core.benchmark import (
 
 TIMING_KEYS = {f.name for f in dataclasses.fields(Timing)}
 CONV_METRICS = {
-    "speedup_vs_float", "speedup_vs_int8", "speedup_vs_int8_float_io", "gops_float",
+    "speedup_vs_float", "speedup_vs_float_of_mins", "speedup_vs_int8", "speedup_vs_int8_float_io", "gops_float",
     "gops_int8", "gops_xnor", "ceiling_fraction", "popcount_phase_ceiling_fraction",
 }  # fmt: skip
 

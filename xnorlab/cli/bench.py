@@ -162,9 +162,10 @@ def _num(value: float | None, fmt: str = ".2f", suffix: str = "") -> str:
     return "-" if value is None else f"{value:{fmt}}{suffix}"
 
 
-def _split_text(split: SplitTiming | None, total_s: float) -> str:
-    if split is None:
+def _split_text(split: SplitTiming | None) -> str:
+    if split is None or split.parts_s <= 0:
         return "n/a (no engine profiler)"
+    total_s = split.parts_s
     parts = (("pack", split.pack_s), ("pop", split.popcount_s), ("scale", split.scale_s),
              ("other", split.other_s), ("call", split.call_s))  # fmt: skip
     return " ".join(f"{name} {100 * seconds / total_s:.0f}%" for name, seconds in parts)
@@ -200,10 +201,11 @@ def _conv_line(row: ConvResult) -> str:
         f"| {row.shape.name} | {row.batch} | {row.threads} | {row.isa} | "
         f"{_ms(base.float_best)} ({base.float_best_layout}) | {_ms(base.int8)} | "
         f"{_ms(base.int8_float_io)} | {_ms(row.xnor)} ({_spread(row.xnor)}) | "
-        f"{_num(m['speedup_vs_float'])} | {_num(m['speedup_vs_int8'])} | "
+        f"{_num(m['speedup_vs_float'])} ({_num(m['speedup_vs_float_of_mins'])}) | "
+        f"{_num(m['speedup_vs_int8'])} | "
         f"{_num(m['gops_float'], '.0f')} | {_num(m['gops_xnor'], '.0f')} | "
         f"{_num(m['ceiling_fraction'], '.0%')} | {_num(m['popcount_phase_ceiling_fraction'], '.0%')}"
-        f" | {_split_text(row.split, row.xnor.median_s)} |"
+        f" | {_split_text(row.split)} |"
     )
 
 
@@ -212,7 +214,7 @@ def render_convs(report: BenchReport) -> list[str]:
     lines = [
         "", "## Conv 3x3 stride 1 pad 1 (times in ms, median; xnor min-max)", "",
         "| shape | batch | thr | isa | float32 best | int8 | int8 f-io | xnor (min-max) | "
-        "x float | x int8 | GOP/s float | GOP/s xnor | ceil | pop-phase ceil | xnor split |",
+        "x float (of mins) | x int8 | GOP/s float | GOP/s xnor | ceil | pop-phase ceil | xnor split |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     return lines + [_conv_line(row) for row in report.convs]
@@ -228,7 +230,7 @@ def render_rest(report: BenchReport) -> list[str]:
             f"| {row.in_features}x{row.out_features} | {row.threads} | {row.isa} | "
             f"{_ms(row.float_linear)} | {_ms(row.bwn)} | "
             f"{_num(row.metrics()['speedup_vs_float'])} | {row.packed_weight_bytes or '-'} | "
-            f"{_split_text(row.split, row.bwn.median_s)} |"
+            f"{_split_text(row.split)} |"
         )
     lines += ["", "## Whole model (batch 1; ms)", "",
               "| model | input | thr | isa | via | float32 NCHW | float32 CL | engine | x float |"

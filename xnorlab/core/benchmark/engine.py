@@ -19,15 +19,25 @@ from xnorlab.core.benchmark.timing import ConvShape
 
 @dataclass(frozen=True)
 class SplitTiming:
-    """Where the XNOR time goes (medians, seconds): the engine's own phases from
-    ``xnorlab.kernels.profile()`` and ``call_s`` = wall time minus the engine's total (Python
-    call, validation, output allocation outside the C++ timers)."""
+    """Where the XNOR time goes (medians over profiled calls, seconds).
+
+    ``pack_s``, ``popcount_s``, ``scale_s`` and ``other_s`` are the engine's own phases from
+    ``xnorlab.kernels.profile()`` (``other_s``: validation, allocation and the call inside the
+    facade); ``call_s`` = wall time minus the facade's ``total_s`` (the caller's side).
+    Profiled calls are timed apart from the plain timing runs, so compare the parts with their
+    own sum (``parts_s``), not with the plain median.
+    """
 
     pack_s: float
     popcount_s: float
     scale_s: float
     other_s: float
     call_s: float
+
+    @property
+    def parts_s(self) -> float:
+        """Sum of the parts (the denominator of a percentage split)."""
+        return self.pack_s + self.popcount_s + self.scale_s + self.other_s + self.call_s
 
 
 class Engine:
