@@ -13,7 +13,10 @@ Events (``xnorlab.core.signals.Signal``; slots run in the calling thread):
 * ``data_changed()``: a dataset was opened or dropped;
 * ``error(message: str)``: a user-facing error happened (see ``attempt``);
 * ``images_dropped(paths: list[str])``: image files the user wants predicted;
-* ``weights_changed()``: the weights of the live model changed in place (e.g. fine-tuning).
+* ``weights_changed()``: the weights of the live model changed in place (e.g. fine-tuning);
+* ``dataset_requested(spec: str)``: a newly adopted model wants its default dataset. If
+  anything is connected (the GUI, which loads it in a worker), the session only emits this;
+  otherwise it loads the dataset itself, synchronously.
 
 Every method that can fail raises ``XnorlabError`` and leaves the session unchanged.
 Threads: call the session from one thread (the GUI thread). Workers compute on
@@ -84,14 +87,16 @@ def snapshot_model(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def _load_dataset(spec: str) -> Any:
+def load_dataset_for(spec: str, loaded: LoadedModel | None = None) -> Any:
+    """Load dataset ``spec`` in the input format of ``loaded`` (thread-safe, no session state)."""
     try:
         from xnorlab.core.data import load_dataset
     except ImportError as exc:
         raise XnorlabError(
             f"cannot open dataset {spec!r}: the data module is not available ({exc})"
         ) from None
-    return load_dataset(spec)
+    preprocessing = getattr(loaded, "preprocessing", None)
+    return load_dataset(spec, preprocessing=preprocessing) if preprocessing else load_dataset(spec)
 
 
 def _call_load_model(spec: str, trust: bool) -> LoadedModel:
@@ -144,6 +149,7 @@ class LabSession:
         self.error = Signal("error")
         self.images_dropped = Signal("images_dropped")
         self.weights_changed = Signal("weights_changed")
+        self.dataset_requested = Signal("dataset_requested")
         self.loaded: LoadedModel | None = None
         self.dataset: Any = None
         self.dataset_spec: str | None = None
@@ -234,7 +240,9 @@ class LabSession:
             self._samples.clear()
             self.data_changed.emit()
         default = getattr(loaded, "default_data", None)
-        if default:
+        if default and self.dataset_requested.n_slots:
+            self.dataset_requested.emit(default)
+        elif default:
             self.attempt(self.open_dataset, default)
 
     @staticmethod
@@ -244,7 +252,7 @@ class LabSession:
 
     def open_dataset(self, spec: str) -> Any:
         """Load dataset ``spec`` (see ``xnorlab.core.data``); it must fit the model's input."""
-        bundle = _load_dataset(spec)
+        bundle = load_dataset_for(spec, self.loaded)
         self.set_dataset(bundle, spec)
         return bundle
 

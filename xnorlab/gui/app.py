@@ -1,24 +1,142 @@
-"""Application entry: create the QApplication and the main window."""
+"""Application entry: ``run_app(model_spec=None, screenshot=None) -> int`` (the CLI calls it).
+
+Creates the QApplication, installs a global exception hook (an uncaught exception is logged
+with its traceback and shown to the user as one line in the window, never as a traceback
+dialog), opens the main window on the requested model (default: ``demo:lenet`` with its
+validation data) and runs the event loop.
+
+``screenshot``: wait until the model is open and every worker (table, views, panels) is idle,
+save a PNG of the main window, and exit (0 on success, 1 on timeout or failure).
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from types import TracebackType
+
+DEFAULT_MODEL = "demo:lenet"
+SCREENSHOT_TIMEOUT_S = 180.0
+SCREENSHOT_SIZE = (1600, 1000)
+POLL_MS = 100
+
+log = logging.getLogger("xnorlab")
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing line for an unexpected exception."""
+    from xnorlab.gui.workers import error_message
+
+    return f"internal error: {error_message(exc)} (details in the log)"
+
+
+class ExceptionHook:
+    """``sys.excepthook`` / ``threading.excepthook``: log, then show one line in the window."""
+
+    def __init__(self) -> None:
+        self.window: object | None = None
+        self.messages: list[str] = []
+
+    def __call__(
+        self, kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, exc, tb)
+            return
+        log.error("uncaught exception:\n%s", "".join(traceback.format_exception(kind, exc, tb)))
+        from xnorlab.core.errors import XnorlabError
+
+        message = str(exc) if isinstance(exc, XnorlabError) else one_line(exc)
+        self.messages.append(message)
+        show = getattr(self.window, "show_error", None)
+        if callable(show) and threading.current_thread() is threading.main_thread():
+            show(message)
+        else:
+            print(f"xnorlab: {message}", file=sys.stderr)
+
+    def thread_hook(self, args: threading.ExceptHookArgs) -> None:
+        self(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+
+
+def install_exception_hook() -> ExceptionHook:
+    """Route uncaught exceptions (GUI thread and Python threads) to ``ExceptionHook``."""
+    hook = ExceptionHook()
+    sys.excepthook = hook
+    threading.excepthook = hook.thread_hook
+    return hook
+
+
+class ScreenshotWaiter:
+    """Polls the window until it is ready, then saves the PNG and quits the application."""
+
+    def __init__(self, window: object, path: str, app: object) -> None:
+        from PySide6.QtCore import QTimer
+
+        self.window, self.path, self.app = window, Path(path), app
+        self.started = time.monotonic()
+        self.exit_code = 1
+        self.calm_polls = 0
+        self.timer = QTimer()
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self.poll)
+        self.timer.start()
+
+    def ready(self) -> bool:
+        w = self.window
+        session = w.session  # type: ignore[attr-defined]
+        if session.loaded is None or w.busy():  # type: ignore[attr-defined]
+            return False
+        views = w.views  # type: ignore[attr-defined]
+        return views.current is not None or session.selected is None
+
+    def poll(self) -> None:
+        self.calm_polls = self.calm_polls + 1 if self.ready() else 0
+        timed_out = time.monotonic() - self.started > SCREENSHOT_TIMEOUT_S
+        if self.calm_polls < 3 and not timed_out:
+            return  # ready for 3 polls in a row: nothing is about to start again
+        self.timer.stop()
+        if timed_out:
+            print("xnorlab: screenshot: the window did not settle in time", file=sys.stderr)
+        self.save(ok=not timed_out)
+
+    def save(self, ok: bool) -> None:
+        image = self.window.grab()  # type: ignore[attr-defined]
+        if image.isNull() or not image.save(str(self.path)):
+            print(f"xnorlab: cannot write screenshot {self.path}", file=sys.stderr)
+            self.exit_code = 1
+        else:
+            print(f"xnorlab: screenshot saved to {self.path}", file=sys.stderr)
+            self.exit_code = 0 if ok else 1
+        self.window.close()  # type: ignore[attr-defined]
+        self.app.quit()  # type: ignore[attr-defined]
+
+
+def _application() -> object:
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName("xnorlab")
+    app.setApplicationName("xnorlab")
+    return app
 
 
 def run_app(model_spec: str | None = None, screenshot: str | None = None) -> int:
-    from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication, QMainWindow
+    """Open the desktop app (see the module docstring); returns the process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    hook = install_exception_hook()
+    app = _application()
+    from xnorlab.gui.main_window import MainWindow
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = QMainWindow()
-    window.setWindowTitle("xnorlab")
-    window.resize(1280, 800)
-    window.statusBar().showMessage(f"model: {model_spec or 'demo'}")
-    window.show()
+    window = MainWindow()
+    hook.window = window
     if screenshot:
-        def grab() -> None:
-            window.grab().save(screenshot)
-            app.quit()
-
-        QTimer.singleShot(200, grab)
-    return int(app.exec())
+        window.resize(*SCREENSHOT_SIZE)
+    window.show()
+    window.open_model_async(model_spec or DEFAULT_MODEL)
+    waiter = ScreenshotWaiter(window, screenshot, app) if screenshot else None
+    code = int(app.exec())  # type: ignore[attr-defined]
+    return waiter.exit_code if waiter is not None else code

@@ -28,10 +28,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
 
 from xnorlab.core.errors import XnorlabError
 from xnorlab.core.tasks import Cancelled
+from xnorlab.gui.panels._refcount_guard import immortalize_singletons
+
+# PySide6 6.12 on Python 3.11 steals a reference to True on every Python-side emit (see the
+# guard's docstring); workers emit a lot, so the guard must be active whenever they are used.
+immortalize_singletons()
 
 log = logging.getLogger(__name__)
 
@@ -201,13 +206,13 @@ class TaskRunner(QObject):
             self._latest[key].supersede()
         self._graveyard.clear()  # tasks finished earlier are no longer inside their own slots
         task = Task(func, args, kwargs)
+        task.finished.connect(lambda: self._forget(task, key))  # first: on_finished sees it gone
         for signal, slot in (
             (task.result, on_result), (task.error, on_error), (task.progressed, on_progress),
             (task.cancelled, on_cancelled), (task.finished, on_finished),
         ):  # fmt: skip
             if slot is not None:
                 signal.connect(slot)
-        task.finished.connect(lambda: self._forget(task, key))
         self._tasks.add(task)
         if key is not None:
             self._latest[key] = task
@@ -219,6 +224,10 @@ class TaskRunner(QObject):
         if key is not None and self._latest.get(key) is task:
             del self._latest[key]
         self._graveyard.append(task)  # not dropped here: we are inside the task's own signal
+        if not self._tasks:
+            QTimer.singleShot(0, self._emit_idle)
+
+    def _emit_idle(self) -> None:
         if not self._tasks:
             self.idle.emit()
 

@@ -1,0 +1,425 @@
+"""The layer table: every binarizable layer, its editable mode and its measured numbers.
+
+``LayerTableModel`` (a ``QAbstractTableModel``) presents the session's layers; editing the mode
+column calls ``session.set_mode`` and the table redraws from the session's ``modes_changed``
+event (one data flow in both directions). ``LayerTable`` adds the view with a combo-box
+delegate per row, and computes the slow columns in workers on a snapshot: statistics
+(``xnorlab.core.layerview.compute_table_stats``) and then latency
+(``xnorlab.core.measure.measure_latency``); stale results are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QItemSelectionModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    Qt,
+    QTimer,
+    Signal,
+)
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHeaderView,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from xnorlab.core.layers import BinConv2d, BinLinear
+from xnorlab.core.layerview import LayerRowStats, compute_table_stats, view_batch_size
+from xnorlab.core.modes import Mode
+from xnorlab.core.session import LabSession
+from xnorlab.core.surgery import LayerInfo
+from xnorlab.gui import style
+from xnorlab.gui.workers import TaskRunner
+
+STATS_DELAY_MS = 150  # debounce: a burst of toggles triggers one recomputation
+MODE_NAMES = [m.value for m in Mode]
+DASH = "\u2013"  # shown when a value does not apply
+IndexLike = QModelIndex | QPersistentModelIndex
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    tip: str
+
+
+COLUMNS = (
+    Column("name", "Layer", "Dotted module name"),
+    Column("kind", "Type", "conv2d or linear"),
+    Column("shape", "Weight shape", "(C_out, C_in/groups, kh, kw) or (out, in)"),
+    Column("params", "Params", "Weight + bias elements"),
+    Column("macs", "MACs", "Multiply-accumulates for one input"),
+    Column("mode", "Mode", "float / BWN (binary weights) / XNOR (binary weights and inputs)"),
+    Column("alpha", "\u03b1 mean [min, max]", "Per-filter weight scale alpha = mean|W_c| (eq. 4)"),
+    Column("flip", "Sign flips", "Share of the layer's input signs that differ from the "
+           "all-float model on the sample batch"),
+    Column("local", "Layer error", "||y_mode - y_float|| / ||y_float|| on the same input"),
+    Column("prop", "Error vs float", "Output vs the all-float model's (errors accumulate)"),
+    Column("float_ms", "Float ms", "Measured layer time, torch float, batch 1"),
+    Column("current_ms", "Current ms", "Measured layer time in the current mode (native "
+           "engine when available), batch 1"),
+)  # fmt: skip
+COL = {c.key: i for i, c in enumerate(COLUMNS)}
+NUMERIC = {"params", "macs", "flip", "local", "prop", "float_ms", "current_ms", "alpha"}
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "\u00d7".join(str(d) for d in shape)
+
+
+def _pct(value: float) -> str:
+    return DASH if math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def _num(value: float, digits: int = 3) -> str:
+    return DASH if math.isnan(value) else f"{value:.{digits}g}"
+
+
+def _ms(seconds: float | None) -> str:
+    return "…" if seconds is None or math.isnan(seconds) else f"{1000 * seconds:.3f}"
+
+
+class LayerTableModel(QAbstractTableModel):
+    """Rows = binarizable layers of the session's model."""
+
+    def __init__(self, session: LabSession, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.infos: list[LayerInfo] = []
+        self.stats: dict[str, LayerRowStats] = {}
+        self.latency: dict[str, tuple[float, float]] = {}  # name -> (float_s, current_s)
+        self.stats_stale = True
+        self.latency_note = ""
+        self.reload()
+
+    # ------------------------------------------------------------------ session -> table
+    def reload(self) -> None:
+        """Re-read every row (new model)."""
+        self.beginResetModel()
+        self.infos = self.session.layers()
+        self.stats, self.latency, self.stats_stale = {}, {}, True
+        self.endResetModel()
+
+    def refresh_modes(self, names: list[str]) -> None:
+        """Re-read the modes of ``names``; every computed column becomes stale."""
+        fresh = {info.name: info for info in self.session.layers()}
+        for row, info in enumerate(self.infos):
+            if info.name in names and info.name in fresh:
+                self.infos[row] = fresh[info.name]
+                index = self.index(row, COL["mode"])
+                self.dataChanged.emit(index, index)  # one cell: updates its open editor
+        self.mark_stale()
+
+    def mark_stale(self) -> None:
+        """Grey out the computed columns until new results arrive."""
+        self.stats_stale = True
+        self._computed_changed()
+
+    def set_stats(self, stats: dict[str, LayerRowStats]) -> None:
+        self.stats, self.stats_stale = stats, False
+        self._computed_changed()
+
+    def set_latency(self, latency: dict[str, tuple[float, float]], note: str = "") -> None:
+        self.latency, self.latency_note = latency, note
+        self._computed_changed()
+
+    def _computed_changed(self) -> None:
+        if self.infos:
+            first, last = (
+                self.index(0, COL["alpha"]),
+                self.index(len(self.infos) - 1, COL["current_ms"]),
+            )
+            self.dataChanged.emit(first, last)
+
+    def row_of(self, name: str) -> int:
+        """Row of layer ``name`` (-1 if absent)."""
+        return next((r for r, info in enumerate(self.infos) if info.name == name), -1)
+
+    # ------------------------------------------------------------------ Qt model API
+    def rowCount(self, parent: IndexLike = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.infos)
+
+    def columnCount(self, parent: IndexLike = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(COLUMNS):
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section].title
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return COLUMNS[section].tip
+        return None
+
+    def flags(self, index: IndexLike) -> Qt.ItemFlag:
+        base = super().flags(index)
+        if index.isValid() and index.column() == COL["mode"] and self._switchable(index.row()):
+            return base | Qt.ItemFlag.ItemIsEditable
+        return base
+
+    def _switchable(self, row: int) -> bool:
+        try:
+            return isinstance(self.session.layer(self.infos[row].name), (BinConv2d, BinLinear))
+        except Exception:  # a custom layer class: listed, not switchable
+            return False
+
+    def data(self, index: IndexLike, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.row() >= len(self.infos):
+            return None
+        info, key = self.infos[index.row()], COLUMNS[index.column()].key
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.EditRole):
+            return self._text(info, key)
+        if role == Qt.ItemDataRole.TextAlignmentRole and key in NUMERIC:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            return self._foreground(info, key)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(info, key)
+        return None
+
+    def setData(self, index: IndexLike, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:
+        if not index.isValid() or index.column() != COL["mode"]:
+            return False
+        name = self.infos[index.row()].name
+        result = self.session.attempt(self.session.set_mode, name, str(value))
+        return result is not None  # the table itself updates from modes_changed
+
+    # ------------------------------------------------------------------ cell contents
+    def _text(self, info: LayerInfo, key: str) -> str:
+        fixed = {
+            "name": info.name, "kind": info.kind, "shape": _shape(info.weight_shape),
+            "params": f"{info.params:,}", "macs": f"{self.session.macs.get(info.name, 0):,}",
+            "mode": str(info.mode),
+        }  # fmt: skip
+        if key in fixed:
+            return fixed[key]
+        if key in ("float_ms", "current_ms"):
+            pair = self.latency.get(info.name)
+            return _ms(None if pair is None else pair[key == "current_ms"])
+        row = self.stats.get(info.name)
+        if row is None:
+            return "…"
+        if key == "alpha":
+            return f"{_num(row.alpha_mean)} [{_num(row.alpha_min, 2)}, {_num(row.alpha_max, 2)}]"
+        if info.mode is Mode.FLOAT and key == "local":
+            return "0 (float)"
+        value = {"flip": row.flip_rate, "local": row.local_error, "prop": row.propagated_error}
+        return _pct(value[key]) if key == "flip" else _num(value[key])
+
+    def _foreground(self, info: LayerInfo, key: str) -> QColor | None:
+        t = style.theme()
+        if key == "mode":
+            return QColor(style.mode_colour(str(info.mode), t))
+        computed = key in ("alpha", "flip", "local", "prop")
+        if computed and self.stats_stale:
+            return QColor(t.muted)
+        if info.position and key == "name":
+            return QColor(t.muted) if info.mode is Mode.FLOAT else QColor(t.xnor_colour)
+        return None
+
+    def _tooltip(self, info: LayerInfo, key: str) -> str:
+        tip = COLUMNS[COL[key]].tip
+        if key == "name" and info.position:
+            tip = f"{info.name}: the model's {info.position} layer (the paper keeps it float)"
+        if key in ("float_ms", "current_ms") and self.latency_note:
+            tip = f"{tip}\n{self.latency_note}"
+        if key in ("alpha", "flip", "local", "prop") and self.stats_stale:
+            tip = f"{tip}\n(recomputing…)"
+        return tip
+
+
+class ModeDelegate(QStyledItemDelegate):
+    """A combo box (float / bwn / xnor) that commits as soon as the user picks an entry."""
+
+    def createEditor(
+        self, parent: QWidget, option: QStyleOptionViewItem, index: IndexLike
+    ) -> QWidget:
+        combo = QComboBox(parent)
+        combo.addItems(MODE_NAMES)
+        combo.setObjectName("mode-combo")
+        combo.activated.connect(lambda _i, c=combo: self.commitData.emit(c))
+        return combo
+
+    def setEditorData(self, editor: QWidget, index: IndexLike) -> None:
+        if isinstance(editor, QComboBox):
+            value = str(index.data(Qt.ItemDataRole.EditRole))
+            if editor.currentText() != value:
+                editor.blockSignals(True)
+                editor.setCurrentIndex(
+                    max(0, MODE_NAMES.index(value) if value in MODE_NAMES else 0)
+                )
+                editor.blockSignals(False)
+
+    def setModelData(self, editor: QWidget, model: QAbstractTableModel, index: IndexLike) -> None:
+        accepted = model.setData(
+            index, getattr(editor, "currentText", str)(), Qt.ItemDataRole.EditRole
+        )
+        if not accepted:
+            self.setEditorData(editor, index)  # refused: show the real mode again
+
+
+class LayerTable(QWidget):
+    """Table view + model + the workers that fill the computed columns."""
+
+    busy_changed = Signal(bool)
+
+    def __init__(self, session: LabSession, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.model = LayerTableModel(session, self)
+        self.view = QTableView(self)
+        self.delegate = ModeDelegate(self.view)
+        self.runner = TaskRunner(self)
+        self._timer = QTimer(self, singleShot=True, interval=STATS_DELAY_MS)
+        self._timer.timeout.connect(self.start_stats)
+        self._syncing = False
+        self._setup_view()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.view)
+        session.model_changed.connect(self._on_model_changed)
+        session.modes_changed.connect(self._on_modes_changed)
+        session.data_changed.connect(self.schedule)
+        session.weights_changed.connect(self.schedule)
+        session.selection_changed.connect(self._on_session_selection)
+        self._on_model_changed()
+
+    def _setup_view(self) -> None:
+        view = self.view
+        view.setModel(self.model)
+        view.setItemDelegateForColumn(COL["mode"], self.delegate)
+        view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        view.setAlternatingRowColors(True)
+        view.verticalHeader().setVisible(False)
+        view.verticalHeader().setDefaultSectionSize(26)
+        header = view.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        view.selectionModel().currentRowChanged.connect(self._on_current_row)
+
+    # ------------------------------------------------------------------ session events
+    def _on_model_changed(self) -> None:
+        self.runner.cancel_all()
+        self.model.reload()
+        for row in range(self.model.rowCount()):
+            index = self.model.index(row, COL["mode"])
+            if self.model.flags(index) & Qt.ItemFlag.ItemIsEditable:
+                self.view.openPersistentEditor(index)
+        self.view.resizeColumnsToContents()
+        self.view.setColumnWidth(COL["mode"], max(90, self.view.columnWidth(COL["mode"])))
+        self.schedule()
+
+    def _on_modes_changed(self, names: list[str]) -> None:
+        for key in ("table-stats", "table-latency"):
+            task = self.runner.running(key)
+            if task is not None:
+                task.supersede()
+        self.model.refresh_modes(names)
+        self.schedule()
+
+    def _on_session_selection(self, name: str | None) -> None:
+        row = -1 if name is None else self.model.row_of(name)
+        current = self.view.currentIndex().row()
+        if row == current:
+            return
+        self._syncing = True
+        try:
+            if row < 0:
+                self.view.clearSelection()
+            else:
+                self.view.selectionModel().setCurrentIndex(
+                    self.model.index(row, 0),
+                    QItemSelectionModel.SelectionFlag.ClearAndSelect
+                    | QItemSelectionModel.SelectionFlag.Rows,
+                )
+                self.view.scrollTo(self.model.index(row, 0))
+        finally:
+            self._syncing = False
+
+    def _on_current_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if self._syncing or not current.isValid():
+            return
+        self.session.attempt(self.session.select, self.model.infos[current.row()].name)
+
+    # ------------------------------------------------------------------ workers
+    def schedule(self) -> None:
+        """Recompute the statistics and latency columns soon (debounced)."""
+        self.model.mark_stale()
+        self._timer.start()
+        self.busy_changed.emit(True)
+
+    def busy(self) -> bool:
+        """True while a recomputation is pending or running."""
+        return self._timer.isActive() or self.runner.active > 0
+
+    def _inputs(self) -> Any:
+        if self.session.dataset is None:
+            return None
+        count = view_batch_size(sum(self.session.macs.values()))
+        result = self.session.attempt(self.session.sample_batch, count)
+        return None if result is None else result[0]
+
+    def start_stats(self) -> None:
+        """Start the statistics worker on a snapshot of the live model."""
+        if self.session.loaded is None or not self.model.infos:
+            self.busy_changed.emit(False)
+            return
+        revision = self.session.revision
+        self.runner.start(
+            compute_table_stats, self.session.snapshot(), self._inputs(), key="table-stats",
+            on_result=lambda stats: self._stats_ready(stats, revision),
+            on_error=self.session.error.emit, on_finished=self._maybe_idle,
+        )  # fmt: skip
+
+    def _stats_ready(self, stats: dict[str, LayerRowStats], revision: int) -> None:
+        if revision != self.session.revision:
+            return  # the model changed meanwhile; a newer computation is scheduled
+        self.model.set_stats(stats)
+        self.start_latency()
+
+    def start_latency(self) -> None:
+        """Measure per-layer latency, float vs current mode, in a worker (after the stats)."""
+        try:
+            from xnorlab.core.measure import measure_latency
+        except ImportError as exc:
+            self.model.set_latency({}, f"latency not available: {exc}")
+            return
+        revision = self.session.revision
+        self.runner.start(
+            measure_latency, self.session.snapshot(), self.session.input_shape, batch=1,
+            repeats=3, warmup=1, profile_runs=3, key="table-latency",
+            on_result=lambda report: self._latency_ready(report, revision),
+            on_error=lambda message: self.model.set_latency({}, f"latency failed: {message}"),
+            on_finished=self._maybe_idle,
+        )  # fmt: skip
+
+    def _latency_ready(self, report: Any, revision: int) -> None:
+        if revision != self.session.revision:
+            return
+        latency = {layer.name: (layer.float_s, layer.current_s) for layer in report.layers}
+        self.model.set_latency(latency, f"engine: {report.engine}; median of 3 runs")
+
+    def _maybe_idle(self) -> None:
+        if not self.busy():
+            self.busy_changed.emit(False)
+
+    def shutdown(self) -> None:
+        """Stop the workers (window close)."""
+        self._timer.stop()
+        self.runner.cancel_all()

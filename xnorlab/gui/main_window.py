@@ -1,0 +1,402 @@
+"""The main window: layer table in the centre, layer views and the panels in docks.
+
+The window owns one ``LabSession``. Menus and the toolbar only call session methods; the table,
+views and panels redraw from the session's events. Errors (``session.error``) show in an inline
+message bar and the status bar, never in a traceback dialog. Dropped files are turned into
+paths and handed to ``session.open_paths`` (model files open the model, images go to the
+prediction panel). Window layout, theme, last model and recent models live in ``QSettings``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QVBoxLayout,
+    QWidget,
+)
+
+from xnorlab.core.errors import XnorlabError
+from xnorlab.core.session import LabSession, load_dataset_for
+from xnorlab.gui import style
+from xnorlab.gui.layer_table import LayerTable
+from xnorlab.gui.menus import build_menus
+from xnorlab.gui.message_bar import MessageBar
+from xnorlab.gui.views import LayerViews
+from xnorlab.gui.workers import TaskRunner
+
+log = logging.getLogger(__name__)
+
+MAX_RECENT = 8
+PANELS = (
+    ("metrics", "xnorlab.gui.panels.metrics", "MetricsPanel", "Metrics"),
+    ("prediction", "xnorlab.gui.panels.prediction", "PredictionPanel", "Prediction"),
+    ("training", "xnorlab.gui.panels.training", "TrainingPanel", "Training"),
+)
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
+MODEL_FILTER = "Models (*.pt *.pth *.safetensors *.ts *.xnor);;All files (*)"
+
+
+def settings() -> QSettings:
+    """The application's settings store (organisation and application "xnorlab")."""
+    return QSettings("xnorlab", "xnorlab")
+
+
+def local_paths(urls: list[QUrl]) -> list[str]:
+    """Local file paths of dropped URLs (non-local URLs are skipped)."""
+    return [url.toLocalFile() for url in urls if url.isLocalFile()]
+
+
+def engine_text() -> tuple[str, str]:
+    """Status-bar texts for the native engine (ISA) and its thread count."""
+    try:
+        from xnorlab import kernels
+
+        info = kernels.info()
+    except Exception as exc:  # the engine is optional: the app runs on the torch simulation
+        return f"engine: torch simulation ({type(exc).__name__})", "threads: -"
+    backend, isa = info.get("backend", "?"), info.get("isa", "?")
+    return f"engine: {backend} {isa}", f"threads: {info.get('threads', '?')}"
+
+
+class MainWindow(QMainWindow):
+    """The xnorlab desktop window."""
+
+    def __init__(self, session: LabSession | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session or LabSession()
+        self.setWindowTitle("xnorlab")
+        self.setAcceptDrops(True)
+        self.setDockOptions(
+            QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks
+        )
+        self.runner = TaskRunner(self)
+        self.panels: dict[str, QWidget] = {}
+        self.panel_errors: dict[str, str] = {}
+        self._build_central()
+        self._build_docks()
+        self._build_status()
+        self.actions_by_name: dict[str, QAction] = build_menus(self)
+        self._connect_session()
+        self._default_state = self.saveState()
+        self.restore_layout()
+        self._update_actions()
+
+    # ------------------------------------------------------------------ construction
+    def _build_central(self) -> None:
+        central = QWidget(self)
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(2, 2, 2, 2)
+        self.message_bar = MessageBar(central)
+        self.table = LayerTable(self.session, central)
+        layout.addWidget(self.message_bar)
+        layout.addWidget(self.table, 1)
+        self.setCentralWidget(central)
+
+    def _dock(self, key: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{key}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_docks(self) -> None:
+        self.views = LayerViews(self.session, self)
+        self.docks = {
+            "views": self._dock(
+                "views", "Layer views", self.views, Qt.DockWidgetArea.BottomDockWidgetArea
+            )
+        }
+        first: QDockWidget | None = None
+        for key, module_name, class_name, title in PANELS:
+            panel = self._make_panel(key, module_name, class_name)
+            if panel is None:
+                continue
+            dock = self._dock(key, title, panel, Qt.DockWidgetArea.RightDockWidgetArea)
+            self.docks[key] = dock
+            if first is None:
+                first = dock
+            else:
+                self.tabifyDockWidget(first, dock)
+        if first is not None:
+            first.raise_()
+
+    def _make_panel(self, key: str, module_name: str, class_name: str) -> QWidget | None:
+        try:
+            module = __import__(module_name, fromlist=[class_name])
+            panel: QWidget = getattr(module, class_name)(self.session, self)
+        except Exception as exc:  # a missing/broken panel must not keep the window from opening
+            log.warning("panel %s unavailable: %s", key, exc, exc_info=exc)
+            self.panel_errors[key] = f"{type(exc).__name__}: {exc}"
+            return None
+        self.panels[key] = panel
+        return panel
+
+    def _build_status(self) -> None:
+        bar = self.statusBar()
+        engine, threads = engine_text()
+        self.model_label, self.data_label = QLabel("model: -"), QLabel("data: -")
+        self.engine_label, self.threads_label = QLabel(engine), QLabel(threads)
+        for label in (self.model_label, self.data_label, self.engine_label, self.threads_label):
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            bar.addPermanentWidget(label)
+        if self.panel_errors:
+            missing = ", ".join(self.panel_errors)
+            bar.showMessage(f"panels not available: {missing} (see the log)", 15000)
+
+    def _connect_session(self) -> None:
+        s = self.session
+        s.error.connect(self.show_error)
+        s.model_changed.connect(self._on_model_changed)
+        s.data_changed.connect(self._update_status)
+        s.modes_changed.connect(lambda _names: self._update_actions())
+        s.dataset_requested.connect(self.load_dataset_async)
+        self.table.busy_changed.connect(lambda _busy: self._update_status())
+
+    # ------------------------------------------------------------------ session events
+    def show_error(self, message: str) -> None:
+        """Show a user-facing error inline and in the status bar."""
+        self.message_bar.show_message(message)
+        self.statusBar().showMessage(message, 10000)
+
+    def _on_model_changed(self) -> None:
+        names = [info.name for info in self.session.layers()]
+        binarized = [info.name for info in self.session.layers() if info.mode.value != "float"]
+        default = binarized[0] if binarized else (names[1] if len(names) > 1 else None)
+        if default is None and names:
+            default = names[0]
+        self.session.attempt(self.session.select, default)
+        self._update_status()
+        self._update_actions()
+        self.remember_model(self.session.model_name)
+
+    def _update_status(self) -> None:
+        s = self.session
+        loaded = s.loaded
+        name = s.model_name or "-"
+        self.model_label.setText(f"model: {name}")
+        if loaded is not None:
+            count = len(s.layers())
+            self.model_label.setToolTip(
+                f"{name}: {count} binarizable layers, input {loaded.input_shape}"
+            )
+        data = s.dataset_spec or "-"
+        self.data_label.setText(f"data: {data}")
+        self.setWindowTitle(f"xnorlab - {name}" if s.loaded is not None else "xnorlab")
+
+    def _update_actions(self) -> None:
+        actions = getattr(self, "actions_by_name", {})
+        if "undo" in actions:
+            s = self.session
+            actions["undo"].setEnabled(s.can_undo)
+            actions["redo"].setEnabled(s.can_redo)
+            actions["undo"].setText(f"&Undo {s.undo_label}" if s.can_undo else "&Undo")
+            actions["redo"].setText(f"&Redo {s.redo_label}" if s.can_redo else "&Redo")
+
+    # ------------------------------------------------------------------ opening
+    def open_model_async(self, spec: str, trust: bool = False) -> None:
+        """Load ``spec`` in a worker (through the open-dialog helper when it is there)."""
+        self.statusBar().showMessage(f"opening {spec}…")
+        try:
+            from xnorlab.gui.panels.open_dialogs import opener_for
+
+            opener_for(self.session, self).open_model(spec, trust=trust)
+            return
+        except ImportError:
+            pass
+        from xnorlab.core.modelspec import load_model_spec
+
+        self.runner.start(
+            load_model_spec, spec, trust=trust, key="open-model",
+            on_result=lambda loaded: self.session.attempt(self.session.adopt, loaded),
+            on_error=self.show_error,
+        )  # fmt: skip
+
+    def load_dataset_async(self, spec: str) -> None:
+        """Load dataset ``spec`` for the open model in a worker, then make it current."""
+        self.statusBar().showMessage(f"loading data {spec}…")
+        self.runner.start(
+            load_dataset_for, spec, self.session.loaded, key="open-data",
+            on_result=lambda bundle: self.session.attempt(self.session.set_dataset, bundle, spec),
+            on_error=self.show_error,
+        )  # fmt: skip
+
+    def open_model_dialog(self) -> None:
+        """File > Open model…"""
+        try:
+            from xnorlab.gui.panels.open_dialogs import open_model_dialog
+        except ImportError:
+            spec, ok = QInputDialog.getText(self, "Open model", "Model spec or file path:")
+            if ok and spec.strip():
+                self.open_model_async(spec.strip())
+            return
+        open_model_dialog(self.session, self)
+
+    def open_model_file(self) -> None:
+        """File > Open model file…"""
+        path, _ = QFileDialog.getOpenFileName(self, "Open model file", "", MODEL_FILTER)
+        if path:
+            self.open_model_async(path)
+
+    def open_data_dialog(self) -> None:
+        """File > Open data…"""
+        try:
+            from xnorlab.gui.panels.open_dialogs import open_data_dialog
+        except ImportError:
+            spec, ok = QInputDialog.getText(self, "Open data", "Dataset (mnist5k, digits, folder):")
+            if ok and spec.strip():
+                self.load_dataset_async(spec.strip())
+            return
+        open_data_dialog(self.session, self)
+
+    def open_images_dialog(self) -> None:
+        """File > Open image…: the chosen images go to the prediction panel."""
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open images", "", IMAGE_FILTER)
+        if paths:
+            self.session.attempt(self.session.open_paths, paths)
+
+    # ------------------------------------------------------------------ layer actions
+    def run_session(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Call a session method; an XnorlabError is shown, never raised."""
+        result = self.session.attempt(func, *args)
+        self._update_actions()
+        return result
+
+    def ask_pattern(self) -> None:
+        """Layers > By name pattern…: ask a glob and a mode, apply them."""
+        pattern, ok = QInputDialog.getText(
+            self, "Set mode by name pattern", "Layer name pattern (glob, e.g. features.*):"
+        )
+        if not ok or not pattern.strip():
+            return
+        mode, ok = QInputDialog.getItem(
+            self, "Set mode by name pattern", "Mode:", ["xnor", "bwn", "float"], 0, False
+        )
+        if ok:
+            self.run_session(self.session.apply_pattern, pattern.strip(), mode)
+
+    # ------------------------------------------------------------------ drag and drop
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls() and local_paths(event.mimeData().urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = local_paths(event.mimeData().urls()) if event.mimeData().hasUrls() else []
+        if not paths:
+            self.show_error("nothing to open: drop local model or image files")
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.message_bar.clear()
+        self.session.attempt(self.session.open_paths, paths)
+
+    # ------------------------------------------------------------------ settings
+    def remember_model(self, spec: str) -> None:
+        """Store ``spec`` as the last model and at the top of the recent list."""
+        if not spec:
+            return
+        store = settings()
+        recent = [r for r in self.recent_models() if r != spec]
+        store.setValue("recent_models", [spec, *recent][:MAX_RECENT])
+        store.setValue("last_model", spec)
+        menu = getattr(self, "recent_menu", None)
+        if menu is not None:
+            self.fill_recent_menu()
+
+    @staticmethod
+    def recent_models() -> list[str]:
+        value = settings().value("recent_models", [])
+        if isinstance(value, str):
+            return [value]
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+    def fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for spec in self.recent_models():
+            action = self.recent_menu.addAction(spec)
+            action.triggered.connect(lambda _checked=False, s=spec: self.open_model_async(s))
+        self.recent_menu.setEnabled(bool(self.recent_models()))
+
+    def restore_layout(self) -> None:
+        store = settings()
+        geometry, state = store.value("geometry"), store.value("window_state")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1500, 940)
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+        self.set_theme(str(store.value("theme", "light")), save=False)
+
+    def reset_layout(self) -> None:
+        """View > Reset layout."""
+        self.restoreState(self._default_state)
+        for dock in self.docks.values():
+            dock.show()
+
+    def set_theme(self, name: str, save: bool = True) -> None:
+        """Switch to the light or dark palette; existing plots are redrawn."""
+        from PySide6.QtWidgets import QApplication
+
+        app = QApplication.instance()
+        if name not in style.THEMES or not isinstance(app, QApplication):
+            return
+        style.apply_theme(app, name)
+        for plot in (
+            self.views.weights,
+            self.views.alpha,
+            self.views.activations,
+            self.views.output,
+        ):
+            plot.setBackground(style.theme().plot_bg)
+            style.style_plot(plot)
+        self.views.kmap.setBackground(style.theme().plot_bg)
+        self.message_bar.restyle()
+        if self.views.current is not None:
+            self.views._draw(self.views.current)
+        action = getattr(self, "actions_by_name", {}).get("dark")
+        if action is not None:
+            action.setChecked(name == "dark")
+        if save:
+            settings().setValue("theme", name)
+
+    def busy(self) -> bool:
+        """True while anything is loading or computing (the screenshot waits for False)."""
+        if self.runner.active or self.table.busy() or self.views.busy():
+            return True
+        return any(bool(getattr(p, "busy", lambda: False)()) for p in self.panels.values())
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        store = settings()
+        store.setValue("geometry", self.saveGeometry())
+        store.setValue("window_state", self.saveState())
+        self.table.shutdown()
+        self.views.shutdown()
+        for panel in self.panels.values():
+            stop = getattr(panel, "shutdown", None)
+            if callable(stop):
+                try:
+                    stop()
+                except Exception as exc:
+                    log.warning("panel shutdown failed: %s", exc)
+        self.runner.cancel_all()
+        super().closeEvent(event)
+
+    def flash(self, text: str, ms: int = 4000) -> None:
+        """A short status-bar message."""
+        self.statusBar().showMessage(text, ms)
+        QTimer.singleShot(0, self._update_actions)
+
+
+__all__ = ["MainWindow", "XnorlabError", "local_paths", "settings"]

@@ -1,0 +1,190 @@
+"""Menus, toolbar and keyboard shortcuts of the main window (they only call window/session)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QApplication, QComboBox, QLabel, QMenu, QMessageBox, QToolBar
+
+from xnorlab.core.modes import InputScaling, PadMode
+
+if TYPE_CHECKING:
+    from xnorlab.gui.main_window import MainWindow
+
+SHORTCUTS_HELP = """<table>
+<tr><td><b>Ctrl+O</b></td><td>open a model (demo, torchvision, checkpoint)</td></tr>
+<tr><td><b>Ctrl+Shift+O</b></td><td>open a model file</td></tr>
+<tr><td><b>Ctrl+D</b></td><td>open a dataset</td></tr>
+<tr><td><b>Ctrl+I</b></td><td>open images to predict</td></tr>
+<tr><td><b>Ctrl+Z / Ctrl+Shift+Z</b></td><td>undo / redo a mode change</td></tr>
+<tr><td><b>Ctrl+1 / Ctrl+2 / Ctrl+3</b></td><td>selected layer: float / BWN / XNOR</td></tr>
+<tr><td><b>Ctrl+Shift+X / B / F</b></td><td>all layers XNOR / BWN / float</td></tr>
+<tr><td><b>Ctrl+P</b></td><td>paper preset (first and last layer float, others XNOR)</td></tr>
+<tr><td><b>Ctrl+F</b></td><td>set the mode of layers matching a name pattern</td></tr>
+<tr><td><b>Ctrl+Shift+T</b></td><td>dark / light theme</td></tr>
+<tr><td><b>Ctrl+Q</b></td><td>quit</td></tr></table>
+<p>Drop model files or images anywhere on the window.</p>"""
+
+
+def _action(
+    window: MainWindow, text: str, slot: Callable[..., Any], shortcut: str | None = None,
+    tip: str = "",
+) -> QAction:  # fmt: skip
+    action = QAction(text, window)
+    if shortcut:
+        action.setShortcut(QKeySequence(shortcut))
+    if tip:
+        action.setStatusTip(tip)
+        action.setToolTip(f"{tip} ({shortcut})" if shortcut else tip)
+    action.triggered.connect(lambda _checked=False: slot())
+    return action
+
+
+def _set_selected(window: MainWindow, mode: str) -> None:
+    s = window.session
+    if s.selected is None:
+        window.show_error("select a layer in the table first")
+        return
+    window.run_session(s.set_mode, s.selected, mode)
+
+
+def _file_actions(window: MainWindow) -> dict[str, QAction]:
+    return {
+        "open_model": _action(window, "&Open model…", window.open_model_dialog, "Ctrl+O",
+                              "Open a demo model, a torchvision architecture or a checkpoint"),
+        "open_model_file": _action(window, "Open model &file…", window.open_model_file,
+                                   "Ctrl+Shift+O", "Open a checkpoint file"),
+        "open_data": _action(window, "Open &data…", window.open_data_dialog, "Ctrl+D",
+                             "Open a dataset (mnist5k, digits, a folder, torchvision roots)"),
+        "open_image": _action(window, "Open &image…", window.open_images_dialog, "Ctrl+I",
+                              "Predict image files, float vs current configuration"),
+        "quit": _action(window, "&Quit", window.close, "Ctrl+Q"),
+    }  # fmt: skip
+
+
+def _layer_actions(window: MainWindow) -> dict[str, QAction]:
+    s = window.session
+
+    def preset(name: str) -> Callable[[], Any]:
+        return lambda: window.run_session(s.apply_preset, name)
+
+    return {
+        "undo": _action(window, "&Undo", lambda: window.run_session(s.undo), "Ctrl+Z",
+                        "Undo the last mode change"),
+        "redo": _action(window, "&Redo", lambda: window.run_session(s.redo), "Ctrl+Shift+Z",
+                        "Redo the last undone mode change"),
+        "all_xnor": _action(window, "All &XNOR", preset("xnor"), "Ctrl+Shift+X",
+                            "Every layer XNOR (binary weights and inputs)"),
+        "all_bwn": _action(window, "All &BWN", preset("bwn"), "Ctrl+Shift+B",
+                           "Every layer BWN (binary weights)"),
+        "all_float": _action(window, "All &float", preset("float"), "Ctrl+Shift+F",
+                             "Every layer float"),
+        "paper": _action(window, "&Paper preset", preset("paper"), "Ctrl+P",
+                         "First and last layer float, every other layer XNOR"),
+        "paper_bwn": _action(window, "Paper preset (BW&N)", preset("paper-bwn"), None,
+                             "First and last layer float, every other layer BWN"),
+        "pattern": _action(window, "By name &pattern…", window.ask_pattern, "Ctrl+F",
+                           "Set the mode of every layer whose name matches a glob"),
+        "selected_float": _action(window, "Selected layer: float",
+                                  lambda: _set_selected(window, "float"), "Ctrl+1"),
+        "selected_bwn": _action(window, "Selected layer: BWN",
+                                lambda: _set_selected(window, "bwn"), "Ctrl+2"),
+        "selected_xnor": _action(window, "Selected layer: XNOR",
+                                 lambda: _set_selected(window, "xnor"), "Ctrl+3"),
+    }  # fmt: skip
+
+
+def _setting_menu(
+    window: MainWindow, menu: QMenu, title: str, field: str, values: list[str]
+) -> None:
+    sub = menu.addMenu(title)
+    for value in values:
+        action = sub.addAction(value)
+        action.triggered.connect(
+            lambda _c=False, v=value: window.run_session(
+                lambda: window.session.configure_layers(None, **{field: v})
+            )
+        )
+
+
+def _help(window: MainWindow) -> None:
+    QMessageBox.information(window, "Keyboard shortcuts", SHORTCUTS_HELP)
+
+
+def _scaling_box(window: MainWindow) -> QComboBox:
+    box = QComboBox(window)
+    box.addItems([s.value for s in InputScaling])
+    box.setToolTip("Input scaling of every XNOR layer: K map (paper), one beta per sample, none")
+
+    def apply(index: int) -> None:
+        window.run_session(
+            lambda: window.session.configure_layers(None, scaling=box.itemText(index))
+        )
+
+    box.activated.connect(apply)
+    return box
+
+
+def build_menus(window: MainWindow) -> dict[str, QAction]:
+    """Create the menu bar, toolbar and shortcuts; return the actions by name."""
+    actions = {**_file_actions(window), **_layer_actions(window)}
+    bar = window.menuBar()
+    file_menu = bar.addMenu("&File")
+    for key in ("open_model", "open_model_file", "open_data", "open_image"):
+        file_menu.addAction(actions[key])
+    window.recent_menu = file_menu.addMenu("Recent models")
+    window.fill_recent_menu()
+    file_menu.addSeparator()
+    file_menu.addAction(actions["quit"])
+    edit = bar.addMenu("&Edit")
+    edit.addActions([actions["undo"], actions["redo"]])
+    layers = bar.addMenu("&Layers")
+    for key in ("all_xnor", "all_bwn", "all_float", "paper", "paper_bwn", "pattern"):
+        layers.addAction(actions[key])
+    layers.addSeparator()
+    layers.addActions(
+        [actions["selected_float"], actions["selected_bwn"], actions["selected_xnor"]]
+    )
+    layers.addSeparator()
+    _setting_menu(
+        window, layers, "Input scaling (all layers)", "scaling", [s.value for s in InputScaling]
+    )
+    _setting_menu(
+        window, layers, "Binary padding (all layers)", "pad_mode", [p.value for p in PadMode]
+    )
+    _setting_menu(window, layers, "Inference backend (all layers)", "backend", ["torch", "native"])
+    view = bar.addMenu("&View")
+    dark = _action(window, "&Dark theme", lambda: None, "Ctrl+Shift+T")
+    dark.setCheckable(True)
+    dark.toggled.connect(lambda on: window.set_theme("dark" if on else "light"))
+    actions["dark"] = dark
+    view.addAction(dark)
+    view.addSeparator()
+    for dock in window.docks.values():
+        view.addAction(dock.toggleViewAction())
+    view.addSeparator()
+    view.addAction(_action(window, "Reset layout", window.reset_layout))
+    help_menu = bar.addMenu("&Help")
+    help_menu.addAction(_action(window, "Keyboard &shortcuts", lambda: _help(window), "F1"))
+    help_menu.addAction(_action(window, "About &Qt", QApplication.aboutQt))
+    _toolbar(window, actions)
+    return actions
+
+
+def _toolbar(window: MainWindow, actions: dict[str, QAction]) -> None:
+    tools = QToolBar("Main toolbar", window)
+    tools.setObjectName("toolbar-main")
+    window.addToolBar(tools)
+    tools.addAction(actions["open_model"])
+    tools.addAction(actions["open_data"])
+    tools.addSeparator()
+    tools.addActions([actions["undo"], actions["redo"]])
+    tools.addSeparator()
+    for key in ("all_float", "all_bwn", "all_xnor", "paper", "pattern"):
+        tools.addAction(actions[key])
+    tools.addSeparator()
+    tools.addWidget(QLabel(" scaling: "))
+    window.scaling_box = _scaling_box(window)
+    tools.addWidget(window.scaling_box)

@@ -1,0 +1,120 @@
+"""Light and dark palettes, and the matching pyqtgraph colours, readable in both.
+
+``apply_theme(app, "light" | "dark")`` sets the Fusion style, a complete QPalette (including
+the disabled group, tooltips and links) and pyqtgraph's default background/foreground; plots
+created afterwards follow it, existing ones are restyled by ``style_plot``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyqtgraph as pg
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+THEMES = ("light", "dark")
+
+
+@dataclass(frozen=True)
+class Theme:
+    """Colours of one theme (hex strings)."""
+
+    name: str
+    window: str
+    base: str
+    alternate: str
+    text: str
+    muted: str
+    button: str
+    highlight: str
+    highlight_text: str
+    link: str
+    plot_bg: str
+    plot_fg: str
+    float_colour: str  # float data / float mode
+    bwn_colour: str
+    xnor_colour: str
+    accent: str  # overlays: alpha lines, thresholds
+    error_bg: str
+    error_text: str
+
+
+LIGHT = Theme(
+    name="light", window="#f3f3f3", base="#ffffff", alternate="#f5f7fa", text="#1b1b1b",
+    muted="#6b6b6b", button="#e8e8e8", highlight="#2f6fd1", highlight_text="#ffffff",
+    link="#1a5fb4", plot_bg="#ffffff", plot_fg="#303030", float_colour="#3b74c4",
+    bwn_colour="#d98b18", xnor_colour="#c0392b", accent="#1e8449", error_bg="#fde8e6",
+    error_text="#8a1c12",
+)  # fmt: skip
+DARK = Theme(
+    name="dark", window="#2b2b2e", base="#1f1f22", alternate="#27272b", text="#e6e6e6",
+    muted="#a0a0a0", button="#3a3a3e", highlight="#3d7bd9", highlight_text="#ffffff",
+    link="#7fb0ff", plot_bg="#1f1f22", plot_fg="#d8d8d8", float_colour="#6fa8ff",
+    bwn_colour="#f0b45a", xnor_colour="#ff7b6b", accent="#5fd38d", error_bg="#5a1f1b",
+    error_text="#ffd6d1",
+)  # fmt: skip
+
+_current: Theme = LIGHT
+
+
+def theme(name: str | None = None) -> Theme:
+    """The theme called ``name`` (the current one when ``None``)."""
+    if name is None:
+        return _current
+    if name not in THEMES:
+        raise ValueError(f"unknown theme {name!r} (expected one of: {', '.join(THEMES)})")
+    return LIGHT if name == "light" else DARK
+
+
+def palette(t: Theme) -> QPalette:
+    """A full QPalette for theme ``t`` (active, inactive and disabled groups)."""
+    pal = QPalette()
+    roles = {
+        QPalette.ColorRole.Window: t.window, QPalette.ColorRole.WindowText: t.text,
+        QPalette.ColorRole.Base: t.base, QPalette.ColorRole.AlternateBase: t.alternate,
+        QPalette.ColorRole.Text: t.text, QPalette.ColorRole.Button: t.button,
+        QPalette.ColorRole.ButtonText: t.text, QPalette.ColorRole.BrightText: "#ffffff",
+        QPalette.ColorRole.Highlight: t.highlight,
+        QPalette.ColorRole.HighlightedText: t.highlight_text,
+        QPalette.ColorRole.ToolTipBase: t.base, QPalette.ColorRole.ToolTipText: t.text,
+        QPalette.ColorRole.Link: t.link, QPalette.ColorRole.PlaceholderText: t.muted,
+    }  # fmt: skip
+    for role, colour in roles.items():
+        pal.setColor(role, QColor(colour))
+    for role in (
+        QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText,
+    ):  # fmt: skip
+        pal.setColor(QPalette.ColorGroup.Disabled, role, QColor(t.muted))
+    return pal
+
+
+def mode_colour(mode: str, t: Theme | None = None) -> str:
+    """Colour of a layer mode ("float", "bwn", "xnor") in theme ``t``."""
+    active = t or _current
+    return {"float": active.float_colour, "bwn": active.bwn_colour}.get(
+        str(mode), active.xnor_colour
+    )
+
+
+def apply_theme(app: QApplication, name: str) -> Theme:
+    """Switch the whole application to theme ``name``; returns it."""
+    global _current
+    _current = theme(name)
+    app.setStyle("Fusion")
+    app.setPalette(palette(_current))
+    pg.setConfigOptions(
+        background=_current.plot_bg, foreground=_current.plot_fg, antialias=True,
+        imageAxisOrder="row-major",
+    )  # fmt: skip
+    return _current
+
+
+def style_plot(plot: pg.PlotItem | pg.PlotWidget, t: Theme | None = None) -> None:
+    """Restyle an existing plot's axes and title for theme ``t``."""
+    active = t or _current
+    item = plot.getPlotItem() if isinstance(plot, pg.PlotWidget) else plot
+    for side in ("left", "bottom"):
+        axis = item.getAxis(side)
+        axis.setPen(pg.mkPen(active.plot_fg))
+        axis.setTextPen(pg.mkPen(active.plot_fg))

@@ -1,0 +1,324 @@
+"""Live views of the selected layer (pyqtgraph), redrawn after every change.
+
+``LayerViews`` listens to the session (selection, modes, data, weights, model), takes a
+snapshot of the model on the GUI thread and computes ``xnorlab.core.layerview.LayerView`` in a
+worker (key ``"layer-view"``: a newer request cancels the older one and stale results are
+dropped), then draws:
+
+* weight histogram with the BWN weights ``alpha_c * sign(W)`` and ``+-mean alpha`` overlaid;
+* per-output-filter alpha as bars;
+* histogram of the layer's input on the sample batch with the sign threshold (0) and the
+  near-zero band;
+* the K map of sample 0 (what XNOR mode scales by) next to the model's input image;
+* float vs binarized output of the layer on the same input (scatter, relative error, r).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+
+from xnorlab.core.layerview import LayerView, compute_layer_view, view_batch_size
+from xnorlab.core.session import LabSession
+from xnorlab.gui import style
+from xnorlab.gui.workers import TaskRunner
+
+PLOT_MIN_HEIGHT = 150
+
+
+def _plot(title: str, x_label: str, y_label: str) -> pg.PlotWidget:
+    widget = pg.PlotWidget()
+    widget.setMinimumHeight(PLOT_MIN_HEIGHT)
+    item = widget.getPlotItem()
+    item.setTitle(title, size="9pt")
+    item.setLabel("bottom", x_label)
+    item.setLabel("left", y_label)
+    item.showGrid(x=True, y=True, alpha=0.15)
+    item.setMenuEnabled(False)
+    style.style_plot(widget)
+    return widget
+
+
+def _brush(colour: str, alpha: int) -> Any:
+    brush = pg.mkColor(colour)
+    brush.setAlpha(alpha)
+    return brush
+
+
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.1f}%"
+
+
+class KMapView(pg.GraphicsLayoutWidget):
+    """The model input (sample 0) and the layer's K map side by side."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setMinimumHeight(PLOT_MIN_HEIGHT)
+        self.input_label = self.addLabel("input (sample 0)", row=0, col=0, size="9pt")
+        self.kmap_label = self.addLabel("K map", row=0, col=1, size="9pt")
+        self.input_box = self.addViewBox(row=1, col=0, lockAspect=True, invertY=True)
+        self.kmap_box = self.addViewBox(row=1, col=1, lockAspect=True, invertY=True)
+        self.input_item = pg.ImageItem()
+        self.kmap_item = pg.ImageItem()
+        self.kmap_item.setColorMap(pg.colormap.get("viridis"))
+        self.input_box.addItem(self.input_item)
+        self.kmap_box.addItem(self.kmap_item)
+        for box in (self.input_box, self.kmap_box):
+            box.setMouseEnabled(False, False)
+            box.setMenuEnabled(False)
+
+    def show_view(self, view: LayerView) -> None:
+        if view.input_image is None:
+            self.input_item.clear()
+            self.input_label.setText("input: no dataset open", size="9pt")
+        else:
+            self.input_item.setImage(view.input_image, levels=(0.0, 1.0))
+            self.input_label.setText("model input (sample 0)", size="9pt")
+            self.input_box.autoRange(padding=0)
+        if view.kmap is not None:
+            self.kmap_item.setImage(view.kmap, autoLevels=True)
+            self.kmap_box.autoRange(padding=0)
+            used = (
+                "used"
+                if view.mode.value == "xnor" and view.config.scaling.value == "kmap"
+                else ("not used in this mode")
+            )
+            lo, hi = float(view.kmap.min()), float(view.kmap.max())
+            text = f"K map {view.kmap.shape[1]}x{view.kmap.shape[0]} [{lo:.3g}, {hi:.3g}] ({used})"
+            self.kmap_label.setText(text, size="9pt")
+        else:
+            self.kmap_item.clear()
+            beta = "" if view.beta is None else f": beta = mean|x| = {view.beta:.3g}"
+            self.kmap_label.setText(f"linear layer, no K map{beta}", size="9pt")
+
+
+class LayerViews(QWidget):
+    """All views of the selected layer; recomputed in a worker after each change."""
+
+    updated = Signal(object)  # the LayerView just drawn
+
+    def __init__(self, session: LabSession, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.runner = TaskRunner(self)
+        self.current: LayerView | None = None
+        self.last_update_ms = math.nan  # request -> drawn, of the last update
+        self._requested_at: float | None = None
+        self._timer = QTimer(self, singleShot=True, interval=0)
+        self._timer.timeout.connect(self._start)
+        self._build()
+        for signal in (session.model_changed, session.data_changed, session.weights_changed):
+            signal.connect(self.schedule)
+        session.selection_changed.connect(lambda _name: self.schedule())
+        session.modes_changed.connect(lambda _names: self.schedule())
+
+    def _build(self) -> None:
+        self.header = QLabel("Select a layer in the table", self)
+        self.header.setTextFormat(Qt.TextFormat.RichText)
+        self.weights = _plot("weights W and binarized alpha*sign(W)", "value", "count")
+        self.alpha = _plot("alpha per output filter", "filter", "alpha = mean|W_c|")
+        self.activations = _plot("layer input on the sample batch", "value", "count")
+        self.kmap = KMapView()
+        self.output = _plot("layer output: float vs binarized", "float", "binarized")
+        self.summary = QLabel(self)
+        self.summary.setWordWrap(True)
+        self.summary.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        grid = QGridLayout()
+        for index, widget in enumerate(
+            (self.weights, self.alpha, self.activations, self.kmap, self.output, self.summary)
+        ):
+            grid.addWidget(widget, index // 3, index % 3)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.header)
+        layout.addLayout(grid, 1)
+
+    # ------------------------------------------------------------------ scheduling
+    def schedule(self) -> None:
+        """Recompute the views soon (coalesces bursts of events)."""
+        if self._requested_at is None:
+            self._requested_at = time.perf_counter()
+        task = self.runner.running("layer-view")
+        if task is not None:
+            task.supersede()
+        self._timer.start()
+
+    def busy(self) -> bool:
+        """True while an update is pending or computing."""
+        return self._timer.isActive() or self.runner.active > 0 or self._requested_at is not None
+
+    def _start(self) -> None:
+        name = self.session.selected
+        if self.session.loaded is None or name is None:
+            self._requested_at = None
+            self._clear()
+            return
+        inputs = None
+        if self.session.dataset is not None:
+            count = view_batch_size(sum(self.session.macs.values()))
+            batch = self.session.attempt(self.session.sample_batch, count)
+            inputs = None if batch is None else batch[0]
+        revision = self.session.revision
+        self.header.setText(f"<b>{name}</b> &nbsp; updating…")
+        self.runner.start(
+            compute_layer_view, self.session.snapshot(), name, inputs, key="layer-view",
+            on_result=lambda view: self._ready(view, revision), on_error=self._failed,
+        )  # fmt: skip
+
+    def _ready(self, view: LayerView, revision: int) -> None:
+        if revision != self.session.revision or view.name != self.session.selected:
+            return  # stale: a newer request is already scheduled
+        self.current = view
+        self._draw(view)
+        if self._requested_at is not None:
+            self.last_update_ms = 1000 * (time.perf_counter() - self._requested_at)
+            self._requested_at = None
+        self._header(view)
+        self.updated.emit(view)
+
+    def _failed(self, message: str) -> None:
+        self._requested_at = None
+        self.header.setText(f"<b>views failed:</b> {message}")
+        self.session.error.emit(message)
+
+    def _clear(self) -> None:
+        self.current = None
+        for plot in (self.weights, self.alpha, self.activations, self.output):
+            plot.getPlotItem().clear()
+        self.kmap.input_item.clear()
+        self.kmap.kmap_item.clear()
+        self.summary.setText("")
+        self.header.setText("Select a layer in the table")
+
+    # ------------------------------------------------------------------ drawing
+    def _draw(self, view: LayerView) -> None:
+        self._draw_weights(view)
+        self._draw_alpha(view)
+        self._draw_activations(view)
+        self.kmap.show_view(view)
+        self._draw_output(view)
+        self.summary.setText(self._summary(view))
+
+    def _header(self, view: LayerView) -> None:
+        colour = style.mode_colour(view.mode.value)
+        config = view.config
+        extra = (
+            f", {config.scaling} scaling, {config.pad_mode} padding"
+            if view.mode.value == ("xnor")
+            else ""
+        )
+        samples = f"{view.sample_count} samples" if view.sample_count else "no dataset"
+        self.header.setText(
+            f"<b>{view.name}</b> ({view.kind}) &nbsp; mode: <b style='color:{colour}'>"
+            f"{view.mode.value.upper()}</b>{extra} &nbsp;·&nbsp; {samples} &nbsp;·&nbsp; "
+            f"computed in {1000 * view.elapsed_s:.0f} ms, shown {self.last_update_ms:.0f} ms "
+            f"after the change"
+        )
+
+    def _draw_weights(self, view: LayerView) -> None:
+        t = style.theme()
+        item = self.weights.getPlotItem()
+        item.clear()
+        hist, binary = view.weight_hist, view.binary_hist
+        item.plot(hist.edges, hist.counts, stepMode="center", fillLevel=0,
+                  brush=_brush(t.float_colour, 90), pen=pg.mkPen(t.float_colour))  # fmt: skip
+        item.plot(binary.edges, binary.counts, stepMode="center",
+                  pen=pg.mkPen(t.bwn_colour, width=2))  # fmt: skip
+        mean = view.weight.alpha_mean
+        for sign in (-1, 1):
+            line = pg.InfiniteLine(sign * mean, angle=90,
+                                   pen=pg.mkPen(t.accent, width=1.5, style=Qt.PenStyle.DashLine))  # fmt: skip
+            item.addItem(line)
+        item.setTitle(
+            f"weights (blue), alpha*sign(W) (orange), ±mean alpha = ±{mean:.3g}", size="9pt"
+        )
+
+    def _draw_alpha(self, view: LayerView) -> None:
+        t = style.theme()
+        item = self.alpha.getPlotItem()
+        item.clear()
+        x = np.arange(len(view.alpha))
+        item.addItem(pg.BarGraphItem(x=x, height=view.alpha, width=0.8,
+                                     brush=_brush(t.bwn_colour, 200), pen=None))  # fmt: skip
+        w = view.weight
+        item.setTitle(
+            f"alpha per filter: mean {w.alpha_mean:.3g}, min {w.alpha_min:.3g}, "
+            f"max {w.alpha_max:.3g} ({w.n_filters} filters)", size="9pt",
+        )  # fmt: skip
+
+    def _draw_activations(self, view: LayerView) -> None:
+        t = style.theme()
+        item = self.activations.getPlotItem()
+        item.clear()
+        if view.input_hist is None or view.sign is None:
+            item.setTitle("layer input: open a dataset (File > Open data) to see it", size="9pt")
+            return
+        hist = view.input_hist
+        item.plot(hist.edges, hist.counts, stepMode="center", fillLevel=0,
+                  brush=_brush(t.float_colour, 90), pen=pg.mkPen(t.float_colour))  # fmt: skip
+        band = view.near_zero_threshold
+        region = pg.LinearRegionItem((-band, band), movable=False,
+                                     brush=_brush(t.xnor_colour, 60), pen=pg.mkPen(None))  # fmt: skip
+        item.addItem(region)
+        item.addItem(pg.InfiniteLine(0.0, angle=90, pen=pg.mkPen(t.xnor_colour, width=1.5)))
+        s = view.sign
+        item.setTitle(
+            f"layer input: sign threshold 0, near zero (|x|≤{band:.2g}) {_pct(s.near_zero_fraction)}, "
+            f"positive {_pct(s.positive_fraction)}, flips vs float {_pct(s.flip_rate)}", size="9pt",
+        )  # fmt: skip
+
+    def _draw_output(self, view: LayerView) -> None:
+        t = style.theme()
+        item = self.output.getPlotItem()
+        item.clear()
+        out = view.output
+        if out is None:
+            item.setTitle("layer output: open a dataset to compare", size="9pt")
+            return
+        scatter = pg.ScatterPlotItem(out.float_values, out.binary_values, size=3, pen=None,
+                                     brush=_brush(style.mode_colour(out.mode.value), 110))  # fmt: skip
+        item.addItem(scatter)
+        item.addItem(pg.InfiniteLine((0, 0), angle=45, pen=pg.mkPen(t.muted, width=1)))
+        what = (
+            f"{out.mode.value.upper()} preview (layer is float)"
+            if out.preview
+            else (out.mode.value.upper())
+        )
+        item.setLabel("left", what)
+        item.setTitle(
+            f"output float vs {what}: rel. error {out.relative_error:.3g}, "
+            f"r = {out.correlation:.3f}", size="9pt",
+        )  # fmt: skip
+
+    @staticmethod
+    def _summary(view: LayerView) -> str:
+        w = view.weight
+        lines = [
+            f"<b>{view.name}</b>: {view.kind}, mode {view.mode.value}",
+            f"BWN approximation error ||W - alpha·sign(W)|| / ||W|| = {w.approx_error:.3f}",
+            f"alpha: mean {w.alpha_mean:.4g}, std {w.alpha_std:.3g} over {w.n_filters} filters",
+        ]
+        if view.sign is not None:
+            lines.append(f"input signs: {_pct(view.sign.near_zero_fraction)} near zero, "
+                         f"{_pct(view.sign.flip_rate)} flipped vs the float model")  # fmt: skip
+        if view.output is not None:
+            out = view.output
+            lines.append(f"layer error ({out.mode.value}): {out.relative_error:.3g}, "
+                         f"r = {out.correlation:.3f}")  # fmt: skip
+            lines.append(f"error vs the all-float model: {out.propagated_error:.3g}")
+        if view.beta is not None:
+            lines.append(f"linear input scale beta (sample 0): {view.beta:.4g}")
+        return "<br>".join(lines)
+
+    def shutdown(self) -> None:
+        """Stop pending work (window close)."""
+        self._timer.stop()
+        self.runner.cancel_all()
