@@ -233,7 +233,8 @@ def train(
     """Train ``model`` on ``bundle`` in its current mode map (see the module docstring).
 
     ``checkpoint``: where the best weights are saved (with ``meta``: ``arch``,
-    ``class_names``, ``preprocessing``, ... plus the mode map, layer settings and card).
+    ``class_names``, ``preprocessing``, ... plus the mode map, layer settings and card; a
+    ``card`` dict in ``meta`` is merged into the card).
     """
     cfg = config or TrainConfig()
     cfg.validate()
@@ -284,7 +285,11 @@ def _record_epoch(
 
 def _save(run: _Run, checkpoint: str | Path, meta: dict[str, Any] | None) -> None:
     modes, configs = layer_settings(run.model)
-    card = build_card(run.config, run.result, run.bundle, modes)
+    extra = (meta or {}).get("card", {})
+    card = {
+        **(extra if isinstance(extra, dict) else {}),
+        **build_card(run.config, run.result, run.bundle, modes),
+    }
     record = {**(meta or {}), "modes": modes, "layer_config": configs, "card": card}
     record.setdefault("class_names", run.bundle.class_names)
     record.setdefault("preprocessing", run.bundle.preprocessing.to_json())
