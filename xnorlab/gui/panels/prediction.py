@@ -144,6 +144,15 @@ class PredictionPanel(QWidget):
         layout.addWidget(self.message)
         layout.addWidget(scroll, 1)
 
+    def busy(self) -> bool:
+        """True while a prediction waits or runs."""
+        return self._rerun.isActive() or self.runner.active > 0
+
+    def shutdown(self) -> None:
+        """Cancel and wait for the worker (window close)."""
+        self._rerun.stop()
+        self.runner.shutdown()
+
     # ------------------------------------------------------------------ input
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # Qt override
         if mime_paths(event.mimeData()):

@@ -1,0 +1,65 @@
+"""Small real models and data for the panel tests (imported by tests/gui/test_panels_*.py)."""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Subset
+
+from xnorlab.core.data import DatasetBundle, load_dataset
+from xnorlab.core.images import MNIST_PREPROCESSING
+from xnorlab.core.models import build_demo
+from xnorlab.core.modelspec import LoadedModel
+from xnorlab.core.session import LabSession
+
+DIGIT_NAMES = [str(i) for i in range(10)]
+
+
+@cache
+def digits_bundle() -> DatasetBundle:
+    """scikit-learn's real 8x8 digits as 1x28x28 MNIST-style inputs (loaded once)."""
+    return load_dataset("digits")
+
+
+def small_bundle(n_train: int = 200, n_val: int = 120) -> DatasetBundle:
+    """The first ``n_train`` / ``n_val`` items of the digits splits."""
+    full = digits_bundle()
+    return DatasetBundle(
+        name="digits-small", train=Subset(full.train, range(n_train)),
+        val=Subset(full.val, range(n_val)), class_names=list(full.class_names),
+        preprocessing=full.preprocessing,
+    )  # fmt: skip
+
+
+def lenet_session(modes: str = "paper", with_data: bool = True) -> LabSession:
+    """A session on a random-init LeNet (MNIST preprocessing) with the small digits data."""
+    session = LabSession()
+    loaded = LoadedModel(
+        spec="test:lenet", model=build_demo("lenet"), input_shape=(1, 28, 28),
+        class_names=list(DIGIT_NAMES), preprocessing=MNIST_PREPROCESSING, arch="lenet",
+    )  # fmt: skip
+    session.adopt(loaded, modes=modes)
+    if with_data:
+        session.set_dataset(small_bundle(), "digits-small")
+    return session
+
+
+def write_digit_png(path: Path, digit_column: int = 18) -> Path:
+    """A white vertical stroke on black (a '1'), written as an 8-bit PNG."""
+    pixels = np.zeros((40, 40), np.uint8)
+    pixels[8:32, digit_column : digit_column + 4] = 255
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def wait_until_idle(panel: object, qtbot: object, timeout_s: float = 30.0) -> None:
+    """Process events until ``panel.busy()`` is False (raises on timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while panel.busy():  # type: ignore[attr-defined]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{type(panel).__name__} still busy after {timeout_s} s")
+        qtbot.wait(10)  # type: ignore[attr-defined]
