@@ -1,0 +1,116 @@
+"""MetricsPanel: accuracy off the GUI thread, numbers equal to the core functions, stale runs
+dropped, cancel, memory and the latency chart."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from panel_support import lenet_session, wait_until_idle
+
+from xnorlab.core.evaluate import evaluate
+from xnorlab.core.measure import model_memory
+from xnorlab.core.surgery import float_mode
+from xnorlab.gui.panels.formatting import format_bytes, format_percent
+from xnorlab.gui.panels.metrics import MetricsPanel
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def panel(qtbot):  # type: ignore[no-untyped-def]
+    session = lenet_session("paper")
+    widget = MetricsPanel(session)
+    qtbot.addWidget(widget)
+    widget.auto_latency.setChecked(False)  # latency has its own test
+    yield widget
+    widget.shutdown()
+
+
+def _top1(session, floating: bool) -> float:  # type: ignore[no-untyped-def]
+    model, val = session.model, session.dataset.val
+    if floating:
+        with float_mode(model):
+            return evaluate(model, val, session.class_names).top1
+    return evaluate(model, val, session.class_names).top1
+
+
+def test_accuracy_runs_off_the_gui_thread_and_matches_evaluate(panel, qtbot) -> None:  # type: ignore[no-untyped-def]
+    wait_until_idle(panel, qtbot)
+    task = panel.accuracy_task
+    assert task is not None and task.worker_thread_id is not None
+    assert task.worker_thread_id != threading.get_ident()
+    report = panel.accuracy
+    assert report is not None and report.samples == len(panel.session.dataset.val)
+    assert report.float_top1 == pytest.approx(_top1(panel.session, floating=True))
+    assert report.current_top1 == pytest.approx(_top1(panel.session, floating=False))
+    assert panel.current_acc.text() == format_percent(report.current_top1)
+
+
+def test_mode_changes_are_debounced_and_stale_results_dropped(panel, qtbot) -> None:  # type: ignore[no-untyped-def]
+    wait_until_idle(panel, qtbot)
+    runs: list[int] = []
+    shown: list[object] = []
+    recompute, show = panel.recompute, panel._show_accuracy
+    panel._timer.timeout.disconnect()
+    panel._timer.timeout.connect(lambda: (runs.append(1), recompute()))
+    panel._show_accuracy = lambda report, *rest: (shown.append(report), show(report, *rest))
+    session = panel.session
+    for preset in ("xnor", "bwn", "float", "paper-bwn"):
+        session.apply_preset(preset)
+    wait_until_idle(panel, qtbot)
+    assert len(runs) == 1  # one run for the burst of four changes
+    assert len(shown) == 1
+    assert panel.accuracy.current_top1 == pytest.approx(_top1(session, floating=False))
+    assert panel.accuracy.float_reused  # weights unchanged: the float pass is cached
+    # a run overtaken by a change made while it runs never reaches the labels
+    panel.recompute()
+    session.apply_preset("xnor")
+    wait_until_idle(panel, qtbot)
+    assert panel.accuracy is not None and panel.accuracy in shown
+    assert panel.accuracy.current_top1 == pytest.approx(_top1(session, floating=False))
+
+
+def test_cancel_stops_the_run_and_shows_nothing_new(panel, qtbot) -> None:  # type: ignore[no-untyped-def]
+    wait_until_idle(panel, qtbot)
+    before = panel.accuracy
+    panel.samples_spin.setValue(50)
+    panel.recompute()
+    panel.cancel()
+    wait_until_idle(panel, qtbot)
+    assert panel.accuracy is before
+    assert panel.acc_message.text() == "cancelled"
+
+
+def test_memory_matches_the_core_and_follows_modes(panel, qtbot) -> None:  # type: ignore[no-untyped-def]
+    session = panel.session
+    expected = model_memory(session.model)
+    assert panel.packed_mem.text() == format_bytes(expected.packed_bytes)
+    session.apply_preset("float")
+    assert panel.packed_mem.text() == panel.float_mem.text()
+    assert panel.memory.ratio == 1.0
+    wait_until_idle(panel, qtbot)
+
+
+def test_latency_report_fills_the_split_chart(panel, qtbot) -> None:  # type: ignore[no-untyped-def]
+    wait_until_idle(panel, qtbot)
+    panel.start_latency()
+    wait_until_idle(panel, qtbot)
+    report = panel.latency
+    assert report is not None
+    assert [layer.name for layer in report.layers] == panel.session.layer_names()
+    assert report.float_s > 0 and report.current_s > 0
+    totals = panel.chart.stacked_totals_s()
+    assert totals == pytest.approx([layer.current_s for layer in report.layers])
+    assert panel.chart.layer_names == panel.session.layer_names()
+    assert report.engine in panel.engine_label.text()
+
+
+def test_no_dataset_means_a_hint_not_an_error(qtbot) -> None:  # type: ignore[no-untyped-def]
+    widget = MetricsPanel(lenet_session("paper", with_data=False))
+    qtbot.addWidget(widget)
+    widget.auto_latency.setChecked(False)
+    wait_until_idle(widget, qtbot)
+    assert "open a dataset" in widget.acc_message.text()
+    assert widget.accuracy is None
+    widget.shutdown()
