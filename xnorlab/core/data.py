@@ -43,7 +43,6 @@ from xnorlab.core.images import (
     MNIST_PREPROCESSING,
     Preprocessing,
     load_image,
-    pixels_to_input,
 )
 
 SPLIT_SEED = 20160316  # arXiv 1603.05279's date: XNOR-Net
@@ -132,14 +131,24 @@ def stratified_split(
 
 
 def convert_tensor(x: Tensor, source: Preprocessing, target: Preprocessing) -> Tensor:
-    """Re-express normalized ``(N, C, H, W)`` inputs of ``source`` in ``target``'s format."""
+    """Re-express normalized ``(N, C, H, W)`` inputs of ``source`` in ``target``'s format.
+
+    Channels (luminance or replication), size (bilinear, antialiased stretch) and
+    normalization; the data sets this is used on are already laid out (no digit re-layout).
+    """
     if source == target:
         return x
     pixels = source.denormalize(x).clamp(0.0, 1.0)
-    if pixels.shape[1] == 1:
+    if pixels.shape[1] == 1 and target.channels == 3:
         pixels = pixels.expand(-1, 3, -1, -1)
-    rgb_batches = [pixels_to_input(img, target) for img in pixels]
-    return torch.stack(rgb_batches) if rgb_batches else x.new_zeros((0, *target.input_shape))
+    elif pixels.shape[1] == 3 and target.channels == 1:
+        luma = torch.tensor([0.299, 0.587, 0.114], dtype=pixels.dtype).reshape(1, 3, 1, 1)
+        pixels = (pixels * luma).sum(dim=1, keepdim=True)
+    if len(pixels) and tuple(pixels.shape[2:]) != (target.height, target.width):
+        pixels = F.interpolate(
+            pixels, size=(target.height, target.width), mode="bilinear", antialias=True
+        ).clamp(0.0, 1.0)
+    return target.normalize(pixels.contiguous())
 
 
 def _tensor_bundle(
