@@ -7,6 +7,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Subset
 
@@ -35,11 +36,28 @@ def small_bundle(n_train: int = 200, n_val: int = 120) -> DatasetBundle:
     )  # fmt: skip
 
 
+@cache
+def trained_lenet_state() -> dict[str, torch.Tensor]:
+    """LeNet weights after a short float training on the small digits (done once per run).
+
+    A trained net makes float, BWN and XNOR give different accuracies and predictions, so tests
+    can tell a stale result from a fresh one.
+    """
+    from xnorlab.core.training import TrainConfig, train
+
+    torch.manual_seed(0)
+    model = build_demo("lenet")
+    train(model, small_bundle(), TrainConfig(epochs=2, lr=3e-3, batch_size=32, seed=0))
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def lenet_session(modes: str = "paper", with_data: bool = True) -> LabSession:
-    """A session on a random-init LeNet (MNIST preprocessing) with the small digits data."""
+    """A session on a briefly trained LeNet (MNIST preprocessing) with the small digits data."""
     session = LabSession()
+    model = build_demo("lenet")
+    model.load_state_dict(trained_lenet_state())
     loaded = LoadedModel(
-        spec="test:lenet", model=build_demo("lenet"), input_shape=(1, 28, 28),
+        spec="test:lenet", model=model, input_shape=(1, 28, 28),
         class_names=list(DIGIT_NAMES), preprocessing=MNIST_PREPROCESSING, arch="lenet",
     )  # fmt: skip
     session.adopt(loaded, modes=modes)
