@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,10 +97,24 @@ def _save_torchscript(model: nn.Module, record: dict[str, Any], tmp: Path) -> No
                 raise XnorlabError(
                     "TorchScript export is for float models; use .pt or .safetensors"
                 )
-            traced = torch.jit.trace(model, example)  # type: ignore[no-untyped-call]
-        torch.jit.save(traced, str(tmp), _extra_files={"xnorlab.json": json.dumps(record)})
+            with _torchscript_deprecation_silenced():
+                traced = torch.jit.trace(model, example)  # type: ignore[no-untyped-call]
+                torch.jit.save(traced, str(tmp), _extra_files={"xnorlab.json": json.dumps(record)})
     finally:
         model.train(was_training)
+
+
+@contextmanager
+def _torchscript_deprecation_silenced() -> Iterator[None]:
+    """Silence torch's "`torch.jit.*` is deprecated" FutureWarning (only that one).
+
+    TorchScript files are still what many users have; the format is supported on purpose.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*torch\.jit\.\w+` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -151,9 +168,10 @@ def _parse_meta(text: str | None, path: Path) -> dict[str, Any]:
 def _read_torchscript(path: Path) -> Checkpoint:
     extra = {"xnorlab.json": ""}
     try:
-        module = torch.jit.load(  # type: ignore[no-untyped-call]
-            str(path), map_location="cpu", _extra_files=extra
-        )
+        with _torchscript_deprecation_silenced():
+            module = torch.jit.load(  # type: ignore[no-untyped-call]
+                str(path), map_location="cpu", _extra_files=extra
+            )
     except Exception as exc:  # TorchScript raises RuntimeError and its own types
         raise XnorlabError(
             f"{path.name} is not a loadable TorchScript file ({_first_line(exc)})"
