@@ -322,8 +322,13 @@ class LayerTable(QWidget):
             if self.model.flags(index) & Qt.ItemFlag.ItemIsEditable:
                 self.view.openPersistentEditor(index)
         self.view.resizeColumnsToContents()
-        self.view.setColumnWidth(COL["mode"], max(90, self.view.columnWidth(COL["mode"])))
+        self._widen_mode_column()
         self.schedule()
+
+    def _widen_mode_column(self) -> None:
+        self.view.setColumnWidth(COL["mode"], max(90, self.view.columnWidth(COL["mode"])))
+        for key in ("float_ms", "current_ms"):
+            self.view.setColumnWidth(COL[key], max(80, self.view.columnWidth(COL[key])))
 
     def _on_modes_changed(self, names: list[str]) -> None:
         for key in ("table-stats", "table-latency"):
@@ -390,7 +395,11 @@ class LayerTable(QWidget):
     def _stats_ready(self, stats: dict[str, LayerRowStats], revision: int) -> None:
         if revision != self.session.revision:
             return  # the model changed meanwhile; a newer computation is scheduled
+        first = not self.model.stats
         self.model.set_stats(stats)
+        if first:
+            self.view.resizeColumnsToContents()
+            self._widen_mode_column()
         self.start_latency()
 
     def start_latency(self) -> None:

@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from xnorlab.core.errors import XnorlabError
 from xnorlab.core.session import LabSession, load_dataset_for
 from xnorlab.gui import style
 from xnorlab.gui.layer_table import LayerTable
@@ -47,8 +46,9 @@ MODEL_FILTER = "Models (*.pt *.pth *.safetensors *.ts *.xnor);;All files (*)"
 
 
 def settings() -> QSettings:
-    """The application's settings store (organisation and application "xnorlab")."""
-    return QSettings("xnorlab", "xnorlab")
+    """The application's settings store: an INI file, organisation and application "xnorlab"
+    (tests move it with ``QSettings.setPath(IniFormat, UserScope, folder)``)."""
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "xnorlab", "xnorlab")
 
 
 def local_paths(urls: list[QUrl]) -> list[str]:
@@ -71,8 +71,12 @@ def engine_text() -> tuple[str, str]:
 class MainWindow(QMainWindow):
     """The xnorlab desktop window."""
 
-    def __init__(self, session: LabSession | None = None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, session: LabSession | None = None, parent: QWidget | None = None,
+        panels: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__(parent)
+        self.with_panels = panels
         self.session = session or LabSession()
         self.setWindowTitle("xnorlab")
         self.setAcceptDrops(True)
@@ -117,7 +121,7 @@ class MainWindow(QMainWindow):
             )
         }
         first: QDockWidget | None = None
-        for key, module_name, class_name, title in PANELS:
+        for key, module_name, class_name, title in PANELS if self.with_panels else ():
             panel = self._make_panel(key, module_name, class_name)
             if panel is None:
                 continue
@@ -191,6 +195,10 @@ class MainWindow(QMainWindow):
             )
         data = s.dataset_spec or "-"
         self.data_label.setText(f"data: {data}")
+        if s.dataset is not None and self.statusBar().currentMessage().startswith("loading data"):
+            self.statusBar().showMessage(f"data {data} loaded", 3000)
+        if s.loaded is not None and self.statusBar().currentMessage().startswith("opening"):
+            self.statusBar().showMessage(f"opened {name}", 3000)
         self.setWindowTitle(f"xnorlab - {name}" if s.loaded is not None else "xnorlab")
 
     def _update_actions(self) -> None:
@@ -397,6 +405,3 @@ class MainWindow(QMainWindow):
         """A short status-bar message."""
         self.statusBar().showMessage(text, ms)
         QTimer.singleShot(0, self._update_actions)
-
-
-__all__ = ["MainWindow", "XnorlabError", "local_paths", "settings"]

@@ -49,7 +49,7 @@ LIGHT = Theme(
 )  # fmt: skip
 DARK = Theme(
     name="dark", window="#2b2b2e", base="#1f1f22", alternate="#27272b", text="#e6e6e6",
-    muted="#a0a0a0", button="#3a3a3e", highlight="#3d7bd9", highlight_text="#ffffff",
+    muted="#a0a0a0", button="#3a3a3e", highlight="#2f65c0", highlight_text="#ffffff",
     link="#7fb0ff", plot_bg="#1f1f22", plot_fg="#d8d8d8", float_colour="#6fa8ff",
     bwn_colour="#f0b45a", xnor_colour="#ff7b6b", accent="#5fd38d", error_bg="#5a1f1b",
     error_text="#ffd6d1",

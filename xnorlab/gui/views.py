@@ -123,7 +123,7 @@ class LayerViews(QWidget):
         self.header = QLabel("Select a layer in the table", self)
         self.header.setTextFormat(Qt.TextFormat.RichText)
         self.weights = _plot("weights W and binarized alpha*sign(W)", "value", "count")
-        self.alpha = _plot("alpha per output filter", "filter", "alpha = mean|W_c|")
+        self.alpha = _plot("alpha per output filter", "output filter", "alpha")
         self.activations = _plot("layer input on the sample batch", "value", "count")
         self.kmap = KMapView()
         self.output = _plot("layer output: float vs binarized", "float", "binarized")
@@ -230,15 +230,16 @@ class LayerViews(QWidget):
         hist, binary = view.weight_hist, view.binary_hist
         item.plot(hist.edges, hist.counts, stepMode="center", fillLevel=0,
                   brush=_brush(t.float_colour, 90), pen=pg.mkPen(t.float_colour))  # fmt: skip
-        item.plot(binary.edges, binary.counts, stepMode="center",
+        peak, binary_peak = max(1, int(hist.counts.max())), max(1, int(binary.counts.max()))
+        scale = peak / binary_peak  # the two spikes would dwarf the float histogram
+        item.plot(binary.edges, binary.counts * scale, stepMode="center",
                   pen=pg.mkPen(t.bwn_colour, width=2))  # fmt: skip
         mean = view.weight.alpha_mean
         for sign in (-1, 1):
-            line = pg.InfiniteLine(sign * mean, angle=90,
-                                   pen=pg.mkPen(t.accent, width=1.5, style=Qt.PenStyle.DashLine))  # fmt: skip
-            item.addItem(line)
+            pen = pg.mkPen(t.accent, width=1.5, style=Qt.PenStyle.DashLine)
+            item.addItem(pg.InfiniteLine(sign * mean, angle=90, pen=pen))
         item.setTitle(
-            f"weights (blue), alpha*sign(W) (orange), ±mean alpha = ±{mean:.3g}", size="9pt"
+            f"W (blue); alpha·sign(W) (orange, scaled); ±mean alpha = ±{mean:.3g}", size="9pt"
         )
 
     def _draw_alpha(self, view: LayerView) -> None:
@@ -271,8 +272,8 @@ class LayerViews(QWidget):
         item.addItem(pg.InfiniteLine(0.0, angle=90, pen=pg.mkPen(t.xnor_colour, width=1.5)))
         s = view.sign
         item.setTitle(
-            f"layer input: sign threshold 0, near zero (|x|≤{band:.2g}) {_pct(s.near_zero_fraction)}, "
-            f"positive {_pct(s.positive_fraction)}, flips vs float {_pct(s.flip_rate)}", size="9pt",
+            f"layer input: {_pct(s.near_zero_fraction)} near 0 (red band), "
+            f"{_pct(s.positive_fraction)} ≥ 0, {_pct(s.flip_rate)} flipped", size="9pt",
         )  # fmt: skip
 
     def _draw_output(self, view: LayerView) -> None:
@@ -307,8 +308,10 @@ class LayerViews(QWidget):
             f"alpha: mean {w.alpha_mean:.4g}, std {w.alpha_std:.3g} over {w.n_filters} filters",
         ]
         if view.sign is not None:
-            lines.append(f"input signs: {_pct(view.sign.near_zero_fraction)} near zero, "
-                         f"{_pct(view.sign.flip_rate)} flipped vs the float model")  # fmt: skip
+            sign = view.sign
+            lines.append(f"input signs: {_pct(sign.near_zero_fraction)} near zero "
+                         f"(|x| ≤ {view.near_zero_threshold:.3g}), {_pct(sign.positive_fraction)} "
+                         f"≥ 0, {_pct(sign.flip_rate)} flipped vs the float model")  # fmt: skip
         if view.output is not None:
             out = view.output
             lines.append(f"layer error ({out.mode.value}): {out.relative_error:.3g}, "

@@ -1,0 +1,131 @@
+"""Layer table: both directions (combo -> session/model, session -> table), stats, latency."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QComboBox
+from pytestqt.qtbot import QtBot
+
+from xnorlab.core.modes import Mode
+from xnorlab.core.session import LabSession
+from xnorlab.gui.layer_table import COL, LayerTable
+
+WAIT_MS = 20_000
+
+
+@pytest.fixture
+def table(qtbot: QtBot, tiny_session: LabSession) -> LayerTable:
+    widget = LayerTable(tiny_session)
+    qtbot.addWidget(widget)
+    widget.resize(1200, 300)
+    widget.show()
+    qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
+    return widget
+
+
+def mode_combo(table: LayerTable, row: int) -> QComboBox:
+    editor = table.view.indexWidget(table.model.index(row, COL["mode"]))
+    assert isinstance(editor, QComboBox)
+    return editor
+
+
+def cell(table: LayerTable, row: int, key: str) -> str:
+    return str(table.model.index(row, COL[key]).data(Qt.ItemDataRole.DisplayRole))
+
+
+def test_rows_describe_the_layers(table: LayerTable) -> None:
+    session = table.session
+    assert table.model.rowCount() == 4
+    assert [cell(table, r, "name") for r in range(4)] == session.layer_names()
+    assert cell(table, 0, "shape") == "4\u00d71\u00d73\u00d73"
+    assert cell(table, 0, "params") == f"{4 * 9 + 4:,}"
+    assert cell(table, 1, "macs") == f"{8 * 8 * 6 * 4 * 9:,}"
+    assert [mode_combo(table, r).currentText() for r in range(4)] == ["float"] * 4
+
+
+def test_combo_changes_the_session_and_the_model(table: LayerTable) -> None:
+    session = table.session
+    x = session.sample_batch(4)[0]
+    with torch.no_grad():
+        before = session.model(x)
+    combo = mode_combo(table, 1)
+    combo.setCurrentIndex(combo.findText("xnor"))
+    combo.activated.emit(combo.currentIndex())
+    name = session.layer_names()[1]
+    assert session.layer(name).mode is Mode.XNOR
+    assert cell(table, 1, "mode") == "xnor"
+    with torch.no_grad():
+        assert not torch.allclose(session.model(x), before)
+    assert session.undo_label == f"{name} -> xnor"
+
+
+def test_session_changes_update_the_table(table: LayerTable) -> None:
+    session = table.session
+    session.apply_preset("paper")
+    assert [mode_combo(table, r).currentText() for r in range(4)] == [
+        "float", "xnor", "xnor", "float",
+    ]  # fmt: skip
+    session.undo()
+    assert [mode_combo(table, r).currentText() for r in range(4)] == ["float"] * 4
+    session.redo()
+    assert mode_combo(table, 2).currentText() == "xnor"
+
+
+def test_refused_edit_shows_the_real_mode_again(table: LayerTable) -> None:
+    errors: list[str] = []
+    table.session.error.connect(errors.append)
+    index = table.model.index(0, COL["mode"])
+    assert not table.model.setData(index, "ternary")
+    assert errors and "ternary" in errors[0]
+    assert mode_combo(table, 0).currentText() == "float"
+
+
+def test_statistics_columns_follow_the_modes(qtbot: QtBot, table: LayerTable) -> None:
+    session = table.session
+    names = session.layer_names()
+    assert not table.model.stats_stale
+    assert cell(table, 1, "local") == "0 (float)"
+    session.set_mode(names[1], "xnor")
+    assert table.model.stats_stale  # greyed until the worker is back
+    qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
+    row = table.model.stats[names[1]]
+    assert 0.0 < row.local_error < 2.0
+    assert row.alpha_min <= row.alpha_mean <= row.alpha_max
+    assert float(cell(table, 1, "local")) == pytest.approx(row.local_error, rel=1e-2)
+    downstream = table.model.stats[names[2]]
+    assert downstream.propagated_error > 0.0  # the error of layer 1 reaches layer 2
+    assert math.isclose(table.model.stats[names[0]].propagated_error, 0.0, abs_tol=1e-6)
+
+
+def test_latency_columns_are_measured(qtbot: QtBot, table: LayerTable) -> None:
+    names = table.session.layer_names()
+    qtbot.waitUntil(lambda: len(table.model.latency) == 4, timeout=WAIT_MS)
+    float_s, current_s = table.model.latency[names[0]]
+    assert 0.0 < float_s < 1.0 and 0.0 < current_s < 1.0
+    assert cell(table, 0, "float_ms") == f"{1000 * float_s:.3f}"
+
+
+def test_selection_is_synchronised_both_ways(table: LayerTable) -> None:
+    session = table.session
+    names = session.layer_names()
+    table.view.selectRow(2)
+    assert session.selected == names[2]
+    session.select(names[0])
+    assert table.view.currentIndex().row() == 0
+
+
+def test_new_model_resets_the_rows(qtbot: QtBot, table: LayerTable) -> None:
+    from torch import nn
+
+    from xnorlab.core.modelspec import LoadedModel
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    table.session.adopt(LoadedModel("other", net, (1, 8, 8)))
+    assert table.model.rowCount() == 2
+    assert isinstance(mode_combo(table, 1), QComboBox)
+    qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
+    assert set(table.model.stats) == {"0", "2"}

@@ -1,0 +1,191 @@
+"""Main window: drops, errors shown inline with state kept, settings, themes, hooks, screenshot."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from xnorlab.core.modelspec import CHECKPOINT_DIR
+from xnorlab.core.modes import Mode
+from xnorlab.core.session import LabSession
+from xnorlab.gui import style
+from xnorlab.gui.app import ExceptionHook
+from xnorlab.gui.main_window import MainWindow, settings
+
+WAIT_MS = 30_000
+
+
+@pytest.fixture
+def window(qtbot: QtBot, tiny_session: LabSession) -> MainWindow:
+    win = MainWindow(tiny_session, panels=False)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: not win.busy(), timeout=WAIT_MS)
+    return win
+
+
+def drop(window: MainWindow, *paths: Path) -> None:
+    """Drag ``paths`` onto the window (enter, then drop), as Qt delivers a real drop."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    enter = QDragEnterEvent(
+        QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )  # fmt: skip
+    QApplication.sendEvent(window, enter)
+    assert enter.isAccepted()
+    event = QDropEvent(
+        QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+    )  # fmt: skip
+    QApplication.sendEvent(window, event)
+    assert event.isAccepted()
+
+
+def test_bad_model_drop_shows_an_error_and_keeps_state(window: MainWindow, tmp_path: Path) -> None:
+    session = window.session
+    session.set_mode(session.layer_names()[1], "xnor")
+    model, modes = session.model, session.modes()
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x04 this is not a checkpoint")
+    drop(window, corrupt)
+    assert "corrupt.pt" in window.message_bar.text()
+    assert session.model is model and session.modes() == modes
+    assert window.table.model.rowCount() == 4
+
+
+def test_unsupported_drop_is_refused(window: MainWindow, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    model = window.session.model
+    drop(window, notes)
+    assert "unsupported file type" in window.message_bar.text()
+    assert window.session.model is model
+    window.message_bar.clear()
+    image = tmp_path / "digit.png"
+    QImage(28, 28, QImage.Format.Format_Grayscale8).save(str(image))
+    drop(window, image)  # no prediction panel in this window
+    assert "not available" in window.message_bar.text()
+
+
+def test_model_file_drop_opens_it_with_its_default_data(qtbot: QtBot, window: MainWindow) -> None:
+    checkpoint = CHECKPOINT_DIR / "lenet-float.pt"
+    drop(window, checkpoint)
+    session = window.session
+    assert session.model_name == str(checkpoint)
+    assert window.table.model.rowCount() == len(session.layer_names()) == 4
+    qtbot.waitUntil(lambda: session.dataset_spec == "mnist5k", timeout=WAIT_MS)
+    assert session.sample_batch(4)[0].shape == (4, 1, 28, 28)
+    assert window.message_bar.text() == ""
+    assert "lenet-float.pt" in window.model_label.text()
+    assert "mnist5k" in window.data_label.text()
+    assert settings().value("last_model") == str(checkpoint)
+
+
+def test_bulk_actions_and_undo_redo_actions(window: MainWindow) -> None:
+    session, actions = window.session, window.actions_by_name
+    assert actions["undo"].shortcut().toString() == "Ctrl+Z"
+    assert actions["redo"].shortcut().toString() == "Ctrl+Shift+Z"
+    assert not actions["undo"].isEnabled()
+    actions["all_xnor"].trigger()
+    assert set(session.modes().values()) == {Mode.XNOR}
+    actions["paper"].trigger()
+    assert session.modes() == {"0": "float", "3": "xnor", "5": "xnor", "7": "float"}
+    assert actions["undo"].isEnabled() and "paper" in actions["undo"].text()
+    actions["undo"].trigger()
+    assert set(session.modes().values()) == {Mode.XNOR}
+    actions["redo"].trigger()
+    assert session.modes()["0"] is Mode.FLOAT
+    session.select("3")
+    actions["selected_bwn"].trigger()
+    assert session.modes()["3"] is Mode.BWN
+
+
+def test_session_errors_and_uncaught_exceptions_show_one_line(window: MainWindow) -> None:
+    window.session.attempt(window.session.apply_pattern, "nothing*", "xnor")
+    assert "matches no layer" in window.message_bar.text()
+    hook = ExceptionHook()
+    hook.window = window
+    try:
+        raise ValueError("something odd\nsecond line")
+    except ValueError as exc:
+        hook(type(exc), exc, exc.__traceback__)
+    assert window.message_bar.text() == (
+        "internal error: ValueError: something odd (details in the log)"
+    )
+
+
+def test_settings_remember_layout_theme_and_recent_models(qtbot: QtBot, window: MainWindow) -> None:
+    window.remember_model("demo:lenet")
+    window.remember_model("resnet18")
+    window.remember_model("demo:lenet")
+    assert window.recent_models() == ["demo:lenet", "resnet18"]
+    assert [a.text() for a in window.recent_menu.actions()] == ["demo:lenet", "resnet18"]
+    window.docks["views"].hide()
+    window.set_theme("dark")
+    window.close()
+    again = MainWindow(LabSession(), panels=False)
+    qtbot.addWidget(again)
+    assert again.docks["views"].isHidden()
+    assert style.theme().name == "dark" and again.actions_by_name["dark"].isChecked()
+    again.set_theme("light")
+
+
+def contrast(a: QColor, b: QColor) -> float:
+    def luminance(c: QColor) -> float:
+        channels = []
+        for v in (c.redF(), c.greenF(), c.blueF()):
+            channels.append(v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4)
+        return 0.2126 * channels[0] + 0.7152 * channels[1] + 0.0722 * channels[2]
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+@pytest.mark.parametrize("name", style.THEMES)
+def test_palettes_are_readable(window: MainWindow, name: str) -> None:
+    window.set_theme(name)
+    pal = QApplication.instance().palette()  # type: ignore[union-attr]
+    role = pal.ColorRole
+    assert pal.color(role.Window) == QColor(style.theme(name).window)
+    for fg, bg in ((role.WindowText, role.Window), (role.Text, role.Base),
+                   (role.ButtonText, role.Button), (role.HighlightedText, role.Highlight)):  # fmt: skip
+        assert contrast(pal.color(fg), pal.color(bg)) >= 4.5, (name, fg, bg)
+    t = style.theme(name)
+    assert contrast(QColor(t.error_text), QColor(t.error_bg)) >= 4.5
+    for colour in (t.float_colour, t.bwn_colour, t.xnor_colour):
+        assert contrast(QColor(colour), QColor(t.base)) >= 2.5  # mode names in the table
+    window.set_theme("light")
+
+
+def test_panels_are_docked(qtbot: QtBot, tiny_session: LabSession) -> None:
+    win = MainWindow(tiny_session, panels=True)
+    qtbot.addWidget(win)
+    assert win.panel_errors == {}
+    assert {"metrics", "prediction", "training"} <= set(win.docks)
+    assert win.docks["metrics"].widget() is win.panels["metrics"]
+    win.close()
+
+
+def test_screenshot_command_writes_a_picture(tmp_path: Path) -> None:
+    out = tmp_path / "shot.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "xnorlab.cli.main", "--screenshot", str(out)],  # the demo model
+        capture_output=True, text=True, env=env, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    image = QImage(str(out))
+    assert image.width() >= 1200 and image.height() >= 800
+    colours = {
+        image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)
+    }
+    assert len(colours) > 50  # not blank: text, plots and images were drawn
