@@ -1,0 +1,136 @@
+"""Open-model / open-data dialogs and the worker-backed opener with the trust question."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from panel_support import lenet_session
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDialog, QWidget
+
+from xnorlab.core.models import build_demo
+from xnorlab.gui.panels import open_dialogs
+from xnorlab.gui.panels.open_dialogs import (
+    DATA_CHOICES,
+    OpenDataDialog,
+    Opener,
+    OpenModelDialog,
+    needs_trust,
+)
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def host(qtbot):  # type: ignore[no-untyped-def]
+    widget = QWidget()
+    qtbot.addWidget(widget)
+    return widget
+
+
+def _wait(opener: Opener, qtbot) -> None:  # type: ignore[no-untyped-def]
+    qtbot.waitUntil(lambda: opener.runner.active == 0, timeout=30_000)
+
+
+@pytest.fixture
+def pickled_model(tmp_path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "whole.pt"
+    torch.save(build_demo("lenet"), path)  # a full pickle: needs trust
+    return path
+
+
+def test_pickle_asks_for_trust_and_no_keeps_the_model(host, qtbot, pickled_model) -> None:  # type: ignore[no-untyped-def]
+    session = lenet_session(with_data=False)
+    asked: list[str] = []
+    errors: list[str] = []
+    session.error.connect(errors.append)
+    opener = Opener(session, host, ask=lambda _parent, spec: asked.append(spec) or False)
+    opener.open_model(str(pickled_model))
+    _wait(opener, qtbot)
+    assert asked == [str(pickled_model)]
+    assert session.model_name == "test:lenet"
+    assert len(errors) == 1 and needs_trust(errors[0])
+
+
+def test_trusted_pickle_becomes_the_model(host, qtbot, pickled_model) -> None:  # type: ignore[no-untyped-def]
+    session = lenet_session(with_data=False)
+    opener = Opener(session, host, ask=lambda _parent, _spec: True)
+    opener.open_model(str(pickled_model))
+    _wait(opener, qtbot)
+    _wait(opener, qtbot)  # the trusted second load
+    assert session.model_name == str(pickled_model)
+    assert session.layer_names() == ["conv1", "conv2", "fc3", "fc4"]
+
+
+def test_safe_checkpoints_load_without_asking(host, qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from xnorlab.core.checkpoint import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "lenet.pt", build_demo("lenet"), {"arch": "lenet"})
+    session = lenet_session(with_data=False)
+    opener = Opener(session, host, ask=lambda *_: pytest.fail("asked for a safe file"))
+    opener.open_model(str(path))
+    _wait(opener, qtbot)
+    assert session.model_name == str(path)
+
+
+def test_dataset_is_loaded_in_the_models_format(host, qtbot) -> None:  # type: ignore[no-untyped-def]
+    session = lenet_session(with_data=False)
+    opener = Opener(session, host)
+    opener.open_dataset("digits")
+    _wait(opener, qtbot)
+    assert session.dataset_spec == "digits"
+    assert session.sample_batch(4)[0].shape == (4, 1, 28, 28)
+
+
+def test_model_dialog_specs_and_incomplete_choices(qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    dialog = OpenModelDialog()
+    qtbot.addWidget(dialog)
+    assert dialog.spec().startswith("demo:")
+    dialog.tabs.setCurrentIndex(1)
+    dialog.arch_filter.setText("resnet18")
+    visible = [dialog.arch_list.item(i) for i in range(dialog.arch_list.count())
+               if not dialog.arch_list.item(i).isHidden()]  # fmt: skip
+    assert [item.text() for item in visible] == ["resnet18"]
+    dialog.arch_list.setCurrentItem(visible[0])
+    dialog.weights_edit.setText("/w/r18.pth")
+    assert dialog.spec() == "resnet18:/w/r18.pth"
+    dialog.tabs.setCurrentIndex(2)
+    dialog.accept()  # no file chosen: stays open with a message
+    assert dialog.result() != QDialog.DialogCode.Accepted
+    assert "checkpoint file" in dialog.message.text()
+    dialog.file_edit.setText(str(tmp_path / "m.pt"))
+    assert dialog.spec() == str(tmp_path / "m.pt")
+
+
+def test_data_dialog_specs(qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    dialog = OpenDataDialog()
+    qtbot.addWidget(dialog)
+    keys = [choice.key for choice in DATA_CHOICES]
+    assert dialog.spec() == "mnist5k" and not dialog.path_row.isEnabled()
+    dialog.kind.setCurrentIndex(keys.index("cifar10"))
+    assert dialog.path_row.isEnabled()
+    dialog.accept()
+    assert "choose a folder" in dialog.message.text()
+    dialog.path_edit.setText(str(tmp_path))
+    assert dialog.spec() == f"cifar10:{tmp_path}"
+    dialog.kind.setCurrentIndex(keys.index(""))
+    assert dialog.spec() == str(tmp_path)
+    dialog.path_edit.setText(str(tmp_path / "missing"))
+    dialog.accept()
+    assert "not a folder" in dialog.message.text()
+
+
+def test_open_model_dialog_loads_the_choice(host, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def choose_vgg(dialog: OpenModelDialog) -> QDialog.DialogCode:
+        dialog.demo_list.setCurrentItem(
+            dialog.demo_list.findItems("demo:vgg", Qt.MatchFlag.MatchExactly)[0]
+        )
+        return QDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(OpenModelDialog, "exec", choose_vgg)
+    session = lenet_session(with_data=False)
+    task = open_dialogs.open_model_dialog(session, host)
+    assert task is not None
+    _wait(open_dialogs.opener_for(session, host), qtbot)
+    assert session.model_name == "demo:vgg"
+    assert session.input_shape == (3, 32, 32)
