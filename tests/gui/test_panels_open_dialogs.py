@@ -66,7 +66,7 @@ def test_safe_checkpoints_load_without_asking(host, qtbot, tmp_path) -> None:  #
     from xnorlab.core.checkpoint import save_checkpoint
 
     path = save_checkpoint(tmp_path / "lenet.pt", build_demo("lenet"), {"arch": "lenet"})
-    session = lenet_session(with_data=False)
+    session = lenet_session()  # digits fit: no default dataset is loaded
     opener = Opener(session, host, ask=lambda *_: pytest.fail("asked for a safe file"))
     opener.open_model(str(path))
     _wait(opener, qtbot)
