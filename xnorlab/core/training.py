@@ -203,7 +203,7 @@ class _Run:
             if not torch.isfinite(loss):
                 raise XnorlabError(f"training diverged (loss {loss.item()}) at epoch {epoch}")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
