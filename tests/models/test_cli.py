@@ -1,0 +1,75 @@
+"""``xnorlab train / eval / predict``: a real round trip, and one clear line on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xnorlab.cli.main import main
+
+
+def _digit_png(path: Path) -> Path:
+    pixels = np.full((48, 40), 250, dtype=np.uint8)
+    pixels[8:40, 18:23] = 10  # a dark "1" on light paper
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"xnorlab {command}: error: "), err
+    return err[0]
+
+
+def test_train_eval_predict_round_trip(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "tiny.pt"
+    code = main(["train", "lenet", "--data", "digits", "--modes", "paper", "--epochs", "1",
+                 "--max-items", "96", "--out", str(out)])  # fmt: skip
+    assert code == 0 and out.exists()
+    assert "best val top-1" in capsys.readouterr().out
+    assert main(["eval", str(out), "--json", "--max-items", "60"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["data"] == "digits" and report["count"] == 60
+    assert report["modes"]["conv2"] == "xnor" and len(report["confusion"]) == 10
+    assert 0.0 <= report["top1"] <= report["top5"] <= 1.0
+    image = _digit_png(tmp_path / "one.png")
+    assert main(["predict", str(out), str(image), "--topk", "2", "--json", "--modes", "float"]) == 0
+    prediction = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert len(prediction["top"]) == 2
+    assert prediction["top"][0]["probability"] >= prediction["top"][1]["probability"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "phrase"),
+    [
+        (["eval", "missing.pt", "--data", "digits"], "does not exist"),
+        (["eval", "lenet", "--data", "nowhere-data"], "unknown data"),
+        (["eval", "lenet", "--data", "digits", "--modes", "half"], "neither a preset"),
+        (["train", "lenet", "--data", "digits", "--out", "x.pt", "--lr", "-1"], "learning rate"),
+        (["predict", "resnet1"], None),  # argparse: IMAGE missing -> exit 2 via SystemExit
+    ],
+)
+def test_bad_input_exits_2_with_one_line(argv, phrase, capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    if phrase is None:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        return
+    assert main(argv) == 2
+    assert phrase in _one_error_line(capsys, argv[0])
+
+
+def test_predict_rejects_non_images_and_unknown_models(tmp_path: Path, capsys) -> None:
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("definitely not a jpeg")
+    assert main(["predict", "lenet", str(fake)]) == 2
+    assert "not an image" in _one_error_line(capsys, "predict")
+    assert main(["predict", "resnet1", str(fake)]) == 2
+    assert "did you mean" in _one_error_line(capsys, "predict")
+    assert main(["predict", "lenet", str(fake), "--topk", "0"]) == 2
+    _one_error_line(capsys, "predict")
