@@ -127,6 +127,17 @@ def test_crop_rule_keeps_aspect_and_any_size_works() -> None:
     assert load_image(tiny, RGB32).shape == (3, 32, 32)
 
 
+def test_exif_orientation_is_applied() -> None:
+    tall = Image.new("L", (20, 40), 0)
+    tall.paste(255, (0, 0, 20, 10))  # bright band at the top
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    plain = load_image(_encode(tall, "JPEG"), GRAY16)[0]
+    shown = load_image(_encode(tall, "JPEG", exif=exif.tobytes()), GRAY16)[0]
+    assert float(plain[:3].mean()) > 0.9 and float(plain[:, -3:].mean()) < 0.5
+    assert float(shown[:, -3:].mean()) > 0.9 and float(shown[:3].mean()) < 0.5  # top -> right
+
+
 def test_animated_gif_uses_the_first_frame() -> None:
     frames = [Image.new("L", (10, 10), value) for value in (0, 255)]
     buffer = io.BytesIO()

@@ -4,7 +4,7 @@
 Pillow reads (PNG, JPEG, BMP, GIF, WebP, TIFF, ...) and any mode (1-bit, grayscale, 16-bit,
 RGB, RGBA, LA, palette with or without transparency, CMYK, YCbCr, float). Steps:
 
-1. decode (first frame of an animation); a corrupt, truncated, empty or non-image file raises
+1. decode (first frame of an animation; EXIF orientation applied); a corrupt, truncated, empty or non-image file raises
    ``XnorlabError``;
 2. to float ``[0, 1]``: 16-bit data is divided by 65535; transparent pixels are composited on a
    background that *contrasts* with the opaque pixels (white behind dark ink, black behind
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from xnorlab.core.errors import XnorlabError
@@ -167,7 +167,16 @@ def open_image(source: ImageSource) -> Image.Image:
         raise XnorlabError(f"{name} is corrupt or truncated ({exc})") from None
     if image.width < 1 or image.height < 1:
         raise XnorlabError(f"{name} has no pixels")
-    return image
+    return _upright(image)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation (phone photos); images without EXIF are returned as is."""
+    try:
+        rotated = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, TypeError, KeyError, ZeroDivisionError):
+        return image  # a broken EXIF block: keep the pixels as stored
+    return rotated if rotated is not None else image
 
 
 def _high_bit_depth(image: Image.Image) -> np.ndarray | None:

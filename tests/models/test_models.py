@@ -1,0 +1,81 @@
+"""Demo architectures, model specs, and the shipped demo checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from xnorlab.core.data import load_dataset, subset
+from xnorlab.core.errors import XnorlabError
+from xnorlab.core.evaluate import evaluate
+from xnorlab.core.models import build_demo
+from xnorlab.core.modelspec import CHECKPOINT_DIR, DEMO_CHECKPOINTS, load_model_spec
+from xnorlab.core.modes import Mode
+from xnorlab.core.surgery import binarize_model, list_layers
+
+
+@pytest.mark.parametrize("arch", ["lenet", "vgg"])
+@pytest.mark.parametrize("preset", ["float", "paper-bwn", "paper"])
+def test_demo_nets_run_and_learn_in_every_mode(arch: str, preset: str) -> None:
+    model = build_demo(arch)
+    modes = binarize_model(model, preset)
+    names = list(modes)
+    assert modes[names[0]] is Mode.FLOAT and modes[names[-1]] is Mode.FLOAT  # paper default
+    shape = {"lenet": (1, 28, 28), "vgg": (3, 32, 32)}[arch]
+    x = torch.randn(4, *shape)
+    logits = model(x)
+    assert logits.shape == (4, 10)
+    nn.functional.cross_entropy(logits, torch.arange(4)).backward()
+    inner = model.get_submodule(names[1])
+    assert inner.weight.grad is not None and float(inner.weight.grad.abs().sum()) > 0
+
+
+def test_binary_layers_are_fed_by_batchnorm_and_hardtanh() -> None:
+    """Paper block order: BN -> (sign via Hardtanh's sign-preserving clip) -> binary conv."""
+    model = build_demo("lenet")
+    children = [name for name, _ in model.named_children()]
+    for conv in ("conv2", "fc3"):
+        at = children.index(conv)
+        assert isinstance(model.get_submodule(children[at - 1]), nn.Hardtanh)
+        assert isinstance(model.get_submodule(children[at - 2]), (nn.BatchNorm1d, nn.BatchNorm2d))
+    assert [info.position for info in list_layers(model)] == ["first", "", "", "last"]
+
+
+def test_specs_for_architectures_and_unknown_names() -> None:
+    vgg = load_model_spec("demo:vgg")
+    assert vgg.card["trained"] is False and vgg.input_shape == (3, 32, 32)
+    assert vgg.class_names[0] == "airplane"
+    net = load_model_spec("resnet18")
+    assert net.input_shape == (3, 224, 224) and len(net.class_names) == 1000
+    with pytest.raises(XnorlabError, match="unknown demo"):
+        load_model_spec("demo:alexnet")
+    with pytest.raises(XnorlabError):
+        load_model_spec("   ")
+
+
+def test_shipped_checkpoints_are_small_and_carry_cards() -> None:
+    paths = [CHECKPOINT_DIR / name for name in DEMO_CHECKPOINTS.values()]
+    assert sum(p.stat().st_size for p in paths) < 5 * 1024 * 1024
+    for path in paths:
+        card = json.loads(path.with_suffix(".json").read_text())
+        for key in ("recipe", "seed", "epochs", "val_accuracy", "training_seconds", "date",
+                    "xnorlab_version", "torch_version"):  # fmt: skip
+            assert key in card, (path.name, key)
+        assert card["data"] == "mnist5k" and not card["cancelled"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "binary_mode"),
+    [("demo:lenet", Mode.FLOAT), ("demo:lenet-bwn", Mode.BWN), ("demo:lenet-xnor", Mode.XNOR)],
+)
+def test_shipped_checkpoints_classify_validation_digits(spec: str, binary_mode: Mode) -> None:
+    loaded = load_model_spec(spec)
+    assert loaded.modes["conv2"] is binary_mode and loaded.modes["fc3"] is binary_mode
+    assert loaded.modes["conv1"] is Mode.FLOAT and loaded.default_data == "mnist5k"
+    val = subset(load_dataset("mnist5k").val, 300, seed=3)
+    result = evaluate(loaded.model, val, loaded.class_names)
+    assert result.top1 >= 0.97  # cards: ~0.99 on all 1,000 validation digits
+    assert result.top1 == pytest.approx(loaded.card["val_accuracy"], abs=0.03)
