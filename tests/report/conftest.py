@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -61,6 +62,12 @@ def demo_loaded(arch: str, seed: int = 0) -> LoadedModel:
     return LoadedModel(
         spec=f"demo:{arch}", model=model, input_shape=shape, class_names=names, arch=arch
     )
+
+
+@pytest.fixture
+def make_demo() -> Callable[..., LoadedModel]:
+    """The ``demo_loaded`` factory (test modules here are not a package)."""
+    return demo_loaded
 
 
 @pytest.fixture

@@ -1,0 +1,160 @@
+"""The .xnor file: export -> load -> same outputs; compact; every broken file is one clear error."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from xnorlab.core.export import XnorFileError, export_xnor, load_xnor
+from xnorlab.core.modelspec import LoadedModel
+from xnorlab.core.packed import PackedConv2d, PackedLinear, pack_sign_bits, unpack_signs
+from xnorlab.core.surgery import binarize_model
+
+
+def _float_state_bytes(model: torch.nn.Module) -> int:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+def _roundtrip(loaded: LoadedModel, modes: str, path: Path, **settings: str) -> LoadedModel:
+    binarize_model(loaded.model, modes, warn_first_last=False, **settings)
+    export_xnor(loaded.model, path, loaded)
+    return load_xnor(path)
+
+
+def test_sign_bits_roundtrip_and_zero_is_positive() -> None:
+    weight = torch.tensor([[0.5, -0.0, 0.0, -2.0, 1e-9, -1e-9, 3.0, -3.0, 0.1]])
+    bits = pack_sign_bits(weight)
+    assert bits.dtype == torch.uint8 and tuple(bits.shape) == (1, 2)
+    assert bits[0, 0].item() == 0b10101000  # bits 3, 5, 7 (negative entries) set, little order
+    assert bits[0, 1].item() == 0  # the 9th entry is positive; padding bits are zero
+    expected = torch.where(weight >= 0, 1.0, -1.0)
+    assert torch.equal(unpack_signs(bits, (1, 9)), expected)
+
+
+@pytest.mark.parametrize(
+    ("arch", "modes", "settings"),
+    [
+        ("lenet", "paper", {}),
+        ("lenet", "paper-bwn", {}),
+        ("vgg", "paper", {"pad_mode": "one", "scaling": "scalar"}),
+        ("vgg", "paper", {"pad_mode": "zero", "scaling": "kmap"}),
+    ],
+)
+def test_export_load_gives_the_same_outputs(
+    tmp_path: Path, arch: str, modes: str, settings: dict[str, str], make_demo: Any
+) -> None:
+    loaded = make_demo(arch)
+    reopened = _roundtrip(loaded, modes, tmp_path / "m.xnor", **settings)
+    x = torch.randn(6, *loaded.input_shape)
+    with torch.no_grad():
+        expected, got = loaded.model(x), reopened.model(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert torch.equal(got.argmax(dim=1), expected.argmax(dim=1))
+    packed = [m for m in reopened.model.modules() if isinstance(m, (PackedConv2d, PackedLinear))]
+    assert len(packed) == sum(
+        1 for mode in loaded.model.modules() if getattr(mode, "mode", "float") != "float"
+    )
+    assert all(not hasattr(m, "weight") for m in packed)  # no float weights of binary layers
+    assert reopened.class_names == loaded.class_names
+    assert reopened.input_shape == loaded.input_shape
+    assert reopened.arch == arch
+
+
+def test_lenet_export_is_at_least_15x_smaller(tmp_path: Path, lenet_loaded: LoadedModel) -> None:
+    path = tmp_path / "lenet.xnor"
+    binarize_model(lenet_loaded.model, "paper")
+    size = export_xnor(lenet_loaded.model, path, lenet_loaded)
+    assert size == path.stat().st_size
+    assert _float_state_bytes(lenet_loaded.model) / size >= 15.0
+
+
+def test_export_refuses_unknown_architectures(tmp_path: Path, tiny_loaded: LoadedModel) -> None:
+    binarize_model(tiny_loaded.model, "paper")
+    with pytest.raises(XnorFileError, match="cannot export"):
+        export_xnor(tiny_loaded.model, tmp_path / "t.xnor", tiny_loaded)
+    with pytest.raises(XnorFileError, match=".xnor"):
+        export_xnor(tiny_loaded.model, tmp_path / "t.bin", tiny_loaded)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def good_file(tmp_path: Path, lenet_loaded: LoadedModel) -> Path:
+    path = tmp_path / "good.xnor"
+    binarize_model(lenet_loaded.model, "paper")
+    export_xnor(lenet_loaded.model, path, lenet_loaded)
+    return path
+
+
+def _rewrite(path: Path, target: Path, meta_change: dict | None = None, drop: str = "",
+             replace: dict | None = None) -> Path:  # fmt: skip
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        meta = json.loads(handle.metadata()["xnorlab"])
+    tensors = load_file(str(path))
+    meta.update(meta_change or {})
+    tensors.pop(drop, None)
+    tensors.update(replace or {})
+    save_file(tensors, str(target), metadata={"xnorlab": json.dumps(meta)})
+    return target
+
+
+def _broken_files(good: Path) -> dict[str, Path]:
+    raw = good.read_bytes()
+    folder = good.parent
+    cases = {
+        "empty": b"",
+        "truncated": raw[: len(raw) // 2],
+        "header only": raw[:200],
+        "garbage": bytes(range(256)) * 4,
+        "bad header": raw[:8] + b"{not json" + raw[17:],
+    }
+    files = {}
+    for name, data in cases.items():
+        files[name] = folder / f"{name.replace(' ', '_')}.xnor"
+        files[name].write_bytes(data)
+    save_file({"a": torch.zeros(2)}, str(folder / "plain.xnor"))
+    files["plain safetensors"] = folder / "plain.xnor"
+    files["future version"] = _rewrite(good, folder / "v9.xnor", {"format_version": 9})
+    files["unknown arch"] = _rewrite(
+        good, folder / "arch.xnor", {"architecture": {"kind": "x", "name": "y"}}
+    )
+    files["missing alpha"] = _rewrite(good, folder / "alpha.xnor", drop="conv2.alpha")
+    files["missing float"] = _rewrite(good, folder / "bn.xnor", drop="bn2.running_var")
+    files["wrong bits"] = _rewrite(
+        good, folder / "bits.xnor", replace={"fc3.bits": torch.zeros(3, 3, dtype=torch.uint8)}
+    )
+    files["nan alpha"] = _rewrite(
+        good, folder / "nan.xnor", replace={"fc3.alpha": torch.full((256,), float("nan"))}
+    )
+    files["wrong float"] = _rewrite(
+        good, folder / "fl.xnor", replace={"fc4.weight": torch.zeros(3, 3)}
+    )
+    return files  # fmt: skip
+
+
+def test_every_broken_file_is_one_clear_error(good_file: Path) -> None:
+    for name, path in _broken_files(good_file).items():
+        with pytest.raises(XnorFileError) as info:
+            load_xnor(path)
+        message = str(info.value)
+        assert "\n" not in message and len(message) < 300, name
+    with pytest.raises(XnorFileError, match="cannot read"):
+        load_xnor(good_file.parent / "missing.xnor")
+    load_xnor(good_file)  # the good file still opens
+
+
+def test_model_spec_dispatches_xnor_files(good_file: Path) -> None:
+    from xnorlab.core.modelspec import load_model_spec
+
+    loaded = load_model_spec(str(good_file))
+    assert any(isinstance(m, PackedLinear) for m in loaded.model.modules())
+    assert loaded.card["packed_modes"] == {"conv2": "xnor", "fc3": "xnor"}
