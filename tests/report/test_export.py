@@ -80,7 +80,7 @@ def test_export_refuses_unknown_architectures(tmp_path: Path, tiny_loaded: Loade
     binarize_model(tiny_loaded.model, "paper")
     with pytest.raises(XnorFileError, match="cannot export"):
         export_xnor(tiny_loaded.model, tmp_path / "t.xnor", tiny_loaded)
-    with pytest.raises(XnorFileError, match=".xnor"):
+    with pytest.raises(XnorFileError, match=r"\.xnor"):
         export_xnor(tiny_loaded.model, tmp_path / "t.bin", tiny_loaded)
     assert list(tmp_path.iterdir()) == []
 
