@@ -1,8 +1,207 @@
-// Kernels compiled for the avx2 ISA (flags set per source in CMakeLists.txt).
+// AVX2 kernels (popcount by nibble lookup, vpshufb + vpsadbw), compiled with per-source flags.
+// Bit layout: include/xnorlab/kernels.h (bit 1 = negative, channel c -> word c/64 bit c%64,
+// padding bits 0 in activations and weights, weights blocked by 32 output channels).
+// The conv tile: 4 pixels x 8 output channels (2 registers of 4 x 64-bit lanes) per pass,
+// four passes per 32-channel weight block.
+#include <immintrin.h>
+
 #include "xnorlab/isa.h"
+#include "xnorlab/kernels.h"
 
 namespace xnorlab {
 
 int probe_avx2() { return static_cast<int>(Isa::Avx2); }
+
+namespace {
+namespace avx2 {
+
+constexpr int kTile = 4;
+
+struct Popcount {
+  __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1,
+                                 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  __m256i low = _mm256_set1_epi8(0x0F);
+  // Per-byte popcounts of v (0..8 in each byte).
+  __m256i bytes(__m256i v) const {
+    const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
+    const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+    return _mm256_add_epi8(lo, hi);
+  }
+};
+
+inline void store8(const ConvTileArgs& a, int p, int oc0, __m256i acc_lo, __m256i acc_hi) {
+  alignas(32) long long v[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(v), acc_lo);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(v + 4), acc_hi);
+  float* out = a.out + p * a.out_pixel_stride;
+  const float s = a.scale[p];
+  for (int i = 0; i < 8; ++i) {
+    const int oc = oc0 + i;
+    if (oc >= a.oc_valid) break;
+    long long dot = a.kbits - 2 * v[i];
+    if (a.corr != nullptr) dot -= a.corr[p * kOcBlock + oc];
+    out[oc] = static_cast<float>(dot) * a.alpha[oc] * s + a.bias[oc];
+  }
+}
+
+// Byte counters take at most 31 words (31 * 8 = 248 < 256) before they are summed into 64-bit
+// lanes with vpsadbw.
+template <int P>
+void tile_part(const ConvTileArgs& a, int oc0) {
+  const Popcount pc;
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i acc[P][2], bytes[P][2];
+  for (int p = 0; p < P; ++p) {
+    acc[p][0] = acc[p][1] = bytes[p][0] = bytes[p][1] = zero;
+  }
+  int pending = 0;
+  for (int64_t t = 0; t < a.taps; ++t) {
+    const uint64_t* w = a.weight + t * a.words * kOcBlock + oc0;
+    for (int64_t j = 0; j < a.words; ++j) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * kOcBlock));
+      const __m256i w1 =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * kOcBlock + 4));
+      for (int p = 0; p < P; ++p) {
+        const __m256i b = _mm256_set1_epi64x(static_cast<long long>(a.act[p * a.taps + t][j]));
+        bytes[p][0] = _mm256_add_epi8(bytes[p][0], pc.bytes(_mm256_xor_si256(b, w0)));
+        bytes[p][1] = _mm256_add_epi8(bytes[p][1], pc.bytes(_mm256_xor_si256(b, w1)));
+      }
+      if (++pending == 31) {
+        for (int p = 0; p < P; ++p) {
+          for (int k = 0; k < 2; ++k) {
+            acc[p][k] = _mm256_add_epi64(acc[p][k], _mm256_sad_epu8(bytes[p][k], zero));
+            bytes[p][k] = zero;
+          }
+        }
+        pending = 0;
+      }
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    for (int k = 0; k < 2; ++k) {
+      acc[p][k] = _mm256_add_epi64(acc[p][k], _mm256_sad_epu8(bytes[p][k], zero));
+    }
+    store8(a, p, oc0, acc[p][0], acc[p][1]);
+  }
+}
+
+template <int P>
+void tile(const ConvTileArgs& a) {
+  for (int oc0 = 0; oc0 < a.oc_valid; oc0 += 8) tile_part<P>(a, oc0);
+}
+
+void conv_tile(const ConvTileArgs& a) {
+  switch (a.pixels) {
+    case 4: tile<4>(a); break;
+    case 3: tile<3>(a); break;
+    case 2: tile<2>(a); break;
+    default: tile<1>(a); break;
+  }
+}
+
+// NCHW: 8 pixels per step, 64-bit per-pixel words in two registers of 4 lanes.
+void pack_nchw(const PackArgs& a) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t p = a.p0; p < a.p1; p += 8) {
+    if (a.p1 - p < 8) {
+      PackArgs tail = a;
+      tail.p0 = p;
+      pack_nchw_scalar(tail);
+      return;
+    }
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t j = 0; j < a.words; ++j) {
+      __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+      const int64_t cend = (j + 1) * 64 < a.channels ? (j + 1) * 64 : a.channels;
+      for (int64_t c = j * 64; c < cend; ++c) {
+        const __m256 v = _mm256_loadu_ps(a.x + c * a.hw + p);
+        const __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(v, zero, _CMP_LT_OQ));
+        const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(uint64_t{1} << (c & 63)));
+        lo = _mm256_or_si256(lo, _mm256_and_si256(
+                                     _mm256_cvtepi32_epi64(_mm256_castsi256_si128(neg)), bit));
+        hi = _mm256_or_si256(hi, _mm256_and_si256(
+                                     _mm256_cvtepi32_epi64(_mm256_extracti128_si256(neg, 1)), bit));
+        sum = _mm256_add_ps(sum, _mm256_and_ps(v, absmask));
+      }
+      alignas(32) uint64_t words[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(words), lo);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(words + 4), hi);
+      for (int i = 0; i < 8; ++i) a.packed[(p + i) * a.words + j] = words[i];
+    }
+    _mm256_storeu_ps(a.absum + p, sum);
+  }
+}
+
+// NHWC: 8 channels per compare (movemask), 8 masks make one word; scalar tail channels.
+void pack_nhwc(const PackArgs& a) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t p = a.p0; p < a.p1; ++p) {
+    const float* px = a.x + p * a.channels;
+    __m256 sum = _mm256_setzero_ps();
+    float tail_sum = 0.0f;
+    for (int64_t j = 0; j < a.words; ++j) {
+      uint64_t word = 0;
+      int64_t c = j * 64;
+      const int64_t cend = c + 64 < a.channels ? c + 64 : a.channels;
+      for (; c + 8 <= cend; c += 8) {
+        const __m256 v = _mm256_loadu_ps(px + c);
+        const auto bits = static_cast<uint64_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ)));
+        word |= bits << (c & 63);
+        sum = _mm256_add_ps(sum, _mm256_and_ps(v, absmask));
+      }
+      for (; c < cend; ++c) {
+        tail_sum += __builtin_fabsf(px[c]);
+        word |= static_cast<uint64_t>(px[c] < 0.0f) << (c & 63);
+      }
+      a.packed[p * a.words + j] = word;
+    }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, sum);
+    float total = tail_sum;
+    for (float v : lanes) total += v;
+    a.absum[p] = total;
+  }
+}
+
+// One row at a time; each byte of a weight word selects 8 floats (compare against bit masks).
+void bwn_rows(const BwnArgs& a) {
+  const __m256i select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  for (int64_t n = 0; n < a.batch; ++n) {
+    const float* x = a.x + n * a.features;
+    for (int64_t o = a.o0; o < a.o1; ++o) {
+      const uint64_t* w = a.weight + (o / kOcBlock) * a.words * kOcBlock + (o % kOcBlock);
+      __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+      for (int64_t j = 0; j < a.words; ++j) {
+        const uint64_t bits = w[j * kOcBlock];
+        if (bits == 0) continue;
+        const float* xj = x + j * 64;
+        for (int s = 0; s < 8; s += 2) {
+          const __m256i b0 = _mm256_set1_epi32(static_cast<int>((bits >> (8 * s)) & 0xFF));
+          const __m256i b1 = _mm256_set1_epi32(static_cast<int>((bits >> (8 * s + 8)) & 0xFF));
+          const __m256i m0 = _mm256_cmpeq_epi32(_mm256_and_si256(b0, select), select);
+          const __m256i m1 = _mm256_cmpeq_epi32(_mm256_and_si256(b1, select), select);
+          acc0 = _mm256_add_ps(acc0, _mm256_and_ps(_mm256_castsi256_ps(m0), _mm256_loadu_ps(xj + 8 * s)));
+          acc1 = _mm256_add_ps(acc1, _mm256_and_ps(_mm256_castsi256_ps(m1), _mm256_loadu_ps(xj + 8 * s + 8)));
+        }
+      }
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, _mm256_add_ps(acc0, acc1));
+      float neg = 0.0f;
+      for (float v : lanes) neg += v;
+      a.out[n * a.out_features + o] = (a.xsum[n] - 2.0f * neg) * a.alpha[o] + a.bias[o];
+    }
+  }
+}
+
+}  // namespace avx2
+}  // namespace
+
+const KernelTable& kernels_avx2() {
+  static const KernelTable table{"avx2", avx2::kTile, avx2::conv_tile, avx2::pack_nchw,
+                                 avx2::pack_nhwc, avx2::bwn_rows};
+  return table;
+}
 
 }  // namespace xnorlab

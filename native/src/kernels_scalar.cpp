@@ -1,8 +1,101 @@
-// Kernels compiled for the scalar ISA (flags set per source in CMakeLists.txt).
+// Portable kernels (no ISA flags): the reference behaviour every SIMD table must reproduce.
+// Bit layout: see include/xnorlab/kernels.h (bit 1 = negative, channel c -> word c/64 bit c%64,
+// padding bits 0, weights blocked by kOcBlock output channels).
+#include <cmath>
+#include <cstring>
+
 #include "xnorlab/isa.h"
+#include "xnorlab/kernels.h"
 
 namespace xnorlab {
 
 int probe_scalar() { return static_cast<int>(Isa::Scalar); }
+
+namespace {
+
+inline int popcount64(uint64_t v) { return __builtin_popcountll(v); }
+
+// One output block of one pixel: acc[oc] = popcount over all taps and words.
+void tile_scalar(const ConvTileArgs& a) {
+  for (int p = 0; p < a.pixels; ++p) {
+    int64_t acc[kOcBlock] = {0};
+    for (int64_t t = 0; t < a.taps; ++t) {
+      const uint64_t* act = a.act[p * a.taps + t];
+      const uint64_t* w = a.weight + t * a.words * kOcBlock;
+      for (int64_t j = 0; j < a.words; ++j) {
+        const uint64_t word = act[j];
+        for (int oc = 0; oc < kOcBlock; ++oc) acc[oc] += popcount64(word ^ w[j * kOcBlock + oc]);
+      }
+    }
+    float* out = a.out + p * a.out_pixel_stride;
+    for (int oc = 0; oc < a.oc_valid; ++oc) {
+      int64_t dot = a.kbits - 2 * acc[oc];
+      if (a.corr != nullptr) dot -= a.corr[p * kOcBlock + oc];
+      out[oc] = static_cast<float>(dot) * a.alpha[oc] * a.scale[p] + a.bias[oc];
+    }
+  }
+}
+
+void bwn_rows_scalar(const BwnArgs& a) {
+  for (int64_t n = 0; n < a.batch; ++n) {
+    const float* x = a.x + n * a.features;
+    for (int64_t o = a.o0; o < a.o1; ++o) {
+      const uint64_t* w = a.weight + (o / kOcBlock) * a.words * kOcBlock + (o % kOcBlock);
+      float neg = 0.0f;
+      for (int64_t j = 0; j < a.words; ++j) {
+        uint64_t bits = w[j * kOcBlock];
+        const float* xj = x + j * 64;
+        while (bits != 0) {
+          neg += xj[__builtin_ctzll(bits)];
+          bits &= bits - 1;
+        }
+      }
+      const float dot = a.xsum[n] - 2.0f * neg;
+      a.out[n * a.out_features + o] = dot * a.alpha[o] + a.bias[o];
+    }
+  }
+}
+
+}  // namespace
+
+void pack_nchw_scalar(const PackArgs& a) {
+  const int64_t count = a.p1 - a.p0;
+  std::memset(a.packed + a.p0 * a.words, 0, static_cast<size_t>(count * a.words) * 8);
+  for (int64_t p = a.p0; p < a.p1; ++p) a.absum[p] = 0.0f;
+  for (int64_t c = 0; c < a.channels; ++c) {
+    const float* xc = a.x + c * a.hw;
+    const uint64_t bit = uint64_t{1} << (c & 63);
+    uint64_t* col = a.packed + (c >> 6);
+    for (int64_t p = a.p0; p < a.p1; ++p) {
+      const float v = xc[p];
+      a.absum[p] += std::fabs(v);
+      if (v < 0.0f) col[p * a.words] |= bit;
+    }
+  }
+}
+
+void pack_nhwc_scalar(const PackArgs& a) {
+  for (int64_t p = a.p0; p < a.p1; ++p) {
+    const float* px = a.x + p * a.channels;
+    uint64_t* row = a.packed + p * a.words;
+    float sum = 0.0f;
+    for (int64_t j = 0; j < a.words; ++j) {
+      uint64_t word = 0;
+      const int64_t end = (j + 1) * 64 < a.channels ? (j + 1) * 64 : a.channels;
+      for (int64_t c = j * 64; c < end; ++c) {
+        sum += std::fabs(px[c]);
+        word |= static_cast<uint64_t>(px[c] < 0.0f) << (c & 63);
+      }
+      row[j] = word;
+    }
+    a.absum[p] = sum;
+  }
+}
+
+const KernelTable& kernels_scalar() {
+  static const KernelTable table{"scalar", 1, tile_scalar, pack_nchw_scalar, pack_nhwc_scalar,
+                                 bwn_rows_scalar};
+  return table;
+}
 
 }  // namespace xnorlab

@@ -1,27 +1,109 @@
-// pybind11 entry point of xnorlab._native. Python validates arguments before calling in.
+// pybind11 entry point of xnorlab._native. This module is private: xnorlab.kernels validates
+// dtype, device, shape, contiguity and sizes, allocates every buffer, and passes raw addresses
+// of contiguous tensors. The checks below are a second line of defence against misuse.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+
+#include "xnorlab/engine.h"
 #include "xnorlab/isa.h"
+#include "xnorlab/kernels.h"
+#include "xnorlab/threadpool.h"
 
 namespace py = pybind11;
 using namespace xnorlab;
 
 namespace {
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
+constexpr int64_t kMaxDim = int64_t{1} << 31;
 
 std::vector<std::string> names(const std::vector<Isa>& isas) {
   std::vector<std::string> out;
   for (Isa i : isas) out.emplace_back(isa_name(i));
   return out;
 }
+
+template <typename T>
+T* ptr(uintptr_t address, const char* what) {
+  if (address == 0) throw std::invalid_argument(std::string("null buffer: ") + what);
+  return reinterpret_cast<T*>(address);
+}
+
+void check_dims(std::initializer_list<int64_t> dims, const char* what) {
+  for (int64_t d : dims) {
+    if (d < 1 || d > kMaxDim) throw std::invalid_argument(std::string("bad size in ") + what);
+  }
+}
+
+using TimingTuple = std::tuple<double, double, double, double>;
+TimingTuple as_tuple(const Timing& t) { return {t.pack_s, t.popcount_s, t.scale_s, t.total_s}; }
+
+std::tuple<bool, TimingTuple> conv2d_binding(py::dict a) {
+  auto i = [&](const char* key) { return a[key].cast<int64_t>(); };
+  auto u = [&](const char* key) { return a[key].cast<uintptr_t>(); };
+  ConvShape s{i("batch"), i("channels"), i("height"), i("width"), a["channels_last"].cast<bool>(),
+              i("out_channels"), i("kernel_h"), i("kernel_w"), i("stride_h"), i("stride_w"),
+              i("pad_top"), i("pad_left"), i("dilation_h"), i("dilation_w"), i("out_h"),
+              i("out_w"), a["zero_padding"].cast<bool>(), static_cast<Scaling>(i("scaling"))};
+  const int64_t pad_bottom = i("pad_bottom"), pad_right = i("pad_right");
+  check_dims({s.batch, s.channels, s.height, s.width, s.out_channels, s.kernel_h, s.kernel_w,
+              s.stride_h, s.stride_w, s.dilation_h, s.dilation_w, s.out_h, s.out_w},
+             "xnor_conv2d");
+  if (s.pad_top < 0 || s.pad_left < 0 || pad_bottom < 0 || pad_right < 0 ||
+      i("scaling") < 0 || i("scaling") > 2) {
+    throw std::invalid_argument("bad padding or scaling in xnor_conv2d");
+  }
+  const int64_t span_h = s.dilation_h * (s.kernel_h - 1) + 1;
+  const int64_t span_w = s.dilation_w * (s.kernel_w - 1) + 1;
+  if (s.out_h != (s.height + s.pad_top + pad_bottom - span_h) / s.stride_h + 1 ||
+      s.out_w != (s.width + s.pad_left + pad_right - span_w) / s.stride_w + 1 ||
+      s.height + s.pad_top + pad_bottom < span_h || s.width + s.pad_left + pad_right < span_w) {
+    throw std::invalid_argument("output size does not match the conv geometry");
+  }
+  ConvBuffers b{ptr<const float>(u("x"), "x"), ptr<const uint64_t>(u("weight"), "weight"),
+                ptr<const int32_t>(u("tap_sums"), "tap_sums"), ptr<const float>(u("alpha"), "alpha"),
+                ptr<const float>(u("bias"), "bias"), ptr<float>(u("out"), "out")};
+  ConvResult r;
+  {
+    py::gil_scoped_release release;
+    r = xnor_conv2d(s, b);
+  }
+  return {r.input_has_nan, as_tuple(r.timing)};
+}
+
+TimingTuple bwn_binding(uintptr_t x, int64_t batch, int64_t features, uintptr_t weight,
+                        uintptr_t alpha, uintptr_t bias, int64_t out_features, uintptr_t out) {
+  check_dims({batch, features, out_features}, "bwn_linear");
+  const float* xp = ptr<const float>(x, "x");
+  const uint64_t* wp = ptr<const uint64_t>(weight, "weight");
+  const float* ap = ptr<const float>(alpha, "alpha");
+  const float* bp = ptr<const float>(bias, "bias");
+  float* op = ptr<float>(out, "out");
+  py::gil_scoped_release release;
+  return as_tuple(bwn_linear(xp, batch, features, wp, ap, bp, out_features, op));
+}
+
+void pack_weight_binding(uintptr_t w, int64_t out_channels, int64_t channels, int64_t taps,
+                         uintptr_t bits) {
+  check_dims({out_channels, channels, taps}, "pack_weight");
+  const float* wp = ptr<const float>(w, "weight");
+  uint64_t* bp = ptr<uint64_t>(bits, "bits");
+  py::gil_scoped_release release;
+  pack_weight(wp, out_channels, channels, taps, bp);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
-  m.doc() = "xnorlab native bit-packed XNOR engine";
+  m.doc() = "xnorlab native bit-packed XNOR engine (private; use xnorlab.kernels)";
   m.attr("ABI_VERSION") = kAbiVersion;
   m.attr("COMPILER") = XNORLAB_COMPILER;
   m.attr("BUILD_TYPE") = XNORLAB_BUILD_TYPE;
+  m.attr("OC_BLOCK") = kOcBlock;
   m.def("compiled_isas", [] { return names(compiled_isas()); },
         "ISAs whose kernels are compiled into this module.");
   m.def("supported_isas", [] { return names(supported_isas()); },
@@ -30,6 +112,13 @@ PYBIND11_MODULE(_native, m) {
         "The ISA in use (chosen once; XNORLAB_ISA overrides).");
   m.def("set_active_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); },
         py::arg("name"), "Switch the ISA in use; raises ValueError if unsupported.");
+  m.def("get_threads", &get_threads, "Threads of the persistent pool.");
+  m.def("set_threads", &set_threads, py::arg("threads"), "Resize the pool (1..256).");
+  m.def("xnor_conv2d", &conv2d_binding, py::arg("args"),
+        "XNOR conv2d on raw buffers; returns (input_has_nan, (pack_s, popcount_s, scale_s, "
+        "total_s)).");
+  m.def("bwn_linear", &bwn_binding, "BWN linear on raw buffers; returns the timing tuple.");
+  m.def("pack_weight", &pack_weight_binding, "Pack a float [O][C][taps] weight in kernel order.");
   m.def("probe", [] {
     return std::vector<int>{probe_scalar(),
 #if defined(XNORLAB_HAVE_AVX2)

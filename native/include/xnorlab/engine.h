@@ -1,0 +1,50 @@
+// Drivers of the bit-packed engine: validated sizes in, raw pointers to contiguous buffers.
+// The Python facade (xnorlab/kernels) checks dtype, shape, contiguity and sizes before calling.
+#pragma once
+#include <cstdint>
+
+namespace xnorlab {
+
+enum class Scaling : int { Kmap = 0, Scalar = 1, None = 2 };
+
+// Wall-clock split of one call (steady clock), seconds.
+struct Timing {
+  double pack_s = 0, popcount_s = 0, scale_s = 0, total_s = 0;
+};
+
+struct ConvShape {
+  int64_t batch, channels, height, width;  // input
+  bool channels_last;                      // input memory is NHWC (else NCHW)
+  int64_t out_channels, kernel_h, kernel_w;
+  int64_t stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w;
+  int64_t out_h, out_w;                    // computed by the caller (padding may be asymmetric)
+  bool zero_padding;                       // true: padded taps add 0; false: they are +1
+  Scaling scaling;
+};
+
+struct ConvBuffers {
+  const float* x;             // input, layout per channels_last
+  const uint64_t* weight;     // kernel order (kernels.h)
+  const int32_t* tap_sums;    // [blocks][taps][kOcBlock]: sum_c sign(w) per tap (zero padding)
+  const float* alpha;         // [blocks * kOcBlock]
+  const float* bias;          // [blocks * kOcBlock]
+  float* out;                 // NHWC [batch][out_h][out_w][out_channels]
+};
+
+struct ConvResult {
+  bool input_has_nan;
+  Timing timing;
+};
+
+// XNOR conv2d with fused sign/pack, K map / beta, popcount and output transform.
+ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b);
+
+// Pack a float weight [O][C][taps] (contiguous) into kernel order; padding words are zeroed.
+void pack_weight(const float* w, int64_t out_channels, int64_t channels, int64_t taps,
+                 uint64_t* bits);
+
+// BWN linear: out[n][o] = alpha[o] * (x[n] . sign(w[o])) + bias[o]; out is [batch][O].
+Timing bwn_linear(const float* x, int64_t batch, int64_t features, const uint64_t* weight,
+                  const float* alpha, const float* bias, int64_t out_features, float* out);
+
+}  // namespace xnorlab

@@ -1,0 +1,91 @@
+// Per-ISA kernel table and the data layouts every kernel shares.
+//
+// Bit layout (identical for activations and weights, documented again in
+// xnorlab/kernels/packed.py):
+//   * A vector of C channel values is packed into W = ceil(C / 64) little-endian uint64 words.
+//   * Channel c lives in word c / 64, bit c % 64 (bit 0 = least significant bit).
+//   * Bit value 1 means the value is NEGATIVE (sign -1); bit 0 means +1. sign(0) = +1 and NaN is
+//     binarized to +1 (x < 0 is false), as in xnorlab.core.binarize.sign_nonzero.
+//   * Padding bits (channels C..64*W-1 of the last word) are 0 in activations AND in weights,
+//     so they xor to 0 and never count; the dot product uses the true bit count K = taps * C.
+//   * Activations are NHWC-packed: one row of W words per pixel, pixels in (n, h, w) order.
+//   * Weights are packed once in kernel order, blocked by kOcBlock output channels:
+//     word index ((block * taps + tap) * W + word) * kOcBlock + (oc % kOcBlock), with
+//     tap = ky * kw + kx. Output channels past C_out in the last block are all-zero words and
+//     their results are never stored.
+// The binary dot product of one output is dot = K - 2 * popcount(a xor w) over all taps; with
+// zero padding, taps outside the image point at an all-zero row (= +1) and a per-tap correction
+// removes their contribution: dot_zero = dot_one - sum_{invalid taps t} S[oc][t], with
+// S[oc][t] = C - 2 * popcount(w[oc][t]) = sum_c sign(w[oc][c][t]).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace xnorlab {
+
+constexpr int kOcBlock = 32;  // output channels per weight block (all ISAs)
+constexpr int kMaxTile = 8;   // upper bound of pixels per micro-kernel call
+
+// One micro-kernel call: <= tile pixels x one block of kOcBlock output channels, with the fused
+// output transform out = (K - 2*popcount - corr) * alpha * scale[p] + bias.
+struct ConvTileArgs {
+  const uint64_t* const* act;  // [pixels * taps] pointers to W words (pixel-major)
+  int pixels;                  // 1..tile of the ISA
+  int64_t taps;
+  int64_t words;               // W = ceil(C / 64)
+  const uint64_t* weight;      // block start: [taps][W][kOcBlock]
+  int oc_valid;                // output channels of this block that exist (1..kOcBlock)
+  const float* alpha;          // kOcBlock floats (padded)
+  const float* bias;           // kOcBlock floats (padded; zeros when there is no bias)
+  const float* scale;          // [pixels] input scale per pixel (K map, beta or 1)
+  const int32_t* corr;         // [pixels][kOcBlock] zero-padding correction, or nullptr
+  int64_t kbits;               // K = taps * C
+  float* out;                  // output of the first pixel at this block's first channel
+  int64_t out_pixel_stride;    // floats between consecutive pixels (= C_out, NHWC output)
+};
+
+// Sign + pack + sum|x| of pixels [p0, p1) of one image.
+struct PackArgs {
+  const float* x;          // image start (NCHW: [C][HW]; NHWC: [HW][C])
+  int64_t channels;
+  int64_t hw;              // pixels per image (the channel stride of NCHW input)
+  int64_t p0, p1;          // pixel range
+  int64_t words;           // W
+  uint64_t* packed;        // image start: [HW][W]
+  float* absum;            // image start: [HW] (sum over channels of |x|)
+};
+
+// BWN linear: out[n][o] = alpha[o] * sum_f x[n][f] * sign(w[o][f]) + bias[o], rows [o0, o1).
+struct BwnArgs {
+  const float* x;          // [batch][features]
+  const float* xsum;       // [batch] sum_f x[n][f]
+  int64_t batch, features, words;
+  const uint64_t* weight;  // kernel order with taps = 1
+  const float* alpha;      // padded
+  const float* bias;       // padded
+  int64_t o0, o1, out_features;  // o0, o1 multiples of 8 except o1 == out_features
+  float* out;              // [batch][out_features]
+};
+
+struct KernelTable {
+  const char* name;
+  int tile;  // pixels per micro-kernel call (<= kMaxTile)
+  void (*conv_tile)(const ConvTileArgs&);
+  void (*pack_nchw)(const PackArgs&);
+  void (*pack_nhwc)(const PackArgs&);
+  void (*bwn_rows)(const BwnArgs&);
+};
+
+const KernelTable& kernels_scalar();
+#if defined(XNORLAB_HAVE_AVX2)
+const KernelTable& kernels_avx2();
+#endif
+#if defined(XNORLAB_HAVE_AVX512)
+const KernelTable& kernels_avx512();
+#endif
+
+// Portable implementations shared by the ISA tables as fall-backs (defined in kernels_scalar.cpp).
+void pack_nchw_scalar(const PackArgs& a);
+void pack_nhwc_scalar(const PackArgs& a);
+
+}  // namespace xnorlab

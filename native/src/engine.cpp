@@ -1,0 +1,277 @@
+// Drivers: sign+pack (fused with sum|x|), K map / beta, tiled popcount conv with fused output
+// transform, BWN linear. Bit layout and weight order: include/xnorlab/kernels.h.
+#include "xnorlab/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "xnorlab/isa.h"
+#include "xnorlab/kernels.h"
+#include "xnorlab/threadpool.h"
+
+namespace xnorlab {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+const KernelTable& active_table() {
+  switch (active_isa()) {
+#if defined(XNORLAB_HAVE_AVX512)
+    case Isa::Avx512: return kernels_avx512();
+#endif
+#if defined(XNORLAB_HAVE_AVX2)
+    case Isa::Avx2: return kernels_avx2();
+#endif
+    default: return kernels_scalar();
+  }
+}
+
+// Grow-only scratch owned by the calling thread (no page faults on repeated calls).
+template <typename T>
+T* scratch(std::vector<T>& buf, int64_t count) {
+  if (static_cast<int64_t>(buf.size()) < count) buf.resize(static_cast<size_t>(count));
+  return buf.data();
+}
+
+thread_local std::vector<uint64_t> t_packed;
+thread_local std::vector<float> t_absum, t_scale;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Sign + pack + sum|x| of the whole batch; returns true if the input holds a NaN.
+bool pack_input(const KernelTable& k, const ConvShape& s, const float* x, uint64_t* packed,
+                float* absum, int64_t words) {
+  const int64_t hw = s.height * s.width;
+  const int64_t chunk = std::max<int64_t>(64, ceil_div(hw, 8));
+  const int64_t chunks = ceil_div(hw, chunk);
+  parallel_for(s.batch * chunks, [&](int64_t task) {
+    const int64_t n = task / chunks, c0 = (task % chunks) * chunk;
+    PackArgs a{x + n * s.channels * hw, s.channels, hw, c0, std::min(hw, c0 + chunk), words,
+               packed + n * hw * words, absum + n * hw};
+    (s.channels_last ? k.pack_nhwc : k.pack_nchw)(a);
+  });
+  for (int64_t i = 0; i < s.batch * hw; ++i) {
+    if (std::isnan(absum[i])) return true;
+  }
+  return false;
+}
+
+// Per output pixel input scale: K map (box filter of mean_c|x|, zero padded), beta or 1.
+void input_scale(const ConvShape& s, const float* absum, float* scale) {
+  const int64_t hw = s.height * s.width, ohw = s.out_h * s.out_w;
+  if (s.scaling == Scaling::None) {
+    std::fill(scale, scale + s.batch * ohw, 1.0f);
+    return;
+  }
+  if (s.scaling == Scaling::Scalar) {
+    for (int64_t n = 0; n < s.batch; ++n) {
+      double sum = 0.0;
+      for (int64_t i = 0; i < hw; ++i) sum += absum[n * hw + i];
+      const float beta = static_cast<float>(sum / static_cast<double>(s.channels * hw));
+      std::fill(scale + n * ohw, scale + (n + 1) * ohw, beta);
+    }
+    return;
+  }
+  const float inv_c = 1.0f / static_cast<float>(s.channels);
+  const float inv_taps = 1.0f / static_cast<float>(s.kernel_h * s.kernel_w);
+  parallel_for(s.batch, [&](int64_t n) {
+    const float* a = absum + n * hw;
+    for (int64_t oh = 0; oh < s.out_h; ++oh) {
+      for (int64_t ow = 0; ow < s.out_w; ++ow) {
+        float sum = 0.0f;
+        for (int64_t ky = 0; ky < s.kernel_h; ++ky) {
+          const int64_t ih = oh * s.stride_h - s.pad_top + ky * s.dilation_h;
+          if (ih < 0 || ih >= s.height) continue;
+          for (int64_t kx = 0; kx < s.kernel_w; ++kx) {
+            const int64_t iw = ow * s.stride_w - s.pad_left + kx * s.dilation_w;
+            if (iw >= 0 && iw < s.width) sum += a[ih * s.width + iw] * inv_c;
+          }
+        }
+        scale[n * ohw + oh * s.out_w + ow] = sum * inv_taps;
+      }
+    }
+  });
+}
+
+struct ConvPlan {
+  const ConvShape& s;
+  const ConvBuffers& b;
+  const KernelTable& k;
+  const uint64_t* packed;
+  const uint64_t* zero_row;
+  const float* scale;
+  int64_t words, taps, blocks, group_blocks, tiles, tiles_per_chunk, chunks;
+};
+
+// Tap pointers of pixels [q0, q0+pixels); returns a bitmask of pixels with invalid taps.
+unsigned tile_pointers(const ConvPlan& pl, int64_t q0, int pixels, const uint64_t** act,
+                       unsigned char* invalid) {
+  const ConvShape& s = pl.s;
+  const int64_t ohw = s.out_h * s.out_w;
+  unsigned border = 0;
+  for (int p = 0; p < pixels; ++p) {
+    const int64_t q = q0 + p, n = q / ohw, r = q % ohw, oh = r / s.out_w, ow = r % s.out_w;
+    const uint64_t* base = pl.packed + n * s.height * s.width * pl.words;
+    for (int64_t ky = 0, t = 0; ky < s.kernel_h; ++ky) {
+      const int64_t ih = oh * s.stride_h - s.pad_top + ky * s.dilation_h;
+      for (int64_t kx = 0; kx < s.kernel_w; ++kx, ++t) {
+        const int64_t iw = ow * s.stride_w - s.pad_left + kx * s.dilation_w;
+        const bool ok = ih >= 0 && ih < s.height && iw >= 0 && iw < s.width;
+        act[p * pl.taps + t] = ok ? base + (ih * s.width + iw) * pl.words : pl.zero_row;
+        invalid[p * pl.taps + t] = ok ? 0 : 1;
+        if (!ok) border |= 1u << p;
+      }
+    }
+  }
+  return border;
+}
+
+// corr[p][oc] = sum over the invalid taps of pixel p of S[oc][t] (zero padding only).
+void tile_correction(const ConvPlan& pl, int64_t block, int pixels, unsigned border,
+                     const unsigned char* invalid, int32_t* corr) {
+  const int32_t* sums = pl.b.tap_sums + block * pl.taps * kOcBlock;
+  for (int p = 0; p < pixels; ++p) {
+    int32_t* c = corr + p * kOcBlock;
+    std::fill(c, c + kOcBlock, 0);
+    if (((border >> p) & 1u) == 0) continue;
+    for (int64_t t = 0; t < pl.taps; ++t) {
+      if (invalid[p * pl.taps + t] == 0) continue;
+      const int32_t* st = sums + t * kOcBlock;
+      for (int oc = 0; oc < kOcBlock; ++oc) c[oc] += st[oc];
+    }
+  }
+}
+
+void conv_task(const ConvPlan& pl, int64_t task, std::vector<const uint64_t*>& act,
+               std::vector<unsigned char>& invalid) {
+  const ConvShape& s = pl.s;
+  const int64_t group = task / pl.chunks, chunk = task % pl.chunks;
+  const int64_t b0 = group * pl.group_blocks, b1 = std::min(pl.blocks, b0 + pl.group_blocks);
+  const int64_t total = s.batch * s.out_h * s.out_w, tile = pl.k.tile;
+  const int64_t t0 = chunk * pl.tiles_per_chunk, t1 = std::min(pl.tiles, t0 + pl.tiles_per_chunk);
+  alignas(64) int32_t corr[kMaxTile * kOcBlock];
+  for (int64_t ti = t0; ti < t1; ++ti) {
+    const int64_t q0 = ti * tile;
+    const int pixels = static_cast<int>(std::min(tile, total - q0));
+    const unsigned border = tile_pointers(pl, q0, pixels, act.data(), invalid.data());
+    const bool correct = s.zero_padding && border != 0;
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      if (correct) tile_correction(pl, blk, pixels, border, invalid.data(), corr);
+      ConvTileArgs a{act.data(), pixels, pl.taps, pl.words,
+                     pl.b.weight + blk * pl.taps * pl.words * kOcBlock,
+                     static_cast<int>(std::min<int64_t>(kOcBlock, s.out_channels - blk * kOcBlock)),
+                     pl.b.alpha + blk * kOcBlock, pl.b.bias + blk * kOcBlock, pl.scale + q0,
+                     correct ? corr : nullptr, pl.taps * s.channels,
+                     pl.b.out + q0 * s.out_channels + blk * kOcBlock, s.out_channels};
+      pl.k.conv_tile(a);
+    }
+  }
+}
+
+void run_conv(ConvPlan& pl) {
+  const int64_t weight_block_bytes = pl.taps * pl.words * kOcBlock * 8;
+  pl.group_blocks = std::max<int64_t>(1, (16 * 1024) / std::max<int64_t>(1, weight_block_bytes));
+  pl.group_blocks = std::min(pl.group_blocks, pl.blocks);
+  const int64_t groups = ceil_div(pl.blocks, pl.group_blocks);
+  const int64_t total = pl.s.batch * pl.s.out_h * pl.s.out_w;
+  pl.tiles = ceil_div(total, pl.k.tile);
+  const int64_t want_tasks = 8 * static_cast<int64_t>(get_threads());
+  const int64_t chunks_wanted = std::max<int64_t>(1, ceil_div(want_tasks, groups));
+  pl.tiles_per_chunk = std::max<int64_t>(1, ceil_div(pl.tiles, chunks_wanted));
+  pl.chunks = ceil_div(pl.tiles, pl.tiles_per_chunk);
+  parallel_for(groups * pl.chunks, [&](int64_t task) {
+    thread_local std::vector<const uint64_t*> act;
+    thread_local std::vector<unsigned char> invalid;
+    const size_t need = static_cast<size_t>(kMaxTile * pl.taps);
+    if (act.size() < need) act.resize(need);
+    if (invalid.size() < need) invalid.resize(need);
+    conv_task(pl, task, act, invalid);
+  });
+}
+
+}  // namespace
+
+ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b) {
+  const auto start = Clock::now();
+  const KernelTable& k = active_table();
+  ConvResult result{};
+  const int64_t words = ceil_div(s.channels, 64), hw = s.height * s.width;
+  const int64_t pixels = s.batch * hw;
+  uint64_t* packed = scratch(t_packed, (pixels + 1) * words);
+  uint64_t* zero_row = packed + pixels * words;
+  std::memset(zero_row, 0, static_cast<size_t>(words) * 8);
+  float* absum = scratch(t_absum, pixels);
+  result.input_has_nan = pack_input(k, s, b.x, packed, absum, words);
+  const auto t_packed_done = Clock::now();
+  result.timing.pack_s = std::chrono::duration<double>(t_packed_done - start).count();
+
+  float* scale = scratch(t_scale, s.batch * s.out_h * s.out_w);
+  input_scale(s, absum, scale);
+  const auto t_scale_done = Clock::now();
+  result.timing.scale_s = std::chrono::duration<double>(t_scale_done - t_packed_done).count();
+
+  ConvPlan pl{s, b, k, packed, zero_row, scale, words, s.kernel_h * s.kernel_w,
+              ceil_div(s.out_channels, kOcBlock), 0, 0, 0, 0};
+  run_conv(pl);
+  result.timing.popcount_s = seconds_since(t_scale_done);
+  result.timing.total_s = seconds_since(start);
+  return result;
+}
+
+void pack_weight(const float* w, int64_t out_channels, int64_t channels, int64_t taps,
+                 uint64_t* bits) {
+  const int64_t words = ceil_div(channels, 64), blocks = ceil_div(out_channels, kOcBlock);
+  std::memset(bits, 0, static_cast<size_t>(blocks * taps * words * kOcBlock) * 8);
+  parallel_for(out_channels, [&](int64_t o) {
+    const int64_t blk = o / kOcBlock, lane = o % kOcBlock;
+    const float* wo = w + o * channels * taps;
+    for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t t = 0; t < taps; ++t) {
+        if (wo[c * taps + t] < 0.0f) {
+          bits[((blk * taps + t) * words + (c >> 6)) * kOcBlock + lane] |= uint64_t{1} << (c & 63);
+        }
+      }
+    }
+  });
+}
+
+Timing bwn_linear(const float* x, int64_t batch, int64_t features, const uint64_t* weight,
+                  const float* alpha, const float* bias, int64_t out_features, float* out) {
+  const auto start = Clock::now();
+  const KernelTable& k = active_table();
+  Timing timing{};
+  const int64_t words = ceil_div(features, 64);
+  // Zero-padded copy of x (features rounded up to whole words) so kernels read full words.
+  float* xpad = scratch(t_absum, batch * (words * 64 + 1));
+  float* xsum = xpad + batch * words * 64;
+  for (int64_t n = 0; n < batch; ++n) {
+    float* dst = xpad + n * words * 64;
+    std::memcpy(dst, x + n * features, static_cast<size_t>(features) * sizeof(float));
+    std::fill(dst + features, dst + words * 64, 0.0f);
+    float sum = 0.0f;
+    for (int64_t f = 0; f < features; ++f) sum += dst[f];
+    xsum[n] = sum;
+  }
+  const auto t_pack = Clock::now();
+  timing.pack_s = std::chrono::duration<double>(t_pack - start).count();
+  const int64_t rows_per_task = 64;
+  const int64_t tasks = ceil_div(out_features, rows_per_task);
+  parallel_for(tasks, [&](int64_t task) {
+    const int64_t o0 = task * rows_per_task;
+    BwnArgs a{xpad, xsum, batch, words * 64, words, weight, alpha, bias, o0,
+              std::min(out_features, o0 + rows_per_task), out_features, out};
+    k.bwn_rows(a);
+  });
+  timing.popcount_s = seconds_since(t_pack);
+  timing.total_s = seconds_since(start);
+  return timing;
+}
+
+}  // namespace xnorlab
