@@ -43,13 +43,24 @@ def randomize_batchnorm(model: nn.Module, seed: int = 1) -> None:
                 module.bias.copy_(torch.rand(n, generator=generator) - 0.5)
 
 
-@pytest.fixture
-def tiny_loaded() -> LoadedModel:
+def make_tiny_loaded() -> LoadedModel:
+    """``tiny_net`` with seeded weights and BatchNorm statistics, 5 classes."""
     torch.manual_seed(0)
     model = tiny_net().eval()
     randomize_batchnorm(model)
     names = [f"c{i}" for i in range(5)]
     return LoadedModel(spec="test:tiny", model=model, input_shape=(1, 8, 8), class_names=names)
+
+
+@pytest.fixture
+def tiny_loaded() -> LoadedModel:
+    return make_tiny_loaded()
+
+
+@pytest.fixture(scope="session")
+def tiny_factory() -> Callable[[], LoadedModel]:
+    """``make_tiny_loaded`` for module-scoped fixtures."""
+    return make_tiny_loaded
 
 
 def demo_loaded(arch: str, seed: int = 0) -> LoadedModel:

@@ -61,6 +61,16 @@ def _kernels() -> Any:
     return kernels if hasattr(kernels, "pack_conv2d_weight") else None
 
 
+def _engine_route() -> str:
+    """``"engine (native avx512)"`` or ``"engine (reference)"`` when the build is missing."""
+    try:
+        info = _kernels().info()
+    except (AttributeError, ImportError, RuntimeError):
+        return "engine"
+    backend = str(info.get("backend", "?"))
+    return f"engine ({backend} {info.get('isa', '')})".replace(" )", ")")
+
+
 def _native_packed(kind: str, weight: Tensor, alpha: Tensor, bias: Tensor | None) -> Any:
     """Pack ``alpha * sign`` for the engine and make its alpha exactly the stored one."""
     kernels = _kernels()
@@ -136,7 +146,7 @@ class PackedConv2d(_PackedBase):
         if native_ok:
             self._native = _native_packed("conv2d", self.unpacked_weight(), alpha, bias)
         if self._native is not None:
-            self.route = "native"
+            self.route = _engine_route()
             self._unpacked = None  # only the engine's packed copy stays in memory
         elif config.mode is Mode.BWN:
             self.route = "torch (BWN conv has no native kernel: unpacked to alpha*sign once)"
@@ -177,7 +187,7 @@ class PackedLinear(_PackedBase):
     ) -> None:  # fmt: skip
         super().__init__(bits, alpha, bias, weight_shape, config)
         self._native = _native_packed("linear", self.unpacked_weight(), alpha, bias)
-        self.route = "native" if self._native is not None else "torch simulation"
+        self.route = _engine_route() if self._native is not None else "torch simulation"
         if self._native is not None:
             self._unpacked = None
 
