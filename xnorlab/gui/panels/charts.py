@@ -65,7 +65,7 @@ class LatencySplitChart(pg.PlotWidget):
         labels = [(row, f"{layer.name} ({layer.mode})") for row, layer in enumerate(layers)]
         self.getAxis("left").setTicks([labels])
         self.autoRange()
-        self.setYRange(-1.3, max(len(layers), 1) - 0.4, padding=0)  # top row: the legend
+        self.setYRange(-1.7, max(len(layers), 1) - 0.4, padding=0)  # top row: the legend
 
     def stacked_totals_s(self) -> list[float]:
         """Right edge of each layer's stacked bar in seconds (what the chart shows; for tests)."""

@@ -101,7 +101,7 @@ class MetricsPanel(QWidget):
         self.samples_spin.setSingleStep(100)
         self.samples_spin.setSuffix(" samples")
         self.samples_spin.valueChanged.connect(lambda _v: self.schedule())
-        self.acc_progress = QProgressBar(maximum=1000, textVisible=False)
+        self.acc_progress = QProgressBar(maximum=1000, textVisible=False, maximumHeight=10)
         self.acc_message = QLabel()
         self.acc_message.setWordWrap(True)
         grid = QGridLayout(box)
@@ -137,7 +137,7 @@ class MetricsPanel(QWidget):
         self.measure_button.clicked.connect(self.start_latency)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
-        self.lat_progress = QProgressBar(maximum=1000, textVisible=False)
+        self.lat_progress = QProgressBar(maximum=1000, textVisible=False, maximumHeight=10)
         grid = QGridLayout(box)
         for col, (text, widget) in enumerate(
             (("torch float", self.float_lat), ("current", self.current_lat),
@@ -234,10 +234,11 @@ class MetricsPanel(QWidget):
         self.float_acc.setText(format_percent(report.float_top1))
         self.current_acc.setText(format_percent(report.current_top1))
         self.acc_drop.setText(f"{-100 * report.drop:+.2f} pts".replace("-0.00", "±0.00"))
-        self.acc_progress.setValue(1000)
         show_message(self.acc_message, f"{report.samples} validation samples")
 
     def _accuracy_done(self, generation: int) -> None:
+        if self.runner.running("metrics-accuracy") in (None, self.accuracy_task):
+            self.acc_progress.setValue(0)  # empty bar = idle
         if generation == self._generation and self.auto_latency.isChecked():
             self.start_latency()
 
@@ -255,6 +256,7 @@ class MetricsPanel(QWidget):
             on_result=lambda report: self._show_latency(report, generation),
             on_progress=lambda fraction, *_: self.lat_progress.setValue(int(1000 * fraction)),
             on_error=lambda text: show_message(self.engine_label, text, error=True),
+            on_finished=lambda: self.lat_progress.setValue(0),
         )  # fmt: skip
 
     def _show_latency(self, report: LatencyReport, generation: int) -> None:
@@ -264,7 +266,6 @@ class MetricsPanel(QWidget):
         self.float_lat.setText(format_seconds(report.float_s))
         self.current_lat.setText(format_seconds(report.current_s))
         self.speedup.setText(format_ratio(report.speedup))
-        self.lat_progress.setValue(1000)
         show_message(
             self.engine_label,
             f"engine: {report.engine} · median of {report.repeats} runs · "

@@ -16,6 +16,7 @@ import numpy as np
 from PySide6.QtCore import QMimeData, Qt, QTimer
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage, QPixmap
 from PySide6.QtWidgets import (
+    QDockWidget,
     QFileDialog,
     QFrame,
     QGridLayout,
@@ -36,6 +37,7 @@ from xnorlab.gui.panels.base import show_message, subscribe
 from xnorlab.gui.workers import Task, TaskRunner
 
 THUMBNAIL_PX = 112
+BAR_CHARS = 10  # width of a 100 % probability bar
 DEBOUNCE_MS = 150
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in IMAGE_SUFFIXES) + ");;All files (*)"
 
@@ -67,7 +69,7 @@ def topk_html(title: str, topk: TopK, highlight: str | None = None) -> str:
     """An HTML table: class, probability and a bar; ``highlight`` marks a differing top-1."""
     rows = []
     for rank, (label, prob) in enumerate(zip(topk.labels, topk.probabilities, strict=True)):
-        bar = "█" * max(1, round(prob * 20)) if prob >= 0.005 else ""
+        bar = "█" * max(1, round(prob * BAR_CHARS)) if prob >= 0.005 else ""
         style = f' style="color:{highlight}"' if rank == 0 and highlight else ""
         rows.append(
             f"<tr><td{style}>{'<b>' if rank == 0 else ''}{label}</td>"
@@ -116,7 +118,7 @@ class PredictionPanel(QWidget):
         self._rerun = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
         self._rerun.timeout.connect(self._predict_again)
         subscribe(self, [
-            (session.images_dropped, self.predict_paths),
+            (session.images_dropped, self.show_images),
             (session.modes_changed, lambda _names: self._rerun.start()),
             (session.model_changed, self._rerun.start),
         ])  # fmt: skip
@@ -176,7 +178,7 @@ class PredictionPanel(QWidget):
         """File > Open image: choose image files and predict them."""
         paths, _ = QFileDialog.getOpenFileNames(self, "Open images", "", IMAGE_FILTER)
         if paths:
-            self.predict_paths(paths)
+            self.show_images(paths)
 
     # ------------------------------------------------------------------ prediction
     def _preprocessing(self) -> Any:
@@ -187,6 +189,11 @@ class PredictionPanel(QWidget):
         if prep is None:
             raise XnorlabError("the open model does not say how to preprocess images")
         return prep
+
+    def show_images(self, paths: list[str]) -> None:
+        """New images from the user: bring this panel's tab forward and predict them."""
+        self._bring_forward()
+        self.predict_paths(paths)
 
     def predict_paths(self, paths: list[str]) -> None:
         """Predict ``paths`` in a worker; the shown results change only on success."""
@@ -205,6 +212,14 @@ class PredictionPanel(QWidget):
             on_error=lambda text: show_message(self.message, text, error=True),
             on_finished=lambda: self.progress.setVisible(False),
         )  # fmt: skip
+
+    def _bring_forward(self) -> None:
+        """Raise the dock tab holding this panel (images dropped on the window land here)."""
+        widget = self.parentWidget()
+        while widget is not None and not isinstance(widget, QDockWidget):
+            widget = widget.parentWidget()
+        if widget is not None:
+            widget.raise_()
 
     def _predict_again(self) -> None:
         if self.paths and self.session.loaded is not None:
