@@ -141,3 +141,20 @@ def test_evaluate_counts_top1_top_k_per_class_and_confusion() -> None:
     wrong = TensorDataset(torch.zeros(2, 2), torch.zeros(2, dtype=torch.long))
     with pytest.raises(XnorlabError, match="outputs shape"):
         evaluate(_Fixed(), wrong, ["a", "b"])
+
+
+def test_binarize_then_recover_fine_tuning() -> None:
+    """The shipped float LeNet collapses when binarized post hoc; a short fine-tune recovers."""
+    from xnorlab.core.data import load_dataset as load
+
+    mnist = load("mnist5k")
+    val = subset(mnist.val, 150, seed=4)
+    model = load_model_spec("demo:lenet").model
+    float_top1 = evaluate(model, val).top1
+    binarize_model(model, "paper")
+    posthoc = evaluate(model, val).top1
+    assert posthoc < float_top1 - 0.2
+    bundle = DatasetBundle("ft", subset(mnist.train, 192, seed=5), val, mnist.class_names,
+                           mnist.preprocessing)  # fmt: skip
+    result = train(model, bundle, TrainConfig(epochs=1, lr=1e-3, batch_size=32))
+    assert result.best_val_acc > posthoc + 0.2
