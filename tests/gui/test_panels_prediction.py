@@ -131,3 +131,18 @@ def test_window_drops_arrive_through_the_session_and_modes_repredict(
     assert panel.results is not first
     pair = panel.results[0].pair
     assert pair.current_topk == pair.float_topk  # every layer float: identical predictions
+
+
+def test_image_dropped_on_the_main_window_lands_in_the_prediction_tab(qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from xnorlab.gui.main_window import MainWindow
+
+    window = MainWindow(lenet_session("paper", with_data=False))
+    qtbot.addWidget(window)
+    window.show()
+    panel = window.panels["prediction"]
+    window.docks["metrics"].raise_()
+    _drop(window, [write_digit_png(tmp_path / "one.png")])
+    wait_until_idle(panel, qtbot)
+    assert [Path(r.path).name for r in panel.results] == ["one.png"]
+    assert not window.docks["prediction"].visibleRegion().isEmpty()  # its tab was raised
+    window.close()
