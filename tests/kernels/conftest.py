@@ -1,0 +1,37 @@
+"""Fixtures of the kernel tests: run a test once per ISA this CPU supports, restore after.
+
+AddressSanitizer run (outside the normal suite; documented in native/README.md):
+
+    XNORLAB_ASAN=ON .venv/bin/pip install --no-build-isolation -e . --no-deps \
+        --config-settings=build-dir=build/asan
+    ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$(gcc -print-file-name=libasan.so) \
+        .venv/bin/python -m pytest tests/kernels -p no:cacheprovider
+    make setup   # reinstall the normal optimized build afterwards
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from xnorlab import kernels
+
+SUPPORTED_ISAS = kernels.info()["supported_isas"]
+needs_native = pytest.mark.skipif(
+    kernels.info()["backend"] != "native", reason="native engine not built or forced off"
+)
+
+
+@pytest.fixture(params=SUPPORTED_ISAS or ["reference"])
+def isa(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Switch the engine to each supported ISA in turn."""
+    if request.param == "reference":
+        yield "reference"
+        return
+    before = kernels.info()["isa"]
+    kernels.set_isa(request.param)
+    try:
+        yield request.param
+    finally:
+        kernels.set_isa(before)
