@@ -174,3 +174,15 @@ def test_train_copy_trains_a_copy_only() -> None:
     assert outcome.result.card["epochs"] == 1
     with pytest.raises(Cancelled):
         train_copy(model, bundle, config, should_cancel=lambda: True)
+
+
+def test_latency_time_budget_bounds_the_timed_runs() -> None:
+    from xnorlab.core.measure import MIN_REPEATS
+
+    model = _binarized("paper")
+    tight = measure_latency(model, (1, 8, 8), repeats=50, warmup=1, profile_runs=1,
+                            time_budget_s=1e-9)  # fmt: skip
+    assert tight.repeats == MIN_REPEATS
+    roomy = measure_latency(model, (1, 8, 8), repeats=4, warmup=1, profile_runs=1,
+                            time_budget_s=60.0)  # fmt: skip
+    assert roomy.repeats == 4

@@ -32,6 +32,7 @@ from xnorlab.core.tasks import CancelFn, Cancelled, ProgressFn, check_cancel, no
 
 FLOAT_BITS = 32
 ALPHA_BYTES = 4  # one float32 alpha per output channel / row
+MIN_REPEATS = 3  # timed runs per side even when a time budget is tight
 
 
 def detached_copy(model: nn.Module) -> nn.Module:
@@ -299,6 +300,23 @@ def _layer_latencies(
     return tuple(out)
 
 
+def _runs_within(budget_s: float, one_run_s: float, repeats: int) -> int:
+    """How many timed runs fit in ``budget_s`` (at least ``MIN_REPEATS``, at most ``repeats``)."""
+    return max(min(MIN_REPEATS, repeats), min(repeats, int(budget_s / max(one_run_s, 1e-9))))
+
+
+def _timed_phase(
+    model: nn.Module, x: torch.Tensor, plan: tuple[int, int, int], budget_s: float | None,
+    profile: Callable[[], Any], tick: Callable[[], None],
+) -> tuple[list[float], dict[str, _LayerSample]]:  # fmt: skip
+    """Warm up, time end-to-end runs (fitted to ``budget_s``), then profile per layer."""
+    warmup, repeats, profile_runs = plan
+    warm = _time_forward(model, x, max(warmup, 1), tick)
+    runs = repeats if budget_s is None else _runs_within(budget_s, warm[-1], repeats)
+    times = _time_forward(model, x, runs, tick)
+    return times, _profile_layers(model, x, profile_runs, profile, tick)
+
+
 def measure_latency(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -307,38 +325,42 @@ def measure_latency(
     repeats: int = 10,
     warmup: int = 2,
     profile_runs: int = 3,
+    time_budget_s: float | None = None,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
 ) -> LatencyReport:
     """Time ``model`` end to end in torch float and in its current modes (native engine).
 
     Works on a detached copy (the caller's model is never touched). End-to-end times are the
-    median of ``repeats`` forward passes of a random batch after ``warmup`` passes, without
-    hooks; the per-layer split comes from ``profile_runs`` further passes with timing hooks and
-    the native profiler (``xnorlab.kernels.profile``).
+    median of ``repeats`` forward passes of a random batch after ``warmup`` passes (at least
+    one), without hooks; the per-layer split comes from ``profile_runs`` further passes with
+    timing hooks and the native profiler (``xnorlab.kernels.profile``). ``time_budget_s``
+    caps the timed runs of each side at about half the budget (never fewer than
+    ``MIN_REPEATS``), so a large model is measured in bounded time.
     """
     if batch < 1 or repeats < 1 or profile_runs < 1 or warmup < 0:
         raise XnorlabError("batch, repeats and profile_runs must be >= 1, warmup >= 0")
     report = progress or no_progress
     work = detached_copy(model).eval()
     x = torch.randn(batch, *input_shape)
-    total, done = 2 * (warmup + repeats + profile_runs), [0]
+    plan = (warmup, repeats, profile_runs)
+    total, done = 2 * (max(warmup, 1) + repeats + profile_runs), [0]
+    half = None if time_budget_s is None else time_budget_s / 2
 
     def tick() -> None:
         done[0] += 1
-        report(done[0] / total, "measuring latency")
+        report(min(done[0] / total, 0.99), "measuring latency")
         check_cancel(should_cancel, "latency measurement")
 
     with torch.no_grad():
         with float_mode(work):
-            float_times = _time_forward(work, x, warmup + repeats, tick)[warmup:]
-            float_layers = _profile_layers(work, x, profile_runs, _empty_profile, tick)
+            float_times, float_layers = _timed_phase(work, x, plan, half, _empty_profile, tick)
         with _native_engine(work) as (profile, engine):
-            current_times = _time_forward(work, x, warmup + repeats, tick)[warmup:]
-            current_layers = _profile_layers(work, x, profile_runs, profile, tick)
+            current_times, current_layers = _timed_phase(work, x, plan, half, profile, tick)
+    report(1.0, "latency measured")
     return LatencyReport(
         batch=batch,
-        repeats=repeats,
+        repeats=min(len(float_times), len(current_times)),
         float_s=statistics.median(float_times),
         current_s=statistics.median(current_times),
         float_min_max_s=(min(float_times), max(float_times)),

@@ -49,6 +49,7 @@ from xnorlab.gui.workers import Task, TaskRunner
 DEBOUNCE_MS = 300
 DEFAULT_SAMPLES = 1000
 LATENCY_REPEATS = 20
+LATENCY_BUDGET_S = 2.0  # timed runs per measurement, both sides together (large models)
 
 
 def _value_label() -> QLabel:
@@ -252,7 +253,7 @@ class MetricsPanel(QWidget):
         self.engine_label.setText("measuring…")
         self.latency_task = self.runner.start(
             measure_latency, self.session.snapshot(), self.session.input_shape,
-            repeats=LATENCY_REPEATS, key="metrics-latency",
+            repeats=LATENCY_REPEATS, time_budget_s=LATENCY_BUDGET_S, key="metrics-latency",
             on_result=lambda report: self._show_latency(report, generation),
             on_progress=lambda fraction, *_: self.lat_progress.setValue(int(1000 * fraction)),
             on_error=lambda text: show_message(self.engine_label, text, error=True),
