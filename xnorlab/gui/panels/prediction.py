@@ -4,7 +4,7 @@ Drops are turned into paths and handed to ``LabSession.open_paths`` (a model fil
 model; images come back through ``session.images_dropped``, also fired by drops on the main
 window). Decoding and both forward passes run in a worker on a snapshot of the model. A
 corrupt or unsupported file shows a message here and leaves the shown predictions unchanged.
-After a mode change the same images are predicted again.
+After a change of modes, weights or model the same images are predicted again.
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ class PredictionPanel(QWidget):
             (session.images_dropped, self.show_images),
             (session.modes_changed, lambda _names: self._rerun.start()),
             (session.model_changed, self._rerun.start),
+            (session.weights_changed, self._rerun.start),
         ])  # fmt: skip
 
     def _build(self) -> None:
