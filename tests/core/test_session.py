@@ -231,3 +231,24 @@ def test_session_imports_no_qt() -> None:
     code = "import sys, xnorlab.core.session; print('PySide6' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_default_dataset_is_requested_or_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xnorlab.core.session as session_module
+
+    loaded_specs: list[str] = []
+
+    def fake_load(spec: str, loaded: object = None) -> Bundle:
+        loaded_specs.append(spec)
+        return make_bundle()
+
+    monkeypatch.setattr(session_module, "load_dataset_for", fake_load)
+    model = LoadedModel("tiny", tiny_net(), (1, 8, 8), default_data="tiny-default")
+    lab = LabSession()
+    lab.adopt(model)  # nobody listens: the session loads the data itself
+    assert loaded_specs == ["tiny-default"] and lab.dataset_spec == "tiny-default"
+    other = LabSession()
+    requested = Recorder(other.dataset_requested)
+    other.adopt(LoadedModel("tiny", tiny_net(), (1, 8, 8), default_data="tiny-default"))
+    assert requested.calls == [("tiny-default",)] and other.dataset is None
+    assert loaded_specs == ["tiny-default"]  # the listener (the GUI) loads it, not the session

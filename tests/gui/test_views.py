@@ -123,3 +123,22 @@ def test_linear_layer_has_beta_instead_of_a_kmap(qtbot: QtBot, views: LayerViews
     view = select_and_wait(qtbot, views, views.session.layer_names()[2])
     assert view.kind == "linear" and view.kmap is None and view.beta is not None and view.beta > 0
     assert "beta" in views.kmap.kmap_label.text
+
+
+def test_in_place_weight_change_is_redrawn(qtbot: QtBot, views: LayerViews) -> None:
+    import torch
+
+    session = views.session
+    first, second = session.layer_names()[:2]
+    before = select_and_wait(qtbot, views, second)
+    with torch.no_grad():
+        session.layer(second).weight.mul_(2.0)
+        session.layer(first).weight.mul_(-1.0)  # changes the float input of the second layer
+    with qtbot.waitSignal(views.updated, timeout=WAIT_MS):
+        session.mark_weights_changed()
+    after = views.current
+    assert after is not None
+    np.testing.assert_allclose(after.alpha, 2.0 * before.alpha, rtol=1e-5)
+    assert after.sign is not None and after.sign.flip_rate == 0.0  # float reference recomputed
+    assert after.input_hist is not None and before.input_hist is not None
+    assert not np.array_equal(after.input_hist.counts, before.input_hist.counts)

@@ -16,7 +16,9 @@ user is editing.
 from __future__ import annotations
 
 import math
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,6 +174,18 @@ def _compare_output(
     )
 
 
+def _float_reference(
+    model: nn.Module, inputs: Tensor, name: str, cache: dict[str, stats.LayerIO] | None
+) -> stats.LayerIO:
+    if cache is not None and name in cache:
+        return cache[name]
+    with float_mode(model):
+        reference = capture_layer(model, inputs, name)
+    if cache is not None:
+        cache[name] = reference
+    return reference
+
+
 def _kmap(module: BinConv2d | BinLinear, x: Tensor) -> tuple[np.ndarray | None, float | None]:
     if isinstance(module, BinConv2d):
         kmap = input_scale_kmap(
@@ -212,10 +226,28 @@ def _binary_histogram(weight: Tensor, alpha: Tensor, edges: np.ndarray) -> Histo
     return Histogram(counts.astype(np.int64), edges)
 
 
-def _weight_parts(
-    module: BinConv2d | BinLinear,
-) -> tuple[Histogram, Histogram, np.ndarray, stats.WeightStats]:
-    weight = module.weight.detach().float()
+WeightParts = tuple[Histogram, Histogram, np.ndarray, stats.WeightStats]
+_weight_cache: dict[int, tuple[weakref.ref[Tensor], int, WeightParts]] = {}
+_weight_cache_lock = threading.Lock()
+
+
+def _weight_parts(module: BinConv2d | BinLinear) -> WeightParts:
+    """Weight histograms, alpha and stats, cached until the weight changes (its ``_version``)."""
+    param = module.weight
+    with _weight_cache_lock:
+        hit = _weight_cache.get(id(param))
+    if hit is not None and hit[0]() is param and hit[1] == param._version:
+        return hit[2]
+    parts = _compute_weight_parts(param)
+    with _weight_cache_lock:
+        for key in [k for k, v in _weight_cache.items() if v[0]() is None]:
+            del _weight_cache[key]  # weights of models that are gone
+        _weight_cache[id(param)] = (weakref.ref(param), param._version, parts)
+    return parts
+
+
+def _compute_weight_parts(param: Tensor) -> WeightParts:
+    weight = param.detach().float()
     lo, hi = float(weight.min()), float(weight.max())
     bound = max(abs(lo), abs(hi)) or 1.0
     counts, edges = stats.histogram(weight, bins=HIST_BINS, value_range=(-bound, bound))
@@ -229,6 +261,7 @@ def compute_layer_view(
     name: str,
     inputs: Tensor | None = None,
     *,
+    float_cache: dict[str, stats.LayerIO] | None = None,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
 ) -> LayerView:
@@ -236,6 +269,8 @@ def compute_layer_view(
 
     Without ``inputs`` only the weight parts are filled. With a batch: one forward pass in the
     current configuration and one in float, each stopped right after the layer.
+    ``float_cache``: the all-float run does not depend on the modes, so the caller may keep its
+    result per layer in this dict (and drop the dict when the weights or the inputs change).
     """
     started = time.perf_counter()
     report = progress or no_progress
@@ -254,8 +289,7 @@ def compute_layer_view(
         io = capture_layer(model, inputs, name)
         check_cancel(should_cancel, "layer view")
         report(0.6, f"{name}: float run")
-        with float_mode(model):
-            reference = capture_layer(model, inputs, name)
+        reference = _float_reference(model, inputs, name, float_cache)
         check_cancel(should_cancel, "layer view")
         output = _compare_output(module, io, reference)
     finally:

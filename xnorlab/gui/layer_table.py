@@ -66,8 +66,8 @@ COLUMNS = (
     Column("alpha", "\u03b1 mean [min, max]", "Per-filter weight scale alpha = mean|W_c| (eq. 4)"),
     Column("flip", "Sign flips", "Share of the layer's input signs that differ from the "
            "all-float model on the sample batch"),
-    Column("local", "Layer error", "||y_mode - y_float|| / ||y_float|| on the same input"),
-    Column("prop", "Error vs float", "Output vs the all-float model's (errors accumulate)"),
+    Column("local", "Layer err", "||y_mode - y_float|| / ||y_float|| on the same input"),
+    Column("prop", "Err vs float", "Output vs the all-float model's (errors accumulate)"),
     Column("float_ms", "Float ms", "Measured layer time, torch float, batch 1"),
     Column("current_ms", "Current ms", "Measured layer time in the current mode (native "
            "engine when available), batch 1"),

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import pyqtgraph as pg
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
@@ -345,6 +346,8 @@ class MainWindow(QMainWindow):
             self.resize(1500, 940)
         if isinstance(state, QByteArray):
             self.restoreState(state)
+        else:
+            QTimer.singleShot(0, self.default_dock_sizes)
         self.set_theme(str(store.value("theme", "light")), save=False)
 
     def reset_layout(self) -> None:
@@ -352,6 +355,15 @@ class MainWindow(QMainWindow):
         self.restoreState(self._default_state)
         for dock in self.docks.values():
             dock.show()
+        self.default_dock_sizes()
+
+    def default_dock_sizes(self) -> None:
+        """Give the table most of the width and the layer views about half the height."""
+        right = [d for key, d in self.docks.items() if key != "views"]
+        if right:
+            self.resizeDocks(right[:1], [max(380, self.width() // 3)], Qt.Orientation.Horizontal)
+        views = self.docks["views"]
+        self.resizeDocks([views], [max(300, self.height() // 2)], Qt.Orientation.Vertical)
 
     def set_theme(self, name: str, save: bool = True) -> None:
         """Switch to the light or dark palette; existing plots are redrawn."""
@@ -361,18 +373,13 @@ class MainWindow(QMainWindow):
         if name not in style.THEMES or not isinstance(app, QApplication):
             return
         style.apply_theme(app, name)
-        for plot in (
-            self.views.weights,
-            self.views.alpha,
-            self.views.activations,
-            self.views.output,
-        ):
-            plot.setBackground(style.theme().plot_bg)
-            style.style_plot(plot)
-        self.views.kmap.setBackground(style.theme().plot_bg)
+        for graphics in self.findChildren(pg.GraphicsView):  # our plots and the panels' charts
+            graphics.setBackground(style.theme().plot_bg)
+            if isinstance(graphics, pg.PlotWidget):
+                style.style_plot(graphics)
         self.message_bar.restyle()
         if self.views.current is not None:
-            self.views._draw(self.views.current)
+            self.views.redraw()
         action = getattr(self, "actions_by_name", {}).get("dark")
         if action is not None:
             action.setChecked(name == "dark")

@@ -114,8 +114,9 @@ class LayerViews(QWidget):
         self._timer = QTimer(self, singleShot=True, interval=0)
         self._timer.timeout.connect(self._start)
         self._build()
+        self._float_cache: dict[str, Any] = {}  # all-float run per layer; reset on new weights/data
         for signal in (session.model_changed, session.data_changed, session.weights_changed):
-            signal.connect(self.schedule)
+            signal.connect(self._reset_and_schedule)
         session.selection_changed.connect(lambda _name: self.schedule())
         session.modes_changed.connect(lambda _names: self.schedule())
 
@@ -142,6 +143,10 @@ class LayerViews(QWidget):
         layout.addLayout(grid, 1)
 
     # ------------------------------------------------------------------ scheduling
+    def _reset_and_schedule(self) -> None:
+        self._float_cache = {}  # a new dict: workers still running fill the old one
+        self.schedule()
+
     def schedule(self) -> None:
         """Recompute the views soon (coalesces bursts of events)."""
         if self._requested_at is None:
@@ -170,6 +175,7 @@ class LayerViews(QWidget):
         self.header.setText(f"<b>{name}</b> &nbsp; updating…")
         self.runner.start(
             compute_layer_view, self.session.snapshot(), name, inputs, key="layer-view",
+            float_cache=self._float_cache,
             on_result=lambda view: self._ready(view, revision), on_error=self._failed,
         )  # fmt: skip
 
@@ -199,6 +205,11 @@ class LayerViews(QWidget):
         self.header.setText("Select a layer in the table")
 
     # ------------------------------------------------------------------ drawing
+    def redraw(self) -> None:
+        """Draw the current view again (after a theme change)."""
+        if self.current is not None:
+            self._draw(self.current)
+
     def _draw(self, view: LayerView) -> None:
         self._draw_weights(view)
         self._draw_alpha(view)
