@@ -87,3 +87,17 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     assert "make test" in ci.split("\n")[-2] or ci.strip().endswith("make test")
     quick = readme.split("## Quick start", 1)[1].split("##", 1)[0]
     assert "make run" in quick and "make test" in quick
+
+
+def test_app_form_accepts_a_model_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xnorlab.gui.app as app
+
+    calls: list[tuple[str | None, str | None]] = []
+    monkeypatch.setattr(
+        app,
+        "run_app",
+        lambda model_spec=None, screenshot=None: calls.append((model_spec, screenshot)) or 0,
+    )
+    assert main(["demo:lenet"]) == 0
+    assert main(["--screenshot", "shot.png", "resnet18"]) == 0
+    assert calls == [("demo:lenet", None), ("resnet18", "shot.png")]

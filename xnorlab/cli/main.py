@@ -33,9 +33,13 @@ def _command_module(name: str) -> ModuleType:
     return importlib.import_module(SUBCOMMANDS[name][0])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_commands: bool = True) -> argparse.ArgumentParser:
+    """The top-level parser. The app form (``xnorlab [--screenshot F] [MODEL]``) is parsed
+    without subparsers, since argparse would give MODEL to the COMMAND positional."""
     parser = argparse.ArgumentParser(
         prog="xnorlab",
+        usage="xnorlab [--screenshot FILE.png] [MODEL]\n       xnorlab COMMAND [options]"
+        " (xnorlab COMMAND --help for its options)",
         description="A lab for binary neural networks (XNOR-Net / BWN). "
         "Without a subcommand, opens the desktop app.",
     )
@@ -44,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--screenshot", metavar="FILE.png", help="open the app, save a PNG of the window, exit"
     )
     parser.add_argument("model", nargs="?", help="model to open in the app (default: the demo)")
+    if not with_commands:
+        return parser
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text)
@@ -83,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] in SUBCOMMANDS:
         return run_subcommand(args_list[0], args_list[1:])
-    args = build_parser().parse_args(args_list)
+    if any(arg in ("-h", "--help") for arg in args_list):
+        build_parser().parse_args(["--help"])
+    args = build_parser(with_commands=False).parse_args(args_list)
     from xnorlab.gui.app import run_app
 
     return run_app(model_spec=args.model, screenshot=args.screenshot)
