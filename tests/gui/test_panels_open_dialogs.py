@@ -86,6 +86,10 @@ def test_model_dialog_specs_and_incomplete_choices(qtbot, tmp_path) -> None:  # 
     dialog = OpenModelDialog()
     qtbot.addWidget(dialog)
     assert dialog.spec().startswith("demo:")
+    assert dialog.demo_info.text()  # the selected demo's card (or a clear "no card")
+    vgg = dialog.demo_list.findItems("demo:vgg", Qt.MatchFlag.MatchExactly)[0]
+    dialog.demo_list.setCurrentItem(vgg)
+    assert "random initialisation" in dialog.demo_info.text()
     dialog.tabs.setCurrentIndex(1)
     dialog.arch_filter.setText("resnet18")
     visible = [dialog.arch_list.item(i) for i in range(dialog.arch_list.count())

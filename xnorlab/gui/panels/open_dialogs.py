@@ -76,6 +76,29 @@ def demo_model_specs() -> list[str]:
     return [f"demo:{arch}" for arch in ARCHITECTURES]
 
 
+def demo_description(spec: str) -> str:
+    """One line from a demo checkpoint's JSON card (data, epochs, validation accuracy)."""
+    import json
+
+    from xnorlab.core import modelspec
+
+    name = spec.partition(":")[2]
+    file_name = getattr(modelspec, "DEMO_CHECKPOINTS", {}).get(name)
+    if file_name is None:
+        return "architecture only: random initialisation, no trained weights shipped"
+    card_path = modelspec.CHECKPOINT_DIR / Path(file_name).with_suffix(".json")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"trained checkpoint {file_name} (no card found)"
+    accuracy = card.get("val_accuracy")
+    shown = f"{100 * accuracy:.2f} %" if isinstance(accuracy, (int, float)) else "?"
+    return (
+        f"{card.get('preset', card.get('variant', '?'))} modes · trained {card.get('epochs', '?')}"
+        f" epochs on {card.get('data', '?')} · validation accuracy {shown}"
+    )
+
+
 def torchvision_names() -> list[str]:
     """torchvision classification architectures (random init unless weights are given)."""
     from xnorlab.core.zoo import torchvision_architectures
@@ -126,8 +149,17 @@ class OpenModelDialog(QDialog):
         self.tabs = QTabWidget()
         self.demo_list = QListWidget()
         self.demo_list.addItems(demo_model_specs())
+        self.demo_info = QLabel()
+        self.demo_info.setWordWrap(True)
+        self.demo_list.currentTextChanged.connect(
+            lambda spec: self.demo_info.setText(demo_description(spec) if spec else "")
+        )
         self.demo_list.setCurrentRow(0)
-        self.tabs.addTab(self.demo_list, "Demo models")
+        demo_tab = QWidget()
+        demo_layout = QVBoxLayout(demo_tab)
+        demo_layout.addWidget(self.demo_list, 1)
+        demo_layout.addWidget(self.demo_info)
+        self.tabs.addTab(demo_tab, "Demo models")
         self.tabs.addTab(self._torchvision_tab(), "torchvision")
         self.tabs.addTab(self._file_tab(), "Checkpoint file")
         self.message = QLabel()
