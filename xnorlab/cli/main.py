@@ -92,6 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(arg in ("-h", "--help") for arg in args_list):
         build_parser().parse_args(["--help"])
     args = build_parser(with_commands=False).parse_args(args_list)
+    from xnorlab.cli.display import prepare_display
+    from xnorlab.core.errors import XnorlabError
+
+    try:
+        prepare_display(screenshot=bool(args.screenshot))
+    except XnorlabError as exc:
+        print(f"xnorlab: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     from xnorlab.gui.app import run_app
 
     return run_app(model_spec=args.model, screenshot=args.screenshot)
