@@ -18,9 +18,6 @@ import pytest
 from xnorlab import kernels
 
 SUPPORTED_ISAS = kernels.info()["supported_isas"]
-needs_native = pytest.mark.skipif(
-    kernels.info()["backend"] != "native", reason="native engine not built or forced off"
-)
 
 
 @pytest.fixture(params=SUPPORTED_ISAS or ["reference"])

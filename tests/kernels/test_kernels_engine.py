@@ -1,0 +1,98 @@
+"""Engine controls: info, ISA/threads switches, environment overrides, profiling, grouped convs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from xnorlab import kernels
+from xnorlab.kernels import reference
+
+needs_native = pytest.mark.skipif(
+    kernels.info()["backend"] != "native", reason="native engine not built or forced off"
+)
+
+INFO_KEYS = {"isa", "compiled_isas", "supported_isas", "threads", "compiler", "build_type",
+             "abi_version", "backend"}  # fmt: skip
+
+
+def _info_in_subprocess(**env: str) -> dict[str, object]:
+    code = "import json, xnorlab.kernels as k; print(json.dumps(k.info()))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_info_reports_the_engine() -> None:
+    info = kernels.info()
+    assert info.keys() >= INFO_KEYS
+    if info["backend"] == "native":
+        assert info["isa"] in info["supported_isas"]
+        assert set(info["supported_isas"]) <= set(info["compiled_isas"])
+        assert "scalar" in info["supported_isas"]
+
+
+@needs_native
+def test_environment_forces_reference_and_isa() -> None:
+    forced = _info_in_subprocess(XNORLAB_KERNEL="reference", XNORLAB_ISA="")
+    assert forced["backend"] == "reference"
+    scalar = _info_in_subprocess(XNORLAB_ISA="scalar", XNORLAB_THREADS="3")
+    assert (scalar["isa"], scalar["threads"]) == ("scalar", 3)
+
+
+@needs_native
+def test_thread_counts_give_identical_results() -> None:
+    x, w = torch.randn(3, 70, 13, 13), torch.randn(40, 70, 3, 3)
+    before = kernels.get_threads()
+    try:
+        kernels.set_threads(1)
+        one = kernels.xnor_conv2d(x, w, padding=1)
+        kernels.set_threads(2)
+        assert kernels.get_threads() == 2
+        assert torch.equal(kernels.xnor_conv2d(x, w, padding=1), one)
+    finally:
+        kernels.set_threads(before)
+
+
+@needs_native
+def test_profile_records_every_native_call() -> None:
+    x, w = torch.randn(2, 16, 9, 9), kernels.pack_conv2d_weight(torch.randn(32, 16, 3, 3))
+    kernels.xnor_conv2d(x, w)  # outside: not recorded
+    with kernels.profile() as records:
+        kernels.xnor_conv2d(x, w, padding=1)
+        kernels.bwn_linear(torch.randn(1, 64), torch.randn(8, 64))
+    assert [r.op for r in records] == ["xnor_conv2d", "bwn_linear"]
+    conv = records[0]
+    assert (conv.shape, conv.weight_shape, conv.out_shape) == (
+        (2, 16, 9, 9), (32, 16, 3, 3), (2, 32, 9, 9)
+    )
+    assert conv.binary_macs == 2 * 32 * 81 * 16 * 9
+    parts = conv.pack_s + conv.popcount_s + conv.scale_s + conv.other_s
+    assert conv.popcount_s > 0 and conv.pack_s > 0
+    assert parts == pytest.approx(conv.total_s)
+
+
+def test_grouped_conv_runs_in_the_reference() -> None:
+    x, w = torch.randn(2, 8, 7, 7), torch.randn(8, 2, 3, 3)
+    out = kernels.xnor_conv2d(x, w, padding=1, groups=4)
+    torch.testing.assert_close(out, reference.xnor_conv2d(x, w, padding=1, groups=4))
+
+
+def test_same_padding_and_asymmetric_geometry(isa: str) -> None:
+    x, w = torch.randn(1, 5, 8, 9), torch.randn(6, 5, 4, 2)
+    for pad_mode in ("zero", "one"):
+        out = kernels.xnor_conv2d(x, w, padding="same", dilation=(2, 1), pad_mode=pad_mode)
+        ref = reference.xnor_conv2d(x, w, padding="same", dilation=(2, 1), pad_mode=pad_mode)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+    rect = kernels.xnor_conv2d(x, w, stride=(2, 1), padding=(1, 3), scaling="scalar")
+    ref = reference.xnor_conv2d(x, w, stride=(2, 1), padding=(1, 3), scaling="scalar")
+    torch.testing.assert_close(rect, ref, rtol=1e-5, atol=1e-4)
