@@ -49,14 +49,16 @@ def check_split(data: dict[str, Any] | None) -> None:
 
 
 @pytest.fixture(scope="module")
-def quick_report() -> dict[str, Any]:
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
     env.pop("XNORLAB_BENCH_REEXEC", None)
+    saved = tmp_path_factory.mktemp("bench") / "quick.json"
     command = [sys.executable, "-m", "xnorlab.cli.main", "bench", "--quick", "--json",
-               "--threads", "1", "--batch", "1", "2"]  # fmt: skip
+               "--threads", "1", "--batch", "1", "2", "--save-json", str(saved)]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
+    assert json.loads(saved.read_text()) == data  # --save-json writes the same report
     return data
 
 
@@ -118,6 +120,7 @@ def test_quick_json_machine_linear_model_targets(quick_report: dict[str, Any]) -
         (["--scaling", "beta"], "argument --scaling: invalid choice: 'beta'"),
         (["--threads", "999"], "thread counts must be in 1..256"),
         (["--batch", "4096"], "batch sizes must be in 1..1024"),
+        (["--save-json", "/nonexistent-dir/report.json"], "cannot write the JSON report to"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(

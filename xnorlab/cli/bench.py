@@ -13,11 +13,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from xnorlab.core.benchmark import (
     MALLOC_ENV,
     BenchConfig,
+    BenchmarkError,
     BenchReport,
     ConvResult,
     SplitTiming,
@@ -86,6 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="XNOR input scaling (default: kmap, the paper's)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--save-json", metavar="FILE.json",
+                        help="also write the JSON report to this file")  # fmt: skip
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -111,6 +115,7 @@ def argv_from_args(args: argparse.Namespace) -> list[str]:
     argv += ["--isa", *args.isa] if args.isa else []
     argv += ["--scaling", args.scaling]
     argv += ["--json"] if args.json else []
+    argv += ["--save-json", args.save_json] if args.save_json else []
     argv += ["--quick"] if args.quick else []
     return argv
 
@@ -131,6 +136,8 @@ def _reexec_with_malloc_env(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     validate_isas(config)
+    if args.save_json:
+        _check_writable(Path(args.save_json))
     _reexec_with_malloc_env(args)
     if not args.json:
         print("measuring... (progress on stderr)", file=sys.stderr)
@@ -138,13 +145,26 @@ def run(args: argparse.Namespace) -> int:
     warning = report.machine.busy_warning
     if warning:
         print(f"xnorlab bench: warning: {warning}", file=sys.stderr)
-    if args.json:
-        payload = report.to_dict()
-        payload["targets"] = [vars(check) for check in target_checks(report)]
-        print(json.dumps(payload, indent=2))
-    else:
-        print(render_markdown(report))
+    payload = report.to_dict()
+    payload["targets"] = [vars(check) for check in target_checks(report)]
+    if args.save_json:
+        _write_json(Path(args.save_json), payload)
+    print(json.dumps(payload, indent=2) if args.json else render_markdown(report))
     return 0
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before the (minutes long) run when the JSON file cannot be written."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise BenchmarkError(f"cannot write the JSON report to {path}")
+
+
+def _write_json(path: Path, payload: dict[str, object]) -> None:
+    try:
+        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise BenchmarkError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------- rendering
@@ -171,6 +191,17 @@ def _split_text(split: SplitTiming | None) -> str:
     return " ".join(f"{name} {100 * seconds / total_s:.0f}%" for name, seconds in parts)
 
 
+def _model_split(split: SplitTiming | None) -> str:
+    """Native kernels (all calls of one forward) against the rest of the model in torch."""
+    if split is None:
+        return "n/a"
+    native_s = split.pack_s + split.popcount_s + split.scale_s + split.other_s
+    return (
+        f"native {native_s * 1e3:.2f} (pack {split.pack_s * 1e3:.2f}, popcount "
+        f"{split.popcount_s * 1e3:.2f}) + torch rest {split.call_s * 1e3:.2f}"
+    )
+
+
 def render_header(report: BenchReport) -> list[str]:
     """The header lines: machine, versions, engine, ceilings, malloc, load."""
     machine = report.machine
@@ -190,7 +221,8 @@ def render_header(report: BenchReport) -> list[str]:
         f"scaling {report.config.scaling}, zero padding",
         f"- ceilings per core (G MAC/s, binary MAC for popcount): {rates}; {ceilings.source}",
         f"- malloc: {malloc}",
-        f"- load average start {machine.load_start[0]:.2f}, end {load_end[0]:.2f}",
+        f"- load average start {machine.load_start[0]:.2f}, end {load_end[0]:.2f}; "
+        f"process nice {machine.nice}",
     ]
 
 
@@ -234,14 +266,15 @@ def render_rest(report: BenchReport) -> list[str]:
         )
     lines += ["", "## Whole model (batch 1; ms)", "",
               "| model | input | thr | isa | via | float32 NCHW | float32 CL | engine | x float |"
-              " native calls | max rel diff vs simulation |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              " native calls | engine split | max rel diff vs simulation |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for m in report.models:
         lines.append(
             f"| {m.model} {m.preset}/{m.scaling} | {'x'.join(map(str, m.input_shape))} | "
             f"{m.threads} | {m.isa} | {m.backend} | {_ms(m.float_nchw)} | "
             f"{_ms(m.float_channels_last)} | {_ms(m.engine_time)} | "
             f"{_num(m.metrics()['speedup_vs_float'])} | {m.native_calls_per_forward} | "
+            f"{_model_split(m.split)} | "
             f"{m.max_rel_diff_vs_simulation:.2e} |"
         )
     lines += ["", "## Targets (issue 3)", ""]

@@ -163,6 +163,7 @@ class MachineInfo:
     date_utc: str
     malloc_env: dict[str, str | None]
     load_start: tuple[float, float, float]
+    nice: int = 0  # scheduling niceness of the benchmark process (negative = favoured)
     load_end: tuple[float, float, float] | None = None
 
     @property
@@ -197,4 +198,5 @@ def machine_info(engine: Engine) -> MachineInfo:
         date_utc=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         malloc_env={name: os.environ.get(name) for name in MALLOC_ENV},
         load_start=os.getloadavg(),
+        nice=os.nice(0),
     )
