@@ -89,7 +89,8 @@ class TrainResult:
     history: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int = 0
     best_val_acc: float = 0.0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall clock
+    cpu_seconds: float = 0.0  # CPU time of this process (all threads), less load-sensitive
     cancelled: bool = False
     checkpoint: Path | None = None
     card: dict[str, Any] = field(default_factory=dict)
@@ -141,6 +142,7 @@ def build_card(
         "val_accuracy": result.best_val_acc,
         "best_epoch": result.best_epoch,
         "training_seconds": round(result.seconds, 1),
+        "cpu_seconds": round(result.cpu_seconds, 1),
         "cancelled": result.cancelled,
         "modes": modes,
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -179,6 +181,7 @@ class _Run:
             self.optimizer, T_max=self.total_steps, eta_min=eta_min
         )
         self.step = 0
+        self.cpu_start = time.process_time()
         self.cancelled = False
         self.best_state: dict[str, Tensor] | None = None
         self.result = TrainResult()
@@ -273,6 +276,7 @@ def _record_epoch(
         result.best_val_acc, result.best_epoch = metrics.val_acc, metrics.epoch
         run.best_state = copy.deepcopy(run.model.state_dict())
         result.seconds = time.perf_counter() - start
+        result.cpu_seconds = time.process_time() - run.cpu_start
         if checkpoint is not None:
             _save(run, checkpoint, meta)
     if run.progress is not None:
@@ -305,6 +309,7 @@ def _finish(
     if run.best_state is not None:
         run.model.load_state_dict(run.best_state)
     result.seconds = time.perf_counter() - start
+    result.cpu_seconds = time.process_time() - run.cpu_start
     if checkpoint is not None:
         _save(run, checkpoint, meta)  # final card: full history, cancelled flag
     run.model.eval()
