@@ -120,6 +120,13 @@ def validation_split(bundle: Any) -> Any:
     raise XnorlabError("the open dataset has no validation split")
 
 
+def _is_empty(split: Any) -> bool:
+    try:
+        return len(split) == 0
+    except TypeError:
+        return False
+
+
 def first_samples(split: Any, count: int) -> tuple[Tensor, Tensor | None]:
     """The first ``count`` ``(inputs, labels)`` of a Dataset or an ``(inputs, labels)`` pair."""
     if isinstance(split, (tuple, list)) and len(split) == 2 and isinstance(split[0], Tensor):
@@ -278,13 +285,21 @@ class LabSession:
         return list(getattr(self.dataset, "class_names", []) or [])
 
     def sample_batch(self, n: int = DEFAULT_SAMPLE_SIZE) -> tuple[Tensor, Tensor | None]:
-        """The first ``n`` validation samples ``(inputs, labels)``, cached until data changes."""
+        """The first ``n`` validation samples ``(inputs, labels)``, cached until data changes.
+
+        A dataset whose validation split is empty (a tiny image folder) gives its training
+        samples instead: the views only need inputs, not held-out ones.
+        """
         if n < 1:
             raise XnorlabError(f"sample size must be >= 1, got {n}")
         if self.dataset is None:
             raise XnorlabError("no dataset is open: open one to see activations")
         if n not in self._samples:
-            inputs, labels = first_samples(validation_split(self.dataset), n)
+            split = validation_split(self.dataset)
+            train = getattr(self.dataset, "train", None)
+            if _is_empty(split) and train is not None:
+                split = train
+            inputs, labels = first_samples(split, n)
             if self.loaded is not None and tuple(inputs.shape[1:]) != self.input_shape:
                 raise XnorlabError(
                     f"dataset samples have shape {tuple(inputs.shape[1:])}, "

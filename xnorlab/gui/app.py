@@ -23,6 +23,7 @@ DEFAULT_MODEL = "demo:lenet"
 SCREENSHOT_TIMEOUT_S = 180.0
 SCREENSHOT_SIZE = (1600, 1000)
 POLL_MS = 100
+SHUTDOWN_WAIT_MS = 10_000
 
 log = logging.getLogger("xnorlab")
 
@@ -139,4 +140,7 @@ def run_app(model_spec: str | None = None, screenshot: str | None = None) -> int
     window.open_model_async(model_spec or DEFAULT_MODEL)
     waiter = ScreenshotWaiter(window, screenshot, app) if screenshot else None
     code = int(app.exec())  # type: ignore[attr-defined]
+    from PySide6.QtCore import QThreadPool
+
+    QThreadPool.globalInstance().waitForDone(SHUTDOWN_WAIT_MS)  # workers were asked to stop
     return waiter.exit_code if waiter is not None else code

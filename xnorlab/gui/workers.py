@@ -119,7 +119,7 @@ class Task(QObject):
             return
         self._last_progress = now
         payload = extra[0] if len(extra) == 1 else (extra or None)
-        self._relay.progress.emit(float(fraction), str(message), payload)
+        self._emit("progress", float(fraction), str(message), payload)
 
     def run_here(self) -> None:
         """Run the function in the calling thread, reporting through the relay signals."""
@@ -132,18 +132,26 @@ class Task(QObject):
         try:
             value = self.func(*self.args, **kwargs)
         except Cancelled:
-            self._relay.cancelled.emit()
+            self._emit("cancelled")
         except Exception as exc:  # every error becomes a message, never a dialog
             if not isinstance(exc, XnorlabError):
                 log.error("task %s failed", self.name, exc_info=exc)
-            self._relay.failed.emit(error_message(exc, self.name))
+            self._emit("failed", error_message(exc, self.name))
         else:
             if self.should_cancel():
-                self._relay.cancelled.emit()
+                self._emit("cancelled")
             else:
-                self._relay.succeeded.emit(value)
+                self._emit("succeeded", value)
         finally:
-            self._relay.done.emit()
+            self._emit("done")
+
+    def _emit(self, name: str, *args: Any) -> None:
+        """Emit a relay signal; if Qt already deleted the relay (application shutting down),
+        there is nobody left to tell, so the call is dropped instead of raising."""
+        try:
+            getattr(self._relay, name).emit(*args)
+        except RuntimeError:
+            self._cancel.set()
 
     # ---------------------------------------------------------------- GUI thread side
     def cancel(self) -> None:
