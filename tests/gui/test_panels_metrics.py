@@ -82,6 +82,17 @@ def test_cancel_stops_the_run_and_shows_nothing_new(panel, qtbot) -> None:  # ty
     assert panel.acc_message.text() == "cancelled"
 
 
+def test_values_are_greyed_until_the_new_run_lands(panel, qtbot) -> None:  # type: ignore[no-untyped-def]
+    from xnorlab.gui.panels.metrics import STALE_STYLE, VALUE_STYLE
+
+    wait_until_idle(panel, qtbot)
+    assert panel.current_acc.styleSheet() == VALUE_STYLE
+    panel.session.apply_preset("xnor")
+    assert panel.current_acc.styleSheet() == STALE_STYLE
+    wait_until_idle(panel, qtbot)
+    assert panel.current_acc.styleSheet() == VALUE_STYLE
+
+
 def test_memory_matches_the_core_and_follows_modes(panel, qtbot) -> None:  # type: ignore[no-untyped-def]
     session = panel.session
     expected = model_memory(session.model)
@@ -104,6 +115,9 @@ def test_latency_report_fills_the_split_chart(panel, qtbot) -> None:  # type: ig
     assert totals == pytest.approx([layer.current_s for layer in report.layers])
     assert panel.chart.layer_names == panel.session.layer_names()
     assert report.engine in panel.engine_label.text()
+    panel.session.adopt(panel.session.loaded)  # a (re)opened model: the old chart goes
+    assert panel.chart.layer_names == []
+    wait_until_idle(panel, qtbot)
 
 
 def test_no_dataset_means_a_hint_not_an_error(qtbot) -> None:  # type: ignore[no-untyped-def]

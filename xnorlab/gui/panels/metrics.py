@@ -52,10 +52,19 @@ LATENCY_REPEATS = 20
 LATENCY_BUDGET_S = 2.0  # timed runs per measurement, both sides together (large models)
 
 
+VALUE_STYLE = "font-weight: bold;"
+STALE_STYLE = "font-weight: bold; color: gray;"  # shown while a newer run is pending
+
+
 def _value_label() -> QLabel:
     label = QLabel("—")
-    label.setStyleSheet("font-weight: bold;")
+    label.setStyleSheet(VALUE_STYLE)
     return label
+
+
+def _mark(labels: tuple[QLabel, ...], stale: bool) -> None:
+    for label in labels:
+        label.setStyleSheet(STALE_STYLE if stale else VALUE_STYLE)
 
 
 class MetricsPanel(QWidget):
@@ -77,7 +86,7 @@ class MetricsPanel(QWidget):
         self._timer.timeout.connect(self.recompute)
         self._build()
         subscribe(self, [
-            (session.model_changed, self._on_weights_or_data),
+            (session.model_changed, self._on_model),
             (session.weights_changed, self._on_weights_or_data),
             (session.data_changed, self._on_weights_or_data),
             (session.modes_changed, lambda _names: self._on_modes()),
@@ -155,6 +164,10 @@ class MetricsPanel(QWidget):
         return box
 
     # ------------------------------------------------------------------ events
+    def _on_model(self) -> None:
+        self.chart.set_layers([])  # the old model's layers mean nothing now
+        self._on_weights_or_data()
+
     def _on_weights_or_data(self) -> None:
         self._weights_generation += 1
         self._float_cache = None
@@ -165,9 +178,19 @@ class MetricsPanel(QWidget):
         self.schedule()
 
     def schedule(self) -> None:
-        """Recompute after ``DEBOUNCE_MS`` (restarted by every further change)."""
+        """Recompute after ``DEBOUNCE_MS`` (restarted by every further change).
+
+        Until then the shown accuracy and latency are greyed: they describe an older state.
+        """
         self._generation += 1
+        _mark(self._accuracy_labels() + self._latency_labels(), stale=True)
         self._timer.start()
+
+    def _accuracy_labels(self) -> tuple[QLabel, ...]:
+        return (self.float_acc, self.current_acc, self.acc_drop)
+
+    def _latency_labels(self) -> tuple[QLabel, ...]:
+        return (self.float_lat, self.current_lat, self.speedup)
 
     def busy(self) -> bool:
         """True while a run is waiting or running (the screenshot mode waits for False)."""
@@ -235,6 +258,7 @@ class MetricsPanel(QWidget):
         self.float_acc.setText(format_percent(report.float_top1))
         self.current_acc.setText(format_percent(report.current_top1))
         self.acc_drop.setText(f"{-100 * report.drop:+.2f} pts".replace("-0.00", "±0.00"))
+        _mark(self._accuracy_labels(), stale=False)
         show_message(self.acc_message, f"{report.samples} validation samples")
 
     def _accuracy_done(self, generation: int) -> None:
@@ -267,6 +291,7 @@ class MetricsPanel(QWidget):
         self.float_lat.setText(format_seconds(report.float_s))
         self.current_lat.setText(format_seconds(report.current_s))
         self.speedup.setText(format_ratio(report.speedup))
+        _mark(self._latency_labels(), stale=False)
         show_message(
             self.engine_label,
             f"engine: {report.engine} · median of {report.repeats} runs · "
