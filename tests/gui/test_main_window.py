@@ -189,3 +189,29 @@ def test_screenshot_command_writes_a_picture(tmp_path: Path) -> None:
         image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)
     }
     assert len(colours) > 50  # not blank: text, plots and images were drawn
+
+
+def test_toggling_in_the_table_changes_model_and_plots(qtbot: QtBot, window: MainWindow) -> None:
+    from PySide6.QtWidgets import QComboBox
+
+    from xnorlab.gui.layer_table import COL
+
+    session, views = window.session, window.views
+    name = session.layer_names()[1]
+    session.select(name)
+    qtbot.waitUntil(
+        lambda: views.current is not None and views.current.name == name, timeout=WAIT_MS
+    )
+    assert views.current is not None and views.current.mode is Mode.FLOAT
+    combo = window.table.view.indexWidget(window.table.model.index(1, COL["mode"]))
+    assert isinstance(combo, QComboBox)
+    with qtbot.waitSignal(views.updated, timeout=WAIT_MS):
+        combo.setCurrentIndex(combo.findText("xnor"))
+        combo.activated.emit(combo.currentIndex())
+    assert session.layer(name).mode is Mode.XNOR
+    assert views.current is not None and views.current.mode is Mode.XNOR
+    assert "XNOR" in views.header.text() and "(used)" in views.kmap.kmap_label.text
+    assert window.actions_by_name["undo"].isEnabled()
+    with qtbot.waitSignal(views.updated, timeout=WAIT_MS):
+        window.actions_by_name["undo"].trigger()
+    assert combo.currentText() == "float" and views.current.mode is Mode.FLOAT

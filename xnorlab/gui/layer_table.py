@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import (
+    QAbstractItemModel,
     QAbstractTableModel,
     QItemSelectionModel,
     QModelIndex,
@@ -265,7 +266,7 @@ class ModeDelegate(QStyledItemDelegate):
                 )
                 editor.blockSignals(False)
 
-    def setModelData(self, editor: QWidget, model: QAbstractTableModel, index: IndexLike) -> None:
+    def setModelData(self, editor: QWidget, model: QAbstractItemModel, index: IndexLike) -> None:
         accepted = model.setData(
             index, getattr(editor, "currentText", str)(), Qt.ItemDataRole.EditRole
         )

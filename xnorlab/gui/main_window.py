@@ -17,11 +17,13 @@ import pyqtgraph as pg
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
+    QComboBox,
     QDockWidget,
     QFileDialog,
     QInputDialog,
     QLabel,
     QMainWindow,
+    QMenu,
     QVBoxLayout,
     QWidget,
 )
@@ -85,6 +87,8 @@ class MainWindow(QMainWindow):
             QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks
         )
         self.runner = TaskRunner(self)
+        self.recent_menu: QMenu | None = None  # created by build_menus
+        self.scaling_box: QComboBox | None = None
         self.panels: dict[str, QWidget] = {}
         self.panel_errors: dict[str, str] = {}
         self._build_central()
@@ -319,8 +323,7 @@ class MainWindow(QMainWindow):
         recent = [r for r in self.recent_models() if r != spec]
         store.setValue("recent_models", [spec, *recent][:MAX_RECENT])
         store.setValue("last_model", spec)
-        menu = getattr(self, "recent_menu", None)
-        if menu is not None:
+        if self.recent_menu is not None:
             self.fill_recent_menu()
 
     @staticmethod
@@ -331,6 +334,8 @@ class MainWindow(QMainWindow):
         return [str(v) for v in value] if isinstance(value, list) else []
 
     def fill_recent_menu(self) -> None:
+        if self.recent_menu is None:
+            return
         self.recent_menu.clear()
         for spec in self.recent_models():
             action = self.recent_menu.addAction(spec)

@@ -55,7 +55,7 @@ def _pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.1f}%"
 
 
-class KMapView(pg.GraphicsLayoutWidget):
+class KMapView(pg.GraphicsLayoutWidget):  # type: ignore[misc]
     """The model input (sample 0) and the layer's K map side by side."""
 
     def __init__(self) -> None:
