@@ -215,3 +215,21 @@ def test_toggling_in_the_table_changes_model_and_plots(qtbot: QtBot, window: Mai
     with qtbot.waitSignal(views.updated, timeout=WAIT_MS):
         window.actions_by_name["undo"].trigger()
     assert combo.currentText() == "float" and views.current.mode is Mode.FLOAT
+
+
+def test_start_reopens_the_last_model_or_falls_back(qtbot: QtBot, tmp_path: Path) -> None:
+    settings().setValue("last_model", str(tmp_path / "gone.pt"))
+    win = MainWindow(LabSession(), panels=False)
+    qtbot.addWidget(win)
+    win.open_initial(None, "lenet")  # "lenet": the demo architecture, no checkpoint needed
+    qtbot.waitUntil(lambda: win.session.loaded is not None, timeout=WAIT_MS)
+    assert win.session.model_name == "lenet"
+    assert "could not reopen the last model" in win.message_bar.label.text()
+    assert settings().value("last_model") == "lenet"
+    qtbot.waitUntil(lambda: not win.busy(), timeout=WAIT_MS)
+    again = MainWindow(LabSession(), panels=False)
+    qtbot.addWidget(again)
+    again.open_initial(None, "demo:lenet")
+    qtbot.waitUntil(lambda: again.session.loaded is not None, timeout=WAIT_MS)
+    assert again.session.model_name == "lenet"  # the last model, not the default
+    qtbot.waitUntil(lambda: not again.busy(), timeout=WAIT_MS)

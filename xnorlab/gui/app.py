@@ -2,8 +2,9 @@
 
 Creates the QApplication, installs a global exception hook (an uncaught exception is logged
 with its traceback and shown to the user as one line in the window, never as a traceback
-dialog), opens the main window on the requested model (default: ``demo:lenet`` with its
-validation data) and runs the event loop.
+dialog), opens the main window on the requested model (default: the last model of the
+previous session, else ``demo:lenet``, each with its validation data) and runs the event loop.
+The screenshot mode never restores the last model: without MODEL it shows ``demo:lenet``.
 
 ``screenshot``: wait until the model is open and every worker (table, views, panels) is idle,
 save a PNG of the main window, and exit (0 on success, 1 on timeout or failure).
@@ -137,7 +138,7 @@ def run_app(model_spec: str | None = None, screenshot: str | None = None) -> int
     if screenshot:
         window.resize(*SCREENSHOT_SIZE)
     window.show()
-    window.open_model_async(model_spec or DEFAULT_MODEL)
+    window.open_initial(model_spec, DEFAULT_MODEL, restore_last=not screenshot)
     waiter = ScreenshotWaiter(window, screenshot, app) if screenshot else None
     code = int(app.exec())  # type: ignore[attr-defined]
     from PySide6.QtCore import QThreadPool

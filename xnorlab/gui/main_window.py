@@ -234,6 +234,28 @@ class MainWindow(QMainWindow):
             on_error=self.show_error,
         )  # fmt: skip
 
+    def open_initial(self, spec: str | None, default: str, restore_last: bool = True) -> None:
+        """Open ``spec``; without one, the last model of the previous session (if
+        ``restore_last``), falling back to ``default`` when that one cannot be opened."""
+        if spec:
+            self.open_model_async(spec)
+            return
+        last = str(settings().value("last_model", "") or "") if restore_last else ""
+        if not last or last == default:
+            self.open_model_async(default)
+            return
+        from xnorlab.core.modelspec import load_model_spec
+
+        def fall_back(message: str) -> None:
+            self.show_error(f"could not reopen the last model {last!r}: {message}")
+            self.open_model_async(default)
+
+        self.statusBar().showMessage(f"opening {last}…")
+        self.runner.start(
+            load_model_spec, last, key="open-model", on_error=fall_back,
+            on_result=lambda loaded: self.session.attempt(self.session.adopt, loaded),
+        )  # fmt: skip
+
     def load_dataset_async(self, spec: str) -> None:
         """Load dataset ``spec`` for the open model in a worker, then make it current."""
         self.statusBar().showMessage(f"loading data {spec}…")
