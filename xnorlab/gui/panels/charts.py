@@ -18,12 +18,17 @@ SPLIT_PARTS: tuple[tuple[str, str, str], ...] = (
     ("other_s", "other", "#8c8c8c"),
 )
 FLOAT_COLOUR = "#c44e52"
+LEGEND_COLUMNS = 3
+LEGEND_ROWS = 2.6  # layer rows kept free above the first bar for the legend
+ROW_PX = 26  # pixels per layer: readable names however many layers there are
+CHART_MARGIN_PX = 60  # bottom axis and its label
 
 
 class LatencySplitChart(pg.PlotWidget):
     """Horizontal stacked bars, one per layer: pack / popcount / scaling / other (seconds).
 
-    A thin red bar under each layer shows its torch float time for comparison.
+    A thin red bar under each layer shows its torch float time for comparison. The chart asks
+    for ``ROW_PX`` per layer; put it in a scroll area for deep models.
     """
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -32,7 +37,7 @@ class LatencySplitChart(pg.PlotWidget):
         self.setLabel("bottom", "time per forward pass", units="s")
         self.getPlotItem().invertY(True)
         self.showGrid(x=True, y=False, alpha=0.3)
-        self.legend = self.addLegend(offset=(10, 5), colCount=len(SPLIT_PARTS) + 1)
+        self.legend = self.addLegend(offset=(10, 2), colCount=LEGEND_COLUMNS)
         self.bars: dict[str, pg.BarGraphItem] = {}
         self.layer_names: list[str] = []
 
@@ -64,8 +69,9 @@ class LatencySplitChart(pg.PlotWidget):
         self.bars["torch float"] = float_bar
         labels = [(row, f"{layer.name} ({layer.mode})") for row, layer in enumerate(layers)]
         self.getAxis("left").setTicks([labels])
+        self.setMinimumHeight(int(ROW_PX * (len(layers) + LEGEND_ROWS)) + CHART_MARGIN_PX)
         self.autoRange()
-        self.setYRange(-1.7, max(len(layers), 1) - 0.4, padding=0)  # top row: the legend
+        self.setYRange(-LEGEND_ROWS, max(len(layers), 1) - 0.4, padding=0)  # top: the legend
 
     def stacked_totals_s(self) -> list[float]:
         """Right edge of each layer's stacked bar in seconds (what the chart shows; for tests)."""

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -101,8 +102,9 @@ class MetricsPanel(QWidget):
         layout.addWidget(self._memory_box())
         layout.addWidget(self._latency_box())
         self.chart = LatencySplitChart()
-        self.chart.setMinimumHeight(180)
-        layout.addWidget(self.chart, 1)
+        scroll = QScrollArea(widgetResizable=True)
+        scroll.setWidget(self.chart)  # one readable row per layer, scrolled for deep models
+        layout.addWidget(scroll, 1)
 
     def _accuracy_box(self) -> QGroupBox:
         box = QGroupBox("Validation accuracy (top-1)")
