@@ -79,3 +79,27 @@ def test_shipped_checkpoints_classify_validation_digits(spec: str, binary_mode: 
     result = evaluate(loaded.model, val, loaded.class_names)
     assert result.top1 >= 0.97  # cards: ~0.99 on all 1,000 validation digits
     assert result.top1 == pytest.approx(loaded.card["val_accuracy"], abs=0.03)
+
+
+def test_digit_scans_on_paper_are_read_like_mnist(tmp_path) -> None:
+    """Validation digits saved as dark-on-light, 3x larger JPEGs are still recognised."""
+    import numpy as np
+    from PIL import Image
+
+    from xnorlab.cli.predict import predict_images
+
+    bundle = load_dataset("mnist5k")
+    loaded = load_model_spec("demo:lenet")
+    picks = range(0, 1000, 50)  # 20 digits, two of each class
+    paths, labels = [], []
+    for index in picks:
+        image, label = bundle.val[index]
+        pixels = (image[0] * 0.3081 + 0.1307).clamp(0, 1).numpy()
+        paper = Image.fromarray((255 - pixels * 255).astype(np.uint8)).resize((84, 84))
+        path = tmp_path / f"{index}.jpg"
+        paper.convert("RGB").save(path, quality=90)
+        paths.append(str(path))
+        labels.append(str(int(label)))
+    predictions = predict_images(loaded, paths, topk=1)
+    hits = sum(p["top"][0]["class"] == y for p, y in zip(predictions, labels, strict=True))
+    assert hits >= 18
