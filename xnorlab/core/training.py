@@ -199,6 +199,8 @@ class _Run:
         for images, labels in loader:
             if self._cancel_requested():
                 break
+            if len(labels) < 2:  # BatchNorm cannot normalise a batch of one in train mode
+                continue
             inputs = augment_batch(images, self.config, self.augment_gen).to(self.device)
             targets = labels.long().to(self.device)
             logits = self.model(inputs)
