@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -48,9 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calibration",
         type=int,
-        default=32,
+        default=None,
         metavar="N",
-        help="calibration batch size for errors and sign statistics (32)",
+        help="calibration batch size for errors and sign statistics (default: 32 for small "
+        "inputs, 4 for ImageNet-sized ones: a 224x224 batch of 4 has millions of values)",
     )
     parser.add_argument(
         "--limit",
@@ -125,8 +127,16 @@ def _stack(dataset: Any, count: int, offset: int = 0) -> tuple[torch.Tensor, tor
     return inputs, torch.tensor([int(y) for _, y in items], dtype=torch.long)
 
 
-def load_report_data(loaded: LoadedModel, spec: str | None, calib: int, limit: int) -> ReportData:
+def default_calibration(input_shape: tuple[int, ...]) -> int:
+    """32 samples for inputs up to 3x64x64, else 4 (the statistics are per value, not image)."""
+    return 32 if math.prod(input_shape) <= 3 * 64 * 64 else 4
+
+
+def load_report_data(
+    loaded: LoadedModel, spec: str | None, calib: int | None, limit: int
+) -> ReportData:
     """Calibration batch (train split) and validation tensors (val split) of ``spec``."""
+    calib = default_calibration(loaded.input_shape) if calib is None else calib
     if calib < 1 or limit < 1:
         raise XnorlabError("--calibration and --limit must be >= 1")
     name = spec or loaded.default_data or SYNTHETIC

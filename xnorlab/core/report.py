@@ -426,7 +426,7 @@ def _detached_copy(model: nn.Module) -> nn.Module:
 
 
 def _step_count(model: nn.Module, data: ReportData, options: ReportOptions) -> int:
-    steps = 2 + (4 * options.latency_repeats + 4 if options.latency else 0)
+    steps = 2 + (4 * options.latency_repeats + 2 if options.latency else 0)
     if data.val_inputs is not None:
         batches = math.ceil(len(data.val_inputs) / options.batch_size)
         layers = len(measure.wrapped_layers(model)) if options.sensitivity else 0
@@ -495,11 +495,13 @@ def _measure(
 ) -> tuple[tuple[LayerReport, ...], dict[str, Any], list[str]]:
     """Run every measurement on ``model`` (already configured); rows, totals extras, notes."""
     steps.stage("counting and calibration statistics")
-    counted = _layer_rows(model, loaded.input_shape, data, options.histogram_bins)
+    context, note = measure.native_engine_context(model, options.engine)
+    with context:  # configured forwards through the engine: same values, much faster
+        counted = _layer_rows(model, loaded.input_shape, data, options.histogram_bins)
     rows = {name: {**_empty_measurements(), **row} for name, row in counted.items()}
     steps.tick()
     extra: dict[str, Any] = {}
-    notes: list[str] = []
+    notes: list[str] = [note] if note else []
     if options.latency:
         steps.stage("timing layers (batch 1)")
         per_layer, extra["latency_float_ms"], extra["latency_config_ms"], note = _latency_fields(

@@ -102,27 +102,33 @@ def _layer_clock(model: nn.Module) -> Iterator[dict[str, float]]:
 
 
 def time_model(
-    model: nn.Module, x: Tensor, repeats: int, tick: Tick, warmup: int = 2
+    model: nn.Module, x: Tensor, repeats: int, tick: Tick, budget_s: float = 8.0
 ) -> tuple[float, dict[str, float]]:
-    """Median end-to-end and per-layer seconds of ``model(x)`` over ``repeats`` runs.
+    """Median end-to-end and per-layer seconds of ``model(x)``.
 
-    End-to-end runs without hooks; the per-layer split comes from separate hooked runs.
+    One warm-up run, then up to ``repeats`` plain runs (end to end) and as many hooked runs
+    (per-layer split); fewer (at least 3) when a run is so slow that ``repeats`` of each would
+    exceed ``budget_s``. ``tick`` is called ``2 * repeats + 1`` times whatever the count.
     """
-    totals: list[float] = []
-    per_layer: dict[str, list[float]] = {}
     with torch.no_grad():
-        for index in range(warmup + repeats):
+        start = time.perf_counter()
+        model(x)
+        warm_s = time.perf_counter() - start
+        tick()
+        count = max(3, min(repeats, int(budget_s / max(2 * warm_s, 1e-9))))
+        totals = []
+        for _ in range(count):
             start = time.perf_counter()
             model(x)
-            if index >= warmup:
-                totals.append(time.perf_counter() - start)
-            tick()
-        for _ in range(repeats):
+            totals.append(time.perf_counter() - start)
+        per_layer: dict[str, list[float]] = {}
+        for _ in range(count):
             with _layer_clock(model) as spent:
                 model(x)
             for name, seconds in spent.items():
                 per_layer.setdefault(name, []).append(seconds)
-            tick()
+    for _ in range(2 * repeats):
+        tick()
     medians = {name: statistics.median(values) for name, values in per_layer.items()}
     return statistics.median(totals), medians
 
