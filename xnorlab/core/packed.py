@@ -89,6 +89,9 @@ class _PackedBase(nn.Module):
     """Shared buffers (bits, alpha, bias) and the config of a packed layer."""
 
     kind = ""
+    bits: Tensor
+    alpha: Tensor
+    bias: Tensor | None
 
     def __init__(
         self, bits: Tensor, alpha: Tensor, bias: Tensor | None, weight_shape: tuple[int, ...],
