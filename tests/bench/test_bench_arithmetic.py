@@ -27,6 +27,7 @@ from xnorlab.core.benchmark import (
     speedup,
     target_checks,
     time_callable,
+    time_interleaved,
 )
 
 SHAPE = ConvShape("64@56x56", 64, 64, 56)
@@ -112,6 +113,20 @@ def test_timing_summary_and_run_plan() -> None:
     assert len(calls) == 2 + 5  # warm-up calls are not timed
     capped = RunPlan(warmup=0, min_runs=1, max_runs=4, min_total_s=1e9)
     assert time_callable(lambda: None, capped).runs == 4
+
+
+def test_interleaved_timing_calls_round_robin_with_untimed_setup() -> None:
+    calls: list[str] = []
+    ops = {
+        "a": lambda: calls.append("a"),
+        "b": (lambda: calls.append("setup-b"), lambda: calls.append("b")),
+    }
+    plan = RunPlan(warmup=1, min_runs=3, max_runs=10, min_total_s=0.0)
+    timings = time_interleaved(ops, plan)
+    assert calls == ["a", "setup-b", "b"] * 4  # 1 warm-up round + 3 timed rounds
+    assert {name: t.runs for name, t in timings.items()} == {"a": 3, "b": 3}
+    capped = time_interleaved({"a": lambda: None}, RunPlan(0, 1, 6, min_total_s=1e9))
+    assert capped["a"].runs == 6
 
 
 def test_ceiling_per_isa() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +17,13 @@ from xnorlab.core.benchmark.engine import Engine, SplitTiming, profile_split
 from xnorlab.core.benchmark.machine import int8_engine
 from xnorlab.core.benchmark.timing import (
     ConvShape,
+    Op,
     RunPlan,
     Timing,
     ceiling_fraction,
     gops,
     speedup,
-    time_callable,
+    time_interleaved,
 )
 
 # --------------------------------------------------------------------------- conv rows
@@ -131,45 +132,62 @@ def _int8_callables(
     return (lambda: qconv(qx)), float_io
 
 
-def measure_baselines(shape: ConvShape, batch: int, plan: RunPlan) -> BaselineTimings:
-    """Time torch float32 (NCHW, channels_last) and int8 on one conv shape."""
-    x = torch.randn(batch, shape.in_channels, shape.size, shape.size)
-    weight = torch.randn(shape.out_channels, shape.in_channels, shape.kernel, shape.kernel)
+def _float_conv_ops(x: Tensor, weight: Tensor, shape: ConvShape) -> dict[str, Op]:
     x_last = x.contiguous(memory_format=torch.channels_last)
     weight_last = weight.contiguous(memory_format=torch.channels_last)
     stride, padding = shape.stride, shape.padding
-    with torch.inference_mode():
-        nchw = time_callable(lambda: F.conv2d(x, weight, None, stride, padding), plan)
-        last = time_callable(lambda: F.conv2d(x_last, weight_last, None, stride, padding), plan)
-        saved_engine = torch.backends.quantized.engine
-        try:
-            with warnings.catch_warnings():
-                # torch 2.10+ deprecates quantized tensors (a UserWarning at creation); it is
-                # still the int8 path a user has, so time it and say so in the report notes
-                warnings.filterwarnings("ignore", message=".*quantize", category=UserWarning)
-                quantized = _int8_callables(x, weight, shape)
-                int8 = time_callable(quantized[0], plan) if quantized else None
-                int8_io = time_callable(quantized[1], plan) if quantized else None
-        finally:
-            torch.backends.quantized.engine = saved_engine
-    return BaselineTimings(nchw, last, int8, int8_io)
+    return {
+        "float_nchw": lambda: F.conv2d(x, weight, None, stride, padding),
+        "float_channels_last": lambda: F.conv2d(x_last, weight_last, None, stride, padding),
+    }
 
 
-def measure_xnor_conv(
-    engine: Engine, shape: ConvShape, batch: int, scaling: str, plan: RunPlan
-) -> tuple[Timing, SplitTiming | None]:
-    """Time the engine's XNOR conv from a float NCHW input (weight packed once), and its split."""
+def _isa_op(engine: Engine, isa: str, op: Op) -> tuple[Op, Op]:
+    """``op`` with the engine switched to ``isa`` (untimed) before each call."""
+    return (lambda: engine.set_isa(isa)), op
+
+
+def measure_conv_group(
+    engine: Engine,
+    shape: ConvShape,
+    batch: int,
+    isas: Sequence[str],
+    scaling: str,
+    plan: RunPlan,
+) -> tuple[BaselineTimings, dict[str, tuple[Timing, SplitTiming | None]]]:
+    """Time one conv shape on every side, interleaved (``time_interleaved``): torch float32
+    NCHW and channels_last, torch int8 (quantized input; float in/out), and the engine's XNOR
+    conv from a float NCHW input for each ISA (weight packed once). Then profile each ISA.
+
+    Returns the baselines and ``{isa: (xnor timing, split)}``.
+    """
     x = torch.randn(batch, shape.in_channels, shape.size, shape.size)
     weight = torch.randn(shape.out_channels, shape.in_channels, shape.kernel, shape.kernel)
-    with torch.inference_mode():
-        packed = engine.pack_conv(weight)
+    saved_engine = torch.backends.quantized.engine
+    with torch.inference_mode(), warnings.catch_warnings():
+        # torch 2.10+ deprecates quantized tensors (a UserWarning at creation); it is still
+        # the int8 path a user has, so it is timed and the report notes say so
+        warnings.filterwarnings("ignore", message=".*quantize", category=UserWarning)
+        try:
+            ops: dict[str, Op | tuple[Op, Op]] = dict(_float_conv_ops(x, weight, shape))
+            quantized = _int8_callables(x, weight, shape)
+            if quantized is not None:
+                ops["int8"], ops["int8_float_io"] = quantized
+            packed = engine.pack_conv(weight)
+            xnor_op = lambda: engine.conv(x, packed, shape, scaling)  # noqa: E731
+            ops.update({f"xnor_{isa}": _isa_op(engine, isa, xnor_op) for isa in isas})
+            timings = time_interleaved(ops, plan)
+        finally:
+            torch.backends.quantized.engine = saved_engine
+        splits = {isa: _split_for_isa(engine, isa, xnor_op, plan) for isa in isas}
+    baseline = BaselineTimings(timings["float_nchw"], timings["float_channels_last"],
+                               timings.get("int8"), timings.get("int8_float_io"))  # fmt: skip
+    return baseline, {isa: (timings[f"xnor_{isa}"], splits[isa]) for isa in isas}
 
-        def call() -> object:
-            return engine.conv(x, packed, shape, scaling)
 
-        timing = time_callable(call, plan)
-        split = profile_split(engine, call, max(plan.min_runs, 3))
-    return timing, split
+def _split_for_isa(engine: Engine, isa: str, op: Op, plan: RunPlan) -> SplitTiming | None:
+    engine.set_isa(isa)
+    return profile_split(engine, op, max(plan.min_runs, 3))
 
 
 # --------------------------------------------------------------------------- linear and model
@@ -201,19 +219,27 @@ class LinearResult:
 
 
 def measure_bwn_linear(
-    engine: Engine, in_features: int, out_features: int, batch: int, plan: RunPlan
-) -> tuple[Timing, Timing, SplitTiming | None, int | None]:
-    """Time ``F.linear`` and the engine's BWN linear (weight packed once); returns
-    (float, bwn, split, packed weight bytes or None)."""
+    engine: Engine,
+    in_features: int,
+    out_features: int,
+    batch: int,
+    isas: Sequence[str],
+    plan: RunPlan,
+) -> tuple[Timing, dict[str, tuple[Timing, SplitTiming | None]], int | None]:
+    """Time ``F.linear`` and the engine's BWN linear for each ISA, interleaved (weight packed
+    once); returns (float timing, ``{isa: (bwn timing, split)}``, packed weight bytes)."""
     x = torch.randn(batch, in_features)
     weight = torch.randn(out_features, in_features)
     with torch.inference_mode():
         packed = engine.pack_linear(weight)
-        float_timing = time_callable(lambda: F.linear(x, weight), plan)
-        bwn_timing = time_callable(lambda: engine.bwn_linear(x, packed), plan)
-        split = profile_split(engine, lambda: engine.bwn_linear(x, packed), max(plan.min_runs, 3))
+        bwn_op = lambda: engine.bwn_linear(x, packed)  # noqa: E731
+        ops: dict[str, Op | tuple[Op, Op]] = {"float": lambda: F.linear(x, weight)}
+        ops.update({f"bwn_{isa}": _isa_op(engine, isa, bwn_op) for isa in isas})
+        timings = time_interleaved(ops, plan)
+        splits = {isa: _split_for_isa(engine, isa, bwn_op, plan) for isa in isas}
     packed_bytes = getattr(packed, "weight_bytes", None)
-    return float_timing, bwn_timing, split, None if packed_bytes is None else int(packed_bytes)
+    per_isa = {isa: (timings[f"bwn_{isa}"], splits[isa]) for isa in isas}
+    return timings["float"], per_isa, None if packed_bytes is None else int(packed_bytes)
 
 
 @dataclass(frozen=True)
@@ -248,33 +274,34 @@ def _native_backend_context(model: nn.Module) -> contextlib.AbstractContextManag
     return context
 
 
-def _float_model_timings(model: nn.Module, x: Tensor, plan: RunPlan) -> tuple[Timing, Timing]:
-    nchw = time_callable(lambda: model(x), plan)
-    last_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    x_last = x.contiguous(memory_format=torch.channels_last)
-    last = time_callable(lambda: last_model(x_last), plan)
-    return nchw, last
-
-
 def measure_model(
     engine: Engine, name: str, image_size: int, scaling: str, plan: RunPlan
 ) -> tuple[ModelResult, str]:
-    """Time torchvision ``name`` (random init) in float, then binarized with the ``paper``
-    preset (first/last layer float) running through the engine; batch 1, NCHW input.
+    """Time torchvision ``name`` (random init) in float (NCHW and channels_last copies) and
+    binarized with the ``paper`` preset (first/last layer float) through the engine, batch 1,
+    NCHW input, the three interleaved; the engine's output is checked against the torch
+    simulation of the same binarized model.
 
     Returns the result and a note on how the engine ran (native or simulated)."""
     from xnorlab.core.surgery import binarize_model
     from xnorlab.core.zoo import build_torchvision
 
     model = build_torchvision(name).eval()
+    float_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    float_nchw = copy.deepcopy(model)
     x = torch.randn(1, 3, image_size, image_size)
+    x_last = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        float_nchw, float_last = _float_model_timings(model, x, plan)
         binarize_model(model, "paper", scaling=scaling)
         simulated = model(x)
         with _native_backend_context(model):
             through_engine = model(x)
-            engine_time = time_callable(lambda: model(x), plan)
+            ops: dict[str, Op | tuple[Op, Op]] = {
+                "float_nchw": lambda: float_nchw(x),
+                "float_channels_last": lambda: float_last(x_last),
+                "engine": lambda: model(x),
+            }
+            timings = time_interleaved(ops, plan)
             split = profile_split(engine, lambda: model(x), max(plan.min_runs, 3))
             with engine.profile() as records:
                 model(x)
@@ -284,7 +311,8 @@ def measure_model(
     backend = "native" if calls else "torch simulation"
     result = ModelResult(
         name, (1, 3, image_size, image_size), "paper", scaling, torch.get_num_threads(),
-        engine.active_isa(), backend, float_nchw, float_last, engine_time, split, calls, diff,
+        engine.active_isa(), backend, timings["float_nchw"], timings["float_channels_last"],
+        timings["engine"], split, calls, diff,
     )  # fmt: skip
     note = f"model: XNOR layers ran via {backend} ({calls} native calls per forward)"
     return result, note

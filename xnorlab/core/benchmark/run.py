@@ -16,10 +16,9 @@ from xnorlab.core.benchmark.measure import (
     ConvResult,
     LinearResult,
     ModelResult,
-    measure_baselines,
     measure_bwn_linear,
+    measure_conv_group,
     measure_model,
-    measure_xnor_conv,
 )
 from xnorlab.core.benchmark.timing import (
     QUICK_PLAN,
@@ -162,11 +161,10 @@ def _conv_rows(
         _set_threads(engine, threads)
         for batch in config.batches:
             for shape in config.shapes:
-                baseline = measure_baselines(shape, batch, config.plan)
-                for isa in isas:
-                    engine.set_isa(isa)
-                    xnor, split = measure_xnor_conv(engine, shape, batch, config.scaling,
-                                                    config.plan)  # fmt: skip
+                baseline, per_isa = measure_conv_group(
+                    engine, shape, batch, isas, config.scaling, config.plan
+                )
+                for isa, (xnor, split) in per_isa.items():
                     row = ConvResult(shape, batch, threads, isa, config.scaling, baseline, xnor,
                                      split, ceilings.popcount_for(isa))  # fmt: skip
                     progress(f"conv {shape.name} batch {batch} threads {threads} {isa}: "
@@ -178,11 +176,10 @@ def _linear_rows(engine: Engine, config: BenchConfig, isas: list[str]) -> Iterat
     in_features, out_features = config.linear_features
     for threads in config.threads:
         _set_threads(engine, threads)
-        for isa in isas:
-            engine.set_isa(isa)
-            float_t, bwn_t, split, packed_bytes = measure_bwn_linear(
-                engine, in_features, out_features, 1, config.plan
-            )
+        float_t, per_isa, packed_bytes = measure_bwn_linear(
+            engine, in_features, out_features, 1, isas, config.plan
+        )
+        for isa, (bwn_t, split) in per_isa.items():
             yield LinearResult(in_features, out_features, 1, threads, isa, float_t, bwn_t, split,
                                in_features * out_features * 4, packed_bytes)  # fmt: skip
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from xnorlab.core.errors import XnorlabError
@@ -119,3 +119,38 @@ def ceiling_fraction(
     if ceiling_gmac_per_core <= 0 or threads <= 0:
         raise ValueError("ceiling and threads must be > 0")
     return macs / seconds / (ceiling_gmac_per_core * 1e9 * threads)
+
+
+Op = Callable[[], object]
+
+
+def time_interleaved(ops: Mapping[str, Op | tuple[Op, Op]], plan: RunPlan) -> dict[str, Timing]:
+    """Time several operations round-robin: each round calls every op once, in order.
+
+    A change of machine load (another process starting) then hits every op alike, so their
+    ratios stay meaningful on a shared machine. An op may be ``(setup, op)``: ``setup`` runs
+    untimed before each call (e.g. switching the engine's ISA). Rounds continue until
+    ``plan.min_runs`` rounds and ``plan.min_total_s`` per op on average, at most
+    ``plan.max_runs`` rounds; ``plan.warmup`` untimed rounds come first.
+    """
+    steps = {name: op if isinstance(op, tuple) else (_no_setup, op) for name, op in ops.items()}
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(plan.warmup):
+        for setup, op in steps.values():
+            setup()
+            op()
+    spent_s, rounds, budget_s = 0.0, 0, plan.min_total_s * len(steps)
+    while rounds < plan.max_runs and (rounds < plan.min_runs or spent_s < budget_s):
+        for name, (setup, op) in steps.items():
+            setup()
+            start = time.perf_counter()
+            op()
+            elapsed = time.perf_counter() - start
+            samples[name].append(elapsed)
+            spent_s += elapsed
+        rounds += 1
+    return {name: Timing.from_samples(values) for name, values in samples.items()}
+
+
+def _no_setup() -> None:
+    return None
