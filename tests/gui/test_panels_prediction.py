@@ -146,3 +146,14 @@ def test_image_dropped_on_the_main_window_lands_in_the_prediction_tab(qtbot, tmp
     assert [Path(r.path).name for r in panel.results] == ["one.png"]
     assert not window.docks["prediction"].visibleRegion().isEmpty()  # its tab was raised
     window.close()
+
+
+def test_untrained_models_are_flagged(panel, qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = write_digit_png(tmp_path / "one.png")
+    panel.predict_paths([str(path)])
+    wait_until_idle(panel, qtbot)
+    assert "random weights" not in panel.message.text()
+    panel.session.loaded.card = {"trained": False}
+    panel.predict_paths([str(path)])
+    wait_until_idle(panel, qtbot)
+    assert "random weights" in panel.message.text()

@@ -236,8 +236,11 @@ class PredictionPanel(QWidget):
             self.rows_layout.insertWidget(index, PredictionRow(result, preprocessing))
         changed = sum(r.pair.float_topk.indices[0] != r.pair.current_topk.indices[0]
                       for r in results)  # fmt: skip
+        card = getattr(self.session.loaded, "card", None) or {}
+        untrained = " · random weights: these classes mean nothing" if card.get(
+            "trained") is False else ""  # fmt: skip
         show_message(
             self.message,
             f"{len(results)} image(s) · {self.session.model_name} · "
-            f"top-1 differs float vs current on {changed}",
+            f"top-1 differs float vs current on {changed}{untrained}",
         )
