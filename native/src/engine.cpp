@@ -49,7 +49,9 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 bool pack_input(const KernelTable& k, const ConvShape& s, const float* x, uint64_t* packed,
                 float* absum, int64_t words) {
   const int64_t hw = s.height * s.width;
-  const int64_t chunk = std::max<int64_t>(64, ceil_div(hw, 8));
+  // Small inputs run on the calling thread: waking a worker costs more than the work.
+  const bool small = s.batch * hw * s.channels < (int64_t{1} << 16);
+  const int64_t chunk = small ? hw : std::max<int64_t>(64, ceil_div(hw, 8));
   const int64_t chunks = ceil_div(hw, chunk);
   parallel_for(s.batch * chunks, [&](int64_t task) {
     const int64_t n = task / chunks, c0 = (task % chunks) * chunk;
@@ -61,6 +63,33 @@ bool pack_input(const KernelTable& k, const ConvShape& s, const float* x, uint64
     if (std::isnan(absum[i])) return true;
   }
   return false;
+}
+
+// K map of one image: box filter (kh x kw, stride, dilation, zero padding) of absum * factor.
+void kmap_image(const ConvShape& s, const float* absum, float factor, float* rows, float* out) {
+  std::fill(rows, rows + s.height * s.out_w, 0.0f);
+  for (int64_t ih = 0; ih < s.height; ++ih) {
+    const float* a = absum + ih * s.width;
+    float* r = rows + ih * s.out_w;
+    for (int64_t kx = 0; kx < s.kernel_w; ++kx) {
+      const int64_t shift = kx * s.dilation_w - s.pad_left;  // iw = ow * stride_w + shift
+      for (int64_t ow = 0; ow < s.out_w; ++ow) {
+        const int64_t iw = ow * s.stride_w + shift;
+        if (iw >= 0 && iw < s.width) r[ow] += a[iw];
+      }
+    }
+  }
+  for (int64_t oh = 0; oh < s.out_h; ++oh) {
+    float* k = out + oh * s.out_w;
+    std::fill(k, k + s.out_w, 0.0f);
+    for (int64_t ky = 0; ky < s.kernel_h; ++ky) {
+      const int64_t ih = oh * s.stride_h - s.pad_top + ky * s.dilation_h;
+      if (ih < 0 || ih >= s.height) continue;
+      const float* r = rows + ih * s.out_w;
+      for (int64_t ow = 0; ow < s.out_w; ++ow) k[ow] += r[ow];
+    }
+    for (int64_t ow = 0; ow < s.out_w; ++ow) k[ow] *= factor;
+  }
 }
 
 // Per output pixel input scale: K map (box filter of mean_c|x|, zero padded), beta or 1.
@@ -79,24 +108,16 @@ void input_scale(const ConvShape& s, const float* absum, float* scale) {
     }
     return;
   }
+  // Separable box filter: rows[ih][ow] = sum_kx A[ih][iw(ow, kx)], then K = sum_ky rows / taps.
   const float inv_c = 1.0f / static_cast<float>(s.channels);
   const float inv_taps = 1.0f / static_cast<float>(s.kernel_h * s.kernel_w);
-  parallel_for(s.batch, [&](int64_t n) {
-    const float* a = absum + n * hw;
-    for (int64_t oh = 0; oh < s.out_h; ++oh) {
-      for (int64_t ow = 0; ow < s.out_w; ++ow) {
-        float sum = 0.0f;
-        for (int64_t ky = 0; ky < s.kernel_h; ++ky) {
-          const int64_t ih = oh * s.stride_h - s.pad_top + ky * s.dilation_h;
-          if (ih < 0 || ih >= s.height) continue;
-          for (int64_t kx = 0; kx < s.kernel_w; ++kx) {
-            const int64_t iw = ow * s.stride_w - s.pad_left + kx * s.dilation_w;
-            if (iw >= 0 && iw < s.width) sum += a[ih * s.width + iw] * inv_c;
-          }
-        }
-        scale[n * ohw + oh * s.out_w + ow] = sum * inv_taps;
-      }
-    }
+  const int64_t work = s.batch * (s.height + s.out_h) * s.out_w * (s.kernel_h + s.kernel_w);
+  parallel_for(work < (int64_t{1} << 17) ? 1 : s.batch, [&](int64_t task) {
+    const int64_t n0 = work < (int64_t{1} << 17) ? 0 : task;
+    const int64_t n1 = work < (int64_t{1} << 17) ? s.batch : task + 1;
+    std::vector<float> rows(static_cast<size_t>(s.height * s.out_w));
+    for (int64_t n = n0; n < n1; ++n) kmap_image(s, absum + n * hw, inv_c * inv_taps, rows.data(),
+                                                 scale + n * ohw);
   });
 }
 
@@ -182,18 +203,25 @@ void run_conv(ConvPlan& pl) {
   const int64_t groups = ceil_div(pl.blocks, pl.group_blocks);
   const int64_t total = pl.s.batch * pl.s.out_h * pl.s.out_w;
   pl.tiles = ceil_div(total, pl.k.tile);
-  const int64_t want_tasks = 8 * static_cast<int64_t>(get_threads());
-  const int64_t chunks_wanted = std::max<int64_t>(1, ceil_div(want_tasks, groups));
+  // ~20 us of single-thread work or less: one task (no worker wake-up).
+  const int64_t word_ops = total * pl.taps * pl.words * pl.blocks * kOcBlock;
+  const int64_t want_tasks = word_ops < (int64_t{1} << 20) ? 1 : 8 * int64_t{get_threads()};
+  const int64_t chunks_wanted = want_tasks == 1 ? 1 : std::max<int64_t>(1, ceil_div(want_tasks, groups));
   pl.tiles_per_chunk = std::max<int64_t>(1, ceil_div(pl.tiles, chunks_wanted));
   pl.chunks = ceil_div(pl.tiles, pl.tiles_per_chunk);
-  parallel_for(groups * pl.chunks, [&](int64_t task) {
+  const auto body = [&](int64_t task) {
     thread_local std::vector<const uint64_t*> act;
     thread_local std::vector<unsigned char> invalid;
     const size_t need = static_cast<size_t>(kMaxTile * pl.taps);
     if (act.size() < need) act.resize(need);
     if (invalid.size() < need) invalid.resize(need);
     conv_task(pl, task, act, invalid);
-  });
+  };
+  if (want_tasks == 1) {
+    for (int64_t task = 0; task < groups * pl.chunks; ++task) body(task);
+  } else {
+    parallel_for(groups * pl.chunks, body);
+  }
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // Persistent thread pool: workers spin briefly after a region (back-to-back layer calls wake
-// them without a syscall), then sleep on a condition variable.
+// them without a syscall), then sleep on a condition variable. The caller waits for the TASKS
+// of its region, never for workers: a worker that wakes late finds no task left and goes back
+// to sleep, so an oversubscribed machine cannot stall a call on a descheduled worker.
 #include "xnorlab/threadpool.h"
 
 #include <pthread.h>
@@ -9,6 +11,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -18,7 +21,7 @@
 namespace xnorlab {
 namespace {
 
-constexpr auto kSpin = std::chrono::microseconds(60);
+constexpr auto kSpin = std::chrono::microseconds(50);
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -37,10 +40,18 @@ int default_threads() {
   return hw == 0 ? 1 : static_cast<int>(hw > 256 ? 256 : hw);
 }
 
+// One parallel region: tasks are claimed with `next` and counted in `done`.
+struct Region {
+  const std::function<void(int64_t)>* body = nullptr;
+  int64_t tasks = 0;
+  std::atomic<int64_t> next{0}, done{0};
+  std::mutex error_mutex;
+  std::exception_ptr error;
+};
+
 class Pool {
  public:
   Pool() : threads_(default_threads()) {}
-  ~Pool() { stop_workers(); }
 
   int threads() const { return threads_; }
 
@@ -51,26 +62,28 @@ class Pool {
   }
 
   void run(int64_t tasks, const std::function<void(int64_t)>& body) {
-    std::lock_guard<std::mutex> region(region_mutex_);
+    std::lock_guard<std::mutex> guard(region_mutex_);
     if (threads_ <= 1 || tasks <= 1) {
       for (int64_t t = 0; t < tasks; ++t) body(t);
       return;
     }
     start_workers();
-    body_ = &body;
-    tasks_ = tasks;
-    next_.store(0);
-    error_ = nullptr;
-    pending_.store(static_cast<int>(workers_->size()));
+    auto region = std::make_shared<Region>();
+    region->body = &body;
+    region->tasks = tasks;
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      current_ = region;
       generation_.fetch_add(1);
     }
     cv_work_.notify_all();
-    work();
-    wait_done();
-    body_ = nullptr;
-    if (error_) std::rethrow_exception(error_);
+    work(*region);
+    wait_done(*region);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      current_.reset();
+    }
+    if (region->error) std::rethrow_exception(region->error);
   }
 
   // After fork() the child has no workers: forget them without joining.
@@ -80,25 +93,29 @@ class Pool {
   }
 
  private:
-  void work() {
+  void work(Region& r) {
     for (;;) {
-      const int64_t t = next_.fetch_add(1);
-      if (t >= tasks_) return;
+      const int64_t t = r.next.fetch_add(1);
+      if (t >= r.tasks) return;
       try {
-        (*body_)(t);
+        (*r.body)(t);
       } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex_);
-        if (!error_) error_ = std::current_exception();
+        std::lock_guard<std::mutex> lock(r.error_mutex);
+        if (!r.error) r.error = std::current_exception();
+      }
+      if (r.done.fetch_add(1) + 1 == r.tasks) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        cv_done_.notify_all();
       }
     }
   }
 
-  void wait_done() {
+  void wait_done(Region& r) {
     const auto until = std::chrono::steady_clock::now() + kSpin;
-    while (pending_.load() != 0) {
+    while (r.done.load() != r.tasks) {
       if (std::chrono::steady_clock::now() > until) {
         std::unique_lock<std::mutex> lock(mutex_);
-        cv_done_.wait(lock, [&] { return pending_.load() == 0; });
+        cv_done_.wait(lock, [&] { return r.done.load() == r.tasks; });
         return;
       }
       cpu_relax();
@@ -118,12 +135,13 @@ class Pool {
         cpu_relax();
       }
       if (stop_flag_.load()) return;
-      seen = generation_.load();
-      work();
-      if (pending_.fetch_sub(1) == 1) {
+      std::shared_ptr<Region> region;
+      {
         std::lock_guard<std::mutex> lock(mutex_);
-        cv_done_.notify_one();
+        seen = generation_.load();
+        region = current_;
       }
+      if (region) work(*region);
     }
   }
 
@@ -145,16 +163,12 @@ class Pool {
   }
 
   int threads_;
-  std::mutex region_mutex_, mutex_, error_mutex_;
+  std::mutex region_mutex_, mutex_;
   std::condition_variable cv_work_, cv_done_;
   std::vector<std::thread>* workers_ = new std::vector<std::thread>();
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_flag_{false};
-  const std::function<void(int64_t)>* body_ = nullptr;
-  int64_t tasks_ = 0;
-  std::atomic<int64_t> next_{0};
-  std::atomic<int> pending_{0};
-  std::exception_ptr error_;
+  std::shared_ptr<Region> current_;
 };
 
 Pool& pool() {
