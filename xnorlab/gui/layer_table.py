@@ -11,6 +11,7 @@ delegate per row, and computes the slow columns in workers on a snapshot: statis
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -289,6 +290,7 @@ class LayerTable(QWidget):
         self._timer = QTimer(self, singleShot=True, interval=STATS_DELAY_MS)
         self._timer.timeout.connect(self.start_stats)
         self._syncing = False
+        self.defer: Callable[[], bool] = lambda: False  # e.g. "the layer views are busy"
         self._setup_view()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -383,6 +385,9 @@ class LayerTable(QWidget):
 
     def start_stats(self) -> None:
         """Start the statistics worker on a snapshot of the live model."""
+        if self.defer():
+            self._timer.start()  # the layer views go first: they are what the user watches
+            return
         if self.session.loaded is None or not self.model.infos:
             self.busy_changed.emit(False)
             return

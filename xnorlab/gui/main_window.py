@@ -120,6 +120,7 @@ class MainWindow(QMainWindow):
 
     def _build_docks(self) -> None:
         self.views = LayerViews(self.session, self)
+        self.table.defer = self.views.busy
         self.docks = {
             "views": self._dock(
                 "views", "Layer views", self.views, Qt.DockWidgetArea.BottomDockWidgetArea
