@@ -87,3 +87,18 @@ def test_training_without_data_says_so(qtbot) -> None:  # type: ignore[no-untype
 def test_save_errors_are_shown_in_the_panel(panel, tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert panel.save(tmp_path / "model.unknown") is None
     assert "cannot save" in panel.message.text()
+
+
+def test_class_count_mismatch_is_refused_before_training(qtbot) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from panel_support import small_bundle
+
+    session = lenet_session("paper", with_data=False)
+    bundle = small_bundle()
+    session.set_dataset(replace(bundle, class_names=bundle.class_names[:5]), "five")
+    widget = TrainingPanel(session)
+    qtbot.addWidget(widget)
+    widget.start()
+    assert not widget.busy()
+    assert "10 classes but the dataset has 5" in widget.message.text()

@@ -134,6 +134,12 @@ class TrainingPanel(QWidget):
             show_message(self.message, "open a model and a dataset first", error=True)
             return
         loaded = self.session.loaded
+        model_classes = len(loaded.class_names)
+        data_classes = len(getattr(self.session.dataset, "class_names", []) or [])
+        if model_classes and data_classes and model_classes != data_classes:
+            show_message(self.message, f"the model has {model_classes} classes but the dataset "
+                         f"has {data_classes}: open matching data", error=True)  # fmt: skip
+            return
         self._reset_curves()
         self._set_running(True)
         show_message(self.message, "training…")
