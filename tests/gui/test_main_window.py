@@ -179,7 +179,7 @@ def test_screenshot_command_writes_a_picture(tmp_path: Path) -> None:
     out = tmp_path / "shot.png"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "xnorlab.cli.main", "--screenshot", str(out)],  # the demo model
+        [sys.executable, "-m", "xnorlab.cli.main", "--screenshot", str(out), "demo:lenet"],
         capture_output=True, text=True, env=env, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

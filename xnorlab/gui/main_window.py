@@ -390,6 +390,7 @@ class MainWindow(QMainWindow):
         right = [d for key, d in self.docks.items() if key != "views"]
         if right:
             self.resizeDocks(right[:1], [max(380, self.width() // 3)], Qt.Orientation.Horizontal)
+            right[0].raise_()  # the metrics tab in front
         views = self.docks["views"]
         self.resizeDocks([views], [max(300, self.height() // 2)], Qt.Orientation.Vertical)
 
