@@ -34,7 +34,7 @@ from xnorlab.core.errors import XnorlabError
 from xnorlab.core.layers import BinConv2d, BinLinear
 from xnorlab.core.modelspec import LoadedModel
 from xnorlab.core.modes import Mode
-from xnorlab.core.packed import pack_sign_bits
+from xnorlab.core.packed import has_packed_layers, pack_sign_bits
 from xnorlab.core.render.atomic import atomic_write_bytes
 from xnorlab.core.surgery import current_modes, iter_binarizable
 
@@ -104,6 +104,14 @@ def _preprocessing_json(loaded: LoadedModel) -> Any:
     return prep.to_json() if prep is not None and hasattr(prep, "to_json") else None
 
 
+CARD_KEYS_DROPPED = ("history",)  # per-epoch training curves: kilobytes, not needed to run
+
+
+def _compact_card(card: dict[str, Any]) -> dict[str, Any]:
+    """The model card without its training history (the export stays small)."""
+    return {k: v for k, v in card.items() if k not in CARD_KEYS_DROPPED}
+
+
 def _json_safe(value: Any) -> Any:
     """``value`` if it survives a JSON round trip, else its string."""
     try:
@@ -151,7 +159,7 @@ def _metadata(model: nn.Module, loaded: LoadedModel, arch: dict[str, Any] | None
         "class_names": list(loaded.class_names),
         "preprocessing": _preprocessing_json(loaded),
         "default_data": getattr(loaded, "default_data", None),
-        "card": _json_safe(dict(getattr(loaded, "card", None) or {})),
+        "card": _json_safe(_compact_card(getattr(loaded, "card", None) or {})),
         "modes": {name: str(mode) for name, mode in current_modes(model).items()},
         "layers": {name: _layer_entry(m) for name, m in binary_layers(model).items()},
     }
@@ -191,6 +199,11 @@ def encode_xnor(
     """
     from safetensors.torch import save
 
+    if has_packed_layers(model):
+        raise XnorFileError(
+            f"{loaded.spec} is already a packed .xnor model (its float weights are gone): "
+            "copy the file instead of exporting it again"
+        )
     arch = architecture_of(dataclasses.replace(loaded, model=model))
     if arch is None and require_architecture:
         raise XnorFileError(

@@ -210,3 +210,8 @@ class PackedLinear(_PackedBase):
 
 
 PackedLayer = PackedConv2d | PackedLinear
+
+
+def has_packed_layers(model: nn.Module) -> bool:
+    """True when ``model`` holds packed layers (it was loaded from a ``.xnor`` file)."""
+    return any(isinstance(m, _PackedBase) for m in model.modules())

@@ -36,6 +36,7 @@ from xnorlab.core.errors import XnorlabError
 from xnorlab.core.layers import BinConv2d, BinLinear
 from xnorlab.core.modelspec import LoadedModel
 from xnorlab.core.modes import Mode
+from xnorlab.core.packed import has_packed_layers
 from xnorlab.core.surgery import (
     binarize_model,
     current_modes,
@@ -572,6 +573,11 @@ def build_report(
     if options.engine not in ("native", "torch"):
         raise XnorlabError(f"engine must be 'native' or 'torch', got {options.engine!r}")
     _validate_data(data, loaded.input_shape)
+    if has_packed_layers(loaded.model):
+        raise XnorlabError(
+            f"{loaded.spec} is a packed .xnor model: its binary layers have no float weights "
+            "to compare with; build the report from the float model and the same modes"
+        )
     model = _detached_copy(loaded.model).eval()
     mode_map = current_modes(model) if modes is None else modes
     binarize_model(model, mode_map, warn_first_last=False, **dict(settings or {}))
