@@ -233,3 +233,15 @@ def test_start_reopens_the_last_model_or_falls_back(qtbot: QtBot, tmp_path: Path
     qtbot.waitUntil(lambda: again.session.loaded is not None, timeout=WAIT_MS)
     assert again.session.model_name == "lenet"  # the last model, not the default
     qtbot.waitUntil(lambda: not again.busy(), timeout=WAIT_MS)
+
+
+def test_scaling_box_follows_the_layers(window: MainWindow) -> None:
+    session, box = window.session, window.scaling_box
+    assert box is not None and box.currentText() == "kmap"
+    box.setCurrentIndex(box.findText("scalar"))
+    box.activated.emit(box.currentIndex())
+    assert {c.scaling.value for c in session.configs().values()} == {"scalar"}
+    session.set_layer_config("3", scaling="none")
+    assert box.currentIndex() == -1  # mixed
+    window.actions_by_name["undo"].trigger()
+    assert box.currentText() == "scalar"

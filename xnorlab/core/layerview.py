@@ -256,6 +256,29 @@ def _compute_weight_parts(param: Tensor) -> WeightParts:
     return Histogram(counts, edges), binary, alpha.cpu().numpy(), stats.weight_stats(weight)
 
 
+def _runs(
+    model: nn.Module,
+    inputs: Tensor,
+    name: str,
+    cache: dict[str, stats.LayerIO] | None,
+    report: ProgressFn,
+    should_cancel: CancelFn | None,
+) -> tuple[stats.LayerIO, stats.LayerIO]:
+    """The layer's input/output in the configured run and in the all-float run (eval mode)."""
+    was_training = model.training
+    model.eval()
+    try:
+        report(0.2, f"{name}: configured run")
+        io = capture_layer(model, inputs, name)
+        check_cancel(should_cancel, "layer view")
+        report(0.6, f"{name}: float run")
+        reference = _float_reference(model, inputs, name, cache)
+        check_cancel(should_cancel, "layer view")
+        return io, reference
+    finally:
+        model.train(was_training)
+
+
 def compute_layer_view(
     model: nn.Module,
     name: str,
@@ -273,7 +296,6 @@ def compute_layer_view(
     result per layer in this dict (and drop the dict when the weights or the inputs change).
     """
     started = time.perf_counter()
-    report = progress or no_progress
     module = _wrapped(model, name)
     weight_hist, binary_hist, alpha, weight = _weight_parts(module)
     kind = "conv2d" if isinstance(module, BinConv2d) else "linear"
@@ -282,28 +304,17 @@ def compute_layer_view(
             name, kind, module.config, weight_hist, binary_hist, alpha, weight, 0, None, None,
             0.0, None, None, None, None, time.perf_counter() - started,
         )  # fmt: skip
-    report(0.2, f"{name}: configured run")
-    was_training = model.training
-    model.eval()
-    try:
-        io = capture_layer(model, inputs, name)
-        check_cancel(should_cancel, "layer view")
-        report(0.6, f"{name}: float run")
-        reference = _float_reference(model, inputs, name, float_cache)
-        check_cancel(should_cancel, "layer view")
-        output = _compare_output(module, io, reference)
-    finally:
-        model.train(was_training)
-    sign = stats.sign_stats(io.input, reference.input)
+    report = progress or no_progress
+    io, reference = _runs(model, inputs, name, float_cache, report, should_cancel)
     kmap, beta = _kmap(module, io.input)
     counts, edges = stats.histogram(io.input, bins=HIST_BINS)
     return LayerView(
         name=name, kind=kind, config=module.config, weight_hist=weight_hist,
-        binary_hist=binary_hist, alpha=alpha,
-        weight=weight, sample_count=int(inputs.shape[0]), input_hist=Histogram(counts, edges),
-        sign=sign, near_zero_threshold=stats.NEAR_ZERO_RELATIVE * float(io.input.abs().mean()),
-        kmap=kmap, beta=beta, input_image=input_image(inputs), output=output,
-        elapsed_s=time.perf_counter() - started,
+        binary_hist=binary_hist, alpha=alpha, weight=weight, sample_count=int(inputs.shape[0]),
+        input_hist=Histogram(counts, edges), sign=stats.sign_stats(io.input, reference.input),
+        near_zero_threshold=stats.NEAR_ZERO_RELATIVE * float(io.input.abs().mean()),
+        kmap=kmap, beta=beta, input_image=input_image(inputs),
+        output=_compare_output(module, io, reference), elapsed_s=time.perf_counter() - started,
     )  # fmt: skip
 
 

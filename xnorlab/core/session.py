@@ -334,6 +334,12 @@ class LabSession:
             raise XnorlabError(f"layer {name!r} is a custom layer class and cannot be switched")
         raise XnorlabError(f"no binarizable layer named {name!r}")
 
+    def configs(self) -> dict[str, LayerConfig]:
+        """Config of every switchable (wrapped) layer."""
+        if self.loaded is None:
+            return {}
+        return {name: m.config for name, m in self._wrapped_of(self.loaded.model).items()}
+
     def config(self, name: str) -> LayerConfig:
         """Current config of layer ``name``."""
         return self.layer(name).config

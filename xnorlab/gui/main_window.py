@@ -207,7 +207,16 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"opened {name}", 3000)
         self.setWindowTitle(f"xnorlab - {name}" if s.loaded is not None else "xnorlab")
 
+    def _sync_scaling_box(self) -> None:
+        """Show the input scaling shared by every layer (blank when they differ)."""
+        box, s = self.scaling_box, self.session
+        if box is None:
+            return
+        values = {config.scaling.value for config in s.configs().values()}
+        box.setCurrentIndex(box.findText(values.pop()) if len(values) == 1 else -1)  # -1: mixed
+
     def _update_actions(self) -> None:
+        self._sync_scaling_box()
         actions = getattr(self, "actions_by_name", {})
         if "undo" in actions:
             s = self.session

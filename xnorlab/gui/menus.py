@@ -155,7 +155,16 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
         window, layers, "Binary padding (all layers)", "pad_mode", [p.value for p in PadMode]
     )
     _setting_menu(window, layers, "Inference backend (all layers)", "backend", ["torch", "native"])
-    view = bar.addMenu("&View")
+    _view_menu(window, actions)
+    help_menu = bar.addMenu("&Help")
+    help_menu.addAction(_action(window, "Keyboard &shortcuts", lambda: _help(window), "F1"))
+    help_menu.addAction(_action(window, "About &Qt", QApplication.aboutQt))
+    _toolbar(window, actions)
+    return actions
+
+
+def _view_menu(window: MainWindow, actions: dict[str, QAction]) -> None:
+    view = window.menuBar().addMenu("&View")
     dark = _action(window, "&Dark theme", lambda: None, "Ctrl+Shift+T")
     dark.setCheckable(True)
     dark.toggled.connect(lambda on: window.set_theme("dark" if on else "light"))
@@ -166,11 +175,6 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
         view.addAction(dock.toggleViewAction())
     view.addSeparator()
     view.addAction(_action(window, "Reset layout", window.reset_layout))
-    help_menu = bar.addMenu("&Help")
-    help_menu.addAction(_action(window, "Keyboard &shortcuts", lambda: _help(window), "F1"))
-    help_menu.addAction(_action(window, "About &Qt", QApplication.aboutQt))
-    _toolbar(window, actions)
-    return actions
 
 
 def _toolbar(window: MainWindow, actions: dict[str, QAction]) -> None:
