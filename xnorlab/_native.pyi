@@ -4,8 +4,6 @@ Buffers are passed as raw addresses (``Tensor.data_ptr()``) of contiguous tensor
 caller keeps alive for the duration of the call; ``xnorlab.kernels`` validates every size.
 """
 
-from typing import Any
-
 ABI_VERSION: int
 COMPILER: str
 BUILD_TYPE: str
@@ -17,7 +15,11 @@ def active_isa() -> str: ...
 def set_active_isa(name: str) -> None: ...
 def get_threads() -> int: ...
 def set_threads(threads: int) -> None: ...
-def xnor_conv2d(args: dict[str, Any]) -> tuple[bool, tuple[float, float, float, float]]: ...
+def xnor_conv2d(params: list[int]) -> tuple[bool, tuple[float, float, float, float]]:
+    """params: batch, channels, height, width, channels_last, out_channels, kernel_h, kernel_w,
+    stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation_h, dilation_w, out_h,
+    out_w, zero_padding, scaling (0 kmap, 1 scalar, 2 none), then the addresses x, weight,
+    tap_sums, alpha, bias, out. Returns (input_has_nan, (pack_s, popcount_s, scale_s, total_s))."""
 def bwn_linear(
     x: int,
     batch: int,

@@ -42,19 +42,27 @@ void check_dims(std::initializer_list<int64_t> dims, const char* what) {
 using TimingTuple = std::tuple<double, double, double, double>;
 TimingTuple as_tuple(const Timing& t) { return {t.pack_s, t.popcount_s, t.scale_s, t.total_s}; }
 
-std::tuple<bool, TimingTuple> conv2d_binding(py::dict a) {
-  auto i = [&](const char* key) { return a[key].cast<int64_t>(); };
-  auto u = [&](const char* key) { return a[key].cast<uintptr_t>(); };
-  ConvShape s{i("batch"), i("channels"), i("height"), i("width"), a["channels_last"].cast<bool>(),
-              i("out_channels"), i("kernel_h"), i("kernel_w"), i("stride_h"), i("stride_w"),
-              i("pad_top"), i("pad_left"), i("dilation_h"), i("dilation_w"), i("out_h"),
-              i("out_w"), a["zero_padding"].cast<bool>(), static_cast<Scaling>(i("scaling"))};
-  const int64_t pad_bottom = i("pad_bottom"), pad_right = i("pad_right");
+// Parameter order of xnor_conv2d (a flat list keeps the call cheap; see xnorlab/_native.pyi).
+enum P {
+  kBatch, kChannels, kHeight, kWidth, kChannelsLast, kOutChannels, kKernelH, kKernelW, kStrideH,
+  kStrideW, kPadTop, kPadLeft, kPadBottom, kPadRight, kDilationH, kDilationW, kOutH, kOutW,
+  kZeroPadding, kScaling, kX, kWeight, kTapSums, kAlpha, kBias, kOut, kParamCount
+};
+
+std::tuple<bool, TimingTuple> conv2d_binding(const std::vector<int64_t>& a) {
+  if (a.size() != kParamCount) throw std::invalid_argument("xnor_conv2d: wrong parameter count");
+  auto i = [&](P key) { return a[key]; };
+  auto u = [&](P key) { return static_cast<uintptr_t>(a[key]); };
+  ConvShape s{i(kBatch), i(kChannels), i(kHeight), i(kWidth), i(kChannelsLast) != 0,
+              i(kOutChannels), i(kKernelH), i(kKernelW), i(kStrideH), i(kStrideW), i(kPadTop),
+              i(kPadLeft), i(kDilationH), i(kDilationW), i(kOutH), i(kOutW),
+              i(kZeroPadding) != 0, static_cast<Scaling>(i(kScaling))};
+  const int64_t pad_bottom = i(kPadBottom), pad_right = i(kPadRight);
   check_dims({s.batch, s.channels, s.height, s.width, s.out_channels, s.kernel_h, s.kernel_w,
               s.stride_h, s.stride_w, s.dilation_h, s.dilation_w, s.out_h, s.out_w},
              "xnor_conv2d");
   if (s.pad_top < 0 || s.pad_left < 0 || pad_bottom < 0 || pad_right < 0 ||
-      i("scaling") < 0 || i("scaling") > 2) {
+      i(kScaling) < 0 || i(kScaling) > 2) {
     throw std::invalid_argument("bad padding or scaling in xnor_conv2d");
   }
   const int64_t span_h = s.dilation_h * (s.kernel_h - 1) + 1;
@@ -64,9 +72,9 @@ std::tuple<bool, TimingTuple> conv2d_binding(py::dict a) {
       s.height + s.pad_top + pad_bottom < span_h || s.width + s.pad_left + pad_right < span_w) {
     throw std::invalid_argument("output size does not match the conv geometry");
   }
-  ConvBuffers b{ptr<const float>(u("x"), "x"), ptr<const uint64_t>(u("weight"), "weight"),
-                ptr<const int32_t>(u("tap_sums"), "tap_sums"), ptr<const float>(u("alpha"), "alpha"),
-                ptr<const float>(u("bias"), "bias"), ptr<float>(u("out"), "out")};
+  ConvBuffers b{ptr<const float>(u(kX), "x"), ptr<const uint64_t>(u(kWeight), "weight"),
+                ptr<const int32_t>(u(kTapSums), "tap_sums"), ptr<const float>(u(kAlpha), "alpha"),
+                ptr<const float>(u(kBias), "bias"), ptr<float>(u(kOut), "out")};
   ConvResult r;
   {
     py::gil_scoped_release release;
@@ -114,7 +122,7 @@ PYBIND11_MODULE(_native, m) {
         py::arg("name"), "Switch the ISA in use; raises ValueError if unsupported.");
   m.def("get_threads", &get_threads, "Threads of the persistent pool.");
   m.def("set_threads", &set_threads, py::arg("threads"), "Resize the pool (1..256).");
-  m.def("xnor_conv2d", &conv2d_binding, py::arg("args"),
+  m.def("xnor_conv2d", &conv2d_binding, py::arg("params"),
         "XNOR conv2d on raw buffers; returns (input_has_nan, (pack_s, popcount_s, scale_s, "
         "total_s)).");
   m.def("bwn_linear", &bwn_binding, "BWN linear on raw buffers; returns the timing tuple.");

@@ -1,12 +1,8 @@
 """Fixtures of the kernel tests: run a test once per ISA this CPU supports, restore after.
 
-AddressSanitizer run (outside the normal suite; documented in native/README.md):
-
-    XNORLAB_ASAN=ON .venv/bin/pip install --no-build-isolation -e . --no-deps \
-        --config-settings=build-dir=build/asan
-    ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$(gcc -print-file-name=libasan.so) \
-        .venv/bin/python -m pytest tests/kernels -p no:cacheprovider
-    make setup   # reinstall the normal optimized build afterwards
+AddressSanitizer run (outside the normal suite, see native/README.md): ``native/tools/asan_tests.sh``
+builds the module with -fsanitize=address into build/asan and runs this directory against it
+with ``LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0``.
 """
 
 from __future__ import annotations

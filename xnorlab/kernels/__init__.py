@@ -100,27 +100,24 @@ def _record(op: str, shapes: tuple[Any, Any, Any], macs: int, split: Any, start:
     )  # fmt: skip
 
 
-def _conv_args(x: Tensor, channels_last: bool, packed: PackedConv2dWeight, geo: ConvGeometry,
-               pad_mode: PadMode, scaling: InputScaling) -> dict[str, Any]:  # fmt: skip
-    n, c, h, w = (int(v) for v in x.shape)
+def _conv_params(x: Tensor, channels_last: bool, packed: PackedConv2dWeight, geo: ConvGeometry,
+                 pad_mode: PadMode, scaling: InputScaling) -> list[int]:  # fmt: skip
+    """The flat parameter list of ``_native.xnor_conv2d`` up to (excluding) bias and out."""
+    n, c, h, w = x.shape
     kh, kw = packed.kernel_size
     left, right, top, bottom = geo.pad4
-    return {
-        "batch": n, "channels": c, "height": h, "width": w, "channels_last": channels_last,
-        "out_channels": packed.out_channels, "kernel_h": kh, "kernel_w": kw,
-        "stride_h": geo.stride[0], "stride_w": geo.stride[1], "pad_top": top,
-        "pad_left": left, "pad_bottom": bottom, "pad_right": right,
-        "dilation_h": geo.dilation[0], "dilation_w": geo.dilation[1], "out_h": geo.out_h,
-        "out_w": geo.out_w, "zero_padding": pad_mode is PadMode.ZERO,
-        "scaling": _SCALING_CODE[scaling], "x": x.data_ptr(), "weight": packed.bits.data_ptr(),
-        "tap_sums": packed.tap_sums.data_ptr(), "alpha": packed.alpha_padded.data_ptr(),
-    }  # fmt: skip
+    return [
+        n, c, h, w, int(channels_last), packed.out_channels, kh, kw, geo.stride[0],
+        geo.stride[1], top, left, bottom, right, geo.dilation[0], geo.dilation[1], geo.out_h,
+        geo.out_w, int(pad_mode is PadMode.ZERO), _SCALING_CODE[scaling], x.data_ptr(),
+        *packed.pointers,
+    ]  # fmt: skip
 
 
-def _run_conv(native: Any, args: dict[str, Any], bias: Tensor, out: Tensor) -> Any:
-    args["bias"] = bias.data_ptr()
-    args["out"] = out.data_ptr()
-    has_nan, split = native.xnor_conv2d(args)
+def _run_conv(native: Any, params: list[int], bias: Tensor, out: Tensor) -> Any:
+    params.append(bias.data_ptr())
+    params.append(out.data_ptr())
+    has_nan, split = native.xnor_conv2d(params)
     if has_nan:
         warnings.warn(_NAN_MESSAGE, NaNInputWarning, stacklevel=3)
     return split
@@ -162,8 +159,8 @@ def xnor_conv2d(
     x32, channels_last = as_float32(x)
     n = int(x.shape[0])
     out = torch.empty((n, geo.out_h, geo.out_w, packed.out_channels), dtype=torch.float32)
-    args = _conv_args(x32, channels_last, packed, geo, pad, mode)
-    split = _run_conv(native, args, _padded_bias(packed, bias), out)
+    params = _conv_params(x32, channels_last, packed, geo, pad, mode)
+    split = _run_conv(native, params, _padded_bias(packed, bias), out)
     result = out.permute(0, 3, 1, 2)
     if is_profiling():
         macs = result.numel() * packed.in_channels * packed.taps
@@ -212,16 +209,11 @@ def xnor_linear(
     m = int(rows.shape[0])
     out = torch.empty((m, packed.out_features), dtype=torch.float32)
     code = _SCALING_CODE[InputScaling.NONE if mode is InputScaling.NONE else InputScaling.KMAP]
-    args = {
-        "batch": 1, "channels": packed.in_features, "height": m, "width": 1,
-        "channels_last": True, "out_channels": packed.out_features, "kernel_h": 1,
-        "kernel_w": 1, "stride_h": 1, "stride_w": 1, "pad_top": 0, "pad_left": 0,
-        "pad_bottom": 0, "pad_right": 0, "dilation_h": 1, "dilation_w": 1, "out_h": m,
-        "out_w": 1, "zero_padding": True, "scaling": code, "x": rows.data_ptr(),
-        "weight": packed.bits.data_ptr(), "tap_sums": packed.tap_sums.data_ptr(),
-        "alpha": packed.alpha_padded.data_ptr(),
-    }  # fmt: skip
-    split = _run_conv(native, args, _padded_bias(packed, bias), out)
+    params = [
+        1, packed.in_features, m, 1, 1, packed.out_features, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, m, 1,
+        1, code, rows.data_ptr(), *packed.pointers,
+    ]  # fmt: skip
+    split = _run_conv(native, params, _padded_bias(packed, bias), out)
     result = out.reshape(*x.shape[:-1], packed.out_features)
     if is_profiling():
         shapes = (x.shape, (packed.out_features, packed.in_features), result.shape)

@@ -31,10 +31,19 @@ def _load() -> tuple[ModuleType | None, str]:
 _NATIVE, _REASON = _load()
 
 
+_ISA_CHECKED = False
+
+
 def native_module() -> ModuleType | None:
-    """The native module, or None when the reference is in use (see :func:`reason`)."""
-    if _NATIVE is not None:
+    """The native module, or None when the reference is in use (see :func:`reason`).
+
+    The first call validates the ISA choice (``XNORLAB_ISA``) and raises ``KernelConfigError``
+    if it cannot be honoured.
+    """
+    global _ISA_CHECKED
+    if _NATIVE is not None and not _ISA_CHECKED:
         _ensure_isa()
+        _ISA_CHECKED = True
     return _NATIVE
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,12 @@ def as_float32(x: Tensor) -> tuple[Tensor, bool]:
 
 
 def _pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
-    items = [value, value] if isinstance(value, int) else list(value)
+    if type(value) is int and minimum <= value <= MAX_DIM:  # fast path of the common case
+        return (value, value)
+    try:
+        items = [value, value] if isinstance(value, int) else list(value)
+    except TypeError:
+        items = []
     if (
         len(items) != 2
         or any(isinstance(v, bool) or not isinstance(v, int) for v in items)
@@ -70,6 +76,33 @@ class ConvGeometry:
 
 
 def conv_geometry(
+    x_shape: Sequence[int],
+    kernel_size: tuple[int, int],
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+) -> ConvGeometry:
+    """Validated geometry (cached for hashable arguments: layers call with the same ones)."""
+    if any(isinstance(v, bool) for v in (stride, padding, dilation)):  # True == 1 in a cache key
+        return _conv_geometry(x_shape, kernel_size, stride, padding, dilation)
+    try:
+        return _conv_geometry_cached(tuple(x_shape), kernel_size, stride, padding, dilation)
+    except TypeError:  # unhashable (a list): validate without the cache
+        return _conv_geometry(x_shape, kernel_size, stride, padding, dilation)
+
+
+@functools.lru_cache(maxsize=512)
+def _conv_geometry_cached(
+    x_shape: tuple[int, ...],
+    kernel_size: tuple[int, int],
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+) -> ConvGeometry:
+    return _conv_geometry(x_shape, kernel_size, stride, padding, dilation)
+
+
+def _conv_geometry(
     x_shape: Sequence[int],
     kernel_size: tuple[int, int],
     stride: Any,
@@ -103,7 +136,14 @@ def conv_geometry(
     return ConvGeometry(stride2, dilation2, pad4, out_h, out_w)
 
 
+_SCALINGS = {m.value: m for m in InputScaling} | {m: m for m in InputScaling}
+_PAD_MODES = {m.value: m for m in PadMode} | {m: m for m in PadMode}
+
+
 def parse_scaling(scaling: Any) -> InputScaling:
+    fast = _SCALINGS.get(scaling) if isinstance(scaling, str) else None
+    if fast is not None:
+        return fast
     try:
         return InputScaling.parse(scaling)  # type: ignore[return-value]
     except ValueError as exc:
@@ -111,6 +151,9 @@ def parse_scaling(scaling: Any) -> InputScaling:
 
 
 def parse_pad_mode(pad_mode: Any) -> PadMode:
+    fast = _PAD_MODES.get(pad_mode) if isinstance(pad_mode, str) else None
+    if fast is not None:
+        return fast
     try:
         return PadMode.parse(pad_mode)  # type: ignore[return-value]
     except ValueError as exc:

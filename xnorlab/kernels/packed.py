@@ -122,6 +122,7 @@ class _PackedBase:
     tap_sums: Tensor = field(init=False, repr=False)  # (blocks, taps, 32) int32
     alpha_padded: Tensor = field(init=False, repr=False)
     bias_padded: Tensor = field(init=False, repr=False)
+    pointers: tuple[int, int, int] = field(init=False, repr=False)  # engine addresses
 
     def __post_init__(self) -> None:
         blocks = self.bits.shape[0]
@@ -133,6 +134,8 @@ class _PackedBase:
         self.alpha_padded = _pad_blocks(self.alpha, blocks)
         bias = self.bias if self.bias is not None else torch.zeros(0)
         self.bias_padded = _pad_blocks(bias, blocks)
+        self.pointers = (self.bits.data_ptr(), self.tap_sums.data_ptr(),
+                         self.alpha_padded.data_ptr())  # fmt: skip
 
     @property
     def words(self) -> int:

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Run tests/kernels once against an AddressSanitizer build of xnorlab._native, without touching
+# the installed (optimized) module that everybody else imports.
+#   1. configure + build native/ with -DXNORLAB_ASAN=ON into build/asan (cmake + ninja);
+#   2. make a shadow package dir (symlinks to xnorlab/* plus the ASan .so);
+#   3. run pytest with libasan preloaded (detect_leaks=0: CPython itself "leaks" at exit),
+#      after removing the editable-install finder so that the shadow package is imported.
+# Usage: native/tools/asan_tests.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=.venv/bin/python
+BUILD=build/asan
+SHADOW=build/asan-shadow
+cmake -S native -B "$BUILD" -G Ninja -DCMAKE_MAKE_PROGRAM="$PWD/.venv/bin/ninja" \
+  -Dpybind11_DIR="$($PY -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$PWD/$PY" \
+  -DXNORLAB_ASAN=ON >/dev/null
+.venv/bin/ninja -C "$BUILD" >/dev/null
+rm -rf "$SHADOW" && mkdir -p "$SHADOW/xnorlab"
+for f in xnorlab/*; do
+  case "$(basename "$f")" in _native*.so) ;; *) ln -s "$PWD/$f" "$SHADOW/xnorlab/";; esac
+done
+cp "$BUILD"/_native*.so "$SHADOW/xnorlab/"
+ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+  "$PY" - "$PWD/$SHADOW" "$@" <<'PYEOF'
+import sys
+shadow = sys.argv[1]
+sys.meta_path = [f for f in sys.meta_path if "_editable_skbc" not in type(f).__module__]
+sys.path.insert(0, shadow)
+import pytest
+import xnorlab._native as native
+assert native.__file__.startswith(shadow), native.__file__
+print("ASan module:", native.__file__)
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "tests/kernels", *sys.argv[2:]]))
+PYEOF
