@@ -158,3 +158,31 @@ def test_model_spec_dispatches_xnor_files(good_file: Path) -> None:
     loaded = load_model_spec(str(good_file))
     assert any(isinstance(m, PackedLinear) for m in loaded.model.modules())
     assert loaded.card["packed_modes"] == {"conv2": "xnor", "fc3": "xnor"}
+
+
+def test_shipped_xnor_demo_exports_small_and_predicts_identically(tmp_path: Path) -> None:
+    from xnorlab.core.data import load_dataset
+    from xnorlab.core.modelspec import load_model_spec
+
+    loaded = load_model_spec("demo:lenet-xnor")
+    path = tmp_path / "lenet-xnor.xnor"
+    size = export_xnor(loaded.model, path, loaded)
+    assert _float_state_bytes(loaded.model) / size >= 15.0  # issue 6 target
+    reopened = load_xnor(path)
+    bundle = load_dataset("mnist5k", loaded.preprocessing, loaded.class_names)
+    x = torch.stack([bundle.val[i][0] for i in range(300)])
+    with torch.no_grad():
+        expected, got = loaded.model(x), reopened.model(x)
+    assert torch.equal(got.argmax(dim=1), expected.argmax(dim=1))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_packed_models_cannot_be_reexported_or_reported(good_file: Path, tmp_path: Path) -> None:
+    from xnorlab.core.errors import XnorlabError
+    from xnorlab.core.report import ReportData, build_report
+
+    reopened = load_xnor(good_file)
+    with pytest.raises(XnorFileError, match="already a packed"):
+        export_xnor(reopened.model, tmp_path / "again.xnor", reopened)
+    with pytest.raises(XnorlabError, match="packed"):
+        build_report(reopened, None, ReportData("x", torch.randn(2, 1, 28, 28)))
