@@ -222,7 +222,7 @@ def render_header(report: BenchReport) -> list[str]:
         f"- ceilings per core (G MAC/s, binary MAC for popcount): {rates}; {ceilings.source}",
         f"- malloc: {malloc}",
         f"- load average start {machine.load_start[0]:.2f}, end {load_end[0]:.2f}; "
-        f"process nice {machine.nice}",
+        f"process nice {machine.nice}, autogroup {machine.autogroup or '-'}",
     ]
 
 

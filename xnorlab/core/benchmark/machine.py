@@ -164,6 +164,7 @@ class MachineInfo:
     malloc_env: dict[str, str | None]
     load_start: tuple[float, float, float]
     nice: int = 0  # scheduling niceness of the benchmark process (negative = favoured)
+    autogroup: str | None = None  # Linux scheduler autogroup and its nice (/proc/self/autogroup)
     load_end: tuple[float, float, float] | None = None
 
     @property
@@ -180,6 +181,14 @@ class MachineInfo:
 
 _SIMD_FLAGS = ("popcnt", "avx2", "fma", "avx512f", "avx512bw", "avx512_vpopcntdq",
                "avx512_vnni", "avx512_bitalg")  # fmt: skip
+
+
+def _autogroup() -> str | None:
+    """``/autogroup-N nice K`` where the kernel groups processes per session (else None)."""
+    try:
+        return Path("/proc/self/autogroup").read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def machine_info(engine: Engine) -> MachineInfo:
@@ -199,4 +208,5 @@ def machine_info(engine: Engine) -> MachineInfo:
         malloc_env={name: os.environ.get(name) for name in MALLOC_ENV},
         load_start=os.getloadavg(),
         nice=os.nice(0),
+        autogroup=_autogroup(),
     )
