@@ -24,13 +24,13 @@ def available() -> bool:
 
 
 def _figure(
-    width: float, height: float, panels: int = 1, bottom: float = 0.12
+    width: float, height: float, panels: int = 1, bottom: float = 0.12, left: float = 0.06
 ) -> tuple[Any, list[Any]]:
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width, height), dpi=_DPI)  # no layout engine: it doubles the cost
     axes = figure.subplots(1, panels, squeeze=False)[0]
-    figure.subplots_adjust(left=0.07, right=0.98, top=0.85, bottom=bottom, wspace=0.25)
+    figure.subplots_adjust(left=left, right=0.98, top=0.88, bottom=bottom, wspace=0.25)
     return figure, list(axes)
 
 
@@ -79,13 +79,23 @@ def _layer_axis(axis: Any, report: Report, title: str, ylabel: str) -> None:
     axis.tick_params(axis="y", labelsize=7)
 
 
+def _bottom(report: Report) -> float:
+    """Room for the rotated layer names under a 3.2-inch chart."""
+    longest = max((len(layer.name) for layer in report.layers), default=4)
+    return min(0.5, 0.1 + 0.0125 * longest)
+
+
+def _left(report: Report) -> float:
+    return min(0.12, 0.9 / _width(report))
+
+
 def _width(report: Report) -> float:
     return max(6.0, 0.35 * len(report.layers) + 2.0)
 
 
 def alpha_figure(report: Report) -> bytes:
     """Mean alpha per layer with min-max whiskers (blue: binarized, grey: float)."""
-    figure, (axis,) = _figure(_width(report), 3.2, bottom=0.4)
+    figure, (axis,) = _figure(_width(report), 3.2, bottom=_bottom(report), left=_left(report))
     means = [layer.alpha_mean for layer in report.layers]
     low = [layer.alpha_mean - layer.alpha_min for layer in report.layers]
     high = [layer.alpha_max - layer.alpha_mean for layer in report.layers]
@@ -96,7 +106,7 @@ def alpha_figure(report: Report) -> bytes:
 
 def sensitivity_figure(report: Report) -> bytes:
     """Accuracy drop when only one layer is binarized."""
-    figure, (axis,) = _figure(_width(report), 3.2, bottom=0.4)
+    figure, (axis,) = _figure(_width(report), 3.2, bottom=_bottom(report), left=_left(report))
     drops = [layer.sensitivity_drop or 0.0 for layer in report.layers]
     axis.bar(range(len(drops)), drops, color=_colors(report))
     axis.axhline(0.0, color="black", linewidth=0.8)
@@ -106,7 +116,7 @@ def sensitivity_figure(report: Report) -> bytes:
 
 def latency_figure(report: Report) -> bytes:
     """Per-layer latency, torch float vs the configured engine."""
-    figure, (axis,) = _figure(_width(report), 3.2, bottom=0.4)
+    figure, (axis,) = _figure(_width(report), 3.2, bottom=_bottom(report), left=_left(report))
     positions = range(len(report.layers))
     floats = [layer.latency_float_ms or 0.0 for layer in report.layers]
     configs = [layer.latency_config_ms or 0.0 for layer in report.layers]
@@ -119,7 +129,7 @@ def latency_figure(report: Report) -> bytes:
 
 def error_figure(report: Report) -> bytes:
     """Local and propagated relative output error per layer."""
-    figure, (axis,) = _figure(_width(report), 3.2, bottom=0.4)
+    figure, (axis,) = _figure(_width(report), 3.2, bottom=_bottom(report), left=_left(report))
     positions = range(len(report.layers))
     local = [layer.local_error or 0.0 for layer in report.layers]
     output = [layer.output_error or 0.0 for layer in report.layers]
