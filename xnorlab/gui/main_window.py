@@ -86,6 +86,8 @@ class MainWindow(QMainWindow):
         self.setDockOptions(
             QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks
         )
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.setCorner(Qt.Corner.TopRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.runner = TaskRunner(self)
         self.recent_menu: QMenu | None = None  # created by build_menus
         self.scaling_box: QComboBox | None = None
@@ -398,7 +400,8 @@ class MainWindow(QMainWindow):
         """Give the table most of the width and the layer views about half the height."""
         right = [d for key, d in self.docks.items() if key != "views"]
         if right:
-            self.resizeDocks(right[:1], [max(380, self.width() // 3)], Qt.Orientation.Horizontal)
+            width = max(360, int(0.27 * self.width()))
+            self.resizeDocks(right[:1], [width], Qt.Orientation.Horizontal)
             right[0].raise_()  # the metrics tab in front
         views = self.docks["views"]
         self.resizeDocks([views], [max(300, self.height() // 2)], Qt.Orientation.Vertical)

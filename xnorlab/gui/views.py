@@ -30,6 +30,7 @@ from xnorlab.gui import style
 from xnorlab.gui.workers import TaskRunner
 
 PLOT_MIN_HEIGHT = 150
+ALPHA = "\u03b1"  # the Greek letter, as in the paper
 
 
 def _plot(title: str, x_label: str, y_label: str) -> pg.PlotWidget:
@@ -88,15 +89,14 @@ class KMapView(pg.GraphicsLayoutWidget):  # type: ignore[misc]
             used = (
                 "used"
                 if view.mode.value == "xnor" and view.config.scaling.value == "kmap"
-                else ("not used in this mode")
+                else ("unused in this mode")
             )
-            lo, hi = float(view.kmap.min()), float(view.kmap.max())
-            text = f"K map {view.kmap.shape[1]}x{view.kmap.shape[0]} [{lo:.3g}, {hi:.3g}] ({used})"
+            text = f"K map {view.kmap.shape[1]}x{view.kmap.shape[0]} ({used})"
             self.kmap_label.setText(text, size="9pt")
         else:
             self.kmap_item.clear()
-            beta = "" if view.beta is None else f": beta = mean|x| = {view.beta:.3g}"
-            self.kmap_label.setText(f"linear layer, no K map{beta}", size="9pt")
+            beta = "" if view.beta is None else f", beta = {view.beta:.3g}"
+            self.kmap_label.setText(f"linear: no K map{beta}", size="9pt")
 
 
 class LayerViews(QWidget):
@@ -249,9 +249,7 @@ class LayerViews(QWidget):
         for sign in (-1, 1):
             pen = pg.mkPen(t.accent, width=1.5, style=Qt.PenStyle.DashLine)
             item.addItem(pg.InfiniteLine(sign * mean, angle=90, pen=pen))
-        item.setTitle(
-            f"W (blue); alpha·sign(W) (orange, scaled); ±mean alpha = ±{mean:.3g}", size="9pt"
-        )
+        item.setTitle(f"W (blue), {ALPHA}·sign(W) (orange, scaled), ±mean {ALPHA}", size="9pt")
 
     def _draw_alpha(self, view: LayerView) -> None:
         t = style.theme()
@@ -260,18 +258,14 @@ class LayerViews(QWidget):
         x = np.arange(len(view.alpha))
         item.addItem(pg.BarGraphItem(x=x, height=view.alpha, width=0.8,
                                      brush=_brush(t.bwn_colour, 200), pen=None))  # fmt: skip
-        w = view.weight
-        item.setTitle(
-            f"alpha per filter: mean {w.alpha_mean:.3g}, min {w.alpha_min:.3g}, "
-            f"max {w.alpha_max:.3g} ({w.n_filters} filters)", size="9pt",
-        )  # fmt: skip
+        item.setTitle(f"{ALPHA} = mean|W_c| of {view.weight.n_filters} filters", size="9pt")
 
     def _draw_activations(self, view: LayerView) -> None:
         t = style.theme()
         item = self.activations.getPlotItem()
         item.clear()
         if view.input_hist is None or view.sign is None:
-            item.setTitle("layer input: open a dataset (File > Open data) to see it", size="9pt")
+            item.setTitle("input: open a dataset (Ctrl+D)", size="9pt")
             return
         hist = view.input_hist
         item.plot(hist.edges, hist.counts, stepMode="center", fillLevel=0,
@@ -283,9 +277,9 @@ class LayerViews(QWidget):
         item.addItem(pg.InfiniteLine(0.0, angle=90, pen=pg.mkPen(t.xnor_colour, width=1.5)))
         s = view.sign
         item.setTitle(
-            f"layer input: {_pct(s.near_zero_fraction)} near 0 (red band), "
-            f"{_pct(s.positive_fraction)} ≥ 0, {_pct(s.flip_rate)} flipped", size="9pt",
-        )  # fmt: skip
+            f"input: {_pct(s.near_zero_fraction)} near 0 (red), {_pct(s.flip_rate)} flipped",
+            size="9pt",
+        )
 
     def _draw_output(self, view: LayerView) -> None:
         t = style.theme()
@@ -293,22 +287,18 @@ class LayerViews(QWidget):
         item.clear()
         out = view.output
         if out is None:
-            item.setTitle("layer output: open a dataset to compare", size="9pt")
+            item.setTitle("output: open a dataset (Ctrl+D)", size="9pt")
             return
         scatter = pg.ScatterPlotItem(out.float_values, out.binary_values, size=3, pen=None,
                                      brush=_brush(style.mode_colour(out.mode.value), 110))  # fmt: skip
         item.addItem(scatter)
         item.addItem(pg.InfiniteLine((0, 0), angle=45, pen=pg.mkPen(t.muted, width=1)))
-        what = (
-            f"{out.mode.value.upper()} preview (layer is float)"
-            if out.preview
-            else (out.mode.value.upper())
-        )
+        what = f"{out.mode.value.upper()} (preview)" if out.preview else out.mode.value.upper()
         item.setLabel("left", what)
         item.setTitle(
-            f"output float vs {what}: rel. error {out.relative_error:.3g}, "
-            f"r = {out.correlation:.3f}", size="9pt",
-        )  # fmt: skip
+            f"output vs float: error {out.relative_error:.3g}, r = {out.correlation:.3f}",
+            size="9pt",
+        )
 
     @staticmethod
     def _summary(view: LayerView) -> str:
@@ -316,8 +306,12 @@ class LayerViews(QWidget):
         lines = [
             f"<b>{view.name}</b>: {view.kind}, mode {view.mode.value}",
             f"BWN approximation error ||W - alpha·sign(W)|| / ||W|| = {w.approx_error:.3f}",
-            f"alpha: mean {w.alpha_mean:.4g}, std {w.alpha_std:.3g} over {w.n_filters} filters",
+            f"alpha: mean {w.alpha_mean:.4g}, min {w.alpha_min:.4g}, max {w.alpha_max:.4g}, "
+            f"std {w.alpha_std:.3g} ({w.n_filters} filters); dashed lines: ±mean alpha",
         ]
+        if view.kmap is not None:
+            lo, hi = float(view.kmap.min()), float(view.kmap.max())
+            lines.append(f"K map of sample 0: [{lo:.3g}, {hi:.3g}]")
         if view.sign is not None:
             sign = view.sign
             lines.append(f"input signs: {_pct(sign.near_zero_fraction)} near zero "
@@ -325,7 +319,8 @@ class LayerViews(QWidget):
                          f"≥ 0, {_pct(sign.flip_rate)} flipped vs the float model")  # fmt: skip
         if view.output is not None:
             out = view.output
-            lines.append(f"layer error ({out.mode.value}): {out.relative_error:.3g}, "
+            preview = " (what-if: the layer is float)" if out.preview else ""
+            lines.append(f"layer error ({out.mode.value}{preview}): {out.relative_error:.3g}, "
                          f"r = {out.correlation:.3f}")  # fmt: skip
             lines.append(f"error vs the all-float model: {out.propagated_error:.3g}")
         if view.beta is not None:
