@@ -128,3 +128,26 @@ def test_no_dataset_means_a_hint_not_an_error(qtbot) -> None:  # type: ignore[no
     assert "open a dataset" in widget.acc_message.text()
     assert widget.accuracy is None
     widget.shutdown()
+
+
+def test_auto_latency_waits_for_other_workers(qtbot) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtCore import QRunnable, QThreadPool
+
+    release = threading.Event()
+
+    class Blocker(QRunnable):
+        def run(self) -> None:
+            release.wait(10)
+
+    QThreadPool.globalInstance().start(Blocker())  # another view's worker, still running
+    widget = MetricsPanel(lenet_session("paper"))
+    qtbot.addWidget(widget)
+    try:
+        qtbot.waitUntil(lambda: widget.accuracy is not None, timeout=30_000)
+        qtbot.wait(400)
+        assert widget.latency_task is None and widget.busy()  # waiting for quiet
+    finally:
+        release.set()
+    wait_until_idle(widget, qtbot)
+    assert widget.latency is not None
+    widget.shutdown()

@@ -7,7 +7,8 @@ short moment (so a burst of toggles costs one run), then in a worker:
    until the weights, data or sample count change);
 2. if "auto" is on, end-to-end latency torch float vs current through the native engine, with
    the per-layer split pack / popcount / scaling / other (``measure.measure_latency``), started
-   after the accuracy run so the two never compete for the cores.
+   after the accuracy run and once the thread pool is idle (other views' workers done, waiting
+   at most ``QUIET_MAX_WAIT_MS``), so timings are not taken beside other work.
 
 Memory (float vs packed) is computed at once on the GUI thread (it only reads shapes). Results
 of a run overtaken by a newer change are dropped. Cancel stops both runs.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QThreadPool, QTimer
 from PySide6.QtWidgets import (
     QCheckBox,
     QGridLayout,
@@ -50,6 +51,8 @@ from xnorlab.gui.workers import Task, TaskRunner
 DEBOUNCE_MS = 300
 DEFAULT_SAMPLES = 1000
 LATENCY_REPEATS = 20
+QUIET_POLL_MS = 150  # latency waits for the other workers (table, views) to finish...
+QUIET_MAX_WAIT_MS = 3000  # ...but not longer than this
 LATENCY_BUDGET_S = 2.0  # timed runs per measurement, both sides together (large models)
 
 
@@ -85,6 +88,9 @@ class MetricsPanel(QWidget):
         self._generation = 0
         self._timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
         self._timer.timeout.connect(self.recompute)
+        self._quiet = QTimer(self, singleShot=True, interval=QUIET_POLL_MS)
+        self._quiet.timeout.connect(self._latency_when_quiet)
+        self._quiet_waited_ms = 0
         self._build()
         subscribe(self, [
             (session.model_changed, self._on_model),
@@ -186,6 +192,7 @@ class MetricsPanel(QWidget):
         """
         self._generation += 1
         _mark(self._accuracy_labels() + self._latency_labels(), stale=True)
+        self._quiet.stop()
         self._timer.start()
 
     def _accuracy_labels(self) -> tuple[QLabel, ...]:
@@ -196,11 +203,12 @@ class MetricsPanel(QWidget):
 
     def busy(self) -> bool:
         """True while a run is waiting or running (the screenshot mode waits for False)."""
-        return self._timer.isActive() or self.runner.active > 0
+        return self._timer.isActive() or self._quiet.isActive() or self.runner.active > 0
 
     def cancel(self) -> None:
         """Stop the running accuracy and latency measurements (their results are dropped)."""
         self._timer.stop()
+        self._quiet.stop()
         self._generation += 1
         self.runner.cancel_all()
         show_message(self.acc_message, "cancelled")
@@ -208,6 +216,7 @@ class MetricsPanel(QWidget):
     def shutdown(self) -> None:
         """Cancel everything and wait for the workers (window close)."""
         self._timer.stop()
+        self._quiet.stop()
         self.runner.shutdown()
 
     # ------------------------------------------------------------------ memory
@@ -267,7 +276,17 @@ class MetricsPanel(QWidget):
         if self.runner.running("metrics-accuracy") in (None, self.accuracy_task):
             self.acc_progress.setValue(0)  # empty bar = idle
         if generation == self._generation and self.auto_latency.isChecked():
-            self.start_latency()
+            self._quiet_waited_ms = 0
+            self._quiet.start()
+
+    def _latency_when_quiet(self) -> None:
+        """Start latency once no other worker runs (timings taken beside them are noise)."""
+        others = QThreadPool.globalInstance().activeThreadCount() > 0
+        if others and self._quiet_waited_ms < QUIET_MAX_WAIT_MS:
+            self._quiet_waited_ms += QUIET_POLL_MS
+            self._quiet.start()
+            return
+        self.start_latency()
 
     # ------------------------------------------------------------------ latency
     def start_latency(self) -> None:
