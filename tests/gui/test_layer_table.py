@@ -129,3 +129,23 @@ def test_new_model_resets_the_rows(qtbot: QtBot, table: LayerTable) -> None:
     assert isinstance(mode_combo(table, 1), QComboBox)
     qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
     assert set(table.model.stats) == {"0", "2"}
+
+
+def test_custom_layer_class_is_listed_but_not_switchable(qtbot: QtBot, table: LayerTable) -> None:
+    from torch import nn
+
+    from xnorlab.core.errors import XnorlabError
+    from xnorlab.core.modelspec import LoadedModel
+
+    class MyConv(nn.Conv2d):
+        pass
+
+    net = nn.Sequential(MyConv(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    table.session.adopt(LoadedModel("custom", net, (1, 8, 8)))
+    index = table.model.index(0, COL["mode"])
+    assert not table.model.flags(index) & Qt.ItemFlag.ItemIsEditable
+    assert table.view.indexWidget(index) is None
+    assert isinstance(mode_combo(table, 1), QComboBox)
+    with pytest.raises(XnorlabError, match="custom layer class"):
+        table.session.set_mode("0", "xnor")
+    qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)

@@ -37,7 +37,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from xnorlab.core.layers import BinConv2d, BinLinear
 from xnorlab.core.layerview import LayerRowStats, compute_table_stats, view_batch_size
 from xnorlab.core.modes import Mode
 from xnorlab.core.session import LabSession
@@ -101,6 +100,7 @@ class LayerTableModel(QAbstractTableModel):
         super().__init__(parent)
         self.session = session
         self.infos: list[LayerInfo] = []
+        self.switchable: set[str] = set()
         self.stats: dict[str, LayerRowStats] = {}
         self.latency: dict[str, tuple[float, float]] = {}  # name -> (float_s, current_s)
         self.stats_stale = True
@@ -112,6 +112,7 @@ class LayerTableModel(QAbstractTableModel):
         """Re-read every row (new model)."""
         self.beginResetModel()
         self.infos = self.session.layers()
+        self.switchable = set(self.session.configs())  # custom layer classes are not
         self.stats, self.latency, self.stats_stale = {}, {}, True
         self.endResetModel()
 
@@ -175,10 +176,7 @@ class LayerTableModel(QAbstractTableModel):
         return base
 
     def _switchable(self, row: int) -> bool:
-        try:
-            return isinstance(self.session.layer(self.infos[row].name), (BinConv2d, BinLinear))
-        except Exception:  # a custom layer class: listed, not switchable
-            return False
+        return self.infos[row].name in self.switchable
 
     def data(self, index: IndexLike, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or index.row() >= len(self.infos):
