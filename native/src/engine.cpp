@@ -129,26 +129,40 @@ struct ConvPlan {
   const uint64_t* zero_row;
   const float* scale;
   int64_t words, taps, blocks, group_blocks, tiles, tiles_per_chunk, chunks;
+  int64_t span_h, span_w;             // dilation * (kernel - 1) + 1
+  std::vector<int64_t> tap_offset;    // word offset of tap t from the tap (0, 0) pixel
 };
 
-// Tap pointers of pixels [q0, q0+pixels); returns a bitmask of pixels with invalid taps.
+// Tap pointers of pixels [q0, q0+pixels); returns a bitmask of pixels with invalid taps (their
+// `invalid` flags are filled; interior pixels use the precomputed tap offsets, no checks).
 unsigned tile_pointers(const ConvPlan& pl, int64_t q0, int pixels, const uint64_t** act,
                        unsigned char* invalid) {
   const ConvShape& s = pl.s;
   const int64_t ohw = s.out_h * s.out_w;
+  int64_t n = q0 / ohw, oh = (q0 % ohw) / s.out_w, ow = q0 % s.out_w;
   unsigned border = 0;
   for (int p = 0; p < pixels; ++p) {
-    const int64_t q = q0 + p, n = q / ohw, r = q % ohw, oh = r / s.out_w, ow = r % s.out_w;
     const uint64_t* base = pl.packed + n * s.height * s.width * pl.words;
-    for (int64_t ky = 0, t = 0; ky < s.kernel_h; ++ky) {
-      const int64_t ih = oh * s.stride_h - s.pad_top + ky * s.dilation_h;
-      for (int64_t kx = 0; kx < s.kernel_w; ++kx, ++t) {
-        const int64_t iw = ow * s.stride_w - s.pad_left + kx * s.dilation_w;
-        const bool ok = ih >= 0 && ih < s.height && iw >= 0 && iw < s.width;
-        act[p * pl.taps + t] = ok ? base + (ih * s.width + iw) * pl.words : pl.zero_row;
-        invalid[p * pl.taps + t] = ok ? 0 : 1;
-        if (!ok) border |= 1u << p;
+    const int64_t ih0 = oh * s.stride_h - s.pad_top, iw0 = ow * s.stride_w - s.pad_left;
+    const uint64_t** out = act + p * pl.taps;
+    if (ih0 >= 0 && ih0 + pl.span_h <= s.height && iw0 >= 0 && iw0 + pl.span_w <= s.width) {
+      const uint64_t* origin = base + (ih0 * s.width + iw0) * pl.words;
+      for (int64_t t = 0; t < pl.taps; ++t) out[t] = origin + pl.tap_offset[t];
+    } else {
+      border |= 1u << p;
+      for (int64_t ky = 0, t = 0; ky < s.kernel_h; ++ky) {
+        const int64_t ih = ih0 + ky * s.dilation_h;
+        for (int64_t kx = 0; kx < s.kernel_w; ++kx, ++t) {
+          const int64_t iw = iw0 + kx * s.dilation_w;
+          const bool ok = ih >= 0 && ih < s.height && iw >= 0 && iw < s.width;
+          out[t] = ok ? base + (ih * s.width + iw) * pl.words : pl.zero_row;
+          invalid[p * pl.taps + t] = ok ? 0 : 1;
+        }
       }
+    }
+    if (++ow == s.out_w) {
+      ow = 0;
+      if (++oh == s.out_h) oh = 0, ++n;
     }
   }
   return border;
@@ -246,7 +260,13 @@ ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b) {
   result.timing.scale_s = std::chrono::duration<double>(t_scale_done - t_packed_done).count();
 
   ConvPlan pl{s, b, k, packed, zero_row, scale, words, s.kernel_h * s.kernel_w,
-              ceil_div(s.out_channels, kOcBlock), 0, 0, 0, 0};
+              ceil_div(s.out_channels, kOcBlock), 0, 0, 0, 0,
+              s.dilation_h * (s.kernel_h - 1) + 1, s.dilation_w * (s.kernel_w - 1) + 1, {}};
+  for (int64_t ky = 0; ky < s.kernel_h; ++ky) {
+    for (int64_t kx = 0; kx < s.kernel_w; ++kx) {
+      pl.tap_offset.push_back((ky * s.dilation_h * s.width + kx * s.dilation_w) * words);
+    }
+  }
   run_conv(pl);
   result.timing.popcount_s = seconds_since(t_scale_done);
   result.timing.total_s = seconds_since(start);

@@ -30,26 +30,38 @@ inline __m256 transform8(__m512i acc, const ConvTileArgs& a, int p, int k) {
   return _mm256_add_ps(f, _mm256_loadu_ps(a.bias + k * 8));
 }
 
+// acc[k] += popcount(broadcast(word) xor w_k) for the 4 registers of 8 output channels.
+inline void accumulate(__m512i* acc, uint64_t word, __m512i w0, __m512i w1, __m512i w2,
+                       __m512i w3) {
+  const __m512i b = _mm512_set1_epi64(static_cast<long long>(word));
+  acc[0] = _mm512_add_epi64(acc[0], _mm512_popcnt_epi64(_mm512_xor_si512(b, w0)));
+  acc[1] = _mm512_add_epi64(acc[1], _mm512_popcnt_epi64(_mm512_xor_si512(b, w1)));
+  acc[2] = _mm512_add_epi64(acc[2], _mm512_popcnt_epi64(_mm512_xor_si512(b, w2)));
+  acc[3] = _mm512_add_epi64(acc[3], _mm512_popcnt_epi64(_mm512_xor_si512(b, w3)));
+}
+
 template <int P>
 void tile(const ConvTileArgs& a) {
   __m512i acc[P][4];
   for (int p = 0; p < P; ++p)
     for (int k = 0; k < 4; ++k) acc[p][k] = _mm512_setzero_si512();
-  for (int64_t t = 0; t < a.taps; ++t) {
-    const uint64_t* ap[P];
-    for (int p = 0; p < P; ++p) ap[p] = a.act[p * a.taps + t];
-    const uint64_t* w = a.weight + t * a.words * kOcBlock;
-    for (int64_t j = 0; j < a.words; ++j) {
-      const __m512i w0 = _mm512_loadu_si512(w + j * kOcBlock);
-      const __m512i w1 = _mm512_loadu_si512(w + j * kOcBlock + 8);
-      const __m512i w2 = _mm512_loadu_si512(w + j * kOcBlock + 16);
-      const __m512i w3 = _mm512_loadu_si512(w + j * kOcBlock + 24);
-      for (int p = 0; p < P; ++p) {
-        const __m512i b = _mm512_set1_epi64(static_cast<long long>(ap[p][j]));
-        acc[p][0] = _mm512_add_epi64(acc[p][0], _mm512_popcnt_epi64(_mm512_xor_si512(b, w0)));
-        acc[p][1] = _mm512_add_epi64(acc[p][1], _mm512_popcnt_epi64(_mm512_xor_si512(b, w1)));
-        acc[p][2] = _mm512_add_epi64(acc[p][2], _mm512_popcnt_epi64(_mm512_xor_si512(b, w2)));
-        acc[p][3] = _mm512_add_epi64(acc[p][3], _mm512_popcnt_epi64(_mm512_xor_si512(b, w3)));
+  if (a.words == 1) {  // C <= 64: one word per tap, no inner loop (ResNet's 64-channel stage)
+    for (int64_t t = 0; t < a.taps; ++t) {
+      const uint64_t* w = a.weight + t * kOcBlock;
+      const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 8);
+      const __m512i w2 = _mm512_loadu_si512(w + 16), w3 = _mm512_loadu_si512(w + 24);
+      for (int p = 0; p < P; ++p) accumulate(acc[p], *a.act[p * a.taps + t], w0, w1, w2, w3);
+    }
+  } else {
+    for (int64_t t = 0; t < a.taps; ++t) {
+      const uint64_t* ap[P];
+      for (int p = 0; p < P; ++p) ap[p] = a.act[p * a.taps + t];
+      const uint64_t* w = a.weight + t * a.words * kOcBlock;
+      for (int64_t j = 0; j < a.words; ++j) {
+        const uint64_t* wj = w + j * kOcBlock;
+        const __m512i w0 = _mm512_loadu_si512(wj), w1 = _mm512_loadu_si512(wj + 8);
+        const __m512i w2 = _mm512_loadu_si512(wj + 16), w3 = _mm512_loadu_si512(wj + 24);
+        for (int p = 0; p < P; ++p) accumulate(acc[p], ap[p][j], w0, w1, w2, w3);
       }
     }
   }
