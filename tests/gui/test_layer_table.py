@@ -28,7 +28,7 @@ def table(qtbot: QtBot, tiny_session: LabSession) -> LayerTable:
 
 
 def mode_combo(table: LayerTable, row: int) -> QComboBox:
-    editor = table.view.indexWidget(table.model.index(row, COL["mode"]))
+    editor = table.view.indexWidget(table.view_index(row, COL["mode"]))
     assert isinstance(editor, QComboBox)
     return editor
 
@@ -115,7 +115,7 @@ def test_selection_is_synchronised_both_ways(table: LayerTable) -> None:
     table.view.selectRow(2)
     assert session.selected == names[2]
     session.select(names[0])
-    assert table.view.currentIndex().row() == 0
+    assert table.source_row(table.view.currentIndex()) == 0
 
 
 def test_new_model_resets_the_rows(qtbot: QtBot, table: LayerTable) -> None:
@@ -144,8 +144,29 @@ def test_custom_layer_class_is_listed_but_not_switchable(qtbot: QtBot, table: La
     table.session.adopt(LoadedModel("custom", net, (1, 8, 8)))
     index = table.model.index(0, COL["mode"])
     assert not table.model.flags(index) & Qt.ItemFlag.ItemIsEditable
-    assert table.view.indexWidget(index) is None
+    assert table.view.indexWidget(table.view_index(0, COL["mode"])) is None
     assert isinstance(mode_combo(table, 1), QComboBox)
     with pytest.raises(XnorlabError, match="custom layer class"):
         table.session.set_mode("0", "xnor")
+    qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
+
+
+def test_sorting_by_error_puts_the_worst_layer_first(qtbot: QtBot, table: LayerTable) -> None:
+    session = table.session
+    session.apply_preset("xnor")
+    qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
+    errors = {name: row.local_error for name, row in table.model.stats.items()}
+    table.view.sortByColumn(COL["local"], Qt.SortOrder.DescendingOrder)
+    shown = [table.proxy.index(r, COL["name"]).data() for r in range(4)]
+    assert shown == sorted(errors, key=errors.__getitem__, reverse=True)
+    worst = shown[0]
+    combo = table.view.indexWidget(table.proxy.index(0, COL["mode"]))
+    assert isinstance(combo, QComboBox) and combo.currentText() == "xnor"
+    combo.setCurrentIndex(combo.findText("float"))
+    combo.activated.emit(combo.currentIndex())
+    assert session.layer(worst).mode is Mode.FLOAT  # the editor edits the row it is drawn on
+    table.view.selectRow(0)
+    assert session.selected == table.proxy.index(0, COL["name"]).data()
+    table.view.sortByColumn(COL["name"], Qt.SortOrder.AscendingOrder)
+    assert [table.proxy.index(r, COL["name"]).data() for r in range(4)] == session.layer_names()
     qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)

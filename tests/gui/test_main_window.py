@@ -203,7 +203,7 @@ def test_toggling_in_the_table_changes_model_and_plots(qtbot: QtBot, window: Mai
         lambda: views.current is not None and views.current.name == name, timeout=WAIT_MS
     )
     assert views.current is not None and views.current.mode is Mode.FLOAT
-    combo = window.table.view.indexWidget(window.table.model.index(1, COL["mode"]))
+    combo = window.table.view.indexWidget(window.table.view_index(1, COL["mode"]))
     assert isinstance(combo, QComboBox)
     with qtbot.waitSignal(views.updated, timeout=WAIT_MS):
         combo.setCurrentIndex(combo.findText("xnor"))

@@ -21,6 +21,7 @@ from PySide6.QtCore import (
     QItemSelectionModel,
     QModelIndex,
     QPersistentModelIndex,
+    QSortFilterProxyModel,
     Qt,
     QTimer,
     Signal,
@@ -47,6 +48,7 @@ from xnorlab.gui.workers import TaskRunner
 STATS_DELAY_MS = 150  # debounce: a burst of toggles triggers one recomputation
 MODE_NAMES = [m.value for m in Mode]
 DASH = "\u2013"  # shown when a value does not apply
+SORT_ROLE = int(Qt.ItemDataRole.UserRole)
 IndexLike = QModelIndex | QPersistentModelIndex
 
 
@@ -190,7 +192,31 @@ class LayerTableModel(QAbstractTableModel):
             return self._foreground(info, key)
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(info, key)
+        if role == SORT_ROLE:
+            return self._sort_key(info, key, index.row())
         return None
+
+    def _sort_key(self, info: LayerInfo, key: str, row: int) -> float | str:
+        """What a column sorts by: the layer order for names, numbers for numeric columns."""
+        if key == "name":
+            return float(row)
+        if key in ("kind", "shape"):
+            return self._text(info, key)
+        if key == "mode":
+            return float(MODE_NAMES.index(info.mode.value))
+        if key in ("params", "macs"):
+            return float(info.params if key == "params" else self.session.macs.get(info.name, 0))
+        if key in ("float_ms", "current_ms"):
+            pair = self.latency.get(info.name)
+            return -1.0 if pair is None else float(pair[key == "current_ms"])
+        row_stats = self.stats.get(info.name)
+        if row_stats is None:
+            return -1.0
+        value = {
+            "alpha": row_stats.alpha_mean, "flip": row_stats.flip_rate,
+            "local": row_stats.local_error, "prop": row_stats.propagated_error,
+        }[key]  # fmt: skip
+        return -1.0 if math.isnan(value) else float(value)
 
     def setData(self, index: IndexLike, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:
         if not index.isValid() or index.column() != COL["mode"]:
@@ -282,6 +308,9 @@ class LayerTable(QWidget):
         super().__init__(parent)
         self.session = session
         self.model = LayerTableModel(session, self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SORT_ROLE)
         self.view = QTableView(self)
         self.delegate = ModeDelegate(self.view)
         self.runner = TaskRunner(self)
@@ -302,7 +331,9 @@ class LayerTable(QWidget):
 
     def _setup_view(self) -> None:
         view = self.view
-        view.setModel(self.model)
+        view.setModel(self.proxy)
+        view.setSortingEnabled(True)
+        view.sortByColumn(COL["name"], Qt.SortOrder.AscendingOrder)  # the model's layer order
         view.setItemDelegateForColumn(COL["mode"], self.delegate)
         view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -319,12 +350,19 @@ class LayerTable(QWidget):
         self.runner.cancel_all()
         self.model.reload()
         for row in range(self.model.rowCount()):
-            index = self.model.index(row, COL["mode"])
-            if self.model.flags(index) & Qt.ItemFlag.ItemIsEditable:
-                self.view.openPersistentEditor(index)
+            if self.model.flags(self.model.index(row, COL["mode"])) & Qt.ItemFlag.ItemIsEditable:
+                self.view.openPersistentEditor(self.view_index(row, COL["mode"]))
         self.view.resizeColumnsToContents()
         self._widen_mode_column()
         self.schedule()
+
+    def view_index(self, row: int, column: int) -> QModelIndex:
+        """The view's (sorted) index of source row ``row``."""
+        return self.proxy.mapFromSource(self.model.index(row, column))
+
+    def source_row(self, view_index: QModelIndex) -> int:
+        """The source row of a view index (-1 if invalid)."""
+        return self.proxy.mapToSource(view_index).row() if view_index.isValid() else -1
 
     def _widen_mode_column(self) -> None:
         self.view.setColumnWidth(COL["mode"], max(90, self.view.columnWidth(COL["mode"])))
@@ -341,7 +379,7 @@ class LayerTable(QWidget):
 
     def _on_session_selection(self, name: str | None) -> None:
         row = -1 if name is None else self.model.row_of(name)
-        current = self.view.currentIndex().row()
+        current = self.source_row(self.view.currentIndex())
         if row == current:
             return
         self._syncing = True
@@ -350,18 +388,18 @@ class LayerTable(QWidget):
                 self.view.clearSelection()
             else:
                 self.view.selectionModel().setCurrentIndex(
-                    self.model.index(row, 0),
+                    self.view_index(row, 0),
                     QItemSelectionModel.SelectionFlag.ClearAndSelect
                     | QItemSelectionModel.SelectionFlag.Rows,
                 )
-                self.view.scrollTo(self.model.index(row, 0))
+                self.view.scrollTo(self.view_index(row, 0))
         finally:
             self._syncing = False
 
     def _on_current_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if self._syncing or not current.isValid():
             return
-        self.session.attempt(self.session.select, self.model.infos[current.row()].name)
+        self.session.attempt(self.session.select, self.model.infos[self.source_row(current)].name)
 
     # ------------------------------------------------------------------ workers
     def schedule(self) -> None:
