@@ -29,10 +29,8 @@ struct Popcount {
   }
 };
 
-inline void store8(const ConvTileArgs& a, int p, int oc0, __m256i acc_lo, __m256i acc_hi) {
-  alignas(32) long long v[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(v), acc_lo);
-  _mm256_store_si256(reinterpret_cast<__m256i*>(v + 4), acc_hi);
+// Scalar transform of 8 output channels (used when K does not fit the int32 fast path).
+inline void store8_scalar(const ConvTileArgs& a, int p, int oc0, const long long* v) {
   float* out = a.out + p * a.out_pixel_stride;
   const float s = a.scale[p];
   for (int i = 0; i < 8; ++i) {
@@ -41,6 +39,37 @@ inline void store8(const ConvTileArgs& a, int p, int oc0, __m256i acc_lo, __m256
     long long dot = a.kbits - 2 * v[i];
     if (a.corr != nullptr) dot -= a.corr[p * kOcBlock + oc];
     out[oc] = static_cast<float>(dot) * a.alpha[oc] * s + a.bias[oc];
+  }
+}
+
+// out[oc0..oc0+8) = (K - 2*popcount - corr) * alpha * scale + bias, in int32/float lanes.
+inline void store8(const ConvTileArgs& a, int p, int oc0, __m256i acc_lo, __m256i acc_hi) {
+  if (a.kbits >= (int64_t{1} << 30)) {
+    alignas(32) long long v[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(v), acc_lo);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(v + 4), acc_hi);
+    store8_scalar(a, p, oc0, v);
+    return;
+  }
+  const __m256i low_dwords = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  const __m128i lo = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(acc_lo, low_dwords));
+  const __m128i hi = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(acc_hi, low_dwords));
+  const __m256i count = _mm256_set_m128i(hi, lo);
+  __m256i dot = _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(a.kbits)),
+                                 _mm256_slli_epi32(count, 1));
+  if (a.corr != nullptr) {
+    dot = _mm256_sub_epi32(dot, _mm256_loadu_si256(
+                                    reinterpret_cast<const __m256i*>(a.corr + p * kOcBlock + oc0)));
+  }
+  __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_loadu_ps(a.alpha + oc0));
+  f = _mm256_add_ps(_mm256_mul_ps(f, _mm256_set1_ps(a.scale[p])), _mm256_loadu_ps(a.bias + oc0));
+  float* out = a.out + p * a.out_pixel_stride + oc0;
+  const int left = a.oc_valid - oc0;
+  if (left >= 8) {
+    _mm256_storeu_ps(out, f);
+  } else {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(out, _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane), f);
   }
 }
 
