@@ -6,6 +6,8 @@ computed by hand.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from xnorlab.cli.bench import render_markdown
@@ -187,6 +189,23 @@ def test_targets_met_and_missed() -> None:
     assert bad["2 threads >= 1.8x 1 thread at batch 8"].met is None
     assert bad["BWN linear >= 4x torch float32"].met is False  # 3x
     assert bad["whole model >= 3x float PyTorch"].met is False  # 36 / 13 (channels_last)
+
+
+def test_packed_weight_size_bound() -> None:
+    def row(packed: int | None) -> ConvResult:
+        return dataclasses.replace(conv_row(0.15), packed_weight_bytes=packed)
+
+    assert row(None).packed_bytes_bound == 64 * 3 * 3 * 1 * 8  # C_in 64 = one word per tap
+    wide = dataclasses.replace(row(None), shape=ConvShape("65ch", 65, 10, 8))
+    assert wide.packed_bytes_bound == 10 * 9 * 2 * 8  # 65 channels need two words
+
+    def verdict(packed: int | None) -> bool | None:
+        checks = target_checks(report_with([row(packed)], 3.0, 12.0))
+        return next(c.met for c in checks if c.name.startswith("packed conv weights"))
+
+    assert verdict(4608) is True
+    assert verdict(4609) is False
+    assert verdict(None) is None
 
 
 def test_busy_machine_is_flagged() -> None:

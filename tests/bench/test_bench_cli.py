@@ -106,7 +106,7 @@ def test_quick_json_machine_linear_model_targets(quick_report: dict[str, Any]) -
     assert set(model) == names(ModelResult) | {"metrics"}
     assert model["input_shape"] == [1, 3, 64, 64] and model["preset"] == "paper"
     assert model["max_rel_diff_vs_simulation"] < 1e-3  # the engine computes the same model
-    assert len(quick_report["targets"]) == 7
+    assert len(quick_report["targets"]) == 8
     assert all(set(t) == {"name", "met", "detail"} for t in quick_report["targets"])
     assert any("XNOR engine:" in note for note in quick_report["notes"])
 

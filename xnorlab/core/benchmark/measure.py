@@ -68,6 +68,14 @@ class ConvResult:
     xnor: Timing
     split: SplitTiming | None
     popcount_ceiling_gmac: float  # per core, for this ISA
+    packed_weight_bytes: int | None = None  # the engine's packed bits (None: reference engine)
+
+    @property
+    def packed_bytes_bound(self) -> int:
+        """Issue 3's bound: ``C_out * kh * kw * ceil(C_in / 64) * 8`` bytes of packed bits."""
+        shape = self.shape
+        words = -(-shape.in_channels // 64)
+        return shape.out_channels * shape.kernel * shape.kernel * words * 8
 
     @property
     def macs(self) -> int:
@@ -154,12 +162,12 @@ def measure_conv_group(
     isas: Sequence[str],
     scaling: str,
     plan: RunPlan,
-) -> tuple[BaselineTimings, dict[str, tuple[Timing, SplitTiming | None]]]:
+) -> tuple[BaselineTimings, dict[str, tuple[Timing, SplitTiming | None]], int | None]:
     """Time one conv shape on every side, interleaved (``time_interleaved``): torch float32
     NCHW and channels_last, torch int8 (quantized input; float in/out), and the engine's XNOR
     conv from a float NCHW input for each ISA (weight packed once). Then profile each ISA.
 
-    Returns the baselines and ``{isa: (xnor timing, split)}``.
+    Returns the baselines, ``{isa: (xnor timing, split)}`` and the packed weight's bytes.
     """
     x = torch.randn(batch, shape.in_channels, shape.size, shape.size)
     weight = torch.randn(shape.out_channels, shape.in_channels, shape.kernel, shape.kernel)
@@ -182,7 +190,9 @@ def measure_conv_group(
         splits = {isa: _split_for_isa(engine, isa, xnor_op, plan) for isa in isas}
     baseline = BaselineTimings(timings["float_nchw"], timings["float_channels_last"],
                                timings.get("int8"), timings.get("int8_float_io"))  # fmt: skip
-    return baseline, {isa: (timings[f"xnor_{isa}"], splits[isa]) for isa in isas}
+    packed_bytes = getattr(packed, "weight_bytes", None)
+    per_isa = {isa: (timings[f"xnor_{isa}"], splits[isa]) for isa in isas}
+    return baseline, per_isa, None if packed_bytes is None else int(packed_bytes)
 
 
 def _split_for_isa(engine: Engine, isa: str, op: Op, plan: RunPlan) -> SplitTiming | None:

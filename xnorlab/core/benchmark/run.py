@@ -161,12 +161,12 @@ def _conv_rows(
         _set_threads(engine, threads)
         for batch in config.batches:
             for shape in config.shapes:
-                baseline, per_isa = measure_conv_group(
+                baseline, per_isa, packed_bytes = measure_conv_group(
                     engine, shape, batch, isas, config.scaling, config.plan
                 )
                 for isa, (xnor, split) in per_isa.items():
                     row = ConvResult(shape, batch, threads, isa, config.scaling, baseline, xnor,
-                                     split, ceilings.popcount_for(isa))  # fmt: skip
+                                     split, ceilings.popcount_for(isa), packed_bytes)  # fmt: skip
                     progress(f"conv {shape.name} batch {batch} threads {threads} {isa}: "
                              f"{row.metrics()['speedup_vs_float']:.2f}x float")  # fmt: skip
                     yield row
@@ -280,6 +280,17 @@ def _thread_scaling_check(convs: Sequence[ConvResult], isa: str) -> TargetCheck:
     return TargetCheck(name, value >= 1.8, f"worst {value:.2f} at {shape} ({isa})")
 
 
+def _packed_size_check(convs: Sequence[ConvResult]) -> TargetCheck:
+    name = "packed conv weights <= C_out*kh*kw*ceil(C_in/64)*8 bytes"
+    sizes = {r.shape.name: (r.packed_weight_bytes, r.packed_bytes_bound) for r in convs}
+    measured = {k: v for k, v in sizes.items() if v[0] is not None}
+    if not measured:
+        return TargetCheck(name, None, "the engine reports no packed size")
+    over = [k for k, (size, bound) in measured.items() if size is not None and size > bound]
+    detail = ", ".join(f"{k} {size} / {bound}" for k, (size, bound) in measured.items())
+    return TargetCheck(name, not over, detail)
+
+
 def target_checks(report: BenchReport) -> list[TargetCheck]:
     """Issue 3's targets evaluated on the report (the default ISA is the first one run)."""
     convs = report.convs
@@ -296,6 +307,7 @@ def target_checks(report: BenchReport) -> list[TargetCheck]:
         _threshold_check("AVX2 forced >= 2.5x torch float32", avx2, "speedup_vs_float", 2.5),
         _thread_scaling_check(convs, main_isa),
     ]  # fmt: skip
+    checks.append(_packed_size_check(convs))
     main_linear = report.linears[0].isa if report.linears else ""
     linear = [
         row.metrics()["speedup_vs_float"] or 0.0 for row in report.linears if row.isa == main_linear
