@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from typing import Any
 
 import torch
 
@@ -13,6 +11,7 @@ from xnorlab.core.errors import XnorlabError
 from xnorlab.core.modelspec import LoadedModel, load_model_spec
 from xnorlab.core.render import RENDERERS, write_report
 from xnorlab.core.report import ReportData, ReportOptions, build_report
+from xnorlab.core.report_data import report_data_from_bundle, synthetic_report_data
 
 SYNTHETIC = "none"
 
@@ -118,38 +117,17 @@ def set_threads(threads: int | None) -> None:
         pass
 
 
-def _stack(dataset: Any, count: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    size = min(count, len(dataset) - offset)
-    if size <= 0:
-        raise XnorlabError("the data set has too few samples")
-    items = [dataset[i] for i in range(offset, offset + size)]
-    inputs = torch.stack([torch.as_tensor(x, dtype=torch.float32) for x, _ in items])
-    return inputs, torch.tensor([int(y) for _, y in items], dtype=torch.long)
-
-
-def default_calibration(input_shape: tuple[int, ...]) -> int:
-    """32 samples for inputs up to 3x64x64, else 4 (the statistics are per value, not image)."""
-    return 32 if math.prod(input_shape) <= 3 * 64 * 64 else 4
-
-
 def load_report_data(
     loaded: LoadedModel, spec: str | None, calib: int | None, limit: int
 ) -> ReportData:
     """Calibration batch (train split) and validation tensors (val split) of ``spec``."""
-    calib = default_calibration(loaded.input_shape) if calib is None else calib
-    if calib < 1 or limit < 1:
-        raise XnorlabError("--calibration and --limit must be >= 1")
     name = spec or loaded.default_data or SYNTHETIC
     if name.lower() == SYNTHETIC:
-        generator = torch.Generator().manual_seed(0)
-        calibration = torch.randn((calib, *loaded.input_shape), generator=generator)
-        return ReportData("none (random normal calibration inputs, no accuracy)", calibration)
+        return synthetic_report_data(loaded.input_shape, calib)
     from xnorlab.core.data import load_dataset
 
     bundle = load_dataset(name, loaded.preprocessing, loaded.class_names or None)
-    calibration, _ = _stack(bundle.train, calib)
-    val_inputs, val_labels = _stack(bundle.val, limit)
-    return ReportData(f"{name} (val split)", calibration, val_inputs, val_labels)
+    return report_data_from_bundle(bundle, calib, limit)
 
 
 def _settings(args: argparse.Namespace) -> dict[str, str]:
