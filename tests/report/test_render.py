@@ -111,3 +111,19 @@ def test_write_report_picks_the_format_and_writes_atomically(
     with pytest.raises(XnorlabError, match="cannot write"):
         write_report(report, tmp_path / "no" / "such" / "dir.md")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.html", "r.json", "r.md"]
+
+
+def test_an_interrupted_write_keeps_the_old_file(
+    report: Report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "r.md"
+    target.write_text("old report", encoding="utf-8")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise KeyboardInterrupt  # e.g. Ctrl+C between writing and renaming
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(report, target)
+    assert target.read_text(encoding="utf-8") == "old report"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.md"]  # no temp file left behind
