@@ -73,7 +73,9 @@ def test_profile_records_every_native_call() -> None:
     assert [r.op for r in records] == ["xnor_conv2d", "bwn_linear"]
     conv = records[0]
     assert (conv.shape, conv.weight_shape, conv.out_shape) == (
-        (2, 16, 9, 9), (32, 16, 3, 3), (2, 32, 9, 9)
+        (2, 16, 9, 9),
+        (32, 16, 3, 3),
+        (2, 32, 9, 9),
     )
     assert conv.binary_macs == 2 * 32 * 81 * 16 * 9
     parts = conv.pack_s + conv.popcount_s + conv.scale_s + conv.other_s

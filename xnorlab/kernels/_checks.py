@@ -41,8 +41,10 @@ def as_float32(x: Tensor) -> tuple[Tensor, bool]:
     x = x.detach()
     if x.dtype != torch.float32:
         x = x.to(torch.float32)
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
-        memory_format=torch.channels_last
+    if (
+        x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
     ):
         return x, True
     return x.contiguous(), False
@@ -60,7 +62,9 @@ def _pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
         or any(isinstance(v, bool) or not isinstance(v, int) for v in items)
         or any(v < minimum or v > MAX_DIM for v in items)
     ):
-        raise KernelInputError(f"{name} must be an int or a pair of ints >= {minimum}, got {value!r}")
+        raise KernelInputError(
+            f"{name} must be an int or a pair of ints >= {minimum}, got {value!r}"
+        )
     return (items[0], items[1])
 
 
@@ -114,7 +118,9 @@ def _conv_geometry(
     dilation2 = _pair(dilation, "dilation", 1)
     if isinstance(padding, str):
         if padding not in ("same", "valid"):
-            raise KernelInputError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+            raise KernelInputError(
+                f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}"
+            )
         if padding == "same" and stride2 != (1, 1):
             raise KernelInputError("padding='same' needs stride 1 (as in PyTorch)")
         pad4 = conv_pad4(padding, kernel_size, dilation2)
@@ -145,7 +151,7 @@ def parse_scaling(scaling: Any) -> InputScaling:
     if fast is not None:
         return fast
     try:
-        return InputScaling.parse(scaling)  # type: ignore[return-value]
+        return InputScaling(InputScaling.parse(scaling))
     except ValueError as exc:
         raise KernelInputError(str(exc)) from exc
 
@@ -155,7 +161,7 @@ def parse_pad_mode(pad_mode: Any) -> PadMode:
     if fast is not None:
         return fast
     try:
-        return PadMode.parse(pad_mode)  # type: ignore[return-value]
+        return PadMode(PadMode.parse(pad_mode))
     except ValueError as exc:
         raise KernelInputError(str(exc)) from exc
 

@@ -79,8 +79,10 @@ def _conv_forward(layer: BinConv2d, x: Tensor) -> Tensor | None:
         return None
     if layer.padding_mode != "zeros" or not _usable_input(x, 4):
         return None
+    packed = packed_weight(layer)
+    assert isinstance(packed, PackedConv2dWeight)
     return xnor_conv2d(
-        x, packed_weight(layer), None, layer.stride, layer.padding, layer.dilation,
+        x, packed, None, layer.stride, layer.padding, layer.dilation,
         pad_mode=layer.config.pad_mode, scaling=layer.config.scaling,
     )  # fmt: skip
 
@@ -88,11 +90,13 @@ def _conv_forward(layer: BinConv2d, x: Tensor) -> Tensor | None:
 def _linear_forward(layer: BinLinear, x: Tensor) -> Tensor | None:
     if not isinstance(x, Tensor) or x.dim() < 1 or not _usable_input(x, x.dim()):
         return None
+    if layer.config.mode not in (Mode.XNOR, Mode.BWN):
+        return None
+    packed = packed_weight(layer)
+    assert isinstance(packed, PackedLinearWeight)
     if layer.config.mode is Mode.XNOR:
-        return xnor_linear(x, packed_weight(layer), None, scaling=layer.config.scaling)
-    if layer.config.mode is Mode.BWN:
-        return bwn_linear(x, packed_weight(layer))
-    return None
+        return xnor_linear(x, packed, None, scaling=layer.config.scaling)
+    return bwn_linear(x, packed)
 
 
 def native_layer_forward(layer: BinConv2d | BinLinear, x: Tensor) -> Tensor | None:

@@ -259,7 +259,7 @@ def _float_vector(value: Tensor, length: int, name: str) -> Tensor:
     return value.detach().to(torch.float32).contiguous()
 
 
-def _check_weight(weight: Any, rank: int, what: str) -> Tensor:
+def _check_weight(weight: Tensor | Any, rank: int, what: str) -> Tensor:
     if not isinstance(weight, Tensor):
         raise KernelTypeError(f"{what} weight must be a torch.Tensor, got {type(weight).__name__}")
     if not weight.is_floating_point():
@@ -272,12 +272,12 @@ def _check_weight(weight: Any, rank: int, what: str) -> Tensor:
         raise KernelInputError(f"{what} weight is empty: {tuple(weight.shape)}")
     if max(weight.shape) > 1 << 31:
         raise KernelInputError(f"{what} weight dimension too large: {tuple(weight.shape)}")
-    weight = weight.detach()
-    if bool(torch.isnan(weight).any()):
+    detached: Tensor = weight.detach()
+    if bool(torch.isnan(detached).any()):
         warnings.warn(
             "sign(): input contains NaN; NaN is binarized to +1", NaNInputWarning, stacklevel=3
         )
-    return weight
+    return detached
 
 
 def _check_bias(bias: Any, out_channels: int) -> Tensor | None:
