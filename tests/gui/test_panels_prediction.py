@@ -139,6 +139,8 @@ def test_image_dropped_on_the_main_window_lands_in_the_prediction_tab(qtbot, tmp
     window = MainWindow(lenet_session("paper", with_data=False))
     qtbot.addWidget(window)
     window.show()
+    qtbot.waitExposed(window)
+    qtbot.wait(50)  # the window's deferred layout set-up runs first, as before any user drop
     panel = window.panels["prediction"]
     window.docks["metrics"].raise_()
     _drop(window, [write_digit_png(tmp_path / "one.png")])

@@ -24,7 +24,7 @@ ROW_PX = 26  # pixels per layer: readable names however many layers there are
 CHART_MARGIN_PX = 60  # bottom axis and its label
 
 
-class LatencySplitChart(pg.PlotWidget):
+class LatencySplitChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
     """Horizontal stacked bars, one per layer: pack / popcount / scaling / other (seconds).
 
     A thin red bar under each layer shows its torch float time for comparison. The chart asks
@@ -82,7 +82,7 @@ class LatencySplitChart(pg.PlotWidget):
         return [float(x0 + w) for x0, w in zip(opts["x0"], opts["width"], strict=True)]
 
 
-class CurvesChart(pg.PlotWidget):
+class CurvesChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
     """Live curves against epochs: one named line per series (e.g. train loss, val accuracy)."""
 
     def __init__(self, y_label: str, parent: QWidget | None = None) -> None:

@@ -66,6 +66,12 @@ def _value_label() -> QLabel:
     return label
 
 
+def _slim_progress_bar() -> QProgressBar:
+    bar = QProgressBar(maximum=1000, textVisible=False)
+    bar.setMaximumHeight(10)  # empty when idle, fills while a run is going
+    return bar
+
+
 def _mark(labels: tuple[QLabel, ...], stale: bool) -> None:
     for label in labels:
         label.setStyleSheet(STALE_STYLE if stale else VALUE_STYLE)
@@ -119,7 +125,7 @@ class MetricsPanel(QWidget):
         self.samples_spin.setSingleStep(100)
         self.samples_spin.setSuffix(" samples")
         self.samples_spin.valueChanged.connect(lambda _v: self.schedule())
-        self.acc_progress = QProgressBar(maximum=1000, textVisible=False, maximumHeight=10)
+        self.acc_progress = _slim_progress_bar()
         self.acc_message = QLabel()
         self.acc_message.setWordWrap(True)
         grid = QGridLayout(box)
@@ -149,13 +155,14 @@ class MetricsPanel(QWidget):
         self.float_lat, self.current_lat, self.speedup = (_value_label() for _ in range(3))
         self.engine_label = QLabel()
         self.engine_label.setWordWrap(True)
-        self.auto_latency = QCheckBox("auto", checked=True)
+        self.auto_latency = QCheckBox("auto")
+        self.auto_latency.setChecked(True)
         self.auto_latency.setToolTip("measure latency after every change")
         self.measure_button = QPushButton("Measure")
         self.measure_button.clicked.connect(self.start_latency)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
-        self.lat_progress = QProgressBar(maximum=1000, textVisible=False, maximumHeight=10)
+        self.lat_progress = _slim_progress_bar()
         grid = QGridLayout(box)
         for col, (text, widget) in enumerate(
             (("torch float", self.float_lat), ("current", self.current_lat),
@@ -164,8 +171,8 @@ class MetricsPanel(QWidget):
             grid.addWidget(QLabel(text), 0, 2 * col)
             grid.addWidget(widget, 0, 2 * col + 1)
         buttons = QHBoxLayout()
-        for widget in (self.auto_latency, self.measure_button, self.cancel_button):
-            buttons.addWidget(widget)
+        for control in (self.auto_latency, self.measure_button, self.cancel_button):
+            buttons.addWidget(control)
         buttons.addWidget(self.lat_progress, 1)
         grid.addLayout(buttons, 1, 0, 1, 6)
         grid.addWidget(self.engine_label, 2, 0, 1, 6)

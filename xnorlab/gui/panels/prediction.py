@@ -129,7 +129,8 @@ class PredictionPanel(QWidget):
         self.open_button.clicked.connect(self.open_images)
         self.topk_spin = QSpinBox(minimum=1, maximum=20, value=5, prefix="top-")
         self.topk_spin.valueChanged.connect(lambda _v: self._rerun.start())
-        self.progress = QProgressBar(maximum=0, visible=False)
+        self.progress = QProgressBar(maximum=0)  # busy indicator
+        self.progress.setVisible(False)
         self.message = QLabel("Drop image files here or on the window.")
         self.message.setWordWrap(True)
         header = QHBoxLayout()
@@ -230,8 +231,9 @@ class PredictionPanel(QWidget):
         self.paths, self.results = paths, results
         while self.rows_layout.count() > 1:
             item = self.rows_layout.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+            row = item.widget() if item is not None else None
+            if row is not None:
+                row.deleteLater()
         for index, result in enumerate(results):
             self.rows_layout.insertWidget(index, PredictionRow(result, preprocessing))
         changed = sum(r.pair.float_topk.indices[0] != r.pair.current_topk.indices[0]

@@ -95,7 +95,8 @@ class TrainingPanel(QWidget):
         self.scratch_check.toggled.connect(
             lambda on: self.start_button.setText("Train" if on else "Fine-tune")
         )
-        self.cancel_button = QPushButton("Cancel", enabled=False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
         self.save_button = QPushButton("Save checkpoint…")
         self.save_button.clicked.connect(self.save_dialog)
