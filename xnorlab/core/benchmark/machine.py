@@ -96,12 +96,19 @@ def cpu_flags() -> set[str]:
 
 
 def cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo``), else ``platform.processor()``."""
+    """The CPU model name with its family/model numbers (``/proc/cpuinfo``; a VM often shows
+    only a brand, e.g. "AMD EPYC (family 25, model 17)" = Zen 4), else ``platform``'s name."""
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+            key, _, value = line.partition(":")
+            if not line.strip():
+                break  # only the first processor's block
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def _build_ceiling_library(workdir: Path) -> ctypes.CDLL:
