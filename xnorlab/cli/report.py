@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-latency", action="store_true", help="skip latency timing")
     parser.add_argument("--threads", type=int, default=None, help="threads for torch and engine")
+    _add_measurement_arguments(parser)
+
+
+def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of what is measured and how (engine, sizes, repeats, layer settings)."""
     parser.add_argument(
         "--engine",
         choices=("native", "torch"),
