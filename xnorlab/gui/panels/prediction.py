@@ -185,6 +185,8 @@ class PredictionPanel(QWidget):
     # ------------------------------------------------------------------ prediction
     def _preprocessing(self) -> Any:
         loaded = self.session.loaded
+        if loaded is None:
+            raise XnorlabError("open a model first")
         prep = getattr(loaded, "preprocessing", None)
         if prep is None:
             prep = getattr(self.session.dataset, "preprocessing", None)
