@@ -307,6 +307,21 @@ Timing bwn_linear(const float* x, int64_t batch, int64_t features, const uint64_
     for (int64_t f = 0; f < features; ++f) sum += dst[f];
     xsum[n] = sum;
   }
+  // Byte subset-sum table (ISAs without masked adds), worth it while the batch is small.
+  const float* lut = nullptr;
+  if (k.bwn_wants_lut && batch <= 16) {
+    const int64_t groups = words * 8;
+    float* table = scratch(t_scale, batch * groups * 256);
+    parallel_for(batch, [&](int64_t n) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const float* xg = xpad + n * words * 64 + g * 8;
+        float* t = table + (n * groups + g) * 256;
+        t[0] = 0.0f;
+        for (int b = 1; b < 256; ++b) t[b] = t[b & (b - 1)] + xg[__builtin_ctz(b)];
+      }
+    });
+    lut = table;
+  }
   const auto t_pack = Clock::now();
   timing.pack_s = std::chrono::duration<double>(t_pack - start).count();
   const int64_t rows_per_task = 64;
@@ -314,7 +329,7 @@ Timing bwn_linear(const float* x, int64_t batch, int64_t features, const uint64_
   parallel_for(tasks, [&](int64_t task) {
     const int64_t o0 = task * rows_per_task;
     BwnArgs a{xpad, xsum, batch, words * 64, words, weight, alpha, bias, o0,
-              std::min(out_features, o0 + rows_per_task), out_features, out};
+              std::min(out_features, o0 + rows_per_task), out_features, out, lut};
     k.bwn_rows(a);
   });
   timing.popcount_s = seconds_since(t_pack);

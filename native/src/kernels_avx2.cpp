@@ -196,6 +196,10 @@ void pack_nhwc(const PackArgs& a) {
 
 // One row at a time; each byte of a weight word selects 8 floats (compare against bit masks).
 void bwn_rows(const BwnArgs& a) {
+  if (a.lut != nullptr) {
+    bwn_rows_lut(a);
+    return;
+  }
   const __m256i select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
   for (int64_t n = 0; n < a.batch; ++n) {
     const float* x = a.x + n * a.features;
@@ -229,7 +233,7 @@ void bwn_rows(const BwnArgs& a) {
 
 const KernelTable& kernels_avx2() {
   static const KernelTable table{"avx2", avx2::kTile, avx2::conv_tile, avx2::pack_nchw,
-                                 avx2::pack_nhwc, avx2::bwn_rows};
+                                 avx2::pack_nhwc, avx2::bwn_rows, true};
   return table;
 }
 

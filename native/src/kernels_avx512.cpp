@@ -187,7 +187,7 @@ void bwn_rows(const BwnArgs& a) {
 
 const KernelTable& kernels_avx512() {
   static const KernelTable table{"avx512", avx512::kTile, avx512::conv_tile, avx512::pack_nchw,
-                                 avx512::pack_nhwc, avx512::bwn_rows};
+                                 avx512::pack_nhwc, avx512::bwn_rows, false};
   return table;
 }
 

@@ -37,6 +37,10 @@ void tile_scalar(const ConvTileArgs& a) {
 }
 
 void bwn_rows_scalar(const BwnArgs& a) {
+  if (a.lut != nullptr) {
+    bwn_rows_lut(a);
+    return;
+  }
   for (int64_t n = 0; n < a.batch; ++n) {
     const float* x = a.x + n * a.features;
     for (int64_t o = a.o0; o < a.o1; ++o) {
@@ -92,9 +96,30 @@ void pack_nhwc_scalar(const PackArgs& a) {
   }
 }
 
+void bwn_rows_lut(const BwnArgs& a) {
+  const int64_t groups = a.words * 8;
+  for (int64_t n = 0; n < a.batch; ++n) {
+    const float* lut = a.lut + n * groups * 256;
+    for (int64_t o = a.o0; o < a.o1; ++o) {
+      const uint64_t* w = a.weight + (o / kOcBlock) * a.words * kOcBlock + (o % kOcBlock);
+      float neg0 = 0.0f, neg1 = 0.0f;
+      for (int64_t j = 0; j < a.words; ++j) {
+        const uint64_t bits = w[j * kOcBlock];
+        const float* t = lut + j * 8 * 256;
+        neg0 += t[bits & 0xFF] + t[256 + ((bits >> 8) & 0xFF)] + t[512 + ((bits >> 16) & 0xFF)] +
+                t[768 + ((bits >> 24) & 0xFF)];
+        neg1 += t[1024 + ((bits >> 32) & 0xFF)] + t[1280 + ((bits >> 40) & 0xFF)] +
+                t[1536 + ((bits >> 48) & 0xFF)] + t[1792 + (bits >> 56)];
+      }
+      const float dot = a.xsum[n] - 2.0f * (neg0 + neg1);
+      a.out[n * a.out_features + o] = dot * a.alpha[o] + a.bias[o];
+    }
+  }
+}
+
 const KernelTable& kernels_scalar() {
   static const KernelTable table{"scalar", 1, tile_scalar, pack_nchw_scalar, pack_nhwc_scalar,
-                                 bwn_rows_scalar};
+                                 bwn_rows_scalar, true};
   return table;
 }
 

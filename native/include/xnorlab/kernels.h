@@ -65,6 +65,9 @@ struct BwnArgs {
   const float* bias;       // padded
   int64_t o0, o1, out_features;  // o0, o1 multiples of 8 except o1 == out_features
   float* out;              // [batch][out_features]
+  // Optional [batch][words * 8][256] table: entry b of byte group g = sum of the x of group g
+  // whose bit is set in b (subset sums), or nullptr. Filled by the driver for tables that ask.
+  const float* lut;
 };
 
 struct KernelTable {
@@ -74,6 +77,7 @@ struct KernelTable {
   void (*pack_nchw)(const PackArgs&);
   void (*pack_nhwc)(const PackArgs&);
   void (*bwn_rows)(const BwnArgs&);
+  bool bwn_wants_lut;  // the driver builds BwnArgs::lut (byte lookup beats bit-by-bit work)
 };
 
 const KernelTable& kernels_scalar();
@@ -87,5 +91,7 @@ const KernelTable& kernels_avx512();
 // Portable implementations shared by the ISA tables as fall-backs (defined in kernels_scalar.cpp).
 void pack_nchw_scalar(const PackArgs& a);
 void pack_nhwc_scalar(const PackArgs& a);
+// BWN rows by byte lookup in BwnArgs::lut: one load + add per 8 weights.
+void bwn_rows_lut(const BwnArgs& a);
 
 }  // namespace xnorlab
