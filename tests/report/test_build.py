@@ -92,3 +92,19 @@ def test_no_validation_data_means_no_accuracy(tiny_loaded: LoadedModel) -> None:
 def test_bad_data_is_a_clear_error(tiny_loaded: LoadedModel, data: ReportData) -> None:
     with pytest.raises(XnorlabError):
         build_report(tiny_loaded, "paper", data, options=OPTIONS)
+
+
+def test_native_layers_get_the_engine_split(tiny_loaded: LoadedModel) -> None:
+    from xnorlab import kernels
+
+    data = ReportData("random", torch.randn(4, 1, 8, 8))
+    options = ReportOptions(sensitivity=False, file_sizes=False, latency_repeats=3)
+    report = build_report(tiny_loaded, {"conv2": "xnor"}, data, options=options)
+    conv1, conv2, fc = report.layers
+    assert conv1.kernel_pack_ms is None and fc.kernel_popcount_ms is None  # float: no kernel
+    native = kernels.info()["backend"] == "native"
+    assert (conv2.kernel_popcount_ms is not None) == native
+    if native:
+        assert conv2.latency_config_ms is not None
+        parts = conv2.kernel_pack_ms + conv2.kernel_popcount_ms + conv2.kernel_scale_ms
+        assert 0 <= parts <= conv2.latency_config_ms

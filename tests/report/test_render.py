@@ -48,7 +48,11 @@ def _masked(report: Report) -> Report:
         xnorlab_version="VERSION", isa="ISA", threads=0, engine="ENGINE",
     )  # fmt: skip
     timing = {"latency_float_ms": 2.0, "latency_config_ms": 0.5, "speedup": 4.0}
-    layers = tuple(dataclasses.replace(layer, **timing) for layer in report.layers)
+    split = {"kernel_pack_ms": 0.1, "kernel_popcount_ms": 0.2, "kernel_scale_ms": 0.05}
+    layers = tuple(
+        dataclasses.replace(layer, **timing, **(split if layer.mode != "float" else {}))
+        for layer in report.layers
+    )
     totals = dataclasses.replace(report.totals, **timing)
     return _round(dataclasses.replace(report, header=header, layers=layers, totals=totals))
 

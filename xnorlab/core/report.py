@@ -184,6 +184,10 @@ def _error_fields(model: nn.Module, calibration: Tensor, bins: int) -> dict[str,
     return fields
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
+
+
 def _latency_fields(
     model: nn.Module, sample: Tensor, options: ReportOptions, steps: _Steps
 ) -> tuple[dict[str, dict[str, Any]], float | None, float | None, str | None]:
@@ -195,12 +199,17 @@ def _latency_fields(
     with context:
         config_s, config_layers = measure.time_model(model, sample, repeats, steps.tick)
     fields = {}
-    for name, seconds in config_layers.items():
-        float_ms = float_layers.get(name, math.nan) * 1e3
+    for name, timing in config_layers.items():
+        float_timing = float_layers.get(name)
+        float_ms = None if float_timing is None else float_timing.wall_s * 1e3
+        config_ms = timing.wall_s * 1e3
         fields[name] = {
-            "latency_float_ms": _finite(float_ms),
-            "latency_config_ms": seconds * 1e3,
-            "speedup": ratio(_finite(float_ms), seconds * 1e3),
+            "latency_float_ms": float_ms,
+            "latency_config_ms": config_ms,
+            "speedup": ratio(float_ms, config_ms),
+            "kernel_pack_ms": _ms(timing.pack_s),
+            "kernel_popcount_ms": _ms(timing.popcount_s),
+            "kernel_scale_ms": _ms(timing.scale_s),
         }
     return fields, float_s * 1e3, config_s * 1e3, note
 
@@ -337,7 +346,7 @@ def _layer_rows(
 def _empty_measurements() -> dict[str, Any]:
     keys = (
         "input_near_zero", "input_sign_flip", "local_error", "output_error", "latency_float_ms",
-        "latency_config_ms", "speedup", "sensitivity_mode", "sensitivity_accuracy",
+        "latency_config_ms", "speedup", "kernel_pack_ms", "kernel_popcount_ms", "kernel_scale_ms", "sensitivity_mode", "sensitivity_accuracy",
         "sensitivity_drop",
     )  # fmt: skip
     return dict.fromkeys(keys)

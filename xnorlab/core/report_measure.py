@@ -11,6 +11,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -79,19 +80,55 @@ def native_engine_context(model: nn.Module, engine: str) -> tuple[Any, str | Non
     return native_backend(model), None
 
 
+KERNEL_PARTS = ("pack_s", "popcount_s", "scale_s")
+
+
+def kernel_profile() -> Callable[[], Any]:
+    """``xnorlab.kernels.profile`` (a context yielding a list of ``KernelTiming``), or a stub."""
+    try:
+        from xnorlab.kernels import profile
+    except ImportError:
+        return _no_profile
+    return profile  # type: ignore[no-any-return]
+
+
 @contextmanager
-def _layer_clock(model: nn.Module) -> Iterator[dict[str, float]]:
-    """Hooks adding each binarizable layer's wall time (seconds) of the next forward."""
-    spent: dict[str, float] = {}
-    started: dict[str, float] = {}
+def _no_profile() -> Iterator[list[Any]]:
+    yield []
+
+
+@dataclass
+class LayerTiming:
+    """Median seconds of one layer: wall time, and the engine's split of its native calls."""
+
+    wall_s: float
+    pack_s: float | None = None
+    popcount_s: float | None = None
+    scale_s: float | None = None
+
+
+@contextmanager
+def _layer_clock(model: nn.Module, records: list[Any]) -> Iterator[dict[str, list[float]]]:
+    """Hooks adding each binarizable layer's wall time and kernel split of the next forward.
+
+    Yields name -> ``[wall_s, pack_s, popcount_s, scale_s, native_calls]``.
+    """
+    spent: dict[str, list[float]] = {}
+    started: dict[str, tuple[float, int]] = {}
     handles = []
     for name, module in iter_binarizable(model):
 
         def pre(_m: nn.Module, _a: Any, name: str = name) -> None:
-            started[name] = time.perf_counter()
+            started[name] = (time.perf_counter(), len(records))
 
         def post(_m: nn.Module, _a: Any, _o: Any, name: str = name) -> None:
-            spent[name] = spent.get(name, 0.0) + time.perf_counter() - started.pop(name)
+            start, first = started.pop(name)
+            row = spent.setdefault(name, [0.0, 0.0, 0.0, 0.0, 0.0])
+            row[0] += time.perf_counter() - start
+            for record in records[first:]:
+                for index, part in enumerate(KERNEL_PARTS, start=1):
+                    row[index] += float(getattr(record, part, 0.0))
+                row[4] += 1
 
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
     try:
@@ -101,15 +138,27 @@ def _layer_clock(model: nn.Module) -> Iterator[dict[str, float]]:
             handle.remove()
 
 
+def _median_timings(rows: dict[str, list[list[float]]]) -> dict[str, LayerTiming]:
+    timings = {}
+    for name, runs in rows.items():
+        medians = [statistics.median(run[i] for run in runs) for i in range(4)]
+        native = any(run[4] > 0 for run in runs)
+        split = medians[1:] if native else [None, None, None]
+        timings[name] = LayerTiming(medians[0], *split)
+    return timings
+
+
 def time_model(
     model: nn.Module, x: Tensor, repeats: int, tick: Tick, budget_s: float = 8.0
-) -> tuple[float, dict[str, float]]:
-    """Median end-to-end and per-layer seconds of ``model(x)``.
+) -> tuple[float, dict[str, LayerTiming]]:
+    """Median end-to-end seconds of ``model(x)`` and per-layer ``LayerTiming``.
 
     One warm-up run, then up to ``repeats`` plain runs (end to end) and as many hooked runs
-    (per-layer split); fewer (at least 3) when a run is so slow that ``repeats`` of each would
-    exceed ``budget_s``. ``tick`` is called ``2 * repeats + 1`` times whatever the count.
+    under the engine's profiler (per-layer wall time and kernel split); fewer (at least 3)
+    when ``repeats`` of each would exceed ``budget_s``. ``tick`` is called
+    ``2 * repeats + 1`` times whatever the count.
     """
+    profile = kernel_profile()
     with torch.no_grad():
         start = time.perf_counter()
         model(x)
@@ -121,16 +170,15 @@ def time_model(
             start = time.perf_counter()
             model(x)
             totals.append(time.perf_counter() - start)
-        per_layer: dict[str, list[float]] = {}
+        rows: dict[str, list[list[float]]] = {}
         for _ in range(count):
-            with _layer_clock(model) as spent:
+            with profile() as records, _layer_clock(model, records) as spent:
                 model(x)
-            for name, seconds in spent.items():
-                per_layer.setdefault(name, []).append(seconds)
+            for name, row in spent.items():
+                rows.setdefault(name, []).append(row)
     for _ in range(2 * repeats):
         tick()
-    medians = {name: statistics.median(values) for name, values in per_layer.items()}
-    return statistics.median(totals), medians
+    return statistics.median(totals), _median_timings(rows)
 
 
 def state_dict_file_bytes(model: nn.Module) -> int:

@@ -79,6 +79,9 @@ class LayerReport:
     latency_float_ms: float | None  # torch float
     latency_config_ms: float | None  # configured mode, configured engine
     speedup: float | None  # latency_float_ms / latency_config_ms
+    kernel_pack_ms: float | None  # engine split of the configured time (native calls only):
+    kernel_popcount_ms: float | None  # sign+pack of the input, xor/popcount, output transform
+    kernel_scale_ms: float | None  # (the rest of latency_config_ms is glue: allocation, ...)
     sensitivity_mode: str | None
     sensitivity_accuracy: float | None  # validation top-1 with only this layer binarized
     sensitivity_drop: float | None  # float accuracy - sensitivity_accuracy (points)
