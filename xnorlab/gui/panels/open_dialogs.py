@@ -318,6 +318,16 @@ def dialog_result(dialog: OpenModelDialog | OpenDataDialog) -> str | None:
     return dialog.spec()
 
 
+def load_model_clearly(spec: str, trust: bool = False) -> LoadedModel:
+    """``load_model_spec`` with every load failure turned into one clear ``XnorlabError``."""
+    try:
+        return load_model_spec(spec, trust=trust)
+    except XnorlabError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError) as exc:
+        raise XnorlabError(f"cannot open model {spec!r}: {exc}") from None
+
+
 class Opener(QObject):
     """Loads models and datasets in a worker and hands them to the session on the GUI thread.
 
@@ -339,7 +349,7 @@ class Opener(QObject):
     def open_model(self, spec: str, trust: bool = False) -> Task:
         """Load model ``spec`` off the GUI thread; it becomes current when loaded."""
         self.task = self.runner.start(
-            load_model_spec, spec, trust=trust, key="open-model",
+            load_model_clearly, spec, trust=trust, key="open-model",
             on_result=lambda loaded: self._adopt(loaded),
             on_error=lambda message: self._model_failed(spec, trust, message),
         )  # fmt: skip
