@@ -89,7 +89,7 @@ def kernel_profile() -> Callable[[], Any]:
         from xnorlab.kernels import profile
     except ImportError:
         return _no_profile
-    return profile  # type: ignore[no-any-return]
+    return profile
 
 
 @contextmanager
