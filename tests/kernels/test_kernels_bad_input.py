@@ -55,6 +55,16 @@ def test_bad_conv_arguments(kwargs: dict[str, object], match: str) -> None:
         kernels.xnor_conv2d(torch.randn(1, 4, 6, 6), W, **kwargs)  # type: ignore[arg-type]
 
 
+def test_sizes_that_would_overflow_are_refused_before_any_allocation() -> None:
+    huge = torch.zeros(1, 4, 1, 1).expand(1, 4, 2**31 + 1, 1)  # no memory behind it
+    with pytest.raises(KernelInputError, match="too large"):
+        kernels.xnor_conv2d(huge, W)
+    with pytest.raises(KernelInputError, match="too large"):
+        kernels.xnor_linear(torch.zeros(1, 1).expand(2**31 + 1, 10), torch.randn(6, 10))
+    with pytest.raises(KernelInputError, match="too large"):
+        kernels.xnor_conv2d(torch.randn(1, 4, 6, 6), W, padding=2**31 - 1)
+
+
 def test_bad_weights() -> None:
     x = torch.randn(1, 4, 6, 6)
     with pytest.raises(KernelTypeError, match="float"):

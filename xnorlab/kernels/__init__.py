@@ -16,6 +16,7 @@ once, the fast path). Semantics are those of ``xnorlab.core.binarize``:
 * Conv outputs are returned in ``channels_last`` memory format (the engine writes NHWC, which
   the next layer's packing reads directly); values and shape are the usual NCHW ones.
 * Inputs of any float dtype are computed in float32 and returned in the input's dtype.
+* Inference only: outputs carry no autograd graph (train with ``xnorlab.core.binarize``).
 
 Engine controls: :func:`info`, :func:`set_isa`, :func:`set_threads`, :func:`get_threads`,
 ``XNORLAB_KERNEL=reference``, ``XNORLAB_ISA``, ``XNORLAB_THREADS``; timing with :func:`profile`.
