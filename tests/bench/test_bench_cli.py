@@ -104,7 +104,7 @@ def test_quick_json_machine_linear_model_targets(quick_report: dict[str, Any]) -
         check_split(linear["split"])
     (model,) = quick_report["models"]
     assert set(model) == names(ModelResult) | {"metrics"}
-    assert model["input_shape"] == [1, 3, 64, 64] and model["preset"] == "paper"
+    assert model["input_shape"] == [1, 3, 32, 32] and model["preset"] == "paper"
     assert model["max_rel_diff_vs_simulation"] < 1e-3  # the engine computes the same model
     assert len(quick_report["targets"]) == 8
     assert all(set(t) == {"name", "met", "detail"} for t in quick_report["targets"])
@@ -163,3 +163,19 @@ def test_unavailable_isa_is_one_line(
     assert main(["bench", "--no-reexec", "--isa", "avx512"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"xnorlab bench: error: {message}"]
+
+
+@pytest.mark.slow
+def test_quick_run_on_the_forced_reference_engine() -> None:
+    """Without the native engine (XNORLAB_KERNEL=reference) the harness still runs and says so."""
+    env = dict(os.environ) | {"XNORLAB_KERNEL": "reference"}
+    command = [sys.executable, "-m", "xnorlab.cli.main", "bench", "--quick", "--json",
+               "--threads", "1", "--batch", "1", "--no-reexec"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert {row["isa"] for row in data["convs"]} == {"reference"}
+    assert data["machine"]["engine"].startswith("reference")
+    assert data["models"][0]["backend"] == "torch simulation"
+    assert data["models"][0]["native_calls_per_forward"] == 0
+    assert any("malloc" in note.lower() or "MALLOC" in note for note in data["notes"])

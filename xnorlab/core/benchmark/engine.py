@@ -76,11 +76,12 @@ class Engine:
             self._kernels.set_isa(isa)
 
     def set_threads(self, threads: int) -> None:
-        if self.available:
+        """The native pool's size (the reference runs on torch's threads, set by the caller)."""
+        if self.is_native:
             self._kernels.set_threads(threads)
 
     def get_threads(self) -> int | None:
-        return int(self._kernels.get_threads()) if self.available else None
+        return int(self._kernels.get_threads()) if self.is_native else None
 
     def pack_conv(self, weight: Tensor) -> Any:
         return self._kernels.pack_conv2d_weight(weight) if self.available else weight

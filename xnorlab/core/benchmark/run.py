@@ -50,7 +50,7 @@ class BenchConfig:
     def quick_config(cls, **overrides: Any) -> BenchConfig:
         """Tiny shapes and few runs: checks the harness end to end in seconds."""
         fields: dict[str, Any] = {"quick": True, "linear_features": (256, 64),
-                                  "model_image_size": 64}  # fmt: skip
+                                  "model_image_size": 32}  # fmt: skip
         fields.update(overrides)
         return cls(**fields)
 
