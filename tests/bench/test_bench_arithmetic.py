@@ -123,12 +123,22 @@ def test_interleaved_timing_calls_round_robin_with_untimed_setup() -> None:
         "a": lambda: calls.append("a"),
         "b": (lambda: calls.append("setup-b"), lambda: calls.append("b")),
     }
-    plan = RunPlan(warmup=1, min_runs=3, max_runs=10, min_total_s=0.0)
+    plan = RunPlan(warmup=1, min_runs=3, max_runs=10, min_total_s=0.0, block=1)
     timings = time_interleaved(ops, plan)
-    assert calls == ["a", "setup-b", "b"] * 4  # 1 warm-up round + 3 timed rounds
+    # 1 warm-up round, then 3 rounds of one untimed + one timed call per op
+    assert calls == ["a", "setup-b", "b"] + ["a", "a", "setup-b", "b", "b"] * 3
     assert {name: t.runs for name, t in timings.items()} == {"a": 3, "b": 3}
-    capped = time_interleaved({"a": lambda: None}, RunPlan(0, 1, 6, min_total_s=1e9))
-    assert capped["a"].runs == 6
+    capped = time_interleaved({"a": lambda: None}, RunPlan(0, 1, 6, min_total_s=1e9, block=4))
+    assert capped["a"].runs == 6  # blocks of 4 then 2: never more than max_runs samples
+
+
+def test_interleaved_blocks_of_timed_calls() -> None:
+    calls: list[str] = []
+    plan = RunPlan(warmup=0, min_runs=5, max_runs=100, min_total_s=0.0, block=3)
+    timings = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                               plan)  # fmt: skip
+    assert calls == (["a"] * 4 + ["b"] * 4) * 2  # two rounds of 1 untimed + 3 timed calls
+    assert timings["a"].runs == timings["b"].runs == 6
 
 
 def test_ceiling_per_isa() -> None:

@@ -70,15 +70,21 @@ class Timing:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """How long to time each operation: warm-up calls, then runs until both minimums are met."""
+    """How long to time each operation: warm-up calls, then runs until both minimums are met.
+
+    ``block``: with ``time_interleaved``, each op runs one untimed call then ``block`` timed
+    calls in a row per round, so its caches and branch predictors are in the steady state of
+    back-to-back calls (as in a layer chain or a plain timing loop), not cooled by the other ops.
+    """
 
     warmup: int = 3
     min_runs: int = 15
     max_runs: int = 300
     min_total_s: float = 0.4
+    block: int = 4
 
 
-QUICK_PLAN = RunPlan(warmup=1, min_runs=3, max_runs=5, min_total_s=0.0)
+QUICK_PLAN = RunPlan(warmup=1, min_runs=3, max_runs=5, min_total_s=0.0, block=1)
 
 
 def time_callable(fn: Callable[[], object], plan: RunPlan) -> Timing:
@@ -125,30 +131,36 @@ Op = Callable[[], object]
 
 
 def time_interleaved(ops: Mapping[str, Op | tuple[Op, Op]], plan: RunPlan) -> dict[str, Timing]:
-    """Time several operations round-robin: each round calls every op once, in order.
+    """Time several operations in interleaved blocks: each round runs every op in turn, one
+    untimed call then ``plan.block`` timed calls.
 
     A change of machine load (another process starting) then hits every op alike, so their
-    ratios stay meaningful on a shared machine. An op may be ``(setup, op)``: ``setup`` runs
-    untimed before each call (e.g. switching the engine's ISA). Rounds continue until
-    ``plan.min_runs`` rounds and ``plan.min_total_s`` per op on average, at most
-    ``plan.max_runs`` rounds; ``plan.warmup`` untimed rounds come first.
+    ratios stay meaningful on a shared machine, while each timed call still follows a call of
+    the same op (warm caches). An op may be ``(setup, op)``: ``setup`` runs untimed before each
+    block (e.g. switching the engine's ISA). ``plan.warmup`` untimed rounds come first; then
+    rounds continue until every op has ``plan.min_runs`` samples and ``plan.min_total_s`` of
+    timed calls on average, stopping at ``plan.max_runs`` samples.
     """
     steps = {name: op if isinstance(op, tuple) else (_no_setup, op) for name, op in ops.items()}
     samples: dict[str, list[float]] = {name: [] for name in steps}
+    block = max(1, plan.block)
     for _ in range(plan.warmup):
         for setup, op in steps.values():
             setup()
             op()
-    spent_s, rounds, budget_s = 0.0, 0, plan.min_total_s * len(steps)
-    while rounds < plan.max_runs and (rounds < plan.min_runs or spent_s < budget_s):
+    spent_s, runs, budget_s = 0.0, 0, plan.min_total_s * len(steps)
+    while runs < plan.max_runs and (runs < plan.min_runs or spent_s < budget_s):
+        timed = min(block, plan.max_runs - runs)
         for name, (setup, op) in steps.items():
             setup()
-            start = time.perf_counter()
             op()
-            elapsed = time.perf_counter() - start
-            samples[name].append(elapsed)
-            spent_s += elapsed
-        rounds += 1
+            for _ in range(timed):
+                start = time.perf_counter()
+                op()
+                elapsed = time.perf_counter() - start
+                samples[name].append(elapsed)
+                spent_s += elapsed
+        runs += timed
     return {name: Timing.from_samples(values) for name, values in samples.items()}
 
 
