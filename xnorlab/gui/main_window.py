@@ -15,7 +15,7 @@ from typing import Any
 
 import pyqtgraph as pg
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -80,6 +80,7 @@ class MainWindow(QMainWindow):
     ) -> None:  # fmt: skip
         super().__init__(parent)
         self.with_panels = panels
+        self._shown_once = False
         self.session = session or LabSession()
         self.setWindowTitle("xnorlab")
         self.setAcceptDrops(True)
@@ -402,7 +403,6 @@ class MainWindow(QMainWindow):
         if right:
             width = max(360, int(0.27 * self.width()))
             self.resizeDocks(right[:1], [width], Qt.Orientation.Horizontal)
-            right[0].raise_()  # the metrics tab in front
         views = self.docks["views"]
         self.resizeDocks([views], [max(300, self.height() // 2)], Qt.Orientation.Vertical)
 
@@ -432,6 +432,14 @@ class MainWindow(QMainWindow):
         if self.runner.active or self.table.busy() or self.views.busy():
             return True
         return any(bool(getattr(p, "busy", lambda: False)()) for p in self.panels.values())
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._shown_once:  # tabs exist only now: put the first panel (metrics) in front
+            self._shown_once = True
+            right = [d for key, d in self.docks.items() if key != "views"]
+            if right:
+                right[0].raise_()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         store = settings()
