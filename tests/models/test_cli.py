@@ -73,3 +73,39 @@ def test_predict_rejects_non_images_and_unknown_models(tmp_path: Path, capsys) -
     assert "did you mean" in _one_error_line(capsys, "predict")
     assert main(["predict", "lenet", str(fake), "--topk", "0"]) == 2
     _one_error_line(capsys, "predict")
+
+
+def _two_class_folder(root: Path) -> Path:
+    for name, value in (("dark", 30), ("light", 220)):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            Image.new("L", (30 + i, 30), value + i).save(root / name / f"{i}.png")
+    return root
+
+
+def test_train_from_scratch_on_a_folder_rebuilds_the_head(tmp_path: Path, capsys) -> None:
+    data = _two_class_folder(tmp_path / "data")
+    out = tmp_path / "two.safetensors"
+    assert main(["train", "lenet", "--data", str(data), "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    from xnorlab.core.modelspec import load_model_spec
+
+    loaded = load_model_spec(str(out))
+    assert loaded.class_names == ["dark", "light"]
+    assert loaded.model.get_submodule("fc4").out_features == 2
+    assert main(["eval", "demo:lenet", "--data", str(data)]) == 2
+    assert "not classes of the model" in _one_error_line(capsys, "eval")
+
+
+def test_progress_bar_prints_epoch_lines_when_not_a_terminal() -> None:
+    import io
+
+    from xnorlab.cli.progress import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(stream)
+    bar(0.1, "epoch 1/2 loss 1.0", {"train_loss": 1.0})
+    bar(0.5, "epoch 1/2: val acc 0.5", {"val_acc": 0.5})
+    bar(1.0, "done", {})
+    bar.close()
+    assert stream.getvalue().splitlines() == [" 50% epoch 1/2: val acc 0.5", "100% done"]
