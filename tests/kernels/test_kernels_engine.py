@@ -98,3 +98,16 @@ def test_same_padding_and_asymmetric_geometry(isa: str) -> None:
     rect = kernels.xnor_conv2d(x, w, stride=(2, 1), padding=(1, 3), scaling="scalar")
     ref = reference.xnor_conv2d(x, w, stride=(2, 1), padding=(1, 3), scaling="scalar")
     torch.testing.assert_close(rect, ref, rtol=1e-5, atol=1e-4)
+
+
+@needs_native
+def test_concurrent_calls_from_python_threads_are_safe() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    inputs = [torch.randn(2, 40, 12, 12) for _ in range(6)]
+    weight = kernels.pack_conv2d_weight(torch.randn(48, 40, 3, 3))
+    expected = [kernels.xnor_conv2d(x, weight, padding=1) for x in inputs]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        got = list(pool.map(lambda x: kernels.xnor_conv2d(x, weight, padding=1), inputs * 3))
+    for index, out in enumerate(got):
+        assert torch.equal(out, expected[index % len(inputs)])
