@@ -252,6 +252,21 @@ def _engine_info() -> tuple[str, int]:
         return "unavailable", torch.get_num_threads()
 
 
+def load_note() -> str | None:
+    """A warning when the machine was busy (1-min load average above the core count)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = os.cpu_count() or 1
+    if load <= cores:
+        return None
+    return (
+        f"the machine was busy (load average {load:.1f} on {cores} cores): latencies and "
+        "speedups are unreliable; rerun on an idle machine (or with --threads 1)"
+    )
+
+
 def machine_description() -> str:
     """CPU model, architecture and logical core count (one line)."""
     cpu = platform.processor() or platform.machine()
@@ -366,6 +381,7 @@ def _measure(
     notes: list[str] = [note] if note else []
     if options.latency:
         steps.stage("timing layers (batch 1)")
+        notes += [note for note in (load_note(),) if note]
         per_layer, extra["latency_float_ms"], extra["latency_config_ms"], note = _latency_fields(
             model, data.calibration[:1], options, steps
         )
