@@ -56,6 +56,11 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _one_line_errors(parser)
+    _add_what_to_run(parser)
+    _add_output_options(parser)
+
+
+def _add_what_to_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=_positive_int,
@@ -87,17 +92,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="kmap",
         help="XNOR input scaling (default: kmap, the paper's)",
     )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--save-json", metavar="FILE.json",
-                        help="also write the JSON report to this file")  # fmt: skip
     parser.add_argument(
         "--quick",
         action="store_true",
         help="tiny shapes and few runs (checks the harness; not a speed figure)",
     )
-    parser.add_argument("--no-reexec", action="store_true",
-                        help="do not re-run with the malloc settings (timings may include page "
-                        "faults)")  # fmt: skip
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--save-json", metavar="FILE.json", help="also write the JSON report to this file"
+    )
+    parser.add_argument(
+        "--no-reexec",
+        action="store_true",
+        help="do not re-run with the malloc settings (timings may include page faults)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:

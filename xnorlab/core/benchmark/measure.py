@@ -295,6 +295,31 @@ def _native_backend_context(model: nn.Module) -> contextlib.AbstractContextManag
     return context
 
 
+@dataclass(frozen=True)
+class _ModelCopies:
+    """The four models one comparison runs: float NCHW / channels_last, binarized NCHW /
+    channels_last (the binarized pair shares nothing with the float pair)."""
+
+    float_nchw: nn.Module
+    float_channels_last: nn.Module
+    binary_nchw: nn.Module
+    binary_channels_last: nn.Module
+
+
+def _model_copies(name: str, scaling: str) -> _ModelCopies:
+    """Build the copies outside ``inference_mode``: tensors made inside it are inference
+    tensors, which the engine's weight cache cannot version-check."""
+    from xnorlab.core.surgery import binarize_model
+    from xnorlab.core.zoo import build_torchvision
+
+    model = build_torchvision(name).eval()
+    float_nchw = copy.deepcopy(model)
+    float_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    binarize_model(model, "paper", scaling=scaling)
+    binary_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    return _ModelCopies(float_nchw, float_last, model, binary_last)
+
+
 def measure_model(
     engine: Engine, name: str, image_size: int, scaling: str, plan: RunPlan
 ) -> tuple[ModelResult, str]:
@@ -304,33 +329,27 @@ def measure_model(
     against the torch simulation of the same binarized model.
 
     Returns the result and a note on how the engine ran (native or simulated)."""
-    from xnorlab.core.surgery import binarize_model
-    from xnorlab.core.zoo import build_torchvision
-
-    # copies and layout changes happen outside inference_mode: tensors made inside it are
-    # inference tensors, which the engine's weight cache cannot version-check
-    model = build_torchvision(name).eval()
-    float_nchw = copy.deepcopy(model)
-    float_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    binarize_model(model, "paper", scaling=scaling)
-    engine_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    m = _model_copies(name, scaling)
     x = torch.randn(1, 3, image_size, image_size)
     x_last = x.contiguous(memory_format=torch.channels_last)
+    ops: dict[str, Op | tuple[Op, Op]] = {
+        "float_nchw": lambda: m.float_nchw(x),
+        "float_channels_last": lambda: m.float_channels_last(x_last),
+        "engine": lambda: m.binary_nchw(x),
+        "engine_channels_last": lambda: m.binary_channels_last(x_last),
+    }
     runs = max(plan.min_runs, 3)
     with torch.inference_mode():
-        simulated = model(x)
-        with _native_backend_context(model), _native_backend_context(engine_last):
-            outputs = (model(x), engine_last(x_last))
-            ops: dict[str, Op | tuple[Op, Op]] = {
-                "float_nchw": lambda: float_nchw(x),
-                "float_channels_last": lambda: float_last(x_last),
-                "engine": lambda: model(x),
-                "engine_channels_last": lambda: engine_last(x_last),
-            }
+        simulated = m.binary_nchw(x)
+        with (
+            _native_backend_context(m.binary_nchw),
+            _native_backend_context(m.binary_channels_last),
+        ):
+            outputs = (m.binary_nchw(x), m.binary_channels_last(x_last))
             timings = time_interleaved(ops, plan)
-            splits = (profile_split(engine, lambda: model(x), runs),
-                      profile_split(engine, lambda: engine_last(x_last), runs))  # fmt: skip
-            calls = _native_calls(engine, lambda: model(x))
+            splits = (profile_split(engine, lambda: m.binary_nchw(x), runs),
+                      profile_split(engine, lambda: m.binary_channels_last(x_last), runs))  # fmt: skip
+            calls = _native_calls(engine, lambda: m.binary_nchw(x))
     scale = float(simulated.abs().max()) or 1.0
     diff = max(float((out - simulated).abs().max()) / scale for out in outputs)
     backend = "native" if calls else "torch simulation"
@@ -339,8 +358,7 @@ def measure_model(
         engine.active_isa(), backend, timings["float_nchw"], timings["float_channels_last"],
         timings["engine"], timings["engine_channels_last"], *splits, calls, diff,
     )  # fmt: skip
-    note = f"model: XNOR layers ran via {backend} ({calls} native calls per forward)"
-    return result, note
+    return result, f"model: XNOR layers ran via {backend} ({calls} native calls per forward)"
 
 
 def _native_calls(engine: Engine, op: Op) -> int:
