@@ -229,7 +229,7 @@ def test_markdown_renders_every_row_with_its_figures() -> None:
     row = next(line for line in text.splitlines() if line.startswith("| 64@56x56"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[:4] == ["64@56x56", "1", "1", "avx512"]
-    assert cells[4] == "1.500 (channels_last)" and cells[5] == "0.600"
+    assert cells[4] == "1.500 (channels_last; 1.350-1.800)" and cells[5] == "0.600 (0.540-0.720)"
     assert cells[8:10] == ["10.00 (10.00)", "4.00"]
     assert cells[14] == "pack 13% pop 67% scale 7% other 3% call 10%"
     assert "| 9216x4096 | 1 | avx512 | 12.000 | 3.000 | 4.00 |" in text

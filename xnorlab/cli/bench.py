@@ -185,8 +185,8 @@ def _ms(timing: Timing | None) -> str:
     return "-" if timing is None else f"{timing.median_s * 1e3:.3f}"
 
 
-def _spread(timing: Timing) -> str:
-    return f"{timing.min_s * 1e3:.3f}-{timing.max_s * 1e3:.3f}"
+def _spread(timing: Timing | None) -> str:
+    return "-" if timing is None else f"{timing.min_s * 1e3:.3f}-{timing.max_s * 1e3:.3f}"
 
 
 def _num(value: float | None, fmt: str = ".2f", suffix: str = "") -> str:
@@ -242,7 +242,8 @@ def _conv_line(row: ConvResult) -> str:
     base = row.baseline
     return (
         f"| {row.shape.name} | {row.batch} | {row.threads} | {row.isa} | "
-        f"{_ms(base.float_best)} ({base.float_best_layout}) | {_ms(base.int8)} | "
+        f"{_ms(base.float_best)} ({base.float_best_layout}; {_spread(base.float_best)}) | "
+        f"{_ms(base.int8)} ({_spread(base.int8)}) | "
         f"{_ms(base.int8_float_io)} | {_ms(row.xnor)} ({_spread(row.xnor)}) | "
         f"{_num(m['speedup_vs_float'])} ({_num(m['speedup_vs_float_of_mins'])}) | "
         f"{_num(m['speedup_vs_int8'])} | "
@@ -255,8 +256,8 @@ def _conv_line(row: ConvResult) -> str:
 def render_convs(report: BenchReport) -> list[str]:
     """The conv table: one row per shape, batch, threads and ISA."""
     lines = [
-        "", "## Conv 3x3 stride 1 pad 1 (times in ms, median; xnor min-max)", "",
-        "| shape | batch | thr | isa | float32 best | int8 | int8 f-io | xnor (min-max) | "
+        "", "## Conv 3x3 stride 1 pad 1 (times in ms: median (min-max))", "",
+        "| shape | batch | thr | isa | float32 best (layout; min-max) | int8 (min-max) | int8 f-io | xnor (min-max) | "
         "x float (of mins) | x int8 | GOP/s float | GOP/s xnor | ceil | pop-phase ceil | xnor split |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
