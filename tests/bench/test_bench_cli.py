@@ -84,6 +84,7 @@ def test_quick_json_has_every_conv_field(quick_report: dict[str, Any]) -> None:
         best = min(row["baseline"]["float_nchw"]["median_s"],
                    row["baseline"]["float_channels_last"]["median_s"])  # fmt: skip
         assert row["metrics"]["speedup_vs_float"] == pytest.approx(best / xnor_s)
+        assert row["max_rel_diff_vs_reference"] < 1e-4  # the timed conv computes the right thing
 
 
 @pytest.mark.slow
@@ -102,6 +103,7 @@ def test_quick_json_machine_linear_model_targets(quick_report: dict[str, Any]) -
         check_timing(linear["float_linear"])
         check_timing(linear["bwn"])
         check_split(linear["split"])
+        assert linear["max_rel_diff_vs_reference"] < 1e-4
     (model,) = quick_report["models"]
     assert set(model) == names(ModelResult) | {"metrics"}
     assert model["input_shape"] == [1, 3, 32, 32] and model["preset"] == "paper"

@@ -189,6 +189,10 @@ def _spread(timing: Timing | None) -> str:
     return "-" if timing is None else f"{timing.min_s * 1e3:.3f}-{timing.max_s * 1e3:.3f}"
 
 
+def _sci(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"
+
+
 def _num(value: float | None, fmt: str = ".2f", suffix: str = "") -> str:
     return "-" if value is None else f"{value:{fmt}}{suffix}"
 
@@ -249,7 +253,7 @@ def _conv_line(row: ConvResult) -> str:
         f"{_num(m['speedup_vs_int8'])} | "
         f"{_num(m['gops_float'], '.0f')} | {_num(m['gops_xnor'], '.0f')} | "
         f"{_num(m['ceiling_fraction'], '.0%')} | {_num(m['popcount_phase_ceiling_fraction'], '.0%')}"
-        f" | {_split_text(row.split)} |"
+        f" | {_split_text(row.split)} | {_sci(row.max_rel_diff_vs_reference)} |"
     )
 
 
@@ -258,8 +262,9 @@ def render_convs(report: BenchReport) -> list[str]:
     lines = [
         "", "## Conv 3x3 stride 1 pad 1 (times in ms: median (min-max))", "",
         "| shape | batch | thr | isa | float32 best (layout; min-max) | int8 (min-max) | int8 f-io | xnor (min-max) | "
-        "x float (of mins) | x int8 | GOP/s float | GOP/s xnor | ceil | pop-phase ceil | xnor split |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "x float (of mins) | x int8 | GOP/s float | GOP/s xnor | ceil | pop-phase ceil | xnor split | "
+        "rel diff vs ref |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     return lines + [_conv_line(row) for row in report.convs]
 
@@ -267,14 +272,15 @@ def render_convs(report: BenchReport) -> list[str]:
 def render_rest(report: BenchReport) -> list[str]:
     """Linear and model tables, target checks and notes."""
     lines = ["", "## BWN linear (batch 1; ms)", "",
-             "| in x out | thr | isa | float32 | bwn | x float | packed bytes | bwn split |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| in x out | thr | isa | float32 | bwn | x float | packed bytes | bwn split | "
+             "rel diff vs ref |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in report.linears:
         lines.append(
             f"| {row.in_features}x{row.out_features} | {row.threads} | {row.isa} | "
             f"{_ms(row.float_linear)} | {_ms(row.bwn)} | "
             f"{_num(row.metrics()['speedup_vs_float'])} | {row.packed_weight_bytes or '-'} | "
-            f"{_split_text(row.split)} |"
+            f"{_split_text(row.split)} | {_sci(row.max_rel_diff_vs_reference)} |"
         )
     lines += ["", "## Whole model (batch 1; ms; engine = binarized model through the engine)", "",
               "| model | input | thr | isa | via | float32 NCHW | float32 CL | engine NCHW | "

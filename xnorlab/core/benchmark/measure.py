@@ -69,6 +69,7 @@ class ConvResult:
     split: SplitTiming | None
     popcount_ceiling_gmac: float  # per core, for this ISA
     packed_weight_bytes: int | None = None  # the engine's packed bits (None: reference engine)
+    max_rel_diff_vs_reference: float | None = None  # vs xnorlab.core.binarize.xnor_conv2d
 
     @property
     def packed_bytes_bound(self) -> int:
@@ -155,6 +156,17 @@ def _isa_op(engine: Engine, isa: str, op: Op) -> tuple[Op, Op]:
     return (lambda: engine.set_isa(isa)), op
 
 
+@dataclass(frozen=True)
+class ConvGroup:
+    """Everything measured for one conv shape and batch at one thread count."""
+
+    baseline: BaselineTimings
+    xnor: dict[str, Timing]  # per ISA
+    split: dict[str, SplitTiming | None]  # per ISA
+    max_rel_diff: dict[str, float]  # per ISA: engine output vs the core's torch simulation
+    packed_weight_bytes: int | None
+
+
 def measure_conv_group(
     engine: Engine,
     shape: ConvShape,
@@ -162,12 +174,11 @@ def measure_conv_group(
     isas: Sequence[str],
     scaling: str,
     plan: RunPlan,
-) -> tuple[BaselineTimings, dict[str, tuple[Timing, SplitTiming | None]], int | None]:
+) -> ConvGroup:
     """Time one conv shape on every side, interleaved (``time_interleaved``): torch float32
     NCHW and channels_last, torch int8 (quantized input; float in/out), and the engine's XNOR
-    conv from a float NCHW input for each ISA (weight packed once). Then profile each ISA.
-
-    Returns the baselines, ``{isa: (xnor timing, split)}`` and the packed weight's bytes.
+    conv from a float NCHW input for each ISA (weight packed once). Then profile each ISA and
+    check its output against ``xnorlab.core.binarize.xnor_conv2d``.
     """
     x = torch.randn(batch, shape.in_channels, shape.size, shape.size)
     weight = torch.randn(shape.out_channels, shape.in_channels, shape.kernel, shape.kernel)
@@ -187,17 +198,35 @@ def measure_conv_group(
             timings = time_interleaved(ops, plan)
         finally:
             torch.backends.quantized.engine = saved_engine
-        splits = {isa: _split_for_isa(engine, isa, xnor_op, plan) for isa in isas}
+        reference = _reference_conv(x, weight, shape, scaling)
+        details = {isa: _isa_details(engine, isa, xnor_op, plan, reference) for isa in isas}
     baseline = BaselineTimings(timings["float_nchw"], timings["float_channels_last"],
                                timings.get("int8"), timings.get("int8_float_io"))  # fmt: skip
     packed_bytes = getattr(packed, "weight_bytes", None)
-    per_isa = {isa: (timings[f"xnor_{isa}"], splits[isa]) for isa in isas}
-    return baseline, per_isa, None if packed_bytes is None else int(packed_bytes)
+    return ConvGroup(
+        baseline, {isa: timings[f"xnor_{isa}"] for isa in isas},
+        {isa: split for isa, (split, _) in details.items()},
+        {isa: diff for isa, (_, diff) in details.items()},
+        None if packed_bytes is None else int(packed_bytes),
+    )  # fmt: skip
 
 
-def _split_for_isa(engine: Engine, isa: str, op: Op, plan: RunPlan) -> SplitTiming | None:
+def _reference_conv(x: Tensor, weight: Tensor, shape: ConvShape, scaling: str) -> Tensor:
+    from xnorlab.core.binarize import xnor_conv2d
+
+    return xnor_conv2d(x, weight, None, shape.stride, shape.padding, scaling=scaling)
+
+
+def _isa_details(
+    engine: Engine, isa: str, op: Op, plan: RunPlan, reference: Tensor
+) -> tuple[SplitTiming | None, float]:
+    """The profiled split of ``op`` on ``isa`` and its max relative difference to
+    ``reference`` (``max |out - ref| / max |ref|``)."""
     engine.set_isa(isa)
-    return profile_split(engine, op, max(plan.min_runs, 3))
+    out = op()
+    assert isinstance(out, Tensor)
+    diff = float((out - reference).abs().max()) / (float(reference.abs().max()) or 1.0)
+    return profile_split(engine, op, max(plan.min_runs, 3)), diff
 
 
 # --------------------------------------------------------------------------- linear and model
@@ -217,6 +246,7 @@ class LinearResult:
     split: SplitTiming | None
     float_weight_bytes: int
     packed_weight_bytes: int | None
+    max_rel_diff_vs_reference: float | None = None  # vs F.linear(x, alpha * sign(W))
 
     def metrics(self) -> dict[str, float | None]:
         macs = self.batch * self.in_features * self.out_features
@@ -235,9 +265,10 @@ def measure_bwn_linear(
     batch: int,
     isas: Sequence[str],
     plan: RunPlan,
-) -> tuple[Timing, dict[str, tuple[Timing, SplitTiming | None]], int | None]:
+) -> tuple[Timing, dict[str, tuple[Timing, SplitTiming | None, float]], int | None]:
     """Time ``F.linear`` and the engine's BWN linear for each ISA, interleaved (weight packed
-    once); returns (float timing, ``{isa: (bwn timing, split)}``, packed weight bytes)."""
+    once); returns (float timing, ``{isa: (bwn timing, split, max rel diff vs
+    F.linear(x, alpha * sign(W)))}``, packed weight bytes)."""
     x = torch.randn(batch, in_features)
     weight = torch.randn(out_features, in_features)
     with torch.inference_mode():
@@ -246,9 +277,12 @@ def measure_bwn_linear(
         ops: dict[str, Op | tuple[Op, Op]] = {"float": lambda: F.linear(x, weight)}
         ops.update({f"bwn_{isa}": _isa_op(engine, isa, bwn_op) for isa in isas})
         timings = time_interleaved(ops, plan)
-        splits = {isa: _split_for_isa(engine, isa, bwn_op, plan) for isa in isas}
+        from xnorlab.core.binarize import binarize_weight
+
+        reference = F.linear(x, binarize_weight(weight))
+        details = {isa: _isa_details(engine, isa, bwn_op, plan, reference) for isa in isas}
     packed_bytes = getattr(packed, "weight_bytes", None)
-    per_isa = {isa: (timings[f"bwn_{isa}"], splits[isa]) for isa in isas}
+    per_isa = {isa: (timings[f"bwn_{isa}"], *details[isa]) for isa in isas}
     return timings["float"], per_isa, None if packed_bytes is None else int(packed_bytes)
 
 

@@ -161,12 +161,14 @@ def _conv_rows(
         _set_threads(engine, threads)
         for batch in config.batches:
             for shape in config.shapes:
-                baseline, per_isa, packed_bytes = measure_conv_group(
-                    engine, shape, batch, isas, config.scaling, config.plan
-                )
-                for isa, (xnor, split) in per_isa.items():
-                    row = ConvResult(shape, batch, threads, isa, config.scaling, baseline, xnor,
-                                     split, ceilings.popcount_for(isa), packed_bytes)  # fmt: skip
+                group = measure_conv_group(engine, shape, batch, isas, config.scaling,
+                                           config.plan)  # fmt: skip
+                for isa in isas:
+                    row = ConvResult(
+                        shape, batch, threads, isa, config.scaling, group.baseline,
+                        group.xnor[isa], group.split[isa], ceilings.popcount_for(isa),
+                        group.packed_weight_bytes, group.max_rel_diff[isa],
+                    )  # fmt: skip
                     progress(f"conv {shape.name} batch {batch} threads {threads} {isa}: "
                              f"{row.metrics()['speedup_vs_float']:.2f}x float")  # fmt: skip
                     yield row
@@ -179,9 +181,9 @@ def _linear_rows(engine: Engine, config: BenchConfig, isas: list[str]) -> Iterat
         float_t, per_isa, packed_bytes = measure_bwn_linear(
             engine, in_features, out_features, 1, isas, config.plan
         )
-        for isa, (bwn_t, split) in per_isa.items():
+        for isa, (bwn_t, split, diff) in per_isa.items():
             yield LinearResult(in_features, out_features, 1, threads, isa, float_t, bwn_t, split,
-                               in_features * out_features * 4, packed_bytes)  # fmt: skip
+                               in_features * out_features * 4, packed_bytes, diff)  # fmt: skip
 
 
 def _notes(engine: Engine, machine: MachineInfo, ceilings: Ceilings) -> list[str]:
