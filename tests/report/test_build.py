@@ -108,3 +108,15 @@ def test_native_layers_get_the_engine_split(tiny_loaded: LoadedModel) -> None:
         assert conv2.latency_config_ms is not None
         parts = conv2.kernel_pack_ms + conv2.kernel_popcount_ms + conv2.kernel_scale_ms
         assert 0 <= parts <= conv2.latency_config_ms
+
+
+@pytest.mark.parametrize(
+    "options",
+    [ReportOptions(engine="gpu"), ReportOptions(latency_repeats=0), ReportOptions(batch_size=0),
+     ReportOptions(histogram_bins=0)],
+)  # fmt: skip
+def test_bad_options_are_a_clear_error(tiny_loaded: LoadedModel, options: ReportOptions) -> None:
+    with pytest.raises(XnorlabError):
+        build_report(
+            tiny_loaded, "paper", ReportData("x", torch.randn(2, 1, 8, 8)), options=options
+        )

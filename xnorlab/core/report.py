@@ -105,6 +105,19 @@ class _Steps:
             self.progress(min(1.0, self.done / self.total), self.message)
 
 
+def _validate_options(options: ReportOptions) -> None:
+    if options.engine not in ("native", "torch"):
+        raise XnorlabError(f"engine must be 'native' or 'torch', got {options.engine!r}")
+    counts = {
+        "latency_repeats": options.latency_repeats,
+        "histogram_bins": options.histogram_bins,
+        "batch_size": options.batch_size,
+    }
+    for name, value in counts.items():
+        if value < 1:
+            raise XnorlabError(f"{name} must be >= 1, got {value}")
+
+
 def _validate_data(data: ReportData, input_shape: tuple[int, ...]) -> None:
     """Shapes, dtypes and finiteness of the report inputs; raises ``XnorlabError``."""
     calib = data.calibration
@@ -447,8 +460,7 @@ def build_report(
     ``ReportCancelled`` when ``should_cancel()`` becomes true.
     """
     options = options or ReportOptions()
-    if options.engine not in ("native", "torch"):
-        raise XnorlabError(f"engine must be 'native' or 'torch', got {options.engine!r}")
+    _validate_options(options)
     _validate_data(data, loaded.input_shape)
     if has_packed_layers(loaded.model):
         raise XnorlabError(
