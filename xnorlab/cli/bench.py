@@ -217,6 +217,12 @@ def _model_split(split: SplitTiming | None) -> str:
     )
 
 
+def _isas_run(report: BenchReport) -> str:
+    default = report.machine.engine_info.get("isa")
+    isas = dict.fromkeys(row.isa for row in report.convs)
+    return ", ".join(f"{isa} ({'default' if isa == default else 'forced'})" for isa in isas) or "-"
+
+
 def render_header(report: BenchReport) -> list[str]:
     """The header lines: machine, versions, engine, ceilings, malloc, load."""
     machine = report.machine
@@ -231,7 +237,8 @@ def render_header(report: BenchReport) -> list[str]:
         f"{' '.join(machine.cpu_simd_flags)}",
         f"- torch {machine.torch_version} (CPU capability {machine.torch_cpu_capability}); "
         f"int8 engine: {machine.int8_engine or 'none'}; Python {machine.python_version}",
-        f"- XNOR engine: {machine.engine}; info: {machine.engine_info or '-'}",
+        f"- XNOR engine: {machine.engine}; ISAs run: {_isas_run(report)}; "
+        f"info: {machine.engine_info or '-'}",
         f"- threads: {list(report.config.threads)} (torch.set_num_threads = engine threads); "
         f"scaling {report.config.scaling}, zero padding",
         f"- ceilings per core (G MAC/s, binary MAC for popcount): {rates}; {ceilings.source}",
