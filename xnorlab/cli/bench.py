@@ -223,6 +223,12 @@ def _isas_run(report: BenchReport) -> str:
     return ", ".join(f"{isa} ({'default' if isa == default else 'forced'})" for isa in isas) or "-"
 
 
+def _env_names() -> str:
+    from xnorlab.core.benchmark.machine import RELEVANT_ENV
+
+    return "/".join(RELEVANT_ENV[:3]) + "/... set"
+
+
 def render_header(report: BenchReport) -> list[str]:
     """The header lines: machine, versions, engine, ceilings, malloc, load."""
     machine = report.machine
@@ -242,7 +248,8 @@ def render_header(report: BenchReport) -> list[str]:
         f"- threads: {list(report.config.threads)} (torch.set_num_threads = engine threads); "
         f"scaling {report.config.scaling}, zero padding",
         f"- ceilings per core (G MAC/s, binary MAC for popcount): {rates}; {ceilings.source}",
-        f"- malloc: {malloc}",
+        f"- malloc: {malloc}; other settings: "
+        f"{', '.join(f'{k}={v}' for k, v in machine.env.items()) or 'none of ' + _env_names()}",
         f"- load average start {machine.load_start[0]:.2f}, end {load_end[0]:.2f}; "
         f"process nice {machine.nice}, autogroup {machine.autogroup or '-'}",
     ]

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,7 @@ class MachineInfo:
     load_start: tuple[float, float, float]
     nice: int = 0  # scheduling niceness of the benchmark process (negative = favoured)
     autogroup: str | None = None  # Linux scheduler autogroup and its nice (/proc/self/autogroup)
+    env: dict[str, str] = field(default_factory=dict)  # the set variables of RELEVANT_ENV
     load_end: tuple[float, float, float] | None = None
 
     @property
@@ -188,6 +189,12 @@ class MachineInfo:
 
 _SIMD_FLAGS = ("popcnt", "avx2", "fma", "avx512f", "avx512bw", "avx512_vpopcntdq",
                "avx512_vnni", "avx512_bitalg")  # fmt: skip
+
+
+#: Environment variables that change what the benchmark measures (shown when set).
+RELEVANT_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                "XNORLAB_ISA", "XNORLAB_THREADS", "XNORLAB_KERNEL", "ATEN_CPU_CAPABILITY",
+                "ONEDNN_MAX_CPU_ISA")  # fmt: skip
 
 
 def _autogroup() -> str | None:
@@ -216,4 +223,5 @@ def machine_info(engine: Engine) -> MachineInfo:
         load_start=os.getloadavg(),
         nice=os.nice(0),
         autogroup=_autogroup(),
+        env={name: os.environ[name] for name in RELEVANT_ENV if name in os.environ},
     )
