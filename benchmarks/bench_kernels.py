@@ -6,7 +6,8 @@ Usage (from the repo root, with the venv):
                                                  [--scaling kmap|scalar|none] [--json] [--quick]
 The command re-executes itself once with MALLOC_MMAP_THRESHOLD_=33554432 and
 MALLOC_TRIM_THRESHOLD_=4294967296 (applied to torch and the engine alike) unless --no-reexec.
-Results and how to read them: benchmarks/RESULTS.md.
+On a shared machine run it through benchmarks/run_favoured.sh (own session, nice -19).
+Results and how to read them: benchmarks/RESULTS.md (JSON of that run: results_latest.json).
 """
 
 from __future__ import annotations
