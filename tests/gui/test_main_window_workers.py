@@ -94,3 +94,20 @@ def test_newer_task_with_same_key_drops_the_older_result(qtbot: QtBot) -> None:
     qtbot.waitUntil(lambda: first.done and second.done, timeout=5000)
     assert results == [3]
     assert runner.active == 0 and runner.running("view") is None
+
+
+def test_deleting_the_runner_mutes_its_running_tasks(qtbot: QtBot) -> None:
+    from PySide6.QtCore import QObject
+    from PySide6.QtWidgets import QApplication
+
+    owner = QObject()
+    runner = TaskRunner(owner)
+    delivered: list[str] = []
+    task = runner.start(
+        slow_sum, 20, on_result=lambda v: delivered.append("result"),
+        on_finished=lambda: delivered.append("finished"),
+    )  # fmt: skip
+    owner.deleteLater()  # like a closed window: the runner goes with it
+    QApplication.processEvents()
+    qtbot.waitUntil(lambda: task.done, timeout=5000)
+    assert task.orphaned and delivered == []

@@ -387,7 +387,7 @@ class MainWindow(QMainWindow):
         if isinstance(state, QByteArray):
             self.restoreState(state)
         else:
-            QTimer.singleShot(0, self.default_dock_sizes)
+            QTimer.singleShot(0, self, self.default_dock_sizes)  # dropped if self is deleted
         self.set_theme(str(store.value("theme", "light")), save=False)
 
     def reset_layout(self) -> None:
@@ -460,4 +460,4 @@ class MainWindow(QMainWindow):
     def flash(self, text: str, ms: int = 4000) -> None:
         """A short status-bar message."""
         self.statusBar().showMessage(text, ms)
-        QTimer.singleShot(0, self._update_actions)
+        QTimer.singleShot(0, self, self._update_actions)

@@ -98,6 +98,7 @@ class Task(QObject):
         self.name = name or getattr(func, "__name__", "task")
         self.worker_thread_id: int | None = None
         self.superseded = False
+        self.orphaned = False  # the runner that started it is gone: deliver nothing at all
         self.done = False
         self._cancel = threading.Event()
         self._last_progress = 0.0
@@ -183,10 +184,21 @@ class Task(QObject):
         if not self.superseded:
             self.cancelled.emit()
 
+    def orphan(self) -> None:
+        """Mute everything, ``finished`` included (its runner and receivers were deleted)."""
+        self.orphaned = True
+        self.supersede()
+
     @Slot()
     def _on_done(self) -> None:
         self.done = True
-        self.finished.emit()
+        if not self.orphaned:
+            self.finished.emit()
+
+
+def _orphan_all(tasks: set[Task]) -> None:
+    for task in list(tasks):
+        task.orphan()
 
 
 class TaskRunner(QObject):
@@ -200,6 +212,8 @@ class TaskRunner(QObject):
         self._tasks: set[Task] = set()
         self._latest: dict[str, Task] = {}
         self._graveyard: list[Task] = []  # finished tasks, released at the next start()
+        tasks = self._tasks  # the closure must not hold self: it runs while self is destroyed
+        self.destroyed.connect(lambda *_: _orphan_all(tasks))
 
     def start(
         self, func: Callable[..., Any], *args: Any, key: str | None = None,
@@ -233,7 +247,7 @@ class TaskRunner(QObject):
             del self._latest[key]
         self._graveyard.append(task)  # not dropped here: we are inside the task's own signal
         if not self._tasks:
-            QTimer.singleShot(0, self._emit_idle)
+            QTimer.singleShot(0, self, self._emit_idle)  # dropped if the runner is deleted
 
     def _emit_idle(self) -> None:
         if not self._tasks:
