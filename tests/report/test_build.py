@@ -120,3 +120,23 @@ def test_bad_options_are_a_clear_error(tiny_loaded: LoadedModel, options: Report
         build_report(
             tiny_loaded, "paper", ReportData("x", torch.randn(2, 1, 8, 8)), options=options
         )
+
+
+def test_per_layer_settings_survive_and_engine_option_decides(tiny_loaded: LoadedModel) -> None:
+    from xnorlab.core.stats import compare_layers
+
+    model = tiny_loaded.model
+    binarize_model(model, {"conv2": "xnor"}, warn_first_last=False)
+    model.conv2.configure(scaling="none", backend="native")  # e.g. set in the GUI
+    data = ReportData("random", torch.randn(4, 1, 8, 8))
+    options = ReportOptions(sensitivity=False, file_sizes=False, engine="torch")
+    report = build_report(tiny_loaded, None, data, options=options)
+    assert report.layers[1].mode == "xnor"
+    assert report.layers[1].kernel_popcount_ms is None  # torch engine: no native call
+    assert model.conv2.config.scaling == "none" and model.conv2.config.backend == "native"
+    model.conv2.configure(backend="torch")
+    none_error = compare_layers(model, data.calibration)["conv2"].local_error
+    model.conv2.configure(scaling="kmap")
+    kmap_error = compare_layers(model, data.calibration)["conv2"].local_error
+    assert report.layers[1].local_error == pytest.approx(none_error, rel=1e-5)
+    assert abs(none_error - kmap_error) > 1e-2  # the check can tell the two apart

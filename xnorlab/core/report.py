@@ -470,6 +470,8 @@ def build_report(
     model = _detached_copy(loaded.model).eval()
     mode_map = current_modes(model) if modes is None else modes
     binarize_model(model, mode_map, warn_first_last=False, **dict(settings or {}))
+    for layer in measure.wrapped_layers(model).values():
+        layer.configure(backend="torch")  # the engine is chosen by options.engine alone
     steps = _Steps(_step_count(model, data, options), progress, should_cancel)
     layers, extra, notes = _measure(model, loaded, data, options, steps)
     steps.finish()
