@@ -95,32 +95,42 @@ inline __mmask16 tail_mask(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
 }
 
-// NCHW: 16 pixels per step; each channel sets one bit in 16 per-pixel words (two registers of
-// 8 x 64-bit lanes); |x| summed in channel order.
+// NCHW: 64 pixels per step (4 registers of 16 floats per channel: 256 contiguous bytes per
+// channel stream, which the prefetchers follow); each channel sets one bit in 64 per-pixel words
+// (8 registers of 8 x 64-bit lanes); |x| summed in channel order.
 void pack_nchw(const PackArgs& a) {
   const __m512 zero = _mm512_setzero_ps();
   const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
-  for (int64_t p = a.p0; p < a.p1; p += 16) {
-    const __mmask16 m = tail_mask(a.p1 - p);
-    const int count = static_cast<int>(a.p1 - p < 16 ? a.p1 - p : 16);
-    __m512 sum = _mm512_setzero_ps();
+  for (int64_t p = a.p0; p < a.p1; p += 64) {
+    const int count = static_cast<int>(a.p1 - p < 64 ? a.p1 - p : 64);
+    __mmask16 m[4];
+    for (int v = 0; v < 4; ++v) m[v] = tail_mask(count - 16 * v > 0 ? count - 16 * v : 0);
+    __m512 sum[4] = {zero, zero, zero, zero};
     for (int64_t j = 0; j < a.words; ++j) {
-      __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+      __m512i acc[8];
+      for (int i = 0; i < 8; ++i) acc[i] = _mm512_setzero_si512();
       const int64_t cend = (j + 1) * 64 < a.channels ? (j + 1) * 64 : a.channels;
       for (int64_t c = j * 64; c < cend; ++c) {
-        const __m512 v = _mm512_maskz_loadu_ps(m, a.x + c * a.hw + p);
-        const __mmask16 neg = _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ);
+        const float* xc = a.x + c * a.hw + p;
         const __m512i bit = _mm512_set1_epi64(static_cast<long long>(uint64_t{1} << (c & 63)));
-        lo = _mm512_mask_or_epi64(lo, static_cast<__mmask8>(neg), lo, bit);
-        hi = _mm512_mask_or_epi64(hi, static_cast<__mmask8>(neg >> 8), hi, bit);
-        sum = _mm512_add_ps(sum, _mm512_and_ps(v, absmask));
+        for (int v = 0; v < 4; ++v) {
+          const __m512 x = _mm512_maskz_loadu_ps(m[v], xc + 16 * v);
+          const __mmask16 neg = _mm512_cmp_ps_mask(x, zero, _CMP_LT_OQ);
+          acc[2 * v] = _mm512_mask_or_epi64(acc[2 * v], static_cast<__mmask8>(neg), acc[2 * v], bit);
+          acc[2 * v + 1] = _mm512_mask_or_epi64(acc[2 * v + 1], static_cast<__mmask8>(neg >> 8),
+                                                acc[2 * v + 1], bit);
+          sum[v] = _mm512_add_ps(sum[v], _mm512_and_ps(x, absmask));
+        }
       }
-      alignas(64) uint64_t words[16];
-      _mm512_store_si512(words, lo);
-      _mm512_store_si512(words + 8, hi);
+      if (a.words == 1 && count == 64) {
+        for (int i = 0; i < 8; ++i) _mm512_storeu_si512(a.packed + p + 8 * i, acc[i]);
+        continue;
+      }
+      alignas(64) uint64_t words[64];
+      for (int i = 0; i < 8; ++i) _mm512_store_si512(words + 8 * i, acc[i]);
       for (int i = 0; i < count; ++i) a.packed[(p + i) * a.words + j] = words[i];
     }
-    _mm512_mask_storeu_ps(a.absum + p, m, sum);
+    for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(a.absum + p + 16 * v, m[v], sum[v]);
   }
 }
 
