@@ -114,15 +114,37 @@ def sensitivity_figure(report: Report) -> bytes:
     return _png(figure)
 
 
+_SPLIT = (
+    ("kernel_pack_ms", "pack", "#6baed6"),
+    ("kernel_popcount_ms", "popcount", "#2171b5"),
+    ("kernel_scale_ms", "transform", "#08306b"),
+)
+
+
+def _config_parts(layer: LayerReport) -> list[float]:
+    """Configured time split into the engine's parts and the rest (glue); sums to the wall."""
+    total = layer.latency_config_ms or 0.0
+    parts = [getattr(layer, key) or 0.0 for key, _, _ in _SPLIT]
+    return [*parts, max(0.0, total - sum(parts))]
+
+
 def latency_figure(report: Report) -> bytes:
-    """Per-layer latency, torch float vs the configured engine."""
+    """Per-layer latency: torch float vs the configured engine, split into the engine's parts
+    (sign+pack, xor+popcount, output transform) and glue (everything else)."""
     figure, (axis,) = _figure(_width(report), 3.2, bottom=_bottom(report), left=_left(report))
-    positions = range(len(report.layers))
+    positions = [p + 0.2 for p in range(len(report.layers))]
     floats = [layer.latency_float_ms or 0.0 for layer in report.layers]
-    configs = [layer.latency_config_ms or 0.0 for layer in report.layers]
-    axis.bar([p - 0.2 for p in positions], floats, width=0.4, color=_FLOAT, label="float")
-    axis.bar([p + 0.2 for p in positions], configs, width=0.4, color=_BINARY, label="config")
-    axis.legend(fontsize=8)
+    axis.bar([p - 0.4 for p in positions], floats, width=0.4, color=_FLOAT, label="float")
+    parts = [_config_parts(layer) for layer in report.layers]
+    base = [0.0] * len(parts)
+    colors = [*((label, color) for _, label, color in _SPLIT), ("glue", "#9ecae1")]
+    for index, (label, color) in enumerate(colors):
+        heights = [row[index] for row in parts]
+        axis.bar(positions, heights, width=0.4, bottom=base, color=color, label=f"config: {label}")
+        base = [b + h for b, h in zip(base, heights, strict=True)]
+    wide = len(report.layers) > 12
+    axis.set_ylim(0, (1.3 if wide else 1.5) * max([*floats, *base, 1e-6]))  # legend headroom
+    axis.legend(fontsize=7, ncols=5 if wide else 3, loc="upper center", frameon=False)
     _layer_axis(axis, report, "latency per layer (batch 1, median)", "ms")
     return _png(figure)
 
