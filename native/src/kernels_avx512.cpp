@@ -157,7 +157,7 @@ void pack_nhwc(const PackArgs& a) {
   }
 }
 
-// 8 rows at a time: sum of x over the features whose weight bit is 1 (negative), 4 masked adds
+// 16 rows at a time (one load of x serves 16 rows): sum of x over the features whose weight bit is 1 (negative), 4 masked adds
 // of 16 floats per 64-bit word; out = alpha * (sum x - 2 * neg) + bias.
 template <int R>
 void bwn_group(const BwnArgs& a, const float* x, float xsum, int64_t o, float* out) {
@@ -187,7 +187,7 @@ void bwn_rows(const BwnArgs& a) {
     const float* x = a.x + n * a.features;
     float* out = a.out + n * a.out_features;
     int64_t o = a.o0;
-    for (; o + 8 <= a.o1; o += 8) bwn_group<8>(a, x, a.xsum[n], o, out);
+    for (; o + 16 <= a.o1; o += 16) bwn_group<16>(a, x, a.xsum[n], o, out);
     for (; o < a.o1; ++o) bwn_group<1>(a, x, a.xsum[n], o, out);
   }
 }

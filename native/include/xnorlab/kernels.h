@@ -63,7 +63,7 @@ struct BwnArgs {
   const uint64_t* weight;  // kernel order with taps = 1
   const float* alpha;      // padded
   const float* bias;       // padded
-  int64_t o0, o1, out_features;  // o0, o1 multiples of 8 except o1 == out_features
+  int64_t o0, o1, out_features;  // o0 a multiple of 64; o1 too, or o1 == out_features
   float* out;              // [batch][out_features]
   // Optional [batch][words * 8][256] table: entry b of byte group g = sum of the x of group g
   // whose bit is set in b (subset sums), or nullptr. Filled by the driver for tables that ask.
