@@ -131,12 +131,18 @@ struct ConvPlan {
   int64_t words, taps, blocks, group_blocks, tiles, tiles_per_chunk, chunks;
   int64_t span_h, span_w;             // dilation * (kernel - 1) + 1
   std::vector<int64_t> tap_offset;    // word offset of tap t from the tap (0, 0) pixel
+  // Zero-padding correction per border pattern: the invalid taps of an output pixel depend
+  // only on (which kernel rows fall outside, which columns do), so every pixel of the same
+  // (row pattern, column pattern) shares one precomputed [blocks][32] correction.
+  std::vector<int32_t> row_pattern, col_pattern;  // per oh / ow: pattern index
+  int64_t col_patterns = 0;
+  std::vector<int32_t> pattern_corr;              // [row pat * col_patterns + col pat][blocks*32]
 };
 
 // Tap pointers of pixels [q0, q0+pixels); returns a bitmask of pixels with invalid taps (their
-// `invalid` flags are filled; interior pixels use the precomputed tap offsets, no checks).
+// border pattern index is stored; interior pixels use the precomputed tap offsets, no checks).
 unsigned tile_pointers(const ConvPlan& pl, int64_t q0, int pixels, const uint64_t** act,
-                       unsigned char* invalid) {
+                       int32_t* pattern) {
   const ConvShape& s = pl.s;
   const int64_t ohw = s.out_h * s.out_w;
   int64_t n = q0 / ohw, oh = (q0 % ohw) / s.out_w, ow = q0 % s.out_w;
@@ -150,13 +156,13 @@ unsigned tile_pointers(const ConvPlan& pl, int64_t q0, int pixels, const uint64_
       for (int64_t t = 0; t < pl.taps; ++t) out[t] = origin + pl.tap_offset[t];
     } else {
       border |= 1u << p;
+      pattern[p] = static_cast<int32_t>(pl.row_pattern[oh] * pl.col_patterns + pl.col_pattern[ow]);
       for (int64_t ky = 0, t = 0; ky < s.kernel_h; ++ky) {
         const int64_t ih = ih0 + ky * s.dilation_h;
         for (int64_t kx = 0; kx < s.kernel_w; ++kx, ++t) {
           const int64_t iw = iw0 + kx * s.dilation_w;
           const bool ok = ih >= 0 && ih < s.height && iw >= 0 && iw < s.width;
           out[t] = ok ? base + (ih * s.width + iw) * pl.words : pl.zero_row;
-          invalid[p * pl.taps + t] = ok ? 0 : 1;
         }
       }
     }
@@ -168,24 +174,71 @@ unsigned tile_pointers(const ConvPlan& pl, int64_t q0, int pixels, const uint64_
   return border;
 }
 
-// corr[p][oc] = sum over the invalid taps of pixel p of S[oc][t] (zero padding only).
+// corr[p][oc] = sum over the invalid taps of pixel p of S[oc][t] (zero padding only), copied
+// from the pixel's precomputed border pattern.
 void tile_correction(const ConvPlan& pl, int64_t block, int pixels, unsigned border,
-                     const unsigned char* invalid, int32_t* corr) {
-  const int32_t* sums = pl.b.tap_sums + block * pl.taps * kOcBlock;
+                     const int32_t* pattern, int32_t* corr) {
+  const int64_t stride = pl.blocks * kOcBlock;
   for (int p = 0; p < pixels; ++p) {
     int32_t* c = corr + p * kOcBlock;
-    std::fill(c, c + kOcBlock, 0);
-    if (((border >> p) & 1u) == 0) continue;
-    for (int64_t t = 0; t < pl.taps; ++t) {
-      if (invalid[p * pl.taps + t] == 0) continue;
-      const int32_t* st = sums + t * kOcBlock;
-      for (int oc = 0; oc < kOcBlock; ++oc) c[oc] += st[oc];
+    if (((border >> p) & 1u) == 0) {
+      std::memset(c, 0, kOcBlock * sizeof(int32_t));
+    } else {
+      std::memcpy(c, pl.pattern_corr.data() + pattern[p] * stride + block * kOcBlock,
+                  kOcBlock * sizeof(int32_t));
     }
   }
 }
 
-void conv_task(const ConvPlan& pl, int64_t task, std::vector<const uint64_t*>& act,
-               std::vector<unsigned char>& invalid) {
+// Border patterns of one axis: index per output position; valid[pattern][k] says whether
+// kernel index k falls inside. Returns the number of patterns.
+int64_t axis_patterns(int64_t out, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation,
+                      int64_t size, std::vector<int32_t>& index,
+                      std::vector<std::vector<bool>>& valid) {
+  index.assign(static_cast<size_t>(out), 0);
+  for (int64_t o = 0; o < out; ++o) {
+    std::vector<bool> ok(static_cast<size_t>(kernel));
+    for (int64_t k = 0; k < kernel; ++k) {
+      const int64_t i = o * stride - pad + k * dilation;
+      ok[k] = i >= 0 && i < size;
+    }
+    size_t found = 0;
+    while (found < valid.size() && valid[found] != ok) ++found;
+    if (found == valid.size()) valid.push_back(ok);
+    index[o] = static_cast<int32_t>(found);
+  }
+  return static_cast<int64_t>(valid.size());
+}
+
+void plan_border_patterns(ConvPlan& pl) {
+  const ConvShape& s = pl.s;
+  std::vector<std::vector<bool>> rows, cols;
+  const int64_t nr = axis_patterns(s.out_h, s.kernel_h, s.stride_h, s.pad_top, s.dilation_h,
+                                   s.height, pl.row_pattern, rows);
+  const int64_t nc = axis_patterns(s.out_w, s.kernel_w, s.stride_w, s.pad_left, s.dilation_w,
+                                   s.width, pl.col_pattern, cols);
+  pl.col_patterns = nc;
+  if (!s.zero_padding) return;  // one padding: the all-zero row already gives +1 taps
+  const int64_t stride = pl.blocks * kOcBlock;
+  pl.pattern_corr.assign(static_cast<size_t>(nr * nc * stride), 0);
+  for (int64_t r = 0; r < nr; ++r) {
+    for (int64_t c = 0; c < nc; ++c) {
+      int32_t* dst = pl.pattern_corr.data() + (r * nc + c) * stride;
+      for (int64_t ky = 0; ky < s.kernel_h; ++ky) {
+        for (int64_t kx = 0; kx < s.kernel_w; ++kx) {
+          if (rows[r][ky] && cols[c][kx]) continue;
+          const int64_t t = ky * s.kernel_w + kx;
+          for (int64_t blk = 0; blk < pl.blocks; ++blk) {
+            const int32_t* st = pl.b.tap_sums + (blk * pl.taps + t) * kOcBlock;
+            for (int oc = 0; oc < kOcBlock; ++oc) dst[blk * kOcBlock + oc] += st[oc];
+          }
+        }
+      }
+    }
+  }
+}
+
+void conv_task(const ConvPlan& pl, int64_t task, std::vector<const uint64_t*>& act) {
   const ConvShape& s = pl.s;
   const int64_t group = task / pl.chunks, chunk = task % pl.chunks;
   const int64_t b0 = group * pl.group_blocks, b1 = std::min(pl.blocks, b0 + pl.group_blocks);
@@ -195,10 +248,11 @@ void conv_task(const ConvPlan& pl, int64_t task, std::vector<const uint64_t*>& a
   for (int64_t ti = t0; ti < t1; ++ti) {
     const int64_t q0 = ti * tile;
     const int pixels = static_cast<int>(std::min(tile, total - q0));
-    const unsigned border = tile_pointers(pl, q0, pixels, act.data(), invalid.data());
+    int32_t pattern[kMaxTile];
+    const unsigned border = tile_pointers(pl, q0, pixels, act.data(), pattern);
     const bool correct = s.zero_padding && border != 0;
     for (int64_t blk = b0; blk < b1; ++blk) {
-      if (correct) tile_correction(pl, blk, pixels, border, invalid.data(), corr);
+      if (correct) tile_correction(pl, blk, pixels, border, pattern, corr);
       ConvTileArgs a{act.data(), pixels, pl.taps, pl.words,
                      pl.b.weight + blk * pl.taps * pl.words * kOcBlock,
                      static_cast<int>(std::min<int64_t>(kOcBlock, s.out_channels - blk * kOcBlock)),
@@ -225,11 +279,9 @@ void run_conv(ConvPlan& pl) {
   pl.chunks = ceil_div(pl.tiles, pl.tiles_per_chunk);
   const auto body = [&](int64_t task) {
     thread_local std::vector<const uint64_t*> act;
-    thread_local std::vector<unsigned char> invalid;
     const size_t need = static_cast<size_t>(kMaxTile * pl.taps);
     if (act.size() < need) act.resize(need);
-    if (invalid.size() < need) invalid.resize(need);
-    conv_task(pl, task, act, invalid);
+    conv_task(pl, task, act);
   };
   if (want_tasks == 1) {
     for (int64_t task = 0; task < groups * pl.chunks; ++task) body(task);
@@ -261,12 +313,14 @@ ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b) {
 
   ConvPlan pl{s, b, k, packed, zero_row, scale, words, s.kernel_h * s.kernel_w,
               ceil_div(s.out_channels, kOcBlock), 0, 0, 0, 0,
-              s.dilation_h * (s.kernel_h - 1) + 1, s.dilation_w * (s.kernel_w - 1) + 1, {}};
+              s.dilation_h * (s.kernel_h - 1) + 1, s.dilation_w * (s.kernel_w - 1) + 1, {}, {}, {},
+              0, {}};
   for (int64_t ky = 0; ky < s.kernel_h; ++ky) {
     for (int64_t kx = 0; kx < s.kernel_w; ++kx) {
       pl.tap_offset.push_back((ky * s.dilation_h * s.width + kx * s.dilation_w) * words);
     }
   }
+  plan_border_patterns(pl);
   run_conv(pl);
   result.timing.popcount_s = seconds_since(t_scale_done);
   result.timing.total_s = seconds_since(start);
