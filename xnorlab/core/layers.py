@@ -10,7 +10,7 @@ user code keep working.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +87,8 @@ class _BinarizableMixin:
             return None
         from xnorlab.kernels.integration import native_layer_forward
 
-        out: Tensor | None = native_layer_forward(self, x)
+        layer = cast("BinConv2d | BinLinear", self)
+        out: Tensor | None = native_layer_forward(layer, x)
         return out
 
 
