@@ -50,6 +50,20 @@ def test_environment_forces_reference_and_isa() -> None:
 
 
 @needs_native
+def test_unusable_isa_override_is_a_clear_error() -> None:
+    code = (
+        "import xnorlab.kernels as k\n"
+        "try:\n    k.info()\nexcept k.KernelConfigError as e:\n    print('ERR', e)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "XNORLAB_ISA": "sparc"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ERR cannot choose the kernel ISA") and "sparc" in done.stdout
+
+
+@needs_native
 def test_thread_counts_give_identical_results() -> None:
     x, w = torch.randn(3, 70, 13, 13), torch.randn(40, 70, 3, 3)
     before = kernels.get_threads()
