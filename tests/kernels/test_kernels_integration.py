@@ -86,3 +86,21 @@ def test_native_backend_restores_on_error() -> None:
         raise RuntimeError("boom")
     assert all(m.config.backend is Backend.TORCH for m in model.modules()
                if isinstance(m, (BinConv2d, BinLinear)))  # fmt: skip
+    assert not model._forward_pre_hooks  # the channels_last input hook is gone too
+
+
+def test_channels_last_input_hook_changes_memory_format_only() -> None:
+    model = small_net()
+    binarize_model(model, {"2": "xnor", "5": "xnor"})
+    x = torch.randn(2, 3, 16, 16)
+    seen: list[bool] = []
+    model[0].register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    with torch.no_grad():
+        with native_backend(model, channels_last_input=False):
+            plain = model(x)
+        with native_backend(model):
+            hooked = model(x)
+    assert seen == [False, True]
+    torch.testing.assert_close(hooked, plain, rtol=1e-4, atol=1e-5)
