@@ -252,3 +252,15 @@ def test_default_dataset_is_requested_or_loaded(monkeypatch: pytest.MonkeyPatch)
     other.adopt(LoadedModel("tiny", tiny_net(), (1, 8, 8), default_data="tiny-default"))
     assert requested.calls == [("tiny-default",)] and other.dataset is None
     assert loaded_specs == ["tiny-default"]  # the listener (the GUI) loads it, not the session
+
+
+def test_dropped_model_is_requested_when_someone_listens(
+    session: LabSession, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "net.pt"
+    checkpoint.write_bytes(b"whatever: the listener loads it")
+    requested = Recorder(session.model_requested)
+    model = session.model
+    session.open_paths([checkpoint])
+    assert requested.calls == [(str(checkpoint),)]
+    assert session.model is model  # nothing loaded synchronously

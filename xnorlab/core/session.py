@@ -16,7 +16,8 @@ Events (``xnorlab.core.signals.Signal``; slots run in the calling thread):
 * ``weights_changed()``: the weights of the live model changed in place (e.g. fine-tuning);
 * ``dataset_requested(spec: str)``: a newly adopted model wants its default dataset. If
   anything is connected (the GUI, which loads it in a worker), the session only emits this;
-  otherwise it loads the dataset itself, synchronously.
+  otherwise it loads the dataset itself, synchronously;
+* ``model_requested(path: str)``: the same for a dropped model file (``open_paths``).
 
 Every method that can fail raises ``XnorlabError`` and leaves the session unchanged.
 Threads: call the session from one thread (the GUI thread). Workers compute on
@@ -157,6 +158,7 @@ class LabSession:
         self.images_dropped = Signal("images_dropped")
         self.weights_changed = Signal("weights_changed")
         self.dataset_requested = Signal("dataset_requested")
+        self.model_requested = Signal("model_requested")
         self.loaded: LoadedModel | None = None
         self.dataset: Any = None
         self.dataset_spec: str | None = None
@@ -472,6 +474,9 @@ class LabSession:
     def open_paths(self, paths: Sequence[str | Path]) -> None:
         """Open dropped files: a model file opens the model, images go to ``images_dropped``.
 
+        The model is loaded here, synchronously, unless something listens to
+        ``model_requested`` (the GUI, which loads it off the GUI thread).
+
         Raises (state unchanged) when a file is missing, of an unknown kind, or nobody
         listens for images.
         """
@@ -491,7 +496,9 @@ class LabSession:
             raise XnorlabError("drop one model file at a time")
         if images and self.images_dropped.n_slots == 0:
             raise XnorlabError("image prediction is not available in this window")
-        if models:
+        if models and self.model_requested.n_slots:
+            self.model_requested.emit(str(models[0]))  # the GUI loads it in a worker
+        elif models:
             self.open_model(str(models[0]))
         if images:
             self.images_dropped.emit([str(p) for p in images])

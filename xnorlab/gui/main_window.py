@@ -173,6 +173,7 @@ class MainWindow(QMainWindow):
         s.data_changed.connect(self._update_status)
         s.modes_changed.connect(lambda _names: self._update_actions())
         s.dataset_requested.connect(self.load_dataset_async)
+        s.model_requested.connect(self.open_model_async)
         self.table.busy_changed.connect(lambda _busy: self._update_status())
 
     # ------------------------------------------------------------------ session events
