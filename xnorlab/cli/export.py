@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from xnorlab.cli.common import add_layer_settings, add_trust, layer_settings
 from xnorlab.core.export import SUFFIX, XnorFileError, export_xnor, load_xnor
 from xnorlab.core.modelspec import load_model_spec
 from xnorlab.core.render.format import file_size
@@ -19,23 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the modes stored with the model, else paper)",
     )  # fmt: skip
     parser.add_argument("--out", required=True, help="output file, must end in .xnor")
-    parser.add_argument(
-        "--scaling",
-        choices=("kmap", "scalar", "none"),
-        default=None,
-        help="input scaling of every XNOR layer (default: the model's)",
-    )
-    parser.add_argument(
-        "--pad-mode",
-        choices=("zero", "one"),
-        default=None,
-        help="padding of binary inputs (default: the model's)",
-    )
-    parser.add_argument(
-        "--trust",
-        action="store_true",
-        help="allow whole pickled models (they can run code when loaded)",
-    )
+    add_layer_settings(parser, weight_grad=False)
+    add_trust(parser)
     parser.add_argument("--no-verify", action="store_true",
                         help="skip re-opening the written file to check it")  # fmt: skip
 
@@ -46,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model_spec(args.model, trust=args.trust)
     model = loaded.model
     modes = args.modes or (loaded.modes if loaded.modes else "paper")
-    settings = {k: v for k, v in (("scaling", args.scaling), ("pad_mode", args.pad_mode)) if v}
+    settings = layer_settings(args)
     applied = binarize_model(model, modes, **settings)
     size = export_xnor(model, args.out, loaded)
     float_size = state_dict_file_bytes(model)

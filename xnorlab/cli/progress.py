@@ -23,9 +23,11 @@ class ProgressBar:
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self.open_line = False
 
-    def __call__(self, fraction: float, message: str, metrics: dict[str, Any]) -> None:
+    def __call__(
+        self, fraction: float, message: str, metrics: dict[str, Any] | None = None
+    ) -> None:
         fraction = min(max(fraction, 0.0), 1.0)
-        epoch_end = "val_acc" in metrics
+        epoch_end = metrics is not None and "val_acc" in metrics
         now = time.monotonic()
         if self.interactive:
             if now - self.last_draw < self.min_interval_s and fraction < 1.0 and not epoch_end:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import io
 
 import torch
 
+from xnorlab.cli.common import add_layer_settings, add_trust, layer_settings
+from xnorlab.cli.progress import ProgressBar
 from xnorlab.core.errors import XnorlabError
 from xnorlab.core.modelspec import LoadedModel, load_model_spec
 from xnorlab.core.render import RENDERERS, write_report
@@ -66,45 +68,9 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
         help="validation samples used for accuracy (1000)",
     )
     parser.add_argument("--repeats", type=int, default=10, help="timing repeats (10)")
-    parser.add_argument(
-        "--scaling",
-        choices=("kmap", "scalar", "none"),
-        default=None,
-        help="input scaling of every XNOR layer (default: the model's)",
-    )
-    parser.add_argument(
-        "--pad-mode",
-        choices=("zero", "one"),
-        default=None,
-        help="padding of binary inputs (default: the model's)",
-    )
-    parser.add_argument(
-        "--trust",
-        action="store_true",
-        help="allow whole pickled models (they can run code when loaded)",
-    )
+    add_layer_settings(parser, weight_grad=False)
+    add_trust(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
-
-
-class ProgressBar:
-    """A one-line text progress bar on stderr (redrawn when the percentage changes)."""
-
-    def __init__(self, enabled: bool = True, width: int = 30) -> None:
-        self.enabled, self.width, self.last = enabled, width, (-1, "")
-
-    def __call__(self, fraction: float, message: str) -> None:
-        percent = int(100 * max(0.0, min(1.0, fraction)))
-        if not self.enabled or (percent, message) == self.last:
-            return
-        self.last = (percent, message)
-        filled = self.width * percent // 100
-        bar = "#" * filled + "." * (self.width - filled)
-        sys.stderr.write(f"\r[{bar}] {percent:3d}% {message[:60]:<60}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.last[0] >= 0:
-            sys.stderr.write("\n")
 
 
 def set_threads(threads: int | None) -> None:
@@ -135,11 +101,6 @@ def load_report_data(
     return report_data_from_bundle(bundle, calib, limit)
 
 
-def _settings(args: argparse.Namespace) -> dict[str, str]:
-    pairs = (("scaling", args.scaling), ("pad_mode", args.pad_mode))
-    return {key: value for key, value in pairs if value is not None}
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -153,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
         sensitivity=not args.no_sensitivity, latency=not args.no_latency,
         latency_repeats=max(1, args.repeats), engine=args.engine,
     )  # fmt: skip
-    bar = ProgressBar(enabled=not args.quiet)
+    bar = ProgressBar(stream=io.StringIO() if args.quiet else None)
     try:
-        report = build_report(loaded, modes, data, options=options, settings=_settings(args),
+        report = build_report(loaded, modes, data, options=options, settings=layer_settings(args),
                               progress=bar)  # fmt: skip
     finally:
         bar.close()

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from xnorlab.cli.common import add_layer_settings, add_trust, layer_settings
 from xnorlab.cli.progress import ProgressBar
 from xnorlab.core.data import DatasetBundle, load_dataset, match_classes
 from xnorlab.core.errors import XnorlabError
@@ -31,24 +32,13 @@ def add_mode_arguments(parser: argparse.ArgumentParser, default: str | None) -> 
         help="preset (paper, paper-bwn, xnor, bwn, float) or a JSON mode file "
         f"(default: {default or 'the modes stored with the model'})",
     )
-    parser.add_argument("--scaling", choices=["kmap", "scalar", "none"], help="XNOR input scale")
-    parser.add_argument("--pad-mode", choices=["zero", "one"], help="binary padding")
-    parser.add_argument("--weight-grad", choices=["paper", "ste"], help="BWN weight gradient")
-    parser.add_argument(
-        "--trust",
-        action="store_true",
-        help="allow pickled models (they can run code: trusted files only)",
-    )
+    add_layer_settings(parser)
+    add_trust(parser)
 
 
 def apply_modes(model: nn.Module, args: argparse.Namespace) -> None:
     """Apply ``--modes`` and layer settings (nothing given: the model keeps its stored map)."""
-    pairs = [
-        ("scaling", args.scaling),
-        ("pad_mode", args.pad_mode),
-        ("weight_grad", args.weight_grad),
-    ]
-    settings = {key: value for key, value in pairs if value is not None}
+    settings = layer_settings(args)
     if args.modes is None and not settings:
         return
     try:

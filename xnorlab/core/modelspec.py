@@ -50,18 +50,6 @@ DEMO_CHECKPOINTS = {
     "lenet-xnor": "lenet-xnor.pt",
 }
 DEMO_SPECS = (*(f"demo:{name}" for name in DEMO_CHECKPOINTS), "demo:vgg")
-_CIFAR_NAMES = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-]
 
 
 @dataclass
@@ -161,7 +149,9 @@ def _default_names(model: nn.Module, arch: str) -> list[str]:
     if arch == "lenet" and size == 10:
         return [str(d) for d in range(10)]
     if arch == "vgg" and size == 10:
-        return list(_CIFAR_NAMES)
+        from xnorlab.core.data import CIFAR10_NAMES
+
+        return list(CIFAR10_NAMES)
     if size == 1000 and arch not in ARCHITECTURES:
         return imagenet_categories()
     return [f"class {i}" for i in range(size or 0)]
