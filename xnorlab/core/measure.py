@@ -10,8 +10,6 @@ Results are frozen dataclasses (data first; the GUI only renders them).
 
 from __future__ import annotations
 
-import copy
-import itertools
 import math
 import statistics
 import time
@@ -27,7 +25,7 @@ from torch import nn
 from xnorlab.core.errors import XnorlabError
 from xnorlab.core.layers import BinConv2d, BinLinear
 from xnorlab.core.modes import Mode
-from xnorlab.core.surgery import float_mode, iter_binarizable
+from xnorlab.core.surgery import copy_model, float_mode, iter_binarizable
 from xnorlab.core.tasks import CancelFn, Cancelled, ProgressFn, check_cancel, no_progress
 
 FLOAT_BITS = 32
@@ -41,19 +39,7 @@ def detached_copy(model: nn.Module) -> nn.Module:
     Layer configs are copied, so a worker may switch the copy's modes and backends (and add
     hooks) while the GUI thread changes the original's. Nothing here writes to weights.
     """
-    return _copy_without_caches(model, share_tensors=True)
-
-
-def _copy_without_caches(model: nn.Module, share_tensors: bool) -> nn.Module:
-    memo: dict[int, Any] = {}
-    if share_tensors:
-        for tensor in itertools.chain(model.parameters(), model.buffers()):
-            memo[id(tensor)] = tensor
-    for module in model.modules():
-        cache = getattr(module, "native_cache", None)
-        if cache is not None:
-            memo[id(cache)] = None
-    return copy.deepcopy(model, memo)
+    return copy_model(model, share_tensors=True)
 
 
 # --------------------------------------------------------------------------------- memory
@@ -611,7 +597,7 @@ def train_copy(
     from xnorlab.core.checkpoint import layer_settings
     from xnorlab.core.training import TrainConfig, build_card, train
 
-    work = _copy_without_caches(model, share_tensors=False)
+    work = copy_model(model, share_tensors=False)
     if from_scratch:
         _reset_weights(work)
     epochs: list[dict[str, Any]] = []

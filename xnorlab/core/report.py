@@ -9,7 +9,6 @@ it into HTML, JSON, CSV or Markdown (``write_report``). Nothing here imports Qt;
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import platform
@@ -49,6 +48,7 @@ from xnorlab.core.report_model import (
 )
 from xnorlab.core.surgery import (
     binarize_model,
+    copy_model,
     current_modes,
     float_mode,
     iter_binarizable,
@@ -307,12 +307,7 @@ def _file_sizes(loaded: LoadedModel, model: nn.Module) -> tuple[int | None, int,
 
 def _detached_copy(model: nn.Module) -> nn.Module:
     """Deep copy without native-engine caches: the caller's model is never touched."""
-    memo: dict[int, Any] = {}
-    for _, module in iter_binarizable(model):
-        cache = getattr(module, "native_cache", None)
-        if cache is not None:
-            memo[id(cache)] = None
-    return copy.deepcopy(model, memo)
+    return copy_model(model, share_tensors=False)
 
 
 def _step_count(model: nn.Module, data: ReportData, options: ReportOptions) -> int:

@@ -27,10 +27,8 @@ sees a half-applied change and never changes the live model.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import inspect
-import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +44,7 @@ from xnorlab.core.modes import Mode
 from xnorlab.core.signals import Signal
 from xnorlab.core.surgery import (
     LayerInfo,
+    copy_model,
     layer_macs,
     list_layers,
     preset_modes,
@@ -78,14 +77,7 @@ def snapshot_model(model: nn.Module) -> nn.Module:
     can switch modes and add hooks on the copy without touching the live model. Native-engine
     caches are not copied (the copy starts with ``native_cache = None``).
     """
-    memo: dict[int, Any] = {}
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        memo[id(tensor)] = tensor
-    for module in model.modules():
-        cache = getattr(module, "native_cache", None)
-        if cache is not None:
-            memo[id(cache)] = None
-    return copy.deepcopy(model, memo)
+    return copy_model(model, share_tensors=True)
 
 
 def load_dataset_for(spec: str, loaded: LoadedModel | None = None) -> Any:

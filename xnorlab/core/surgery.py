@@ -8,7 +8,9 @@ dotted names of ``model.named_modules()``.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import itertools
 import json
 import warnings
 from collections.abc import Iterator, Mapping
@@ -292,3 +294,21 @@ class float_mode:
             module = modules.get(name)
             if isinstance(module, (BinConv2d, BinLinear)):
                 module.config = config
+
+
+def copy_model(model: nn.Module, *, share_tensors: bool = True) -> nn.Module:
+    """Copy ``model``'s module tree, leaving out native-engine caches.
+
+    ``share_tensors=True``: the copy shares every Parameter and buffer with ``model`` (cheap;
+    a worker may switch the copy's modes and add hooks without touching the live model).
+    ``share_tensors=False``: a full deep copy (for training a private copy).
+    """
+    memo: dict[int, Any] = {}
+    if share_tensors:
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            memo[id(tensor)] = tensor
+    for module in model.modules():
+        cache = getattr(module, "native_cache", None)
+        if cache is not None:
+            memo[id(cache)] = None
+    return copy.deepcopy(model, memo)
