@@ -105,6 +105,20 @@ class ScreenshotWaiter:
             print("xnorlab: screenshot: the window did not settle in time", file=sys.stderr)
         self.save(ok=not timed_out)
 
+    def refuse_trust(self, _parent: object, spec: str) -> bool:
+        """The trust question in screenshot mode: never asked; fail with exit code 1."""
+        self.timer.stop()
+        print(
+            f"xnorlab: screenshot: {spec} is a full pickle that can only be loaded with trust; "
+            "the screenshot mode never asks: open it in the app (which asks) or save it as "
+            "safetensors",
+            file=sys.stderr,
+        )
+        self.exit_code = 1
+        self.window.close()  # type: ignore[attr-defined]
+        self.app.quit()  # type: ignore[attr-defined]
+        return False
+
     def save(self, ok: bool) -> None:
         image = self.window.grab()  # type: ignore[attr-defined]
         if image.isNull() or not image.save(str(self.path)):
@@ -138,8 +152,12 @@ def run_app(model_spec: str | None = None, screenshot: str | None = None) -> int
     if screenshot:
         window.resize(*SCREENSHOT_SIZE)
     window.show()
-    window.open_initial(model_spec, DEFAULT_MODEL, restore_last=not screenshot)
     waiter = ScreenshotWaiter(window, screenshot, app) if screenshot else None
+    if waiter is not None:
+        from xnorlab.gui.panels.open_dialogs import opener_for
+
+        opener_for(window.session, window).ask = waiter.refuse_trust  # never a modal question
+    window.open_initial(model_spec, DEFAULT_MODEL, restore_last=not screenshot)
     code = int(app.exec())  # type: ignore[attr-defined]
     from PySide6.QtCore import QThreadPool
 

@@ -9,6 +9,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QApplication, QComboBox, QLabel, QMenu, QMessageBox, QToolBar
 
 from xnorlab.core.modes import InputScaling, PadMode
+from xnorlab.gui.export_actions import add_export_actions
 
 if TYPE_CHECKING:
     from xnorlab.gui.main_window import MainWindow
@@ -18,6 +19,7 @@ SHORTCUTS_HELP = """<table>
 <tr><td><b>Ctrl+Shift+O</b></td><td>open a model file</td></tr>
 <tr><td><b>Ctrl+D</b></td><td>open a dataset</td></tr>
 <tr><td><b>Ctrl+I</b></td><td>open images to predict</td></tr>
+<tr><td><b>Ctrl+E</b></td><td>export a report (HTML, JSON, CSV, Markdown)</td></tr>
 <tr><td><b>Ctrl+Z / Ctrl+Shift+Z</b></td><td>undo / redo a mode change</td></tr>
 <tr><td><b>Ctrl+1 / Ctrl+2 / Ctrl+3</b></td><td>selected layer: float / BWN / XNOR</td></tr>
 <tr><td><b>Ctrl+Shift+X / B / F</b></td><td>all layers XNOR / BWN / float</td></tr>
@@ -136,6 +138,8 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
         file_menu.addAction(actions[key])
     window.recent_menu = file_menu.addMenu("Recent models")
     window.fill_recent_menu()
+    file_menu.addSeparator()
+    actions.update(add_export_actions(window, file_menu))
     file_menu.addSeparator()
     file_menu.addAction(actions["quit"])
     edit = bar.addMenu("&Edit")
