@@ -2,9 +2,9 @@
 
 Both ask for a file with a save dialog, then work in a worker of the window's ``TaskRunner``
 on a snapshot of the live model (``session.snapshot()``, taken on the GUI thread), so the
-user's model, modes and undo history are never touched. Progress shows in a small progress
-bar with a Cancel button in the status bar; success is a one-line status message with the
-path, an error goes to the window's inline message bar (never a modal dialog).
+user's model, modes and undo history are never touched. Progress shows in a small bar in
+the status bar (with a Cancel button for the report); success is a one-line status message
+with the path, an error goes to the window's inline message bar (never a modal dialog).
 
 The report measures the current mode map and per-layer settings on the open dataset (up to
 ``VALIDATION_LIMIT`` validation samples) or, without one, on a seeded random calibration batch
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 SENSITIVITY_MAX_PARAMS = 5_000_000
 VALIDATION_LIMIT = 1000
+PROGRESS_STEPS = 1000
 REPORT_KEY, XNOR_KEY = "export-report", "export-xnor"
 # save-dialog filter -> suffix appended when the typed name has none
 REPORT_FILTERS: dict[str, str] = {
@@ -144,11 +145,10 @@ class ExportActions(QObject):
     def _build_progress(self) -> None:
         bar = self.window.statusBar()
         self.progress_bar = QProgressBar(bar)
-        self.progress_bar.setRange(0, 1000)
         self.progress_bar.setMaximumWidth(180)
         self.cancel_button = QToolButton(bar)
         self.cancel_button.setText("Cancel")
-        self.cancel_button.setToolTip("Stop the running export (nothing is written)")
+        self.cancel_button.setToolTip("Stop building the report (no file is written)")
         self.cancel_button.clicked.connect(self.cancel)
         for widget in (self.progress_bar, self.cancel_button):
             bar.addPermanentWidget(widget)
@@ -201,6 +201,7 @@ class ExportActions(QObject):
         return self._start(
             REPORT_KEY, "report", build_and_write_report, loaded, self.session.dataset, path,
             options, on_result=lambda written: self._done(f"report written to {written}"),
+            cancellable=True,
         )  # fmt: skip
 
     def export_xnor(self, path: str | None = None) -> Task | None:
@@ -218,25 +219,32 @@ class ExportActions(QObject):
             on_result=lambda result: self._done(
                 f"packed model written to {result[0]} ({result[1] / 1024:.1f} KiB)"
             ),
+            cancellable=False,
         )  # fmt: skip
 
-    def _start(self, key: str, what: str, func: Any, *args: Any, on_result: Any) -> Task:
+    def _start(
+        self, key: str, what: str, func: Any, *args: Any, on_result: Any, cancellable: bool
+    ) -> Task:
+        """Run ``func`` in the window's runner; ``cancellable``: it polls ``should_cancel``
+        and reports progress (the report), else the bar only shows "busy" (the quick export)."""
         self.window.message_bar.clear()
         self.window.statusBar().showMessage(f"exporting {what}…")
+        self.progress_bar.setRange(0, PROGRESS_STEPS if cancellable else 0)
         self.progress_bar.setValue(0)
         self.progress_bar.show()
-        self.cancel_button.show()
+        self.cancel_button.setVisible(cancellable)
         self.last_task = self.window.runner.start(
             func, *args, key=key, on_result=on_result,
             on_error=lambda message: self._failed(what, message),
             on_progress=self._progress, on_finished=self._idle,
-            on_cancelled=lambda: self._done(f"{what} export cancelled: nothing written"),
+            on_cancelled=lambda: self._done(f"{what} export cancelled"),
         )  # fmt: skip
         return self.last_task
 
     # ------------------------------------------------------------------ task callbacks
     def _progress(self, fraction: float, message: str, _payload: object = None) -> None:
-        self.progress_bar.setValue(int(1000 * fraction))
+        self.progress_bar.setRange(0, PROGRESS_STEPS)
+        self.progress_bar.setValue(int(PROGRESS_STEPS * fraction))
         if message:
             self.window.statusBar().showMessage(f"report: {message}…")
 
@@ -252,11 +260,11 @@ class ExportActions(QObject):
         self.window.show_error(f"{what} not exported: {message}")
 
     def cancel(self) -> None:
-        """Cancel the running exports (the Cancel button of the status bar)."""
-        for key in (REPORT_KEY, XNOR_KEY):
-            task = self.window.runner.running(key)
-            if task is not None:
-                task.cancel()
+        """Cancel the running report (the Cancel button of the status bar); the .xnor export
+        is one quick atomic write and is not cancelled."""
+        task = self.window.runner.running(REPORT_KEY)
+        if task is not None:
+            task.cancel()
 
 
 def add_export_actions(window: MainWindow, menu: QMenu) -> dict[str, QAction]:
