@@ -161,6 +161,20 @@ def test_unwritable_path_shows_an_error_and_keeps_state(
     assert session.model_name == name and blocker.read_text().startswith("a file")
 
 
+def test_report_on_a_dataset_with_only_a_validation_split(
+    qtbot: QtBot, tiny_window: MainWindow, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    session = tiny_window.session  # tiny data: a val split only, 24 samples
+    tiny_window.run_session(session.apply_preset, "xnor")
+    out = tmp_path / "tiny.csv"
+    choose_file(monkeypatch, out)
+    run_action(qtbot, tiny_window, "export_report")
+    assert out.is_file(), tiny_window.message_bar.text()
+    rows = out.read_text().splitlines()
+    assert len(rows) == 1 + len(session.layer_names())  # header + one row per layer
+    assert all(name in text for name, text in zip(session.layer_names(), rows[1:], strict=True))
+
+
 def test_model_that_cannot_be_packed_shows_a_clear_error(
     qtbot: QtBot, tiny_window: MainWindow, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -30,7 +30,12 @@ from xnorlab.core.export import export_xnor
 from xnorlab.core.modelspec import LoadedModel
 from xnorlab.core.render import RENDERERS, write_report
 from xnorlab.core.report import ReportCancelled, ReportData, ReportOptions, build_report
-from xnorlab.core.report_data import report_data_from_bundle, synthetic_report_data
+from xnorlab.core.report_data import (
+    default_calibration,
+    report_data_from_bundle,
+    stack_items,
+    synthetic_report_data,
+)
 from xnorlab.core.tasks import CancelFn, Cancelled, ProgressFn
 from xnorlab.gui.workers import Task
 
@@ -68,11 +73,35 @@ def with_suffix(path: str, selected_filter: str, filters: dict[str, str]) -> str
     return path + filters.get(selected_filter, next(iter(filters.values())))
 
 
+def _size(split: Any) -> int:
+    try:
+        return len(split) if split is not None else 0
+    except TypeError:  # an iterable without a length cannot be sampled by index
+        return 0
+
+
 def report_data_for(loaded: LoadedModel, bundle: Any) -> ReportData:
-    """Calibration and validation tensors of the open dataset (random inputs without one)."""
+    """Calibration and validation tensors of the open dataset (random inputs without one).
+
+    Calibration comes from the train split, validation (accuracy) from the val split; a
+    missing or empty train split calibrates on validation samples, a missing or empty val
+    split gives a report without accuracy.
+    """
     if bundle is None:
         return synthetic_report_data(tuple(loaded.input_shape))
-    return report_data_from_bundle(bundle, None, VALIDATION_LIMIT)
+    train, val = getattr(bundle, "train", None), getattr(bundle, "val", None)
+    name = str(getattr(bundle, "name", "") or "open dataset")
+    if _size(train) and _size(val):
+        return report_data_from_bundle(bundle, None, VALIDATION_LIMIT)
+    count = default_calibration(tuple(loaded.input_shape))
+    if _size(val):
+        calibration, _ = stack_items(val, count)
+        inputs, labels = stack_items(val, VALIDATION_LIMIT)
+        return ReportData(f"{name} (val split)", calibration, inputs, labels)
+    if _size(train):
+        calibration, _ = stack_items(train, count)
+        return ReportData(f"{name} (train split, no validation: no accuracy)", calibration)
+    raise XnorlabError(f"dataset {name} has no samples: open another one to build a report")
 
 
 def build_and_write_report(
