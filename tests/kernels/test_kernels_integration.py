@@ -104,3 +104,18 @@ def test_channels_last_input_hook_changes_memory_format_only() -> None:
             hooked = model(x)
     assert seen == [False, True]
     torch.testing.assert_close(hooked, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_weights_made_in_inference_mode_run_natively() -> None:
+    with torch.inference_mode():
+        conv = nn.Conv2d(8, 16, 3, padding=1)
+        conv.weight = nn.Parameter(conv.weight.to(memory_format=torch.channels_last))
+    layer = BinConv2d(conv)
+    layer.configure(mode="xnor", backend="native")
+    x = torch.randn(2, 8, 6, 6)
+    with torch.inference_mode():
+        got = layer(x)
+        assert layer.native_cache is not None
+        layer.configure(backend="torch")
+        expected = layer(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)

@@ -44,7 +44,10 @@ class NativeCache:
 def _tensor_key(tensor: Tensor | None) -> tuple[Any, ...]:
     if tensor is None:
         return (None,)
-    return (id(tensor), tensor.data_ptr(), tensor._version, tuple(tensor.shape), tensor.dtype)
+    # Inference tensors (made under torch.inference_mode) have no version counter; they can
+    # only change in place inside inference mode, where the cache cannot see it.
+    version = None if tensor.is_inference() else tensor._version
+    return (id(tensor), tensor.data_ptr(), version, tuple(tensor.shape), tensor.dtype)
 
 
 def _cache_key(layer: BinConv2d | BinLinear) -> tuple[Any, ...]:
