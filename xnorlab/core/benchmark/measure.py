@@ -342,7 +342,7 @@ class _ModelCopies:
 
 def _model_copies(name: str, scaling: str) -> _ModelCopies:
     """Build the copies outside ``inference_mode``: tensors made inside it are inference
-    tensors, which the engine's weight cache cannot version-check."""
+    tensors without a version counter, and the copies must behave like a user's model."""
     from xnorlab.core.surgery import binarize_model
     from xnorlab.core.zoo import build_torchvision
 
