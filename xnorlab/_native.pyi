@@ -20,6 +20,7 @@ def xnor_conv2d(params: list[int]) -> tuple[bool, tuple[float, float, float, flo
     stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation_h, dilation_w, out_h,
     out_w, zero_padding, scaling (0 kmap, 1 scalar, 2 none), then the addresses x, weight,
     tap_sums, alpha, bias, out. Returns (input_has_nan, (pack_s, popcount_s, scale_s, total_s))."""
+
 def bwn_linear(
     x: int,
     batch: int,
