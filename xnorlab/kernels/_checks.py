@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -144,26 +144,26 @@ def _conv_geometry(
 
 _SCALINGS = {m.value: m for m in InputScaling} | {m: m for m in InputScaling}
 _PAD_MODES = {m.value: m for m in PadMode} | {m: m for m in PadMode}
+_Choice = TypeVar("_Choice", InputScaling, PadMode)
+
+
+def _parse_choice(kind: type[_Choice], table: dict[Any, _Choice], value: Any) -> _Choice:
+    """Exact values hit ``table`` (the per-call fast path); others go through ``kind.parse``."""
+    fast = table.get(value) if isinstance(value, str) else None
+    if fast is not None:
+        return fast
+    try:
+        return kind.parse(value)
+    except ValueError as exc:
+        raise KernelInputError(str(exc)) from exc
 
 
 def parse_scaling(scaling: Any) -> InputScaling:
-    fast = _SCALINGS.get(scaling) if isinstance(scaling, str) else None
-    if fast is not None:
-        return fast
-    try:
-        return InputScaling(InputScaling.parse(scaling))
-    except ValueError as exc:
-        raise KernelInputError(str(exc)) from exc
+    return _parse_choice(InputScaling, _SCALINGS, scaling)
 
 
 def parse_pad_mode(pad_mode: Any) -> PadMode:
-    fast = _PAD_MODES.get(pad_mode) if isinstance(pad_mode, str) else None
-    if fast is not None:
-        return fast
-    try:
-        return PadMode(PadMode.parse(pad_mode))
-    except ValueError as exc:
-        raise KernelInputError(str(exc)) from exc
+    return _parse_choice(PadMode, _PAD_MODES, pad_mode)
 
 
 def check_groups(groups: Any) -> int:

@@ -137,7 +137,25 @@ def _path_row(edit: QLineEdit, browse: Callable[[], None]) -> QWidget:
     return row
 
 
-class OpenModelDialog(QDialog):
+class _SpecDialog(QDialog):
+    """A dialog whose result is a spec string; OK is refused until ``spec()`` is complete."""
+
+    message: QLabel
+
+    def spec(self) -> str:
+        raise NotImplementedError
+
+    def accept(self) -> None:
+        """Close only when the choice is complete; otherwise say what is missing."""
+        try:
+            self.spec()
+        except XnorlabError as exc:
+            self.message.setText(str(exc))
+            return
+        super().accept()
+
+
+class OpenModelDialog(_SpecDialog):
     """Choose a model: a demo model, a torchvision architecture, or a checkpoint file.
 
     ``spec()`` is the chosen spec string (what ``xnorlab MODEL`` takes).
@@ -240,17 +258,8 @@ class OpenModelDialog(QDialog):
             raise XnorlabError("choose a checkpoint file")
         return path
 
-    def accept(self) -> None:
-        """Close only when the choice is complete; otherwise say what is missing."""
-        try:
-            self.spec()
-        except XnorlabError as exc:
-            self.message.setText(str(exc))
-            return
-        super().accept()
 
-
-class OpenDataDialog(QDialog):
+class OpenDataDialog(_SpecDialog):
     """Choose a dataset: mnist5k, digits, an image folder, or a torchvision root folder."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -300,15 +309,6 @@ class OpenDataDialog(QDialog):
         if not Path(path).expanduser().is_dir():
             raise XnorlabError(f"not a folder: {path}")
         return f"{choice.key}:{path}" if choice.key else path
-
-    def accept(self) -> None:
-        """Close only when the choice is complete; otherwise say what is missing."""
-        try:
-            self.spec()
-        except XnorlabError as exc:
-            self.message.setText(str(exc))
-            return
-        super().accept()
 
 
 def dialog_result(dialog: OpenModelDialog | OpenDataDialog) -> str | None:
