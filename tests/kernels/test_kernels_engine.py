@@ -41,6 +41,20 @@ def test_info_reports_the_engine() -> None:
         assert "scalar" in info["supported_isas"]
 
 
+def test_the_native_engine_is_built_and_in_use() -> None:
+    """The native-only tests skip without the engine; this one makes a missing build fail.
+
+    ``pip install`` builds ``xnorlab._native``; if it is absent or broken at import, the facade
+    would fall back to the reference silently and the suite would go green on skips.
+    """
+    import xnorlab._native as native
+
+    if os.environ.get("XNORLAB_KERNEL", "") == "reference":
+        pytest.fail("XNORLAB_KERNEL=reference is set: the suite must test the native engine")
+    assert kernels.info()["backend"] == "native"
+    assert "scalar" in native.compiled_isas()
+
+
 @needs_native
 def test_environment_forces_reference_and_isa() -> None:
     forced = _info_in_subprocess(XNORLAB_KERNEL="reference", XNORLAB_ISA="")
