@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QSettings, QThreadPool
+from pytestqt.qtbot import QtBot
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +34,7 @@ from torch import nn  # noqa: E402
 
 from xnorlab.core.modelspec import LoadedModel  # noqa: E402
 from xnorlab.core.session import LabSession  # noqa: E402
+from xnorlab.gui.main_window import MainWindow  # noqa: E402
 
 TINY_SHAPE = (1, 8, 8)
 
@@ -74,3 +76,13 @@ def tiny_session() -> LabSession:
     session.adopt(LoadedModel("tiny", tiny_net(), TINY_SHAPE, ["a", "b", "c"]))
     session.set_dataset(tiny_bundle(), "tiny-data")
     return session
+
+
+@pytest.fixture
+def tiny_window(qtbot: QtBot, tiny_session: LabSession) -> MainWindow:
+    """The main window (without panels) on ``tiny_session``, shown and idle."""
+    win = MainWindow(tiny_session, panels=False)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: not win.busy(), timeout=30_000)
+    return win

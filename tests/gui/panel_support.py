@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
 from torch.utils.data import Subset
 
 from xnorlab.core.data import DatasetBundle, load_dataset
@@ -81,3 +84,22 @@ def wait_until_idle(panel: object, qtbot: object, timeout_s: float = 30.0) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"{type(panel).__name__} still busy after {timeout_s} s")
         qtbot.wait(10)  # type: ignore[attr-defined]
+
+
+def simulate_drop(widget: object, paths: list[Path]) -> QDropEvent:
+    """Drag ``paths`` onto ``widget`` (enter, then drop) as Qt delivers a real drop."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    enter = QDragEnterEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )  # fmt: skip
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted(), "the widget refused the drag"
+    event = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+    )  # fmt: skip
+    QApplication.sendEvent(widget, event)
+    assert event.isAccepted()
+    return event

@@ -48,15 +48,6 @@ def lenet_window(qtbot: QtBot, lenet_parts: tuple[LoadedModel, object, str]) -> 
     return win
 
 
-@pytest.fixture
-def tiny_window(qtbot: QtBot, tiny_session: LabSession) -> MainWindow:
-    win = MainWindow(tiny_session, panels=False)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitUntil(lambda: not win.busy(), timeout=WAIT_MS)
-    return win
-
-
 def choose_file(monkeypatch: pytest.MonkeyPatch, path: Path, selected: str = "") -> list[str]:
     """Make the save dialog return ``path``; the returned list records the dialog titles."""
     titles: list[str] = []

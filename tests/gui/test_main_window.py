@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage
+from panel_support import simulate_drop
+from PySide6.QtGui import QColor, QImage
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
@@ -24,30 +24,12 @@ WAIT_MS = 30_000
 
 
 @pytest.fixture
-def window(qtbot: QtBot, tiny_session: LabSession) -> MainWindow:
-    win = MainWindow(tiny_session, panels=False)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitUntil(lambda: not win.busy(), timeout=WAIT_MS)
-    return win
+def window(tiny_window: MainWindow) -> MainWindow:
+    return tiny_window
 
 
 def drop(window: MainWindow, *paths: Path) -> None:
-    """Drag ``paths`` onto the window (enter, then drop), as Qt delivers a real drop."""
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    enter = QDragEnterEvent(
-        QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-    )  # fmt: skip
-    QApplication.sendEvent(window, enter)
-    assert enter.isAccepted()
-    event = QDropEvent(
-        QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
-        Qt.KeyboardModifier.NoModifier,
-    )  # fmt: skip
-    QApplication.sendEvent(window, event)
-    assert event.isAccepted()
+    simulate_drop(window, list(paths))
 
 
 def test_bad_model_drop_shows_an_error_and_keeps_state(

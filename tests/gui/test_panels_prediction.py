@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from panel_support import lenet_session, wait_until_idle, write_digit_png
+from panel_support import lenet_session, simulate_drop, wait_until_idle, write_digit_png
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtGui import QDragEnterEvent
 from PySide6.QtWidgets import QApplication
 
 from xnorlab.core.images import load_image
@@ -17,25 +17,6 @@ from xnorlab.core.surgery import float_mode
 from xnorlab.gui.panels.prediction import PredictionPanel
 
 pytestmark = pytest.mark.gui
-
-
-def _drop(widget: object, paths: list[Path]) -> QDropEvent:
-    """Simulate a user dragging ``paths`` onto ``widget`` (enter, then drop), as Qt does."""
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    enter = QDragEnterEvent(
-        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-    )  # fmt: skip
-    QApplication.sendEvent(widget, enter)
-    assert enter.isAccepted(), "the panel refused the drag"
-    event = QDropEvent(
-        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
-        Qt.KeyboardModifier.NoModifier,
-    )  # fmt: skip
-    QApplication.sendEvent(widget, event)
-    assert event.isAccepted()
-    return event
 
 
 @pytest.fixture
@@ -71,7 +52,7 @@ def test_drag_enter_accepts_file_urls(panel: PredictionPanel) -> None:
 
 def test_image_drop_yields_predictions_matching_the_model(panel, qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
     paths = [write_digit_png(tmp_path / "one.png"), write_digit_png(tmp_path / "b.png", 6)]
-    _drop(panel, paths)
+    simulate_drop(panel, paths)
     wait_until_idle(panel, qtbot)
     assert [Path(r.path).name for r in panel.results] == ["one.png", "b.png"]
     assert panel.rows_layout.count() == 3  # two rows + the stretch
@@ -91,18 +72,18 @@ def test_image_drop_yields_predictions_matching_the_model(panel, qtbot, tmp_path
 
 def test_bad_drop_shows_an_error_and_keeps_the_predictions(panel, qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
     good = write_digit_png(tmp_path / "good.png")
-    _drop(panel, [good])
+    simulate_drop(panel, [good])
     wait_until_idle(panel, qtbot)
     before = panel.results
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    _drop(panel, [corrupt])
+    simulate_drop(panel, [corrupt])
     wait_until_idle(panel, qtbot)
     assert "corrupt.png" in panel.message.text()
     assert panel.results is before and panel.paths == [str(good)]
     text_file = tmp_path / "notes.txt"
     text_file.write_text("hello")
-    _drop(panel, [text_file])
+    simulate_drop(panel, [text_file])
     assert "unsupported file type" in panel.message.text()
     assert panel.results is before
     assert panel.session.model_name == "test:lenet"
@@ -112,7 +93,7 @@ def test_mixed_drop_with_one_corrupt_file_changes_nothing(panel, qtbot, tmp_path
     good = write_digit_png(tmp_path / "good.png")
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    _drop(panel, [good, empty])
+    simulate_drop(panel, [good, empty])
     wait_until_idle(panel, qtbot)
     assert panel.results == []
     assert "empty.png" in panel.message.text()
@@ -143,7 +124,7 @@ def test_image_dropped_on_the_main_window_lands_in_the_prediction_tab(qtbot, tmp
     qtbot.wait(50)  # the window's deferred layout set-up runs first, as before any user drop
     panel = window.panels["prediction"]
     window.docks["metrics"].raise_()
-    _drop(window, [write_digit_png(tmp_path / "one.png")])
+    simulate_drop(window, [write_digit_png(tmp_path / "one.png")])
     wait_until_idle(panel, qtbot)
     assert [Path(r.path).name for r in panel.results] == ["one.png"]
     assert not window.docks["prediction"].visibleRegion().isEmpty()  # its tab was raised
