@@ -45,20 +45,63 @@ thread_local std::vector<float> t_absum, t_scale;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Sign + pack + sum|x| of the whole batch; returns true if the input holds a NaN.
-bool pack_input(const KernelTable& k, const ConvShape& s, const float* x, uint64_t* packed,
-                float* absum, int64_t words) {
+// Halo geometry of the packed input: image n is [hp][wp][words] words, the input pixel (h, w)
+// at (h + pad_top, w + pad_left); the rest (the conv's padding) is all-zero words (= +1).
+struct Halo {
+  int64_t hp, wp, words;
+  int64_t top, left;
+  int64_t image_words() const { return hp * wp * words; }
+};
+
+Halo halo_of(const ConvShape& s, int64_t words) {
+  const int64_t span_h = s.dilation_h * (s.kernel_h - 1) + 1;
+  const int64_t span_w = s.dilation_w * (s.kernel_w - 1) + 1;
+  // Rows / columns the last output pixel's taps reach, in halo coordinates.
+  const int64_t need_h = (s.out_h - 1) * s.stride_h + span_h;
+  const int64_t need_w = (s.out_w - 1) * s.stride_w + span_w;
+  return Halo{std::max(s.pad_top + s.height, need_h), std::max(s.pad_left + s.width, need_w),
+              words, s.pad_top, s.pad_left};
+}
+
+// Zero the halo words of every image (the interior is written by the pack pass).
+void zero_halo(const ConvShape& s, const Halo& h, uint64_t* packed) {
+  const int64_t row = h.wp * h.words;
+  const int64_t right = h.wp - h.left - s.width;
+  for (int64_t n = 0; n < s.batch; ++n) {
+    uint64_t* img = packed + n * h.image_words();
+    std::memset(img, 0, static_cast<size_t>(h.top * row) * 8);
+    const int64_t bottom = h.top + s.height;
+    std::memset(img + bottom * row, 0, static_cast<size_t>((h.hp - bottom) * row) * 8);
+    if (h.left == 0 && right == 0) continue;
+    for (int64_t r = h.top; r < bottom; ++r) {
+      uint64_t* line = img + r * row;
+      std::memset(line, 0, static_cast<size_t>(h.left * h.words) * 8);
+      std::memset(line + (h.left + s.width) * h.words, 0, static_cast<size_t>(right * h.words) * 8);
+    }
+  }
+}
+
+// Sign + pack + sum|x| of the whole batch into the halo buffer; true if the input holds a NaN.
+bool pack_input(const KernelTable& k, const ConvShape& s, const Halo& h, const float* x,
+                uint64_t* packed, float* absum) {
   const int64_t hw = s.height * s.width;
+  zero_halo(s, h, packed);
   // Small inputs run on the calling thread: waking a worker costs more than the work.
   const bool small = s.batch * hw * s.channels < (int64_t{1} << 16);
-  const int64_t chunk = small ? hw : std::max<int64_t>(64, ceil_div(hw, 8));
+  const int64_t chunk = small ? hw : std::max<int64_t>(256, ceil_div(hw, 8));
   const int64_t chunks = ceil_div(hw, chunk);
-  parallel_for(s.batch * chunks, [&](int64_t task) {
+  const auto body = [&](int64_t task) {
     const int64_t n = task / chunks, c0 = (task % chunks) * chunk;
-    PackArgs a{x + n * s.channels * hw, s.channels, hw, c0, std::min(hw, c0 + chunk), words,
-               packed + n * hw * words, absum + n * hw};
+    PackArgs a{x + n * s.channels * hw, s.channels, hw, c0, std::min(hw, c0 + chunk), h.words,
+               packed + n * h.image_words() + (h.top * h.wp + h.left) * h.words, s.width,
+               h.wp * h.words, absum + n * hw};
     (s.channels_last ? k.pack_nhwc : k.pack_nchw)(a);
-  });
+  };
+  if (small) {
+    for (int64_t task = 0; task < s.batch * chunks; ++task) body(task);
+  } else {
+    parallel_for(s.batch * chunks, body);
+  }
   for (int64_t i = 0; i < s.batch * hw; ++i) {
     if (std::isnan(absum[i])) return true;
   }
@@ -122,49 +165,53 @@ void input_scale(const ConvShape& s, const float* absum, float* scale) {
 }
 
 struct ConvPlan {
+  ConvPlan(const ConvShape& shape, const ConvBuffers& buffers, const KernelTable& table,
+           const Halo& h, const uint64_t* packed_input, const float* input_scale)
+      : s(shape), b(buffers), k(table), halo(h), packed(packed_input), scale(input_scale),
+        taps(shape.kernel_h * shape.kernel_w), blocks(ceil_div(shape.out_channels, kOcBlock)) {
+    for (int64_t ky = 0; ky < s.kernel_h; ++ky) {
+      for (int64_t kx = 0; kx < s.kernel_w; ++kx) {
+        tap_offset.push_back((ky * s.dilation_h * halo.wp + kx * s.dilation_w) * halo.words);
+      }
+    }
+  }
   const ConvShape& s;
   const ConvBuffers& b;
   const KernelTable& k;
-  const uint64_t* packed;
-  const uint64_t* zero_row;
+  Halo halo;
+  const uint64_t* packed;  // halo buffer of the whole batch
   const float* scale;
-  int64_t words, taps, blocks, group_blocks, tiles, tiles_per_chunk, chunks;
-  int64_t span_h, span_w;             // dilation * (kernel - 1) + 1
-  std::vector<int64_t> tap_offset;    // word offset of tap t from the tap (0, 0) pixel
-  // Zero-padding correction per border pattern: the invalid taps of an output pixel depend
-  // only on (which kernel rows fall outside, which columns do), so every pixel of the same
+  int64_t taps, blocks;
+  int64_t group_blocks = 0, tiles = 0, tiles_per_chunk = 0, chunks = 0;
+  std::vector<int64_t> tap_offset;  // word offset of tap t from the pixel's origin
+  // Zero-padding correction per border pattern: the halo taps of an output pixel depend only
+  // on (which kernel rows fall outside, which columns do), so every pixel of the same
   // (row pattern, column pattern) shares one precomputed [blocks][32] correction.
   std::vector<int32_t> row_pattern, col_pattern;  // per oh / ow: pattern index
+  std::vector<uint8_t> row_inside, col_inside;    // per oh / ow: every kernel row/col inside
   int64_t col_patterns = 0;
   std::vector<int32_t> pattern_corr;              // [row pat * col_patterns + col pat][blocks*32]
 };
 
-// Tap pointers of pixels [q0, q0+pixels); returns a bitmask of pixels with invalid taps (their
-// border pattern index is stored; interior pixels use the precomputed tap offsets, no checks).
-unsigned tile_pointers(const ConvPlan& pl, int64_t q0, int pixels, const uint64_t** act,
-                       int32_t* pattern) {
+alignas(64) const int32_t kNoCorrection[kOcBlock] = {};
+
+// Origins of pixels [q0, q0+pixels) and, with zero padding, the correction row ([blocks][32])
+// of each pixel with halo taps (nullptr for the others); returns true if any pixel has one.
+bool tile_origins(const ConvPlan& pl, int64_t q0, int pixels, const uint64_t** origin,
+                  const int32_t** corr_row) {
   const ConvShape& s = pl.s;
   const int64_t ohw = s.out_h * s.out_w;
   int64_t n = q0 / ohw, oh = (q0 % ohw) / s.out_w, ow = q0 % s.out_w;
-  unsigned border = 0;
+  const int64_t corr_stride = pl.blocks * kOcBlock;
+  bool border = false;
   for (int p = 0; p < pixels; ++p) {
-    const uint64_t* base = pl.packed + n * s.height * s.width * pl.words;
-    const int64_t ih0 = oh * s.stride_h - s.pad_top, iw0 = ow * s.stride_w - s.pad_left;
-    const uint64_t** out = act + p * pl.taps;
-    if (ih0 >= 0 && ih0 + pl.span_h <= s.height && iw0 >= 0 && iw0 + pl.span_w <= s.width) {
-      const uint64_t* origin = base + (ih0 * s.width + iw0) * pl.words;
-      for (int64_t t = 0; t < pl.taps; ++t) out[t] = origin + pl.tap_offset[t];
-    } else {
-      border |= 1u << p;
-      pattern[p] = static_cast<int32_t>(pl.row_pattern[oh] * pl.col_patterns + pl.col_pattern[ow]);
-      for (int64_t ky = 0, t = 0; ky < s.kernel_h; ++ky) {
-        const int64_t ih = ih0 + ky * s.dilation_h;
-        for (int64_t kx = 0; kx < s.kernel_w; ++kx, ++t) {
-          const int64_t iw = iw0 + kx * s.dilation_w;
-          const bool ok = ih >= 0 && ih < s.height && iw >= 0 && iw < s.width;
-          out[t] = ok ? base + (ih * s.width + iw) * pl.words : pl.zero_row;
-        }
-      }
+    origin[p] = pl.packed + n * pl.halo.image_words() +
+                (oh * s.stride_h * pl.halo.wp + ow * s.stride_w) * pl.halo.words;
+    corr_row[p] = nullptr;
+    if (s.zero_padding && !(pl.row_inside[oh] && pl.col_inside[ow])) {
+      corr_row[p] = pl.pattern_corr.data() +
+                    (pl.row_pattern[oh] * pl.col_patterns + pl.col_pattern[ow]) * corr_stride;
+      border = true;
     }
     if (++ow == s.out_w) {
       ow = 0;
@@ -174,33 +221,19 @@ unsigned tile_pointers(const ConvPlan& pl, int64_t q0, int pixels, const uint64_
   return border;
 }
 
-// corr[p][oc] = sum over the invalid taps of pixel p of S[oc][t] (zero padding only), copied
-// from the pixel's precomputed border pattern.
-void tile_correction(const ConvPlan& pl, int64_t block, int pixels, unsigned border,
-                     const int32_t* pattern, int32_t* corr) {
-  const int64_t stride = pl.blocks * kOcBlock;
-  for (int p = 0; p < pixels; ++p) {
-    int32_t* c = corr + p * kOcBlock;
-    if (((border >> p) & 1u) == 0) {
-      std::memset(c, 0, kOcBlock * sizeof(int32_t));
-    } else {
-      std::memcpy(c, pl.pattern_corr.data() + pattern[p] * stride + block * kOcBlock,
-                  kOcBlock * sizeof(int32_t));
-    }
-  }
-}
-
 // Border patterns of one axis: index per output position; valid[pattern][k] says whether
-// kernel index k falls inside. Returns the number of patterns.
+// kernel index k falls inside the image; inside[o] says whether all of them do.
 int64_t axis_patterns(int64_t out, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation,
-                      int64_t size, std::vector<int32_t>& index,
+                      int64_t size, std::vector<int32_t>& index, std::vector<uint8_t>& inside,
                       std::vector<std::vector<bool>>& valid) {
   index.assign(static_cast<size_t>(out), 0);
+  inside.assign(static_cast<size_t>(out), 1);
   for (int64_t o = 0; o < out; ++o) {
     std::vector<bool> ok(static_cast<size_t>(kernel));
     for (int64_t k = 0; k < kernel; ++k) {
       const int64_t i = o * stride - pad + k * dilation;
       ok[k] = i >= 0 && i < size;
+      if (!ok[k]) inside[o] = 0;
     }
     size_t found = 0;
     while (found < valid.size() && valid[found] != ok) ++found;
@@ -214,11 +247,11 @@ void plan_border_patterns(ConvPlan& pl) {
   const ConvShape& s = pl.s;
   std::vector<std::vector<bool>> rows, cols;
   const int64_t nr = axis_patterns(s.out_h, s.kernel_h, s.stride_h, s.pad_top, s.dilation_h,
-                                   s.height, pl.row_pattern, rows);
+                                   s.height, pl.row_pattern, pl.row_inside, rows);
   const int64_t nc = axis_patterns(s.out_w, s.kernel_w, s.stride_w, s.pad_left, s.dilation_w,
-                                   s.width, pl.col_pattern, cols);
+                                   s.width, pl.col_pattern, pl.col_inside, cols);
   pl.col_patterns = nc;
-  if (!s.zero_padding) return;  // one padding: the all-zero row already gives +1 taps
+  if (!s.zero_padding) return;  // one padding: the all-zero halo words already give +1 taps
   const int64_t stride = pl.blocks * kOcBlock;
   pl.pattern_corr.assign(static_cast<size_t>(nr * nc * stride), 0);
   for (int64_t r = 0; r < nr; ++r) {
@@ -238,26 +271,30 @@ void plan_border_patterns(ConvPlan& pl) {
   }
 }
 
-void conv_task(const ConvPlan& pl, int64_t task, std::vector<const uint64_t*>& act) {
+void conv_task(const ConvPlan& pl, int64_t task) {
   const ConvShape& s = pl.s;
   const int64_t group = task / pl.chunks, chunk = task % pl.chunks;
   const int64_t b0 = group * pl.group_blocks, b1 = std::min(pl.blocks, b0 + pl.group_blocks);
   const int64_t total = s.batch * s.out_h * s.out_w, tile = pl.k.tile;
   const int64_t t0 = chunk * pl.tiles_per_chunk, t1 = std::min(pl.tiles, t0 + pl.tiles_per_chunk);
-  alignas(64) int32_t corr[kMaxTile * kOcBlock];
+  const uint64_t* origin[kMaxTile];
+  const int32_t* corr_row[kMaxTile];
+  const int32_t* corr[kMaxTile];
   for (int64_t ti = t0; ti < t1; ++ti) {
     const int64_t q0 = ti * tile;
     const int pixels = static_cast<int>(std::min(tile, total - q0));
-    int32_t pattern[kMaxTile];
-    const unsigned border = tile_pointers(pl, q0, pixels, act.data(), pattern);
-    const bool correct = s.zero_padding && border != 0;
+    const bool border = tile_origins(pl, q0, pixels, origin, corr_row);
     for (int64_t blk = b0; blk < b1; ++blk) {
-      if (correct) tile_correction(pl, blk, pixels, border, pattern, corr);
-      ConvTileArgs a{act.data(), pixels, pl.taps, pl.words,
-                     pl.b.weight + blk * pl.taps * pl.words * kOcBlock,
+      if (border) {
+        for (int p = 0; p < pixels; ++p) {
+          corr[p] = corr_row[p] != nullptr ? corr_row[p] + blk * kOcBlock : kNoCorrection;
+        }
+      }
+      ConvTileArgs a{origin, pl.tap_offset.data(), pixels, pl.taps, pl.halo.words,
+                     pl.b.weight + blk * pl.taps * pl.halo.words * kOcBlock,
                      static_cast<int>(std::min<int64_t>(kOcBlock, s.out_channels - blk * kOcBlock)),
                      pl.b.alpha + blk * kOcBlock, pl.b.bias + blk * kOcBlock, pl.scale + q0,
-                     correct ? corr : nullptr, pl.taps * s.channels,
+                     border ? corr : nullptr, pl.taps * s.channels,
                      pl.b.out + q0 * s.out_channels + blk * kOcBlock, s.out_channels};
       pl.k.conv_tile(a);
     }
@@ -265,28 +302,23 @@ void conv_task(const ConvPlan& pl, int64_t task, std::vector<const uint64_t*>& a
 }
 
 void run_conv(ConvPlan& pl) {
-  const int64_t weight_block_bytes = pl.taps * pl.words * kOcBlock * 8;
+  const int64_t weight_block_bytes = pl.taps * pl.halo.words * kOcBlock * 8;
   pl.group_blocks = std::max<int64_t>(1, (16 * 1024) / std::max<int64_t>(1, weight_block_bytes));
   pl.group_blocks = std::min(pl.group_blocks, pl.blocks);
   const int64_t groups = ceil_div(pl.blocks, pl.group_blocks);
   const int64_t total = pl.s.batch * pl.s.out_h * pl.s.out_w;
   pl.tiles = ceil_div(total, pl.k.tile);
   // ~20 us of single-thread work or less: one task (no worker wake-up).
-  const int64_t word_ops = total * pl.taps * pl.words * pl.blocks * kOcBlock;
+  const int64_t word_ops = total * pl.taps * pl.halo.words * pl.blocks * kOcBlock;
   const int64_t want_tasks = word_ops < (int64_t{1} << 20) ? 1 : 8 * int64_t{get_threads()};
-  const int64_t chunks_wanted = want_tasks == 1 ? 1 : std::max<int64_t>(1, ceil_div(want_tasks, groups));
+  const int64_t chunks_wanted =
+      want_tasks == 1 ? 1 : std::max<int64_t>(1, ceil_div(want_tasks, groups));
   pl.tiles_per_chunk = std::max<int64_t>(1, ceil_div(pl.tiles, chunks_wanted));
   pl.chunks = ceil_div(pl.tiles, pl.tiles_per_chunk);
-  const auto body = [&](int64_t task) {
-    thread_local std::vector<const uint64_t*> act;
-    const size_t need = static_cast<size_t>(kMaxTile * pl.taps);
-    if (act.size() < need) act.resize(need);
-    conv_task(pl, task, act);
-  };
   if (want_tasks == 1) {
-    for (int64_t task = 0; task < groups * pl.chunks; ++task) body(task);
+    for (int64_t task = 0; task < groups * pl.chunks; ++task) conv_task(pl, task);
   } else {
-    parallel_for(groups * pl.chunks, body);
+    parallel_for(groups * pl.chunks, [&](int64_t task) { conv_task(pl, task); });
   }
 }
 
@@ -296,13 +328,11 @@ ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b) {
   const auto start = Clock::now();
   const KernelTable& k = active_table();
   ConvResult result{};
-  const int64_t words = ceil_div(s.channels, 64), hw = s.height * s.width;
-  const int64_t pixels = s.batch * hw;
-  uint64_t* packed = scratch(t_packed, (pixels + 1) * words);
-  uint64_t* zero_row = packed + pixels * words;
-  std::memset(zero_row, 0, static_cast<size_t>(words) * 8);
+  const Halo halo = halo_of(s, ceil_div(s.channels, 64));
+  const int64_t pixels = s.batch * s.height * s.width;
+  uint64_t* packed = scratch(t_packed, s.batch * halo.image_words());
   float* absum = scratch(t_absum, pixels);
-  result.input_has_nan = pack_input(k, s, b.x, packed, absum, words);
+  result.input_has_nan = pack_input(k, s, halo, b.x, packed, absum);
   const auto t_packed_done = Clock::now();
   result.timing.pack_s = std::chrono::duration<double>(t_packed_done - start).count();
 
@@ -311,15 +341,7 @@ ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b) {
   const auto t_scale_done = Clock::now();
   result.timing.scale_s = std::chrono::duration<double>(t_scale_done - t_packed_done).count();
 
-  ConvPlan pl{s, b, k, packed, zero_row, scale, words, s.kernel_h * s.kernel_w,
-              ceil_div(s.out_channels, kOcBlock), 0, 0, 0, 0,
-              s.dilation_h * (s.kernel_h - 1) + 1, s.dilation_w * (s.kernel_w - 1) + 1, {}, {}, {},
-              0, {}};
-  for (int64_t ky = 0; ky < s.kernel_h; ++ky) {
-    for (int64_t kx = 0; kx < s.kernel_w; ++kx) {
-      pl.tap_offset.push_back((ky * s.dilation_h * s.width + kx * s.dilation_w) * words);
-    }
-  }
+  ConvPlan pl(s, b, k, halo, packed, scale);
   plan_border_patterns(pl);
   run_conv(pl);
   result.timing.popcount_s = seconds_since(t_scale_done);

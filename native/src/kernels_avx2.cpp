@@ -37,7 +37,7 @@ inline void store8_scalar(const ConvTileArgs& a, int p, int oc0, const long long
     const int oc = oc0 + i;
     if (oc >= a.oc_valid) break;
     long long dot = a.kbits - 2 * v[i];
-    if (a.corr != nullptr) dot -= a.corr[p * kOcBlock + oc];
+    if (a.corr != nullptr) dot -= a.corr[p][oc];
     out[oc] = static_cast<float>(dot) * a.alpha[oc] * s + a.bias[oc];
   }
 }
@@ -58,8 +58,8 @@ inline void store8(const ConvTileArgs& a, int p, int oc0, __m256i acc_lo, __m256
   __m256i dot = _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(a.kbits)),
                                  _mm256_slli_epi32(count, 1));
   if (a.corr != nullptr) {
-    dot = _mm256_sub_epi32(dot, _mm256_loadu_si256(
-                                    reinterpret_cast<const __m256i*>(a.corr + p * kOcBlock + oc0)));
+    dot = _mm256_sub_epi32(dot,
+                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.corr[p] + oc0)));
   }
   __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_loadu_ps(a.alpha + oc0));
   f = _mm256_add_ps(_mm256_mul_ps(f, _mm256_set1_ps(a.scale[p])), _mm256_loadu_ps(a.bias + oc0));
@@ -86,12 +86,13 @@ void tile_part(const ConvTileArgs& a, int oc0) {
   int pending = 0;
   for (int64_t t = 0; t < a.taps; ++t) {
     const uint64_t* w = a.weight + t * a.words * kOcBlock + oc0;
+    const int64_t off = a.tap_offset[t];
     for (int64_t j = 0; j < a.words; ++j) {
       const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * kOcBlock));
       const __m256i w1 =
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * kOcBlock + 4));
       for (int p = 0; p < P; ++p) {
-        const __m256i b = _mm256_set1_epi64x(static_cast<long long>(a.act[p * a.taps + t][j]));
+        const __m256i b = _mm256_set1_epi64x(static_cast<long long>(a.origin[p][off + j]));
         bytes[p][0] = _mm256_add_epi8(bytes[p][0], pc.bytes(_mm256_xor_si256(b, w0)));
         bytes[p][1] = _mm256_add_epi8(bytes[p][1], pc.bytes(_mm256_xor_si256(b, w1)));
       }
@@ -156,7 +157,7 @@ void pack_nchw(const PackArgs& a) {
       alignas(32) uint64_t words[8];
       _mm256_store_si256(reinterpret_cast<__m256i*>(words), lo);
       _mm256_store_si256(reinterpret_cast<__m256i*>(words + 4), hi);
-      for (int i = 0; i < 8; ++i) a.packed[(p + i) * a.words + j] = words[i];
+      for (int i = 0; i < 8; ++i) packed_row(a, p + i)[j] = words[i];
     }
     _mm256_storeu_ps(a.absum + p, sum);
   }
@@ -168,6 +169,7 @@ void pack_nhwc(const PackArgs& a) {
   const __m256 zero = _mm256_setzero_ps();
   for (int64_t p = a.p0; p < a.p1; ++p) {
     const float* px = a.x + p * a.channels;
+    uint64_t* row = packed_row(a, p);
     __m256 sum = _mm256_setzero_ps();
     float tail_sum = 0.0f;
     for (int64_t j = 0; j < a.words; ++j) {
@@ -184,7 +186,7 @@ void pack_nhwc(const PackArgs& a) {
         tail_sum += __builtin_fabsf(px[c]);
         word |= static_cast<uint64_t>(px[c] < 0.0f) << (c & 63);
       }
-      a.packed[p * a.words + j] = word;
+      row[j] = word;
     }
     alignas(32) float lanes[8];
     _mm256_store_ps(lanes, sum);

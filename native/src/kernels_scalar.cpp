@@ -20,7 +20,7 @@ void tile_scalar(const ConvTileArgs& a) {
   for (int p = 0; p < a.pixels; ++p) {
     int64_t acc[kOcBlock] = {0};
     for (int64_t t = 0; t < a.taps; ++t) {
-      const uint64_t* act = a.act[p * a.taps + t];
+      const uint64_t* act = a.origin[p] + a.tap_offset[t];
       const uint64_t* w = a.weight + t * a.words * kOcBlock;
       for (int64_t j = 0; j < a.words; ++j) {
         const uint64_t word = act[j];
@@ -30,7 +30,7 @@ void tile_scalar(const ConvTileArgs& a) {
     float* out = a.out + p * a.out_pixel_stride;
     for (int oc = 0; oc < a.oc_valid; ++oc) {
       int64_t dot = a.kbits - 2 * acc[oc];
-      if (a.corr != nullptr) dot -= a.corr[p * kOcBlock + oc];
+      if (a.corr != nullptr) dot -= a.corr[p][oc];
       out[oc] = static_cast<float>(dot) * a.alpha[oc] * a.scale[p] + a.bias[oc];
     }
   }
@@ -62,18 +62,26 @@ void bwn_rows_scalar(const BwnArgs& a) {
 
 }  // namespace
 
+// Channel-outer (contiguous reads of each channel plane); one 64-channel word at a time for
+// a block of up to 256 pixels, built in a local buffer and then stored into the halo buffer.
 void pack_nchw_scalar(const PackArgs& a) {
-  const int64_t count = a.p1 - a.p0;
-  std::memset(a.packed + a.p0 * a.words, 0, static_cast<size_t>(count * a.words) * 8);
-  for (int64_t p = a.p0; p < a.p1; ++p) a.absum[p] = 0.0f;
-  for (int64_t c = 0; c < a.channels; ++c) {
-    const float* xc = a.x + c * a.hw;
-    const uint64_t bit = uint64_t{1} << (c & 63);
-    uint64_t* col = a.packed + (c >> 6);
-    for (int64_t p = a.p0; p < a.p1; ++p) {
-      const float v = xc[p];
-      a.absum[p] += std::fabs(v);
-      if (v < 0.0f) col[p * a.words] |= bit;
+  constexpr int64_t kBlock = 256;
+  uint64_t word[kBlock];
+  for (int64_t p = a.p0; p < a.p1; p += kBlock) {
+    const int64_t count = a.p1 - p < kBlock ? a.p1 - p : kBlock;
+    for (int64_t i = 0; i < count; ++i) a.absum[p + i] = 0.0f;
+    for (int64_t j = 0; j < a.words; ++j) {
+      std::memset(word, 0, sizeof(word));
+      const int64_t cend = (j + 1) * 64 < a.channels ? (j + 1) * 64 : a.channels;
+      for (int64_t c = j * 64; c < cend; ++c) {
+        const float* xc = a.x + c * a.hw + p;
+        const uint64_t bit = uint64_t{1} << (c & 63);
+        for (int64_t i = 0; i < count; ++i) {
+          a.absum[p + i] += std::fabs(xc[i]);
+          if (xc[i] < 0.0f) word[i] |= bit;
+        }
+      }
+      for (int64_t i = 0; i < count; ++i) packed_row(a, p + i)[j] = word[i];
     }
   }
 }
@@ -81,7 +89,7 @@ void pack_nchw_scalar(const PackArgs& a) {
 void pack_nhwc_scalar(const PackArgs& a) {
   for (int64_t p = a.p0; p < a.p1; ++p) {
     const float* px = a.x + p * a.channels;
-    uint64_t* row = a.packed + p * a.words;
+    uint64_t* row = packed_row(a, p);
     float sum = 0.0f;
     for (int64_t j = 0; j < a.words; ++j) {
       uint64_t word = 0;

@@ -8,14 +8,17 @@
 //     binarized to +1 (x < 0 is false), as in xnorlab.core.binarize.sign_nonzero.
 //   * Padding bits (channels C..64*W-1 of the last word) are 0 in activations AND in weights,
 //     so they xor to 0 and never count; the dot product uses the true bit count K = taps * C.
-//   * Activations are NHWC-packed: one row of W words per pixel, pixels in (n, h, w) order.
+//   * Activations are NHWC-packed: one row of W words per pixel, pixels in (n, h, w) order,
+//     inside a zero "halo" of the conv's padding: image n is [Hp][Wp][W] words with the input
+//     pixel (h, w) at (h + pad_top, w + pad_left) and all-zero words (= +1) around it, so every
+//     tap of every output pixel reads a valid word (origin + tap offset, no bounds checks).
 //   * Weights are packed once in kernel order, blocked by kOcBlock output channels:
 //     word index ((block * taps + tap) * W + word) * kOcBlock + (oc % kOcBlock), with
 //     tap = ky * kw + kx. Output channels past C_out in the last block are all-zero words and
 //     their results are never stored.
-// The binary dot product of one output is dot = K - 2 * popcount(a xor w) over all taps; with
-// zero padding, taps outside the image point at an all-zero row (= +1) and a per-tap correction
-// removes their contribution: dot_zero = dot_one - sum_{invalid taps t} S[oc][t], with
+// The binary dot product of one output is dot = K - 2 * popcount(a xor w) over all taps; taps in
+// the halo read all-zero words (= +1, i.e. "one" padding); for zero padding a per-tap correction
+// removes their contribution: dot_zero = dot_one - sum_{halo taps t} S[oc][t], with
 // S[oc][t] = C - 2 * popcount(w[oc][t]) = sum_c sign(w[oc][c][t]).
 #pragma once
 #include <cstddef>
@@ -28,20 +31,23 @@ constexpr int kMaxTile = 8;   // upper bound of pixels per micro-kernel call
 
 // One micro-kernel call: <= tile pixels x one block of kOcBlock output channels, with the fused
 // output transform out = (K - 2*popcount - corr) * alpha * scale[p] + bias.
+// The activation words of tap t, word j of pixel p are origin[p][tap_offset[t] + j].
 struct ConvTileArgs {
-  const uint64_t* const* act;  // [pixels * taps] pointers to W words (pixel-major)
-  int pixels;                  // 1..tile of the ISA
+  const uint64_t* const* origin;  // [pixels] packed row of each pixel's tap (0, 0) (in the halo)
+  const int64_t* tap_offset;      // [taps] word offset of tap t from the origin
+  int pixels;                     // 1..tile of the ISA
   int64_t taps;
-  int64_t words;               // W = ceil(C / 64)
-  const uint64_t* weight;      // block start: [taps][W][kOcBlock]
-  int oc_valid;                // output channels of this block that exist (1..kOcBlock)
-  const float* alpha;          // kOcBlock floats (padded)
-  const float* bias;           // kOcBlock floats (padded; zeros when there is no bias)
-  const float* scale;          // [pixels] input scale per pixel (K map, beta or 1)
-  const int32_t* corr;         // [pixels][kOcBlock] zero-padding correction, or nullptr
-  int64_t kbits;               // K = taps * C
-  float* out;                  // output of the first pixel at this block's first channel
-  int64_t out_pixel_stride;    // floats between consecutive pixels (= C_out, NHWC output)
+  int64_t words;                  // W = ceil(C / 64)
+  const uint64_t* weight;         // block start: [taps][W][kOcBlock]
+  int oc_valid;                   // output channels of this block that exist (1..kOcBlock)
+  const float* alpha;             // kOcBlock floats (padded)
+  const float* bias;              // kOcBlock floats (padded; zeros when there is no bias)
+  const float* scale;             // [pixels] input scale per pixel (K map, beta or 1)
+  const int32_t* const* corr;     // nullptr, or [pixels] pointers to kOcBlock zero-padding
+                                  // corrections (all zeros for pixels without halo taps)
+  int64_t kbits;                  // K = taps * C
+  float* out;                     // output of the first pixel at this block's first channel
+  int64_t out_pixel_stride;       // floats between consecutive pixels (= C_out, NHWC output)
 };
 
 // Sign + pack + sum|x| of pixels [p0, p1) of one image.
@@ -51,9 +57,16 @@ struct PackArgs {
   int64_t hw;              // pixels per image (the channel stride of NCHW input)
   int64_t p0, p1;          // pixel range
   int64_t words;           // W
-  uint64_t* packed;        // image start: [HW][W]
-  float* absum;            // image start: [HW] (sum over channels of |x|)
+  uint64_t* packed;        // the image's pixel (0, 0) inside the halo buffer
+  int64_t width;           // pixels per input row
+  int64_t row_stride;      // words between the starts of consecutive rows (Wp * W)
+  float* absum;            // image start: [HW] (sum over channels of |x|), dense
 };
+
+// Packed row of pixel p (row-major index into the H x W image) inside the halo buffer.
+inline uint64_t* packed_row(const PackArgs& a, int64_t p) {
+  return a.packed + (p / a.width) * a.row_stride + (p % a.width) * a.words;
+}
 
 // BWN linear: out[n][o] = alpha[o] * sum_f x[n][f] * sign(w[o][f]) + bias[o], rows [o0, o1).
 struct BwnArgs {
