@@ -108,17 +108,31 @@ bool pack_input(const KernelTable& k, const ConvShape& s, const Halo& h, const f
   return false;
 }
 
+// Output positions o in [lo, hi) whose input index o * stride + shift lies in [0, size).
+void valid_range(int64_t out, int64_t stride, int64_t shift, int64_t size, int64_t& lo,
+                 int64_t& hi) {
+  lo = shift >= 0 ? 0 : ceil_div(-shift, stride);
+  hi = size - shift <= 0 ? 0 : std::min(out, ceil_div(size - shift, stride));
+  if (hi < lo) hi = lo;
+}
+
 // K map of one image: box filter (kh x kw, stride, dilation, zero padding) of absum * factor.
+// Separable: rows[ih][ow] = sum_kx A[ih][ow*stride_w + kx*dil_w - pad_left] over valid columns
+// (contiguous loops over precomputed valid ranges, so they vectorize), then
+// K[oh][ow] = factor * sum_ky rows[oh*stride_h + ky*dil_h - pad_top][ow] over valid rows.
 void kmap_image(const ConvShape& s, const float* absum, float factor, float* rows, float* out) {
   std::fill(rows, rows + s.height * s.out_w, 0.0f);
-  for (int64_t ih = 0; ih < s.height; ++ih) {
-    const float* a = absum + ih * s.width;
-    float* r = rows + ih * s.out_w;
-    for (int64_t kx = 0; kx < s.kernel_w; ++kx) {
-      const int64_t shift = kx * s.dilation_w - s.pad_left;  // iw = ow * stride_w + shift
-      for (int64_t ow = 0; ow < s.out_w; ++ow) {
-        const int64_t iw = ow * s.stride_w + shift;
-        if (iw >= 0 && iw < s.width) r[ow] += a[iw];
+  for (int64_t kx = 0; kx < s.kernel_w; ++kx) {
+    const int64_t shift = kx * s.dilation_w - s.pad_left;  // iw = ow * stride_w + shift
+    int64_t lo = 0, hi = 0;
+    valid_range(s.out_w, s.stride_w, shift, s.width, lo, hi);
+    for (int64_t ih = 0; ih < s.height; ++ih) {
+      const float* a = absum + ih * s.width;
+      float* r = rows + ih * s.out_w;
+      if (s.stride_w == 1) {
+        for (int64_t ow = lo; ow < hi; ++ow) r[ow] += a[ow + shift];
+      } else {
+        for (int64_t ow = lo; ow < hi; ++ow) r[ow] += a[ow * s.stride_w + shift];
       }
     }
   }
@@ -175,14 +189,17 @@ struct ConvPlan {
       }
     }
   }
-  const ConvShape& s;
-  const ConvBuffers& b;
+  ConvShape s;    // of the slab of images being computed (batch = images in the slab)
+  ConvBuffers b;  // x and out point at the slab's first image
   const KernelTable& k;
   Halo halo;
-  const uint64_t* packed;  // halo buffer of the whole batch
+  const uint64_t* packed;  // halo buffer of the slab
   const float* scale;
   int64_t taps, blocks;
   int64_t group_blocks = 0, tiles = 0, tiles_per_chunk = 0, chunks = 0;
+  // Input of the next slab, prefetched a few lines per tile while this slab computes.
+  const char* prefetch = nullptr;
+  int64_t prefetch_lines = 0, lines_per_tile = 0;
   std::vector<int64_t> tap_offset;  // word offset of tap t from the pixel's origin
   // Zero-padding correction per border pattern: the halo taps of an output pixel depend only
   // on (which kernel rows fall outside, which columns do), so every pixel of the same
@@ -191,31 +208,42 @@ struct ConvPlan {
   std::vector<uint8_t> row_inside, col_inside;    // per oh / ow: every kernel row/col inside
   int64_t col_patterns = 0;
   std::vector<int32_t> pattern_corr;              // [row pat * col_patterns + col pat][blocks*32]
+  std::vector<int32_t> no_correction;             // [blocks*32] zeros (pixels without halo taps)
 };
 
-alignas(64) const int32_t kNoCorrection[kOcBlock] = {};
-
-// Origins of pixels [q0, q0+pixels) and, with zero padding, the correction row ([blocks][32])
-// of each pixel with halo taps (nullptr for the others); returns true if any pixel has one.
-bool tile_origins(const ConvPlan& pl, int64_t q0, int pixels, const uint64_t** origin,
-                  const int32_t** corr_row) {
-  const ConvShape& s = pl.s;
-  const int64_t ohw = s.out_h * s.out_w;
-  int64_t n = q0 / ohw, oh = (q0 % ohw) / s.out_w, ow = q0 % s.out_w;
-  const int64_t corr_stride = pl.blocks * kOcBlock;
-  bool border = false;
-  for (int p = 0; p < pixels; ++p) {
-    origin[p] = pl.packed + n * pl.halo.image_words() +
-                (oh * s.stride_h * pl.halo.wp + ow * s.stride_w) * pl.halo.words;
-    corr_row[p] = nullptr;
-    if (s.zero_padding && !(pl.row_inside[oh] && pl.col_inside[ow])) {
-      corr_row[p] = pl.pattern_corr.data() +
-                    (pl.row_pattern[oh] * pl.col_patterns + pl.col_pattern[ow]) * corr_stride;
-      border = true;
-    }
+// Position of an output pixel: image n, row oh, column ow (advanced without divisions).
+struct PixelCursor {
+  int64_t n, oh, ow;
+  PixelCursor(const ConvShape& s, int64_t q) {
+    const int64_t ohw = s.out_h * s.out_w;
+    n = q / ohw;
+    oh = (q % ohw) / s.out_w;
+    ow = q % s.out_w;
+  }
+  void advance(const ConvShape& s) {
     if (++ow == s.out_w) {
       ow = 0;
       if (++oh == s.out_h) oh = 0, ++n;
+    }
+  }
+};
+
+// Origins of the next `pixels` pixels from `at` (advanced past them) and, with zero padding,
+// the correction row ([blocks][32]) of each pixel with halo taps (nullptr for the others);
+// returns true if any pixel has one.
+bool tile_origins(const ConvPlan& pl, PixelCursor& at, int pixels, const uint64_t** origin,
+                  const int32_t** corr_row) {
+  const ConvShape& s = pl.s;
+  const int64_t corr_stride = pl.blocks * kOcBlock;
+  bool border = false;
+  for (int p = 0; p < pixels; ++p, at.advance(s)) {
+    origin[p] = pl.packed + at.n * pl.halo.image_words() +
+                (at.oh * s.stride_h * pl.halo.wp + at.ow * s.stride_w) * pl.halo.words;
+    corr_row[p] = nullptr;
+    if (s.zero_padding && !(pl.row_inside[at.oh] && pl.col_inside[at.ow])) {
+      corr_row[p] = pl.pattern_corr.data() +
+                    (pl.row_pattern[at.oh] * pl.col_patterns + pl.col_pattern[at.ow]) * corr_stride;
+      border = true;
     }
   }
   return border;
@@ -253,6 +281,7 @@ void plan_border_patterns(ConvPlan& pl) {
   pl.col_patterns = nc;
   if (!s.zero_padding) return;  // one padding: the all-zero halo words already give +1 taps
   const int64_t stride = pl.blocks * kOcBlock;
+  pl.no_correction.assign(static_cast<size_t>(stride), 0);
   pl.pattern_corr.assign(static_cast<size_t>(nr * nc * stride), 0);
   for (int64_t r = 0; r < nr; ++r) {
     for (int64_t c = 0; c < nc; ++c) {
@@ -271,6 +300,14 @@ void plan_border_patterns(ConvPlan& pl) {
   }
 }
 
+// Prefetch tile ti's share of the next slab's input (into L2; it lands in L3 at worst), so the
+// next pack pass reads from cache instead of memory.
+void prefetch_lines(const ConvPlan& pl, int64_t ti) {
+  const int64_t l0 = ti * pl.lines_per_tile;
+  const int64_t l1 = std::min(pl.prefetch_lines, l0 + pl.lines_per_tile);
+  for (int64_t l = l0; l < l1; ++l) __builtin_prefetch(pl.prefetch + l * 64, 0, 2);
+}
+
 void conv_task(const ConvPlan& pl, int64_t task) {
   const ConvShape& s = pl.s;
   const int64_t group = task / pl.chunks, chunk = task % pl.chunks;
@@ -280,24 +317,25 @@ void conv_task(const ConvPlan& pl, int64_t task) {
   const uint64_t* origin[kMaxTile];
   const int32_t* corr_row[kMaxTile];
   const int32_t* corr[kMaxTile];
+  PixelCursor at(s, t0 * tile);
   for (int64_t ti = t0; ti < t1; ++ti) {
     const int64_t q0 = ti * tile;
     const int pixels = static_cast<int>(std::min(tile, total - q0));
-    const bool border = tile_origins(pl, q0, pixels, origin, corr_row);
-    for (int64_t blk = b0; blk < b1; ++blk) {
-      if (border) {
-        for (int p = 0; p < pixels; ++p) {
-          corr[p] = corr_row[p] != nullptr ? corr_row[p] + blk * kOcBlock : kNoCorrection;
-        }
+    const bool border = tile_origins(pl, at, pixels, origin, corr_row);
+    if (group == 0) prefetch_lines(pl, ti);
+    if (border) {
+      for (int p = 0; p < pixels; ++p) {
+        corr[p] = (corr_row[p] != nullptr ? corr_row[p] : pl.no_correction.data()) + b0 * kOcBlock;
       }
-      ConvTileArgs a{origin, pl.tap_offset.data(), pixels, pl.taps, pl.halo.words,
-                     pl.b.weight + blk * pl.taps * pl.halo.words * kOcBlock,
-                     static_cast<int>(std::min<int64_t>(kOcBlock, s.out_channels - blk * kOcBlock)),
-                     pl.b.alpha + blk * kOcBlock, pl.b.bias + blk * kOcBlock, pl.scale + q0,
-                     border ? corr : nullptr, pl.taps * s.channels,
-                     pl.b.out + q0 * s.out_channels + blk * kOcBlock, s.out_channels};
-      pl.k.conv_tile(a);
     }
+    const ConvTileArgs a{origin, pl.tap_offset.data(), pixels, static_cast<int>(b1 - b0),
+                         pl.taps, pl.halo.words,
+                         pl.b.weight + b0 * pl.taps * pl.halo.words * kOcBlock,
+                         static_cast<int>(s.out_channels - b0 * kOcBlock),
+                         pl.b.alpha + b0 * kOcBlock, pl.b.bias + b0 * kOcBlock, pl.scale + q0,
+                         border ? corr : nullptr, 0, pl.taps * s.channels,
+                         pl.b.out + q0 * s.out_channels + b0 * kOcBlock, s.out_channels};
+    pl.k.conv_tile(a);
   }
 }
 
@@ -308,6 +346,7 @@ void run_conv(ConvPlan& pl) {
   const int64_t groups = ceil_div(pl.blocks, pl.group_blocks);
   const int64_t total = pl.s.batch * pl.s.out_h * pl.s.out_w;
   pl.tiles = ceil_div(total, pl.k.tile);
+  pl.lines_per_tile = ceil_div(pl.prefetch_lines, pl.tiles);
   // ~20 us of single-thread work or less: one task (no worker wake-up).
   const int64_t word_ops = total * pl.taps * pl.halo.words * pl.blocks * kOcBlock;
   const int64_t want_tasks = word_ops < (int64_t{1} << 20) ? 1 : 8 * int64_t{get_threads()};
@@ -324,27 +363,48 @@ void run_conv(ConvPlan& pl) {
 
 }  // namespace
 
+// Images per slab: inputs larger than the L2 cache are computed a few images at a time (pack,
+// scale, conv per slab), so the packed slab stays in cache and the next slab's input is
+// prefetched during this slab's conv.
+int64_t slab_images(const ConvShape& s) {
+  constexpr int64_t kWholeBatchBytes = int64_t{1} << 20, kSlabBytes = int64_t{1} << 19;
+  const int64_t image_bytes = s.channels * s.height * s.width * 4;
+  if (s.batch * image_bytes <= kWholeBatchBytes) return s.batch;
+  return std::max<int64_t>(1, kSlabBytes / image_bytes);
+}
+
 ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b) {
   const auto start = Clock::now();
   const KernelTable& k = active_table();
   ConvResult result{};
   const Halo halo = halo_of(s, ceil_div(s.channels, 64));
-  const int64_t pixels = s.batch * s.height * s.width;
-  uint64_t* packed = scratch(t_packed, s.batch * halo.image_words());
-  float* absum = scratch(t_absum, pixels);
-  result.input_has_nan = pack_input(k, s, halo, b.x, packed, absum);
-  const auto t_packed_done = Clock::now();
-  result.timing.pack_s = std::chrono::duration<double>(t_packed_done - start).count();
-
-  float* scale = scratch(t_scale, s.batch * s.out_h * s.out_w);
-  input_scale(s, absum, scale);
-  const auto t_scale_done = Clock::now();
-  result.timing.scale_s = std::chrono::duration<double>(t_scale_done - t_packed_done).count();
-
+  const int64_t image_floats = s.channels * s.height * s.width;
+  const int64_t out_floats = s.out_h * s.out_w * s.out_channels;
+  const int64_t slab = slab_images(s);
+  uint64_t* packed = scratch(t_packed, slab * halo.image_words());
+  float* absum = scratch(t_absum, slab * s.height * s.width);
+  float* scale = scratch(t_scale, slab * s.out_h * s.out_w);
   ConvPlan pl(s, b, k, halo, packed, scale);
   plan_border_patterns(pl);
-  run_conv(pl);
-  result.timing.popcount_s = seconds_since(t_scale_done);
+  result.timing.popcount_s = seconds_since(start);
+  for (int64_t n0 = 0; n0 < s.batch; n0 += slab) {
+    const int64_t images = std::min(slab, s.batch - n0);
+    const int64_t next = std::min(slab, s.batch - n0 - images);
+    pl.s.batch = images;
+    pl.b.x = b.x + n0 * image_floats;
+    pl.b.out = b.out + n0 * out_floats;
+    pl.prefetch = reinterpret_cast<const char*>(pl.b.x + images * image_floats);
+    pl.prefetch_lines = ceil_div(next * image_floats * 4, 64);
+    const auto t0 = Clock::now();
+    result.input_has_nan |= pack_input(k, pl.s, halo, pl.b.x, packed, absum);
+    const auto t1 = Clock::now();
+    input_scale(pl.s, absum, scale);
+    const auto t2 = Clock::now();
+    run_conv(pl);
+    result.timing.pack_s += std::chrono::duration<double>(t1 - t0).count();
+    result.timing.scale_s += std::chrono::duration<double>(t2 - t1).count();
+    result.timing.popcount_s += seconds_since(t2);
+  }
   result.timing.total_s = seconds_since(start);
   return result;
 }

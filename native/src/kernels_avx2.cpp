@@ -37,7 +37,7 @@ inline void store8_scalar(const ConvTileArgs& a, int p, int oc0, const long long
     const int oc = oc0 + i;
     if (oc >= a.oc_valid) break;
     long long dot = a.kbits - 2 * v[i];
-    if (a.corr != nullptr) dot -= a.corr[p][oc];
+    if (a.corr != nullptr) dot -= a.corr[p][a.corr_shift + oc];
     out[oc] = static_cast<float>(dot) * a.alpha[oc] * s + a.bias[oc];
   }
 }
@@ -59,7 +59,7 @@ inline void store8(const ConvTileArgs& a, int p, int oc0, __m256i acc_lo, __m256
                                  _mm256_slli_epi32(count, 1));
   if (a.corr != nullptr) {
     dot = _mm256_sub_epi32(dot,
-                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.corr[p] + oc0)));
+                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.corr[p] + a.corr_shift + oc0)));
   }
   __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_loadu_ps(a.alpha + oc0));
   f = _mm256_add_ps(_mm256_mul_ps(f, _mm256_set1_ps(a.scale[p])), _mm256_loadu_ps(a.bias + oc0));
@@ -117,7 +117,10 @@ void tile_part(const ConvTileArgs& a, int oc0) {
 
 template <int P>
 void tile(const ConvTileArgs& a) {
-  for (int oc0 = 0; oc0 < a.oc_valid; oc0 += 8) tile_part<P>(a, oc0);
+  for (int b = 0; b < a.blocks; ++b) {
+    const ConvTileArgs one = block_args(a, b);
+    for (int oc0 = 0; oc0 < one.oc_valid; oc0 += 8) tile_part<P>(one, oc0);
+  }
 }
 
 void conv_tile(const ConvTileArgs& a) {

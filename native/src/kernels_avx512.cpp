@@ -84,18 +84,18 @@ void transform_wide(const ConvTileArgs& a, int p, __m512i acc0, __m512i acc1, __
   float* out = a.out + p * a.out_pixel_stride;
   for (int oc = 0; oc < a.oc_valid; ++oc) {
     int64_t dot = a.kbits - 2 * count[oc];
-    if (a.corr != nullptr) dot -= a.corr[p][oc];
+    if (a.corr != nullptr) dot -= a.corr[p][a.corr_shift + oc];
     out[oc] = static_cast<float>(dot) * a.alpha[oc] * a.scale[p] + a.bias[oc];
   }
 }
 
+// One block of 32 output channels for P pixels (a: single-block arguments).
 template <int P>
-void tile(const ConvTileArgs& a) {
+inline __attribute__((always_inline)) void tile_block(const ConvTileArgs& a,
+                                                      const uint64_t* const* origin) {
   __m512i acc[P][4];
-  const uint64_t* origin[P];
 #pragma GCC unroll 8
   for (int p = 0; p < P; ++p) {
-    origin[p] = a.origin[p];
     for (int k = 0; k < 4; ++k) acc[p][k] = _mm512_setzero_si512();
   }
   if (a.words == 1) {  // C <= 64: one word per tap, no inner loop (ResNet's 64-channel stage)
@@ -128,8 +128,20 @@ void tile(const ConvTileArgs& a) {
 #pragma GCC unroll 8
   for (int p = 0; p < P; ++p) {
     tr.pixel(acc[p][0], acc[p][1], acc[p][2], acc[p][3],
-             a.corr == nullptr ? nullptr : a.corr[p], a.scale[p], a.out + p * a.out_pixel_stride);
+             a.corr == nullptr ? nullptr : a.corr[p] + a.corr_shift, a.scale[p],
+             a.out + p * a.out_pixel_stride);
   }
+}
+
+template <int P>
+void tile(const ConvTileArgs& a) {
+  const uint64_t* origin[P];
+  for (int p = 0; p < P; ++p) origin[p] = a.origin[p];
+  if (a.blocks == 1) {
+    tile_block<P>(a, origin);
+    return;
+  }
+  for (int b = 0; b < a.blocks; ++b) tile_block<P>(block_args(a, b), origin);
 }
 
 void conv_tile(const ConvTileArgs& a) {

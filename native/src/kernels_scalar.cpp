@@ -16,7 +16,7 @@ namespace {
 inline int popcount64(uint64_t v) { return __builtin_popcountll(v); }
 
 // One output block of one pixel: acc[oc] = popcount over all taps and words.
-void tile_scalar(const ConvTileArgs& a) {
+void block_scalar(const ConvTileArgs& a) {
   for (int p = 0; p < a.pixels; ++p) {
     int64_t acc[kOcBlock] = {0};
     for (int64_t t = 0; t < a.taps; ++t) {
@@ -30,10 +30,14 @@ void tile_scalar(const ConvTileArgs& a) {
     float* out = a.out + p * a.out_pixel_stride;
     for (int oc = 0; oc < a.oc_valid; ++oc) {
       int64_t dot = a.kbits - 2 * acc[oc];
-      if (a.corr != nullptr) dot -= a.corr[p][oc];
+      if (a.corr != nullptr) dot -= a.corr[p][a.corr_shift + oc];
       out[oc] = static_cast<float>(dot) * a.alpha[oc] * a.scale[p] + a.bias[oc];
     }
   }
+}
+
+void tile_scalar(const ConvTileArgs& a) {
+  for (int b = 0; b < a.blocks; ++b) block_scalar(block_args(a, b));
 }
 
 void bwn_rows_scalar(const BwnArgs& a) {

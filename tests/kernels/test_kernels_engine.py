@@ -139,3 +139,36 @@ def test_concurrent_calls_from_python_threads_are_safe() -> None:
         got = list(pool.map(lambda x: kernels.xnor_conv2d(x, weight, padding=1), inputs * 3))
     for index, out in enumerate(got):
         assert torch.equal(out, expected[index % len(inputs)])
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_inputs_larger_than_the_cache_are_computed_in_slabs_alike(isa: str, layout: str) -> None:
+    """Inputs over 1 MiB run a few images at a time (pack, K map, conv per slab, the next
+    slab's input prefetched); every image must come out as if computed alone, and as the
+    reference."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 64, 40, 40, generator=gen)  # 1.2 MiB: one 400 KiB image per slab
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = kernels.pack_conv2d_weight(torch.randn(40, 64, 3, 3, generator=gen))
+    bias = torch.randn(40, generator=gen)
+    for scaling in ("kmap", "scalar", "none"):
+        whole = kernels.xnor_conv2d(x, weight, bias, padding=1, scaling=scaling)
+        alone = torch.cat([kernels.xnor_conv2d(x[i : i + 1], weight, bias, padding=1,
+                                               scaling=scaling) for i in range(3)])  # fmt: skip
+        assert torch.equal(whole, alone), scaling
+        ref = reference.xnor_conv2d(x, weight, bias, padding=1, scaling=scaling)
+        torch.testing.assert_close(whole, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_a_nan_in_the_last_slab_is_reported(isa: str) -> None:
+    from xnorlab.core.binarize import NaNInputWarning
+
+    x = torch.randn(3, 64, 40, 40)
+    x[2, 7, 39, 0] = float("nan")
+    weight = kernels.pack_conv2d_weight(torch.randn(8, 64, 3, 3))
+    with pytest.warns(NaNInputWarning):
+        out = kernels.xnor_conv2d(x, weight, padding=1, scaling="none")
+    with pytest.warns(NaNInputWarning):
+        ref = reference.xnor_conv2d(x, weight, padding=1, scaling="none")
+    torch.testing.assert_close(out, ref)

@@ -29,26 +29,47 @@ namespace xnorlab {
 constexpr int kOcBlock = 32;  // output channels per weight block (all ISAs)
 constexpr int kMaxTile = 8;   // upper bound of pixels per micro-kernel call
 
-// One micro-kernel call: <= tile pixels x one block of kOcBlock output channels, with the fused
-// output transform out = (K - 2*popcount - corr) * alpha * scale[p] + bias.
+// One micro-kernel call: <= tile pixels x `blocks` consecutive blocks of kOcBlock output
+// channels, with the fused output transform out = (K - 2*popcount - corr) * alpha * scale[p] +
+// bias. Block b reads weight + b * taps * W * kOcBlock and writes channels [32 b, 32 b + 32) of
+// alpha / bias / out / corr (all laid out contiguously across blocks).
 // The activation words of tap t, word j of pixel p are origin[p][tap_offset[t] + j].
 struct ConvTileArgs {
   const uint64_t* const* origin;  // [pixels] packed row of each pixel's tap (0, 0) (in the halo)
   const int64_t* tap_offset;      // [taps] word offset of tap t from the origin
   int pixels;                     // 1..tile of the ISA
+  int blocks;                     // output-channel blocks of this call (>= 1)
   int64_t taps;
   int64_t words;                  // W = ceil(C / 64)
-  const uint64_t* weight;         // block start: [taps][W][kOcBlock]
-  int oc_valid;                   // output channels of this block that exist (1..kOcBlock)
-  const float* alpha;             // kOcBlock floats (padded)
-  const float* bias;              // kOcBlock floats (padded; zeros when there is no bias)
+  const uint64_t* weight;         // first block: [blocks][taps][W][kOcBlock]
+  int oc_valid;                   // output channels that exist from the first block's first one
+  const float* alpha;             // blocks * kOcBlock floats (padded)
+  const float* bias;              // blocks * kOcBlock floats (padded; zeros without a bias)
   const float* scale;             // [pixels] input scale per pixel (K map, beta or 1)
-  const int32_t* const* corr;     // nullptr, or [pixels] pointers to kOcBlock zero-padding
-                                  // corrections (all zeros for pixels without halo taps)
+  const int32_t* const* corr;     // nullptr, or [pixels] pointers to the zero-padding corrections
+                                  // of the first block (blocks * kOcBlock int32, zeros for pixels
+                                  // without halo taps); block b uses corr[p] + corr_shift + 32 b
+  int64_t corr_shift;             // added to every corr[p] (0 in a driver's call)
   int64_t kbits;                  // K = taps * C
-  float* out;                     // output of the first pixel at this block's first channel
+  float* out;                     // output of the first pixel at the first block's first channel
   int64_t out_pixel_stride;       // floats between consecutive pixels (= C_out, NHWC output)
 };
+
+// The single-block arguments of block b of a call (for kernels that loop over blocks).
+inline ConvTileArgs block_args(const ConvTileArgs& a, int b) {
+  ConvTileArgs one = a;
+  const int64_t first = int64_t{b} * kOcBlock;
+  one.blocks = 1;
+  one.weight = a.weight + first * a.taps * a.words;
+  one.oc_valid = a.oc_valid - static_cast<int>(first) < kOcBlock
+                     ? a.oc_valid - static_cast<int>(first)
+                     : kOcBlock;
+  one.alpha = a.alpha + first;
+  one.bias = a.bias + first;
+  one.corr_shift = a.corr_shift + first;
+  one.out = a.out + first;
+  return one;
+}
 
 // Sign + pack + sum|x| of pixels [p0, p1) of one image.
 struct PackArgs {
