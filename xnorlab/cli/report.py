@@ -13,9 +13,14 @@ from xnorlab.core.errors import XnorlabError
 from xnorlab.core.modelspec import LoadedModel, load_model_spec
 from xnorlab.core.render import RENDERERS, write_report
 from xnorlab.core.report import ReportData, ReportOptions, build_report
-from xnorlab.core.report_data import report_data_from_bundle, synthetic_report_data
+from xnorlab.core.report_data import (
+    report_data_from_bundle,
+    synthetic_report_data,
+    unlabelled_report_data,
+)
 
-SYNTHETIC = "none"
+NO_DATA = "none"
+RANDOM = "random"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         default=None,
         help="data set (mnist5k, digits, cifar10:ROOT, a folder, ...); 'none' "
-        "uses random calibration inputs and skips accuracy (default: the "
-        "model's own data set, else none)",
+        "calibrates on the 8 bundled real photos (unlabelled: no accuracy) when the model "
+        "takes 1- or 3-channel images, else on random inputs; 'random' always uses seeded "
+        "random inputs (default: the model's own data set, else none)",
     )
     parser.add_argument("--out", required=True, help="output file: .html, .json, .csv or .md")
     parser.add_argument(
@@ -91,9 +97,15 @@ def set_threads(threads: int | None) -> None:
 def load_report_data(
     loaded: LoadedModel, spec: str | None, calib: int | None, limit: int
 ) -> ReportData:
-    """Calibration batch (train split) and validation tensors (val split) of ``spec``."""
-    name = spec or loaded.default_data or SYNTHETIC
-    if name.lower() == SYNTHETIC:
+    """Calibration batch (train split) and validation tensors (val split) of ``spec``.
+
+    Without a data set: the bundled calibration photos, or random inputs where they cannot
+    serve (``unlabelled_report_data``); ``random`` forces random inputs.
+    """
+    name = spec or loaded.default_data or NO_DATA
+    if name.lower() == NO_DATA:
+        return unlabelled_report_data(loaded.input_shape, loaded.preprocessing, calib)
+    if name.lower() == RANDOM:
         return synthetic_report_data(loaded.input_shape, calib)
     from xnorlab.core.data import load_dataset
 

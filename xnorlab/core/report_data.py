@@ -1,7 +1,9 @@
 """Turn a data set (or nothing) into the ``ReportData`` tensors a report needs.
 
 For the CLI and the GUI's File > Export report: a calibration batch from the train split and
-validation tensors from the val split, or random calibration inputs when there is no data.
+validation tensors from the val split. Without data: the bundled calibration photos
+(``xnorlab.core.calibration``, unlabelled, so no accuracy) for models that take 1- or 3-channel
+images, else seeded random inputs; the report's data name says which.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from typing import Any
 
 import torch
 
+from xnorlab.core import calibration
 from xnorlab.core.errors import XnorlabError
+from xnorlab.core.images import Preprocessing
 from xnorlab.core.report import ReportData
 
 SYNTHETIC_NAME = "none (random normal calibration inputs, no accuracy)"
+PHOTOS_NAME = "none: {photos} as calibration inputs, no accuracy"
 
 
 def default_calibration(input_shape: tuple[int, ...]) -> int:
@@ -41,6 +46,40 @@ def synthetic_report_data(
         raise XnorlabError(f"calibration batch size must be >= 1, got {count}")
     generator = torch.Generator().manual_seed(0)
     return ReportData(SYNTHETIC_NAME, torch.randn((count, *input_shape), generator=generator))
+
+
+def photo_report_data(
+    input_shape: tuple[int, ...],
+    preprocessing: Preprocessing | None = None,
+    calibration_count: int | None = None,
+) -> ReportData:
+    """The bundled calibration photos as the calibration batch (at most 8), no validation data.
+
+    Raises ``XnorlabError`` when the photos cannot feed ``input_shape`` (not ``(1|3, H, W)``).
+    """
+    count = default_calibration(input_shape) if calibration_count is None else calibration_count
+    if count < 1:
+        raise XnorlabError(f"calibration batch size must be >= 1, got {count}")
+    batch = calibration.calibration_batch(input_shape, preprocessing, count)
+    return ReportData(PHOTOS_NAME.format(photos=calibration.describe(len(batch))), batch)
+
+
+def unlabelled_report_data(
+    input_shape: tuple[int, ...],
+    preprocessing: Preprocessing | None = None,
+    calibration_count: int | None = None,
+) -> ReportData:
+    """Report data without a data set: the bundled photos when they fit, else random inputs.
+
+    The random fallback's name says why the photos were not used (the input shape).
+    """
+    try:
+        calibration.calibration_preprocessing(input_shape, preprocessing)
+    except XnorlabError:
+        data = synthetic_report_data(input_shape, calibration_count)
+        why = f"the bundled photos need a (1 or 3, H, W) image input, not {tuple(input_shape)}"
+        return ReportData(f"{SYNTHETIC_NAME[:-1]}; {why})", data.calibration)
+    return photo_report_data(input_shape, preprocessing, calibration_count)
 
 
 def report_data_from_bundle(

@@ -19,6 +19,10 @@ Events (``xnorlab.core.signals.Signal``; slots run in the calling thread):
   otherwise it loads the dataset itself, synchronously;
 * ``model_requested(path: str)``: the same for a dropped model file (``open_paths``).
 
+Inputs of the activation views: ``activation_inputs(n)`` gives the open dataset's first
+samples, or, without a dataset, the bundled calibration photos (``xnorlab.core.calibration``:
+real but *unlabelled*, never used for accuracy) when the model takes 1- or 3-channel images.
+
 Every method that can fail raises ``XnorlabError`` and leaves the session unchanged.
 Threads: call the session from one thread (the GUI thread). Workers compute on
 ``snapshot()``, a copy of the module tree that shares the weight tensors, so a worker never
@@ -31,13 +35,16 @@ import fnmatch
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from xnorlab.core import calibration
 from xnorlab.core.errors import XnorlabError
+from xnorlab.core.images import Preprocessing
 from xnorlab.core.layers import BinConv2d, BinLinear, LayerConfig
 from xnorlab.core.modelspec import LoadedModel, load_model_spec
 from xnorlab.core.modes import Mode
@@ -68,6 +75,45 @@ class ConfigChange:
     label: str
     before: Mapping[str, LayerConfig]
     after: Mapping[str, LayerConfig]
+
+
+class InputKind(str, Enum):
+    """Where the activation views' inputs come from."""
+
+    DATASET = "dataset"  # the open dataset (labelled)
+    CALIBRATION = "calibration"  # the bundled photos (unlabelled: no accuracy)
+    NONE = "none"  # nothing fits: weights only
+
+
+NO_INPUT_TEXT = "no input: open a dataset (Ctrl+D)"
+
+
+@dataclass(frozen=True)
+class ActivationInputs:
+    """The batch the activation views and the table's error columns run on, and its source.
+
+    ``description`` is what the views show (e.g. ``bundled calibration photos (8,
+    unlabelled)``). ``load()`` returns the ``(N, C, H, W)`` batch or ``None``; for the photos it
+    decodes and converts them (cached per shape), so call it in a worker.
+    """
+
+    kind: InputKind
+    description: str
+    count: int = 0
+    batch: Tensor | None = None  # DATASET: the samples, already in memory
+    input_shape: tuple[int, ...] = ()  # CALIBRATION: the model's input
+    preprocessing: Preprocessing | None = None  # CALIBRATION: how photos become inputs
+
+    @property
+    def labelled(self) -> bool:
+        """True only for dataset samples: accuracy may never come from the photos."""
+        return self.kind is InputKind.DATASET
+
+    def load(self) -> Tensor | None:
+        """The batch (thread-safe)."""
+        if self.kind is InputKind.CALIBRATION:
+            return calibration.calibration_batch(self.input_shape, self.preprocessing, self.count)
+        return self.batch
 
 
 def snapshot_model(model: nn.Module) -> nn.Module:
@@ -301,6 +347,35 @@ class LabSession:
                 )
             self._samples[n] = (inputs, labels)
         return self._samples[n]
+
+    def activation_inputs(self, n: int = DEFAULT_SAMPLE_SIZE) -> ActivationInputs:
+        """The inputs of the activation views: up to ``n`` dataset samples or calibration photos.
+
+        With a dataset open: its first ``n`` samples (``sample_batch``; raises like it). Without
+        one: up to ``n`` of the bundled calibration photos, converted to the model's input
+        (cheap here: ``load()`` does the work), when the model takes ``(1 or 3, H, W)``
+        images; else (or without a model) ``InputKind.NONE``.
+        """
+        if self.dataset is not None:
+            inputs, _ = self.sample_batch(n)
+            text = f"{len(inputs)} samples of {self.dataset_spec}"
+            return ActivationInputs(InputKind.DATASET, text, len(inputs), batch=inputs)
+        if n < 1:
+            raise XnorlabError(f"sample size must be >= 1, got {n}")
+        if self.loaded is None:
+            return ActivationInputs(InputKind.NONE, "no model is open")
+        shape = self.input_shape
+        try:
+            prep = calibration.calibration_preprocessing(
+                shape, getattr(self.loaded, "preprocessing", None)
+            )
+        except XnorlabError:
+            return ActivationInputs(InputKind.NONE, NO_INPUT_TEXT)
+        count = min(n, calibration.PHOTO_COUNT)
+        return ActivationInputs(
+            InputKind.CALIBRATION, calibration.describe(count), count,
+            input_shape=shape, preprocessing=prep,
+        )  # fmt: skip
 
     def snapshot(self) -> nn.Module:
         """A weight-sharing copy of the live model for workers (see ``snapshot_model``)."""
