@@ -31,5 +31,9 @@ def bwn_linear(
     out_features: int,
     out: int,
 ) -> tuple[float, float, float, float]: ...
+def microkernel_rate(kernel: int, channels: int, out_channels: int, seconds: float) -> float:
+    """Binary MAC/s of the active ISA's conv micro-kernel (popcount loop + fused output
+    transform) on L1-resident data, single thread, for at least ``seconds``."""
+
 def pack_weight(w: int, out_channels: int, channels: int, taps: int, bits: int) -> None: ...
 def probe() -> list[int]: ...

@@ -339,17 +339,21 @@ void conv_task(const ConvPlan& pl, int64_t task) {
   }
 }
 
+// Output-channel blocks handled together: as many as keep their weights within 16 KiB of L1.
+int64_t group_blocks_for(int64_t taps, int64_t words, int64_t blocks) {
+  const int64_t weight_block_bytes = taps * words * kOcBlock * 8;
+  return std::min(blocks, std::max<int64_t>(1, (16 * 1024) / weight_block_bytes));
+}
+
 void run_conv(ConvPlan& pl) {
-  const int64_t weight_block_bytes = pl.taps * pl.halo.words * kOcBlock * 8;
-  pl.group_blocks = std::max<int64_t>(1, (16 * 1024) / std::max<int64_t>(1, weight_block_bytes));
-  pl.group_blocks = std::min(pl.group_blocks, pl.blocks);
+  pl.group_blocks = group_blocks_for(pl.taps, pl.halo.words, pl.blocks);
   const int64_t groups = ceil_div(pl.blocks, pl.group_blocks);
   const int64_t total = pl.s.batch * pl.s.out_h * pl.s.out_w;
   pl.tiles = ceil_div(total, pl.k.tile);
   pl.lines_per_tile = ceil_div(pl.prefetch_lines, pl.tiles);
   // ~20 us of single-thread work or less: one task (no worker wake-up).
   const int64_t word_ops = total * pl.taps * pl.halo.words * pl.blocks * kOcBlock;
-  const int64_t want_tasks = word_ops < (int64_t{1} << 20) ? 1 : 8 * int64_t{get_threads()};
+  const int64_t want_tasks = word_ops < (int64_t{1} << 20) ? 1 : 16 * int64_t{get_threads()};
   const int64_t chunks_wanted =
       want_tasks == 1 ? 1 : std::max<int64_t>(1, ceil_div(want_tasks, groups));
   pl.tiles_per_chunk = std::max<int64_t>(1, ceil_div(pl.tiles, chunks_wanted));
@@ -407,6 +411,52 @@ ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b) {
   }
   result.timing.total_s = seconds_since(start);
   return result;
+}
+
+double microkernel_rate(int64_t kernel, int64_t channels, int64_t out_channels, double seconds) {
+  const KernelTable& k = active_table();
+  const int64_t taps = kernel * kernel, words = ceil_div(channels, 64);
+  const int64_t blocks = group_blocks_for(taps, words, ceil_div(out_channels, kOcBlock));
+  const int pixels = k.tile;
+  // A small halo-free image of `kernel` rows x (pixels + kernel - 1) columns: the tile's pixels
+  // are consecutive in one row, as in the driver's interior tiles.
+  const int64_t row = pixels + kernel - 1;
+  std::vector<uint64_t> act(static_cast<size_t>(kernel * row * words));
+  std::vector<uint64_t> weight(static_cast<size_t>(blocks * taps * words * kOcBlock));
+  uint64_t state = 0x9E3779B97F4A7C15ull;  // xorshift64: fixed pseudo-random bits
+  const auto next = [&state] {
+    state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+    return state;
+  };
+  const uint64_t tail = channels % 64 == 0 ? ~uint64_t{0} : (uint64_t{1} << (channels % 64)) - 1;
+  for (size_t i = 0; i < act.size(); ++i) {
+    const bool last_word = static_cast<int64_t>(i) % words == words - 1;
+    act[i] = next() & (last_word ? tail : ~uint64_t{0});  // padding bits stay 0, as packed
+  }
+  for (auto& v : weight) v = next();
+  std::vector<int64_t> tap_offset;
+  for (int64_t ky = 0; ky < kernel; ++ky) {
+    for (int64_t kx = 0; kx < kernel; ++kx) tap_offset.push_back((ky * row + kx) * words);
+  }
+  std::vector<const uint64_t*> origin(static_cast<size_t>(pixels));
+  for (int p = 0; p < pixels; ++p) origin[p] = act.data() + p * words;
+  std::vector<float> alpha(static_cast<size_t>(blocks * kOcBlock), 0.5f);
+  std::vector<float> bias(alpha.size(), 0.25f), scale(static_cast<size_t>(pixels), 1.5f);
+  std::vector<float> out(static_cast<size_t>(pixels * blocks * kOcBlock));
+  const ConvTileArgs a{origin.data(), tap_offset.data(), pixels, static_cast<int>(blocks), taps,
+                       words, weight.data(), static_cast<int>(blocks * kOcBlock), alpha.data(),
+                       bias.data(), scale.data(), nullptr, 0, taps * channels, out.data(),
+                       blocks * kOcBlock};
+  int64_t calls = 0;
+  const auto start = Clock::now();
+  double elapsed = 0.0;
+  do {
+    for (int i = 0; i < 64; ++i) k.conv_tile(a);
+    calls += 64;
+    elapsed = seconds_since(start);
+  } while (elapsed < seconds);
+  const double macs_per_call = static_cast<double>(pixels) * blocks * kOcBlock * taps * channels;
+  return static_cast<double>(calls) * macs_per_call / elapsed;
 }
 
 void pack_weight(const float* w, int64_t out_channels, int64_t channels, int64_t taps,

@@ -104,6 +104,16 @@ void pack_weight_binding(uintptr_t w, int64_t out_channels, int64_t channels, in
   pack_weight(wp, out_channels, channels, taps, bp);
 }
 
+double microkernel_binding(int64_t kernel, int64_t channels, int64_t out_channels,
+                           double seconds) {
+  check_dims({kernel, channels, out_channels}, "microkernel_rate");
+  if (kernel > 15 || !(seconds > 0.0 && seconds <= 10.0)) {
+    throw std::invalid_argument("microkernel_rate: kernel must be <= 15 and 0 < seconds <= 10");
+  }
+  py::gil_scoped_release release;
+  return microkernel_rate(kernel, channels, out_channels, seconds);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -126,6 +136,9 @@ PYBIND11_MODULE(_native, m) {
         "XNOR conv2d on raw buffers; returns (input_has_nan, (pack_s, popcount_s, scale_s, "
         "total_s)).");
   m.def("bwn_linear", &bwn_binding, "BWN linear on raw buffers; returns the timing tuple.");
+  m.def("microkernel_rate", &microkernel_binding, py::arg("kernel"), py::arg("channels"),
+        py::arg("out_channels"), py::arg("seconds"),
+        "Binary MAC/s of the active ISA's conv micro-kernel alone on L1-resident data.");
   m.def("pack_weight", &pack_weight_binding, "Pack a float [O][C][taps] weight in kernel order.");
   m.def("probe", [] {
     return std::vector<int>{probe_scalar(),

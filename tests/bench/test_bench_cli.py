@@ -31,6 +31,7 @@ TIMING_KEYS = {f.name for f in dataclasses.fields(Timing)}
 CONV_METRICS = {
     "speedup_vs_float", "speedup_vs_float_of_mins", "speedup_vs_int8", "speedup_vs_int8_float_io", "gops_float",
     "gops_int8", "gops_xnor", "ceiling_fraction", "popcount_phase_ceiling_fraction",
+    "loop_ceiling_fraction",
 }  # fmt: skip
 
 
@@ -85,6 +86,7 @@ def test_quick_json_has_every_conv_field(quick_report: dict[str, Any]) -> None:
                    row["baseline"]["float_channels_last"]["median_s"])  # fmt: skip
         assert row["metrics"]["speedup_vs_float"] == pytest.approx(best / xnor_s)
         assert row["max_rel_diff_vs_reference"] < 1e-4  # the timed conv computes the right thing
+        assert row["loop_gmac"] > 0  # the micro-kernel alone ran (native engine)
 
 
 @pytest.mark.slow
@@ -108,7 +110,7 @@ def test_quick_json_machine_linear_model_targets(quick_report: dict[str, Any]) -
     assert set(model) == names(ModelResult) | {"metrics"}
     assert model["input_shape"] == [1, 3, 32, 32] and model["preset"] == "paper"
     assert model["max_rel_diff_vs_simulation"] < 1e-3  # the engine computes the same model
-    assert len(quick_report["targets"]) == 8
+    assert len(quick_report["targets"]) == 9
     assert all(set(t) == {"name", "met", "detail"} for t in quick_report["targets"])
     assert any("XNOR engine:" in note for note in quick_report["notes"])
 

@@ -172,3 +172,16 @@ def test_a_nan_in_the_last_slab_is_reported(isa: str) -> None:
     with pytest.warns(NaNInputWarning):
         ref = reference.xnor_conv2d(x, weight, padding=1, scaling="none")
     torch.testing.assert_close(out, ref)
+
+
+@needs_native
+def test_microkernel_rate_runs_the_active_isa_and_checks_its_arguments(isa: str) -> None:
+    import math
+
+    rate = kernels.microkernel_rate(65, 40, kernel=3, seconds=0.005)  # two words, two blocks
+    assert rate > 0 and math.isfinite(rate)
+    for bad in ({"in_channels": 0}, {"out_channels": True}, {"kernel": 16}, {"seconds": 0.0},
+                {"seconds": float("nan")}):  # fmt: skip
+        args: dict[str, object] = {"in_channels": 64, "out_channels": 64, "seconds": 0.001, **bad}
+        with pytest.raises(kernels.KernelConfigError):
+            kernels.microkernel_rate(**args)  # type: ignore[arg-type]

@@ -19,7 +19,8 @@ once, the fast path). Semantics are those of ``xnorlab.core.binarize``:
 * Inference only: outputs carry no autograd graph (train with ``xnorlab.core.binarize``).
 
 Engine controls: :func:`info`, :func:`set_isa`, :func:`set_threads`, :func:`get_threads`,
-``XNORLAB_KERNEL=reference``, ``XNORLAB_ISA``, ``XNORLAB_THREADS``; timing with :func:`profile`.
+``XNORLAB_KERNEL=reference``, ``XNORLAB_ISA``, ``XNORLAB_THREADS``; timing with :func:`profile`;
+the micro-kernel's own rate (the bare popcount loop) with :func:`microkernel_rate`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ from torch import Tensor
 from xnorlab.core.binarize import NaNInputWarning
 from xnorlab.core.modes import InputScaling, PadMode
 from xnorlab.kernels import reference
-from xnorlab.kernels._backend import get_threads, info, native_module, set_isa, set_threads
+from xnorlab.kernels._backend import (
+    get_threads,
+    info,
+    microkernel_rate,
+    native_module,
+    set_isa,
+    set_threads,
+)
 from xnorlab.kernels._checks import (
     ConvGeometry,
     as_float32,
@@ -64,6 +72,7 @@ __all__ = [
     "bwn_linear",
     "get_threads",
     "info",
+    "microkernel_rate",
     "pack_conv2d_weight",
     "pack_linear_weight",
     "profile",

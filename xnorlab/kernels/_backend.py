@@ -110,3 +110,25 @@ def set_threads(threads: int) -> None:
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
         raise KernelConfigError(f"threads must be an int in 1..256, got {threads!r}")
     native.set_threads(threads)
+
+
+def microkernel_rate(in_channels: int, out_channels: int, kernel: int = 3,
+                     seconds: float = 0.2) -> float:  # fmt: skip
+    """Binary MACs per second of the active ISA's conv micro-kernel alone, one thread.
+
+    The "bare popcount loop": ``xor + popcount + add`` over ``kernel * kernel`` taps of
+    ``ceil(in_channels / 64)`` words for one tile of pixels and the output-channel blocks the
+    driver groups, with its fused output transform, on L1-resident data (no packing, padding,
+    allocation or threads). Compare with the register-only ceiling of the ISA
+    (``benchmarks/ceilings.c``); one binary MAC = one bit of ``xor`` + ``popcount``.
+    """
+    native = _require_native("microkernel_rate")
+    sizes = {"in_channels": in_channels, "out_channels": out_channels, "kernel": kernel}
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 20:
+            raise KernelConfigError(f"{name} must be an int in 1..2**20, got {value!r}")
+    if kernel > 15:
+        raise KernelConfigError(f"kernel must be <= 15, got {kernel}")
+    if not isinstance(seconds, (int, float)) or not 0.0 < float(seconds) <= 10.0:
+        raise KernelConfigError(f"seconds must be in (0, 10], got {seconds!r}")
+    return float(native.microkernel_rate(kernel, in_channels, out_channels, float(seconds)))

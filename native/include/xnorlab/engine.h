@@ -39,6 +39,12 @@ struct ConvResult {
 // XNOR conv2d with fused sign/pack, K map / beta, popcount and output transform.
 ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b);
 
+// Binary MACs per second of the active ISA's micro-kernel alone (the popcount loop with its
+// fused output transform) on L1-resident data: one tile of pixels x the output-channel blocks
+// the driver would group, for a kernel x kernel conv with `channels` inputs; calls it for at
+// least `seconds` on the calling thread.
+double microkernel_rate(int64_t kernel, int64_t channels, int64_t out_channels, double seconds);
+
 // Pack a float weight [O][C][taps] (contiguous) into kernel order; padding words are zeroed.
 void pack_weight(const float* w, int64_t out_channels, int64_t channels, int64_t taps,
                  uint64_t* bits);

@@ -97,6 +97,18 @@ class Engine:
 
         return xnor_conv2d(x, packed, None, shape.stride, shape.padding, scaling=scaling)
 
+    def microkernel_gmac(self, isa: str, shape: ConvShape, seconds: float) -> float | None:
+        """G binary MAC/s of ``isa``'s micro-kernel alone (the bare popcount loop with its
+        fused output transform, one thread, L1-resident data) for ``shape``; None without the
+        native engine."""
+        if not self.is_native:
+            return None
+        self.set_isa(isa)
+        rate = self._kernels.microkernel_rate(
+            shape.in_channels, shape.out_channels, shape.kernel, seconds
+        )
+        return float(rate) / 1e9
+
     def pack_linear(self, weight: Tensor) -> Any:
         if self.available and hasattr(self._kernels, "pack_linear_weight"):
             return self._kernels.pack_linear_weight(weight)

@@ -70,6 +70,7 @@ class ConvResult:
     popcount_ceiling_gmac: float  # per core, for this ISA
     packed_weight_bytes: int | None = None  # the engine's packed bits (None: reference engine)
     max_rel_diff_vs_reference: float | None = None  # vs xnorlab.core.binarize.xnor_conv2d
+    loop_gmac: float | None = None  # the ISA's micro-kernel alone, 1 thread (bare popcount loop)
 
     @property
     def packed_bytes_bound(self) -> int:
@@ -105,6 +106,10 @@ class ConvResult:
             "popcount_phase_ceiling_fraction": (
                 ceiling_fraction(self.macs, split.popcount_s, ceiling, self.threads)
                 if split is not None and split.popcount_s > 0 else None
+            ),
+            # per core: the micro-kernel runs on one thread
+            "loop_ceiling_fraction": (
+                self.loop_gmac / ceiling if self.loop_gmac is not None and ceiling > 0 else None
             ),
         }  # fmt: skip
 

@@ -154,9 +154,19 @@ def _set_threads(engine: Engine, threads: int) -> None:
     engine.set_threads(threads)
 
 
+def _loop_rates(
+    engine: Engine, config: BenchConfig, isas: list[str]
+) -> dict[tuple[str, str], float | None]:
+    """The micro-kernel's rate per (shape, ISA): a property of one core, measured once."""
+    seconds = 0.02 if config.quick else 0.2
+    return {(shape.name, isa): engine.microkernel_gmac(isa, shape, seconds)
+            for shape in config.shapes for isa in isas}  # fmt: skip
+
+
 def _conv_rows(
     engine: Engine, config: BenchConfig, isas: list[str], ceilings: Ceilings, progress: Progress
 ) -> Iterator[ConvResult]:
+    loops = _loop_rates(engine, config, isas)
     for threads in config.threads:
         _set_threads(engine, threads)
         for batch in config.batches:
@@ -168,6 +178,7 @@ def _conv_rows(
                         shape, batch, threads, isa, config.scaling, group.baseline,
                         group.xnor[isa], group.split[isa], ceilings.popcount_for(isa),
                         group.packed_weight_bytes, group.max_rel_diff[isa],
+                        loops[(shape.name, isa)],
                     )  # fmt: skip
                     progress(f"conv {shape.name} batch {batch} threads {threads} {isa}: "
                              f"{row.metrics()['speedup_vs_float']:.2f}x float")  # fmt: skip
@@ -304,7 +315,11 @@ def target_checks(report: BenchReport) -> list[TargetCheck]:
                          "speedup_vs_float", 8.0),
         _threshold_check(f"XNOR conv >= 2.5x torch int8 ({main_isa})", main,
                          "speedup_vs_int8", 2.5),
-        _threshold_check(f"popcount phase >= 80% of the ceiling ({main_isa})", main,
+        _threshold_check(f"bare popcount loop >= 80% of the ceiling ({main_isa}; micro-kernel "
+                         "with its output transform, 1 thread, L1-resident)", main,
+                         "loop_ceiling_fraction", 0.8),
+        _threshold_check(f"popcount phase >= 80% of the ceiling ({main_isa}; in situ: whole "
+                         "driver, memory, threads; stricter than the issue's bare loop)", main,
                          "popcount_phase_ceiling_fraction", 0.8),
         _threshold_check("AVX2 forced >= 2.5x torch float32", avx2, "speedup_vs_float", 2.5),
         _thread_scaling_check(convs, main_isa),
