@@ -109,13 +109,21 @@ def test_update_after_toggle_is_fast_on_a_small_model(qtbot: QtBot, views: Layer
     assert 0.0 < views.last_update_ms < 1000.0
 
 
-def test_without_data_only_weights_are_shown(qtbot: QtBot, views: LayerViews) -> None:
-    session = views.session
-    session.dataset = None  # as after opening a model whose data is not loaded yet
-    session.data_changed.emit()
+def test_without_usable_inputs_only_weights_are_shown(qtbot: QtBot) -> None:
+    from torch import nn
+
+    from xnorlab.core.modelspec import LoadedModel
+
+    # a 2-channel input: no dataset is open and the calibration photos cannot feed it
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    session = LabSession()
+    session.adopt(LoadedModel("two-channel", net, (2, 8, 8), ["a", "b", "c"]))
+    views = LayerViews(session)
+    qtbot.addWidget(views)
     view = select_and_wait(qtbot, views, session.layer_names()[0])
     assert view.sample_count == 0 and view.input_hist is None and view.output is None
     assert "open a dataset" in views.activations.getPlotItem().titleLabel.text
+    assert "open a dataset" in views.header.text()
     assert len(curves(views.weights)) == 2
 
 

@@ -5,7 +5,9 @@ column calls ``session.set_mode`` and the table redraws from the session's ``mod
 event (one data flow in both directions). ``LayerTable`` adds the view with a combo-box
 delegate per row, and computes the slow columns in workers on a snapshot: statistics
 (``xnorlab.core.layerview.compute_table_stats``) and then latency
-(``xnorlab.core.measure.measure_latency``); stale results are dropped.
+(``xnorlab.core.measure.measure_latency``); stale results are dropped. The error columns run on
+``session.activation_inputs``: dataset samples or, without a dataset, the bundled calibration
+photos (loaded in the worker; their tooltips name the source).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from PySide6.QtWidgets import (
 
 from xnorlab.core.layerview import LayerRowStats, compute_table_stats, view_batch_size
 from xnorlab.core.modes import Mode
-from xnorlab.core.session import LabSession
+from xnorlab.core.session import ActivationInputs, LabSession
 from xnorlab.core.surgery import LayerInfo
 from xnorlab.gui import style
 from xnorlab.gui.workers import TaskRunner
@@ -95,6 +97,13 @@ def _ms(seconds: float | None) -> str:
     return "…" if seconds is None or math.isnan(seconds) else f"{1000 * seconds:.3f}"
 
 
+def compute_stats_on(
+    model: Any, source: ActivationInputs | None, **kwargs: Any
+) -> dict[str, LayerRowStats]:
+    """Worker body: load ``source``'s batch (decodes the calibration photos), compute the rows."""
+    return compute_table_stats(model, None if source is None else source.load(), **kwargs)
+
+
 class LayerTableModel(QAbstractTableModel):
     """Rows = binarizable layers of the session's model."""
 
@@ -107,6 +116,7 @@ class LayerTableModel(QAbstractTableModel):
         self.latency: dict[str, tuple[float, float]] = {}  # name -> (float_s, current_s)
         self.stats_stale = True
         self.latency_note = ""
+        self.inputs_note = ""  # where the error columns' inputs come from
         self.reload()
 
     # ------------------------------------------------------------------ session -> table
@@ -133,8 +143,8 @@ class LayerTableModel(QAbstractTableModel):
         self.stats_stale = True
         self._computed_changed()
 
-    def set_stats(self, stats: dict[str, LayerRowStats]) -> None:
-        self.stats, self.stats_stale = stats, False
+    def set_stats(self, stats: dict[str, LayerRowStats], inputs_note: str = "") -> None:
+        self.stats, self.stats_stale, self.inputs_note = stats, False, inputs_note
         self._computed_changed()
 
     def set_latency(self, latency: dict[str, tuple[float, float]], note: str = "") -> None:
@@ -264,6 +274,8 @@ class LayerTableModel(QAbstractTableModel):
             tip = f"{info.name}: the model's {info.position} layer (the paper keeps it float)"
         if key in ("float_ms", "current_ms") and self.latency_note:
             tip = f"{tip}\n{self.latency_note}"
+        if key in ("flip", "local", "prop") and self.inputs_note:
+            tip = f"{tip}\ninputs: {self.inputs_note}"
         if key in ("alpha", "flip", "local", "prop") and self.stats_stale:
             tip = f"{tip}\n(recomputing…)"
         return tip
@@ -412,12 +424,9 @@ class LayerTable(QWidget):
         """True while a recomputation is pending or running."""
         return self._timer.isActive() or self.runner.active > 0
 
-    def _inputs(self) -> Any:
-        if self.session.dataset is None:
-            return None
+    def _inputs(self) -> ActivationInputs | None:
         count = view_batch_size(sum(self.session.macs.values()))
-        result = self.session.attempt(self.session.sample_batch, count)
-        return None if result is None else result[0]
+        return self.session.attempt(self.session.activation_inputs, count)
 
     def start_stats(self) -> None:
         """Start the statistics worker on a snapshot of the live model."""
@@ -427,18 +436,19 @@ class LayerTable(QWidget):
         if self.session.loaded is None or not self.model.infos:
             self.busy_changed.emit(False)
             return
-        revision = self.session.revision
+        revision, source = self.session.revision, self._inputs()
+        note = "" if source is None else source.description
         self.runner.start(
-            compute_table_stats, self.session.snapshot(), self._inputs(), key="table-stats",
-            on_result=lambda stats: self._stats_ready(stats, revision),
+            compute_stats_on, self.session.snapshot(), source, key="table-stats",
+            on_result=lambda stats: self._stats_ready(stats, revision, note),
             on_error=self.session.error.emit, on_finished=self._maybe_idle,
         )  # fmt: skip
 
-    def _stats_ready(self, stats: dict[str, LayerRowStats], revision: int) -> None:
+    def _stats_ready(self, stats: dict[str, LayerRowStats], revision: int, note: str = "") -> None:
         if revision != self.session.revision:
             return  # the model changed meanwhile; a newer computation is scheduled
         first = not self.model.stats
-        self.model.set_stats(stats)
+        self.model.set_stats(stats, note)
         if first:
             self.view.resizeColumnsToContents()
             self._widen_mode_column()

@@ -5,6 +5,8 @@ views and panels redraw from the session's events. Errors (``session.error``) sh
 message bar and the status bar, never in a traceback dialog. Dropped files are turned into
 paths and handed to ``session.open_paths`` (model files open the model, images go to the
 prediction panel). Window layout, theme, last model and recent models live in ``QSettings``.
+The status bar names the data; without a dataset it says when the views run on the bundled
+calibration photos instead.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from xnorlab.core.session import LabSession, load_dataset_for
+from xnorlab.core.session import InputKind, LabSession, load_dataset_for
 from xnorlab.gui import style
 from xnorlab.gui.layer_table import LayerTable
 from xnorlab.gui.menus import build_menus
@@ -46,6 +48,10 @@ PANELS = (
 )
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
 MODEL_FILTER = "Models (*.pt *.pth *.safetensors *.ts *.xnor);;All files (*)"
+CALIBRATION_TIP = (
+    "No dataset is open: the layer views and the table's error columns run on real photos "
+    "shipped with xnorlab (unlabelled, so no accuracy). Open a dataset (Ctrl+D) to use it instead."
+)
 
 
 def settings() -> QSettings:
@@ -204,12 +210,22 @@ class MainWindow(QMainWindow):
                 f"{name}: {count} binarizable layers, input {loaded.input_shape}"
             )
         data = s.dataset_spec or "-"
-        self.data_label.setText(f"data: {data}")
+        self._update_data_label(data)
         if s.dataset is not None and self.statusBar().currentMessage().startswith("loading data"):
             self.statusBar().showMessage(f"data {data} loaded", 3000)
         if s.loaded is not None and self.statusBar().currentMessage().startswith("opening"):
             self.statusBar().showMessage(f"opened {name}", 3000)
         self.setWindowTitle(f"xnorlab - {name}" if s.loaded is not None else "xnorlab")
+
+    def _update_data_label(self, data: str) -> None:
+        s = self.session
+        inputs = s.activation_inputs() if s.dataset is None and s.loaded is not None else None
+        if inputs is not None and inputs.kind is InputKind.CALIBRATION:
+            self.data_label.setText(f"data: {data} (views: {inputs.description})")
+            self.data_label.setToolTip(CALIBRATION_TIP)
+        else:
+            self.data_label.setText(f"data: {data}")
+            self.data_label.setToolTip("")
 
     def _sync_scaling_box(self) -> None:
         """Show the input scaling shared by every layer (blank when they differ)."""

@@ -11,6 +11,10 @@ dropped), then draws:
   near-zero band;
 * the K map of sample 0 (what XNOR mode scales by) next to the model's input image;
 * float vs binarized output of the layer on the same input (scatter, relative error, r).
+
+The inputs are ``session.activation_inputs``: the open dataset's samples or, without one, the
+bundled calibration photos (unlabelled; loaded in the worker). The header, the input image's
+caption and the summary name the source.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from xnorlab.core.layerview import LayerView, compute_layer_view, view_batch_size
-from xnorlab.core.session import LabSession
+from xnorlab.core.session import NO_INPUT_TEXT, ActivationInputs, InputKind, LabSession
 from xnorlab.gui import style
 from xnorlab.gui.workers import TaskRunner
 
@@ -56,6 +60,21 @@ def _pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.1f}%"
 
 
+NO_INPUTS = ActivationInputs(InputKind.NONE, NO_INPUT_TEXT)
+
+
+def compute_view_on(model: Any, name: str, source: ActivationInputs, **kwargs: Any) -> LayerView:
+    """Worker body: load ``source``'s batch (decodes the calibration photos), compute the view."""
+    return compute_layer_view(model, name, source.load(), **kwargs)
+
+
+def input_caption(source: ActivationInputs) -> str:
+    """Caption of the input image beside the K map."""
+    if source.kind is InputKind.CALIBRATION:
+        return "calibration photo 1 (unlabelled)"
+    return "model input (sample 0)"
+
+
 class KMapView(pg.GraphicsLayoutWidget):  # type: ignore[misc]
     """The model input (sample 0) and the layer's K map side by side."""
 
@@ -75,13 +94,13 @@ class KMapView(pg.GraphicsLayoutWidget):  # type: ignore[misc]
             box.setMouseEnabled(False, False)
             box.setMenuEnabled(False)
 
-    def show_view(self, view: LayerView) -> None:
+    def show_view(self, view: LayerView, caption: str = "model input (sample 0)") -> None:
         if view.input_image is None:
             self.input_item.clear()
             self.input_label.setText("input: no dataset open", size="9pt")
         else:
             self.input_item.setImage(view.input_image, levels=(0.0, 1.0))
-            self.input_label.setText("model input (sample 0)", size="9pt")
+            self.input_label.setText(caption, size="9pt")
             self.input_box.autoRange(padding=0)
         if view.kmap is not None:
             self.kmap_item.setImage(view.kmap, autoLevels=True)
@@ -109,6 +128,7 @@ class LayerViews(QWidget):
         self.session = session
         self.runner = TaskRunner(self)
         self.current: LayerView | None = None
+        self.source: ActivationInputs = NO_INPUTS  # the inputs of ``current``
         self.last_update_ms = math.nan  # request -> drawn, of the last update
         self._requested_at: float | None = None
         self._timer = QTimer(self, singleShot=True, interval=0)
@@ -166,23 +186,20 @@ class LayerViews(QWidget):
             self._requested_at = None
             self._clear()
             return
-        inputs = None
-        if self.session.dataset is not None:
-            count = view_batch_size(sum(self.session.macs.values()))
-            batch = self.session.attempt(self.session.sample_batch, count)
-            inputs = None if batch is None else batch[0]
+        count = view_batch_size(sum(self.session.macs.values()))
+        source = self.session.attempt(self.session.activation_inputs, count) or NO_INPUTS
         revision = self.session.revision
         self.header.setText(f"<b>{name}</b> &nbsp; updating…")
         self.runner.start(
-            compute_layer_view, self.session.snapshot(), name, inputs, key="layer-view",
+            compute_view_on, self.session.snapshot(), name, source, key="layer-view",
             float_cache=self._float_cache,
-            on_result=lambda view: self._ready(view, revision), on_error=self._failed,
+            on_result=lambda view: self._ready(view, revision, source), on_error=self._failed,
         )  # fmt: skip
 
-    def _ready(self, view: LayerView, revision: int) -> None:
+    def _ready(self, view: LayerView, revision: int, source: ActivationInputs) -> None:
         if revision != self.session.revision or view.name != self.session.selected:
             return  # stale: a newer request is already scheduled
-        self.current = view
+        self.current, self.source = view, source
         self._draw(view)
         if self._requested_at is not None:
             self.last_update_ms = 1000 * (time.perf_counter() - self._requested_at)
@@ -214,9 +231,9 @@ class LayerViews(QWidget):
         self._draw_weights(view)
         self._draw_alpha(view)
         self._draw_activations(view)
-        self.kmap.show_view(view)
+        self.kmap.show_view(view, input_caption(self.source))
         self._draw_output(view)
-        self.summary.setText(self._summary(view))
+        self.summary.setText(self._summary(view, self.source))
 
     def _header(self, view: LayerView) -> None:
         colour = style.mode_colour(view.mode.value)
@@ -226,7 +243,7 @@ class LayerViews(QWidget):
             if view.mode.value == ("xnor")
             else ""
         )
-        samples = f"{view.sample_count} samples" if view.sample_count else "no dataset"
+        samples = f"input: {self.source.description}" if view.sample_count else NO_INPUT_TEXT
         self.header.setText(
             f"<b>{view.name}</b> ({view.kind}) &nbsp; mode: <b style='color:{colour}'>"
             f"{view.mode.value.upper()}</b>{extra} &nbsp;·&nbsp; {samples} &nbsp;·&nbsp; "
@@ -276,8 +293,11 @@ class LayerViews(QWidget):
         item.addItem(region)
         item.addItem(pg.InfiniteLine(0.0, angle=90, pen=pg.mkPen(t.xnor_colour, width=1.5)))
         s = view.sign
+        what = (
+            "input (calibration photos)" if self.source.kind is InputKind.CALIBRATION else "input"
+        )
         item.setTitle(
-            f"input: {_pct(s.near_zero_fraction)} near 0 (red), {_pct(s.flip_rate)} flipped",
+            f"{what}: {_pct(s.near_zero_fraction)} near 0 (red), {_pct(s.flip_rate)} flipped",
             size="9pt",
         )
 
@@ -301,10 +321,12 @@ class LayerViews(QWidget):
         )
 
     @staticmethod
-    def _summary(view: LayerView) -> str:
+    def _summary(view: LayerView, source: ActivationInputs) -> str:
         w = view.weight
+        inputs = source.description if view.sample_count else NO_INPUT_TEXT
         lines = [
             f"<b>{view.name}</b>: {view.kind}, mode {view.mode.value}",
+            f"inputs: {inputs}",
             f"BWN approximation error ||W - alpha·sign(W)|| / ||W|| = {w.approx_error:.3f}",
             f"alpha: mean {w.alpha_mean:.4g}, min {w.alpha_min:.4g}, max {w.alpha_max:.4g}, "
             f"std {w.alpha_std:.3g} ({w.n_filters} filters); dashed lines: ±mean alpha",
