@@ -7,8 +7,8 @@ the status bar (with a Cancel button for the report); success is a one-line stat
 with the path, an error goes to the window's inline message bar (never a modal dialog).
 
 The report measures the current mode map and per-layer settings on the open dataset (up to
-``VALIDATION_LIMIT`` validation samples) or, without one, on a seeded random calibration batch
-(then without accuracy). Accuracy sensitivity (one validation pass per layer) is an option of
+``VALIDATION_LIMIT`` validation samples) or, without one, on the bundled calibration photos
+(random inputs for models they cannot feed), then without accuracy. Accuracy sensitivity (one validation pass per layer) is an option of
 the File menu; it is switched on for each newly opened model with at most
 ``SENSITIVITY_MAX_PARAMS`` parameters (demo models) and off for larger ones (resnet18).
 """
@@ -34,7 +34,7 @@ from xnorlab.core.report_data import (
     default_calibration,
     report_data_from_bundle,
     stack_items,
-    synthetic_report_data,
+    unlabelled_report_data,
 )
 from xnorlab.core.tasks import CancelFn, Cancelled, ProgressFn
 from xnorlab.gui.workers import Task
@@ -81,14 +81,15 @@ def _size(split: Any) -> int:
 
 
 def report_data_for(loaded: LoadedModel, bundle: Any) -> ReportData:
-    """Calibration and validation tensors of the open dataset (random inputs without one).
+    """Calibration and validation tensors of the open dataset (without one: the bundled
+    calibration photos, or random inputs where they cannot serve; no accuracy).
 
     Calibration comes from the train split, validation (accuracy) from the val split; a
     missing or empty train split calibrates on validation samples, a missing or empty val
     split gives a report without accuracy.
     """
     if bundle is None:
-        return synthetic_report_data(tuple(loaded.input_shape))
+        return unlabelled_report_data(tuple(loaded.input_shape), loaded.preprocessing)
     train, val = getattr(bundle, "train", None), getattr(bundle, "val", None)
     name = str(getattr(bundle, "name", "") or "open dataset")
     if _size(train) and _size(val):
