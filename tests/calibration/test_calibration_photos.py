@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
+import ast
 import sys
 from importlib import resources
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,14 +41,26 @@ def test_the_photos_ship_inside_the_installed_package() -> None:
     assert all("public domain" in row or "CC0" in row for row in rows)
 
 
-def test_photos_load_without_scikit_image_in_a_fresh_interpreter() -> None:
-    code = (
-        "import sys; from xnorlab.core.calibration import calibration_batch; "
-        "b = calibration_batch((3, 16, 16)); assert b.shape == (8, 3, 16, 16); "
-        "assert 'skimage' not in sys.modules, 'skimage imported at run time'"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+def test_no_module_of_the_package_imports_scikit_image() -> None:
+    package = Path(calibration.__file__).resolve().parent.parent
+    offenders = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "skimage"]
+    assert offenders == []
+
+
+def test_photos_decode_with_scikit_image_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "skimage", None)  # any import of it now fails
+    monkeypatch.setattr(calibration, "_batches", {})
+    calibration._photo_pixels.cache_clear()
+    try:
+        assert calibration_batch((3, 16, 16)).shape == (PHOTO_COUNT, 3, 16, 16)
+    finally:
+        calibration._photo_pixels.cache_clear()
 
 
 @pytest.mark.parametrize("shape", [(3, 224, 224), (3, 32, 48), (1, 28, 28), (1, 5, 300)])
@@ -154,3 +167,15 @@ def test_report_data_without_a_dataset() -> None:
     noise = unlabelled_report_data((2, 8, 8), None, 5)
     assert noise.name.startswith(SYNTHETIC_NAME[:-1]) and "(2, 8, 8)" in noise.name
     assert noise.calibration.shape == (5, 2, 8, 8)
+
+
+def test_report_default_without_a_model_dataset_is_the_photos() -> None:
+    from xnorlab.cli.report import load_report_data
+
+    loaded = _session(3).loaded
+    assert loaded is not None and loaded.default_data is None
+    data = load_report_data(loaded, None, None, 1000)  # no --data, no default data set
+    assert torch.equal(data.calibration, calibration_batch((3, 8, 8)))
+    assert data.val_inputs is None and "bundled calibration photos" in data.name
+    forced = load_report_data(loaded, "random", 3, 1000)
+    assert forced.name == SYNTHETIC_NAME and forced.calibration.shape == (3, 3, 8, 8)
