@@ -64,7 +64,8 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="calibration batch size for errors and sign statistics (default: 32 for small "
-        "inputs, 4 for ImageNet-sized ones: a 224x224 batch of 4 has millions of values)",
+        "inputs, 4 for ImageNet-sized ones: a 224x224 batch of 4 has millions of values; "
+        "the bundled photos are at most 8)",
     )
     parser.add_argument(
         "--limit",
