@@ -213,7 +213,7 @@ class LayerViews(QWidget):
         self.session.error.emit(message)
 
     def _clear(self) -> None:
-        self.current = None
+        self.current, self.source = None, NO_INPUTS
         for plot in (self.weights, self.alpha, self.activations, self.output):
             plot.getPlotItem().clear()
         self.kmap.input_item.clear()
