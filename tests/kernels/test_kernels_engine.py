@@ -12,6 +12,7 @@ import torch
 
 from xnorlab import kernels
 from xnorlab.kernels import reference
+from xnorlab.kernels.errors import KernelInputError
 
 needs_native = pytest.mark.skipif(
     kernels.info()["backend"] != "native", reason="native engine not built or forced off"
@@ -185,3 +186,28 @@ def test_microkernel_rate_runs_the_active_isa_and_checks_its_arguments(isa: str)
         args: dict[str, object] = {"in_channels": 64, "out_channels": 64, "seconds": 0.001, **bad}
         with pytest.raises(kernels.KernelConfigError):
             kernels.microkernel_rate(**args)  # type: ignore[arg-type]
+
+
+@needs_native
+def test_repeated_calls_reuse_validated_parameters_without_skipping_checks() -> None:
+    x = torch.randn(2, 20, 9, 9)
+    weight = kernels.pack_conv2d_weight(torch.randn(12, 20, 3, 3))
+    first = kernels.xnor_conv2d(x, weight, padding=1)
+    assert len(weight.call_cache) == 1
+    again = kernels.xnor_conv2d(x.clone(), weight, padding=1)  # a cache hit on a new buffer
+    assert torch.equal(first, again) and len(weight.call_cache) == 1
+    bias = torch.randn(12)
+    torch.testing.assert_close(kernels.xnor_conv2d(x, weight, bias, padding=1),
+                               first + bias.view(1, -1, 1, 1))  # fmt: skip
+    with pytest.raises(KernelInputError, match="bias"):
+        kernels.xnor_conv2d(x, weight, torch.randn(5), padding=1)
+    with pytest.raises(KernelInputError):
+        kernels.xnor_conv2d(x, weight, padding=True)  # True == 1, but bools are refused
+    with pytest.raises(KernelInputError):
+        kernels.xnor_conv2d(x, weight, padding=1, scaling="kmapp")
+    last = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(kernels.xnor_conv2d(last, weight, padding=1), first)
+    assert len(weight.call_cache) == 2  # the layout is part of the key
+    for size in range(10, 20):  # the cache stays small
+        kernels.xnor_conv2d(torch.randn(1, 20, size, size), weight)
+    assert 1 <= len(weight.call_cache) <= 8

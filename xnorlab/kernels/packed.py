@@ -123,6 +123,9 @@ class _PackedBase:
     alpha_padded: Tensor = field(init=False, repr=False)
     bias_padded: Tensor = field(init=False, repr=False)
     pointers: tuple[int, int, int] = field(init=False, repr=False)  # engine addresses
+    # validated native parameter lists of recent calls, keyed by input shape and settings
+    # (filled and read by xnorlab.kernels.xnor_conv2d)
+    call_cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         blocks = self.bits.shape[0]
