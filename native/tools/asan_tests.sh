@@ -22,8 +22,12 @@ done
 cp "$BUILD"/_native*.so "$SHADOW/xnorlab/"
 ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
   "$PY" - "$PWD/$SHADOW" "$@" <<'PYEOF'
+import os
 import sys
 shadow = sys.argv[1]
+# Child processes (tests that start a fresh interpreter) import the installed optimized module,
+# which must not run under the preloaded ASan runtime (its __cxa_throw interceptor aborts there).
+os.environ.pop("LD_PRELOAD", None)
 sys.meta_path = [f for f in sys.meta_path if "_editable_skbc" not in type(f).__module__]
 sys.path.insert(0, shadow)
 import pytest
