@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -142,11 +143,24 @@ def test_concurrent_calls_from_python_threads_are_safe() -> None:
         assert torch.equal(out, expected[index % len(inputs)])
 
 
+@pytest.fixture(params=[1, 2])
+def threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    before = kernels.get_threads()
+    kernels.set_threads(request.param)
+    try:
+        yield request.param
+    finally:
+        kernels.set_threads(before)
+
+
+@needs_native
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_inputs_larger_than_the_cache_are_computed_in_slabs_alike(isa: str, layout: str) -> None:
-    """Inputs over 1 MiB run a few images at a time (pack, K map, conv per slab, the next
-    slab's input prefetched); every image must come out as if computed alone, and as the
-    reference."""
+def test_inputs_larger_than_the_cache_are_computed_in_slabs_alike(
+    isa: str, layout: str, threads: int
+) -> None:
+    """On one thread, inputs over 1 MiB run a few images at a time (pack, K map, conv per
+    slab, the next slab's input prefetched); with more threads the batch stays whole. Either
+    way every image must come out as if computed alone, and as the reference."""
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(3, 64, 40, 40, generator=gen)  # 1.2 MiB: one 400 KiB image per slab
     if layout == "channels_last":
@@ -162,7 +176,8 @@ def test_inputs_larger_than_the_cache_are_computed_in_slabs_alike(isa: str, layo
         torch.testing.assert_close(whole, ref, rtol=1e-5, atol=1e-4)
 
 
-def test_a_nan_in_the_last_slab_is_reported(isa: str) -> None:
+@needs_native
+def test_a_nan_in_the_last_slab_is_reported(isa: str, threads: int) -> None:
     from xnorlab.core.binarize import NaNInputWarning
 
     x = torch.randn(3, 64, 40, 40)
