@@ -23,6 +23,7 @@ from xnorlab.core.benchmark import (
     ModelResult,
     RunPlan,
     SplitTiming,
+    ThreadScalingResult,
     Timing,
     ceiling_fraction,
     gops,
@@ -242,3 +243,23 @@ def test_markdown_renders_every_row_with_its_figures() -> None:
     assert "- MET: BWN linear >= 4x torch float32 (avx512): worst 4.00" in text
     assert "CPU: Test CPU" in text and "- a note" in text
     assert "| 40.000 | 36.000 | 24.000 | 12.000 | 1.50 / 3.00 | 19 |" in text
+
+
+def test_thread_scaling_check_prefers_the_interleaved_measurement() -> None:
+    """Rows of 1 and 2 threads measured apart give 1.5x; the interleaved pair gives 1.9x."""
+    convs = [conv_row(1.5, batch=8, threads=1), conv_row(1.0, batch=8, threads=2)]
+    apart = report_with(convs, 3.0, 12.0)
+
+    def scaling_check(report: BenchReport) -> tuple[bool | None, str]:
+        check = next(c for c in target_checks(report) if c.name.startswith("2 threads"))
+        return check.met, check.detail
+
+    met, detail = scaling_check(apart)
+    assert met is False and "worst 1.50 at 64@56x56 (avx512)" in detail
+    pair = ThreadScalingResult(SHAPE, 8, "avx512", "kmap", 2, ms(1.9), ms(1.0))
+    interleaved = dataclasses.replace(apart, thread_scaling=[pair])
+    met, detail = scaling_check(interleaved)
+    assert met is True and "worst 1.90" in detail and "timed interleaved" in detail
+    assert pair.metrics()["speedup_of_mins"] == pytest.approx(1.9)
+    text = render_markdown(interleaved)
+    assert "| 64@56x56 | 8 | avx512 | 1.900 (1.710-2.280) | 1.000 (0.900-1.200) | 2 | 1.90" in text

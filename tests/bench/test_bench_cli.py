@@ -17,14 +17,18 @@ import pytest
 from xnorlab.cli.main import main
 from xnorlab.core.benchmark import (
     MALLOC_ENV,
+    QUICK_PLAN,
+    QUICK_SHAPES,
     BaselineTimings,
     ConvResult,
     ConvShape,
+    Engine,
     LinearResult,
     MachineInfo,
     ModelResult,
     SplitTiming,
     Timing,
+    measure_thread_scaling,
 )
 
 TIMING_KEYS = {f.name for f in dataclasses.fields(Timing)}
@@ -183,3 +187,21 @@ def test_quick_run_on_the_forced_reference_engine() -> None:
     assert data["models"][0]["backend"] == "torch simulation"
     assert data["models"][0]["native_calls_per_forward"] == 0
     assert any("malloc" in note.lower() or "MALLOC" in note for note in data["notes"])
+
+
+def test_thread_scaling_times_both_thread_counts_and_leaves_the_last_one_set() -> None:
+    engine = Engine()
+    if not engine.is_native:
+        pytest.fail("the native engine must be built for the benchmark tests")
+    before = engine.get_threads()
+    try:
+        row = measure_thread_scaling(engine, QUICK_SHAPES[0], 2, engine.active_isa(), 2, "kmap",
+                                     QUICK_PLAN)  # fmt: skip
+        assert engine.get_threads() == 2  # the last block ran on 2 threads
+    finally:
+        engine.set_threads(before or 1)
+    assert row.one_thread.runs >= QUICK_PLAN.min_runs and row.many_threads.runs >= 3
+    assert 0 < row.one_thread.min_s <= row.one_thread.median_s
+    assert row.metrics()["speedup"] == pytest.approx(
+        row.one_thread.median_s / row.many_threads.median_s
+    )

@@ -312,11 +312,29 @@ def render_rest(report: BenchReport) -> list[str]:
             f"{_num(metrics['speedup_channels_last_vs_float'])} | {m.native_calls_per_forward} | "
             f"{_model_split(m.split_channels_last)} | {m.max_rel_diff_vs_simulation:.2e} |"
         )
+    lines += render_thread_scaling(report)
     lines += ["", "## Targets (issue 3)", ""]
     for check in target_checks(report):
         verdict = {True: "MET", False: "MISSED", None: "n/a"}[check.met]
         lines.append(f"- {verdict}: {check.name}: {check.detail}")
     lines += ["", "## Notes", ""] + [f"- {note}" for note in report.notes]
+    return lines
+
+
+def render_thread_scaling(report: BenchReport) -> list[str]:
+    """1 vs N engine threads on the XNOR conv, timed interleaved (empty when not measured)."""
+    if not report.thread_scaling:
+        return []
+    lines = ["", "## Thread scaling (XNOR conv; 1 and N threads timed interleaved; ms)", "",
+             "| shape | batch | isa | 1 thread (min-max) | N threads (min-max) | N | speedup "
+             "(of mins) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for row in report.thread_scaling:
+        m = row.metrics()
+        lines.append(
+            f"| {row.shape.name} | {row.batch} | {row.isa} | {_ms(row.one_thread)} "
+            f"({_spread(row.one_thread)}) | {_ms(row.many_threads)} ({_spread(row.many_threads)})"
+            f" | {row.threads} | {_num(m['speedup'])} ({_num(m['speedup_of_mins'])}) |"
+        )
     return lines
 
 

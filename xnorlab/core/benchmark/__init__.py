@@ -32,9 +32,11 @@ from xnorlab.core.benchmark.measure import (
     ConvResult,
     LinearResult,
     ModelResult,
+    ThreadScalingResult,
     measure_bwn_linear,
     measure_conv_group,
     measure_model,
+    measure_thread_scaling,
 )
 from xnorlab.core.benchmark.run import (
     BenchConfig,
@@ -81,6 +83,7 @@ __all__ = [
     "RunPlan",
     "SplitTiming",
     "TargetCheck",
+    "ThreadScalingResult",
     "Timing",
     "ceiling_fraction",
     "cpu_flags",
@@ -92,6 +95,7 @@ __all__ = [
     "measure_ceilings",
     "measure_conv_group",
     "measure_model",
+    "measure_thread_scaling",
     "profile_split",
     "run_benchmark",
     "speedup",

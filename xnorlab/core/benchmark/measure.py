@@ -216,6 +216,57 @@ def measure_conv_group(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class ThreadScalingResult:
+    """The engine's XNOR conv on 1 thread and on ``threads`` threads, timed interleaved.
+
+    The conv rows of different thread counts are measured minutes apart; on a shared machine
+    a load change between them distorts their ratio. Here both sides alternate in blocks
+    (``time_interleaved``), so the ratio compares like with like.
+    """
+
+    shape: ConvShape
+    batch: int
+    isa: str
+    scaling: str
+    threads: int
+    one_thread: Timing
+    many_threads: Timing
+
+    def metrics(self) -> dict[str, float | None]:
+        return {
+            "speedup": speedup(self.one_thread.median_s, self.many_threads.median_s),
+            "speedup_of_mins": speedup(self.one_thread.min_s, self.many_threads.min_s),
+        }
+
+
+def measure_thread_scaling(
+    engine: Engine,
+    shape: ConvShape,
+    batch: int,
+    isa: str,
+    threads: int,
+    scaling: str,
+    plan: RunPlan,
+) -> ThreadScalingResult:
+    """Time the XNOR conv of ``shape`` at 1 and at ``threads`` engine threads, interleaved
+    (the thread count is switched untimed before each block; the block's first call, also
+    untimed, starts the pool's workers)."""
+    x = torch.randn(batch, shape.in_channels, shape.size, shape.size)
+    weight = torch.randn(shape.out_channels, shape.in_channels, shape.kernel, shape.kernel)
+    engine.set_isa(isa)
+    packed = engine.pack_conv(weight)
+    op = lambda: engine.conv(x, packed, shape, scaling)  # noqa: E731
+    ops: dict[str, Op | tuple[Op, Op]] = {
+        "one": (lambda: engine.set_threads(1), op),
+        "many": (lambda: engine.set_threads(threads), op),
+    }
+    with torch.inference_mode():
+        timings = time_interleaved(ops, plan)
+    return ThreadScalingResult(shape, batch, isa, scaling, threads, timings["one"],
+                               timings["many"])  # fmt: skip
+
+
 def _reference_conv(x: Tensor, weight: Tensor, shape: ConvShape, scaling: str) -> Tensor:
     from xnorlab.core.binarize import xnor_conv2d
 
