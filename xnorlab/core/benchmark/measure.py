@@ -250,16 +250,26 @@ def measure_thread_scaling(
     plan: RunPlan,
 ) -> ThreadScalingResult:
     """Time the XNOR conv of ``shape`` at 1 and at ``threads`` engine threads, interleaved
-    (the thread count is switched untimed before each block; the block's first call, also
-    untimed, starts the pool's workers)."""
+    (the thread count is switched untimed before each block, followed by three untimed calls
+    that wake the pool's workers and let the scheduler place them)."""
     x = torch.randn(batch, shape.in_channels, shape.size, shape.size)
     weight = torch.randn(shape.out_channels, shape.in_channels, shape.kernel, shape.kernel)
     engine.set_isa(isa)
     packed = engine.pack_conv(weight)
-    op = lambda: engine.conv(x, packed, shape, scaling)  # noqa: E731
+    def op() -> Tensor:
+        return engine.conv(x, packed, shape, scaling)
+
+    def switch_to(count: int) -> Op:
+        def setup() -> None:  # the new count, then two settling calls (workers woken, placed)
+            engine.set_threads(count)
+            op()
+            op()
+
+        return setup
+
     ops: dict[str, Op | tuple[Op, Op]] = {
-        "one": (lambda: engine.set_threads(1), op),
-        "many": (lambda: engine.set_threads(threads), op),
+        "one": (switch_to(1), op),
+        "many": (switch_to(threads), op),
     }
     with torch.inference_mode():
         timings = time_interleaved(ops, plan)
