@@ -55,6 +55,16 @@ struct Region {
   std::exception_ptr error;
 };
 
+// Set while this thread runs tasks of a region.
+thread_local bool t_inside_region = false;
+
+struct InsideRegion {
+  InsideRegion() { t_inside_region = true; }
+  ~InsideRegion() { t_inside_region = false; }
+  InsideRegion(const InsideRegion&) = delete;
+  InsideRegion& operator=(const InsideRegion&) = delete;
+};
+
 class Pool {
  public:
   Pool() : threads_(default_threads()) {}
@@ -71,8 +81,14 @@ class Pool {
   }
 
   void run(int64_t tasks, const std::function<void(int64_t)>& body) {
+    // A parallel_for inside a task of a region (nested) runs on its own thread: the pool has
+    // one region at a time, and waiting for it from inside it would deadlock.
+    if (tasks <= 1 || t_inside_region) {
+      for (int64_t t = 0; t < tasks; ++t) body(t);
+      return;
+    }
     std::lock_guard<std::mutex> guard(region_mutex_);
-    if (threads_.load() <= 1 || tasks <= 1) {
+    if (threads_.load() <= 1) {
       for (int64_t t = 0; t < tasks; ++t) body(t);
       return;
     }
@@ -102,6 +118,7 @@ class Pool {
 
  private:
   void work(Region& r) {
+    const InsideRegion inside;
     for (;;) {
       const int64_t t = r.next.fetch_add(1);
       if (t >= r.tasks) return;
