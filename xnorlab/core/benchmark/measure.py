@@ -256,6 +256,7 @@ def measure_thread_scaling(
     weight = torch.randn(shape.out_channels, shape.in_channels, shape.kernel, shape.kernel)
     engine.set_isa(isa)
     packed = engine.pack_conv(weight)
+
     def op() -> Tensor:
         return engine.conv(x, packed, shape, scaling)
 
