@@ -106,6 +106,20 @@ def test_channels_last_input_hook_changes_memory_format_only() -> None:
     torch.testing.assert_close(hooked, plain, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("modes", ["float", {"2": "bwn", "5": "bwn"}])
+def test_models_without_xnor_convs_keep_their_input_layout(modes: object) -> None:
+    model = small_net()
+    binarize_model(model, modes)
+    seen: list[bool] = []
+    model[0].register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    with torch.no_grad(), native_backend(model):
+        assert not model._forward_pre_hooks  # no channels_last input hook was added
+        model(torch.randn(2, 3, 16, 16))
+    assert seen == [False]
+
+
 def test_weights_made_in_inference_mode_run_natively() -> None:
     with torch.inference_mode():
         conv = nn.Conv2d(8, 16, 3, padding=1)
