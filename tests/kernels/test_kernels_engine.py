@@ -177,6 +177,55 @@ def test_inputs_larger_than_the_cache_are_computed_in_slabs_alike(
 
 
 @needs_native
+@pytest.mark.parametrize("batch", [2, 4, 5, 9])
+def test_large_batches_on_two_threads_give_each_image_its_own_result(isa: str, batch: int) -> None:
+    """On several threads a large batch runs image by image (one task per image: pack, K map
+    and conv on the thread's scratch) when it splits evenly or has >= 4 images per thread, and
+    in batch-wide passes otherwise (2, 5 images). Every image must come out as if computed alone,
+    in either layout and scaling, and match the reference."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(batch, 64, 34, 34, generator=gen)  # 296 KiB per image: >1 MiB from 4 images
+    weight = kernels.pack_conv2d_weight(torch.randn(24, 64, 3, 3, generator=gen))
+    bias = torch.randn(24, generator=gen)
+    before = kernels.get_threads()
+    kernels.set_threads(2)
+    try:
+        for layout in (torch.contiguous_format, torch.channels_last):
+            xl = x.contiguous(memory_format=layout)
+            for scaling in ("kmap", "scalar", "none"):
+                whole = kernels.xnor_conv2d(xl, weight, bias, padding=1, scaling=scaling)
+                alone = [kernels.xnor_conv2d(xl[i : i + 1], weight, bias, padding=1,
+                                             scaling=scaling) for i in range(batch)]  # fmt: skip
+                assert torch.equal(whole, torch.cat(alone)), (layout, scaling)
+                ref = reference.xnor_conv2d(xl, weight, bias, padding=1, scaling=scaling)
+                torch.testing.assert_close(whole, ref, rtol=1e-5, atol=1e-4)
+    finally:
+        kernels.set_threads(before)
+
+
+@needs_native
+@pytest.mark.parametrize("nan_image", [0, 3])
+def test_a_nan_in_any_image_of_an_image_parallel_batch_is_reported(
+    isa: str, nan_image: int
+) -> None:
+    from xnorlab.core.binarize import NaNInputWarning
+
+    x = torch.randn(4, 64, 34, 34)
+    x[nan_image, 63, 33, 33] = float("nan")
+    weight = kernels.pack_conv2d_weight(torch.randn(8, 64, 3, 3))
+    before = kernels.get_threads()
+    kernels.set_threads(2)
+    try:
+        with pytest.warns(NaNInputWarning):
+            out = kernels.xnor_conv2d(x, weight, padding=1, scaling="kmap")
+    finally:
+        kernels.set_threads(before)
+    with pytest.warns(NaNInputWarning):
+        ref = reference.xnor_conv2d(x, weight, padding=1, scaling="kmap")
+    torch.testing.assert_close(out, ref, equal_nan=True)
+
+
+@needs_native
 def test_a_nan_in_the_last_slab_is_reported(isa: str, threads: int) -> None:
     from xnorlab.core.binarize import NaNInputWarning
 
