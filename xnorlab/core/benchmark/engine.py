@@ -97,17 +97,22 @@ class Engine:
 
         return xnor_conv2d(x, packed, None, shape.stride, shape.padding, scaling=scaling)
 
-    def microkernel_gmac(self, isa: str, shape: ConvShape, seconds: float) -> float | None:
+    def microkernel_gmac(
+        self, isa: str, shape: ConvShape, seconds: float, runs: int = 1
+    ) -> float | None:
         """G binary MAC/s of ``isa``'s micro-kernel alone (the bare popcount loop with its
-        fused output transform, one thread, L1-resident data) for ``shape``; None without the
-        native engine."""
+        fused output transform, one thread, L1-resident data) for ``shape``: the best of
+        ``runs`` runs of ``seconds / runs`` each, as the ceilings are measured (a run that a
+        neighbour on the shared host slowed does not count); None without the native engine."""
         if not self.is_native:
             return None
         self.set_isa(isa)
-        rate = self._kernels.microkernel_rate(
-            shape.in_channels, shape.out_channels, shape.kernel, seconds
-        )
-        return float(rate) / 1e9
+        per_run = seconds / max(1, runs)
+        return max(
+            float(self._kernels.microkernel_rate(shape.in_channels, shape.out_channels,
+                                                 shape.kernel, per_run)) / 1e9
+            for _ in range(max(1, runs))
+        )  # fmt: skip
 
     def pack_linear(self, weight: Tensor) -> Any:
         if self.available and hasattr(self._kernels, "pack_linear_weight"):
