@@ -210,6 +210,7 @@ struct ConvPlan {
   int64_t col_patterns = 0;
   std::vector<int32_t> pattern_corr;              // [row pat * col_patterns + col pat][blocks*32]
   std::vector<int32_t> no_correction;             // [blocks*32] zeros (pixels without halo taps)
+  bool stream_out = false;                        // streaming stores of the output (fenced)
 };
 
 // Position of an output pixel: image n, row oh, column ow (advanced without divisions).
@@ -301,6 +302,28 @@ void plan_border_patterns(ConvPlan& pl) {
   }
 }
 
+// Orders this thread's streaming (non-temporal) stores before its later stores, i.e. before
+// the pool's task-done counter that the caller waits on, so the output is complete when read.
+inline void store_fence() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_sfence();
+#endif
+}
+
+// Output written with streaming stores: large outputs (>= 256 KiB per call; the next layer
+// reads them from memory or L3 anyway, and their writes then skip the read for ownership)
+// whose 32-channel blocks are 64-byte aligned. Measured here (AVX-512, ResNet-18 3x3 shapes,
+// same process, alternating): batch 8 on 1 thread 1-9 % faster (128@28x28 1.10 -> 1.02 ms),
+// on 2 threads 1-7 %; resnet18 through the engine 7.61 -> 7.50 ms at batch 1 and 34.8 -> 32.0
+// ms at batch 8 on 2 threads; nothing slower. Small outputs keep ordinary stores, so the next
+// op finds them in cache.
+bool stream_output(const ConvShape& s, const float* out) {
+  constexpr int64_t kStreamBytes = int64_t{256} << 10;
+  const int64_t bytes = s.batch * s.out_h * s.out_w * s.out_channels * 4;
+  return bytes >= kStreamBytes && s.out_channels % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(out) % 64 == 0;
+}
+
 // Prefetch tile ti's share of the next slab's input (into L2; it lands in L3 at worst), so the
 // next pack pass reads from cache instead of memory.
 void prefetch_lines(const ConvPlan& pl, int64_t ti) {
@@ -335,9 +358,11 @@ void conv_task(const ConvPlan& pl, int64_t task) {
                          static_cast<int>(s.out_channels - b0 * kOcBlock),
                          pl.b.alpha + b0 * kOcBlock, pl.b.bias + b0 * kOcBlock, pl.scale + q0,
                          border ? corr : nullptr, 0, pl.taps * s.channels,
-                         pl.b.out + q0 * s.out_channels + b0 * kOcBlock, s.out_channels};
+                         pl.b.out + q0 * s.out_channels + b0 * kOcBlock, s.out_channels,
+                         pl.stream_out};
     pl.k.conv_tile(a);
   }
+  if (pl.stream_out) store_fence();
 }
 
 // Output-channel blocks handled together: as many as keep their weights within 16 KiB of L1.
@@ -482,6 +507,7 @@ ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b) {
   const Halo halo = halo_of(s, ceil_div(s.channels, 64));
   ConvPlan pl(s, b, k, halo, nullptr, nullptr);
   plan_border_patterns(pl);
+  pl.stream_out = stream_output(s, b.out);
   const double plan_s = seconds_since(start);
   const PhaseTimes t = image_parallel(s) ? conv_per_image(pl, b) : conv_in_slabs(pl, b);
   ConvResult result{};

@@ -35,6 +35,7 @@ inline void accumulate(__m512i* acc, uint64_t word, __m512i w0, __m512i w1, __m5
 struct Transform32 {
   __m512i kbits, even, alpha_lo, alpha_hi, bias_lo, bias_hi;
   __mmask16 store_lo, store_hi;
+  bool stream;  // whole 32-channel blocks bypass the caches (aligned; the driver fences)
   explicit Transform32(const ConvTileArgs& a)
       : kbits(_mm512_set1_epi32(static_cast<int>(a.kbits))),
         even(_mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)),
@@ -45,7 +46,8 @@ struct Transform32 {
         store_lo(a.oc_valid >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << a.oc_valid) - 1u)),
         store_hi(a.oc_valid >= 32   ? 0xFFFF
                  : a.oc_valid <= 16 ? 0
-                                    : static_cast<__mmask16>((1u << (a.oc_valid - 16)) - 1u)) {}
+                                    : static_cast<__mmask16>((1u << (a.oc_valid - 16)) - 1u)),
+        stream(a.stream_out) {}
 
   __m512 half(__m512i lo8, __m512i hi8, const int32_t* corr, __m512i alpha, __m512i bias,
               float scale) const {
@@ -63,7 +65,10 @@ struct Transform32 {
     const __m512 lo = half(acc0, acc1, corr, alpha_lo, bias_lo, scale);
     const __m512 hi = half(acc2, acc3, corr == nullptr ? nullptr : corr + 16, alpha_hi, bias_hi,
                            scale);
-    if (store_hi == 0xFFFF) {
+    if (store_hi == 0xFFFF && stream) {  // two whole cache lines: no read for ownership
+      _mm512_stream_ps(out, lo);
+      _mm512_stream_ps(out + 16, hi);
+    } else if (store_hi == 0xFFFF) {
       _mm512_storeu_ps(out, lo);
       _mm512_storeu_ps(out + 16, hi);
     } else {

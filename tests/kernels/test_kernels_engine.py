@@ -204,6 +204,28 @@ def test_large_batches_on_two_threads_give_each_image_its_own_result(isa: str, b
 
 
 @needs_native
+@pytest.mark.parametrize(("out_channels", "batch"), [(32, 1), (48, 3), (64, 2), (40, 2)])
+def test_large_outputs_written_with_streaming_stores_match_the_reference(
+    isa: str, threads: int, out_channels: int, batch: int
+) -> None:
+    """Outputs of 256 KiB and more whose channel count is a multiple of 16 are written with
+    non-temporal stores (48: the last 32-channel block is half full and keeps masked stores;
+    40: not a multiple of 16, ordinary stores). The result must not depend on that."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(batch, 70, 48, 48, generator=gen)  # >= 288 KiB of output per image
+    w = torch.randn(out_channels, 70, 3, 3, generator=gen)
+    bias = torch.randn(out_channels, generator=gen)
+    out = kernels.xnor_conv2d(x, kernels.pack_conv2d_weight(w), bias, padding=1)
+    assert out.numel() * 4 >= 256 * 1024
+    ref = reference.xnor_conv2d(x, w, bias, padding=1)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+    sign_w = torch.where(w < 0, -1.0, 1.0)  # alpha = 1: the issue's exact integer formula
+    exact = kernels.xnor_conv2d(x, kernels.pack_conv2d_weight(sign_w), padding=1, scaling="none")
+    expected = torch.nn.functional.conv2d(torch.where(x < 0, -1.0, 1.0), sign_w, padding=1)
+    assert torch.equal(exact, expected)
+
+
+@needs_native
 @pytest.mark.parametrize("nan_image", [0, 3])
 def test_a_nan_in_any_image_of_an_image_parallel_batch_is_reported(
     isa: str, nan_image: int

@@ -53,6 +53,10 @@ struct ConvTileArgs {
   int64_t kbits;                  // K = taps * C
   float* out;                     // output of the first pixel at the first block's first channel
   int64_t out_pixel_stride;       // floats between consecutive pixels (= C_out, NHWC output)
+  // Non-temporal (streaming) stores allowed for whole blocks: every block's output is 64-byte
+  // aligned (the driver checks out and out_pixel_stride). The ISA may ignore it; one that uses
+  // it needs the driver's store fence before the output is read (see engine.cpp).
+  bool stream_out = false;
 };
 
 // The single-block arguments of block b of a call (for kernels that loop over blocks).
