@@ -53,7 +53,13 @@ def test_xnor_linear_matches_reference(
     bias = torch.randn(outputs) if with_bias else None
     out = kernels.xnor_linear(x, kernels.pack_linear_weight(weight, bias), scaling=scaling)
     ref = reference.xnor_linear(x, weight, bias, scaling=scaling)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4 * float(ref.abs().max()) + 1e-6)
+    # The reference sums `features` float32 terms +-alpha*beta, the engine an exact integer dot:
+    # where the dot is 0 the reference keeps a rounding residue (1.9e-6 seen for 1500 features,
+    # one output), so bound the difference by the magnitude of those terms, not of the result.
+    beta = float(x.abs().mean(dim=-1).max()) if scaling != "none" else 1.0
+    terms = features * float(weight.abs().mean(dim=1).max()) * beta
+    atol = 1e-4 * float(ref.abs().max()) + 1e-6 * terms + 1e-6
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=atol)
 
 
 @SETTINGS
