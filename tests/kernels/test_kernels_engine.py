@@ -178,14 +178,18 @@ def test_inputs_larger_than_the_cache_are_computed_in_slabs_alike(
 
 @needs_native
 @pytest.mark.parametrize("batch", [2, 4, 5, 9])
-def test_large_batches_on_two_threads_give_each_image_its_own_result(isa: str, batch: int) -> None:
-    """On several threads a large batch runs image by image (one task per image: pack, K map
-    and conv on the thread's scratch) when it splits evenly or has >= 4 images per thread, and
-    in batch-wide passes otherwise (2, 5 images). Every image must come out as if computed alone,
-    in either layout and scaling, and match the reference."""
+@pytest.mark.parametrize(("channels", "size"), [(64, 34), (16, 32)])
+def test_batches_on_two_threads_give_each_image_its_own_result(
+    isa: str, batch: int, channels: int, size: int
+) -> None:
+    """On several threads a batch runs image by image (one task per image: pack, K map and conv
+    on the thread's scratch) when it splits evenly or has >= 4 images per thread (4, 9 images)
+    and its input is large (64@34x34: 296 KiB per image) or its weights small (16@32x32, 24
+    filters), and in batch-wide passes otherwise (2, 5 images). Every image must come out as if
+    computed alone, in either layout and scaling, and match the reference."""
     gen = torch.Generator().manual_seed(9)
-    x = torch.randn(batch, 64, 34, 34, generator=gen)  # 296 KiB per image: >1 MiB from 4 images
-    weight = kernels.pack_conv2d_weight(torch.randn(24, 64, 3, 3, generator=gen))
+    x = torch.randn(batch, channels, size, size, generator=gen)
+    weight = kernels.pack_conv2d_weight(torch.randn(24, channels, 3, 3, generator=gen))
     bias = torch.randn(24, generator=gen)
     before = kernels.get_threads()
     kernels.set_threads(2)
@@ -201,6 +205,35 @@ def test_large_batches_on_two_threads_give_each_image_its_own_result(isa: str, b
                 torch.testing.assert_close(whole, ref, rtol=1e-5, atol=1e-4)
     finally:
         kernels.set_threads(before)
+
+
+@needs_native
+@pytest.mark.parametrize("batch", [40, 43])
+def test_small_images_grouped_per_task_give_each_image_its_own_result(isa: str, batch: int) -> None:
+    """On several threads, images under 64 KiB are computed a group per task (here 5 per task;
+    43 leaves a last task of 3). Every image must come out as if computed alone and as the
+    reference, and a NaN in the last group is reported."""
+    from xnorlab.core.binarize import NaNInputWarning
+
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(batch, 6, 14, 14, generator=gen)  # LeNet's second conv: 4.7 KiB per image
+    w = torch.randn(16, 6, 5, 5, generator=gen)
+    weight = kernels.pack_conv2d_weight(w)
+    before = kernels.get_threads()
+    kernels.set_threads(2)
+    try:
+        whole = kernels.xnor_conv2d(x, weight, scaling="kmap")
+        alone = torch.cat([kernels.xnor_conv2d(x[i : i + 1], weight, scaling="kmap")
+                           for i in range(batch)])  # fmt: skip
+        with_nan = x.clone()
+        with_nan[batch - 1, 5, 13, 13] = float("nan")
+        with pytest.warns(NaNInputWarning):
+            kernels.xnor_conv2d(with_nan, weight, scaling="kmap")
+    finally:
+        kernels.set_threads(before)
+    assert torch.equal(whole, alone)
+    torch.testing.assert_close(whole, reference.xnor_conv2d(x, w, scaling="kmap"), rtol=1e-5,
+                               atol=1e-4)  # fmt: skip
 
 
 @needs_native
