@@ -371,15 +371,24 @@ int64_t group_blocks_for(int64_t taps, int64_t words, int64_t blocks) {
   return std::min(blocks, std::max<int64_t>(1, (16 * 1024) / weight_block_bytes));
 }
 
+// Word operations of a conv (xor + popcount + add of one 64-bit word for one output channel,
+// padded blocks included). Below kWorkerWordOps (~20 us on one thread) waking a worker costs
+// more than the work.
+constexpr int64_t kWorkerWordOps = int64_t{1} << 20;
+
+int64_t conv_word_ops(const ConvShape& s, int64_t words) {
+  return s.batch * s.out_h * s.out_w * s.kernel_h * s.kernel_w * words *
+         ceil_div(s.out_channels, kOcBlock) * kOcBlock;
+}
+
 void run_conv(ConvPlan& pl) {
   pl.group_blocks = group_blocks_for(pl.taps, pl.halo.words, pl.blocks);
   const int64_t groups = ceil_div(pl.blocks, pl.group_blocks);
   const int64_t total = pl.s.batch * pl.s.out_h * pl.s.out_w;
   pl.tiles = ceil_div(total, pl.k.tile);
   pl.lines_per_tile = ceil_div(pl.prefetch_lines, pl.tiles);
-  // ~20 us of single-thread work or less: one task (no worker wake-up).
-  const int64_t word_ops = total * pl.taps * pl.halo.words * pl.blocks * kOcBlock;
-  const int64_t want_tasks = word_ops < (int64_t{1} << 20) ? 1 : 16 * int64_t{get_threads()};
+  const int64_t want_tasks =
+      conv_word_ops(pl.s, pl.halo.words) < kWorkerWordOps ? 1 : 16 * int64_t{get_threads()};
   const int64_t chunks_wanted =
       want_tasks == 1 ? 1 : std::max<int64_t>(1, ceil_div(want_tasks, groups));
   pl.tiles_per_chunk = std::max<int64_t>(1, ceil_div(pl.tiles, chunks_wanted));
@@ -413,7 +422,10 @@ void compute_images(ConvPlan& pl, uint64_t* packed, float* absum, float* scale, 
 
 constexpr int64_t kWholeBatchBytes = int64_t{1} << 20;
 
-int64_t image_bytes(const ConvShape& s) { return s.channels * s.height * s.width * 4; }
+// Floats of one input image and of one output image.
+int64_t image_floats(const ConvShape& s) { return s.channels * s.height * s.width; }
+int64_t out_image_floats(const ConvShape& s) { return s.out_h * s.out_w * s.out_channels; }
+int64_t image_bytes(const ConvShape& s) { return image_floats(s) * 4; }
 
 // Images per slab on one thread. Inputs larger than the L2 cache are computed a few images at
 // a time (pack, scale, conv per slab): the packed slab stays in cache and each slab's conv is
@@ -428,8 +440,7 @@ int64_t slab_images(const ConvShape& s) {
 // One thread (or a small batch): slab after slab, each slab's phases spread over the pool.
 PhaseTimes conv_in_slabs(ConvPlan& pl, const ConvBuffers& b) {
   const ConvShape s = pl.s;
-  const int64_t image_floats = s.channels * s.height * s.width;
-  const int64_t out_floats = s.out_h * s.out_w * s.out_channels;
+  const int64_t in_floats = image_floats(s), out_floats = out_image_floats(s);
   const int64_t slab = get_threads() > 1 ? s.batch : slab_images(s);
   uint64_t* packed = scratch(t_packed, slab * pl.halo.image_words());
   float* absum = scratch(t_absum, slab * s.height * s.width);
@@ -441,10 +452,10 @@ PhaseTimes conv_in_slabs(ConvPlan& pl, const ConvBuffers& b) {
     const int64_t images = std::min(slab, s.batch - n0);
     const int64_t next = std::min(slab, s.batch - n0 - images);
     pl.s.batch = images;
-    pl.b.x = b.x + n0 * image_floats;
+    pl.b.x = b.x + n0 * in_floats;
     pl.b.out = b.out + n0 * out_floats;
-    pl.prefetch = reinterpret_cast<const char*>(pl.b.x + images * image_floats);
-    pl.prefetch_lines = ceil_div(next * image_floats * 4, 64);
+    pl.prefetch = reinterpret_cast<const char*>(pl.b.x + images * in_floats);
+    pl.prefetch_lines = ceil_div(next * in_floats * 4, 64);
     compute_images(pl, packed, absum, scale, t);
   }
   return t;
@@ -452,7 +463,7 @@ PhaseTimes conv_in_slabs(ConvPlan& pl, const ConvBuffers& b) {
 
 // Several threads: image parallel when every thread gets at least two images, the batch
 // divides evenly or is large (the share of the last round is small), the call is worth waking
-// a worker (>= 2^20 word ops, as in run_conv), and either the input is large (its pack then
+// a worker (kWorkerWordOps), and either the input is large (its pack then
 // overlaps the other thread's conv) or the packed weights are small (<= 128 KiB: each task
 // re-reads them from L2 cheaply, and one region per call replaces the three of batch-wide
 // passes). Measured on 2 threads against batch-wide passes (batch 8 unless noted; median 2 / 1
@@ -463,10 +474,9 @@ bool image_parallel(const ConvShape& s, int64_t words) {
   const int64_t threads = get_threads();
   if (threads < 2 || s.batch < 2 * threads) return false;
   if (s.batch % threads != 0 && s.batch < 4 * threads) return false;
-  const int64_t taps = s.kernel_h * s.kernel_w, blocks = ceil_div(s.out_channels, kOcBlock);
-  const int64_t word_ops = s.batch * s.out_h * s.out_w * taps * words * blocks * kOcBlock;
-  if (word_ops < (int64_t{1} << 20)) return false;
-  const int64_t weight_bytes = blocks * taps * words * kOcBlock * 8;
+  if (conv_word_ops(s, words) < kWorkerWordOps) return false;
+  const int64_t weight_bytes =
+      ceil_div(s.out_channels, kOcBlock) * s.kernel_h * s.kernel_w * words * kOcBlock * 8;
   return s.batch * image_bytes(s) > kWholeBatchBytes || weight_bytes <= (int64_t{128} << 10);
 }
 
@@ -496,8 +506,7 @@ int64_t images_per_task(const ConvShape& s, int64_t threads) {
 PhaseTimes conv_per_image(const ConvPlan& shared, const ConvBuffers& b) {
   const ConvShape& s = shared.s;
   const int64_t threads = get_threads();
-  const int64_t image_floats = s.channels * s.height * s.width;
-  const int64_t out_floats = s.out_h * s.out_w * s.out_channels;
+  const int64_t in_floats = image_floats(s), out_floats = out_image_floats(s);
   const int64_t per_task = images_per_task(s, threads);
   const int64_t tasks = ceil_div(s.batch, per_task);
   std::mutex sum_mutex;
@@ -507,7 +516,7 @@ PhaseTimes conv_per_image(const ConvPlan& shared, const ConvBuffers& b) {
     const int64_t n0 = task * per_task, images = std::min(per_task, s.batch - n0);
     ConvPlan pl = shared;
     pl.s.batch = images;
-    pl.b.x = b.x + n0 * image_floats;
+    pl.b.x = b.x + n0 * in_floats;
     pl.b.out = b.out + n0 * out_floats;
     uint64_t* packed = scratch(t_packed, images * pl.halo.image_words());
     float* absum = scratch(t_absum, images * s.height * s.width);
@@ -515,9 +524,9 @@ PhaseTimes conv_per_image(const ConvPlan& shared, const ConvBuffers& b) {
     pl.packed = packed;
     pl.scale = scale;
     const int64_t next = n0 + threads * per_task;  // the first image this thread likely takes next
-    pl.prefetch = reinterpret_cast<const char*>(b.x + std::min(next, s.batch - 1) * image_floats);
+    pl.prefetch = reinterpret_cast<const char*>(b.x + std::min(next, s.batch - 1) * in_floats);
     pl.prefetch_lines =
-        next < s.batch ? ceil_div(std::min(per_task, s.batch - next) * image_floats * 4, 64) : 0;
+        next < s.batch ? ceil_div(std::min(per_task, s.batch - next) * in_floats * 4, 64) : 0;
     PhaseTimes t;
     compute_images(pl, packed, absum, scale, t);
     const std::lock_guard<std::mutex> lock(sum_mutex);
