@@ -31,6 +31,7 @@ lint: setup
 	$(BIN)/ruff check xnorlab tests
 	$(BIN)/ruff format --check xnorlab tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf build $(STAMP)

@@ -8,7 +8,7 @@ shorter side is ``SHORT_SIDE`` pixels (Lanczos), writes them as baseline JPEG (q
 ``QUALITY``, no metadata) and writes ``README.md`` with each file's source and licence, as
 stated in the scikit-image docstring of the image. Default output:
 ``xnorlab/resources/calibration``. The file list and order are
-``xnorlab.core.calibration.PHOTO_FILES``.
+``xnorlab.data.calibration.PHOTO_FILES``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from xnorlab.core.calibration import PHOTO_FILES, calibration_dir
+from xnorlab.data.calibration import PHOTO_FILES, calibration_dir
 
 SHORT_SIDE = 256
 QUALITY = 88
@@ -73,7 +73,7 @@ def readme(sizes: dict[str, tuple[int, int, int]]) -> str:
     return "\n".join([
         "# Bundled calibration photos",
         "",
-        "Unlabelled real photos that `xnorlab.core.calibration` feeds a model when no data set",
+        "Unlabelled real photos that `xnorlab.data.calibration` feeds a model when no data set",
         "is open (activation histograms, sign flips, K maps, errors vs float in the app and in",
         "reports). They are never used to measure accuracy. Built by",
         f"`scripts/build_calibration_photos.py` from scikit-image {_skimage_version()}'s sample",
@@ -97,7 +97,7 @@ def _skimage_version() -> str:
 def build(out_dir: Path) -> dict[str, tuple[int, int, int]]:
     """Write every photo and the README into ``out_dir``; returns name -> (w, h, bytes)."""
     if set(SOURCES) != set(PHOTO_FILES):
-        raise SystemExit("SOURCES and xnorlab.core.calibration.PHOTO_FILES list different files")
+        raise SystemExit("SOURCES and xnorlab.data.calibration.PHOTO_FILES list different files")
     out_dir.mkdir(parents=True, exist_ok=True)
     sizes: dict[str, tuple[int, int, int]] = {}
     for name in PHOTO_FILES:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
+from xnorlab.binary.surgery import binarize_model
 from xnorlab.cli.progress import ProgressBar
-from xnorlab.core.data import load_dataset
-from xnorlab.core.models import build_demo
-from xnorlab.core.modelspec import CHECKPOINT_DIR
-from xnorlab.core.surgery import binarize_model
-from xnorlab.core.training import TrainConfig, train
+from xnorlab.data.datasets import load_dataset
+from xnorlab.models.demo import build_demo
+from xnorlab.models.spec import CHECKPOINT_DIR
+from xnorlab.train.training import TrainConfig, train
 
 RECIPE = TrainConfig(
     epochs=30, batch_size=64, lr=2e-3, seed=0, shift_px=2.0, rotate_deg=10.0, scale=0.1

@@ -1,20 +1,79 @@
-"""xnorlab: a desktop lab for binary neural networks (XNOR-Net, BWN)."""
+"""xnorlab: a desktop lab for binary neural networks (XNOR-Net, BWN).
+
+The public API: binarization math, the layer wrappers and model surgery. Everything else lives
+in rooms named by domain (``xnorlab.engine``, ``xnorlab.models``, ``xnorlab.measure``, ...).
+"""
 
 from __future__ import annotations
 
 import os
 
-__version__ = "0.1.0"
-
-# torch's OpenMP workers spin for a long time after every parallel region by default (libgomp:
-# 300,000 spins) and then starve the native engine's thread pool on the other core: measured on
-# 2 cores, an XNOR conv right after a torch conv scaled 1.04-1.08x from 1 to 2 threads. Sleeping
-# at once (OMP_WAIT_POLICY=PASSIVE, the default here until session 3) cures that but makes every
-# small torch op of a model wake its workers: resnet18 at batch 1 on 2 threads took 28.4-28.8 ms
-# in float and 7.6-7.7 ms binarized through the engine. A short spin (GOMP_SPINCOUNT=10000) keeps
-# both: 23.6-23.9 ms float, 5.6-5.7 ms binarized, and the XNOR conv after a torch conv scales
-# 1.86-2.01x (benchmarks/RESULTS.md). libgomp reads these once, when torch loads, so they only
-# take effect when xnorlab is imported before torch (as in the CLI and the app). A policy or spin
-# count the user set wins.
+# torch's OpenMP workers spin long after every parallel region by default and starve the
+# engine's thread pool on the other core; sleeping at once makes each small torch op wake them.
+# A short spin keeps both fast (benchmarks/RESULTS.md). libgomp reads this once, when torch
+# loads, so it is set before any import below loads torch; a policy the user set wins.
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "10000"
+
+from xnorlab._version import __version__
+from xnorlab.binary.binarize import (
+    binarize_weight,
+    input_scale_kmap,
+    input_scale_scalar,
+    sign_nonzero,
+    ste_sign,
+    weight_scale_alpha,
+    xnor_conv2d,
+    xnor_linear,
+)
+from xnorlab.binary.layers import BinConv2d, BinLinear, LayerConfig
+from xnorlab.binary.modes import Backend, InputScaling, Mode, PadMode, WeightGrad
+from xnorlab.binary.surgery import (
+    PRESETS,
+    FirstLastBinarizedWarning,
+    LayerInfo,
+    ModeMapError,
+    binarize_model,
+    current_modes,
+    float_mode,
+    layer_macs,
+    list_layers,
+    preset_modes,
+    restore_float,
+)
+from xnorlab.common.errors import XnorlabError
+from xnorlab.runtime.integration import native_backend, set_backend
+
+__all__ = [
+    "PRESETS",
+    "Backend",
+    "BinConv2d",
+    "BinLinear",
+    "FirstLastBinarizedWarning",
+    "InputScaling",
+    "LayerConfig",
+    "LayerInfo",
+    "Mode",
+    "ModeMapError",
+    "PadMode",
+    "WeightGrad",
+    "XnorlabError",
+    "__version__",
+    "binarize_model",
+    "binarize_weight",
+    "current_modes",
+    "float_mode",
+    "input_scale_kmap",
+    "input_scale_scalar",
+    "layer_macs",
+    "list_layers",
+    "native_backend",
+    "preset_modes",
+    "restore_float",
+    "set_backend",
+    "sign_nonzero",
+    "ste_sign",
+    "weight_scale_alpha",
+    "xnor_conv2d",
+    "xnor_linear",
+]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run tests/kernels once against an AddressSanitizer build of xnorlab._native, without touching
+# Run tests/engine once against an AddressSanitizer build of xnorlab.engine._native, without touching
 # the installed (optimized) module that everybody else imports.
 #   1. configure + build native/ with -DXNORLAB_ASAN=ON into build/asan (cmake + ninja);
 #   2. make a shadow package dir (symlinks to xnorlab/* plus the ASan .so);
@@ -15,11 +15,14 @@ cmake -S native -B "$BUILD" -G Ninja -DCMAKE_MAKE_PROGRAM="$PWD/.venv/bin/ninja"
   -Dpybind11_DIR="$($PY -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$PWD/$PY" \
   -DXNORLAB_ASAN=ON >/dev/null
 .venv/bin/ninja -C "$BUILD" >/dev/null
-rm -rf "$SHADOW" && mkdir -p "$SHADOW/xnorlab"
+rm -rf "$SHADOW" && mkdir -p "$SHADOW/xnorlab/engine"
 for f in xnorlab/*; do
-  case "$(basename "$f")" in _native*.so) ;; *) ln -s "$PWD/$f" "$SHADOW/xnorlab/";; esac
+  case "$(basename "$f")" in engine) ;; *) ln -s "$PWD/$f" "$SHADOW/xnorlab/";; esac
 done
-cp "$BUILD"/_native*.so "$SHADOW/xnorlab/"
+for f in xnorlab/engine/*; do
+  case "$(basename "$f")" in _native*.so) ;; *) ln -s "$PWD/$f" "$SHADOW/xnorlab/engine/";; esac
+done
+cp "$BUILD"/_native*.so "$SHADOW/xnorlab/engine/"
 ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
   "$PY" - "$PWD/$SHADOW" "$@" <<'PYEOF'
 import os
@@ -31,8 +34,8 @@ os.environ.pop("LD_PRELOAD", None)
 sys.meta_path = [f for f in sys.meta_path if "_editable_skbc" not in type(f).__module__]
 sys.path.insert(0, shadow)
 import pytest
-import xnorlab._native as native
+import xnorlab.engine._native as native
 assert native.__file__.startswith(shadow), native.__file__
 print("ASan module:", native.__file__)
-sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "tests/kernels", *sys.argv[2:]]))
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "tests/engine", *sys.argv[2:]]))
 PYEOF

@@ -10,8 +10,7 @@ import dataclasses
 
 import pytest
 
-from xnorlab.cli.bench import render_markdown
-from xnorlab.core.benchmark import (
+from xnorlab.bench import (
     BaselineTimings,
     BenchConfig,
     BenchReport,
@@ -32,6 +31,7 @@ from xnorlab.core.benchmark import (
     time_callable,
     time_interleaved,
 )
+from xnorlab.cli.bench import render_markdown
 
 SHAPE = ConvShape("64@56x56", 64, 64, 56)
 MACS_64_56 = 56 * 56 * 64 * 64 * 9  # batch 1, pad 1 keeps 56x56

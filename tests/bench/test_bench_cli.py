@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from xnorlab.cli.main import main
-from xnorlab.core.benchmark import (
+from xnorlab.bench import (
     MALLOC_ENV,
     QUICK_PLAN,
     QUICK_SHAPES,
@@ -30,6 +29,7 @@ from xnorlab.core.benchmark import (
     Timing,
     measure_thread_scaling,
 )
+from xnorlab.cli.main import main
 
 TIMING_KEYS = {f.name for f in dataclasses.fields(Timing)}
 CONV_METRICS = {
@@ -165,7 +165,7 @@ class FakeEngine:
 def test_unavailable_isa_is_one_line(
     native: bool, message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import xnorlab.core.benchmark.run as run_module
+    import xnorlab.bench.run as run_module
 
     monkeypatch.setattr(run_module, "Engine", lambda: FakeEngine(native))
     assert main(["bench", "--no-reexec", "--isa", "avx512"]) == 2

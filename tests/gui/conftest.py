@@ -32,9 +32,9 @@ def _drain_pool() -> Iterator[None]:
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from xnorlab.core.modelspec import LoadedModel  # noqa: E402
-from xnorlab.core.session import LabSession  # noqa: E402
 from xnorlab.gui.main_window import MainWindow  # noqa: E402
+from xnorlab.lab.session import LabSession  # noqa: E402
+from xnorlab.models.loaded import LoadedModel  # noqa: E402
 
 TINY_SHAPE = (1, 8, 8)
 
@@ -55,7 +55,7 @@ def tiny_net() -> nn.Module:
 
 @dataclass
 class TinyBundle:
-    """Stands in for ``xnorlab.core.data.DatasetBundle`` (same fields the session reads)."""
+    """Stands in for ``xnorlab.data.datasets.DatasetBundle`` (same fields the session reads)."""
 
     val: torch.utils.data.TensorDataset
     input_shape: tuple[int, int, int]

@@ -14,11 +14,12 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 from torch.utils.data import Subset
 
-from xnorlab.core.data import DatasetBundle, load_dataset
-from xnorlab.core.images import MNIST_PREPROCESSING
-from xnorlab.core.models import build_demo
-from xnorlab.core.modelspec import LoadedModel
-from xnorlab.core.session import LabSession
+from xnorlab.data.bundle import DatasetBundle
+from xnorlab.data.datasets import load_dataset
+from xnorlab.data.images import MNIST_PREPROCESSING
+from xnorlab.lab.session import LabSession
+from xnorlab.models.demo import build_demo
+from xnorlab.models.loaded import LoadedModel
 
 DIGIT_NAMES = [str(i) for i in range(10)]
 
@@ -46,7 +47,7 @@ def trained_lenet_state() -> dict[str, torch.Tensor]:
     A trained net makes float, BWN and XNOR give different accuracies and predictions, so tests
     can tell a stale result from a fresh one.
     """
-    from xnorlab.core.training import TrainConfig, train
+    from xnorlab.train.training import TrainConfig, train
 
     torch.manual_seed(0)
     model = build_demo("lenet")

@@ -13,17 +13,18 @@ import torch
 from pytestqt.qtbot import QtBot
 from torch import nn
 
-from xnorlab.core.calibration import PHOTO_COUNT, calibration_batch
-from xnorlab.core.images import IMAGENET_PREPROCESSING
-from xnorlab.core.layerview import input_image
-from xnorlab.core.modelspec import LoadedModel, load_model_spec
-from xnorlab.core.report import ReportOptions
-from xnorlab.core.session import InputKind, LabSession
-from xnorlab.core.stats import compare_layers
+from xnorlab.binary.stats import compare_layers
+from xnorlab.data.calibration import PHOTO_COUNT, calibration_batch
+from xnorlab.data.images import IMAGENET_PREPROCESSING
 from xnorlab.gui.export_actions import build_and_write_report
 from xnorlab.gui.layer_table import COL, DASH
 from xnorlab.gui.main_window import MainWindow
 from xnorlab.gui.views import LayerViews
+from xnorlab.lab.layerview import input_image
+from xnorlab.lab.session import InputKind, LabSession
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.models.spec import load_model_spec
+from xnorlab.report.build import ReportOptions
 
 WAIT_MS = 30_000
 SHAPE = (3, 8, 8)

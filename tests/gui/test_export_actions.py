@@ -16,12 +16,13 @@ from PySide6.QtWidgets import QFileDialog
 from pytestqt.qtbot import QtBot
 from torch import nn
 
-from xnorlab.core.modelspec import LoadedModel, load_model_spec
-from xnorlab.core.modes import Mode
-from xnorlab.core.session import LabSession
+from xnorlab.binary.modes import Mode
 from xnorlab.gui.export_actions import REPORT_KEY, XNOR_KEY, ExportActions, exports_of
 from xnorlab.gui.main_window import MainWindow
 from xnorlab.gui.workers import Task
+from xnorlab.lab.session import LabSession
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.models.spec import load_model_spec
 
 WAIT_MS = 30_000
 
@@ -209,7 +210,7 @@ def test_sensitivity_default_follows_the_model_size(tiny_window: MainWindow) -> 
 
 
 def test_screenshot_refuses_the_trust_question(tmp_path: Path) -> None:
-    from xnorlab.core.models import build_demo
+    from xnorlab.models.demo import build_demo
 
     pickled = tmp_path / "whole.pt"
     torch.save(build_demo("lenet"), pickled)  # a full pickle: loading it needs trust

@@ -10,9 +10,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox
 from pytestqt.qtbot import QtBot
 
-from xnorlab.core.modes import Mode
-from xnorlab.core.session import LabSession
+from xnorlab.binary.modes import Mode
 from xnorlab.gui.layer_table import COL, LayerTable
+from xnorlab.lab.session import LabSession
 
 WAIT_MS = 20_000
 
@@ -121,7 +121,7 @@ def test_selection_is_synchronised_both_ways(table: LayerTable) -> None:
 def test_new_model_resets_the_rows(qtbot: QtBot, table: LayerTable) -> None:
     from torch import nn
 
-    from xnorlab.core.modelspec import LoadedModel
+    from xnorlab.models.loaded import LoadedModel
 
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
     table.session.adopt(LoadedModel("other", net, (1, 8, 8)))
@@ -134,8 +134,8 @@ def test_new_model_resets_the_rows(qtbot: QtBot, table: LayerTable) -> None:
 def test_custom_layer_class_is_listed_but_not_switchable(qtbot: QtBot, table: LayerTable) -> None:
     from torch import nn
 
-    from xnorlab.core.errors import XnorlabError
-    from xnorlab.core.modelspec import LoadedModel
+    from xnorlab.common.errors import XnorlabError
+    from xnorlab.models.loaded import LoadedModel
 
     class MyConv(nn.Conv2d):
         pass

@@ -13,12 +13,12 @@ from PySide6.QtGui import QColor, QImage
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from xnorlab.core.modelspec import CHECKPOINT_DIR
-from xnorlab.core.modes import Mode
-from xnorlab.core.session import LabSession
+from xnorlab.binary.modes import Mode
 from xnorlab.gui import style
 from xnorlab.gui.app import ExceptionHook
 from xnorlab.gui.main_window import MainWindow, settings
+from xnorlab.lab.session import LabSession
+from xnorlab.models.spec import CHECKPOINT_DIR
 
 WAIT_MS = 30_000
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from pytestqt.qtbot import QtBot
 
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.tasks import CancelFn, ProgressFn, check_cancel
+from xnorlab.common.errors import XnorlabError
+from xnorlab.common.tasks import CancelFn, ProgressFn, check_cancel
 from xnorlab.gui.workers import TaskRunner, error_message
 
 

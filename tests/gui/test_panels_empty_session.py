@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from xnorlab.core.session import LabSession
 from xnorlab.gui.panels.metrics import MetricsPanel
 from xnorlab.gui.panels.prediction import PredictionPanel
 from xnorlab.gui.panels.training import TrainingPanel
+from xnorlab.lab.session import LabSession
 
 pytestmark = pytest.mark.gui
 

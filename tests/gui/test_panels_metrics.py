@@ -8,11 +8,11 @@ import threading
 import pytest
 from panel_support import lenet_session, wait_until_idle
 
-from xnorlab.core.evaluate import evaluate
-from xnorlab.core.measure import model_memory
-from xnorlab.core.surgery import float_mode
+from xnorlab.binary.surgery import float_mode
 from xnorlab.gui.panels.formatting import format_bytes, format_percent
 from xnorlab.gui.panels.metrics import MetricsPanel
+from xnorlab.measure.evaluate import evaluate
+from xnorlab.measure.model_measure import model_memory
 
 pytestmark = pytest.mark.gui
 

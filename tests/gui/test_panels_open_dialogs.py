@@ -8,7 +8,6 @@ from panel_support import lenet_session
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QWidget
 
-from xnorlab.core.models import build_demo
 from xnorlab.gui.panels import open_dialogs
 from xnorlab.gui.panels.open_dialogs import (
     DATA_CHOICES,
@@ -17,6 +16,7 @@ from xnorlab.gui.panels.open_dialogs import (
     OpenModelDialog,
     needs_trust,
 )
+from xnorlab.models.demo import build_demo
 
 pytestmark = pytest.mark.gui
 
@@ -63,7 +63,7 @@ def test_trusted_pickle_becomes_the_model(host, qtbot, pickled_model) -> None:  
 
 
 def test_safe_checkpoints_load_without_asking(host, qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from xnorlab.core.checkpoint import save_checkpoint
+    from xnorlab.models.checkpoint import save_checkpoint
 
     path = save_checkpoint(tmp_path / "lenet.pt", build_demo("lenet"), {"arch": "lenet"})
     session = lenet_session()  # digits fit: no default dataset is loaded

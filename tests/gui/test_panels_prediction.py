@@ -12,8 +12,8 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent
 from PySide6.QtWidgets import QApplication
 
-from xnorlab.core.images import load_image
-from xnorlab.core.surgery import float_mode
+from xnorlab.binary.surgery import float_mode
+from xnorlab.data.images import load_image
 from xnorlab.gui.panels.prediction import PredictionPanel
 
 pytestmark = pytest.mark.gui

@@ -8,9 +8,9 @@ import pytest
 import torch
 from panel_support import lenet_session, wait_until_idle
 
-from xnorlab.core.modelspec import load_model_spec
-from xnorlab.core.surgery import current_modes
+from xnorlab.binary.surgery import current_modes
 from xnorlab.gui.panels.training import TrainingPanel
+from xnorlab.models.spec import load_model_spec
 
 pytestmark = pytest.mark.gui
 

@@ -7,11 +7,11 @@ import pyqtgraph as pg
 import pytest
 from pytestqt.qtbot import QtBot
 
-from xnorlab.core.binarize import weight_scale_alpha
-from xnorlab.core.layerview import MAX_VIEW_BATCH, LayerView
-from xnorlab.core.modes import Mode
-from xnorlab.core.session import LabSession
+from xnorlab.binary.binarize import weight_scale_alpha
+from xnorlab.binary.modes import Mode
 from xnorlab.gui.views import LayerViews
+from xnorlab.lab.layerview import MAX_VIEW_BATCH, LayerView
+from xnorlab.lab.session import LabSession
 
 WAIT_MS = 20_000
 
@@ -112,7 +112,7 @@ def test_update_after_toggle_is_fast_on_a_small_model(qtbot: QtBot, views: Layer
 def test_without_usable_inputs_only_weights_are_shown(qtbot: QtBot) -> None:
     from torch import nn
 
-    from xnorlab.core.modelspec import LoadedModel
+    from xnorlab.models.loaded import LoadedModel
 
     # a 2-channel input: no dataset is open and the calibration photos cannot feed it
     net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))

@@ -7,20 +7,20 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.evaluate import evaluate
-from xnorlab.core.measure import (
+from xnorlab.binary.modes import Backend, Mode
+from xnorlab.binary.surgery import binarize_model, current_modes, float_mode
+from xnorlab.common.errors import XnorlabError
+from xnorlab.common.tasks import Cancelled
+from xnorlab.measure.evaluate import evaluate
+from xnorlab.measure.model_measure import (
     compare_accuracy,
     compare_predictions,
     detached_copy,
     measure_latency,
     model_memory,
     packed_weight_bytes,
-    train_copy,
 )
-from xnorlab.core.modes import Backend, Mode
-from xnorlab.core.surgery import binarize_model, current_modes, float_mode
-from xnorlab.core.tasks import Cancelled
+from xnorlab.train.lab_copy import train_copy
 
 
 def _net() -> nn.Sequential:
@@ -157,9 +157,9 @@ def test_latency_cancel_and_bad_arguments() -> None:
 
 
 def test_train_copy_trains_a_copy_only() -> None:
-    from xnorlab.core.data import DatasetBundle
-    from xnorlab.core.images import Preprocessing
-    from xnorlab.core.training import TrainConfig
+    from xnorlab.data.bundle import DatasetBundle
+    from xnorlab.data.images import Preprocessing
+    from xnorlab.train.training import TrainConfig
 
     model = _binarized("paper")
     prep = Preprocessing(channels=1, height=8, width=8, mean=(0.0,), std=(1.0,))
@@ -177,7 +177,7 @@ def test_train_copy_trains_a_copy_only() -> None:
 
 
 def test_latency_time_budget_bounds_the_timed_runs() -> None:
-    from xnorlab.core.measure import MIN_REPEATS
+    from xnorlab.measure.model_measure import MIN_REPEATS
 
     model = _binarized("paper")
     tight = measure_latency(model, (1, 8, 8), repeats=50, warmup=1, profile_runs=1,

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from xnorlab.core.checkpoint import layer_settings, read_checkpoint, save_checkpoint
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.images import MNIST_PREPROCESSING
-from xnorlab.core.models import build_demo
-from xnorlab.core.modelspec import load_model_spec
-from xnorlab.core.modes import InputScaling, Mode
-from xnorlab.core.surgery import binarize_model
+from xnorlab.binary.modes import InputScaling, Mode
+from xnorlab.binary.surgery import binarize_model
+from xnorlab.common.errors import XnorlabError
+from xnorlab.data.images import MNIST_PREPROCESSING
+from xnorlab.models.checkpoint import layer_settings, read_checkpoint, save_checkpoint
+from xnorlab.models.demo import build_demo
+from xnorlab.models.spec import load_model_spec
 
 
 def _meta(model: nn.Module) -> dict[str, object]:

@@ -88,7 +88,7 @@ def test_train_from_scratch_on_a_folder_rebuilds_the_head(tmp_path: Path, capsys
     out = tmp_path / "two.safetensors"
     assert main(["train", "lenet", "--data", str(data), "--epochs", "1", "--out", str(out)]) == 0
     capsys.readouterr()
-    from xnorlab.core.modelspec import load_model_spec
+    from xnorlab.models.spec import load_model_spec
 
     loaded = load_model_spec(str(out))
     assert loaded.class_names == ["dark", "light"]

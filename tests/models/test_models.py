@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from xnorlab.core.data import load_dataset, subset
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.evaluate import evaluate
-from xnorlab.core.models import build_demo
-from xnorlab.core.modelspec import CHECKPOINT_DIR, DEMO_CHECKPOINTS, load_model_spec
-from xnorlab.core.modes import Mode
-from xnorlab.core.surgery import binarize_model, list_layers
+from xnorlab.binary.modes import Mode
+from xnorlab.binary.surgery import binarize_model, list_layers
+from xnorlab.common.errors import XnorlabError
+from xnorlab.data.datasets import load_dataset, subset
+from xnorlab.measure.evaluate import evaluate
+from xnorlab.models.demo import build_demo
+from xnorlab.models.spec import CHECKPOINT_DIR, DEMO_CHECKPOINTS, load_model_spec
 
 
 @pytest.mark.parametrize("arch", ["lenet", "vgg"])

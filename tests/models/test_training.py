@@ -10,15 +10,16 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from xnorlab.core.data import DatasetBundle, load_dataset, subset
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.evaluate import evaluate
-from xnorlab.core.images import MNIST_PREPROCESSING
-from xnorlab.core.models import build_demo
-from xnorlab.core.modelspec import load_model_spec
-from xnorlab.core.modes import Mode
-from xnorlab.core.surgery import binarize_model
-from xnorlab.core.training import TrainConfig, augment_batch, train
+from xnorlab.binary.modes import Mode
+from xnorlab.binary.surgery import binarize_model
+from xnorlab.common.errors import XnorlabError
+from xnorlab.data.bundle import DatasetBundle
+from xnorlab.data.datasets import load_dataset, subset
+from xnorlab.data.images import MNIST_PREPROCESSING
+from xnorlab.measure.evaluate import evaluate
+from xnorlab.models.demo import build_demo
+from xnorlab.models.spec import load_model_spec
+from xnorlab.train.training import TrainConfig, augment_batch, train
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_evaluate_counts_top1_top_k_per_class_and_confusion() -> None:
 
 def test_binarize_then_recover_fine_tuning() -> None:
     """The shipped float LeNet collapses when binarized post hoc; a short fine-tune recovers."""
-    from xnorlab.core.data import load_dataset as load
+    from xnorlab.data.datasets import load_dataset as load
 
     mnist = load("mnist5k")
     val = subset(mnist.val, 150, seed=4)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from xnorlab.core.models import build_demo
-from xnorlab.core.modelspec import LoadedModel
+from xnorlab.models.demo import build_demo
+from xnorlab.models.loaded import LoadedModel
 
 
 def tiny_net() -> nn.Sequential:

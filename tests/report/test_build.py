@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.modelspec import LoadedModel
-from xnorlab.core.modes import Mode
-from xnorlab.core.report import ReportCancelled, ReportData, ReportOptions, build_report
-from xnorlab.core.surgery import binarize_model, current_modes, float_mode
+from xnorlab.binary.modes import Mode
+from xnorlab.binary.surgery import binarize_model, current_modes, float_mode
+from xnorlab.common.errors import XnorlabError
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.report.build import ReportCancelled, ReportData, ReportOptions, build_report
 
 OPTIONS = ReportOptions(latency_repeats=2, file_sizes=False, batch_size=16)
 
@@ -95,7 +95,7 @@ def test_bad_data_is_a_clear_error(tiny_loaded: LoadedModel, data: ReportData) -
 
 
 def test_native_layers_get_the_engine_split(tiny_loaded: LoadedModel) -> None:
-    from xnorlab import kernels
+    from xnorlab import engine as kernels
 
     data = ReportData("random", torch.randn(4, 1, 8, 8))
     options = ReportOptions(sensitivity=False, file_sizes=False, latency_repeats=3)
@@ -123,7 +123,7 @@ def test_bad_options_are_a_clear_error(tiny_loaded: LoadedModel, options: Report
 
 
 def test_per_layer_settings_survive_and_engine_option_decides(tiny_loaded: LoadedModel) -> None:
-    from xnorlab.core.stats import compare_layers
+    from xnorlab.binary.stats import compare_layers
 
     model = tiny_loaded.model
     binarize_model(model, {"conv2": "xnor"}, warn_first_last=False)

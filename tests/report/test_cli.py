@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from xnorlab.cli.main import main
-from xnorlab.core.export import load_xnor
+from xnorlab.models.xnor_file import load_xnor
 
 
 def test_report_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from xnorlab.core.modelspec import LoadedModel
-from xnorlab.core.report import ReportData, ReportOptions, build_report
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.report.build import ReportData, ReportOptions, build_report
 
 FAST = ReportOptions(sensitivity=False, latency=False, file_sizes=False)
 

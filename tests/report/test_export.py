@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from xnorlab.core.export import XnorFileError, export_xnor, load_xnor
-from xnorlab.core.modelspec import LoadedModel
-from xnorlab.core.packed import PackedConv2d, PackedLinear, pack_sign_bits, unpack_signs
-from xnorlab.core.surgery import binarize_model
+from xnorlab.binary.surgery import binarize_model
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.models.packed_layers import PackedConv2d, PackedLinear, pack_sign_bits, unpack_signs
+from xnorlab.models.xnor_file import XnorFileError, export_xnor, load_xnor
 
 
 def _float_state_bytes(model: torch.nn.Module) -> int:
@@ -153,7 +153,7 @@ def test_every_broken_file_is_one_clear_error(good_file: Path) -> None:
 
 
 def test_model_spec_dispatches_xnor_files(good_file: Path) -> None:
-    from xnorlab.core.modelspec import load_model_spec
+    from xnorlab.models.spec import load_model_spec
 
     loaded = load_model_spec(str(good_file))
     assert any(isinstance(m, PackedLinear) for m in loaded.model.modules())
@@ -161,8 +161,8 @@ def test_model_spec_dispatches_xnor_files(good_file: Path) -> None:
 
 
 def test_shipped_xnor_demo_exports_small_and_predicts_identically(tmp_path: Path) -> None:
-    from xnorlab.core.data import load_dataset
-    from xnorlab.core.modelspec import load_model_spec
+    from xnorlab.data.datasets import load_dataset
+    from xnorlab.models.spec import load_model_spec
 
     loaded = load_model_spec("demo:lenet-xnor")
     path = tmp_path / "lenet-xnor.xnor"
@@ -178,8 +178,8 @@ def test_shipped_xnor_demo_exports_small_and_predicts_identically(tmp_path: Path
 
 
 def test_packed_models_cannot_be_reexported_or_reported(good_file: Path, tmp_path: Path) -> None:
-    from xnorlab.core.errors import XnorlabError
-    from xnorlab.core.report import ReportData, build_report
+    from xnorlab.common.errors import XnorlabError
+    from xnorlab.report.build import ReportData, build_report
 
     reopened = load_xnor(good_file)
     with pytest.raises(XnorFileError, match="already a packed"):

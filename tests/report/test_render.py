@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import torch
 
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.modelspec import LoadedModel
-from xnorlab.core.render import render, write_report
-from xnorlab.core.report import Report, ReportData, ReportOptions, build_report
+from xnorlab.common.errors import XnorlabError
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.report.build import Report, ReportData, ReportOptions, build_report
+from xnorlab.report.render import render, write_report
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 PNG_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.report_data import (
+from xnorlab.common.errors import XnorlabError
+from xnorlab.report.data import (
     default_calibration,
     report_data_from_bundle,
     synthetic_report_data,

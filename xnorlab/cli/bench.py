@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from xnorlab.core.benchmark import (
+from xnorlab.bench import (
     MALLOC_ENV,
     BenchConfig,
     BenchmarkError,
@@ -224,7 +224,7 @@ def _isas_run(report: BenchReport) -> str:
 
 
 def _env_names() -> str:
-    from xnorlab.core.benchmark.machine import RELEVANT_ENV
+    from xnorlab.bench.machine import RELEVANT_ENV
 
     return "/".join(RELEVANT_ENV[:3]) + "/... set"
 

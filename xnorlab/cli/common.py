@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from xnorlab.core.modes import InputScaling, PadMode, WeightGrad
+from xnorlab.binary.modes import InputScaling, PadMode, WeightGrad
 
 
 def add_layer_settings(parser: argparse.ArgumentParser, *, weight_grad: bool = True) -> None:

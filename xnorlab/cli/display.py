@@ -10,7 +10,7 @@ import ctypes.util
 import os
 import sys
 
-from xnorlab.core.errors import XnorlabError
+from xnorlab.common.errors import XnorlabError
 
 _HEADLESS_PLATFORMS = ("offscreen", "minimal", "vnc")
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from xnorlab.binary.surgery import current_modes
 from xnorlab.cli.progress import ProgressBar
 from xnorlab.cli.train import add_mode_arguments, apply_modes
-from xnorlab.core.data import load_dataset, subset
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.evaluate import EvalResult, evaluate
-from xnorlab.core.modelspec import load_model_spec
-from xnorlab.core.surgery import current_modes
+from xnorlab.common.errors import XnorlabError
+from xnorlab.data.datasets import load_dataset, subset
+from xnorlab.measure.evaluate import EvalResult, evaluate
+from xnorlab.models.spec import load_model_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from xnorlab.binary.surgery import binarize_model
 from xnorlab.cli.common import add_layer_settings, add_trust, layer_settings
-from xnorlab.core.export import SUFFIX, XnorFileError, export_xnor, load_xnor
-from xnorlab.core.modelspec import load_model_spec
-from xnorlab.core.render.format import file_size
-from xnorlab.core.report_measure import state_dict_file_bytes
-from xnorlab.core.surgery import binarize_model
+from xnorlab.measure.report_measure import state_dict_file_bytes
+from xnorlab.models.spec import load_model_spec
+from xnorlab.models.xnor_file import SUFFIX, XnorFileError, export_xnor, load_xnor
+from xnorlab.report.render.format import file_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

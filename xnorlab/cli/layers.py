@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from xnorlab.core.modelspec import load_model_spec
-from xnorlab.core.surgery import binarize_model, layer_macs, list_layers
+from xnorlab.binary.surgery import binarize_model, layer_macs, list_layers
+from xnorlab.models.spec import load_model_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

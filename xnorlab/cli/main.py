@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
-from xnorlab import __version__
+from xnorlab._version import __version__
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -70,7 +70,7 @@ def _show_warning(
 
 def run_subcommand(name: str, argv: Sequence[str]) -> int:
     """Parse ``argv`` for subcommand ``name`` and run it; user errors -> one line, exit 2."""
-    from xnorlab.core.errors import XnorlabError
+    from xnorlab.common.errors import XnorlabError
 
     args = _full_subparser(name).parse_args(list(argv))
     warnings.showwarning = _show_warning  # type: ignore[assignment]
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().parse_args(["--help"])
     args = build_parser(with_commands=False).parse_args(args_list)
     from xnorlab.cli.display import prepare_display
-    from xnorlab.core.errors import XnorlabError
+    from xnorlab.common.errors import XnorlabError
 
     try:
         prepare_display(screenshot=bool(args.screenshot))

@@ -1,7 +1,7 @@
 """``xnorlab predict MODEL IMAGE... [--modes ...] [--topk K] [--json]``.
 
 Each image (any format and mode Pillow reads, any size) is converted to the model's input
-(``xnorlab.core.images``) and classified; prints the top-K classes with probabilities.
+(``xnorlab.data.images``) and classified; prints the top-K classes with probabilities.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from xnorlab.cli.train import add_mode_arguments, apply_modes
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.images import load_image
-from xnorlab.core.modelspec import LoadedModel, load_model_spec
+from xnorlab.common.errors import XnorlabError
+from xnorlab.data.images import load_image
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.models.spec import load_model_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,15 +9,16 @@ import torch
 
 from xnorlab.cli.common import add_layer_settings, add_trust, layer_settings
 from xnorlab.cli.progress import ProgressBar
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.modelspec import LoadedModel, load_model_spec
-from xnorlab.core.render import RENDERERS, write_report
-from xnorlab.core.report import ReportData, ReportOptions, build_report
-from xnorlab.core.report_data import (
+from xnorlab.common.errors import XnorlabError
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.models.spec import load_model_spec
+from xnorlab.report.build import ReportData, ReportOptions, build_report
+from xnorlab.report.data import (
     report_data_from_bundle,
     synthetic_report_data,
     unlabelled_report_data,
 )
+from xnorlab.report.render import RENDERERS, write_report
 
 NO_DATA = "none"
 RANDOM = "random"
@@ -88,7 +89,7 @@ def set_threads(threads: int | None) -> None:
         raise XnorlabError(f"--threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
     try:
-        from xnorlab import kernels
+        from xnorlab import engine as kernels
 
         kernels.set_threads(threads)
     except (ImportError, AttributeError):
@@ -108,7 +109,7 @@ def load_report_data(
         return unlabelled_report_data(loaded.input_shape, loaded.preprocessing, calib)
     if name.lower() == RANDOM:
         return synthetic_report_data(loaded.input_shape, calib)
-    from xnorlab.core.data import load_dataset
+    from xnorlab.data.datasets import load_dataset
 
     bundle = load_dataset(name, loaded.preprocessing, loaded.class_names or None)
     return report_data_from_bundle(bundle, calib, limit)

@@ -1,7 +1,7 @@
 """``xnorlab train MODEL --data DATA --modes PRESET|FILE --epochs N --out FILE``.
 
 Trains (or fine-tunes: "binarize then recover") a model in a mode map with the paper's scheme
-(``xnorlab.core.training``); a progress bar goes to stderr, the best checkpoint to ``--out``.
+(``xnorlab.train.training``); a progress bar goes to stderr, the best checkpoint to ``--out``.
 Ctrl-C cancels and still leaves a valid checkpoint.
 """
 
@@ -15,13 +15,16 @@ from typing import Any
 
 from torch import nn
 
+from xnorlab.binary.surgery import ModeMapError, binarize_model
 from xnorlab.cli.common import add_layer_settings, add_trust, layer_settings
 from xnorlab.cli.progress import ProgressBar
-from xnorlab.core.data import DatasetBundle, load_dataset, match_classes
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.modelspec import LoadedModel, build_arch, load_model_spec
-from xnorlab.core.surgery import ModeMapError, binarize_model
-from xnorlab.core.training import TrainConfig, train
+from xnorlab.common.errors import XnorlabError
+from xnorlab.data.bundle import DatasetBundle
+from xnorlab.data.datasets import load_dataset, match_classes
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.models.spec import load_model_spec
+from xnorlab.models.zoo import build_arch
+from xnorlab.train.training import TrainConfig, train
 
 
 def add_mode_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:

@@ -50,7 +50,7 @@ class ExceptionHook:
             sys.__excepthook__(kind, exc, tb)
             return
         log.error("uncaught exception:\n%s", "".join(traceback.format_exception(kind, exc, tb)))
-        from xnorlab.core.errors import XnorlabError
+        from xnorlab.common.errors import XnorlabError
 
         message = str(exc) if isinstance(exc, XnorlabError) else one_line(exc)
         self.messages.append(message)

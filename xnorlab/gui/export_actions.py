@@ -24,20 +24,20 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMenu, QProgressBar, QToolButton
 from torch import nn
 
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.export import SUFFIX as XNOR_SUFFIX
-from xnorlab.core.export import export_xnor
-from xnorlab.core.modelspec import LoadedModel
-from xnorlab.core.render import RENDERERS, write_report
-from xnorlab.core.report import ReportCancelled, ReportData, ReportOptions, build_report
-from xnorlab.core.report_data import (
+from xnorlab.common.errors import XnorlabError
+from xnorlab.common.tasks import CancelFn, Cancelled, ProgressFn
+from xnorlab.gui.workers import Task
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.models.xnor_file import SUFFIX as XNOR_SUFFIX
+from xnorlab.models.xnor_file import export_xnor
+from xnorlab.report.build import ReportCancelled, ReportData, ReportOptions, build_report
+from xnorlab.report.data import (
     default_calibration,
     report_data_from_bundle,
     stack_items,
     unlabelled_report_data,
 )
-from xnorlab.core.tasks import CancelFn, Cancelled, ProgressFn
-from xnorlab.gui.workers import Task
+from xnorlab.report.render import RENDERERS, write_report
 
 if TYPE_CHECKING:
     from xnorlab.gui.main_window import MainWindow

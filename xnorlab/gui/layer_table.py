@@ -4,8 +4,8 @@
 column calls ``session.set_mode`` and the table redraws from the session's ``modes_changed``
 event (one data flow in both directions). ``LayerTable`` adds the view with a combo-box
 delegate per row, and computes the slow columns in workers on a snapshot: statistics
-(``xnorlab.core.layerview.compute_table_stats``) and then latency
-(``xnorlab.core.measure.measure_latency``); stale results are dropped. The error columns run on
+(``xnorlab.lab.layerview.compute_table_stats``) and then latency
+(``xnorlab.measure.model_measure.measure_latency``); stale results are dropped. The error columns run on
 ``session.activation_inputs``: dataset samples or, without a dataset, the bundled calibration
 photos (loaded in the worker; their tooltips name the source).
 """
@@ -40,12 +40,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from xnorlab.core.layerview import LayerRowStats, compute_table_stats, view_batch_size
-from xnorlab.core.modes import Mode
-from xnorlab.core.session import ActivationInputs, LabSession
-from xnorlab.core.surgery import LayerInfo
+from xnorlab.binary.modes import Mode
+from xnorlab.binary.surgery import LayerInfo
 from xnorlab.gui import style
 from xnorlab.gui.workers import TaskRunner
+from xnorlab.lab.layerview import LayerRowStats, compute_table_stats, view_batch_size
+from xnorlab.lab.session import ActivationInputs, LabSession
 
 STATS_DELAY_MS = 150  # debounce: a burst of toggles triggers one recomputation
 MODE_NAMES = [m.value for m in Mode]
@@ -457,7 +457,7 @@ class LayerTable(QWidget):
     def start_latency(self) -> None:
         """Measure per-layer latency, float vs current mode, in a worker (after the stats)."""
         try:
-            from xnorlab.core.measure import measure_latency
+            from xnorlab.measure.model_measure import measure_latency
         except ImportError as exc:
             self.model.set_latency({}, f"latency not available: {exc}")
             return

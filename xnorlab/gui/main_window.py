@@ -30,13 +30,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from xnorlab.core.session import InputKind, LabSession, load_dataset_for
 from xnorlab.gui import style
 from xnorlab.gui.layer_table import LayerTable
 from xnorlab.gui.menus import build_menus
 from xnorlab.gui.message_bar import MessageBar
+from xnorlab.gui.panels.prediction import IMAGE_FILTER
 from xnorlab.gui.views import LayerViews
 from xnorlab.gui.workers import TaskRunner
+from xnorlab.lab.session import InputKind, LabSession, load_dataset_for
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ PANELS = (
     ("prediction", "xnorlab.gui.panels.prediction", "PredictionPanel", "Prediction"),
     ("training", "xnorlab.gui.panels.training", "TrainingPanel", "Training"),
 )
-IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
 MODEL_FILTER = "Models (*.pt *.pth *.safetensors *.ts *.xnor);;All files (*)"
 CALIBRATION_TIP = (
     "No dataset is open: the layer views and the table's error columns run on real photos "
@@ -68,7 +68,7 @@ def local_paths(urls: list[QUrl]) -> list[str]:
 def engine_text() -> tuple[str, str]:
     """Status-bar texts for the native engine (ISA) and its thread count."""
     try:
-        from xnorlab import kernels
+        from xnorlab import engine as kernels
 
         info = kernels.info()
     except Exception as exc:  # the engine is optional: the app runs on the torch simulation
@@ -256,7 +256,7 @@ class MainWindow(QMainWindow):
             return
         except ImportError:
             pass
-        from xnorlab.core.modelspec import load_model_spec
+        from xnorlab.models.spec import load_model_spec
 
         self.runner.start(
             load_model_spec, spec, trust=trust, key="open-model",
@@ -274,7 +274,7 @@ class MainWindow(QMainWindow):
         if not last or last == default:
             self.open_model_async(default)
             return
-        from xnorlab.core.modelspec import load_model_spec
+        from xnorlab.models.spec import load_model_spec
 
         def fall_back(message: str) -> None:
             self.show_error(f"could not reopen the last model {last!r}: {message}")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QApplication, QComboBox, QLabel, QMenu, QMessageBox, QToolBar
 
-from xnorlab.core.modes import InputScaling, PadMode
+from xnorlab.binary.modes import InputScaling, PadMode
 from xnorlab.gui.export_actions import add_export_actions
 
 if TYPE_CHECKING:

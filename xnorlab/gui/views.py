@@ -1,7 +1,7 @@
 """Live views of the selected layer (pyqtgraph), redrawn after every change.
 
 ``LayerViews`` listens to the session (selection, modes, data, weights, model), takes a
-snapshot of the model on the GUI thread and computes ``xnorlab.core.layerview.LayerView`` in a
+snapshot of the model on the GUI thread and computes ``xnorlab.lab.layerview.LayerView`` in a
 worker (key ``"layer-view"``: a newer request cancels the older one and stale results are
 dropped), then draws:
 
@@ -28,10 +28,10 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
-from xnorlab.core.layerview import LayerView, compute_layer_view, view_batch_size
-from xnorlab.core.session import NO_INPUT_TEXT, ActivationInputs, InputKind, LabSession
 from xnorlab.gui import style
 from xnorlab.gui.workers import TaskRunner
+from xnorlab.lab.layerview import LayerView, compute_layer_view, view_batch_size
+from xnorlab.lab.session import NO_INPUT_TEXT, ActivationInputs, InputKind, LabSession
 
 PLOT_MIN_HEIGHT = 150
 ALPHA = "\u03b1"  # the Greek letter, as in the paper

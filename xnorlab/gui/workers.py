@@ -15,7 +15,7 @@ Usage::
 ``key``: starting a task with the key of a running one cancels the older task and drops its
 results (stale results never reach the view). Exceptions become one-line messages
 (``XnorlabError`` as is; anything else with its type, and the traceback goes to the log),
-never a dialog. ``xnorlab.core.tasks.Cancelled`` (or any result after ``cancel()``) counts as
+never a dialog. ``xnorlab.common.tasks.Cancelled`` (or any result after ``cancel()``) counts as
 cancelled.
 """
 
@@ -30,9 +30,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
 
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.tasks import Cancelled
-from xnorlab.gui.panels._refcount_guard import immortalize_singletons
+from xnorlab.common.errors import XnorlabError
+from xnorlab.common.tasks import Cancelled
+from xnorlab.gui._refcount_guard import immortalize_singletons
 
 # PySide6 6.12 on Python 3.11 steals a reference to True on every Python-side emit (see the
 # guard's docstring); workers emit a lot, so the guard must be active whenever they are used.

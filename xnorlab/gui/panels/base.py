@@ -7,7 +7,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QLabel, QWidget
 
-from xnorlab.core.signals import Signal
+from xnorlab.common.signals import Signal
 
 ERROR_STYLE = "color: #c0392b;"
 

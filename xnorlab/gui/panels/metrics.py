@@ -33,8 +33,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.measure import (
+from xnorlab.common.errors import XnorlabError
+from xnorlab.gui.panels.base import show_message, subscribe
+from xnorlab.gui.panels.charts import LatencySplitChart
+from xnorlab.gui.panels.formatting import format_bytes, format_percent, format_ratio, format_seconds
+from xnorlab.gui.workers import Task, TaskRunner
+from xnorlab.lab.session import LabSession, validation_split
+from xnorlab.measure.model_measure import (
     AccuracyReport,
     LatencyReport,
     MemoryReport,
@@ -42,11 +47,6 @@ from xnorlab.core.measure import (
     measure_latency,
     model_memory,
 )
-from xnorlab.core.session import LabSession, validation_split
-from xnorlab.gui.panels.base import show_message, subscribe
-from xnorlab.gui.panels.charts import LatencySplitChart
-from xnorlab.gui.panels.formatting import format_bytes, format_percent, format_ratio, format_seconds
-from xnorlab.gui.workers import Task, TaskRunner
 
 DEBOUNCE_MS = 300
 DEFAULT_SAMPLES = 1000

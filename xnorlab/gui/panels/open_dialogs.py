@@ -33,11 +33,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from xnorlab.core.data import load_dataset
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.modelspec import LoadedModel, load_model_spec
-from xnorlab.core.session import LabSession
+from xnorlab.common.errors import XnorlabError
+from xnorlab.data.datasets import load_dataset
 from xnorlab.gui.workers import Task, TaskRunner
+from xnorlab.lab.session import LabSession
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.models.spec import load_model_spec
 
 CHECKPOINT_FILTER = "Models (*.pt *.pth *.safetensors *.ts *.xnor);;All files (*)"
 TRUST_HINTS = ("trust", "pickle")
@@ -64,14 +65,14 @@ DATA_CHOICES: tuple[DataChoice, ...] = (
 
 def demo_model_specs() -> list[str]:
     """The bundled demo models (``demo:...`` specs) the models module offers."""
-    from xnorlab.core import modelspec
+    from xnorlab.models import spec as modelspec
 
     listed = getattr(modelspec, "DEMO_SPECS", None) or getattr(modelspec, "demo_specs", None)
     if callable(listed):
         listed = listed()
     if listed:
         return [str(spec) for spec in listed]
-    from xnorlab.core.models import ARCHITECTURES
+    from xnorlab.models.demo import ARCHITECTURES
 
     return [f"demo:{arch}" for arch in ARCHITECTURES]
 
@@ -80,7 +81,7 @@ def demo_description(spec: str) -> str:
     """One line from a demo checkpoint's JSON card (data, epochs, validation accuracy)."""
     import json
 
-    from xnorlab.core import modelspec
+    from xnorlab.models import spec as modelspec
 
     name = spec.partition(":")[2]
     file_name = getattr(modelspec, "DEMO_CHECKPOINTS", {}).get(name)
@@ -101,7 +102,7 @@ def demo_description(spec: str) -> str:
 
 def torchvision_names() -> list[str]:
     """torchvision classification architectures (random init unless weights are given)."""
-    from xnorlab.core.zoo import torchvision_architectures
+    from xnorlab.models.zoo import torchvision_architectures
 
     return list(torchvision_architectures())
 

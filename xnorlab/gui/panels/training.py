@@ -2,10 +2,10 @@
 
 Fine-tune keeps the weights and trains in the current per-layer modes (binarize, then recover);
 "from scratch" re-initializes the weights first. The run trains a private copy of the model in a
-worker (``measure.train_copy`` around ``xnorlab.core.training.train``), so the window stays
+worker (``train.lab_copy.train_copy`` around ``xnorlab.train.training.train``), so the window stays
 usable; when it finishes, its best weights are copied into the open model and every view is told
 (``LabSession.mark_weights_changed``). Cancel stops the run and leaves the model unchanged. The
-result can be saved as a checkpoint (``xnorlab.core.checkpoint.save_checkpoint``) that records
+result can be saved as a checkpoint (``xnorlab.models.checkpoint.save_checkpoint``) that records
 the modes, layer settings, classes, preprocessing and the training card.
 """
 
@@ -28,19 +28,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from xnorlab.core.errors import XnorlabError
-from xnorlab.core.measure import TrainingOutcome, train_copy
-from xnorlab.core.session import LabSession
+from xnorlab.common.errors import XnorlabError
 from xnorlab.gui.panels.base import show_message, subscribe
 from xnorlab.gui.panels.charts import CurvesChart
 from xnorlab.gui.workers import Task, TaskRunner
+from xnorlab.lab.session import LabSession
+from xnorlab.train.lab_copy import TrainingOutcome, train_copy
 
 SAVE_FILTER = "PyTorch checkpoint (*.pt);;safetensors (*.safetensors)"
 
 
 def checkpoint_meta(session: LabSession, card: dict[str, Any] | None) -> dict[str, Any]:
     """What a checkpoint of the open model records besides its weights (JSON-able)."""
-    from xnorlab.core.checkpoint import layer_settings
+    from xnorlab.models.checkpoint import layer_settings
 
     loaded = session.loaded
     if loaded is None:
@@ -119,7 +119,7 @@ class TrainingPanel(QWidget):
     # ------------------------------------------------------------------ running
     def config(self) -> Any:
         """The ``TrainConfig`` the controls describe."""
-        from xnorlab.core.training import TrainConfig
+        from xnorlab.train.training import TrainConfig
 
         limit = self.limit_spin.value()
         return TrainConfig(
@@ -230,7 +230,7 @@ class TrainingPanel(QWidget):
 
     def save(self, path: str | Path) -> Path | None:
         """Save the open model with its modes and training card; errors shown in the panel."""
-        from xnorlab.core.checkpoint import save_checkpoint
+        from xnorlab.models.checkpoint import save_checkpoint
 
         try:
             meta = checkpoint_meta(self.session, self.card)

@@ -1,0 +1,314 @@
+"""Model surgery: find binarizable layers, apply a mode map, undo to the float model.
+
+``binarize_model`` replaces every ``nn.Conv2d`` / ``nn.Linear`` of a model by a wrapper
+(``BinConv2d`` / ``BinLinear``) that shares its Parameters, then sets each wrapper's mode from a
+mode map or a preset. ``restore_float`` puts the original modules back. Layer names are the
+dotted names of ``model.named_modules()``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import json
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from xnorlab.binary.layers import BinConv2d, BinLinear, LayerConfig
+from xnorlab.binary.modes import Mode
+from xnorlab.common.errors import XnorlabError
+
+PRESETS = ("paper", "paper-bwn", "xnor", "bwn", "float")
+_ORIGINAL_ATTR = "_xnorlab_original"
+
+
+class FirstLastBinarizedWarning(UserWarning):
+    """The first or last layer was binarized, against the paper's default."""
+
+
+class ModeMapError(XnorlabError, ValueError):
+    """A mode map names unknown layers, unknown modes, or cannot be read."""
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One binarizable layer as listed to the user."""
+
+    name: str
+    kind: str  # "conv2d" or "linear"
+    weight_shape: tuple[int, ...]
+    params: int  # weight + bias elements
+    groups: int
+    mode: Mode
+    position: str  # "first", "last", "first+last" or "" (paper default keeps first/last float)
+
+
+def iter_binarizable(model: nn.Module) -> Iterator[tuple[str, nn.Conv2d | nn.Linear]]:
+    """Yield ``(name, module)`` for every Conv2d/Linear (wrapped or not), in registration order."""
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            yield name, module
+
+
+def binarizable_names(model: nn.Module) -> list[str]:
+    """Names of the binarizable layers, first to last."""
+    return [name for name, _ in iter_binarizable(model)]
+
+
+def _position(index: int, count: int) -> str:
+    tags = [tag for tag, hit in (("first", index == 0), ("last", index == count - 1)) if hit]
+    return "+".join(tags)
+
+
+def list_layers(model: nn.Module) -> list[LayerInfo]:
+    """Describe every binarizable layer with its current mode (float if not wrapped)."""
+    layers = list(iter_binarizable(model))
+    infos = []
+    for index, (name, module) in enumerate(layers):
+        params = module.weight.numel() + (module.bias.numel() if module.bias is not None else 0)
+        mode = module.mode if isinstance(module, (BinConv2d, BinLinear)) else Mode.FLOAT
+        infos.append(
+            LayerInfo(
+                name=name,
+                kind="conv2d" if isinstance(module, nn.Conv2d) else "linear",
+                weight_shape=tuple(module.weight.shape),
+                params=params,
+                groups=int(getattr(module, "groups", 1)),
+                mode=mode,
+                position=_position(index, len(layers)),
+            )
+        )
+    return infos
+
+
+def preset_modes(model: nn.Module, preset: str) -> dict[str, Mode]:
+    """The mode map of a preset.
+
+    ``paper``: first and last layer float, every other layer XNOR (the paper's default);
+    ``paper-bwn``: the same with BWN; ``xnor`` / ``bwn`` / ``float``: every layer.
+    """
+    names = binarizable_names(model)
+    key = preset.strip().lower()
+    if key not in PRESETS:
+        raise ModeMapError(f"unknown preset {preset!r} (expected one of: {', '.join(PRESETS)})")
+    if key in ("xnor", "bwn", "float"):
+        return dict.fromkeys(names, Mode.parse(key))
+    inner = Mode.XNOR if key == "paper" else Mode.BWN
+    ends = {names[0], names[-1]} if names else set()
+    return {name: (Mode.FLOAT if name in ends else inner) for name in names}
+
+
+def _closest(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def validate_mode_map(model: nn.Module, modes: Mapping[str, Mode | str]) -> dict[str, Mode]:
+    """Check every name and mode of ``modes``; return it with modes parsed.
+
+    Raises ``ModeMapError`` naming the first unknown layer or mode.
+    """
+    names = binarizable_names(model)
+    known = set(names)
+    clean: dict[str, Mode] = {}
+    for name, mode in modes.items():
+        if name not in known:
+            raise ModeMapError(f"unknown layer {name!r} in mode map{_closest(name, names)}")
+        try:
+            clean[name] = Mode.parse(mode)
+        except ValueError as exc:
+            raise ModeMapError(f"layer {name!r}: {exc}") from None
+    return clean
+
+
+def load_mode_map(path: str | Path, model: nn.Module) -> dict[str, Mode]:
+    """Read a JSON mode map: ``{"layer": "xnor", ...}`` or
+    ``{"preset": "paper", "layers": {"layer": "bwn"}}`` (layers override the preset).
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ModeMapError(f"cannot read mode file {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModeMapError(f"mode file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModeMapError(f"mode file {path} must hold a JSON object")
+    if "preset" in data or "layers" in data:
+        base = preset_modes(model, str(data.get("preset", "float")))
+        layers = data.get("layers", {})
+        if not isinstance(layers, dict):
+            raise ModeMapError(f"mode file {path}: 'layers' must be an object")
+        base.update(validate_mode_map(model, layers))
+        return base
+    return validate_mode_map(model, data)
+
+
+def resolve_modes(model: nn.Module, spec: str | Mapping[str, Mode | str]) -> dict[str, Mode]:
+    """Turn a preset name, a JSON file path or a mapping into a validated mode map."""
+    if isinstance(spec, Mapping):
+        return validate_mode_map(model, spec)
+    if spec.strip().lower() in PRESETS:
+        return preset_modes(model, spec)
+    if spec.endswith(".json") or Path(spec).exists():
+        return load_mode_map(spec, model)
+    raise ModeMapError(
+        f"--modes {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file"
+    )
+
+
+def _set_child(model: nn.Module, name: str, child: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, child)
+
+
+def wrap_layers(model: nn.Module, config: LayerConfig | None = None) -> nn.Module:
+    """Replace every plain Conv2d/Linear by its wrapper (float mode). Idempotent, in place."""
+    base = config or LayerConfig()
+    for name, module in list(iter_binarizable(model)):
+        if isinstance(module, (BinConv2d, BinLinear)):
+            continue
+        if type(module) not in (nn.Conv2d, nn.Linear):
+            continue  # user subclasses have their own forward: leave them alone
+        wrapper: BinConv2d | BinLinear = (
+            BinConv2d(module, base) if isinstance(module, nn.Conv2d) else BinLinear(module, base)
+        )
+        wrapper.train(module.training)
+        object.__setattr__(wrapper, _ORIGINAL_ATTR, module)
+        if name == "":
+            raise ValueError("the model itself is a single layer; wrap it in nn.Sequential")
+        _set_child(model, name, wrapper)
+    return model
+
+
+def _warn_first_last(model: nn.Module, modes: Mapping[str, Mode]) -> None:
+    names = binarizable_names(model)
+    if not names:
+        return
+    for name in {names[0], names[-1]}:
+        if modes.get(name, Mode.FLOAT) is not Mode.FLOAT:
+            warnings.warn(
+                f"layer {name!r} is the model's first or last layer; the paper keeps it float "
+                f"(binarizing it usually costs much accuracy)",
+                FirstLastBinarizedWarning,
+                stacklevel=3,
+            )
+
+
+def binarize_model(
+    model: nn.Module,
+    modes: str | Mapping[str, Mode | str] = "paper",
+    *,
+    warn_first_last: bool = True,
+    **settings: Any,
+) -> dict[str, Mode]:
+    """Wrap ``model``'s layers in place and apply a mode map; return the applied map.
+
+    ``modes`` is a preset, a JSON file path or a mapping (layers not named keep their mode).
+    ``settings`` (``scaling``, ``pad_mode``, ``weight_grad``, ``clip``, ``backend``) apply to
+    every layer. Everything is validated before the model is touched.
+    """
+    mode_map = resolve_modes(model, modes)
+    config = LayerConfig().updated(**settings)
+    wrap_layers(model)
+    for name, module in iter_binarizable(model):
+        if isinstance(module, (BinConv2d, BinLinear)):
+            new_mode = mode_map.get(name, module.mode)
+            module.config = (config if settings else module.config).updated(mode=new_mode)
+    if warn_first_last:
+        _warn_first_last(model, mode_map)
+    return current_modes(model)
+
+
+def current_modes(model: nn.Module) -> dict[str, Mode]:
+    """Mode of every binarizable layer (float for unwrapped ones)."""
+    return {info.name: info.mode for info in list_layers(model)}
+
+
+def restore_float(model: nn.Module) -> nn.Module:
+    """Undo ``binarize_model``: put every original float module back, in place."""
+    for name, module in list(iter_binarizable(model)):
+        original = getattr(module, _ORIGINAL_ATTR, None)
+        if original is not None:
+            original.train(module.training)
+            _set_child(model, name, original)
+    return model
+
+
+def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Multiply-accumulates of each binarizable layer for one input of ``input_shape``.
+
+    Conv: ``H_out * W_out * C_out * (C_in / groups) * kh * kw`` per sample; Linear:
+    ``out_features * in_features`` per row. Measured with forward hooks on a zero input
+    (batch 1), in float mode, without changing the model's state.
+    """
+    macs: dict[str, int] = {}
+    handles = []
+    for name, module in iter_binarizable(model):
+
+        def hook(mod: nn.Module, inputs: Any, output: torch.Tensor, name: str = name) -> None:
+            weight: torch.Tensor = mod.weight  # type: ignore[assignment]
+            if isinstance(mod, nn.Conv2d):
+                per_output = int(weight[0].numel())
+            else:
+                per_output = int(weight.shape[1])
+            macs[name] = macs.get(name, 0) + output.numel() * per_output
+
+        handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), float_mode(model):
+            model(torch.zeros((1, *input_shape)))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return macs
+
+
+class float_mode:
+    """Context manager: run every wrapped layer in float mode, restoring modes in ``finally``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.saved: dict[str, LayerConfig] = {}
+
+    def __enter__(self) -> nn.Module:
+        for name, module in iter_binarizable(self.model):
+            if isinstance(module, (BinConv2d, BinLinear)):
+                self.saved[name] = module.config
+                module.config = module.config.updated(mode=Mode.FLOAT)
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        modules = dict(iter_binarizable(self.model))
+        for name, config in self.saved.items():
+            module = modules.get(name)
+            if isinstance(module, (BinConv2d, BinLinear)):
+                module.config = config
+
+
+def copy_model(model: nn.Module, *, share_tensors: bool = True) -> nn.Module:
+    """Copy ``model``'s module tree, leaving out native-engine caches.
+
+    ``share_tensors=True``: the copy shares every Parameter and buffer with ``model`` (cheap;
+    a worker may switch the copy's modes and add hooks without touching the live model).
+    ``share_tensors=False``: a full deep copy (for training a private copy).
+    """
+    memo: dict[int, Any] = {}
+    if share_tensors:
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            memo[id(tensor)] = tensor
+    for module in model.modules():
+        cache = getattr(module, "native_cache", None)
+        if cache is not None:
+            memo[id(cache)] = None
+    return copy.deepcopy(model, memo)

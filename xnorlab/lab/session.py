@@ -1,0 +1,571 @@
+"""The lab session: the one Qt-free model object that every view of the app subscribes to.
+
+``LabSession`` holds the open model (a ``LoadedModel`` whose layers are wrapped so their mode can
+be switched), the open dataset, the selected layer and the undo/redo history of layer-config
+changes. Views never change the model directly: they call the session's methods and redraw on
+its events (napari's model/view split), so a script, a test and the GUI see the same behaviour.
+
+Events (``xnorlab.common.signals.Signal``; slots run in the calling thread):
+
+* ``model_changed()``: a new model was opened or adopted;
+* ``modes_changed(names: list[str])``: the config (mode, scaling, ...) of these layers changed;
+* ``selection_changed(name: str | None)``;
+* ``data_changed()``: a dataset was opened or dropped;
+* ``error(message: str)``: a user-facing error happened (see ``attempt``);
+* ``images_dropped(paths: list[str])``: image files the user wants predicted;
+* ``weights_changed()``: the weights of the live model changed in place (e.g. fine-tuning);
+* ``dataset_requested(spec: str)``: a newly adopted model wants its default dataset. If
+  anything is connected (the GUI, which loads it in a worker), the session only emits this;
+  otherwise it loads the dataset itself, synchronously;
+* ``model_requested(path: str)``: the same for a dropped model file (``open_paths``).
+
+Inputs of the activation views: ``activation_inputs(n)`` gives the open dataset's first
+samples, or, without a dataset, the bundled calibration photos (``xnorlab.data.calibration``:
+real but *unlabelled*, never used for accuracy) when the model takes 1- or 3-channel images.
+
+Every method that can fail raises ``XnorlabError`` and leaves the session unchanged.
+Threads: call the session from one thread (the GUI thread). Workers compute on
+``snapshot()``, a copy of the module tree that shares the weight tensors, so a worker never
+sees a half-applied change and never changes the live model.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from xnorlab.binary.layers import BinConv2d, BinLinear, LayerConfig
+from xnorlab.binary.modes import Mode
+from xnorlab.binary.surgery import (
+    LayerInfo,
+    copy_model,
+    layer_macs,
+    list_layers,
+    preset_modes,
+    validate_mode_map,
+    wrap_layers,
+)
+from xnorlab.common.errors import XnorlabError
+from xnorlab.common.signals import Signal
+from xnorlab.data import calibration
+from xnorlab.data.images import IMAGE_SUFFIXES, Preprocessing
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.models.spec import load_model_spec
+
+MODEL_SUFFIXES = (".pt", ".pth", ".safetensors", ".ts", ".xnor")
+DEFAULT_SAMPLE_SIZE = 16
+_VALIDATION_FIELDS = ("val", "validation", "valid", "val_set", "test")
+
+T = TypeVar("T")
+Wrapped = BinConv2d | BinLinear
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One undoable step: the configs of some layers before and after."""
+
+    label: str
+    before: Mapping[str, LayerConfig]
+    after: Mapping[str, LayerConfig]
+
+
+class InputKind(str, Enum):
+    """Where the activation views' inputs come from."""
+
+    DATASET = "dataset"  # the open dataset (labelled)
+    CALIBRATION = "calibration"  # the bundled photos (unlabelled: no accuracy)
+    NONE = "none"  # nothing fits: weights only
+
+
+NO_INPUT_TEXT = "no input: open a dataset (Ctrl+D)"
+
+
+@dataclass(frozen=True)
+class ActivationInputs:
+    """The batch the activation views and the table's error columns run on, and its source.
+
+    ``description`` is what the views show (e.g. ``bundled calibration photos (8,
+    unlabelled)``). ``load()`` returns the ``(N, C, H, W)`` batch or ``None``; for the photos it
+    decodes and converts them (cached per shape), so call it in a worker.
+    """
+
+    kind: InputKind
+    description: str
+    count: int = 0
+    batch: Tensor | None = None  # DATASET: the samples, already in memory
+    input_shape: tuple[int, ...] = ()  # CALIBRATION: the model's input
+    preprocessing: Preprocessing | None = None  # CALIBRATION: how photos become inputs
+
+    @property
+    def labelled(self) -> bool:
+        """True only for dataset samples: accuracy may never come from the photos."""
+        return self.kind is InputKind.DATASET
+
+    def load(self) -> Tensor | None:
+        """The batch (thread-safe)."""
+        if self.kind is InputKind.CALIBRATION:
+            return calibration.calibration_batch(self.input_shape, self.preprocessing, self.count)
+        return self.batch
+
+
+def snapshot_model(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s module tree that shares every Parameter and buffer with it.
+
+    Copies only the module objects and their configs (cheap, even for resnet18), so a worker
+    can switch modes and add hooks on the copy without touching the live model. Native-engine
+    caches are not copied (the copy starts with ``native_cache = None``).
+    """
+    return copy_model(model, share_tensors=True)
+
+
+def load_dataset_for(spec: str, loaded: LoadedModel | None = None) -> Any:
+    """Load dataset ``spec`` in the input format of ``loaded`` (thread-safe, no session state)."""
+    try:
+        from xnorlab.data.datasets import load_dataset
+    except ImportError as exc:
+        raise XnorlabError(
+            f"cannot open dataset {spec!r}: the data module is not available ({exc})"
+        ) from None
+    preprocessing = getattr(loaded, "preprocessing", None)
+    return load_dataset(spec, preprocessing=preprocessing) if preprocessing else load_dataset(spec)
+
+
+def _call_load_model(spec: str, trust: bool) -> LoadedModel:
+    if trust and "trust" not in inspect.signature(load_model_spec).parameters:
+        raise XnorlabError("this xnorlab cannot load trusted (pickled) checkpoints")
+    kwargs = {"trust": True} if trust else {}
+    try:
+        return load_model_spec(spec, **kwargs)
+    except XnorlabError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise XnorlabError(f"cannot open model {spec!r}: {exc}") from None
+
+
+def validation_split(bundle: Any) -> Any:
+    """The validation part of a dataset bundle (first field found of val/validation/...)."""
+    for field in _VALIDATION_FIELDS:
+        split = getattr(bundle, field, None)
+        if split is not None:
+            return split
+    raise XnorlabError("the open dataset has no validation split")
+
+
+def _is_empty(split: Any) -> bool:
+    try:
+        return len(split) == 0
+    except TypeError:
+        return False
+
+
+def first_samples(split: Any, count: int) -> tuple[Tensor, Tensor | None]:
+    """The first ``count`` ``(inputs, labels)`` of a Dataset or an ``(inputs, labels)`` pair."""
+    if isinstance(split, (tuple, list)) and len(split) == 2 and isinstance(split[0], Tensor):
+        inputs, labels = split
+        return inputs[:count].float(), (labels[:count] if isinstance(labels, Tensor) else None)
+    if isinstance(split, Tensor):
+        return split[:count].float(), None
+    size = min(count, len(split))
+    if size == 0:
+        raise XnorlabError("the dataset's validation split is empty")
+    items = [split[i] for i in range(size)]
+    if isinstance(items[0], (tuple, list)):
+        inputs = torch.stack([torch.as_tensor(item[0]) for item in items]).float()
+        labels = torch.as_tensor([int(item[1]) for item in items])
+        return inputs, labels
+    return torch.stack([torch.as_tensor(item) for item in items]).float(), None
+
+
+class LabSession:
+    """Model + data + selection + undo history, with events (see the module docstring)."""
+
+    def __init__(self, max_undo: int = 500) -> None:
+        self.model_changed = Signal("model_changed")
+        self.modes_changed = Signal("modes_changed")
+        self.selection_changed = Signal("selection_changed")
+        self.data_changed = Signal("data_changed")
+        self.error = Signal("error")
+        self.images_dropped = Signal("images_dropped")
+        self.weights_changed = Signal("weights_changed")
+        self.dataset_requested = Signal("dataset_requested")
+        self.model_requested = Signal("model_requested")
+        self.loaded: LoadedModel | None = None
+        self.dataset: Any = None
+        self.dataset_spec: str | None = None
+        self.selected: str | None = None
+        self.macs: dict[str, int] = {}
+        self.revision = 0  # bumped on every model/config/data change (stale-result check)
+        self.max_undo = max_undo
+        self._undo: list[ConfigChange] = []
+        self._redo: list[ConfigChange] = []
+        self._samples: dict[int, tuple[Tensor, Tensor | None]] = {}
+
+    # ------------------------------------------------------------------ model and data
+    @property
+    def model(self) -> nn.Module:
+        """The live model (raises if none is open)."""
+        if self.loaded is None:
+            raise XnorlabError("no model is open")
+        return self.loaded.model
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` of one input of the open model."""
+        if self.loaded is None:
+            raise XnorlabError("no model is open")
+        return tuple(self.loaded.input_shape)
+
+    @property
+    def model_name(self) -> str:
+        """The spec of the open model, or an empty string."""
+        return self.loaded.spec if self.loaded is not None else ""
+
+    def open_model(
+        self, spec: str, trust: bool = False, modes: str | Mapping[str, Any] | None = None
+    ) -> LoadedModel:
+        """Load ``spec``, wrap its layers, apply ``modes`` (default: the modes stored with it).
+
+        Everything is validated before the current model is replaced. Opens the model's default
+        dataset when the current one does not fit its input shape.
+        """
+        loaded = _call_load_model(spec, trust)
+        self.adopt(loaded, modes=modes)
+        return loaded
+
+    def adopt(self, loaded: LoadedModel, modes: str | Mapping[str, Any] | None = None) -> None:
+        """Make an already-built ``LoadedModel`` (e.g. a training result) the current model."""
+        model = loaded.model
+        try:
+            wrap_layers(model)
+        except ValueError as exc:
+            raise XnorlabError(f"cannot use model {loaded.spec!r}: {exc}") from None
+        stored = getattr(loaded, "modes", None) if modes is None else modes
+        mode_map = self._resolve_for(model, stored) if stored else {}
+        macs = self._measure_macs(model, tuple(loaded.input_shape), loaded.spec)
+        model.eval()
+        for name, module in self._wrapped_of(model).items():
+            if name in mode_map:
+                module.config = module.config.updated(mode=mode_map[name])
+        self.loaded, self.macs = loaded, macs
+        self._undo.clear()
+        self._redo.clear()
+        self.selected = None
+        self._bump()
+        self.model_changed.emit()
+        self._fit_dataset(loaded)
+
+    def _measure_macs(self, model: nn.Module, shape: tuple[int, ...], spec: str) -> dict[str, int]:
+        try:
+            return layer_macs(model, shape)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise XnorlabError(
+                f"model {spec!r} does not run on an input of shape {shape}: {exc}"
+            ) from None
+
+    @staticmethod
+    def _resolve_for(model: nn.Module, modes: str | Mapping[str, Any]) -> dict[str, Mode]:
+        if isinstance(modes, str):
+            return preset_modes(model, modes)
+        return validate_mode_map(model, modes)
+
+    def _fit_dataset(self, loaded: LoadedModel) -> None:
+        fits = self.dataset is not None and self._shape_of(self.dataset) == tuple(
+            loaded.input_shape
+        )
+        if fits:
+            return
+        if self.dataset is not None:
+            self.dataset, self.dataset_spec = None, None
+            self._samples.clear()
+            self.data_changed.emit()
+        default = getattr(loaded, "default_data", None)
+        if default and self.dataset_requested.n_slots:
+            self.dataset_requested.emit(default)
+        elif default:
+            self.attempt(self.open_dataset, default)
+
+    @staticmethod
+    def _shape_of(bundle: Any) -> tuple[int, ...] | None:
+        shape = getattr(bundle, "input_shape", None)
+        return tuple(shape) if shape is not None else None
+
+    def open_dataset(self, spec: str) -> Any:
+        """Load dataset ``spec`` (see ``xnorlab.data.datasets``); it must fit the model's input."""
+        bundle = load_dataset_for(spec, self.loaded)
+        self.set_dataset(bundle, spec)
+        return bundle
+
+    def set_dataset(self, bundle: Any, spec: str = "") -> None:
+        """Use an already-loaded dataset bundle; validated against the open model first."""
+        shape = self._shape_of(bundle)
+        if self.loaded is not None and shape is not None and shape != self.input_shape:
+            raise XnorlabError(
+                f"dataset {spec or 'bundle'!r} gives inputs of shape {shape} but the model "
+                f"expects {self.input_shape}"
+            )
+        validation_split(bundle)
+        self.dataset, self.dataset_spec = bundle, spec or getattr(bundle, "spec", "dataset")
+        self._samples.clear()
+        self._bump()
+        self.data_changed.emit()
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names of the model (or of the dataset when the model has none)."""
+        if self.loaded is not None and self.loaded.class_names:
+            return list(self.loaded.class_names)
+        return list(getattr(self.dataset, "class_names", []) or [])
+
+    def sample_batch(self, n: int = DEFAULT_SAMPLE_SIZE) -> tuple[Tensor, Tensor | None]:
+        """The first ``n`` validation samples ``(inputs, labels)``, cached until data changes.
+
+        A dataset whose validation split is empty (a tiny image folder) gives its training
+        samples instead: the views only need inputs, not held-out ones.
+        """
+        if n < 1:
+            raise XnorlabError(f"sample size must be >= 1, got {n}")
+        if self.dataset is None:
+            raise XnorlabError("no dataset is open: open one to see activations")
+        if n not in self._samples:
+            split = validation_split(self.dataset)
+            train = getattr(self.dataset, "train", None)
+            if _is_empty(split) and train is not None:
+                split = train
+            inputs, labels = first_samples(split, n)
+            if self.loaded is not None and tuple(inputs.shape[1:]) != self.input_shape:
+                raise XnorlabError(
+                    f"dataset samples have shape {tuple(inputs.shape[1:])}, "
+                    f"the model expects {self.input_shape}"
+                )
+            self._samples[n] = (inputs, labels)
+        return self._samples[n]
+
+    def activation_inputs(self, n: int = DEFAULT_SAMPLE_SIZE) -> ActivationInputs:
+        """The inputs of the activation views: up to ``n`` dataset samples or calibration photos.
+
+        With a dataset open: its first ``n`` samples (``sample_batch``; raises like it). Without
+        one: up to ``n`` of the bundled calibration photos, converted to the model's input
+        (cheap here: ``load()`` does the work), when the model takes ``(1 or 3, H, W)``
+        images; else (or without a model) ``InputKind.NONE``.
+        """
+        if self.dataset is not None:
+            inputs, _ = self.sample_batch(n)
+            text = f"{len(inputs)} samples of {self.dataset_spec}"
+            return ActivationInputs(InputKind.DATASET, text, len(inputs), batch=inputs)
+        if n < 1:
+            raise XnorlabError(f"sample size must be >= 1, got {n}")
+        if self.loaded is None:
+            return ActivationInputs(InputKind.NONE, "no model is open")
+        shape = self.input_shape
+        try:
+            prep = calibration.calibration_preprocessing(
+                shape, getattr(self.loaded, "preprocessing", None)
+            )
+        except XnorlabError:
+            return ActivationInputs(InputKind.NONE, NO_INPUT_TEXT)
+        count = min(n, calibration.PHOTO_COUNT)
+        return ActivationInputs(
+            InputKind.CALIBRATION, calibration.describe(count), count,
+            input_shape=shape, preprocessing=prep,
+        )  # fmt: skip
+
+    def snapshot(self) -> nn.Module:
+        """A weight-sharing copy of the live model for workers (see ``snapshot_model``)."""
+        return snapshot_model(self.model)
+
+    # ------------------------------------------------------------------ layers
+    def layers(self) -> list[LayerInfo]:
+        """Every binarizable layer with its current mode (empty without a model)."""
+        return list_layers(self.loaded.model) if self.loaded is not None else []
+
+    def layer_names(self) -> list[str]:
+        """Names of the binarizable layers, first to last."""
+        return [info.name for info in self.layers()]
+
+    @staticmethod
+    def _wrapped_of(model: nn.Module) -> dict[str, Wrapped]:
+        return {n: m for n, m in model.named_modules() if isinstance(m, (BinConv2d, BinLinear))}
+
+    def layer(self, name: str) -> Wrapped:
+        """The wrapped layer ``name``; clear error if unknown or not switchable."""
+        wrapped = self._wrapped_of(self.model)
+        if name in wrapped:
+            return wrapped[name]
+        if name in self.layer_names():
+            raise XnorlabError(f"layer {name!r} is a custom layer class and cannot be switched")
+        raise XnorlabError(f"no binarizable layer named {name!r}")
+
+    def configs(self) -> dict[str, LayerConfig]:
+        """Config of every switchable (wrapped) layer."""
+        if self.loaded is None:
+            return {}
+        return {name: m.config for name, m in self._wrapped_of(self.loaded.model).items()}
+
+    def config(self, name: str) -> LayerConfig:
+        """Current config of layer ``name``."""
+        return self.layer(name).config
+
+    def modes(self) -> dict[str, Mode]:
+        """Mode of every binarizable layer."""
+        return {info.name: info.mode for info in self.layers()}
+
+    def set_mode(self, name: str, mode: Mode | str) -> list[str]:
+        """Switch one layer to ``mode``; returns the changed names (empty if unchanged)."""
+        return self.set_modes({name: mode}, label=f"{name} -> {mode}")
+
+    def set_modes(self, mapping: Mapping[str, Mode | str], label: str = "set modes") -> list[str]:
+        """Switch several layers at once (one undo step)."""
+        clean = validate_mode_map(self.model, mapping)
+        configs = {name: self.layer(name).config.updated(mode=m) for name, m in clean.items()}
+        return self._apply(configs, label)
+
+    def apply_preset(self, preset: str) -> list[str]:
+        """Apply ``paper``, ``paper-bwn``, ``xnor``, ``bwn`` or ``float`` to every layer."""
+        return self.set_modes(preset_modes(self.model, preset), label=f"preset {preset}")
+
+    def apply_pattern(self, pattern: str, mode: Mode | str) -> list[str]:
+        """Set ``mode`` on every layer whose name matches the glob ``pattern``.
+
+        Returns the changed names; raises if the pattern matches no layer.
+        """
+        names = [n for n in self.layer_names() if fnmatch.fnmatchcase(n, pattern.strip())]
+        if not names:
+            sample = ", ".join(self.layer_names()[:4])
+            raise XnorlabError(f"pattern {pattern!r} matches no layer (layers: {sample}, ...)")
+        return self.set_modes(dict.fromkeys(names, mode), label=f"{pattern} -> {mode}")
+
+    def set_layer_config(self, name: str, **fields: Any) -> list[str]:
+        """Change mode/scaling/pad_mode/weight_grad/clip/backend of one layer (undoable)."""
+        return self.configure_layers([name], **fields)
+
+    def configure_layers(self, names: Iterable[str] | None = None, **fields: Any) -> list[str]:
+        """Change config fields of the named layers (all switchable layers when ``None``)."""
+        targets = list(names) if names is not None else list(self._wrapped_of(self.model))
+        try:
+            configs = {n: self.layer(n).config.updated(**fields) for n in targets}
+        except ValueError as exc:
+            raise XnorlabError(f"invalid layer setting: {exc}") from None
+        label = ", ".join(f"{k}={v}" for k, v in fields.items())
+        return self._apply(configs, label)
+
+    def _apply(
+        self, configs: Mapping[str, LayerConfig], label: str, record: bool = True
+    ) -> list[str]:
+        wrapped = self._wrapped_of(self.model)
+        before = {n: wrapped[n].config for n in configs}
+        changed = {n: c for n, c in configs.items() if before[n] != c}
+        if not changed:
+            return []
+        for name, config in changed.items():
+            wrapped[name].config = config
+        if record:
+            self._undo.append(ConfigChange(label, {n: before[n] for n in changed}, changed))
+            del self._undo[: -self.max_undo]
+            self._redo.clear()
+        self._bump()
+        names = list(changed)
+        self.modes_changed.emit(names)
+        return names
+
+    # ------------------------------------------------------------------ undo / redo
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    @property
+    def undo_label(self) -> str:
+        """What ``undo`` would revert ("" when nothing)."""
+        return self._undo[-1].label if self._undo else ""
+
+    @property
+    def redo_label(self) -> str:
+        """What ``redo`` would re-apply ("" when nothing)."""
+        return self._redo[-1].label if self._redo else ""
+
+    def undo(self) -> list[str]:
+        """Revert the last config change; returns the layers it touched."""
+        if not self._undo:
+            return []
+        step = self._undo.pop()
+        self._redo.append(step)
+        return self._apply(step.before, f"undo {step.label}", record=False)
+
+    def redo(self) -> list[str]:
+        """Re-apply the last undone change."""
+        if not self._redo:
+            return []
+        step = self._redo.pop()
+        self._undo.append(step)
+        return self._apply(step.after, f"redo {step.label}", record=False)
+
+    # ------------------------------------------------------------------ selection, errors
+    def select(self, name: str | None) -> None:
+        """Select a layer (``None`` clears); emits ``selection_changed`` only on change."""
+        if name is not None and name not in self.layer_names():
+            raise XnorlabError(f"no binarizable layer named {name!r}")
+        if name != self.selected:
+            self.selected = name
+            self.selection_changed.emit(name)
+
+    def attempt(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """Call ``func``; on ``XnorlabError`` emit ``error(message)`` and return ``None``."""
+        try:
+            return func(*args, **kwargs)
+        except XnorlabError as exc:
+            self.error.emit(str(exc))
+            return None
+
+    def mark_weights_changed(self) -> None:
+        """Tell the views the live model's weights changed in place (after fine-tuning)."""
+        if self.loaded is None:
+            raise XnorlabError("no model is open")
+        self._bump()
+        self.weights_changed.emit()
+
+    def _bump(self) -> None:
+        self.revision += 1
+
+    # ------------------------------------------------------------------ dropped files
+    def open_paths(self, paths: Sequence[str | Path]) -> None:
+        """Open dropped files: a model file opens the model, images go to ``images_dropped``.
+
+        The model is loaded here, synchronously, unless something listens to
+        ``model_requested`` (the GUI, which loads it off the GUI thread).
+
+        Raises (state unchanged) when a file is missing, of an unknown kind, or nobody
+        listens for images.
+        """
+        files = [Path(p) for p in paths]
+        if not files:
+            raise XnorlabError("nothing to open")
+        for path in files:
+            if not path.is_file():
+                raise XnorlabError(f"not a file: {path}")
+        models = [p for p in files if p.suffix.lower() in MODEL_SUFFIXES]
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        unknown = [p for p in files if p not in models and p not in images]
+        if unknown:
+            kinds = ", ".join(MODEL_SUFFIXES + IMAGE_SUFFIXES)
+            raise XnorlabError(f"cannot open {unknown[0].name}: unsupported file type ({kinds})")
+        if len(models) > 1:
+            raise XnorlabError("drop one model file at a time")
+        if images and self.images_dropped.n_slots == 0:
+            raise XnorlabError("image prediction is not available in this window")
+        if models and self.model_requested.n_slots:
+            self.model_requested.emit(str(models[0]))  # the GUI loads it in a worker
+        elif models:
+            self.open_model(str(models[0]))
+        if images:
+            self.images_dropped.emit([str(p) for p in images])

@@ -1,0 +1,2 @@
+"""Reports: built once as frozen data (``build``), then rendered as HTML, JSON, CSV or
+Markdown (``render``)."""

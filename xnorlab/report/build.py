@@ -1,0 +1,486 @@
+"""The per-layer binarization report: ``build_report`` measures, the renderers render.
+
+``build_report`` measures a model under a mode map and returns a ``Report`` (the frozen
+dataclasses of ``xnorlab.report.model``, re-exported here); ``xnorlab.report.render`` turns
+it into HTML, JSON, CSV or Markdown (``write_report``). Nothing here imports Qt; long work takes
+``progress(fraction, message)`` and ``should_cancel()`` callables. Counting conventions: see
+``xnorlab.report.model`` and ``docs/report-schema.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xnorlab._version import __version__
+from xnorlab.binary import stats
+from xnorlab.binary.binarize import weight_scale_alpha
+from xnorlab.binary.modes import Mode
+from xnorlab.binary.surgery import (
+    binarize_model,
+    copy_model,
+    current_modes,
+    float_mode,
+    iter_binarizable,
+    layer_macs,
+)
+from xnorlab.common.errors import XnorlabError
+from xnorlab.measure import report_measure as measure
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.models.packed_layers import has_packed_layers
+from xnorlab.report.model import (
+    FLOAT_BITS,
+    SCHEMA_VERSION,
+    CancelFn,
+    Histogram,
+    LayerReport,
+    ProgressFn,
+    Report,
+    ReportCancelled,
+    ReportData,
+    ReportHeader,
+    ReportOptions,
+    ReportTotals,
+    layer_bits,
+    layer_mode,
+    other_parameter_elements,
+    ratio,
+    settings_pairs,
+    utc_now,
+)
+
+__all__ = [
+    "FLOAT_BITS",
+    "SCHEMA_VERSION",
+    "CancelFn",
+    "Histogram",
+    "LayerReport",
+    "ProgressFn",
+    "Report",
+    "ReportCancelled",
+    "ReportData",
+    "ReportHeader",
+    "ReportOptions",
+    "ReportTotals",
+    "build_report",
+    "layer_bits",
+    "layer_mode",
+    "machine_description",
+    "other_parameter_elements",
+    "ratio",
+    "settings_pairs",
+    "utc_now",
+]
+
+
+# ----------------------------------------------------------------------------- building
+
+
+class _Steps:
+    """Progress over a known number of steps; raises ``ReportCancelled`` when asked to stop."""
+
+    def __init__(self, total: int, progress: ProgressFn | None, cancel: CancelFn | None) -> None:
+        self.total, self.done, self.message = max(1, total), 0, "starting"
+        self.progress, self.cancel = progress, cancel
+
+    def stage(self, message: str) -> None:
+        self.message = message
+        self.tick(advance=False)
+
+    def finish(self) -> None:
+        self.done, self.message = self.total, "done"
+        self.tick(advance=False)
+
+    def tick(self, advance: bool = True) -> None:
+        if self.cancel is not None and self.cancel():
+            raise ReportCancelled("report cancelled")
+        self.done += int(advance)
+        if self.progress is not None:
+            self.progress(min(1.0, self.done / self.total), self.message)
+
+
+def _validate_options(options: ReportOptions) -> None:
+    if options.engine not in ("native", "torch"):
+        raise XnorlabError(f"engine must be 'native' or 'torch', got {options.engine!r}")
+    counts = {
+        "latency_repeats": options.latency_repeats,
+        "histogram_bins": options.histogram_bins,
+        "batch_size": options.batch_size,
+    }
+    for name, value in counts.items():
+        if value < 1:
+            raise XnorlabError(f"{name} must be >= 1, got {value}")
+
+
+def _validate_data(data: ReportData, input_shape: tuple[int, ...]) -> None:
+    """Shapes, dtypes and finiteness of the report inputs; raises ``XnorlabError``."""
+    calib = data.calibration
+    if calib.dim() != len(input_shape) + 1 or tuple(calib.shape[1:]) != tuple(input_shape):
+        raise XnorlabError(
+            f"calibration batch has shape {tuple(calib.shape)}, expected (N, "
+            f"{', '.join(map(str, input_shape))})"
+        )
+    if len(calib) == 0 or not calib.is_floating_point() or not bool(torch.isfinite(calib).all()):
+        raise XnorlabError("calibration batch must be a non-empty, finite float tensor")
+    if (data.val_inputs is None) != (data.val_labels is None):
+        raise XnorlabError("validation inputs and labels must be given together")
+    if data.val_inputs is not None and data.val_labels is not None:
+        if len(data.val_inputs) != len(data.val_labels) or len(data.val_labels) == 0:
+            raise XnorlabError("validation inputs and labels differ in length or are empty")
+        if tuple(data.val_inputs.shape[1:]) != tuple(input_shape):
+            raise XnorlabError(f"validation inputs do not have the model's shape {input_shape}")
+        if data.val_labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise XnorlabError(f"validation labels must be integers, got {data.val_labels.dtype}")
+
+
+def _histogram(values: Tensor, bins: int) -> Histogram:
+    counts, edges = stats.histogram(values, bins=bins)
+    return Histogram(tuple(int(c) for c in counts), tuple(float(e) for e in edges))
+
+
+def _count_layer(
+    module: nn.Conv2d | nn.Linear, macs: int, shapes: tuple[tuple[int, ...], ...], bins: int
+) -> dict[str, Any]:
+    """Counting and weight-statistics fields of one layer (everything not data-dependent)."""
+    mode = layer_mode(module)
+    shape = tuple(module.weight.shape)
+    bias = 0 if module.bias is None else module.bias.numel()
+    float_bits, deployed_bits = layer_bits(shape, bias, mode)
+    weights = stats.weight_stats(module.weight)
+    alphas = weight_scale_alpha(module.weight.detach().float())
+    return {
+        "kind": "conv2d" if isinstance(module, nn.Conv2d) else "linear",
+        "mode": str(mode),
+        "weight_shape": shape,
+        "input_shape": shapes[0] if shapes else (),
+        "output_shape": shapes[1] if shapes else (),
+        "params": math.prod(shape) + bias,
+        "macs": macs,
+        "binary_macs": macs if mode is Mode.XNOR else 0,
+        "float_bits": float_bits,
+        "deployed_bits": deployed_bits,
+        "compression": float_bits / deployed_bits,
+        "alpha_mean": weights.alpha_mean,
+        "alpha_min": weights.alpha_min,
+        "alpha_max": weights.alpha_max,
+        "alpha_std": weights.alpha_std,
+        "approx_error": weights.approx_error,
+        "alphas": tuple(float(a) for a in alphas),
+        "weight_hist": _histogram(module.weight, bins),
+    }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _error_fields(model: nn.Module, calibration: Tensor, bins: int) -> dict[str, dict[str, Any]]:
+    """Sign statistics, local and propagated errors and input histograms per layer."""
+    compared = stats.compare_layers(model, calibration)
+    captured = stats.capture_activations(model, calibration)
+    fields: dict[str, dict[str, Any]] = {}
+    for name, comparison in compared.items():
+        io = captured.get(name)
+        fields[name] = {
+            "input_near_zero": _finite(comparison.sign.near_zero_fraction),
+            "input_sign_flip": _finite(comparison.sign.flip_rate),
+            "local_error": _finite(comparison.local_error),
+            "output_error": _finite(comparison.propagated_error),
+            "input_hist": None if io is None else _histogram(io.input, bins),
+        }
+    return fields
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
+
+
+def _latency_fields(
+    model: nn.Module, sample: Tensor, options: ReportOptions, steps: _Steps
+) -> tuple[dict[str, dict[str, Any]], float | None, float | None, str | None]:
+    """Per-layer and end-to-end medians (ms), torch float vs the configured engine."""
+    repeats = options.latency_repeats
+    with float_mode(model):
+        float_s, float_layers = measure.time_model(model, sample, repeats, steps.tick)
+    context, note = measure.native_engine_context(model, options.engine)
+    with context:
+        config_s, config_layers = measure.time_model(model, sample, repeats, steps.tick)
+    fields = {}
+    for name, timing in config_layers.items():
+        float_timing = float_layers.get(name)
+        float_ms = None if float_timing is None else float_timing.wall_s * 1e3
+        config_ms = timing.wall_s * 1e3
+        fields[name] = {
+            "latency_float_ms": float_ms,
+            "latency_config_ms": config_ms,
+            "speedup": ratio(float_ms, config_ms),
+            "kernel_pack_ms": _ms(timing.pack_s),
+            "kernel_popcount_ms": _ms(timing.popcount_s),
+            "kernel_scale_ms": _ms(timing.scale_s),
+        }
+    return fields, float_s * 1e3, config_s * 1e3, note
+
+
+def _accuracy_fields(
+    model: nn.Module, data: ReportData, options: ReportOptions, steps: _Steps
+) -> tuple[float | None, float | None, dict[str, dict[str, Any]], str | None]:
+    """Validation top-1 float, configured, and with one layer binarized at a time."""
+    if data.val_inputs is None or data.val_labels is None:
+        return None, None, {}, None
+    x, y, batch = data.val_inputs, data.val_labels.long(), options.batch_size
+    context, note = measure.native_engine_context(model, options.engine)
+    sensitivity: dict[str, dict[str, Any]] = {}
+    with context:
+        with float_mode(model):
+            acc_float = measure.top1_accuracy(model, x, y, batch, steps.tick)
+        acc_config = measure.top1_accuracy(model, x, y, batch, steps.tick)
+        layers = measure.wrapped_layers(model) if options.sensitivity else {}
+        for name, layer in layers.items():
+            mode = layer.mode if layer.mode is not Mode.FLOAT else Mode.XNOR
+            steps.stage(f"sensitivity of {name}")
+            with measure.layer_configs(model, measure.only_layer_configs(model, name, mode)):
+                accuracy = measure.top1_accuracy(model, x, y, batch, steps.tick)
+            sensitivity[name] = {
+                "sensitivity_mode": str(mode),
+                "sensitivity_accuracy": accuracy,
+                "sensitivity_drop": acc_float - accuracy,
+            }
+    return acc_float, acc_config, sensitivity, note
+
+
+def _engine_info() -> tuple[str, int]:
+    """ISA and thread count of the native engine, or ("unavailable", torch threads)."""
+    try:
+        from xnorlab import engine as kernels
+
+        info = kernels.info()
+        return str(info.get("isa", "?")), int(info.get("threads", torch.get_num_threads()))
+    except (ImportError, AttributeError):
+        return "unavailable", torch.get_num_threads()
+
+
+def load_note() -> str | None:
+    """A warning when the machine was busy (1-min load average above the core count)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = os.cpu_count() or 1
+    if load <= cores:
+        return None
+    return (
+        f"the machine was busy (load average {load:.1f} on {cores} cores): latencies and "
+        "speedups are unreliable; rerun on an idle machine (or with --threads 1)"
+    )
+
+
+def machine_description() -> str:
+    """CPU model, architecture and logical core count (one line)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {platform.machine()}, {os.cpu_count()} logical cores, {platform.system()}"
+
+
+def _file_sizes(loaded: LoadedModel, model: nn.Module) -> tuple[int | None, int, str | None]:
+    """Bytes of the ``.xnor`` export and of the float ``state_dict`` file."""
+    from xnorlab.models.xnor_file import encode_xnor
+
+    float_bytes = measure.state_dict_file_bytes(model)
+    try:
+        return len(encode_xnor(model, loaded, require_architecture=False)), float_bytes, None
+    except XnorlabError as exc:
+        return None, float_bytes, f".xnor size not measured: {exc}"
+
+
+def _detached_copy(model: nn.Module) -> nn.Module:
+    """Deep copy without native-engine caches: the caller's model is never touched."""
+    return copy_model(model, share_tensors=False)
+
+
+def _step_count(model: nn.Module, data: ReportData, options: ReportOptions) -> int:
+    steps = 2 + (4 * options.latency_repeats + 2 if options.latency else 0)
+    if data.val_inputs is not None:
+        batches = math.ceil(len(data.val_inputs) / options.batch_size)
+        layers = len(measure.wrapped_layers(model)) if options.sensitivity else 0
+        steps += batches * (2 + layers)
+    return steps
+
+
+def _totals(
+    model: nn.Module, layers: tuple[LayerReport, ...], extra: dict[str, Any]
+) -> ReportTotals:
+    """Model totals from the layer rows plus every parameter outside them (at 32 bits)."""
+    other = other_parameter_elements(model, [m for _, m in iter_binarizable(model)])
+    float_bits = sum(row.float_bits for row in layers) + FLOAT_BITS * other
+    deployed_bits = sum(row.deployed_bits for row in layers) + FLOAT_BITS * other
+    macs = sum(row.macs for row in layers)
+    binary_macs = sum(row.binary_macs for row in layers)
+    acc_float, acc_config = extra.get("accuracy_float"), extra.get("accuracy_config")
+    return ReportTotals(
+        params=sum(row.params for row in layers) + other,
+        binary_params=sum(math.prod(r.weight_shape) for r in layers if r.mode != "float"),
+        other_params=other,
+        float_bits=float_bits,
+        deployed_bits=deployed_bits,
+        compression=float_bits / deployed_bits,
+        macs=macs,
+        binary_macs=binary_macs,
+        binarized_mac_ratio=binary_macs / macs if macs else 0.0,
+        accuracy_float=acc_float,
+        accuracy_config=acc_config,
+        accuracy_drop=None if acc_float is None or acc_config is None else acc_float - acc_config,
+        latency_float_ms=extra.get("latency_float_ms"),
+        latency_config_ms=extra.get("latency_config_ms"),
+        speedup=ratio(extra.get("latency_float_ms"), extra.get("latency_config_ms")),
+        xnor_file_bytes=extra.get("xnor_file_bytes"),
+        float_state_dict_bytes=extra.get("float_state_dict_bytes"),
+        file_compression=ratio(extra.get("float_state_dict_bytes"), extra.get("xnor_file_bytes")),
+    )
+
+
+def _layer_rows(
+    model: nn.Module, input_shape: tuple[int, ...], data: ReportData, bins: int
+) -> dict[str, dict[str, Any]]:
+    """Counting, weight statistics, shapes and calibration errors of every layer."""
+    macs = layer_macs(model, input_shape)
+    shapes = measure.shapes_per_layer(model, data.calibration)
+    rows = {
+        name: {"name": name, **_count_layer(module, macs.get(name, 0), shapes.get(name, ()), bins)}
+        for name, module in iter_binarizable(model)
+    }
+    for name, fields in _error_fields(model, data.calibration, bins).items():
+        rows[name].update(fields)
+    return rows
+
+
+def _empty_measurements() -> dict[str, Any]:
+    keys = (
+        "input_near_zero", "input_sign_flip", "local_error", "output_error", "latency_float_ms",
+        "latency_config_ms", "speedup", "kernel_pack_ms", "kernel_popcount_ms", "kernel_scale_ms", "sensitivity_mode", "sensitivity_accuracy",
+        "sensitivity_drop",
+    )  # fmt: skip
+    return dict.fromkeys(keys)
+
+
+def _measure(
+    model: nn.Module, loaded: LoadedModel, data: ReportData, options: ReportOptions, steps: _Steps
+) -> tuple[tuple[LayerReport, ...], dict[str, Any], list[str]]:
+    """Run every measurement on ``model`` (already configured); rows, totals extras, notes."""
+    steps.stage("counting and calibration statistics")
+    context, note = measure.native_engine_context(model, options.engine)
+    with context:  # configured forwards through the engine: same values, much faster
+        counted = _layer_rows(model, loaded.input_shape, data, options.histogram_bins)
+    rows = {name: {**_empty_measurements(), **row} for name, row in counted.items()}
+    steps.tick()
+    extra: dict[str, Any] = {}
+    notes: list[str] = [note] if note else []
+    if options.latency:
+        steps.stage("timing layers (batch 1)")
+        notes += [note for note in (load_note(),) if note]
+        per_layer, extra["latency_float_ms"], extra["latency_config_ms"], note = _latency_fields(
+            model, data.calibration[:1], options, steps
+        )
+        notes += [note] if note else []
+        for name, fields in per_layer.items():
+            rows[name].update(fields)
+    steps.stage("validation accuracy")
+    acc_float, acc_config, sensitivity, note = _accuracy_fields(model, data, options, steps)
+    extra.update(accuracy_float=acc_float, accuracy_config=acc_config)
+    for name, fields in sensitivity.items():
+        rows[name].update(fields)
+    if options.file_sizes:
+        steps.stage("file sizes")
+        extra["xnor_file_bytes"], extra["float_state_dict_bytes"], note = _file_sizes(loaded, model)
+        notes += [note] if note else []
+    steps.tick()
+    return tuple(LayerReport(**row) for row in rows.values()), extra, notes
+
+
+def _header(
+    loaded: LoadedModel,
+    data: ReportData,
+    options: ReportOptions,
+    settings: Mapping[str, Any],
+    notes: list[str],
+) -> ReportHeader:
+    isa, threads = _engine_info()
+    engine = options.engine if isa != "unavailable" else "torch"
+    return ReportHeader(
+        xnorlab_version=__version__,
+        torch_version=torch.__version__,
+        model_spec=loaded.spec,
+        dataset=data.name,
+        input_shape=tuple(loaded.input_shape),
+        calibration_samples=len(data.calibration),
+        validation_samples=0 if data.val_inputs is None else len(data.val_inputs),
+        engine=engine,
+        isa=isa,
+        threads=threads,
+        date=utc_now(),
+        machine=machine_description(),
+        settings=settings_pairs(settings),
+        notes=tuple(dict.fromkeys([*options.extra_notes, *notes])),
+    )
+
+
+def build_report(
+    loaded: LoadedModel,
+    modes: str | Mapping[str, Mode | str] | None,
+    data: ReportData,
+    *,
+    options: ReportOptions | None = None,
+    settings: Mapping[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> Report:
+    """Measure ``loaded.model`` under ``modes`` and return the report (data only).
+
+    Works on a private copy: the caller's model (modes, configs, caches) is never changed, so
+    a GUI may call this from a worker thread. ``modes``: a preset, a JSON path or a mapping
+    (``None`` keeps the model's current modes); ``settings`` (scaling, pad_mode, ...) apply to
+    every layer as in ``binarize_model``. Raises ``XnorlabError`` on bad data or modes and
+    ``ReportCancelled`` when ``should_cancel()`` becomes true.
+    """
+    options = options or ReportOptions()
+    _validate_options(options)
+    _validate_data(data, loaded.input_shape)
+    if has_packed_layers(loaded.model):
+        raise XnorlabError(
+            f"{loaded.spec} is a packed .xnor model: its binary layers have no float weights "
+            "to compare with; build the report from the float model and the same modes"
+        )
+    model = _detached_copy(loaded.model).eval()
+    mode_map = current_modes(model) if modes is None else modes
+    binarize_model(model, mode_map, warn_first_last=False, **dict(settings or {}))
+    for layer in measure.wrapped_layers(model).values():
+        layer.configure(backend="torch")  # the engine is chosen by options.engine alone
+    steps = _Steps(_step_count(model, data, options), progress, should_cancel)
+    layers, extra, notes = _measure(model, loaded, data, options, steps)
+    steps.finish()
+    notes = [*_first_last_notes(layers), *notes]
+    header = _header(loaded, data, options, settings or {}, notes)
+    return Report(header=header, layers=layers, totals=_totals(model, layers, extra))
+
+
+def _first_last_notes(layers: tuple[LayerReport, ...]) -> list[str]:
+    if not layers:
+        return ["the model has no Conv2d/Linear layer"]
+    ends = {layers[0].name: layers[0], layers[-1].name: layers[-1]}
+    return [
+        f"layer {name} (first or last) is binarized ({row.mode}); the paper keeps it float"
+        for name, row in ends.items()
+        if row.mode != "float"
+    ]

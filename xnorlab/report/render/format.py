@@ -1,0 +1,127 @@
+"""Number formatting and the table columns shared by the text renderers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from xnorlab.report.build import LayerReport, Report
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """``(64, 3, 3, 3)`` -> ``"64x3x3x3"``; empty -> ``"-"``."""
+    return "x".join(str(d) for d in shape) if shape else "-"
+
+
+def num(value: float | int | None, digits: int = 3) -> str:
+    """Compact number: integers with thousands separators, floats to ``digits`` significant."""
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}g}"
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    """A fraction in [0, 1] as percent (``None`` -> ``-``)."""
+    return "-" if value is None else f"{100.0 * value:.{digits}f}%"
+
+
+def points(value: float | None) -> str:
+    """An accuracy already in percent."""
+    return "-" if value is None else f"{value:.2f}"
+
+
+def times(value: float | None) -> str:
+    """A ratio such as a speedup or a compression (``12.3x``)."""
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def kib(bits: int | None) -> str:
+    """Bits as KiB (1 KiB = 8192 bits)."""
+    return "-" if bits is None else f"{bits / 8192:,.1f}"
+
+
+def file_size(n_bytes: int | None) -> str:
+    """Bytes in the unit that reads best."""
+    if n_bytes is None:
+        return "-"
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:,.2f} {unit}"
+    return f"{n_bytes} B"
+
+
+Column = tuple[str, Callable[[LayerReport], str]]
+
+LAYER_COLUMNS: tuple[Column, ...] = (
+    ("layer", lambda r: r.name),
+    ("type", lambda r: r.kind),
+    ("mode", lambda r: r.mode),
+    ("weight", lambda r: shape_text(r.weight_shape)),
+    ("in", lambda r: shape_text(r.input_shape)),
+    ("out", lambda r: shape_text(r.output_shape)),
+    ("params", lambda r: num(r.params)),
+    ("MACs", lambda r: num(r.macs)),
+    ("binary MACs", lambda r: num(r.binary_macs)),
+    ("float KiB", lambda r: kib(r.float_bits)),
+    ("deployed KiB", lambda r: kib(r.deployed_bits)),
+    ("compr.", lambda r: times(r.compression)),
+    ("alpha mean", lambda r: num(r.alpha_mean)),
+    ("alpha min", lambda r: num(r.alpha_min)),
+    ("alpha max", lambda r: num(r.alpha_max)),
+    ("alpha std", lambda r: num(r.alpha_std)),
+    ("W approx err", lambda r: num(r.approx_error)),
+    ("in near 0", lambda r: pct(r.input_near_zero)),
+    ("sign flips", lambda r: pct(r.input_sign_flip)),
+    ("local err", lambda r: num(r.local_error)),
+    ("output err", lambda r: num(r.output_error)),
+    ("float ms", lambda r: num(r.latency_float_ms)),
+    ("config ms", lambda r: num(r.latency_config_ms)),
+    ("speedup", lambda r: times(r.speedup)),
+    ("pack ms", lambda r: num(r.kernel_pack_ms)),
+    ("popcount ms", lambda r: num(r.kernel_popcount_ms)),
+    ("scale ms", lambda r: num(r.kernel_scale_ms)),
+    ("sens. mode", lambda r: r.sensitivity_mode or "-"),
+    ("acc. alone", lambda r: points(r.sensitivity_accuracy)),
+    ("drop", lambda r: points(r.sensitivity_drop)),
+)
+
+
+def totals_rows(report: Report) -> list[tuple[str, str]]:
+    """``(label, value)`` rows of the model totals."""
+    t = report.totals
+    acc = f"{points(t.accuracy_float)} -> {points(t.accuracy_config)} (drop {points(t.accuracy_drop)})"
+    return [
+        ("parameters", f"{num(t.params)} ({num(t.binary_params)} binary, {num(t.other_params)} outside conv/linear)"),
+        ("weight memory float32", f"{kib(t.float_bits)} KiB"),
+        ("weight memory deployed", f"{kib(t.deployed_bits)} KiB"),
+        ("compression", times(t.compression)),
+        ("MACs per sample", f"{num(t.macs)} ({num(t.binary_macs)} binary)"),
+        ("binarized-MAC ratio", pct(t.binarized_mac_ratio)),
+        ("top-1 accuracy float -> config", acc),
+        ("latency float -> config (ms, batch 1)", f"{num(t.latency_float_ms)} -> {num(t.latency_config_ms)}"),
+        ("end-to-end speedup", times(t.speedup)),
+        (".xnor file vs float state_dict file", f"{file_size(t.xnor_file_bytes)} vs {file_size(t.float_state_dict_bytes)} ({times(t.file_compression)} smaller)"),
+    ]  # fmt: skip
+
+
+def header_rows(report: Report) -> list[tuple[str, str]]:
+    """``(label, value)`` rows of the report header."""
+    h = report.header
+    settings = ", ".join(f"{k}={v}" for k, v in h.settings) or "model's own"
+    return [
+        ("xnorlab", f"{h.xnorlab_version} (torch {h.torch_version})"),
+        ("model", h.model_spec),
+        ("input", shape_text(h.input_shape)),
+        ("dataset", f"{h.dataset} ({h.calibration_samples} calibration, {h.validation_samples} validation samples)"),
+        ("engine", f"{h.engine}, ISA {h.isa}, {h.threads} threads"),
+        ("layer settings", settings),
+        ("date", h.date),
+        ("machine", h.machine),
+    ]  # fmt: skip
+
+
+def cell_text(value: Any) -> str:
+    """Escape a cell for Markdown tables (pipes)."""
+    return str(value).replace("|", "\\|")

@@ -1,0 +1,13 @@
+"""Where a wrapped layer is sent to the native engine: the one place that knows both the
+layer classes (``xnorlab.binary``) and the engine facade (``xnorlab.engine``)."""
+
+from __future__ import annotations
+
+from xnorlab.runtime.integration import (
+    native_backend,
+    native_layer_forward,
+    packed_weight,
+    set_backend,
+)
+
+__all__ = ["native_backend", "native_layer_forward", "packed_weight", "set_backend"]
