@@ -8,8 +8,9 @@ import torch
 from xnorlab.binary.modes import Mode
 from xnorlab.binary.surgery import binarize_model, current_modes, float_mode
 from xnorlab.common.errors import XnorlabError
+from xnorlab.common.tasks import Cancelled
 from xnorlab.models.loaded import LoadedModel
-from xnorlab.report.build import ReportCancelled, ReportData, ReportOptions, build_report
+from xnorlab.report.build import ReportData, ReportOptions, build_report
 
 OPTIONS = ReportOptions(latency_repeats=2, file_sizes=False, batch_size=16)
 
@@ -63,7 +64,7 @@ def test_progress_reaches_one_and_cancel_stops(tiny_loaded: LoadedModel) -> None
                  progress=lambda f, _m: seen.append(f))  # fmt: skip
     assert seen == sorted(seen) and seen[-1] == 1.0
     calls = iter(range(1000))
-    with pytest.raises(ReportCancelled):
+    with pytest.raises(Cancelled):
         build_report(tiny_loaded, "paper", _data(), options=OPTIONS,
                      should_cancel=lambda: next(calls) >= 5)  # fmt: skip
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from xnorlab.binary.binarize import sign_nonzero, weight_scale_alpha
-from xnorlab.binary.layers import BinConv2d, BinLinear
+from xnorlab.binary.layers import BinarizableLayer
 from xnorlab.binary.modes import Mode
 from xnorlab.binary.surgery import float_mode, iter_binarizable
 
@@ -184,7 +184,7 @@ class LayerComparison:
 
 
 def _float_output(module: nn.Module, x: Tensor) -> Tensor:
-    if isinstance(module, (BinConv2d, BinLinear)):
+    if isinstance(module, BinarizableLayer):
         saved = module.config
         try:
             module.config = saved.updated(mode=Mode.FLOAT)
@@ -212,7 +212,7 @@ def compare_layers(
         with torch.no_grad():
             for name in wanted:
                 module = modules[name]
-                mode = module.mode if isinstance(module, (BinConv2d, BinLinear)) else Mode.FLOAT
+                mode = module.mode if isinstance(module, BinarizableLayer) else Mode.FLOAT
                 io, ref = configured[name], reference[name]
                 local_ref = _float_output(module, io.input)
                 result[name] = LayerComparison(

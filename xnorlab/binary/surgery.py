@@ -14,6 +14,7 @@ import itertools
 import json
 import warnings
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xnorlab.binary.layers import BinConv2d, BinLinear, LayerConfig
+from xnorlab.binary.layers import BinarizableLayer, BinConv2d, BinLinear, LayerConfig
 from xnorlab.binary.modes import Mode
 from xnorlab.common.errors import XnorlabError
 
@@ -73,7 +74,7 @@ def list_layers(model: nn.Module) -> list[LayerInfo]:
     infos = []
     for index, (name, module) in enumerate(layers):
         params = module.weight.numel() + (module.bias.numel() if module.bias is not None else 0)
-        mode = module.mode if isinstance(module, (BinConv2d, BinLinear)) else Mode.FLOAT
+        mode = module.mode if isinstance(module, BinarizableLayer) else Mode.FLOAT
         infos.append(
             LayerInfo(
                 name=name,
@@ -173,11 +174,11 @@ def wrap_layers(model: nn.Module, config: LayerConfig | None = None) -> nn.Modul
     """Replace every plain Conv2d/Linear by its wrapper (float mode). Idempotent, in place."""
     base = config or LayerConfig()
     for name, module in list(iter_binarizable(model)):
-        if isinstance(module, (BinConv2d, BinLinear)):
+        if isinstance(module, BinarizableLayer):
             continue
         if type(module) not in (nn.Conv2d, nn.Linear):
             continue  # user subclasses have their own forward: leave them alone
-        wrapper: BinConv2d | BinLinear = (
+        wrapper: BinarizableLayer = (
             BinConv2d(module, base) if isinstance(module, nn.Conv2d) else BinLinear(module, base)
         )
         wrapper.train(module.training)
@@ -219,7 +220,7 @@ def binarize_model(
     config = LayerConfig().updated(**settings)
     wrap_layers(model)
     for name, module in iter_binarizable(model):
-        if isinstance(module, (BinConv2d, BinLinear)):
+        if isinstance(module, BinarizableLayer):
             new_mode = mode_map.get(name, module.mode)
             module.config = (config if settings else module.config).updated(mode=new_mode)
     if warn_first_last:
@@ -274,26 +275,30 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]
     return macs
 
 
-class float_mode:
-    """Context manager: run every wrapped layer in float mode, restoring modes in ``finally``."""
+def wrapped_layers(model: nn.Module) -> dict[str, BinarizableLayer]:
+    """Name -> wrapper of every wrapped binarizable layer, in registration order."""
+    return {n: m for n, m in iter_binarizable(model) if isinstance(m, BinarizableLayer)}
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.saved: dict[str, LayerConfig] = {}
 
-    def __enter__(self) -> nn.Module:
-        for name, module in iter_binarizable(self.model):
-            if isinstance(module, (BinConv2d, BinLinear)):
-                self.saved[name] = module.config
-                module.config = module.config.updated(mode=Mode.FLOAT)
-        return self.model
+@contextmanager
+def layer_configs(model: nn.Module, configs: Mapping[str, LayerConfig]) -> Iterator[nn.Module]:
+    """The one way to change layer configs for a while: the named wrappers get ``configs``
+    inside the block, and every wrapper's config is restored in ``finally``."""
+    layers = wrapped_layers(model)
+    saved = {name: layer.config for name, layer in layers.items()}
+    try:
+        for name, config in configs.items():
+            layers[name].config = config
+        yield model
+    finally:
+        for name, config in saved.items():
+            layers[name].config = config
 
-    def __exit__(self, *exc: object) -> None:
-        modules = dict(iter_binarizable(self.model))
-        for name, config in self.saved.items():
-            module = modules.get(name)
-            if isinstance(module, (BinConv2d, BinLinear)):
-                module.config = config
+
+def float_mode(model: nn.Module) -> AbstractContextManager[nn.Module]:
+    """Context manager: run every wrapped layer in float mode, restoring configs on exit."""
+    floats = {n: m.config.updated(mode=Mode.FLOAT) for n, m in wrapped_layers(model).items()}
+    return layer_configs(model, floats)
 
 
 def copy_model(model: nn.Module, *, share_tensors: bool = True) -> nn.Module:

@@ -2,8 +2,8 @@
 
 A long function takes two optional keyword callables:
 
-* ``progress(fraction, message="", *extra)``: ``fraction`` in [0, 1]; ``extra`` is free
-  (e.g. the training loop passes a metrics dict);
+* ``progress(fraction, message="", payload=None)``: ``fraction`` in [0, 1]; ``payload`` is
+  free (the training loop passes its metrics, evaluation its running counts);
 * ``should_cancel() -> bool``: polled between steps; when it returns True the function stops
   early by raising ``Cancelled`` (or returns a documented partial result).
 """
@@ -11,19 +11,24 @@ A long function takes two optional keyword callables:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from xnorlab.common.errors import XnorlabError
 
-ProgressFn = Callable[..., Any]
 CancelFn = Callable[[], bool]
+
+
+class ProgressFn(Protocol):
+    """The one progress callback: ``progress(fraction, message, payload)``."""
+
+    def __call__(self, fraction: float, message: str = "", payload: Any = None, /) -> None: ...
 
 
 class Cancelled(XnorlabError):
     """The user cancelled a long-running task."""
 
 
-def no_progress(fraction: float, message: str = "", *extra: Any) -> None:
+def no_progress(fraction: float, message: str = "", payload: Any = None, /) -> None:
     """A ``progress`` callable that ignores everything."""
 
 

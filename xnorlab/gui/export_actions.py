@@ -25,12 +25,12 @@ from PySide6.QtWidgets import QFileDialog, QMenu, QProgressBar, QToolButton
 from torch import nn
 
 from xnorlab.common.errors import XnorlabError
-from xnorlab.common.tasks import CancelFn, Cancelled, ProgressFn
+from xnorlab.common.tasks import CancelFn, ProgressFn
 from xnorlab.gui.workers import Task
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.xnor_file import SUFFIX as XNOR_SUFFIX
 from xnorlab.models.xnor_file import export_xnor
-from xnorlab.report.build import ReportCancelled, ReportData, ReportOptions, build_report
+from xnorlab.report.build import ReportData, ReportOptions, build_report
 from xnorlab.report.data import (
     default_calibration,
     report_data_from_bundle,
@@ -119,12 +119,9 @@ def build_and_write_report(
     ``Cancelled`` when ``should_cancel()`` turns true, ``XnorlabError`` on any other failure.
     """
     data = report_data_for(loaded, bundle)
-    try:
-        report = build_report(
-            loaded, None, data, options=options, progress=progress, should_cancel=should_cancel
-        )
-    except ReportCancelled as exc:
-        raise Cancelled(str(exc)) from None
+    report = build_report(
+        loaded, None, data, options=options, progress=progress, should_cancel=should_cancel
+    )
     return write_report(report, path)
 
 

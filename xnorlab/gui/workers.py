@@ -1,7 +1,7 @@
 """Run Qt-free core functions off the GUI thread and hand their results back on it.
 
 The model is Orange's ``ConcurrentWidgetMixin`` and napari's thread workers: a core function
-that takes ``progress(fraction, message="", *extra)`` and ``should_cancel()`` keyword callables
+that takes ``progress(fraction, message="", payload=None)`` and ``should_cancel()`` keyword callables
 runs on a ``QThreadPool``; its progress, result or error arrive as Qt signals of a ``Task``
 handle, always on the GUI thread, in order (progress..., then result | error | cancelled,
 then finished).
@@ -114,12 +114,11 @@ class Task(QObject):
         """True once ``cancel()`` was called (polled by the core function)."""
         return self._cancel.is_set()
 
-    def _progress(self, fraction: float, message: str = "", *extra: Any) -> None:
+    def _progress(self, fraction: float, message: str = "", payload: Any = None, /) -> None:
         now = time.monotonic()
         if fraction < 1.0 and now - self._last_progress < PROGRESS_INTERVAL_S:
             return
         self._last_progress = now
-        payload = extra[0] if len(extra) == 1 else (extra or None)
         self._emit("progress", float(fraction), str(message), payload)
 
     def run_here(self) -> None:

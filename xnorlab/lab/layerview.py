@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from xnorlab.binary import stats
 from xnorlab.binary.binarize import input_scale_kmap, weight_scale_alpha
-from xnorlab.binary.layers import BinConv2d, BinLinear, LayerConfig
+from xnorlab.binary.layers import BinarizableLayer, BinConv2d, LayerConfig
 from xnorlab.binary.modes import Mode
 from xnorlab.binary.surgery import float_mode, iter_binarizable
 from xnorlab.common.errors import XnorlabError
@@ -139,7 +139,7 @@ def capture_layer(model: nn.Module, x: Tensor, name: str) -> stats.LayerIO:
     return captured[0]
 
 
-def _layer_output(module: BinConv2d | BinLinear, x: Tensor, mode: Mode) -> Tensor:
+def _layer_output(module: BinarizableLayer, x: Tensor, mode: Mode) -> Tensor:
     saved = module.config
     try:
         module.config = saved.updated(mode=mode)
@@ -157,7 +157,7 @@ def _subsample(values: Tensor, count: int = SCATTER_POINTS) -> np.ndarray:
 
 
 def _compare_output(
-    module: BinConv2d | BinLinear, io: stats.LayerIO, reference: stats.LayerIO
+    module: BinarizableLayer, io: stats.LayerIO, reference: stats.LayerIO
 ) -> OutputComparison:
     preview = module.mode is Mode.FLOAT
     mode = Mode.XNOR if preview else module.mode
@@ -186,7 +186,7 @@ def _float_reference(
     return reference
 
 
-def _kmap(module: BinConv2d | BinLinear, x: Tensor) -> tuple[np.ndarray | None, float | None]:
+def _kmap(module: BinarizableLayer, x: Tensor) -> tuple[np.ndarray | None, float | None]:
     if isinstance(module, BinConv2d):
         kmap = input_scale_kmap(
             x[:1].float(), module.kernel_size, module.stride, module.padding, module.dilation,
@@ -208,9 +208,9 @@ def input_image(x: Tensor) -> np.ndarray:
     return scaled.cpu().numpy()
 
 
-def _wrapped(model: nn.Module, name: str) -> BinConv2d | BinLinear:
+def _wrapped(model: nn.Module, name: str) -> BinarizableLayer:
     module = dict(model.named_modules()).get(name)
-    if not isinstance(module, (BinConv2d, BinLinear)):
+    if not isinstance(module, BinarizableLayer):
         raise XnorlabError(f"no switchable layer named {name!r}")
     return module
 
@@ -231,7 +231,7 @@ _weight_cache: dict[int, tuple[weakref.ref[Tensor], int, WeightParts]] = {}
 _weight_cache_lock = threading.Lock()
 
 
-def _weight_parts(module: BinConv2d | BinLinear) -> WeightParts:
+def _weight_parts(module: BinarizableLayer) -> WeightParts:
     """Weight histograms, alpha and stats, cached until the weight changes (its ``_version``)."""
     param = module.weight
     with _weight_cache_lock:

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from xnorlab.binary.layers import BinConv2d, BinLinear, LayerConfig
+from xnorlab.binary.layers import BinarizableLayer, LayerConfig
 from xnorlab.binary.modes import Mode
 from xnorlab.binary.surgery import (
     LayerInfo,
@@ -65,7 +65,7 @@ DEFAULT_SAMPLE_SIZE = 16
 _VALIDATION_FIELDS = ("val", "validation", "valid", "val_set", "test")
 
 T = TypeVar("T")
-Wrapped = BinConv2d | BinLinear
+Wrapped = BinarizableLayer
 
 
 @dataclass(frozen=True)
@@ -392,7 +392,7 @@ class LabSession:
 
     @staticmethod
     def _wrapped_of(model: nn.Module) -> dict[str, Wrapped]:
-        return {n: m for n, m in model.named_modules() if isinstance(m, (BinConv2d, BinLinear))}
+        return {n: m for n, m in model.named_modules() if isinstance(m, BinarizableLayer)}
 
     def layer(self, name: str) -> Wrapped:
         """The wrapped layer ``name``; clear error if unknown or not switchable."""

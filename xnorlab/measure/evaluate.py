@@ -7,7 +7,7 @@ state afterwards. ``confusion[true][predicted]`` counts samples.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from xnorlab.common.errors import XnorlabError
-
-ProgressFn = Callable[[float, str, dict[str, Any]], None]
-CancelFn = Callable[[], bool]
+from xnorlab.common.tasks import CancelFn, ProgressFn
 
 
 @dataclass

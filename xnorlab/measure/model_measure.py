@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xnorlab.binary.layers import BinConv2d, BinLinear
+from xnorlab.binary.layers import BinarizableLayer
 from xnorlab.binary.modes import Mode
 from xnorlab.binary.surgery import copy_model, float_mode, iter_binarizable
 from xnorlab.common.errors import XnorlabError
@@ -91,7 +91,7 @@ def _tensor_bytes(tensor: torch.Tensor) -> int:
 
 
 def _layer_memory(name: str, module: nn.Conv2d | nn.Linear) -> LayerMemory:
-    mode = module.mode if isinstance(module, (BinConv2d, BinLinear)) else Mode.FLOAT
+    mode = module.mode if isinstance(module, BinarizableLayer) else Mode.FLOAT
     weight_float = module.weight.numel() * FLOAT_BITS // 8
     bias = 0 if module.bias is None else _tensor_bytes(module.bias)
     weight_packed = (
@@ -279,7 +279,7 @@ def _layer_latencies(
         cur = currents[name]
         wall, pack = _median(cur.wall_s), _median(cur.pack_s)
         popcount, scale = _median(cur.popcount_s), _median(cur.scale_s)
-        mode = module.mode if isinstance(module, (BinConv2d, BinLinear)) else Mode.FLOAT
+        mode = module.mode if isinstance(module, BinarizableLayer) else Mode.FLOAT
         float_s = _median(floats[name].wall_s) if name in floats else float("nan")
         other = max(0.0, wall - pack - popcount - scale)
         out.append(LayerLatency(name, mode, float_s, wall, pack, popcount, scale, other, cur.calls))
@@ -538,7 +538,7 @@ def compare_accuracy(
     data = _first_items(dataset, max_samples)
     work = detached_copy(model)
     binarized = any(
-        isinstance(m, (BinConv2d, BinLinear)) and m.mode is not Mode.FLOAT
+        isinstance(m, BinarizableLayer) and m.mode is not Mode.FLOAT
         for _, m in iter_binarizable(work)
     )
     passes = int(float_top1 is None) + int(binarized)

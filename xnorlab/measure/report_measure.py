@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -17,30 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from xnorlab.binary.layers import BinConv2d, BinLinear, LayerConfig
+from xnorlab.binary.layers import LayerConfig
 from xnorlab.binary.modes import Mode
-from xnorlab.binary.surgery import iter_binarizable
+from xnorlab.binary.surgery import iter_binarizable, wrapped_layers
 
 Tick = Callable[[], None]
-
-
-def wrapped_layers(model: nn.Module) -> dict[str, BinConv2d | BinLinear]:
-    """Name -> wrapper of every wrapped binarizable layer."""
-    return {n: m for n, m in iter_binarizable(model) if isinstance(m, (BinConv2d, BinLinear))}
-
-
-@contextmanager
-def layer_configs(model: nn.Module, configs: Mapping[str, LayerConfig]) -> Iterator[nn.Module]:
-    """Temporarily give the named wrappers ``configs``; restore every wrapper in ``finally``."""
-    layers = wrapped_layers(model)
-    saved = {name: layer.config for name, layer in layers.items()}
-    try:
-        for name, config in configs.items():
-            layers[name].config = config
-        yield model
-    finally:
-        for name, config in saved.items():
-            layers[name].config = config
 
 
 def only_layer_configs(model: nn.Module, name: str, mode: Mode) -> dict[str, LayerConfig]:

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xnorlab.binary.layers import BinarizableLayer, LayerConfig
+from xnorlab.binary.surgery import binarize_model, current_modes, float_mode, iter_binarizable
 from xnorlab.common.errors import XnorlabError
 
 FORMAT_VERSION = 1
@@ -83,8 +85,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
 
 
 def _save_torchscript(model: nn.Module, record: dict[str, Any], tmp: Path) -> None:
-    from xnorlab.binary.surgery import float_mode
-
     was_training = model.training
     model.eval()
     try:
@@ -260,13 +260,10 @@ def load_state_into(model: nn.Module, state: dict[str, Tensor], source: str) -> 
 
 def layer_settings(model: nn.Module) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
     """The mode map and each wrapped layer's settings, as JSON-able dicts (backend left out)."""
-    from xnorlab.binary.layers import BinConv2d, BinLinear
-    from xnorlab.binary.surgery import current_modes, iter_binarizable
-
     modes = {name: str(mode) for name, mode in current_modes(model).items()}
     configs: dict[str, dict[str, Any]] = {}
     for name, module in iter_binarizable(model):
-        if isinstance(module, (BinConv2d, BinLinear)):
+        if isinstance(module, BinarizableLayer):
             config = module.config.to_json()
             config.pop("backend", None)
             configs[name] = config
@@ -277,9 +274,6 @@ def apply_layer_settings(
     model: nn.Module, modes: dict[str, Any], configs: dict[str, Any], source: str
 ) -> None:
     """Wrap ``model`` and restore a stored mode map and per-layer settings."""
-    from xnorlab.binary.layers import BinConv2d, BinLinear, LayerConfig
-    from xnorlab.binary.surgery import binarize_model, iter_binarizable
-
     if not modes and not configs:
         return
     if not isinstance(modes, dict) or not isinstance(configs, dict):
@@ -288,7 +282,7 @@ def apply_layer_settings(
         binarize_model(model, modes, warn_first_last=False)
         for name, module in iter_binarizable(model):
             stored = configs.get(name)
-            if isinstance(module, (BinConv2d, BinLinear)) and isinstance(stored, dict):
+            if isinstance(module, BinarizableLayer) and isinstance(stored, dict):
                 fields = {k: v for k, v in stored.items() if k not in ("backend", "mode")}
                 module.config = LayerConfig.create(**fields).updated(mode=module.mode)
     except (ValueError, TypeError) as exc:

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from xnorlab._version import __version__
 from xnorlab.binary.binarize import weight_scale_alpha
-from xnorlab.binary.layers import BinConv2d, BinLinear
+from xnorlab.binary.layers import BinarizableLayer
 from xnorlab.binary.modes import Mode
 from xnorlab.binary.surgery import current_modes, iter_binarizable
 from xnorlab.common.atomic import atomic_write_bytes
@@ -118,7 +118,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _layer_entry(module: BinConv2d | BinLinear) -> dict[str, Any]:
+def _layer_entry(module: BinarizableLayer) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "kind": "conv2d" if isinstance(module, nn.Conv2d) else "linear",
         "weight_shape": list(module.weight.shape),
@@ -136,12 +136,12 @@ def _layer_entry(module: BinConv2d | BinLinear) -> dict[str, Any]:
     return entry
 
 
-def binary_layers(model: nn.Module) -> dict[str, BinConv2d | BinLinear]:
+def binary_layers(model: nn.Module) -> dict[str, BinarizableLayer]:
     """Name -> wrapper of every layer in BWN or XNOR mode."""
     return {
         name: module
         for name, module in iter_binarizable(model)
-        if isinstance(module, (BinConv2d, BinLinear)) and module.mode is not Mode.FLOAT
+        if isinstance(module, BinarizableLayer) and module.mode is not Mode.FLOAT
     }
 
 

@@ -28,21 +28,21 @@ from xnorlab.binary.surgery import (
     current_modes,
     float_mode,
     iter_binarizable,
+    layer_configs,
     layer_macs,
+    wrapped_layers,
 )
 from xnorlab.common.errors import XnorlabError
+from xnorlab.common.tasks import CancelFn, Cancelled, ProgressFn
 from xnorlab.measure import report_measure as measure
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.packed_layers import has_packed_layers
 from xnorlab.report.model import (
     FLOAT_BITS,
     SCHEMA_VERSION,
-    CancelFn,
     Histogram,
     LayerReport,
-    ProgressFn,
     Report,
-    ReportCancelled,
     ReportData,
     ReportHeader,
     ReportOptions,
@@ -58,12 +58,9 @@ from xnorlab.report.model import (
 __all__ = [
     "FLOAT_BITS",
     "SCHEMA_VERSION",
-    "CancelFn",
     "Histogram",
     "LayerReport",
-    "ProgressFn",
     "Report",
-    "ReportCancelled",
     "ReportData",
     "ReportHeader",
     "ReportOptions",
@@ -83,7 +80,7 @@ __all__ = [
 
 
 class _Steps:
-    """Progress over a known number of steps; raises ``ReportCancelled`` when asked to stop."""
+    """Progress over a known number of steps; raises ``Cancelled`` when asked to stop."""
 
     def __init__(self, total: int, progress: ProgressFn | None, cancel: CancelFn | None) -> None:
         self.total, self.done, self.message = max(1, total), 0, "starting"
@@ -99,7 +96,7 @@ class _Steps:
 
     def tick(self, advance: bool = True) -> None:
         if self.cancel is not None and self.cancel():
-            raise ReportCancelled("report cancelled")
+            raise Cancelled("report cancelled")
         self.done += int(advance)
         if self.progress is not None:
             self.progress(min(1.0, self.done / self.total), self.message)
@@ -240,11 +237,11 @@ def _accuracy_fields(
         with float_mode(model):
             acc_float = measure.top1_accuracy(model, x, y, batch, steps.tick)
         acc_config = measure.top1_accuracy(model, x, y, batch, steps.tick)
-        layers = measure.wrapped_layers(model) if options.sensitivity else {}
+        layers = wrapped_layers(model) if options.sensitivity else {}
         for name, layer in layers.items():
             mode = layer.mode if layer.mode is not Mode.FLOAT else Mode.XNOR
             steps.stage(f"sensitivity of {name}")
-            with measure.layer_configs(model, measure.only_layer_configs(model, name, mode)):
+            with layer_configs(model, measure.only_layer_configs(model, name, mode)):
                 accuracy = measure.top1_accuracy(model, x, y, batch, steps.tick)
             sensitivity[name] = {
                 "sensitivity_mode": str(mode),
@@ -314,7 +311,7 @@ def _step_count(model: nn.Module, data: ReportData, options: ReportOptions) -> i
     steps = 2 + (4 * options.latency_repeats + 2 if options.latency else 0)
     if data.val_inputs is not None:
         batches = math.ceil(len(data.val_inputs) / options.batch_size)
-        layers = len(measure.wrapped_layers(model)) if options.sensitivity else 0
+        layers = len(wrapped_layers(model)) if options.sensitivity else 0
         steps += batches * (2 + layers)
     return steps
 
@@ -452,7 +449,7 @@ def build_report(
     a GUI may call this from a worker thread. ``modes``: a preset, a JSON path or a mapping
     (``None`` keeps the model's current modes); ``settings`` (scaling, pad_mode, ...) apply to
     every layer as in ``binarize_model``. Raises ``XnorlabError`` on bad data or modes and
-    ``ReportCancelled`` when ``should_cancel()`` becomes true.
+    ``Cancelled`` when ``should_cancel()`` becomes true.
     """
     options = options or ReportOptions()
     _validate_options(options)
@@ -465,7 +462,7 @@ def build_report(
     model = _detached_copy(loaded.model).eval()
     mode_map = current_modes(model) if modes is None else modes
     binarize_model(model, mode_map, warn_first_last=False, **dict(settings or {}))
-    for layer in measure.wrapped_layers(model).values():
+    for layer in wrapped_layers(model).values():
         layer.configure(backend="torch")  # the engine is chosen by options.engine alone
     steps = _Steps(_step_count(model, data, options), progress, should_cancel)
     layers, extra, notes = _measure(model, loaded, data, options, steps)

@@ -18,24 +18,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor, nn
 
-from xnorlab.binary.layers import BinConv2d, BinLinear
+from xnorlab.binary.layers import BinarizableLayer
 from xnorlab.binary.modes import Mode
-from xnorlab.common.errors import XnorlabError
 
 SCHEMA_VERSION = 1
 FLOAT_BITS = 32
-ProgressFn = Callable[[float, str], None]
-CancelFn = Callable[[], bool]
-
-
-class ReportCancelled(XnorlabError):
-    """``build_report`` stopped because ``should_cancel()`` returned True."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +166,7 @@ class ReportOptions:
 
 def layer_mode(module: nn.Module) -> Mode:
     """Mode of a binarizable module (float when unwrapped)."""
-    return module.mode if isinstance(module, (BinConv2d, BinLinear)) else Mode.FLOAT
+    return module.mode if isinstance(module, BinarizableLayer) else Mode.FLOAT
 
 
 def layer_bits(weight_shape: tuple[int, ...], bias_elements: int, mode: Mode) -> tuple[int, int]:

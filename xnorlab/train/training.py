@@ -37,8 +37,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xnorlab.common.errors import XnorlabError
+from xnorlab.common.tasks import CancelFn, ProgressFn
 from xnorlab.data.bundle import DatasetBundle
-from xnorlab.measure.evaluate import CancelFn, ProgressFn, evaluate, make_loader, pick_device
+from xnorlab.measure.evaluate import evaluate, make_loader, pick_device
 from xnorlab.models.checkpoint import layer_settings, save_checkpoint
 
 
