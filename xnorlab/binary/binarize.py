@@ -1,7 +1,7 @@
 """The XNOR-Net math as pure functions (Rastegari et al. 2016, arXiv 1603.05279).
 
 Every function takes tensors and returns tensors; layers (``xnorlab.binary.layers``) call them.
-Conventions (see ``shared/guides/binarization.md``):
+Conventions (the same in the engine, ``native/README.md``, and in README's "The math"):
 
 * ``sign(x) = +1 if x >= 0 else -1``; never 0. NaN maps to +1 with a warning.
 * Straight-through estimator: ``d sign(x)/dx := 1{|x| <= clip}``.

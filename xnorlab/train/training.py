@@ -36,9 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xnorlab._version import __version__
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import CancelFn, ProgressFn
 from xnorlab.data.bundle import DatasetBundle
+from xnorlab.data.datasets import subset
 from xnorlab.measure.evaluate import evaluate, make_loader, pick_device
 from xnorlab.models.checkpoint import layer_settings, save_checkpoint
 
@@ -122,8 +124,6 @@ def augment_batch(images: Tensor, config: TrainConfig, generator: torch.Generato
 
 
 def _versions() -> dict[str, str]:
-    from xnorlab._version import __version__
-
     return {"xnorlab_version": __version__, "torch_version": str(torch.__version__)}
 
 
@@ -170,8 +170,6 @@ class _Run:
         self.augment_gen = torch.Generator().manual_seed(config.seed + 1)
         self.train_set = bundle.train
         if config.max_train_items is not None:
-            from xnorlab.data.datasets import subset
-
             self.train_set = subset(bundle.train, config.max_train_items, config.seed)
         self.steps_per_epoch = max(1, math.ceil(len(self.train_set) / config.batch_size))  # type: ignore[arg-type]
         self.total_steps = self.steps_per_epoch * config.epochs
