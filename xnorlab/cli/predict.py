@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from xnorlab.cli import args as cli_args
 from xnorlab.cli.train import add_mode_arguments, apply_modes
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data.images import load_image
@@ -22,7 +23,9 @@ from xnorlab.models.spec import load_model_spec
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model spec, e.g. demo:lenet-xnor")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    parser.add_argument("--topk", type=int, default=3, help="classes to show per image")
+    parser.add_argument(
+        "--topk", type=cli_args.int_in(1, 1000), default=3, help="classes to show per image"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_mode_arguments(parser, None)
 
@@ -36,6 +39,10 @@ def predict_images(loaded: LoadedModel, paths: list[str], topk: int) -> list[dic
     with torch.no_grad():
         probs = torch.softmax(loaded.model(batch).float(), dim=1)
     names = loaded.class_names or [str(i) for i in range(probs.shape[1])]
+    if len(names) != probs.shape[1]:
+        raise XnorlabError(
+            f"{loaded.spec} names {len(names)} classes but its output has {probs.shape[1]}"
+        )
     k = max(1, min(topk, probs.shape[1]))
     values, indices = probs.topk(k, dim=1)
     return [
@@ -51,8 +58,6 @@ def predict_images(loaded: LoadedModel, paths: list[str], topk: int) -> list[dic
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.topk < 1:
-        raise XnorlabError("--topk must be at least 1")
     loaded = load_model_spec(args.model, trust=args.trust)
     apply_modes(loaded.model, args)
     results = predict_images(loaded, list(args.images), args.topk)

@@ -34,8 +34,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from xnorlab.common.errors import XnorlabError
+from xnorlab.common.files import MIB, read_bounded
 
 RESIZE_RULES = ("stretch", "crop", "digit")
+# Larger files are refused before reading: no photo needs more, and a device never ends.
+MAX_IMAGE_BYTES = 256 * MIB
 # The image files the lab opens (data folders, drops, Open image); Pillow decodes them all.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 ImageSource = str | Path | bytes | Image.Image
@@ -149,10 +152,10 @@ def open_image(source: ImageSource) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
     name = _describe(source)
-    try:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    except OSError as exc:
-        raise XnorlabError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if isinstance(source, bytes):
+        data = source
+    else:
+        data = read_bounded(source, what="image", max_bytes=MAX_IMAGE_BYTES)
     if not data:
         raise XnorlabError(f"{name} is empty (0 bytes), not an image")
     try:
