@@ -92,6 +92,13 @@ def test_torchvision_offline_gives_one_clear_error(tmp_path: Path, monkeypatch) 
         load_dataset(f"fashionmnist:{tmp_path}")
 
 
+def test_a_missing_torchvision_root_is_refused_without_creating_it(tmp_path: Path) -> None:
+    root = tmp_path / "nonexistent"
+    with pytest.raises(XnorlabError, match="does not exist"):
+        load_dataset(f"mnist:{root}")
+    assert not root.exists()
+
+
 def _folder(root: Path, classes: dict[str, int]) -> None:
     for name, count in classes.items():
         (root / name).mkdir(parents=True)

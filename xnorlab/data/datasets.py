@@ -242,6 +242,9 @@ def load_torchvision(kind: str, root: str, target: Preprocessing | None = None) 
     prep = target or source
     cls = getattr(tvd, cls_name)
     root_path = Path(root).expanduser()
+    # torchvision creates ROOT/NAME/raw before it downloads; a mistyped root must not.
+    if not root_path.is_dir():
+        raise XnorlabError(f"data folder {root_path} does not exist (give {kind}:ROOT)")
     train = _open_torchvision(cls, root_path, True)
     val = _open_torchvision(cls, root_path, False)
     convert = _pil_converter(prep if prep != source else _plain(source))
