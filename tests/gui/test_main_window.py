@@ -154,7 +154,6 @@ def test_palettes_are_readable(window: MainWindow, name: str) -> None:
 def test_panels_are_docked(qtbot: QtBot, tiny_session: LabSession) -> None:
     win = MainWindow(tiny_session, panels=True)
     qtbot.addWidget(win)
-    assert win.panel_errors == {}
     assert {"metrics", "prediction", "training"} <= set(win.docks)
     assert win.docks["metrics"].widget() is win.panels["metrics"]
     win.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QKeySequence
@@ -26,6 +26,7 @@ from torch import nn
 
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import CancelFn, ProgressFn
+from xnorlab.gui.window_host import WindowHost
 from xnorlab.gui.workers import Task
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.xnor_file import SUFFIX as XNOR_SUFFIX
@@ -38,9 +39,6 @@ from xnorlab.report.data import (
     unlabelled_report_data,
 )
 from xnorlab.report.render import RENDERERS, write_report
-
-if TYPE_CHECKING:
-    from xnorlab.gui.main_window import MainWindow
 
 SENSITIVITY_MAX_PARAMS = 5_000_000
 VALIDATION_LIMIT = 1000
@@ -131,9 +129,9 @@ def export_packed(model: nn.Module, path: str, loaded: LoadedModel) -> tuple[Pat
 
 
 class ExportActions(QObject):
-    """The two export actions of a ``MainWindow`` and their status-bar progress widgets."""
+    """The two export actions of the main window and their status-bar progress widgets."""
 
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, window: WindowHost) -> None:
         super().__init__(window)
         self.window = window
         self.session = window.session
@@ -294,7 +292,7 @@ class ExportActions(QObject):
             task.cancel()
 
 
-def add_export_actions(window: MainWindow, menu: QMenu) -> dict[str, QAction]:
+def add_export_actions(window: WindowHost, menu: QMenu) -> dict[str, QAction]:
     """Create the window's ``ExportActions``, add them to ``menu``; return them by name."""
     exports = ExportActions(window)
     actions = exports.menu_actions()
@@ -304,8 +302,8 @@ def add_export_actions(window: MainWindow, menu: QMenu) -> dict[str, QAction]:
     return actions
 
 
-def exports_of(window: MainWindow) -> ExportActions:
-    """The ``ExportActions`` of ``window`` (created by ``build_menus``)."""
+def exports_of(window: QObject) -> ExportActions:
+    """The ``ExportActions`` of the main window ``window`` (created by ``build_menus``)."""
     exports = window.findChild(ExportActions)
     if exports is None:
         raise XnorlabError("the window has no export actions")

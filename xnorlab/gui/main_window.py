@@ -19,6 +19,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QDockWidget,
     QFileDialog,
@@ -30,22 +31,29 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from xnorlab import engine
 from xnorlab.gui import style
 from xnorlab.gui.layer_table import LayerTable
 from xnorlab.gui.menus import build_menus
 from xnorlab.gui.message_bar import MessageBar
-from xnorlab.gui.panels.prediction import IMAGE_FILTER
+from xnorlab.gui.panels.metrics import MetricsPanel
+from xnorlab.gui.panels.open_dialogs import open_data_dialog, open_model_dialog, opener_for
+from xnorlab.gui.panels.prediction import IMAGE_FILTER, PredictionPanel
+from xnorlab.gui.panels.training import TrainingPanel
 from xnorlab.gui.views import LayerViews
 from xnorlab.gui.workers import TaskRunner
 from xnorlab.lab.session import InputKind, LabSession, load_dataset_for
+from xnorlab.models.spec import load_model_spec
 
 log = logging.getLogger(__name__)
 
 MAX_RECENT = 8
-PANELS = (
-    ("metrics", "xnorlab.gui.panels.metrics", "MetricsPanel", "Metrics"),
-    ("prediction", "xnorlab.gui.panels.prediction", "PredictionPanel", "Prediction"),
-    ("training", "xnorlab.gui.panels.training", "TrainingPanel", "Training"),
+Panel = MetricsPanel | PredictionPanel | TrainingPanel
+# key, class, dock title; tabbed in this order on the right, the first one in front
+PANELS: tuple[tuple[str, type[Panel], str], ...] = (
+    ("metrics", MetricsPanel, "Metrics"),
+    ("prediction", PredictionPanel, "Prediction"),
+    ("training", TrainingPanel, "Training"),
 )
 MODEL_FILTER = "Models (*.pt *.pth *.safetensors *.ts *.xnor);;All files (*)"
 CALIBRATION_TIP = (
@@ -66,15 +74,9 @@ def local_paths(urls: list[QUrl]) -> list[str]:
 
 
 def engine_text() -> tuple[str, str]:
-    """Status-bar texts for the native engine (ISA) and its thread count."""
-    try:
-        from xnorlab import engine as kernels
-
-        info = kernels.info()
-    except Exception as exc:  # the engine is optional: the app runs on the torch simulation
-        return f"engine: torch simulation ({type(exc).__name__})", "threads: -"
-    backend, isa = info.get("backend", "?"), info.get("isa", "?")
-    return f"engine: {backend} {isa}", f"threads: {info.get('threads', '?')}"
+    """Status-bar texts for the XNOR engine (backend and ISA) and its thread count."""
+    info = engine.info()
+    return f"engine: {info['backend']} {info['isa']}", f"threads: {info['threads']}"
 
 
 class MainWindow(QMainWindow):
@@ -96,14 +98,15 @@ class MainWindow(QMainWindow):
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.setCorner(Qt.Corner.TopRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.runner = TaskRunner(self)
-        self.recent_menu: QMenu | None = None  # created by build_menus
-        self.scaling_box: QComboBox | None = None
-        self.panels: dict[str, QWidget] = {}
-        self.panel_errors: dict[str, str] = {}
+        self.panels: dict[str, Panel] = {}
         self._build_central()
         self._build_docks()
         self._build_status()
-        self.actions_by_name: dict[str, QAction] = build_menus(self)
+        menus = build_menus(self)
+        self.actions_by_name: dict[str, QAction] = menus.actions
+        self.recent_menu: QMenu = menus.recent_menu
+        self.scaling_box: QComboBox = menus.scaling_box
+        self.fill_recent_menu()
         self._connect_session()
         self._default_state = self.saveState()
         self.restore_layout()
@@ -136,10 +139,8 @@ class MainWindow(QMainWindow):
             )
         }
         first: QDockWidget | None = None
-        for key, module_name, class_name, title in PANELS if self.with_panels else ():
-            panel = self._make_panel(key, module_name, class_name)
-            if panel is None:
-                continue
+        for key, panel_class, title in PANELS if self.with_panels else ():
+            panel = self.panels[key] = panel_class(self.session, self)
             dock = self._dock(key, title, panel, Qt.DockWidgetArea.RightDockWidgetArea)
             self.docks[key] = dock
             if first is None:
@@ -149,17 +150,6 @@ class MainWindow(QMainWindow):
         if first is not None:
             first.raise_()
 
-    def _make_panel(self, key: str, module_name: str, class_name: str) -> QWidget | None:
-        try:
-            module = __import__(module_name, fromlist=[class_name])
-            panel: QWidget = getattr(module, class_name)(self.session, self)
-        except Exception as exc:  # a missing/broken panel must not keep the window from opening
-            log.warning("panel %s unavailable: %s", key, exc, exc_info=exc)
-            self.panel_errors[key] = f"{type(exc).__name__}: {exc}"
-            return None
-        self.panels[key] = panel
-        return panel
-
     def _build_status(self) -> None:
         bar = self.statusBar()
         engine, threads = engine_text()
@@ -168,9 +158,6 @@ class MainWindow(QMainWindow):
         for label in (self.model_label, self.data_label, self.engine_label, self.threads_label):
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             bar.addPermanentWidget(label)
-        if self.panel_errors:
-            missing = ", ".join(self.panel_errors)
-            bar.showMessage(f"panels not available: {missing} (see the log)", 15000)
 
     def _connect_session(self) -> None:
         s = self.session
@@ -230,39 +217,22 @@ class MainWindow(QMainWindow):
     def _sync_scaling_box(self) -> None:
         """Show the input scaling shared by every layer (blank when they differ)."""
         box, s = self.scaling_box, self.session
-        if box is None:
-            return
         values = {config.scaling.value for config in s.configs().values()}
         box.setCurrentIndex(box.findText(values.pop()) if len(values) == 1 else -1)  # -1: mixed
 
     def _update_actions(self) -> None:
         self._sync_scaling_box()
-        actions = getattr(self, "actions_by_name", {})
-        if "undo" in actions:
-            s = self.session
-            actions["undo"].setEnabled(s.can_undo)
-            actions["redo"].setEnabled(s.can_redo)
-            actions["undo"].setText(f"&Undo {s.undo_label}" if s.can_undo else "&Undo")
-            actions["redo"].setText(f"&Redo {s.redo_label}" if s.can_redo else "&Redo")
+        actions, s = self.actions_by_name, self.session
+        actions["undo"].setEnabled(s.can_undo)
+        actions["redo"].setEnabled(s.can_redo)
+        actions["undo"].setText(f"&Undo {s.undo_label}" if s.can_undo else "&Undo")
+        actions["redo"].setText(f"&Redo {s.redo_label}" if s.can_redo else "&Redo")
 
     # ------------------------------------------------------------------ opening
     def open_model_async(self, spec: str, trust: bool = False) -> None:
-        """Load ``spec`` in a worker (through the open-dialog helper when it is there)."""
+        """Load ``spec`` in a worker (the window's ``Opener``, which asks before trusting)."""
         self.statusBar().showMessage(f"opening {spec}…")
-        try:
-            from xnorlab.gui.panels.open_dialogs import opener_for
-
-            opener_for(self.session, self).open_model(spec, trust=trust)
-            return
-        except ImportError:
-            pass
-        from xnorlab.models.spec import load_model_spec
-
-        self.runner.start(
-            load_model_spec, spec, trust=trust, key="open-model",
-            on_result=lambda loaded: self.session.attempt(self.session.adopt, loaded),
-            on_error=self.show_error,
-        )  # fmt: skip
+        opener_for(self.session, self).open_model(spec, trust=trust)
 
     def open_initial(self, spec: str | None, default: str, restore_last: bool = True) -> None:
         """Open ``spec``; without one, the last model of the previous session (if
@@ -274,7 +244,6 @@ class MainWindow(QMainWindow):
         if not last or last == default:
             self.open_model_async(default)
             return
-        from xnorlab.models.spec import load_model_spec
 
         def fall_back(message: str) -> None:
             self.show_error(f"could not reopen the last model {last!r}: {message}")
@@ -297,13 +266,6 @@ class MainWindow(QMainWindow):
 
     def open_model_dialog(self) -> None:
         """File > Open model…"""
-        try:
-            from xnorlab.gui.panels.open_dialogs import open_model_dialog
-        except ImportError:
-            spec, ok = QInputDialog.getText(self, "Open model", "Model spec or file path:")
-            if ok and spec.strip():
-                self.open_model_async(spec.strip())
-            return
         open_model_dialog(self.session, self)
 
     def open_model_file(self) -> None:
@@ -314,13 +276,6 @@ class MainWindow(QMainWindow):
 
     def open_data_dialog(self) -> None:
         """File > Open data…"""
-        try:
-            from xnorlab.gui.panels.open_dialogs import open_data_dialog
-        except ImportError:
-            spec, ok = QInputDialog.getText(self, "Open data", "Dataset (mnist5k, digits, folder):")
-            if ok and spec.strip():
-                self.load_dataset_async(spec.strip())
-            return
         open_data_dialog(self.session, self)
 
     def open_images_dialog(self) -> None:
@@ -375,8 +330,7 @@ class MainWindow(QMainWindow):
         recent = [r for r in self.recent_models() if r != spec]
         store.setValue("recent_models", [spec, *recent][:MAX_RECENT])
         store.setValue("last_model", spec)
-        if self.recent_menu is not None:
-            self.fill_recent_menu()
+        self.fill_recent_menu()
 
     @staticmethod
     def recent_models() -> list[str]:
@@ -386,8 +340,6 @@ class MainWindow(QMainWindow):
         return [str(v) for v in value] if isinstance(value, list) else []
 
     def fill_recent_menu(self) -> None:
-        if self.recent_menu is None:
-            return
         self.recent_menu.clear()
         for spec in self.recent_models():
             action = self.recent_menu.addAction(spec)
@@ -425,8 +377,6 @@ class MainWindow(QMainWindow):
 
     def set_theme(self, name: str, save: bool = True) -> None:
         """Switch to the light or dark palette; existing plots are redrawn."""
-        from PySide6.QtWidgets import QApplication
-
         app = QApplication.instance()
         if name not in style.THEMES or not isinstance(app, QApplication):
             return
@@ -438,9 +388,7 @@ class MainWindow(QMainWindow):
         self.message_bar.restyle()
         if self.views.current is not None:
             self.views.redraw()
-        action = getattr(self, "actions_by_name", {}).get("dark")
-        if action is not None:
-            action.setChecked(name == "dark")
+        self.actions_by_name["dark"].setChecked(name == "dark")
         if save:
             settings().setValue("theme", name)
 
@@ -448,7 +396,7 @@ class MainWindow(QMainWindow):
         """True while anything is loading or computing (the screenshot waits for False)."""
         if self.runner.active or self.table.busy() or self.views.busy():
             return True
-        return any(bool(getattr(p, "busy", lambda: False)()) for p in self.panels.values())
+        return any(panel.busy() for panel in self.panels.values())
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
@@ -465,12 +413,10 @@ class MainWindow(QMainWindow):
         self.table.shutdown()
         self.views.shutdown()
         for panel in self.panels.values():
-            stop = getattr(panel, "shutdown", None)
-            if callable(stop):
-                try:
-                    stop()
-                except Exception as exc:
-                    log.warning("panel shutdown failed: %s", exc)
+            try:
+                panel.shutdown()
+            except Exception as exc:  # one failing panel must not keep the window from closing
+                log.warning("panel shutdown failed: %s", exc)
         self.runner.cancel_all()
         super().closeEvent(event)
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QApplication, QComboBox, QLabel, QMenu, QMessageBox, QToolBar
 
 from xnorlab.binary.modes import InputScaling, PadMode
 from xnorlab.gui.export_actions import add_export_actions
-
-if TYPE_CHECKING:
-    from xnorlab.gui.main_window import MainWindow
+from xnorlab.gui.window_host import WindowHost
 
 SHORTCUTS_HELP = """<table>
 <tr><td><b>Ctrl+O</b></td><td>open a model (demo, torchvision, checkpoint)</td></tr>
@@ -31,7 +30,7 @@ SHORTCUTS_HELP = """<table>
 
 
 def _action(
-    window: MainWindow, text: str, slot: Callable[..., Any], shortcut: str | None = None,
+    window: WindowHost, text: str, slot: Callable[..., Any], shortcut: str | None = None,
     tip: str = "",
 ) -> QAction:  # fmt: skip
     action = QAction(text, window)
@@ -44,7 +43,7 @@ def _action(
     return action
 
 
-def _set_selected(window: MainWindow, mode: str) -> None:
+def _set_selected(window: WindowHost, mode: str) -> None:
     s = window.session
     if s.selected is None:
         window.show_error("select a layer in the table first")
@@ -52,7 +51,7 @@ def _set_selected(window: MainWindow, mode: str) -> None:
     window.run_session(s.set_mode, s.selected, mode)
 
 
-def _file_actions(window: MainWindow) -> dict[str, QAction]:
+def _file_actions(window: WindowHost) -> dict[str, QAction]:
     return {
         "open_model": _action(window, "&Open model…", window.open_model_dialog, "Ctrl+O",
                               "Open a demo model, a torchvision architecture or a checkpoint"),
@@ -66,7 +65,7 @@ def _file_actions(window: MainWindow) -> dict[str, QAction]:
     }  # fmt: skip
 
 
-def _layer_actions(window: MainWindow) -> dict[str, QAction]:
+def _layer_actions(window: WindowHost) -> dict[str, QAction]:
     s = window.session
 
     def preset(name: str) -> Callable[[], Any]:
@@ -99,7 +98,7 @@ def _layer_actions(window: MainWindow) -> dict[str, QAction]:
 
 
 def _setting_menu(
-    window: MainWindow, menu: QMenu, title: str, field: str, values: list[str]
+    window: WindowHost, menu: QMenu, title: str, field: str, values: list[str]
 ) -> None:
     sub = menu.addMenu(title)
     for value in values:
@@ -111,11 +110,11 @@ def _setting_menu(
         )
 
 
-def _help(window: MainWindow) -> None:
+def _help(window: WindowHost) -> None:
     QMessageBox.information(window, "Keyboard shortcuts", SHORTCUTS_HELP)
 
 
-def _scaling_box(window: MainWindow) -> QComboBox:
+def _scaling_box(window: WindowHost) -> QComboBox:
     box = QComboBox(window)
     box.addItems([s.value for s in InputScaling])
     box.setToolTip("Input scaling of every XNOR layer: K map (paper), one beta per sample, none")
@@ -129,15 +128,23 @@ def _scaling_box(window: MainWindow) -> QComboBox:
     return box
 
 
-def build_menus(window: MainWindow) -> dict[str, QAction]:
-    """Create the menu bar, toolbar and shortcuts; return the actions by name."""
+@dataclass(frozen=True)
+class Menus:
+    """What ``build_menus`` made that the window updates later."""
+
+    actions: dict[str, QAction]  # by name: enabled, relabelled or checked by the window
+    recent_menu: QMenu  # File > Recent models, refilled by the window
+    scaling_box: QComboBox  # the toolbar's input scaling, synced to the layers by the window
+
+
+def build_menus(window: WindowHost) -> Menus:
+    """Create the menu bar, toolbar and shortcuts."""
     actions = {**_file_actions(window), **_layer_actions(window)}
     bar = window.menuBar()
     file_menu = bar.addMenu("&File")
     for key in ("open_model", "open_model_file", "open_data", "open_image"):
         file_menu.addAction(actions[key])
-    window.recent_menu = file_menu.addMenu("Recent models")
-    window.fill_recent_menu()
+    recent_menu = file_menu.addMenu("Recent models")
     file_menu.addSeparator()
     actions.update(add_export_actions(window, file_menu))
     file_menu.addSeparator()
@@ -163,11 +170,11 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
     help_menu = bar.addMenu("&Help")
     help_menu.addAction(_action(window, "Keyboard &shortcuts", lambda: _help(window), "F1"))
     help_menu.addAction(_action(window, "About &Qt", QApplication.aboutQt))
-    _toolbar(window, actions)
-    return actions
+    scaling_box = _toolbar(window, actions)
+    return Menus(actions, recent_menu, scaling_box)
 
 
-def _view_menu(window: MainWindow, actions: dict[str, QAction]) -> None:
+def _view_menu(window: WindowHost, actions: dict[str, QAction]) -> None:
     view = window.menuBar().addMenu("&View")
     dark = _action(window, "&Dark theme", lambda: None, "Ctrl+Shift+T")
     dark.setCheckable(True)
@@ -181,7 +188,7 @@ def _view_menu(window: MainWindow, actions: dict[str, QAction]) -> None:
     view.addAction(_action(window, "Reset layout", window.reset_layout))
 
 
-def _toolbar(window: MainWindow, actions: dict[str, QAction]) -> None:
+def _toolbar(window: WindowHost, actions: dict[str, QAction]) -> QComboBox:
     tools = QToolBar("Main toolbar", window)
     tools.setObjectName("toolbar-main")
     window.addToolBar(tools)
@@ -194,5 +201,6 @@ def _toolbar(window: MainWindow, actions: dict[str, QAction]) -> None:
         tools.addAction(actions[key])
     tools.addSeparator()
     tools.addWidget(QLabel(" scaling: "))
-    window.scaling_box = _scaling_box(window)
-    tools.addWidget(window.scaling_box)
+    scaling_box = _scaling_box(window)
+    tools.addWidget(scaling_box)
+    return scaling_box
