@@ -46,6 +46,7 @@ from xnorlab.gui import style
 from xnorlab.gui.workers import TaskRunner
 from xnorlab.lab.layerview import LayerRowStats, compute_table_stats, view_batch_size
 from xnorlab.lab.session import ActivationInputs, LabSession
+from xnorlab.measure.model_measure import LatencyReport, measure_latency
 
 STATS_DELAY_MS = 150  # debounce: a burst of toggles triggers one recomputation
 MODE_NAMES = [m.value for m in Mode]
@@ -304,9 +305,8 @@ class ModeDelegate(QStyledItemDelegate):
                 editor.blockSignals(False)
 
     def setModelData(self, editor: QWidget, model: QAbstractItemModel, index: IndexLike) -> None:
-        accepted = model.setData(
-            index, getattr(editor, "currentText", str)(), Qt.ItemDataRole.EditRole
-        )
+        text = editor.currentText() if isinstance(editor, QComboBox) else ""
+        accepted = model.setData(index, text, Qt.ItemDataRole.EditRole)
         if not accepted:
             self.setEditorData(editor, index)  # refused: show the real mode again
 
@@ -456,11 +456,6 @@ class LayerTable(QWidget):
 
     def start_latency(self) -> None:
         """Measure per-layer latency, float vs current mode, in a worker (after the stats)."""
-        try:
-            from xnorlab.measure.model_measure import measure_latency
-        except ImportError as exc:
-            self.model.set_latency({}, f"latency not available: {exc}")
-            return
         revision = self.session.revision
         self.runner.start(
             measure_latency, self.session.snapshot(), self.session.input_shape, batch=1,
@@ -470,7 +465,7 @@ class LayerTable(QWidget):
             on_finished=self._maybe_idle,
         )  # fmt: skip
 
-    def _latency_ready(self, report: Any, revision: int) -> None:
+    def _latency_ready(self, report: LatencyReport, revision: int) -> None:
         if revision != self.session.revision:
             return
         latency = {layer.name: (layer.float_s, layer.current_s) for layer in report.layers}
