@@ -11,6 +11,7 @@ needs trust is the user asked, with a warning that a pickle can run code. "No" i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,8 @@ from xnorlab.data.datasets import load_dataset
 from xnorlab.gui.workers import Task, TaskRunner
 from xnorlab.lab.session import LabSession
 from xnorlab.models.loaded import LoadedModel
-from xnorlab.models.spec import load_model_spec
+from xnorlab.models.spec import CHECKPOINT_DIR, DEMO_CHECKPOINTS, DEMO_SPECS, load_model_spec
+from xnorlab.models.zoo import torchvision_architectures
 
 CHECKPOINT_FILTER = "Models (*.pt *.pth *.safetensors *.ts *.xnor);;All files (*)"
 TRUST_HINTS = ("trust", "pickle")
@@ -65,29 +67,16 @@ DATA_CHOICES: tuple[DataChoice, ...] = (
 
 def demo_model_specs() -> list[str]:
     """The bundled demo models (``demo:...`` specs) the models module offers."""
-    from xnorlab.models import spec as modelspec
-
-    listed = getattr(modelspec, "DEMO_SPECS", None) or getattr(modelspec, "demo_specs", None)
-    if callable(listed):
-        listed = listed()
-    if listed:
-        return [str(spec) for spec in listed]
-    from xnorlab.models.demo import ARCHITECTURES
-
-    return [f"demo:{arch}" for arch in ARCHITECTURES]
+    return list(DEMO_SPECS)
 
 
 def demo_description(spec: str) -> str:
     """One line from a demo checkpoint's JSON card (data, epochs, validation accuracy)."""
-    import json
-
-    from xnorlab.models import spec as modelspec
-
     name = spec.partition(":")[2]
-    file_name = getattr(modelspec, "DEMO_CHECKPOINTS", {}).get(name)
+    file_name = DEMO_CHECKPOINTS.get(name)
     if file_name is None:
         return "architecture only: random initialisation, no trained weights shipped"
-    card_path = modelspec.CHECKPOINT_DIR / Path(file_name).with_suffix(".json")
+    card_path = CHECKPOINT_DIR / Path(file_name).with_suffix(".json")
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -102,8 +91,6 @@ def demo_description(spec: str) -> str:
 
 def torchvision_names() -> list[str]:
     """torchvision classification architectures (random init unless weights are given)."""
-    from xnorlab.models.zoo import torchvision_architectures
-
     return list(torchvision_architectures())
 
 
@@ -371,7 +358,7 @@ class Opener(QObject):
         ``folder``: an image folder, whose class sub-folders are matched to the model's classes.
         """
         loaded = self.session.loaded
-        prep = getattr(loaded, "preprocessing", None)
+        prep = loaded.preprocessing if loaded is not None else None
         names = self.session.class_names if folder and loaded is not None else None
         self.task = self.runner.start(
             load_dataset, spec, preprocessing=prep, class_names=names, key="open-data",

@@ -188,9 +188,9 @@ class PredictionPanel(QWidget):
         loaded = self.session.loaded
         if loaded is None:
             raise XnorlabError("open a model first")
-        prep = getattr(loaded, "preprocessing", None)
-        if prep is None:
-            prep = getattr(self.session.dataset, "preprocessing", None)
+        prep = loaded.preprocessing
+        if prep is None and self.session.dataset is not None:
+            prep = self.session.dataset.preprocessing
         if prep is None:
             raise XnorlabError("the open model does not say how to preprocess images")
         return prep
@@ -241,7 +241,7 @@ class PredictionPanel(QWidget):
             self.rows_layout.insertWidget(index, PredictionRow(result, preprocessing))
         changed = sum(r.pair.float_topk.indices[0] != r.pair.current_topk.indices[0]
                       for r in results)  # fmt: skip
-        card = getattr(self.session.loaded, "card", None) or {}
+        card = self.session.loaded.card if self.session.loaded is not None else {}
         untrained = " · random weights: these classes mean nothing" if card.get(
             "trained") is False else ""  # fmt: skip
         show_message(

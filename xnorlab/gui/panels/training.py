@@ -33,31 +33,31 @@ from xnorlab.gui.panels.base import show_message, subscribe
 from xnorlab.gui.panels.charts import CurvesChart
 from xnorlab.gui.workers import Task, TaskRunner
 from xnorlab.lab.session import LabSession
+from xnorlab.models.checkpoint import layer_settings, save_checkpoint
+from xnorlab.models.loaded import LoadedModel
 from xnorlab.train.lab_copy import TrainingOutcome, train_copy
+from xnorlab.train.training import TrainConfig
 
 SAVE_FILTER = "PyTorch checkpoint (*.pt);;safetensors (*.safetensors)"
 
 
 def checkpoint_meta(session: LabSession, card: dict[str, Any] | None) -> dict[str, Any]:
     """What a checkpoint of the open model records besides its weights (JSON-able)."""
-    from xnorlab.models.checkpoint import layer_settings
-
     loaded = session.loaded
     if loaded is None:
         raise XnorlabError("no model is open")
     modes, configs = layer_settings(loaded.model)
-    prep = getattr(loaded, "preprocessing", None)
     meta: dict[str, Any] = {
-        "arch": getattr(loaded, "arch", "") or "",
+        "arch": loaded.arch,
         "num_classes": len(loaded.class_names) or None,
         "class_names": list(loaded.class_names),
         "modes": modes,
         "layer_config": configs,
-        "card": dict(card or getattr(loaded, "card", {}) or {}),
-        "default_data": getattr(loaded, "default_data", None) or session.dataset_spec,
+        "card": dict(card or loaded.card),
+        "default_data": loaded.default_data or session.dataset_spec,
     }
-    if prep is not None:
-        meta["preprocessing"] = prep.to_json()
+    if loaded.preprocessing is not None:
+        meta["preprocessing"] = loaded.preprocessing.to_json()
     return meta
 
 
@@ -117,10 +117,8 @@ class TrainingPanel(QWidget):
         layout.addWidget(self.acc_chart, 1)
 
     # ------------------------------------------------------------------ running
-    def config(self) -> Any:
+    def config(self) -> TrainConfig:
         """The ``TrainConfig`` the controls describe."""
-        from xnorlab.train.training import TrainConfig
-
         limit = self.limit_spin.value()
         return TrainConfig(
             epochs=self.epochs_spin.value(), lr=self.lr_spin.value(),
@@ -198,7 +196,7 @@ class TrainingPanel(QWidget):
         self.acc_chart.add_point("train", epoch, 100 * float(record["train_acc"]))
         self.acc_chart.add_point("val", epoch, 100 * float(record["val_acc"]))
 
-    def _adopt(self, outcome: TrainingOutcome, loaded: Any) -> None:
+    def _adopt(self, outcome: TrainingOutcome, loaded: LoadedModel) -> None:
         if self.session.loaded is not loaded:
             show_message(self.message, "another model was opened meanwhile: result dropped",
                          error=True)  # fmt: skip
@@ -230,8 +228,6 @@ class TrainingPanel(QWidget):
 
     def save(self, path: str | Path) -> Path | None:
         """Save the open model with its modes and training card; errors shown in the panel."""
-        from xnorlab.models.checkpoint import save_checkpoint
-
         try:
             meta = checkpoint_meta(self.session, self.card)
             written = save_checkpoint(path, self.session.model, meta)
