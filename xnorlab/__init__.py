@@ -40,6 +40,7 @@ from xnorlab.binary.surgery import (
     list_layers,
     preset_modes,
     restore_float,
+    unbinarizable_layers,
 )
 from xnorlab.common.errors import XnorlabError
 from xnorlab.runtime.integration import native_backend, set_backend
@@ -73,6 +74,7 @@ __all__ = [
     "set_backend",
     "sign_nonzero",
     "ste_sign",
+    "unbinarizable_layers",
     "weight_scale_alpha",
     "xnor_conv2d",
     "xnor_linear",

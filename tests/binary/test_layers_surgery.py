@@ -26,6 +26,7 @@ from xnorlab import (
     list_layers,
     preset_modes,
     restore_float,
+    unbinarizable_layers,
     xnor_conv2d,
 )
 
@@ -144,6 +145,47 @@ def test_mode_file_with_preset_and_overrides(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(ModeMapError, match="not valid JSON"):
         binarize_model(net, str(bad))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply|nested deeper"),
+        ('{"layers": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}", "nested deeper than"),
+        ('{"preset": "paper", "2": "bwn"}', "unknown key '2' beside 'preset'"),
+        ('{"preset": ["paper"]}', "'preset' must be a string"),
+        ('{"2": NaN}', "not a finite number"),
+        ('{"2": 1}', "unknown Mode 1"),
+        ("\udcff", "not valid JSON|not UTF-8"),
+    ],
+)
+def test_bad_mode_files_give_one_line(tmp_path: Path, content: str, message: str) -> None:
+    net = small_net()
+    path = tmp_path / "modes.json"
+    path.write_text(content, errors="surrogateescape")
+    with pytest.raises(ModeMapError, match=message) as caught:
+        binarize_model(net, str(path))
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+    assert not any(isinstance(m, (BinConv2d, BinLinear)) for m in net.modules())
+
+
+def test_a_huge_layer_name_is_not_echoed_whole() -> None:
+    with pytest.raises(ModeMapError, match="unknown layer") as caught:
+        binarize_model(small_net(), {"x" * 2_000_000: "xnor"})
+    assert len(str(caught.value)) < 200
+
+
+def test_attention_projections_are_listed_as_not_binarizable() -> None:
+    net = nn.Sequential(nn.Linear(8, 8), nn.MultiheadAttention(8, 2), nn.Linear(8, 4))
+    fixed = unbinarizable_layers(net)
+    assert list(fixed) == ["1.out_proj"] and "MultiheadAttention" in fixed["1.out_proj"]
+    assert [info.name for info in list_layers(net)] == ["0", "2"]
+    with pytest.raises(ModeMapError, match=r"'1\.out_proj' cannot be xnor: nn\.MultiheadAttention"):
+        binarize_model(net, {"1.out_proj": "xnor"})
+    assert binarize_model(net, {"1.out_proj": "float", "0": "bwn"}, warn_first_last=False) == {
+        "0": Mode.BWN,
+        "2": Mode.FLOAT,
+    }
 
 
 def test_state_dict_round_trip_between_float_and_binarized() -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import TypeVar
 
+from xnorlab.common.errors import quoted
+
 _E = TypeVar("_E", bound="_StrEnum")
 
 
@@ -26,7 +28,7 @@ class _StrEnum(str, Enum):
             if member.value == text:
                 return member
         choices = ", ".join(m.value for m in cls)
-        raise ValueError(f"unknown {cls.__name__} {value!r} (expected one of: {choices})")
+        raise ValueError(f"unknown {cls.__name__} {quoted(value)} (expected one of: {choices})")
 
 
 class Mode(_StrEnum):

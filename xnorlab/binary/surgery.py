@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
-import json
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -24,9 +23,11 @@ from torch import nn
 
 from xnorlab.binary.layers import BinarizableLayer, BinConv2d, BinLinear, LayerConfig
 from xnorlab.binary.modes import Mode
-from xnorlab.common.errors import XnorlabError
+from xnorlab.common.errors import XnorlabError, quoted
+from xnorlab.common.jsonio import load_json_file
 
 PRESETS = ("paper", "paper-bwn", "xnor", "bwn", "float")
+MAX_MODE_FILE_BYTES = 4 << 20  # a mode map of a million layers fits
 _ORIGINAL_ATTR = "_xnorlab_original"
 
 
@@ -51,11 +52,38 @@ class LayerInfo:
     position: str  # "first", "last", "first+last" or "" (paper default keeps first/last float)
 
 
-def iter_binarizable(model: nn.Module) -> Iterator[tuple[str, nn.Conv2d | nn.Linear]]:
-    """Yield ``(name, module)`` for every Conv2d/Linear (wrapped or not), in registration order."""
-    for name, module in model.named_modules():
+def _unbinarizable_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
+    """Why a Conv2d/Linear cannot switch mode, or None when it can."""
+    if isinstance(module, BinarizableLayer):
+        return None
+    if isinstance(parent, nn.MultiheadAttention):
+        return "nn.MultiheadAttention uses this projection's weight directly, not its forward"
+    if type(module) not in (nn.Conv2d, nn.Linear):
+        base = "Conv2d" if isinstance(module, nn.Conv2d) else "Linear"
+        return f"{type(module).__name__} is a subclass of {base} with a forward of its own"
+    return None
+
+
+def _conv_linear_with_reason(model: nn.Module) -> Iterator[tuple[str, nn.Module, str | None]]:
+    modules = dict(model.named_modules())
+    for name, module in modules.items():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
+            parent = modules.get(name.rpartition(".")[0]) if name else None
+            yield name, module, _unbinarizable_reason(module, parent)
+
+
+def iter_binarizable(model: nn.Module) -> Iterator[tuple[str, nn.Conv2d | nn.Linear]]:
+    """Yield ``(name, module)`` for every Conv2d/Linear that can switch mode (wrapped or not),
+    in registration order; see ``unbinarizable_layers`` for the others."""
+    for name, module, reason in _conv_linear_with_reason(model):
+        if reason is None:
+            assert isinstance(module, (nn.Conv2d, nn.Linear))
             yield name, module
+
+
+def unbinarizable_layers(model: nn.Module) -> dict[str, str]:
+    """Conv2d/Linear layers that stay float whatever the mode map says -> the reason."""
+    return {name: reason for name, _, reason in _conv_linear_with_reason(model) if reason}
 
 
 def binarizable_names(model: nn.Module) -> list[str]:
@@ -98,7 +126,9 @@ def preset_modes(model: nn.Module, preset: str) -> dict[str, Mode]:
     names = binarizable_names(model)
     key = preset.strip().lower()
     if key not in PRESETS:
-        raise ModeMapError(f"unknown preset {preset!r} (expected one of: {', '.join(PRESETS)})")
+        raise ModeMapError(
+            f"unknown preset {quoted(preset)} (expected one of: {', '.join(PRESETS)})"
+        )
     if key in ("xnor", "bwn", "float"):
         return dict.fromkeys(names, Mode.parse(key))
     inner = Mode.XNOR if key == "paper" else Mode.BWN
@@ -107,6 +137,8 @@ def preset_modes(model: nn.Module, preset: str) -> dict[str, Mode]:
 
 
 def _closest(name: str, names: list[str]) -> str:
+    if len(name) > 200:  # difflib is quadratic; no layer name is this long
+        return ""
     close = difflib.get_close_matches(name, names, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -118,14 +150,21 @@ def validate_mode_map(model: nn.Module, modes: Mapping[str, Mode | str]) -> dict
     """
     names = binarizable_names(model)
     known = set(names)
+    fixed = unbinarizable_layers(model)
     clean: dict[str, Mode] = {}
     for name, mode in modes.items():
-        if name not in known:
-            raise ModeMapError(f"unknown layer {name!r} in mode map{_closest(name, names)}")
+        if not isinstance(name, str) or (name not in known and name not in fixed):
+            hint = _closest(name, names) if isinstance(name, str) else ""
+            raise ModeMapError(f"unknown layer {quoted(name)} in mode map{hint}")
         try:
-            clean[name] = Mode.parse(mode)
+            parsed = Mode.parse(mode)
         except ValueError as exc:
-            raise ModeMapError(f"layer {name!r}: {exc}") from None
+            raise ModeMapError(f"layer {quoted(name)}: {exc}") from None
+        if name in fixed:
+            if parsed is not Mode.FLOAT:
+                raise ModeMapError(f"layer {quoted(name)} cannot be {parsed}: {fixed[name]}")
+            continue
+        clean[name] = parsed
     return clean
 
 
@@ -134,15 +173,22 @@ def load_mode_map(path: str | Path, model: nn.Module) -> dict[str, Mode]:
     ``{"preset": "paper", "layers": {"layer": "bwn"}}`` (layers override the preset).
     """
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ModeMapError(f"cannot read mode file {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModeMapError(f"mode file {path} is not valid JSON: {exc}") from None
+        data = load_json_file(path, what="mode file", max_bytes=MAX_MODE_FILE_BYTES)
+    except XnorlabError as exc:
+        raise ModeMapError(str(exc)) from None
     if not isinstance(data, dict):
         raise ModeMapError(f"mode file {path} must hold a JSON object")
     if "preset" in data or "layers" in data:
-        base = preset_modes(model, str(data.get("preset", "float")))
+        extra = sorted(set(data) - {"preset", "layers"}, key=str)
+        if extra:
+            raise ModeMapError(
+                f"mode file {path}: unknown key {quoted(extra[0])} beside 'preset' "
+                "(per-layer modes go under 'layers')"
+            )
+        preset = data.get("preset", "float")
+        if not isinstance(preset, str):
+            raise ModeMapError(f"mode file {path}: 'preset' must be a string")
+        base = preset_modes(model, preset)
         layers = data.get("layers", {})
         if not isinstance(layers, dict):
             raise ModeMapError(f"mode file {path}: 'layers' must be an object")
@@ -160,7 +206,7 @@ def resolve_modes(model: nn.Module, spec: str | Mapping[str, Mode | str]) -> dic
     if spec.endswith(".json") or Path(spec).exists():
         return load_mode_map(spec, model)
     raise ModeMapError(
-        f"--modes {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file"
+        f"--modes {quoted(spec)} is neither a preset ({', '.join(PRESETS)}) nor a JSON file"
     )
 
 
