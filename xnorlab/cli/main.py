@@ -14,8 +14,11 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from xnorlab._version import __version__
+from xnorlab.cli.display import prepare_display
+from xnorlab.common.errors import XnorlabError
 
-# name -> (module, one-line help). Modules are imported only when their command runs.
+# name -> (module, one-line help). A command's module is imported only when it runs, so one
+# command does not pay for loading the stacks of all the others.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "layers": ("xnorlab.cli.layers", "list the binarizable layers of a model and their modes"),
     "report": ("xnorlab.cli.report", "per-layer binarization report (html, json, csv, md)"),
@@ -70,8 +73,6 @@ def _show_warning(
 
 def run_subcommand(name: str, argv: Sequence[str]) -> int:
     """Parse ``argv`` for subcommand ``name`` and run it; user errors -> one line, exit 2."""
-    from xnorlab.common.errors import XnorlabError
-
     args = _full_subparser(name).parse_args(list(argv))
     warnings.showwarning = _show_warning  # type: ignore[assignment]
     try:
@@ -92,15 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(arg in ("-h", "--help") for arg in args_list):
         build_parser().parse_args(["--help"])
     args = build_parser(with_commands=False).parse_args(args_list)
-    from xnorlab.cli.display import prepare_display
-    from xnorlab.common.errors import XnorlabError
-
     try:
         prepare_display(screenshot=bool(args.screenshot))
     except XnorlabError as exc:
         print(f"xnorlab: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    from xnorlab.gui.app import run_app
+    from xnorlab.gui.app import run_app  # here, not at the top: subcommands must not load Qt
 
     return run_app(model_spec=args.model, screenshot=args.screenshot)
 

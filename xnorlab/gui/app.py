@@ -20,6 +20,14 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
+from PySide6.QtCore import QCoreApplication, QThreadPool, QTimer
+from PySide6.QtWidgets import QApplication
+
+from xnorlab.common.errors import XnorlabError
+from xnorlab.gui.main_window import MainWindow
+from xnorlab.gui.panels.open_dialogs import opener_for
+from xnorlab.gui.workers import error_message
+
 DEFAULT_MODEL = "demo:lenet"
 SCREENSHOT_TIMEOUT_S = 180.0
 SCREENSHOT_SIZE = (1600, 1000)
@@ -31,8 +39,6 @@ log = logging.getLogger("xnorlab")
 
 def one_line(exc: BaseException) -> str:
     """The user-facing line for an unexpected exception."""
-    from xnorlab.gui.workers import error_message
-
     return f"internal error: {error_message(exc)} (details in the log)"
 
 
@@ -40,7 +46,7 @@ class ExceptionHook:
     """``sys.excepthook`` / ``threading.excepthook``: log, then show one line in the window."""
 
     def __init__(self) -> None:
-        self.window: object | None = None
+        self.window: MainWindow | None = None
         self.messages: list[str] = []
 
     def __call__(
@@ -50,13 +56,10 @@ class ExceptionHook:
             sys.__excepthook__(kind, exc, tb)
             return
         log.error("uncaught exception:\n%s", "".join(traceback.format_exception(kind, exc, tb)))
-        from xnorlab.common.errors import XnorlabError
-
         message = str(exc) if isinstance(exc, XnorlabError) else one_line(exc)
         self.messages.append(message)
-        show = getattr(self.window, "show_error", None)
-        if callable(show) and threading.current_thread() is threading.main_thread():
-            show(message)
+        if self.window is not None and threading.current_thread() is threading.main_thread():
+            self.window.show_error(message)
         else:
             print(f"xnorlab: {message}", file=sys.stderr)
 
@@ -75,9 +78,7 @@ def install_exception_hook() -> ExceptionHook:
 class ScreenshotWaiter:
     """Polls the window until it is ready, then saves the PNG and quits the application."""
 
-    def __init__(self, window: object, path: str, app: object) -> None:
-        from PySide6.QtCore import QTimer
-
+    def __init__(self, window: MainWindow, path: str, app: QCoreApplication) -> None:
         self.window, self.path, self.app = window, Path(path), app
         self.started = time.monotonic()
         self.exit_code = 1
@@ -88,12 +89,10 @@ class ScreenshotWaiter:
         self.timer.start()
 
     def ready(self) -> bool:
-        w = self.window
-        session = w.session  # type: ignore[attr-defined]
-        if session.loaded is None or w.busy():  # type: ignore[attr-defined]
+        window, session = self.window, self.window.session
+        if session.loaded is None or window.busy():
             return False
-        views = w.views  # type: ignore[attr-defined]
-        return views.current is not None or session.selected is None
+        return window.views.current is not None or session.selected is None
 
     def poll(self) -> None:
         self.calm_polls = self.calm_polls + 1 if self.ready() else 0
@@ -115,25 +114,23 @@ class ScreenshotWaiter:
             file=sys.stderr,
         )
         self.exit_code = 1
-        self.window.close()  # type: ignore[attr-defined]
-        self.app.quit()  # type: ignore[attr-defined]
+        self.window.close()
+        self.app.quit()
         return False
 
     def save(self, ok: bool) -> None:
-        image = self.window.grab()  # type: ignore[attr-defined]
+        image = self.window.grab()
         if image.isNull() or not image.save(str(self.path)):
             print(f"xnorlab: cannot write screenshot {self.path}", file=sys.stderr)
             self.exit_code = 1
         else:
             print(f"xnorlab: screenshot saved to {self.path}", file=sys.stderr)
             self.exit_code = 0 if ok else 1
-        self.window.close()  # type: ignore[attr-defined]
-        self.app.quit()  # type: ignore[attr-defined]
+        self.window.close()
+        self.app.quit()
 
 
-def _application() -> object:
-    from PySide6.QtWidgets import QApplication
-
+def _application() -> QCoreApplication:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName("xnorlab")
     app.setApplicationName("xnorlab")
@@ -145,8 +142,6 @@ def run_app(model_spec: str | None = None, screenshot: str | None = None) -> int
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     hook = install_exception_hook()
     app = _application()
-    from xnorlab.gui.main_window import MainWindow
-
     window = MainWindow()
     hook.window = window
     if screenshot:
@@ -154,12 +149,8 @@ def run_app(model_spec: str | None = None, screenshot: str | None = None) -> int
     window.show()
     waiter = ScreenshotWaiter(window, screenshot, app) if screenshot else None
     if waiter is not None:
-        from xnorlab.gui.panels.open_dialogs import opener_for
-
         opener_for(window.session, window).ask = waiter.refuse_trust  # never a modal question
     window.open_initial(model_spec, DEFAULT_MODEL, restore_last=not screenshot)
-    code = int(app.exec())  # type: ignore[attr-defined]
-    from PySide6.QtCore import QThreadPool
-
+    code = int(app.exec())
     QThreadPool.globalInstance().waitForDone(SHUTDOWN_WAIT_MS)  # workers were asked to stop
     return waiter.exit_code if waiter is not None else code
