@@ -37,6 +37,17 @@ def test_layers_json_matches_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert layers["fc"]["macs"] == 512 * 1000
 
 
+def test_layers_names_attention_projections_that_stay_float(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["layers", "vit_b_16", "--modes", "paper", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    fixed = data["not_binarizable"]
+    assert len(fixed) == 12 and all(name.endswith("self_attention.out_proj") for name in fixed)
+    assert not any(row["name"] in fixed for row in data["layers"])
+    assert data["layers"][-1]["name"] == "heads.head" and data["layers"][-1]["mode"] == "float"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

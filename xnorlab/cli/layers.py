@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from xnorlab.binary.surgery import binarize_model, layer_macs, list_layers
+from xnorlab.binary.surgery import (
+    binarize_model,
+    layer_macs,
+    list_layers,
+    unbinarizable_layers,
+)
 from xnorlab.models.spec import load_model_spec
 
 
@@ -34,8 +39,14 @@ def run(args: argparse.Namespace) -> int:
         }
         for info in list_layers(model)
     ]
+    fixed = unbinarizable_layers(model)
     if args.json:
-        payload = {"model": args.model, "input_shape": list(loaded.input_shape), "layers": rows}
+        payload = {
+            "model": args.model,
+            "input_shape": list(loaded.input_shape),
+            "layers": rows,
+            "not_binarizable": fixed,
+        }
         print(json.dumps(payload, indent=2))
         return 0
     print(f"{args.model}: {len(rows)} binarizable layers, MACs for input {loaded.input_shape}")
@@ -48,4 +59,15 @@ def run(args: argparse.Namespace) -> int:
             f"{row['name']:<32} {row['type']:<7} {shape:<20} {row['params']:>10,} "
             f"{row['macs']:>14,} {row['mode']}"
         )
+    _print_unbinarizable(fixed)
     return 0
+
+
+def _print_unbinarizable(fixed: dict[str, str]) -> None:
+    """One line per reason: which Conv2d/Linear layers stay float whatever the modes say."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in fixed.items():
+        by_reason.setdefault(reason, []).append(name)
+    for reason, names in by_reason.items():
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        print(f"stays float ({len(names)}): {shown}: {reason}")
