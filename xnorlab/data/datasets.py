@@ -45,6 +45,7 @@ from xnorlab.data.images import (
     Preprocessing,
     load_image,
 )
+from xnorlab.data.sampling import dataset_labels
 
 MNIST5K_TRAIN_PER_CLASS = 400
 DIGIT_NAMES = [str(d) for d in range(10)]
@@ -195,6 +196,11 @@ class _Converted(Dataset[tuple[Tensor, int]]):
         image, label = self.base[index]
         return self.convert(image), int(label)
 
+    @property
+    def labels(self) -> np.ndarray:
+        """Every item's label without converting an image (torchvision keeps ``targets``)."""
+        return dataset_labels(self.base)
+
 
 def _pil_converter(prep: Preprocessing) -> Callable[[Any], Tensor]:
     def convert(image: Any) -> Tensor:
@@ -312,6 +318,11 @@ class _Relabelled(Dataset[tuple[Tensor, int]]):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         image, label = self.base[index]
         return image, self.mapping[int(label)]
+
+    @property
+    def labels(self) -> np.ndarray:
+        mapped: np.ndarray = np.asarray(self.mapping, dtype=np.int64)[dataset_labels(self.base)]
+        return mapped
 
 
 def _norm_name(name: str) -> str:

@@ -37,6 +37,11 @@ class ImageFiles(Dataset[tuple[Tensor, int]]):
         path, label = self.items[index]
         return load_image(path, self.preprocessing), label
 
+    @property
+    def labels(self) -> np.ndarray:
+        """Every item's label, known from its folder without decoding the image."""
+        return np.asarray([label for _, label in self.items], dtype=np.int64)
+
 
 def _class_dirs(root: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
