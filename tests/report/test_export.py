@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from xnorlab import engine
 from xnorlab.binary.surgery import binarize_model
 from xnorlab.models.loaded import LoadedModel
-from xnorlab.models.packed_layers import PackedConv2d, PackedLinear, pack_sign_bits, unpack_signs
-from xnorlab.models.xnor_file import XnorFileError, export_xnor, load_xnor
+from xnorlab.models.packed_layers import PackedConv2d, PackedLinear
+from xnorlab.models.xnor_file import FORMAT_VERSION, XnorFileError, export_xnor, load_xnor
 
 
 def _float_state_bytes(model: torch.nn.Module) -> int:
@@ -29,14 +32,61 @@ def _roundtrip(loaded: LoadedModel, modes: str, path: Path, **settings: str) -> 
     return load_xnor(path)
 
 
-def test_sign_bits_roundtrip_and_zero_is_positive() -> None:
-    weight = torch.tensor([[0.5, -0.0, 0.0, -2.0, 1e-9, -1e-9, 3.0, -3.0, 0.1]])
-    bits = pack_sign_bits(weight)
-    assert bits.dtype == torch.uint8 and tuple(bits.shape) == (1, 2)
-    assert bits[0, 0].item() == 0b10101000  # bits 3, 5, 7 (negative entries) set, little order
-    assert bits[0, 1].item() == 0  # the 9th entry is positive; padding bits are zero
-    expected = torch.where(weight >= 0, 1.0, -1.0)
-    assert torch.equal(unpack_signs(bits, (1, 9)), expected)
+def _words_by_the_docs(weight: torch.Tensor) -> torch.Tensor:
+    """docs/xnor-format.md, literally: the int64 words ``(O, taps, ceil(C/64))`` of ``weight``.
+
+    Channel ``c`` of tap ``t = ky * kw + kx`` is bit ``c % 64`` of word ``c // 64``; bit 1 means
+    ``W < 0``; padding bits are 0; a word is a two's-complement int64.
+    """
+    flat = weight.reshape(weight.shape[0], weight.shape[1], -1)
+    out_channels, channels, taps = flat.shape
+    words = torch.zeros((out_channels, taps, -(-channels // 64)), dtype=torch.int64)
+    for o in range(out_channels):
+        for t in range(taps):
+            values = [0] * words.shape[2]
+            for c in range(channels):
+                if float(flat[o, c, t]) < 0:
+                    values[c // 64] |= 1 << (c % 64)
+            words[o, t] = torch.tensor([v - (1 << 64) if v >= 1 << 63 else v for v in values])
+    return words
+
+
+def test_file_stores_the_documented_words(tmp_path: Path, lenet_loaded: LoadedModel) -> None:
+    binarize_model(lenet_loaded.model, "paper")
+    conv = lenet_loaded.model.get_submodule("conv2")
+    with torch.no_grad():
+        conv.weight[0, :, 0, 0] = torch.tensor([0.0, -0.0, -1e-9, 2.0] * 8)  # sign(0) = +1
+        conv.weight[1] = -1.0  # every used bit set, padding bits (channels 32..63) still 0
+    path = tmp_path / "lenet.xnor"
+    export_xnor(lenet_loaded.model, path, lenet_loaded)
+    tensors = load_file(str(path))
+    bits = tensors["conv2.bits"]
+    assert bits.dtype == torch.int64 and tuple(bits.shape) == (64, 25, 1)
+    assert bits[0, 0, 0].item() == sum(1 << c for c in range(2, 32, 4))
+    assert bits[1, 0, 0].item() == (1 << 32) - 1
+    assert torch.equal(bits, _words_by_the_docs(conv.weight.detach()))
+    fc_weight = lenet_loaded.model.get_submodule("fc3").weight.detach()
+    assert torch.equal(tensors["fc3.bits"], _words_by_the_docs(fc_weight.unsqueeze(-1)))
+    assert tensors["fc3.bits"].shape == (256, 1, 16)
+    alpha = conv.weight.detach().abs().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(tensors["conv2.alpha"], alpha)
+
+
+def test_loading_builds_packed_weights_from_the_words(
+    good_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_packing(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("loading packed float weights")
+
+    monkeypatch.setattr(engine, "pack_conv2d_weight", no_packing)
+    monkeypatch.setattr(engine, "pack_linear_weight", no_packing)
+    stored = load_file(str(good_file))
+    reopened = load_xnor(good_file)
+    reopened.model(torch.randn(2, 1, 28, 28))
+    for name in ("conv2", "fc3"):
+        layer = reopened.model.get_submodule(name)
+        assert torch.equal(layer.packed.to_state()["bits"], stored[f"{name}.bits"])
+        assert layer._float_weight is None  # the engine ran the words; no alpha*sign made
 
 
 @pytest.mark.parametrize(
@@ -124,6 +174,7 @@ def _broken_files(good: Path) -> dict[str, Path]:
     save_file({"a": torch.zeros(2)}, str(folder / "plain.xnor"))
     files["plain safetensors"] = folder / "plain.xnor"
     files["future version"] = _rewrite(good, folder / "v9.xnor", {"format_version": 9})
+    files["no version"] = _rewrite(good, folder / "v.xnor", {"format_version": "2"})
     files["unknown arch"] = _rewrite(
         good, folder / "arch.xnor", {"architecture": {"kind": "x", "name": "y"}}
     )
@@ -131,6 +182,9 @@ def _broken_files(good: Path) -> dict[str, Path]:
     files["missing float"] = _rewrite(good, folder / "bn.xnor", drop="bn2.running_var")
     files["wrong bits"] = _rewrite(
         good, folder / "bits.xnor", replace={"fc3.bits": torch.zeros(3, 3, dtype=torch.uint8)}
+    )
+    files["padding bits"] = _rewrite(
+        good, folder / "pad.xnor", replace={"conv2.bits": torch.full((64, 25, 1), -1)}
     )
     files["nan alpha"] = _rewrite(
         good, folder / "nan.xnor", replace={"fc3.alpha": torch.full((256,), float("nan"))}
@@ -150,6 +204,36 @@ def test_every_broken_file_is_one_clear_error(good_file: Path) -> None:
     with pytest.raises(XnorFileError, match="cannot read"):
         load_xnor(good_file.parent / "missing.xnor")
     load_xnor(good_file)  # the good file still opens
+
+
+def test_older_format_version_says_what_to_do(good_file: Path) -> None:
+    old = _rewrite(good_file, good_file.parent / "old.xnor", {"format_version": 1})
+    with pytest.raises(XnorFileError) as info:
+        load_xnor(old)
+    message = str(info.value)
+    assert "\n" not in message and "format version 1" in message
+    assert f"reads version {FORMAT_VERSION}" in message
+    assert "export it again" in message and "xnorlab export demo:lenet" in message
+
+
+@pytest.mark.parametrize(("arch", "modes"), [("lenet", "paper"), ("lenet", "paper-bwn")])
+def test_loaded_models_deep_copy_after_a_forward(
+    tmp_path: Path, arch: str, modes: str, make_demo: Any
+) -> None:
+    reopened = _roundtrip(make_demo(arch), modes, tmp_path / "m.xnor")
+    x = torch.randn(3, *reopened.input_shape)
+    with torch.no_grad():
+        before = reopened.model(x)
+        twin = copy.deepcopy(reopened.model)
+        from_pickle = pickle.loads(pickle.dumps(reopened.model))
+        outputs = [reopened.model(x), twin(x), from_pickle(x)]
+    for out in outputs:
+        assert torch.equal(out, before)
+    packed = [m for m in twin.modules() if isinstance(m, (PackedConv2d, PackedLinear))]
+    originals = [m for m in reopened.model.modules() if isinstance(m, (PackedConv2d, PackedLinear))]
+    assert len(packed) == 2 and all(
+        a.packed is not b.packed for a, b in zip(packed, originals, strict=True)
+    )
 
 
 def test_model_spec_dispatches_xnor_files(good_file: Path) -> None:

@@ -1,124 +1,99 @@
-"""Inference-only layers that hold 1-bit weights + alpha instead of float weights.
+"""Inference-only layers that hold the engine's packed 1-bit weights instead of float weights.
 
-They are what a loaded ``.xnor`` file (``xnorlab.models.xnor_file``) is made of.
+They are what a loaded ``.xnor`` file (``xnorlab.models.xnor_file``) is made of. Each layer holds
+one engine packed weight (``PackedConv2dWeight`` / ``PackedLinearWeight``), built with
+``from_state`` straight from the stored 64-bit words: bits are never unpacked to floats and
+packed again.
 
-Stored bit layout (the ``.xnor`` format, independent of the native engine's kernel order):
-a weight ``W`` of shape ``(C_out, ...)`` is flattened per output channel to ``(C_out, n)``;
-bit ``1`` means ``W < 0`` (sign -1), bit ``0`` means ``W >= 0`` (sign +1, so ``sign(0) = +1``);
-each row is packed with ``numpy.packbits(bitorder="little")`` (element ``j`` of a row is bit
-``j % 8`` of byte ``j // 8``) and padded with zero bits to a whole byte. ``alpha`` is one float32
-per output channel (``mean |W_c|``), ``bias`` float32 or absent.
+Routes (the ``route`` attribute, also in ``repr``):
 
-At construction the bits are handed to the native engine once (``pack_conv2d_weight`` /
-``pack_linear_weight``, which repacks them in its kernel order) for XNOR conv, XNOR linear and
-BWN linear. BWN conv has no native kernel: its weight is unpacked to ``alpha * sign`` once and
-run with ``F.conv2d`` (a float tensor of the weight's size lives in memory). When the native
-engine cannot run a layer (no engine, groups > 1, non-zero padding_mode, 'same' padding), the
-layer unpacks once and runs the torch simulation of ``xnorlab.binary.binarize``; ``route`` says
-which path a layer takes.
+* XNOR conv (groups 1, ``padding_mode='zeros'``, numeric padding), XNOR linear, BWN linear: the
+  engine (``xnorlab.engine``) runs the packed weight.
+* BWN conv (the engine has no BWN conv kernel) and XNOR convs the engine cannot run (grouped,
+  non-zero ``padding_mode``, ``'same'`` padding): ``alpha * sign`` is derived from the words on
+  first use and kept (a float tensor of the weight's size), then run with ``F.conv2d`` or the
+  torch simulation of ``xnorlab.binary.binarize``.
+
+Copies (``copy.deepcopy``, pickle) carry the packed weight as its plain ``to_state()`` tensors
+and rebuild it with ``from_state``: the engine's per-call caches (native handles, addresses)
+and the derived float weight stay behind and are rebuilt on first use.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xnorlab.binary.binarize import xnor_conv2d, xnor_linear
+from xnorlab import engine
+from xnorlab.binary.binarize import xnor_conv2d
 from xnorlab.binary.layers import LayerConfig
 from xnorlab.binary.modes import Mode
+from xnorlab.engine import PackedConv2dWeight, PackedLinearWeight
+
+PackedWeight = PackedConv2dWeight | PackedLinearWeight
 
 
-def pack_sign_bits(weight: Tensor) -> Tensor:
-    """``(C_out, ceil(n/8))`` uint8 rows of sign bits (bit 1 = negative), see module doc."""
-    negative = (weight.detach().reshape(weight.shape[0], -1) < 0).cpu().numpy()
-    return torch.from_numpy(np.packbits(negative, axis=1, bitorder="little"))
-
-
-def unpack_signs(bits: Tensor, weight_shape: tuple[int, ...]) -> Tensor:
-    """Inverse of ``pack_sign_bits``: a float32 tensor of +-1 of ``weight_shape``."""
-    n_per_row = math.prod(weight_shape[1:])
-    unpacked = np.unpackbits(bits.cpu().numpy(), axis=1, count=n_per_row, bitorder="little")
-    signs = 1.0 - 2.0 * torch.from_numpy(unpacked.astype(np.float32))
-    return signs.reshape(weight_shape)
-
-
-def expected_bits_shape(weight_shape: tuple[int, ...]) -> tuple[int, int]:
-    """Shape of the stored bit rows of a weight of ``weight_shape``."""
-    return (weight_shape[0], math.ceil(math.prod(weight_shape[1:]) / 8))
-
-
-def _kernels() -> Any:
-    """The native-engine facade, or None when it is not importable."""
-    try:
-        from xnorlab import engine as kernels
-    except ImportError:  # pragma: no cover - the package always has the facade module
-        return None
-    return kernels if hasattr(kernels, "pack_conv2d_weight") else None
-
-
-def _engine_route() -> str:
-    """``"engine (native avx512)"`` or ``"engine (reference)"`` when the build is missing."""
-    try:
-        info = _kernels().info()
-    except (AttributeError, ImportError, RuntimeError):
-        return "engine"
-    backend = str(info.get("backend", "?"))
-    return f"engine ({backend} {info.get('isa', '')})".replace(" )", ")")
-
-
-def _native_packed(kind: str, weight: Tensor, alpha: Tensor, bias: Tensor | None) -> Any:
-    """Pack ``alpha * sign`` for the engine and make its alpha exactly the stored one."""
-    kernels = _kernels()
-    if kernels is None:
-        return None
-    pack = kernels.pack_conv2d_weight if kind == "conv2d" else kernels.pack_linear_weight
-    packed = pack(weight, bias)
-    state = packed.to_state()
-    if "alpha" in state:
-        state["alpha"] = alpha.clone()
-        packed = type(packed).from_state(state)
-    return packed
+def engine_route() -> str:
+    """``"engine (native avx512)"``, or ``"engine (reference reference)"`` without the build."""
+    info = engine.info()
+    return f"engine ({info.get('backend', '?')} {info.get('isa', '')})".replace(" )", ")")
 
 
 class _PackedBase(nn.Module):
-    """Shared buffers (bits, alpha, bias) and the config of a packed layer."""
+    """The packed weight, the layer config and the lazily derived ``alpha * sign``."""
 
     kind = ""
-    bits: Tensor
-    alpha: Tensor
-    bias: Tensor | None
+    packed: PackedWeight
 
-    def __init__(
-        self, bits: Tensor, alpha: Tensor, bias: Tensor | None, weight_shape: tuple[int, ...],
-        config: LayerConfig,
-    ) -> None:  # fmt: skip
+    def __init__(self, packed: PackedWeight, config: LayerConfig) -> None:
         super().__init__()
         if config.mode is Mode.FLOAT:
             raise ValueError("a packed layer must be BWN or XNOR")
-        self.weight_shape = tuple(int(d) for d in weight_shape)
+        self.packed = packed
         self.config = config
-        self.register_buffer("bits", bits)
-        self.register_buffer("alpha", alpha)
-        self.register_buffer("bias", bias)
         self.route = "torch"
-        self._unpacked: Tensor | None = None
-        self._native: Any = None
+        self._float_weight: Tensor | None = None
 
     @property
     def mode(self) -> Mode:
         return self.config.mode
 
-    def unpacked_weight(self) -> Tensor:
-        """``alpha * sign`` as float32 (made once, then cached)."""
-        if self._unpacked is None:
-            signs = unpack_signs(self.bits, self.weight_shape)
-            self._unpacked = self.alpha.reshape((-1,) + (1,) * (signs.dim() - 1)) * signs
-        return self._unpacked
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        """``(C_out, C_in, kh, kw)`` of a conv, ``(out_features, in_features)`` of a linear."""
+        if isinstance(self.packed, PackedConv2dWeight):
+            kh, kw = self.packed.kernel_size
+            return (self.packed.out_channels, self.packed.in_channels, kh, kw)
+        return (self.packed.out_channels, self.packed.in_channels)
+
+    @property
+    def alpha(self) -> Tensor:
+        """``alpha_c = mean |W_c|`` per output channel, float32."""
+        return self.packed.alpha
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.packed.bias
+
+    def float_weight(self) -> Tensor:
+        """``alpha * sign`` as float32 of ``weight_shape``, derived once from the packed words."""
+        if self._float_weight is None:
+            signs = self.packed.signs().reshape(self.weight_shape)
+            self._float_weight = self.alpha.reshape((-1,) + (1,) * (signs.dim() - 1)) * signs
+        return self._float_weight
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Plain tensors only: the engine object and the float weight are rebuilt on use."""
+        state: dict[str, Any] = super().__getstate__()  # type: ignore[no-untyped-call]
+        return {**state, "packed": self.packed.to_state(), "_float_weight": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        module_state = {k: v for k, v in state.items() if k != "packed"}
+        super().__setstate__(module_state)  # type: ignore[no-untyped-call]
+        weight_type = PackedConv2dWeight if self.kind == "conv2d" else PackedLinearWeight
+        self.packed = weight_type.from_state(state["packed"])
 
     def extra_repr(self) -> str:
         shape = "x".join(map(str, self.weight_shape))
@@ -126,15 +101,15 @@ class _PackedBase(nn.Module):
 
 
 class PackedConv2d(_PackedBase):
-    """A frozen BWN/XNOR conv built from stored bits (see the module docstring for routes)."""
+    """A frozen BWN/XNOR conv of a packed weight (see the module docstring for routes)."""
 
     kind = "conv2d"
+    packed: PackedConv2dWeight
 
     def __init__(
-        self, bits: Tensor, alpha: Tensor, bias: Tensor | None, weight_shape: tuple[int, ...],
-        config: LayerConfig, geometry: dict[str, Any],
-    ) -> None:  # fmt: skip
-        super().__init__(bits, alpha, bias, weight_shape, config)
+        self, packed: PackedConv2dWeight, config: LayerConfig, geometry: dict[str, Any]
+    ) -> None:
+        super().__init__(packed, config)
         self.stride = tuple(geometry["stride"])
         self.padding: Any = geometry["padding"]
         if isinstance(self.padding, list):
@@ -142,35 +117,29 @@ class PackedConv2d(_PackedBase):
         self.dilation = tuple(geometry["dilation"])
         self.groups = int(geometry["groups"])
         self.padding_mode = str(geometry["padding_mode"])
-        native_ok = (
+        self.on_engine = (
             config.mode is Mode.XNOR and self.groups == 1 and self.padding_mode == "zeros"
             and not isinstance(self.padding, str)
         )  # fmt: skip
-        if native_ok:
-            self._native = _native_packed("conv2d", self.unpacked_weight(), alpha, bias)
-        if self._native is not None:
-            self.route = _engine_route()
-            self._unpacked = None  # only the engine's packed copy stays in memory
+        if self.on_engine:
+            self.route = engine_route()
         elif config.mode is Mode.BWN:
-            self.route = "torch (BWN conv has no native kernel: unpacked to alpha*sign once)"
+            self.route = "torch (BWN conv has no native kernel: alpha*sign derived once)"
         else:
             self.route = "torch simulation"
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._native is not None:
-            from xnorlab import engine as kernels
-
-            out: Tensor = kernels.xnor_conv2d(
-                x, self._native, None, self.stride, self.padding, self.dilation,
-                pad_mode=str(self.config.pad_mode), scaling=str(self.config.scaling),
+        if self.on_engine:
+            return engine.xnor_conv2d(
+                x, self.packed, None, self.stride, self.padding, self.dilation,
+                pad_mode=self.config.pad_mode, scaling=self.config.scaling,
             )  # fmt: skip
-            return out
         padding: Any = self.padding
         if self.padding_mode != "zeros":
             pad_h, pad_w = (padding, padding) if isinstance(padding, int) else padding
             x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode=self.padding_mode)
             padding = 0
-        weight = self.unpacked_weight()
+        weight = self.float_weight()
         if self.config.mode is Mode.BWN:
             return F.conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups)
         return xnor_conv2d(
@@ -180,33 +149,19 @@ class PackedConv2d(_PackedBase):
 
 
 class PackedLinear(_PackedBase):
-    """A frozen BWN/XNOR linear layer built from stored bits (native when available)."""
+    """A frozen BWN/XNOR linear layer of a packed weight; the engine runs both modes."""
 
     kind = "linear"
+    packed: PackedLinearWeight
 
-    def __init__(
-        self, bits: Tensor, alpha: Tensor, bias: Tensor | None, weight_shape: tuple[int, ...],
-        config: LayerConfig,
-    ) -> None:  # fmt: skip
-        super().__init__(bits, alpha, bias, weight_shape, config)
-        self._native = _native_packed("linear", self.unpacked_weight(), alpha, bias)
-        self.route = _engine_route() if self._native is not None else "torch simulation"
-        if self._native is not None:
-            self._unpacked = None
+    def __init__(self, packed: PackedLinearWeight, config: LayerConfig) -> None:
+        super().__init__(packed, config)
+        self.route = engine_route()
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._native is not None:
-            from xnorlab import engine as kernels
-
-            if self.config.mode is Mode.BWN:
-                bwn: Tensor = kernels.bwn_linear(x, self._native)
-                return bwn
-            out: Tensor = kernels.xnor_linear(x, self._native, scaling=str(self.config.scaling))
-            return out
-        weight = self.unpacked_weight()
         if self.config.mode is Mode.BWN:
-            return F.linear(x, weight, self.bias)
-        return xnor_linear(x, weight, self.bias, scaling=self.config.scaling)
+            return engine.bwn_linear(x, self.packed)
+        return engine.xnor_linear(x, self.packed, scaling=self.config.scaling)
 
 
 PackedLayer = PackedConv2d | PackedLinear

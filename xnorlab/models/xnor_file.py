@@ -1,9 +1,11 @@
 """The compact ``.xnor`` model file: packed binary weights, float layers and metadata.
 
-Format (``FORMAT_VERSION`` 1): one safetensors file (no pickle). Tensors:
+Format (``FORMAT_VERSION`` 2, described in ``docs/xnor-format.md``): one safetensors file (no
+pickle). Tensors:
 
-* every BWN/XNOR layer ``L``: ``L.bits`` (uint8 sign bits, layout in ``xnorlab.models.packed_layers``),
-  ``L.alpha`` (float32, one per output channel), ``L.bias`` (float32, if the layer has one);
+* every BWN/XNOR layer ``L``: ``L.bits`` (int64 words ``(C_out, taps, ceil(C_in / 64))``, the
+  native engine's canonical layout, ``xnorlab.engine.packed``), ``L.alpha`` (float32, one per
+  output channel), ``L.bias`` (float32, if the layer has one);
 * every other entry of the model's ``state_dict`` under its own key (float layers, BatchNorm
   parameters and running statistics, ...).
 
@@ -15,8 +17,8 @@ rebuild the module tree without any weight file), ``input_shape``, ``class_names
 conv geometry).
 
 ``load_xnor`` rebuilds the architecture with random init, overwrites every float tensor, and
-replaces the binary layers by ``PackedConv2d`` / ``PackedLinear``, which run through the native
-engine (the float weights of binary layers are never needed).
+replaces the binary layers by ``PackedConv2d`` / ``PackedLinear`` built from the stored words
+(``from_state``: no unpacking to floats and packing again).
 """
 
 from __future__ import annotations
@@ -26,23 +28,32 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 from torch import Tensor, nn
 
+from xnorlab import engine
 from xnorlab._version import __version__
-from xnorlab.binary.binarize import weight_scale_alpha
-from xnorlab.binary.layers import BinarizableLayer
+from xnorlab.binary.layers import BinarizableLayer, LayerConfig
 from xnorlab.binary.modes import Mode
 from xnorlab.binary.surgery import current_modes, iter_binarizable
 from xnorlab.common.atomic import atomic_write_bytes
 from xnorlab.common.errors import XnorlabError
+from xnorlab.data.images import Preprocessing
+from xnorlab.engine import KernelInputError, KernelTypeError, PackedConv2dWeight, PackedLinearWeight
 from xnorlab.models import demo as models
 from xnorlab.models.loaded import LoadedModel
-from xnorlab.models.packed_layers import has_packed_layers, pack_sign_bits
+from xnorlab.models.packed_layers import PackedConv2d, PackedLinear, PackedWeight, has_packed_layers
 from xnorlab.models.zoo import build_arch, torchvision_architectures
 
 FORMAT = "xnorlab-packed"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SUFFIX = ".xnor"
+# The engine's word layout (``layout_version`` of ``to_state``) that this format version stores:
+# an engine with another layout refuses these words instead of misreading them.
+WORDS_LAYOUT = 1
+PACKED_KEYS = ("bits", "alpha", "bias")  # tensors of a binary layer ``L``: ``L.bits``, ...
 
 
 class XnorFileError(XnorlabError):
@@ -166,20 +177,31 @@ def _metadata(model: nn.Module, loaded: LoadedModel, arch: dict[str, Any] | None
 # ------------------------------------------------------------------------------ writing
 
 
+def _pack_layer(module: BinarizableLayer) -> PackedWeight:
+    """The engine's packed weight of ``module``: sign words, ``alpha = mean |W|``, bias."""
+    weight = module.weight.detach().float()
+    bias = module.bias.detach().float() if module.bias is not None else None
+    if isinstance(module, nn.Conv2d):
+        return engine.pack_conv2d_weight(weight, bias)
+    return engine.pack_linear_weight(weight, bias)
+
+
 def packed_tensors(model: nn.Module) -> dict[str, Tensor]:
     """Every tensor of the file: packed binary layers plus the rest of the ``state_dict``."""
-    binary = binary_layers(model)
     tensors: dict[str, Tensor] = {}
     skip = set()
-    for name, module in binary.items():
+    for name, module in binary_layers(model).items():
         prefix = f"{name}." if name else ""
-        weight = module.weight.detach().float()
-        tensors[f"{prefix}bits"] = pack_sign_bits(weight)
-        tensors[f"{prefix}alpha"] = weight_scale_alpha(weight).contiguous()
-        skip.add(f"{prefix}weight")
-        if module.bias is not None:
-            tensors[f"{prefix}bias"] = module.bias.detach().float().clone()
-            skip.add(f"{prefix}bias")
+        state = _pack_layer(module).to_state()
+        if state["layout_version"].tolist() != [WORDS_LAYOUT]:
+            raise XnorFileError(
+                f"the engine packs layout {state['layout_version'].tolist()}; .xnor format "
+                f"{FORMAT_VERSION} stores layout {WORDS_LAYOUT}"
+            )
+        for key in PACKED_KEYS:
+            if key in state:
+                tensors[f"{prefix}{key}"] = state[key].contiguous()
+        skip.update({f"{prefix}weight", f"{prefix}bias"})
     for key, value in model.state_dict().items():
         if key not in skip:
             tensors[key] = value.detach().clone().contiguous()
@@ -194,8 +216,6 @@ def encode_xnor(
     ``loaded`` supplies spec, input shape, class names and preprocessing. Raises
     ``XnorFileError`` when the architecture cannot be described (and ``require_architecture``).
     """
-    from safetensors.torch import save
-
     if has_packed_layers(model):
         raise XnorFileError(
             f"{loaded.spec} is already a packed .xnor model (its float weights are gone): "
@@ -225,9 +245,6 @@ def export_xnor(model: nn.Module, path: str | Path, loaded: LoadedModel) -> int:
 
 def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Metadata and tensors of a ``.xnor`` file; one clear error for anything broken."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -252,43 +269,64 @@ def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     return _check_meta(meta, path), tensors
 
 
+def _check_version(meta: dict[str, Any], path: Path) -> None:
+    """One line naming the version found and what to do when it is not ``FORMAT_VERSION``."""
+    version = meta.get("format_version")
+    if version == FORMAT_VERSION:
+        return
+    reads = f"this xnorlab ({__version__}) reads version {FORMAT_VERSION}"
+    if isinstance(version, int) and version < FORMAT_VERSION:
+        spec = meta.get("spec") if isinstance(meta.get("spec"), str) else "MODEL"
+        raise XnorFileError(
+            f"{path} has .xnor format version {version}; {reads}: export it again with this "
+            f"xnorlab (xnorlab export {spec} --out {path.name})"
+        )
+    if isinstance(version, int):
+        raise XnorFileError(f"{path} has .xnor format version {version}; {reads}: update xnorlab")
+    raise XnorFileError(f"{path} has no valid .xnor format version ({version!r}); {reads}")
+
+
 def _check_meta(meta: Any, path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise XnorFileError(f"{path} is not a .xnor file (format tag missing)")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise XnorFileError(
-            f"{path} has .xnor format version {version!r}; this xnorlab ({__version__}) reads "
-            f"version {FORMAT_VERSION}"
-        )
+    _check_version(meta, path)
     for key, kind in (("layers", dict), ("input_shape", list), ("class_names", list)):
         if not isinstance(meta.get(key), kind):
             raise XnorFileError(f"{path} has malformed metadata ({key!r})")
     return meta
 
 
-def _tensor(tensors: dict[str, Tensor], key: str, shape: tuple[int, ...], dtype: Any) -> Tensor:
+def _tensor(tensors: dict[str, Tensor], key: str) -> Tensor:
     value = tensors.get(key)
     if value is None:
         raise XnorFileError(f"tensor {key!r} is missing from the file")
-    if tuple(value.shape) != shape or value.dtype != dtype:
-        raise XnorFileError(
-            f"tensor {key!r} has shape {tuple(value.shape)} {value.dtype}, expected {shape} {dtype}"
-        )
-    if value.is_floating_point() and not bool(value.isfinite().all()):
-        raise XnorFileError(f"tensor {key!r} holds NaN or infinite values")
     return value
+
+
+def _packed_weight(
+    name: str, entry: dict[str, Any], shape: tuple[int, ...], tensors: dict[str, Tensor]
+) -> PackedWeight:
+    """The engine's packed weight of layer ``name``, straight from the stored words."""
+    prefix = f"{name}." if name else ""
+    state = {
+        "bits": _tensor(tensors, f"{prefix}bits"),
+        "alpha": _tensor(tensors, f"{prefix}alpha"),
+        "shape": torch.tensor(shape, dtype=torch.int64),
+        "layout_version": torch.tensor([WORDS_LAYOUT], dtype=torch.int64),
+    }
+    if entry.get("has_bias"):
+        state["bias"] = _tensor(tensors, f"{prefix}bias")
+    weight_type = PackedConv2dWeight if len(shape) == 4 else PackedLinearWeight
+    try:
+        return weight_type.from_state(state)
+    except (KernelInputError, KernelTypeError) as exc:
+        raise XnorFileError(f"layer {name!r}: {exc}") from None
 
 
 def _packed_layer(
     name: str, entry: Any, target: nn.Module | None, tensors: dict[str, Tensor]
 ) -> nn.Module:
     """The packed module replacing layer ``name``, checked against the rebuilt layer."""
-    import torch
-
-    from xnorlab.binary.layers import LayerConfig
-    from xnorlab.models.packed_layers import PackedConv2d, PackedLinear, expected_bits_shape
-
     if not isinstance(entry, dict) or not isinstance(target, (nn.Conv2d, nn.Linear)):
         raise XnorFileError(f"binary layer {name!r} does not exist in the architecture")
     shape = tuple(int(d) for d in entry.get("weight_shape", ()))
@@ -298,17 +336,11 @@ def _packed_layer(
         config = LayerConfig.create(**entry["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise XnorFileError(f"layer {name!r}: bad config in the file ({exc})") from None
-    prefix = f"{name}." if name else ""
-    bits = _tensor(tensors, f"{prefix}bits", expected_bits_shape(shape), torch.uint8)
-    alpha = _tensor(tensors, f"{prefix}alpha", (shape[0],), torch.float32)
-    bias = (
-        _tensor(tensors, f"{prefix}bias", (shape[0],), torch.float32)
-        if entry.get("has_bias") else None
-    )  # fmt: skip
+    packed = _packed_weight(name, entry, shape, tensors)
     try:
-        if isinstance(target, nn.Conv2d):
-            return PackedConv2d(bits, alpha, bias, shape, config, entry["geometry"])
-        return PackedLinear(bits, alpha, bias, shape, config)
+        if isinstance(packed, PackedConv2dWeight):
+            return PackedConv2d(packed, config, entry["geometry"])
+        return PackedLinear(packed, config)
     except (KeyError, TypeError, ValueError) as exc:
         raise XnorFileError(f"layer {name!r}: bad layer entry in the file ({exc})") from None
 
@@ -317,7 +349,7 @@ def _load_float_state(model: nn.Module, tensors: dict[str, Tensor], binary: set[
     """Overwrite every parameter/buffer outside the binary layers; all must be in the file."""
     prefixes = tuple(f"{name}." for name in binary)
     expected = {k for k in model.state_dict() if not k.startswith(prefixes)}
-    packed_keys = {f"{p}{s}" for p in prefixes for s in ("bits", "alpha", "bias")}
+    packed_keys = {f"{p}{s}" for p in prefixes for s in PACKED_KEYS}
     state = {k: v for k, v in tensors.items() if k not in packed_keys}
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:
@@ -341,8 +373,6 @@ def _loaded_model(path: Path, meta: dict[str, Any], model: nn.Module) -> LoadedM
     shape = meta["input_shape"]
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise XnorFileError(f"{path} has a malformed input_shape {shape!r}")
-    from xnorlab.data.images import Preprocessing
-
     prep = meta.get("preprocessing")
     arch = meta.get("architecture") or {}
     card = dict(meta["card"]) if isinstance(meta.get("card"), dict) else {}
