@@ -25,14 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from xnorlab.binary.layers import BinarizableLayer, LayerConfig
 from xnorlab.binary.surgery import binarize_model, current_modes, float_mode, iter_binarizable
 from xnorlab.common.errors import XnorlabError
+from xnorlab.models.xnor_file import SUFFIX as XNOR_SUFFIX
 
 FORMAT_VERSION = 1
 META_KEY = "xnorlab"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors", ".ts")  # what save_checkpoint writes
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 
 
@@ -73,13 +77,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     if suffix in (".pt", ".pth"):
         torch.save({META_KEY: record, "state_dict": state}, tmp)
     elif suffix == ".safetensors":
-        from safetensors.torch import save_file
-
         save_file(state, str(tmp), metadata={META_KEY: json.dumps(record)})
     elif suffix == ".ts":
         _save_torchscript(model, record, tmp)
     else:
-        raise XnorlabError(f"cannot save {target.name}: use .pt, .pth, .safetensors or .ts")
+        raise XnorlabError(f"cannot save {target.name}: use {', '.join(CHECKPOINT_SUFFIXES)}")
     tmp.replace(target)
     return target
 
@@ -137,13 +139,12 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
     if suffix in (".pt", ".pth", ".bin", ".ckpt", ".tar"):
         return _read_pickle(source, trust)
     raise XnorlabError(
-        f"{source.name}: unknown model file type (expected .pt, .pth, .safetensors, .ts, .xnor)"
+        f"{source.name}: unknown model file type "
+        f"(expected {', '.join((*CHECKPOINT_SUFFIXES, XNOR_SUFFIX))})"
     )
 
 
 def _read_safetensors(path: Path) -> Checkpoint:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}

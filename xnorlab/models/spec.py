@@ -29,7 +29,9 @@ from typing import Any
 
 from torch import nn
 
+from xnorlab.binary.surgery import current_modes
 from xnorlab.common.errors import XnorlabError
+from xnorlab.data.datasets import CIFAR10_NAMES, CIFAR10_PREPROCESSING
 from xnorlab.data.images import IMAGENET_PREPROCESSING, MNIST_PREPROCESSING, Preprocessing
 from xnorlab.models.checkpoint import (
     Checkpoint,
@@ -39,7 +41,7 @@ from xnorlab.models.checkpoint import (
 )
 from xnorlab.models.demo import ARCHITECTURES, DEFAULT_DATA, build_demo
 from xnorlab.models.loaded import LoadedModel
-from xnorlab.models.xnor_file import load_xnor
+from xnorlab.models.xnor_file import SUFFIX, load_xnor
 from xnorlab.models.zoo import (
     build_arch,
     build_torchvision,
@@ -61,8 +63,6 @@ def _default_preprocessing(arch: str) -> Preprocessing:
     if arch == "lenet":
         return MNIST_PREPROCESSING
     if arch == "vgg":
-        from xnorlab.data.datasets import CIFAR10_PREPROCESSING
-
         return CIFAR10_PREPROCESSING
     return IMAGENET_PREPROCESSING
 
@@ -103,8 +103,6 @@ def _from_checkpoint(spec: str, ckpt: Checkpoint, arch_hint: str | None) -> Load
 
 
 def _assemble(spec: str, model: nn.Module, arch: str, meta: dict[str, Any]) -> LoadedModel:
-    from xnorlab.binary.surgery import current_modes
-
     prep_record = meta.get("preprocessing")
     prep = Preprocessing.from_json(prep_record) if prep_record else _default_preprocessing(arch)
     names = [str(n) for n in meta.get("class_names", [])] or _default_names(model, arch)
@@ -132,8 +130,6 @@ def _default_names(model: nn.Module, arch: str) -> list[str]:
     if arch == "lenet" and size == 10:
         return [str(d) for d in range(10)]
     if arch == "vgg" and size == 10:
-        from xnorlab.data.datasets import CIFAR10_NAMES
-
         return list(CIFAR10_NAMES)
     if size == 1000 and arch not in ARCHITECTURES:
         return imagenet_categories()
@@ -142,7 +138,7 @@ def _default_names(model: nn.Module, arch: str) -> list[str]:
 
 @cache
 def _imagenet_categories_cached() -> tuple[str, ...]:
-    from torchvision.models import ResNet18_Weights
+    from torchvision.models import ResNet18_Weights  # slow import, only for ImageNet names
 
     return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
@@ -215,7 +211,7 @@ def load_model_spec(spec: str, trust: bool = False) -> LoadedModel:
     if pair is not None:
         arch, path = pair
         return _from_checkpoint(spec, read_checkpoint(path, trust), arch)
-    if text.lower().endswith(".xnor"):
+    if text.lower().endswith(SUFFIX):
         return _load_xnor(text)
     if Path(text).expanduser().suffix or Path(text).expanduser().exists():
         if not Path(text).expanduser().exists() and text in torchvision_architectures():

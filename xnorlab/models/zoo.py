@@ -12,6 +12,8 @@ from torch import nn
 from xnorlab.common.errors import XnorlabError
 from xnorlab.models.demo import ARCHITECTURES, build_demo
 
+# torchvision is imported inside the functions that name a torchvision model: it is slow to
+# import and sessions with the demo nets never need it.
 DEFAULT_IMAGE_SHAPE = (3, 224, 224)
 _SPECIAL_SHAPES = {"inception_v3": (3, 299, 299)}
 
