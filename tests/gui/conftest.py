@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from PySide6.QtCore import QSettings, QThreadPool
 from pytestqt.qtbot import QtBot
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from xnorlab.data.bundle import DatasetBundle
+from xnorlab.data.images import Preprocessing
+from xnorlab.gui.main_window import MainWindow
+from xnorlab.lab.session import LabSession
+from xnorlab.models.loaded import LoadedModel
+
+TINY_SHAPE = (1, 8, 8)
 
 
 @pytest.fixture(autouse=True)
@@ -29,16 +39,6 @@ def _drain_pool() -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------- small lab set-up
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from xnorlab.gui.main_window import MainWindow  # noqa: E402
-from xnorlab.lab.session import LabSession  # noqa: E402
-from xnorlab.models.loaded import LoadedModel  # noqa: E402
-
-TINY_SHAPE = (1, 8, 8)
-
-
 def tiny_net() -> nn.Module:
     """Four binarizable layers: conv, conv, linear, linear (BN and Hardtanh between)."""
     return nn.Sequential(
@@ -53,20 +53,14 @@ def tiny_net() -> nn.Module:
     )
 
 
-@dataclass
-class TinyBundle:
-    """Stands in for ``xnorlab.data.datasets.DatasetBundle`` (same fields the session reads)."""
-
-    val: torch.utils.data.TensorDataset
-    input_shape: tuple[int, int, int]
-    class_names: list[str]
-
-
-def tiny_bundle(count: int = 24) -> TinyBundle:
+def tiny_bundle(count: int = 24) -> DatasetBundle:
+    """``count`` random validation samples for ``tiny_net`` and an empty train split."""
     generator = torch.Generator().manual_seed(1)
     inputs = torch.randn(count, *TINY_SHAPE, generator=generator)
     labels = torch.arange(count) % 3
-    return TinyBundle(torch.utils.data.TensorDataset(inputs, labels), TINY_SHAPE, ["a", "b", "c"])
+    empty = TensorDataset(torch.empty(0, *TINY_SHAPE), torch.empty(0, dtype=torch.long))
+    prep = Preprocessing(channels=1, height=8, width=8, mean=(0.5,), std=(0.5,))
+    return DatasetBundle("tiny", empty, TensorDataset(inputs, labels), ["a", "b", "c"], prep)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from xnorlab.data.images import MNIST_PREPROCESSING
 from xnorlab.lab.session import LabSession
 from xnorlab.models.demo import build_demo
 from xnorlab.models.loaded import LoadedModel
+from xnorlab.train.training import TrainConfig, train
 
 DIGIT_NAMES = [str(i) for i in range(10)]
 
@@ -47,8 +48,6 @@ def trained_lenet_state() -> dict[str, torch.Tensor]:
     A trained net makes float, BWN and XNOR give different accuracies and predictions, so tests
     can tell a stale result from a fresh one.
     """
-    from xnorlab.train.training import TrainConfig, train
-
     torch.manual_seed(0)
     model = build_demo("lenet")
     train(model, small_bundle(), TrainConfig(epochs=2, lr=3e-3, batch_size=32, seed=0))

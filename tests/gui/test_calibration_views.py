@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from panel_support import wait_until_idle
 from pytestqt.qtbot import QtBot
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from xnorlab.binary.stats import compare_layers
+from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.calibration import PHOTO_COUNT, calibration_batch
-from xnorlab.data.images import IMAGENET_PREPROCESSING
+from xnorlab.data.images import IMAGENET_PREPROCESSING, Preprocessing
 from xnorlab.gui.export_actions import build_and_write_report
 from xnorlab.gui.layer_table import COL, DASH
 from xnorlab.gui.main_window import MainWindow
+from xnorlab.gui.panels.metrics import MetricsPanel
 from xnorlab.gui.views import LayerViews
 from xnorlab.lab.layerview import input_image
 from xnorlab.lab.session import InputKind, LabSession
@@ -29,15 +32,6 @@ from xnorlab.report.build import ReportOptions
 WAIT_MS = 30_000
 SHAPE = (3, 8, 8)
 PHOTOS = "bundled calibration photos"
-
-
-@dataclass
-class Bundle:
-    """The dataset fields the session reads."""
-
-    val: torch.utils.data.TensorDataset
-    input_shape: tuple[int, int, int]
-    class_names: list[str]
 
 
 def colour_session() -> LabSession:
@@ -103,9 +97,10 @@ def test_a_dataset_replaces_the_photos_and_a_new_model_follows(
 ) -> None:
     session = window.session
     generator = torch.Generator().manual_seed(3)
-    val = torch.utils.data.TensorDataset(torch.randn(20, *SHAPE, generator=generator),
-                                         torch.arange(20) % 3)  # fmt: skip
-    session.set_dataset(Bundle(val, SHAPE, ["a", "b", "c"]), "rgb-data")
+    val = TensorDataset(torch.randn(20, *SHAPE, generator=generator), torch.arange(20) % 3)
+    train = TensorDataset(torch.empty(0, *SHAPE), torch.empty(0, dtype=torch.long))
+    prep = Preprocessing(channels=3, height=8, width=8)
+    session.set_dataset(DatasetBundle("rgb", train, val, ["a", "b", "c"], prep), "rgb-data")
     qtbot.waitUntil(lambda: not window.busy(), timeout=WAIT_MS)
     assert window.views.source.kind is InputKind.DATASET
     assert "16 samples of rgb-data" in window.views.header.text()
@@ -127,10 +122,6 @@ def test_a_dataset_replaces_the_photos_and_a_new_model_follows(
 
 
 def test_accuracy_is_never_measured_on_the_photos(qtbot: QtBot) -> None:
-    from panel_support import wait_until_idle
-
-    from xnorlab.gui.panels.metrics import MetricsPanel
-
     panel = MetricsPanel(colour_session())
     qtbot.addWidget(panel)
     panel.auto_latency.setChecked(False)

@@ -21,6 +21,7 @@ from xnorlab.gui.export_actions import REPORT_KEY, XNOR_KEY, ExportActions, expo
 from xnorlab.gui.main_window import MainWindow
 from xnorlab.gui.workers import Task
 from xnorlab.lab.session import LabSession
+from xnorlab.models.demo import build_demo
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.spec import load_model_spec
 
@@ -210,8 +211,6 @@ def test_sensitivity_default_follows_the_model_size(tiny_window: MainWindow) -> 
 
 
 def test_screenshot_refuses_the_trust_question(tmp_path: Path) -> None:
-    from xnorlab.models.demo import build_demo
-
     pickled = tmp_path / "whole.pt"
     torch.save(build_demo("lenet"), pickled)  # a full pickle: loading it needs trust
     out = tmp_path / "shot.png"

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from panel_support import simulate_drop
 from PySide6.QtGui import QColor, QImage
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QComboBox
 from pytestqt.qtbot import QtBot
 
 from xnorlab.binary.modes import Mode
 from xnorlab.gui import style
 from xnorlab.gui.app import ExceptionHook
+from xnorlab.gui.layer_table import COL
 from xnorlab.gui.main_window import MainWindow, settings
 from xnorlab.lab.session import LabSession
 from xnorlab.models.spec import CHECKPOINT_DIR
@@ -176,10 +177,6 @@ def test_screenshot_command_writes_a_picture(tmp_path: Path) -> None:
 
 
 def test_toggling_in_the_table_changes_model_and_plots(qtbot: QtBot, window: MainWindow) -> None:
-    from PySide6.QtWidgets import QComboBox
-
-    from xnorlab.gui.layer_table import COL
-
     session, views = window.session, window.views
     name = session.layer_names()[1]
     session.select(name)

@@ -6,6 +6,8 @@ import threading
 import time
 from typing import Any
 
+from PySide6.QtCore import QObject
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from xnorlab.common.errors import XnorlabError
@@ -97,9 +99,6 @@ def test_newer_task_with_same_key_drops_the_older_result(qtbot: QtBot) -> None:
 
 
 def test_deleting_the_runner_mutes_its_running_tasks(qtbot: QtBot) -> None:
-    from PySide6.QtCore import QObject
-    from PySide6.QtWidgets import QApplication
-
     owner = QObject()
     runner = TaskRunner(owner)
     delivered: list[str] = []

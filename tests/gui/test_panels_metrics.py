@@ -7,10 +7,11 @@ import threading
 
 import pytest
 from panel_support import lenet_session, wait_until_idle
+from PySide6.QtCore import QRunnable, QThreadPool
 
 from xnorlab.binary.surgery import float_mode
 from xnorlab.gui.panels.formatting import format_bytes, format_percent
-from xnorlab.gui.panels.metrics import MetricsPanel
+from xnorlab.gui.panels.metrics import STALE_STYLE, VALUE_STYLE, MetricsPanel
 from xnorlab.measure.evaluate import evaluate
 from xnorlab.measure.model_measure import model_memory
 
@@ -83,8 +84,6 @@ def test_cancel_stops_the_run_and_shows_nothing_new(panel, qtbot) -> None:  # ty
 
 
 def test_values_are_greyed_until_the_new_run_lands(panel, qtbot) -> None:  # type: ignore[no-untyped-def]
-    from xnorlab.gui.panels.metrics import STALE_STYLE, VALUE_STYLE
-
     wait_until_idle(panel, qtbot)
     assert panel.current_acc.styleSheet() == VALUE_STYLE
     panel.session.apply_preset("xnor")
@@ -131,8 +130,6 @@ def test_no_dataset_means_a_hint_not_an_error(qtbot) -> None:  # type: ignore[no
 
 
 def test_auto_latency_waits_for_other_workers(qtbot) -> None:  # type: ignore[no-untyped-def]
-    from PySide6.QtCore import QRunnable, QThreadPool
-
     release = threading.Event()
 
     class Blocker(QRunnable):

@@ -16,6 +16,7 @@ from xnorlab.gui.panels.open_dialogs import (
     OpenModelDialog,
     needs_trust,
 )
+from xnorlab.models.checkpoint import save_checkpoint
 from xnorlab.models.demo import build_demo
 
 pytestmark = pytest.mark.gui
@@ -63,8 +64,6 @@ def test_trusted_pickle_becomes_the_model(host, qtbot, pickled_model) -> None:  
 
 
 def test_safe_checkpoints_load_without_asking(host, qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from xnorlab.models.checkpoint import save_checkpoint
-
     path = save_checkpoint(tmp_path / "lenet.pt", build_demo("lenet"), {"arch": "lenet"})
     session = lenet_session()  # digits fit: no default dataset is loaded
     opener = Opener(session, host, ask=lambda *_: pytest.fail("asked for a safe file"))

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QApplication
 
 from xnorlab.binary.surgery import float_mode
 from xnorlab.data.images import load_image
+from xnorlab.gui.main_window import MainWindow
 from xnorlab.gui.panels.prediction import PredictionPanel
 
 pytestmark = pytest.mark.gui
@@ -115,8 +116,6 @@ def test_window_drops_arrive_through_the_session_and_modes_repredict(
 
 
 def test_image_dropped_on_the_main_window_lands_in_the_prediction_tab(qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from xnorlab.gui.main_window import MainWindow
-
     window = MainWindow(lenet_session("paper", with_data=False))
     qtbot.addWidget(window)
     window.show()

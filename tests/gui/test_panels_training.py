@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
-from panel_support import lenet_session, wait_until_idle
+from panel_support import lenet_session, small_bundle, wait_until_idle
 
 from xnorlab.binary.surgery import current_modes
 from xnorlab.gui.panels.training import TrainingPanel
@@ -90,10 +91,6 @@ def test_save_errors_are_shown_in_the_panel(panel, tmp_path) -> None:  # type: i
 
 
 def test_class_count_mismatch_is_refused_before_training(qtbot) -> None:  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
-    from panel_support import small_bundle
-
     session = lenet_session("paper", with_data=False)
     bundle = small_bundle()
     session.set_dataset(replace(bundle, class_names=bundle.class_names[:5]), "five")

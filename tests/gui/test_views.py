@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 import pytest
+import torch
 from pytestqt.qtbot import QtBot
+from torch import nn
 
 from xnorlab.binary.binarize import weight_scale_alpha
 from xnorlab.binary.modes import Mode
 from xnorlab.gui.views import LayerViews
 from xnorlab.lab.layerview import MAX_VIEW_BATCH, LayerView
 from xnorlab.lab.session import LabSession
+from xnorlab.models.loaded import LoadedModel
 
 WAIT_MS = 20_000
 
@@ -110,10 +113,6 @@ def test_update_after_toggle_is_fast_on_a_small_model(qtbot: QtBot, views: Layer
 
 
 def test_without_usable_inputs_only_weights_are_shown(qtbot: QtBot) -> None:
-    from torch import nn
-
-    from xnorlab.models.loaded import LoadedModel
-
     # a 2-channel input: no dataset is open and the calibration photos cannot feed it
     net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
     session = LabSession()
@@ -134,8 +133,6 @@ def test_linear_layer_has_beta_instead_of_a_kmap(qtbot: QtBot, views: LayerViews
 
 
 def test_in_place_weight_change_is_redrawn(qtbot: QtBot, views: LayerViews) -> None:
-    import torch
-
     session = views.session
     first, second = session.layer_names()[:2]
     before = select_and_wait(qtbot, views, second)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
+import xnorlab.lab.session as session_module
 from xnorlab.binary.layers import BinConv2d
 from xnorlab.binary.modes import InputScaling, Mode
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.signals import Signal
+from xnorlab.data.bundle import DatasetBundle
+from xnorlab.data.images import Preprocessing
 from xnorlab.lab.session import LabSession, snapshot_model
 from xnorlab.models.loaded import LoadedModel
 
@@ -30,17 +33,14 @@ def tiny_net() -> nn.Module:
     )
 
 
-@dataclass
-class Bundle:
-    val: torch.utils.data.TensorDataset
-    input_shape: tuple[int, int, int]
-    class_names: list[str]
-
-
-def make_bundle(shape: tuple[int, int, int] = (1, 8, 8), n: int = 20) -> Bundle:
+def make_bundle(shape: tuple[int, int, int] = (1, 8, 8), n: int = 20) -> DatasetBundle:
+    """``n`` random validation samples of ``shape`` in 3 classes, an empty train split."""
     inputs = torch.randn(n, *shape)
     labels = torch.arange(n) % 3
-    return Bundle(torch.utils.data.TensorDataset(inputs, labels), shape, ["a", "b", "c"])
+    empty = TensorDataset(torch.empty(0, *shape), torch.empty(0, dtype=torch.long))
+    channels, height, width = shape
+    prep = Preprocessing(channels, height, width, mean=(0.5,) * channels, std=(0.5,) * channels)
+    return DatasetBundle("fake", empty, TensorDataset(inputs, labels), ["a", "b", "c"], prep)
 
 
 class Recorder:
@@ -234,11 +234,9 @@ def test_session_imports_no_qt() -> None:
 
 
 def test_default_dataset_is_requested_or_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import xnorlab.lab.session as session_module
-
     loaded_specs: list[str] = []
 
-    def fake_load(spec: str, loaded: object = None) -> Bundle:
+    def fake_load(spec: str, loaded: object = None) -> DatasetBundle:
         loaded_specs.append(spec)
         return make_bundle()
 

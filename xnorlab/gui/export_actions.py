@@ -22,12 +22,15 @@ from typing import Any
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMenu, QProgressBar, QToolButton
-from torch import nn
+from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import CancelFn, ProgressFn
+from xnorlab.data.bundle import DatasetBundle
 from xnorlab.gui.window_host import WindowHost
 from xnorlab.gui.workers import Task
+from xnorlab.lab.session import LabSession
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.xnor_file import SUFFIX as XNOR_SUFFIX
 from xnorlab.models.xnor_file import export_xnor
@@ -71,25 +74,24 @@ def with_suffix(path: str, selected_filter: str, filters: dict[str, str]) -> str
     return path + filters.get(selected_filter, next(iter(filters.values())))
 
 
-def _size(split: Any) -> int:
+def _size(split: Dataset[tuple[Tensor, int]]) -> int:
     try:
-        return len(split) if split is not None else 0
+        return len(split)  # type: ignore[arg-type]
     except TypeError:  # an iterable without a length cannot be sampled by index
         return 0
 
 
-def report_data_for(loaded: LoadedModel, bundle: Any) -> ReportData:
+def report_data_for(loaded: LoadedModel, bundle: DatasetBundle | None) -> ReportData:
     """Calibration and validation tensors of the open dataset (without one: the bundled
     calibration photos, or random inputs where they cannot serve; no accuracy).
 
-    Calibration comes from the train split, validation (accuracy) from the val split; a
-    missing or empty train split calibrates on validation samples, a missing or empty val
-    split gives a report without accuracy.
+    Calibration comes from the train split, validation (accuracy) from the val split; an
+    empty train split calibrates on validation samples, an empty val split gives a report
+    without accuracy.
     """
     if bundle is None:
         return unlabelled_report_data(tuple(loaded.input_shape), loaded.preprocessing)
-    train, val = getattr(bundle, "train", None), getattr(bundle, "val", None)
-    name = str(getattr(bundle, "name", "") or "open dataset")
+    train, val, name = bundle.train, bundle.val, bundle.name or "open dataset"
     if _size(train) and _size(val):
         return report_data_from_bundle(bundle, None, VALIDATION_LIMIT)
     count = default_calibration(tuple(loaded.input_shape))
@@ -105,7 +107,7 @@ def report_data_for(loaded: LoadedModel, bundle: Any) -> ReportData:
 
 def build_and_write_report(
     loaded: LoadedModel,
-    bundle: Any,
+    bundle: DatasetBundle | None,
     path: str,
     options: ReportOptions,
     progress: ProgressFn | None = None,
@@ -183,7 +185,7 @@ class ExportActions(QObject):
         if self.session.loaded is not None:
             self.sensitivity_action.setChecked(default_sensitivity(self.session.model))
 
-    def _disconnect(self, session: Any) -> None:
+    def _disconnect(self, session: LabSession) -> None:
         session.model_changed.disconnect(self._on_model_changed)  # unknown slots are ignored
 
     def menu_actions(self) -> dict[str, QAction]:

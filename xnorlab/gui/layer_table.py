@@ -125,7 +125,7 @@ class LayerTableModel(QAbstractTableModel):
         """Re-read every row (new model)."""
         self.beginResetModel()
         self.infos = self.session.layers()
-        self.switchable = set(self.session.configs())  # custom layer classes are not
+        self.switchable = set(self.session.configs())  # only wrapped layers get a mode editor
         self.stats, self.latency, self.stats_stale = {}, {}, True
         self.endResetModel()
 

@@ -32,7 +32,6 @@ sees a half-applied change and never changes the live model.
 from __future__ import annotations
 
 import fnmatch
-import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -41,6 +40,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from xnorlab.binary.layers import BinarizableLayer, LayerConfig
 from xnorlab.binary.modes import Mode
@@ -56,13 +56,14 @@ from xnorlab.binary.surgery import (
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.signals import Signal
 from xnorlab.data import calibration
+from xnorlab.data.bundle import DatasetBundle
+from xnorlab.data.datasets import load_dataset
 from xnorlab.data.images import IMAGE_SUFFIXES, Preprocessing
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.spec import load_model_spec
 
 MODEL_SUFFIXES = (".pt", ".pth", ".safetensors", ".ts", ".xnor")
 DEFAULT_SAMPLE_SIZE = 16
-_VALIDATION_FIELDS = ("val", "validation", "valid", "val_set", "test")
 
 T = TypeVar("T")
 Wrapped = BinarizableLayer
@@ -126,62 +127,37 @@ def snapshot_model(model: nn.Module) -> nn.Module:
     return copy_model(model, share_tensors=True)
 
 
-def load_dataset_for(spec: str, loaded: LoadedModel | None = None) -> Any:
+def load_dataset_for(spec: str, loaded: LoadedModel | None = None) -> DatasetBundle:
     """Load dataset ``spec`` in the input format of ``loaded`` (thread-safe, no session state)."""
-    try:
-        from xnorlab.data.datasets import load_dataset
-    except ImportError as exc:
-        raise XnorlabError(
-            f"cannot open dataset {spec!r}: the data module is not available ({exc})"
-        ) from None
-    preprocessing = getattr(loaded, "preprocessing", None)
-    return load_dataset(spec, preprocessing=preprocessing) if preprocessing else load_dataset(spec)
+    preprocessing = loaded.preprocessing if loaded is not None else None
+    return load_dataset(spec, preprocessing=preprocessing)
 
 
 def _call_load_model(spec: str, trust: bool) -> LoadedModel:
-    if trust and "trust" not in inspect.signature(load_model_spec).parameters:
-        raise XnorlabError("this xnorlab cannot load trusted (pickled) checkpoints")
-    kwargs = {"trust": True} if trust else {}
     try:
-        return load_model_spec(spec, **kwargs)
+        return load_model_spec(spec, trust=trust)
     except XnorlabError:
         raise
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise XnorlabError(f"cannot open model {spec!r}: {exc}") from None
 
 
-def validation_split(bundle: Any) -> Any:
-    """The validation part of a dataset bundle (first field found of val/validation/...)."""
-    for field in _VALIDATION_FIELDS:
-        split = getattr(bundle, field, None)
-        if split is not None:
-            return split
-    raise XnorlabError("the open dataset has no validation split")
-
-
-def _is_empty(split: Any) -> bool:
+def _is_empty(split: Dataset[tuple[Tensor, int]]) -> bool:
     try:
-        return len(split) == 0
-    except TypeError:
+        return len(split) == 0  # type: ignore[arg-type]
+    except TypeError:  # a dataset without a length (iterable-style) is not known to be empty
         return False
 
 
-def first_samples(split: Any, count: int) -> tuple[Tensor, Tensor | None]:
-    """The first ``count`` ``(inputs, labels)`` of a Dataset or an ``(inputs, labels)`` pair."""
-    if isinstance(split, (tuple, list)) and len(split) == 2 and isinstance(split[0], Tensor):
-        inputs, labels = split
-        return inputs[:count].float(), (labels[:count] if isinstance(labels, Tensor) else None)
-    if isinstance(split, Tensor):
-        return split[:count].float(), None
-    size = min(count, len(split))
+def first_samples(split: Dataset[tuple[Tensor, int]], count: int) -> tuple[Tensor, Tensor]:
+    """The first ``count`` ``(inputs, labels)`` of a split, stacked."""
+    size = min(count, len(split))  # type: ignore[arg-type]
     if size == 0:
         raise XnorlabError("the dataset's validation split is empty")
     items = [split[i] for i in range(size)]
-    if isinstance(items[0], (tuple, list)):
-        inputs = torch.stack([torch.as_tensor(item[0]) for item in items]).float()
-        labels = torch.as_tensor([int(item[1]) for item in items])
-        return inputs, labels
-    return torch.stack([torch.as_tensor(item) for item in items]).float(), None
+    inputs = torch.stack([torch.as_tensor(item[0]) for item in items]).float()
+    labels = torch.as_tensor([int(item[1]) for item in items])
+    return inputs, labels
 
 
 class LabSession:
@@ -198,7 +174,7 @@ class LabSession:
         self.dataset_requested = Signal("dataset_requested")
         self.model_requested = Signal("model_requested")
         self.loaded: LoadedModel | None = None
-        self.dataset: Any = None
+        self.dataset: DatasetBundle | None = None
         self.dataset_spec: str | None = None
         self.selected: str | None = None
         self.macs: dict[str, int] = {}
@@ -206,7 +182,7 @@ class LabSession:
         self.max_undo = max_undo
         self._undo: list[ConfigChange] = []
         self._redo: list[ConfigChange] = []
-        self._samples: dict[int, tuple[Tensor, Tensor | None]] = {}
+        self._samples: dict[int, tuple[Tensor, Tensor]] = {}
 
     # ------------------------------------------------------------------ model and data
     @property
@@ -247,7 +223,7 @@ class LabSession:
             wrap_layers(model)
         except ValueError as exc:
             raise XnorlabError(f"cannot use model {loaded.spec!r}: {exc}") from None
-        stored = getattr(loaded, "modes", None) if modes is None else modes
+        stored = loaded.modes if modes is None else modes
         mode_map = self._resolve_for(model, stored) if stored else {}
         macs = self._measure_macs(model, tuple(loaded.input_shape), loaded.spec)
         model.eval()
@@ -277,42 +253,33 @@ class LabSession:
         return validate_mode_map(model, modes)
 
     def _fit_dataset(self, loaded: LoadedModel) -> None:
-        fits = self.dataset is not None and self._shape_of(self.dataset) == tuple(
-            loaded.input_shape
-        )
-        if fits:
+        if self.dataset is not None and tuple(self.dataset.input_shape) == loaded.input_shape:
             return
         if self.dataset is not None:
             self.dataset, self.dataset_spec = None, None
             self._samples.clear()
             self.data_changed.emit()
-        default = getattr(loaded, "default_data", None)
+        default = loaded.default_data
         if default and self.dataset_requested.n_slots:
             self.dataset_requested.emit(default)
         elif default:
             self.attempt(self.open_dataset, default)
 
-    @staticmethod
-    def _shape_of(bundle: Any) -> tuple[int, ...] | None:
-        shape = getattr(bundle, "input_shape", None)
-        return tuple(shape) if shape is not None else None
-
-    def open_dataset(self, spec: str) -> Any:
+    def open_dataset(self, spec: str) -> DatasetBundle:
         """Load dataset ``spec`` (see ``xnorlab.data.datasets``); it must fit the model's input."""
         bundle = load_dataset_for(spec, self.loaded)
         self.set_dataset(bundle, spec)
         return bundle
 
-    def set_dataset(self, bundle: Any, spec: str = "") -> None:
+    def set_dataset(self, bundle: DatasetBundle, spec: str = "") -> None:
         """Use an already-loaded dataset bundle; validated against the open model first."""
-        shape = self._shape_of(bundle)
-        if self.loaded is not None and shape is not None and shape != self.input_shape:
+        shape = tuple(bundle.input_shape)
+        if self.loaded is not None and shape != self.input_shape:
             raise XnorlabError(
                 f"dataset {spec or 'bundle'!r} gives inputs of shape {shape} but the model "
                 f"expects {self.input_shape}"
             )
-        validation_split(bundle)
-        self.dataset, self.dataset_spec = bundle, spec or getattr(bundle, "spec", "dataset")
+        self.dataset, self.dataset_spec = bundle, spec or "dataset"
         self._samples.clear()
         self._bump()
         self.data_changed.emit()
@@ -322,9 +289,9 @@ class LabSession:
         """Class names of the model (or of the dataset when the model has none)."""
         if self.loaded is not None and self.loaded.class_names:
             return list(self.loaded.class_names)
-        return list(getattr(self.dataset, "class_names", []) or [])
+        return list(self.dataset.class_names) if self.dataset is not None else []
 
-    def sample_batch(self, n: int = DEFAULT_SAMPLE_SIZE) -> tuple[Tensor, Tensor | None]:
+    def sample_batch(self, n: int = DEFAULT_SAMPLE_SIZE) -> tuple[Tensor, Tensor]:
         """The first ``n`` validation samples ``(inputs, labels)``, cached until data changes.
 
         A dataset whose validation split is empty (a tiny image folder) gives its training
@@ -335,10 +302,9 @@ class LabSession:
         if self.dataset is None:
             raise XnorlabError("no dataset is open: open one to see activations")
         if n not in self._samples:
-            split = validation_split(self.dataset)
-            train = getattr(self.dataset, "train", None)
-            if _is_empty(split) and train is not None:
-                split = train
+            split = self.dataset.val
+            if _is_empty(split):
+                split = self.dataset.train
             inputs, labels = first_samples(split, n)
             if self.loaded is not None and tuple(inputs.shape[1:]) != self.input_shape:
                 raise XnorlabError(
@@ -366,9 +332,7 @@ class LabSession:
             return ActivationInputs(InputKind.NONE, "no model is open")
         shape = self.input_shape
         try:
-            prep = calibration.calibration_preprocessing(
-                shape, getattr(self.loaded, "preprocessing", None)
-            )
+            prep = calibration.calibration_preprocessing(shape, self.loaded.preprocessing)
         except XnorlabError:
             return ActivationInputs(InputKind.NONE, NO_INPUT_TEXT)
         count = min(n, calibration.PHOTO_COUNT)
@@ -395,13 +359,11 @@ class LabSession:
         return {n: m for n, m in model.named_modules() if isinstance(m, BinarizableLayer)}
 
     def layer(self, name: str) -> Wrapped:
-        """The wrapped layer ``name``; clear error if unknown or not switchable."""
+        """The wrapped layer ``name``; clear error if unknown."""
         wrapped = self._wrapped_of(self.model)
-        if name in wrapped:
-            return wrapped[name]
-        if name in self.layer_names():
-            raise XnorlabError(f"layer {name!r} is a custom layer class and cannot be switched")
-        raise XnorlabError(f"no binarizable layer named {name!r}")
+        if name not in wrapped:
+            raise XnorlabError(f"no binarizable layer named {name!r}")
+        return wrapped[name]
 
     def configs(self) -> dict[str, LayerConfig]:
         """Config of every switchable (wrapped) layer."""

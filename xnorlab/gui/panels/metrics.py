@@ -38,7 +38,7 @@ from xnorlab.gui.panels.base import show_message, subscribe
 from xnorlab.gui.panels.charts import LatencySplitChart
 from xnorlab.gui.panels.formatting import format_bytes, format_percent, format_ratio, format_seconds
 from xnorlab.gui.workers import Task, TaskRunner
-from xnorlab.lab.session import LabSession, validation_split
+from xnorlab.lab.session import LabSession
 from xnorlab.measure.model_measure import (
     AccuracyReport,
     LatencyReport,
@@ -246,7 +246,7 @@ class MetricsPanel(QWidget):
             return
         generation = self._generation
         try:
-            split = validation_split(self.session.dataset) if self.session.dataset else None
+            split = self.session.dataset.val if self.session.dataset is not None else None
             snapshot = self.session.snapshot()
         except XnorlabError as exc:
             show_message(self.acc_message, str(exc), error=True)

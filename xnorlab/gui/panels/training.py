@@ -134,7 +134,7 @@ class TrainingPanel(QWidget):
             return
         loaded = self.session.loaded
         model_classes = len(loaded.class_names)
-        data_classes = len(getattr(self.session.dataset, "class_names", []) or [])
+        data_classes = len(self.session.dataset.class_names)
         if model_classes and data_classes and model_classes != data_classes:
             show_message(self.message, f"the model has {model_classes} classes but the dataset "
                          f"has {data_classes}: open matching data", error=True)  # fmt: skip
