@@ -1,4 +1,5 @@
-"""Accuracy of a model on a data set: top-1, top-5, per-class accuracy, confusion matrix.
+"""How a prediction is scored (the one top-1 rule) and the evaluation of a model on a data set:
+top-1, top-5, per-class accuracy, confusion matrix.
 
 ``evaluate(model, dataset)`` runs the model in eval mode without gradients (so the native
 engine can be used when a layer's backend asks for it) and restores the model's train/eval
@@ -18,6 +19,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import CancelFn, ProgressFn
+
+
+def top1_correct(logits: Tensor, labels: Tensor) -> int:
+    """How many rows of ``logits`` have their largest value at the row's label."""
+    return int((logits.argmax(dim=1) == labels).sum())
 
 
 @dataclass
@@ -79,11 +85,13 @@ class _Tally:
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
         self.topk = max(1, min(topk, num_classes))
         self.topk_hits = 0
+        self.correct = 0
         self.loss_sum = 0.0
         self.count = 0
 
     def add(self, logits: Tensor, labels: Tensor) -> None:
         self.loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        self.correct += top1_correct(logits, labels)
         predicted = logits.argmax(dim=1)
         flat = labels * self.confusion.shape[0] + predicted
         self.confusion += torch.bincount(flat, minlength=self.confusion.numel()).reshape(
@@ -102,7 +110,7 @@ class _Tally:
             for i, name in enumerate(names)
         }
         return EvalResult(
-            top1=float(correct.sum()) / total,
+            top1=self.correct / total,
             top5=self.topk_hits / total,
             loss=self.loss_sum / total,
             count=self.count,
@@ -147,7 +155,7 @@ def evaluate(
                 _check_logits(logits, len(names))
                 tally.add(logits, labels.long())
                 if progress is not None:
-                    top1 = float(tally.confusion.diag().sum()) / tally.count
+                    top1 = tally.correct / tally.count
                     progress(tally.count / size, f"evaluated {tally.count}/{size}", {"top1": top1})
     finally:
         model.train(was_training)

@@ -1,0 +1,147 @@
+"""The machine a measurement runs on: the CPU, the XNOR engine's state, threads and load.
+
+Every description of the engine (report header, metrics panel, benchmark) is built on
+``xnorlab.engine.info()`` through ``engine_info``, and every reading of ``/proc/cpuinfo`` goes
+through ``cpu_fields``. ``engine_context`` is the one way a measured model runs in the engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from xnorlab import engine
+from xnorlab.binary.modes import Backend
+from xnorlab.runtime.integration import native_backend
+
+# ------------------------------------------------------------------------------ engine
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """The XNOR engine now: backend ("native" or "reference"), active ISA, pool threads."""
+
+    backend: str
+    isa: str
+    threads: int
+    supported_isas: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)  # engine.info() as it returned
+
+    @property
+    def is_native(self) -> bool:
+        return self.backend == "native"
+
+    @property
+    def description(self) -> str:
+        """One line, e.g. ``"native avx512, 2 threads"``."""
+        return f"{self.backend} {self.isa}, {self.threads} threads"
+
+
+def engine_info() -> EngineInfo:
+    """The engine's state from ``xnorlab.engine.info()``."""
+    info = engine.info()
+    return EngineInfo(
+        backend=str(info["backend"]),
+        isa=str(info["isa"]),
+        threads=int(info["threads"]),
+        supported_isas=tuple(str(isa) for isa in info["supported_isas"]),
+        details=dict(info),
+    )
+
+
+def engine_context(
+    model: nn.Module, backend: Backend = Backend.NATIVE
+) -> AbstractContextManager[nn.Module]:
+    """Run ``model``'s binarized layers in ``backend`` inside the block.
+
+    ``NATIVE``: every wrapped layer runs in the engine (``native_backend``, restored on exit);
+    ``TORCH``: the layers keep the backends they are configured with.
+    """
+    if backend is Backend.NATIVE:
+        return native_backend(model)
+    return contextlib.nullcontext(model)
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` threads in torch and, when it is native, in the engine's pool.
+
+    The reference engine runs on torch's threads, so it has no pool of its own to resize.
+    """
+    torch.set_num_threads(threads)
+    if engine_info().is_native:
+        engine.set_threads(threads)
+
+
+# --------------------------------------------------------------------------------- CPU
+
+
+def parse_cpuinfo(text: str) -> dict[str, str]:
+    """The first processor's fields of a ``/proc/cpuinfo`` text (``key: value`` lines up to
+    the first blank line)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_fields() -> dict[str, str]:
+    """The first processor's ``/proc/cpuinfo`` fields (empty where it is not readable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    return parse_cpuinfo(text)
+
+
+def cpu_name(fields: dict[str, str] | None = None) -> str:
+    """The CPU's model name, else ``platform``'s processor or machine name."""
+    fields = cpu_fields() if fields is None else fields
+    return fields.get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_model(fields: dict[str, str] | None = None) -> str:
+    """The CPU model name with its family/model numbers (a VM often shows only a brand, e.g.
+    "AMD EPYC (family 25, model 17)" = Zen 4)."""
+    fields = cpu_fields() if fields is None else fields
+    name = cpu_name(fields)
+    if "cpu family" in fields and "model" in fields:
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
+def cpu_flags(fields: dict[str, str] | None = None) -> set[str]:
+    """The CPU feature flags (empty set where ``/proc/cpuinfo`` is not readable)."""
+    fields = cpu_fields() if fields is None else fields
+    return set(fields.get("flags", "").split())
+
+
+def machine_description() -> str:
+    """CPU model, architecture and logical core count (one line)."""
+    system = platform.system()
+    return f"{cpu_name()}, {platform.machine()}, {os.cpu_count()} logical cores, {system}"
+
+
+def load_note() -> str | None:
+    """A warning when the machine is busy (1-min load average above the core count)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform
+        return None
+    cores = os.cpu_count() or 1
+    if load <= cores:
+        return None
+    return (
+        f"the machine was busy (load average {load:.1f} on {cores} cores): latencies and "
+        "speedups are unreliable; rerun on an idle machine (or with --threads 1)"
+    )
