@@ -6,7 +6,7 @@ import argparse
 
 from xnorlab.binary.surgery import binarize_model
 from xnorlab.cli.common import add_layer_settings, add_trust, layer_settings
-from xnorlab.measure.report_measure import state_dict_file_bytes
+from xnorlab.measure.memory import state_dict_file_bytes
 from xnorlab.models.spec import load_model_spec
 from xnorlab.models.xnor_file import SUFFIX, XnorFileError, export_xnor, load_xnor
 from xnorlab.report.render.format import file_size

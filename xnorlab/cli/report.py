@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import io
-
-import torch
+from pathlib import Path
 
 from xnorlab.cli.common import add_layer_settings, add_trust, layer_settings
 from xnorlab.cli.progress import ProgressBar
 from xnorlab.common.errors import XnorlabError
+from xnorlab.data.datasets import load_dataset
+from xnorlab.measure.machine import set_threads
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.spec import load_model_spec
 from xnorlab.report.build import ReportData, ReportOptions, build_report
@@ -81,19 +82,13 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
 
 
-def set_threads(threads: int | None) -> None:
-    """Apply ``--threads`` to torch and, when present, the native engine."""
+def apply_threads(threads: int | None) -> None:
+    """Apply ``--threads`` to torch and, when it is native, the engine."""
     if threads is None:
         return
     if threads < 1:
         raise XnorlabError(f"--threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
-    try:
-        from xnorlab import engine as kernels
-
-        kernels.set_threads(threads)
-    except (ImportError, AttributeError):
-        pass
+    set_threads(threads)
 
 
 def load_report_data(
@@ -109,18 +104,14 @@ def load_report_data(
         return unlabelled_report_data(loaded.input_shape, loaded.preprocessing, calib)
     if name.lower() == RANDOM:
         return synthetic_report_data(loaded.input_shape, calib)
-    from xnorlab.data.datasets import load_dataset
-
     bundle = load_dataset(name, loaded.preprocessing, loaded.class_names or None)
     return report_data_from_bundle(bundle, calib, limit)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     if Path(args.out).suffix.lower() not in RENDERERS:
         raise XnorlabError(f"--out must end in one of {', '.join(sorted(RENDERERS))}")
-    set_threads(args.threads)
+    apply_threads(args.threads)
     loaded = load_model_spec(args.model, trust=args.trust)
     modes = args.modes or (loaded.modes if loaded.modes else "paper")
     data = load_report_data(loaded, args.data, args.calibration, args.limit)

@@ -10,9 +10,8 @@ it into HTML, JSON, CSV or Markdown (``write_report``). Nothing here imports Qt;
 from __future__ import annotations
 
 import math
-import os
-import platform
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -21,24 +20,33 @@ from torch import Tensor, nn
 from xnorlab._version import __version__
 from xnorlab.binary import stats
 from xnorlab.binary.binarize import weight_scale_alpha
-from xnorlab.binary.modes import Mode
+from xnorlab.binary.modes import Backend, Mode
 from xnorlab.binary.surgery import (
     binarize_model,
     copy_model,
     current_modes,
     float_mode,
     iter_binarizable,
-    layer_configs,
     layer_macs,
     wrapped_layers,
 )
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import CancelFn, Cancelled, ProgressFn
-from xnorlab.measure import report_measure as measure
+from xnorlab.measure.accuracy import alone_mode, layer_alone_top1, tensor_top1
+from xnorlab.measure.intervals import Accuracy
+from xnorlab.measure.latency import MIN_REPEATS, LatencyPlan, float_vs_current
+from xnorlab.measure.layers import layer_mode, shapes_per_layer
+from xnorlab.measure.machine import engine_context, engine_info, load_note, machine_description
+from xnorlab.measure.memory import (
+    FLOAT_BITS,
+    layer_bits,
+    other_parameter_elements,
+    state_dict_file_bytes,
+)
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.packed_layers import has_packed_layers
+from xnorlab.models.xnor_file import encode_xnor
 from xnorlab.report.model import (
-    FLOAT_BITS,
     SCHEMA_VERSION,
     Histogram,
     LayerReport,
@@ -47,16 +55,12 @@ from xnorlab.report.model import (
     ReportHeader,
     ReportOptions,
     ReportTotals,
-    layer_bits,
-    layer_mode,
-    other_parameter_elements,
     ratio,
     settings_pairs,
     utc_now,
 )
 
 __all__ = [
-    "FLOAT_BITS",
     "SCHEMA_VERSION",
     "Histogram",
     "LayerReport",
@@ -66,14 +70,13 @@ __all__ = [
     "ReportOptions",
     "ReportTotals",
     "build_report",
-    "layer_bits",
-    "layer_mode",
-    "machine_description",
-    "other_parameter_elements",
-    "ratio",
-    "settings_pairs",
-    "utc_now",
 ]
+
+#: Time for one side's latency (end-to-end plus as many profiled runs); more repeats than fit
+#: are cut, down to ``MIN_REPEATS``, so a large model is timed in bounded time.
+LATENCY_BUDGET_S = 8.0
+
+Tick = Callable[[], None]
 
 
 # ----------------------------------------------------------------------------- building
@@ -101,10 +104,32 @@ class _Steps:
         if self.progress is not None:
             self.progress(min(1.0, self.done / self.total), self.message)
 
+    @contextmanager
+    def share(self, count: int) -> Iterator[Tick]:
+        """A tick for work of unknown length that was given ``count`` steps: each call
+        advances one step while some are left, then only checks for cancellation; the
+        steps left over are advanced when the work is done."""
+        left = [count]
+
+        def tick() -> None:
+            self.tick(advance=left[0] > 0)
+            left[0] = max(0, left[0] - 1)
+
+        yield tick
+        for _ in range(left[0]):
+            self.tick()
+
+
+def _backend(options: ReportOptions) -> Backend:
+    """The engine the configured model runs in (``options.engine``)."""
+    try:
+        return Backend.parse(options.engine)
+    except ValueError:
+        raise XnorlabError(f"engine must be 'native' or 'torch', got {options.engine!r}") from None
+
 
 def _validate_options(options: ReportOptions) -> None:
-    if options.engine not in ("native", "torch"):
-        raise XnorlabError(f"engine must be 'native' or 'torch', got {options.engine!r}")
+    _backend(options)
     counts = {
         "latency_repeats": options.latency_repeats,
         "histogram_bins": options.histogram_bins,
@@ -194,108 +219,70 @@ def _error_fields(model: nn.Module, calibration: Tensor, bins: int) -> dict[str,
     return fields
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1e3
-
-
 def _latency_fields(
     model: nn.Module, sample: Tensor, options: ReportOptions, steps: _Steps
-) -> tuple[dict[str, dict[str, Any]], float | None, float | None, str | None]:
-    """Per-layer and end-to-end medians (ms), torch float vs the configured engine."""
+) -> tuple[dict[str, dict[str, Any]], float, float]:
+    """Per-layer and end-to-end medians (ms), torch float vs the configured engine.
+
+    Each side runs one warm-up, then at least ``MIN_REPEATS`` end-to-end and as many profiled
+    runs, fewer than ``latency_repeats`` when they would exceed ``LATENCY_BUDGET_S``.
+    """
     repeats = options.latency_repeats
-    with float_mode(model):
-        float_s, float_layers = measure.time_model(model, sample, repeats, steps.tick)
-    context, note = measure.native_engine_context(model, options.engine)
-    with context:
-        config_s, config_layers = measure.time_model(model, sample, repeats, steps.tick)
+    plan = LatencyPlan(warmup=1, repeats=max(repeats, MIN_REPEATS), profile_runs=None,
+                       budget_s=LATENCY_BUDGET_S / 2)  # fmt: skip
+    with steps.share(2 * (2 * repeats + 1)) as tick:
+        float_side, config_side = float_vs_current(model, sample, plan, _backend(options), tick)
     fields = {}
-    for name, timing in config_layers.items():
-        float_timing = float_layers.get(name)
+    for name, timing in config_side.layers.items():
+        float_timing = float_side.layers.get(name)
         float_ms = None if float_timing is None else float_timing.wall_s * 1e3
         config_ms = timing.wall_s * 1e3
+        native = timing.native_calls > 0
         fields[name] = {
             "latency_float_ms": float_ms,
             "latency_config_ms": config_ms,
             "speedup": ratio(float_ms, config_ms),
-            "kernel_pack_ms": _ms(timing.pack_s),
-            "kernel_popcount_ms": _ms(timing.popcount_s),
-            "kernel_scale_ms": _ms(timing.scale_s),
+            "kernel_pack_ms": timing.pack_s * 1e3 if native else None,
+            "kernel_popcount_ms": timing.popcount_s * 1e3 if native else None,
+            "kernel_scale_ms": timing.scale_s * 1e3 if native else None,
         }
-    return fields, float_s * 1e3, config_s * 1e3, note
+    float_ms, config_ms = float_side.end_to_end.median_s, config_side.end_to_end.median_s
+    return fields, float_ms * 1e3, config_ms * 1e3
+
+
+def _percent(accuracy: Accuracy) -> float:
+    """The report's accuracies are in percent: ``100 * hits / n``."""
+    return 100.0 * accuracy.hits / max(1, accuracy.n)
 
 
 def _accuracy_fields(
     model: nn.Module, data: ReportData, options: ReportOptions, steps: _Steps
-) -> tuple[float | None, float | None, dict[str, dict[str, Any]], str | None]:
-    """Validation top-1 float, configured, and with one layer binarized at a time."""
+) -> tuple[float | None, float | None, dict[str, dict[str, Any]]]:
+    """Validation top-1 (percent) float, configured, and with one layer binarized at a time."""
     if data.val_inputs is None or data.val_labels is None:
-        return None, None, {}, None
+        return None, None, {}
     x, y, batch = data.val_inputs, data.val_labels.long(), options.batch_size
-    context, note = measure.native_engine_context(model, options.engine)
     sensitivity: dict[str, dict[str, Any]] = {}
-    with context:
+    with engine_context(model, _backend(options)):
         with float_mode(model):
-            acc_float = measure.top1_accuracy(model, x, y, batch, steps.tick)
-        acc_config = measure.top1_accuracy(model, x, y, batch, steps.tick)
+            acc_float = _percent(tensor_top1(model, x, y, batch, steps.tick))
+        acc_config = _percent(tensor_top1(model, x, y, batch, steps.tick))
         layers = wrapped_layers(model) if options.sensitivity else {}
         for name, layer in layers.items():
-            mode = layer.mode if layer.mode is not Mode.FLOAT else Mode.XNOR
+            mode = alone_mode(layer.mode)
             steps.stage(f"sensitivity of {name}")
-            with layer_configs(model, measure.only_layer_configs(model, name, mode)):
-                accuracy = measure.top1_accuracy(model, x, y, batch, steps.tick)
+            accuracy = _percent(layer_alone_top1(model, name, mode, x, y, batch, steps.tick))
             sensitivity[name] = {
                 "sensitivity_mode": str(mode),
                 "sensitivity_accuracy": accuracy,
                 "sensitivity_drop": acc_float - accuracy,
             }
-    return acc_float, acc_config, sensitivity, note
-
-
-def _engine_info() -> tuple[str, int]:
-    """ISA and thread count of the native engine, or ("unavailable", torch threads)."""
-    try:
-        from xnorlab import engine as kernels
-
-        info = kernels.info()
-        return str(info.get("isa", "?")), int(info.get("threads", torch.get_num_threads()))
-    except (ImportError, AttributeError):
-        return "unavailable", torch.get_num_threads()
-
-
-def load_note() -> str | None:
-    """A warning when the machine was busy (1-min load average above the core count)."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-    cores = os.cpu_count() or 1
-    if load <= cores:
-        return None
-    return (
-        f"the machine was busy (load average {load:.1f} on {cores} cores): latencies and "
-        "speedups are unreliable; rerun on an idle machine (or with --threads 1)"
-    )
-
-
-def machine_description() -> str:
-    """CPU model, architecture and logical core count (one line)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {platform.machine()}, {os.cpu_count()} logical cores, {platform.system()}"
+    return acc_float, acc_config, sensitivity
 
 
 def _file_sizes(loaded: LoadedModel, model: nn.Module) -> tuple[int | None, int, str | None]:
     """Bytes of the ``.xnor`` export and of the float ``state_dict`` file."""
-    from xnorlab.models.xnor_file import encode_xnor
-
-    float_bytes = measure.state_dict_file_bytes(model)
+    float_bytes = state_dict_file_bytes(model)
     try:
         return len(encode_xnor(model, loaded, require_architecture=False)), float_bytes, None
     except XnorlabError as exc:
@@ -353,7 +340,7 @@ def _layer_rows(
 ) -> dict[str, dict[str, Any]]:
     """Counting, weight statistics, shapes and calibration errors of every layer."""
     macs = layer_macs(model, input_shape)
-    shapes = measure.shapes_per_layer(model, data.calibration)
+    shapes = shapes_per_layer(model, data.calibration)
     rows = {
         name: {"name": name, **_count_layer(module, macs.get(name, 0), shapes.get(name, ()), bins)}
         for name, module in iter_binarizable(model)
@@ -377,24 +364,22 @@ def _measure(
 ) -> tuple[tuple[LayerReport, ...], dict[str, Any], list[str]]:
     """Run every measurement on ``model`` (already configured); rows, totals extras, notes."""
     steps.stage("counting and calibration statistics")
-    context, note = measure.native_engine_context(model, options.engine)
-    with context:  # configured forwards through the engine: same values, much faster
+    with engine_context(model, _backend(options)):  # same values as torch, much faster
         counted = _layer_rows(model, loaded.input_shape, data, options.histogram_bins)
     rows = {name: {**_empty_measurements(), **row} for name, row in counted.items()}
     steps.tick()
     extra: dict[str, Any] = {}
-    notes: list[str] = [note] if note else []
+    notes: list[str] = []
     if options.latency:
         steps.stage("timing layers (batch 1)")
         notes += [note for note in (load_note(),) if note]
-        per_layer, extra["latency_float_ms"], extra["latency_config_ms"], note = _latency_fields(
+        per_layer, extra["latency_float_ms"], extra["latency_config_ms"] = _latency_fields(
             model, data.calibration[:1], options, steps
         )
-        notes += [note] if note else []
         for name, fields in per_layer.items():
             rows[name].update(fields)
     steps.stage("validation accuracy")
-    acc_float, acc_config, sensitivity, note = _accuracy_fields(model, data, options, steps)
+    acc_float, acc_config, sensitivity = _accuracy_fields(model, data, options, steps)
     extra.update(accuracy_float=acc_float, accuracy_config=acc_config)
     for name, fields in sensitivity.items():
         rows[name].update(fields)
@@ -413,8 +398,7 @@ def _header(
     settings: Mapping[str, Any],
     notes: list[str],
 ) -> ReportHeader:
-    isa, threads = _engine_info()
-    engine = options.engine if isa != "unavailable" else "torch"
+    engine = engine_info()
     return ReportHeader(
         xnorlab_version=__version__,
         torch_version=torch.__version__,
@@ -423,9 +407,9 @@ def _header(
         input_shape=tuple(loaded.input_shape),
         calibration_samples=len(data.calibration),
         validation_samples=0 if data.val_inputs is None else len(data.val_inputs),
-        engine=engine,
-        isa=isa,
-        threads=threads,
+        engine=str(_backend(options)),
+        isa=engine.isa,
+        threads=engine.threads,
         date=utc_now(),
         machine=machine_description(),
         settings=settings_pairs(settings),

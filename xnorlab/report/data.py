@@ -16,7 +16,7 @@ import torch
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data import calibration
 from xnorlab.data.images import Preprocessing
-from xnorlab.report.build import ReportData
+from xnorlab.report.model import ReportData
 
 SYNTHETIC_NAME = "none (random normal calibration inputs, no accuracy)"
 PHOTOS_NAME = "none: {photos} as calibration inputs, no accuracy"

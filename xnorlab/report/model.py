@@ -1,13 +1,11 @@
-"""The report data model (frozen dataclasses) and its counting rules; data first (frozen dataclasses), rendering elsewhere.
-
-``build_report`` measures a model under a mode map and returns a ``Report``; the renderers in
-``xnorlab.report.render`` turn it into HTML, JSON, CSV or Markdown (``write_report``). Nothing here
-imports Qt; long work takes ``progress(fraction, message)`` and ``should_cancel()`` callables.
+"""The report's data model: frozen dataclasses, data first; ``xnorlab.report.build`` fills them,
+``xnorlab.report.render`` renders them.
 
 Counting conventions (as Larq's ``models.summary`` counts):
 
-* memory: binary (BWN/XNOR) weights at 1 bit; their alpha (one float32 per output channel),
-  biases, float layers, BatchNorm parameters and floating buffers at 32 bits;
+* memory (``xnorlab.measure.memory``): binary (BWN/XNOR) weights at 1 bit; their alpha (one
+  float32 per output channel), biases, float layers, BatchNorm parameters and floating buffers
+  at 32 bits;
 * MACs: per sample, ``H_out*W_out*C_out*(C_in/groups)*kh*kw`` (conv) or
   ``out_features*in_features`` (linear). A MAC is *binary* only when both operands are binary
   (XNOR layers); BWN MACs are counted as float (float input times +-alpha);
@@ -17,18 +15,13 @@ Counting conventions (as Larq's ``models.summary`` counts):
 from __future__ import annotations
 
 import datetime as _dt
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import Tensor, nn
-
-from xnorlab.binary.layers import BinarizableLayer
-from xnorlab.binary.modes import Mode
+from torch import Tensor
 
 SCHEMA_VERSION = 1
-FLOAT_BITS = 32
 
 
 @dataclass(frozen=True)
@@ -161,32 +154,7 @@ class ReportOptions:
     extra_notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-# ----------------------------------------------------------------------- counting (pure)
-
-
-def layer_mode(module: nn.Module) -> Mode:
-    """Mode of a binarizable module (float when unwrapped)."""
-    return module.mode if isinstance(module, BinarizableLayer) else Mode.FLOAT
-
-
-def layer_bits(weight_shape: tuple[int, ...], bias_elements: int, mode: Mode) -> tuple[int, int]:
-    """``(float_bits, deployed_bits)`` of a layer's weight and bias.
-
-    Float: ``32 * (n_weights + n_bias)``. Binary (BWN/XNOR): ``n_weights * 1 + 32 * C_out``
-    (alpha) ``+ 32 * n_bias``.
-    """
-    n_weights = math.prod(weight_shape)
-    float_bits = FLOAT_BITS * (n_weights + bias_elements)
-    if mode is Mode.FLOAT:
-        return float_bits, float_bits
-    return float_bits, n_weights + FLOAT_BITS * (weight_shape[0] + bias_elements)
-
-
-def other_parameter_elements(model: nn.Module, binarizable: list[nn.Module]) -> int:
-    """Elements of floating parameters and buffers outside the binarizable layers."""
-    inside = {id(t) for m in binarizable for t in (*m.parameters(False), *m.buffers(False))}
-    tensors = [*model.parameters(), *model.buffers()]
-    return sum(t.numel() for t in tensors if id(t) not in inside and t.is_floating_point())
+# ------------------------------------------------------------------------------ helpers
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from xnorlab.common.atomic import atomic_write_text
 from xnorlab.common.errors import XnorlabError
+from xnorlab.report.model import Report
 
-if TYPE_CHECKING:
-    from xnorlab.report.build import Report
-
-# suffix -> (module, function)
+# suffix -> (module, function). A renderer is imported when first used: the HTML one loads
+# matplotlib for its plots, which the other formats and the app's start need not pay for.
 RENDERERS: dict[str, tuple[str, str]] = {
     ".html": ("xnorlab.report.render.html", "render_html"),
     ".htm": ("xnorlab.report.render.html", "render_html"),

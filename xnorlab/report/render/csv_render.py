@@ -10,7 +10,7 @@ import csv
 import dataclasses
 import io
 
-from xnorlab.report.build import LayerReport, Report
+from xnorlab.report.model import LayerReport, Report
 from xnorlab.report.render.format import shape_text
 
 _SKIP = {"alphas", "weight_hist", "input_hist"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from xnorlab.report.build import LayerReport, Report
+from xnorlab.report.model import LayerReport, Report
 
 
 def shape_text(shape: tuple[int, ...]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from xnorlab.report.build import Report
+from xnorlab.report.model import Report
 from xnorlab.report.render import plots
 from xnorlab.report.render.format import LAYER_COLUMNS, header_rows, totals_rows
 from xnorlab.report.render.markdown import _GROUPS, _LEGEND
@@ -57,8 +57,6 @@ def _summary_plots(report: Report) -> list[str]:
 
 
 def _plot_sections(report: Report) -> list[str]:
-    if not plots.available():
-        return ['<p class="note">Plots omitted: matplotlib is not installed.</p>']
     parts = ["<h2>Charts</h2>", *_summary_plots(report), "<h2>Per-layer distributions</h2>"]
     parts += [_img(plots.layer_figure(layer), f"{layer.name} distributions") for layer in
               report.layers]  # fmt: skip

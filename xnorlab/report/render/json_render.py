@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from xnorlab.report.build import Report
+from xnorlab.report.model import Report
 
 
 def _clean(value: Any) -> Any:

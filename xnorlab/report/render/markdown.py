@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xnorlab.report.build import Report
+from xnorlab.report.model import Report
 from xnorlab.report.render.format import (
     LAYER_COLUMNS,
     cell_text,

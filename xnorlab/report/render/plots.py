@@ -1,6 +1,6 @@
 """PNG plots of a report with matplotlib's Agg canvas (no pyplot, no global backend change).
 
-Every function returns PNG bytes; ``available()`` says whether matplotlib is importable.
+Every function returns PNG bytes.
 """
 
 from __future__ import annotations
@@ -8,26 +8,17 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from xnorlab.report.build import Histogram, LayerReport, Report
+from matplotlib.figure import Figure
+
+from xnorlab.report.model import Histogram, LayerReport, Report
 
 _DPI = 80
 _FLOAT, _BINARY = "#8c8c8c", "#1f77b4"
 
 
-def available() -> bool:
-    """True when matplotlib can be imported."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _figure(
     width: float, height: float, panels: int = 1, bottom: float = 0.12, left: float = 0.06
 ) -> tuple[Any, list[Any]]:
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(width, height), dpi=_DPI)  # no layout engine: it doubles the cost
     axes = figure.subplots(1, panels, squeeze=False)[0]
     figure.subplots_adjust(left=left, right=0.98, top=0.88, bottom=bottom, wspace=0.25)
