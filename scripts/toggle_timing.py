@@ -1,11 +1,11 @@
-"""Measure how long the layer views take to show a mode toggle (issue 5's < 100 ms / < 1 s).
+"""Measure how long the layer views take to show a mode toggle (a development tool).
 
-``python -m scripts.toggle_timing MODEL [--data SPEC] [--layer INDEX] [--panels]``
-opens the real main window, toggles one layer float -> XNOR -> BWN -> float ... and prints,
-per toggle, the time from the session's change to the redrawn views (``LayerViews.last_update_
-ms``) and the worker's compute time. Run it headless with ``QT_QPA_PLATFORM=offscreen`` or
-under ``xvfb-run``. Timings include everything that shares the machine: say so when you quote
-them.
+``python scripts/toggle_timing.py MODEL [--data SPEC] [--layer INDEX] [--toggles N] [--panels]``
+opens the real main window, toggles one layer xnor -> bwn -> float -> ... and prints, per
+toggle, the time from the session's change to the redrawn views
+(``LayerViews.last_update_ms``) and the worker's compute time. Run it headless with
+``QT_QPA_PLATFORM=offscreen`` or under ``xvfb-run``. Timings include everything that shares
+the machine: say so when you quote them.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class ToggleTimer:
         if self.args.data and not self.data_requested:
             self.data_requested = True
             self.window.load_dataset_async(self.args.data)
-        wanted = self.args.data or getattr(session.loaded, "default_data", None)
+        wanted = self.args.data or session.loaded.default_data
         waiting_for_data = bool(wanted) and session.dataset_spec != wanted
         return not waiting_for_data and not self.window.views.busy()
 
@@ -77,7 +77,9 @@ class ToggleTimer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.toggle_timing")
+    parser = argparse.ArgumentParser(
+        prog="python scripts/toggle_timing.py", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("model", help="model spec, e.g. demo:lenet or resnet18")
     parser.add_argument("--data", help="dataset spec (default: the model's default data)")
     parser.add_argument("--layer", type=int, help="layer index (default: the middle one)")
