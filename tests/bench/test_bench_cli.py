@@ -26,10 +26,11 @@ from xnorlab.bench import (
     MachineInfo,
     ModelResult,
     SplitTiming,
-    Timing,
     measure_thread_scaling,
 )
+from xnorlab.bench import run as run_module
 from xnorlab.cli.main import main
+from xnorlab.measure.timing import Timing
 
 TIMING_KEYS = {f.name for f in dataclasses.fields(Timing)}
 CONV_METRICS = {
@@ -165,8 +166,6 @@ class FakeEngine:
 def test_unavailable_isa_is_one_line(
     native: bool, message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import xnorlab.bench.run as run_module
-
     monkeypatch.setattr(run_module, "Engine", lambda: FakeEngine(native))
     assert main(["bench", "--no-reexec", "--isa", "avx512"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

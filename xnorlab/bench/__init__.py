@@ -1,7 +1,9 @@
 """Benchmark of the XNOR engine against torch float32 and int8 (Qt-free; CLI and GUI call it).
 
 Data first: every measuring function returns frozen dataclasses; ``xnorlab.cli.bench`` renders
-them as a table or JSON. Conventions used in every figure:
+them as a table or JSON. What is not benchmark-specific (timing, interleaving, the CPU and
+engine description, running a model in the engine) comes from ``xnorlab.measure``.
+Conventions used in every figure:
 
 * A time is the median of many runs after warm-up (min and max kept); both sides run with the
   same thread count (``torch.set_num_threads`` and the engine's ``set_threads``).
@@ -21,8 +23,6 @@ from xnorlab.bench.machine import (
     MALLOC_ENV,
     Ceilings,
     MachineInfo,
-    cpu_flags,
-    cpu_model,
     int8_engine,
     machine_info,
     measure_ceilings,
@@ -53,13 +53,8 @@ from xnorlab.bench.timing import (
     RESNET18_SHAPES,
     BenchmarkError,
     ConvShape,
-    RunPlan,
-    Timing,
     ceiling_fraction,
     gops,
-    speedup,
-    time_callable,
-    time_interleaved,
 )
 
 __all__ = [
@@ -80,14 +75,10 @@ __all__ = [
     "LinearResult",
     "MachineInfo",
     "ModelResult",
-    "RunPlan",
     "SplitTiming",
     "TargetCheck",
     "ThreadScalingResult",
-    "Timing",
     "ceiling_fraction",
-    "cpu_flags",
-    "cpu_model",
     "gops",
     "int8_engine",
     "machine_info",
@@ -98,10 +89,7 @@ __all__ = [
     "measure_thread_scaling",
     "profile_split",
     "run_benchmark",
-    "speedup",
     "target_checks",
-    "time_callable",
-    "time_interleaved",
     "validate_config",
     "validate_isas",
 ]  # fmt: skip

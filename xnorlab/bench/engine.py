@@ -1,18 +1,19 @@
-"""The XNOR engine under test (native facade or the torch reference) and its profiler split."""
+"""The XNOR engine under test (native facade or its torch reference) and its profiler split."""
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor
 
+from xnorlab import engine as kernels
 from xnorlab.bench.timing import ConvShape
+from xnorlab.measure.machine import EngineInfo, engine_info
 
 # --------------------------------------------------------------------------- the engine
 
@@ -41,61 +42,48 @@ class SplitTiming:
 
 
 class Engine:
-    """The XNOR engine under test: ``xnorlab.engine`` when its native facade is there, else
-    the core's torch simulation (``xnorlab.binary.binarize``), labelled ``reference``."""
+    """The XNOR engine under test, ``xnorlab.engine``: its native facade, or its torch
+    reference when the native module is not in use (``label`` and the ISA say ``reference``)."""
 
     def __init__(self) -> None:
-        import xnorlab.engine as kernels
-
-        self._kernels: Any = kernels
-        self.available = all(
-            hasattr(kernels, name)
-            for name in ("info", "xnor_conv2d", "pack_conv2d_weight", "set_threads")
-        )
-        self.info: dict[str, Any] = dict(self._kernels.info()) if self.available else {}
+        self.state: EngineInfo = engine_info()
+        self.info: dict[str, Any] = dict(self.state.details)
 
     @property
     def label(self) -> str:
-        """``native`` / ``reference`` as the facade reports it, or the core simulation."""
-        if not self.available:
-            return "reference (xnorlab.binary.binarize torch simulation; xnorlab.engine absent)"
-        return str(self.info.get("backend", "native"))
+        """``native`` / ``reference`` as the facade reports it."""
+        return self.state.backend
 
     @property
     def is_native(self) -> bool:
-        return self.available and self.info.get("backend") == "native"
+        return self.state.is_native
 
     def supported_isas(self) -> list[str]:
-        return [str(i) for i in self.info.get("supported_isas", [])] if self.is_native else []
+        return list(self.state.supported_isas) if self.is_native else []
 
     def active_isa(self) -> str:
-        return str(self._kernels.info()["isa"]) if self.is_native else "reference"
+        return engine_info().isa if self.is_native else "reference"
 
     def set_isa(self, isa: str) -> None:
         if self.is_native:
-            self._kernels.set_isa(isa)
+            kernels.set_isa(isa)
 
     def set_threads(self, threads: int) -> None:
         """The native pool's size (the reference runs on torch's threads, set by the caller)."""
         if self.is_native:
-            self._kernels.set_threads(threads)
+            kernels.set_threads(threads)
 
     def get_threads(self) -> int | None:
-        return int(self._kernels.get_threads()) if self.is_native else None
+        return int(kernels.get_threads()) if self.is_native else None
 
     def pack_conv(self, weight: Tensor) -> Any:
-        return self._kernels.pack_conv2d_weight(weight) if self.available else weight
+        return kernels.pack_conv2d_weight(weight)
 
     def conv(self, x: Tensor, packed: Any, shape: ConvShape, scaling: str) -> Tensor:
-        if self.available:
-            out: Tensor = self._kernels.xnor_conv2d(
-                x, packed, stride=shape.stride, padding=shape.padding, pad_mode="zero",
-                scaling=scaling,
-            )  # fmt: skip
-            return out
-        from xnorlab.binary.binarize import xnor_conv2d
-
-        return xnor_conv2d(x, packed, None, shape.stride, shape.padding, scaling=scaling)
+        return kernels.xnor_conv2d(
+            x, packed, stride=shape.stride, padding=shape.padding, pad_mode="zero",
+            scaling=scaling,
+        )  # fmt: skip
 
     def microkernel_gmac(
         self, isa: str, shape: ConvShape, seconds: float, runs: int = 1
@@ -109,45 +97,31 @@ class Engine:
         self.set_isa(isa)
         per_run = seconds / max(1, runs)
         return max(
-            float(self._kernels.microkernel_rate(shape.in_channels, shape.out_channels,
-                                                 shape.kernel, per_run)) / 1e9
+            float(kernels.microkernel_rate(shape.in_channels, shape.out_channels, shape.kernel,
+                                           per_run)) / 1e9
             for _ in range(max(1, runs))
         )  # fmt: skip
 
     def pack_linear(self, weight: Tensor) -> Any:
-        if self.available and hasattr(self._kernels, "pack_linear_weight"):
-            return self._kernels.pack_linear_weight(weight)
-        from xnorlab.binary.binarize import binarize_weight
-
-        return binarize_weight(weight).detach()  # alpha * sign(W), precomputed once
+        return kernels.pack_linear_weight(weight)
 
     def bwn_linear(self, x: Tensor, packed: Any) -> Tensor:
-        if self.available and hasattr(self._kernels, "bwn_linear"):
-            out: Tensor = self._kernels.bwn_linear(x, packed)
-            return out
-        return F.linear(x, packed)
+        return kernels.bwn_linear(x, packed)
 
-    @contextlib.contextmanager
-    def profile(self) -> Iterator[list[Any] | None]:
-        """``xnorlab.engine.profile()`` when it exists (yields its record list), else None."""
-        if self.available and hasattr(self._kernels, "profile"):
-            with self._kernels.profile() as records:
-                yield records
-        else:
-            yield None
+    def profile(self) -> AbstractContextManager[list[Any]]:
+        """``xnorlab.engine.profile()``: a block collecting one record per native call."""
+        return kernels.profile()
 
 
 def profile_split(engine: Engine, fn: Callable[[], object], runs: int) -> SplitTiming | None:
     """Run ``fn`` ``runs`` times under the engine's profiler; median split per call.
 
-    Returns None when the engine has no profiler or ``fn`` made no native call. A call that
-    makes several native calls (a whole model) has its records summed.
+    Returns None when ``fn`` made no native call. A call that makes several native calls (a
+    whole model) has its records summed.
     """
     walls: list[float] = []
     per_call: list[list[Any]] = []
     with engine.profile() as records:
-        if records is None:
-            return None
         for _ in range(runs):
             before = len(records)
             start = time.perf_counter()

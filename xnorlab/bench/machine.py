@@ -1,8 +1,11 @@
-"""The machine a benchmark runs on: CPU, SIMD flags, load, malloc env, measured ceilings."""
+"""The machine a benchmark runs on: CPU, SIMD flags, load, malloc env, measured ceilings.
+
+The CPU and the engine are described by ``xnorlab.measure.machine``; this module adds what
+only the benchmark records (ceilings, malloc settings, scheduling, load over the run).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import platform
@@ -17,6 +20,7 @@ from typing import Any
 import torch
 
 from xnorlab.bench.engine import Engine
+from xnorlab.measure.machine import cpu_flags, cpu_model
 
 #: glibc settings applied to both sides (must be in the environment before the process starts):
 #: keep buffers up to 32 MiB (glibc's maximum mmap threshold) on the heap and never trim it, so
@@ -81,34 +85,6 @@ def int8_engine() -> str | None:
     """torch's quantized engine for x86 int8 convs (``x86``, else ``fbgemm``), or None."""
     engines = torch.backends.quantized.supported_engines
     return next((name for name in ("x86", "fbgemm") if name in engines), None)
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags from ``/proc/cpuinfo`` (empty set where it is not readable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def cpu_model() -> str:
-    """The CPU model name with its family/model numbers (``/proc/cpuinfo``; a VM often shows
-    only a brand, e.g. "AMD EPYC (family 25, model 17)" = Zen 4), else ``platform``'s name."""
-    fields: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            key, _, value = line.partition(":")
-            if not line.strip():
-                break  # only the first processor's block
-            fields.setdefault(key.strip(), value.strip())
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    if "cpu family" in fields and "model" in fields:
-        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
-    return name
 
 
 def _build_ceiling_library(workdir: Path) -> ctypes.CDLL:

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 
 from xnorlab.bench.engine import Engine, SplitTiming, profile_split
 from xnorlab.bench.machine import int8_engine
-from xnorlab.bench.timing import (
-    ConvShape,
-    Op,
-    RunPlan,
-    Timing,
-    ceiling_fraction,
-    gops,
-    speedup,
-    time_interleaved,
-)
+from xnorlab.bench.timing import ConvShape, ceiling_fraction, gops
+from xnorlab.binary.binarize import binarize_weight, xnor_conv2d
+from xnorlab.binary.surgery import binarize_model
+from xnorlab.measure.machine import engine_context
+from xnorlab.measure.timing import Op, RunPlan, Timing, speedup, time_interleaved
+from xnorlab.models.zoo import build_torchvision
 
 # --------------------------------------------------------------------------- conv rows
 
@@ -121,8 +116,6 @@ def _int8_callables(
     engine = int8_engine()
     if engine is None:
         return None
-    from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
-
     torch.backends.quantized.engine = engine
     qconv = QuantizedConv2d(  # type: ignore[no-untyped-call]
         shape.in_channels, shape.out_channels, shape.kernel, shape.stride, shape.padding
@@ -279,8 +272,6 @@ def measure_thread_scaling(
 
 
 def _reference_conv(x: Tensor, weight: Tensor, shape: ConvShape, scaling: str) -> Tensor:
-    from xnorlab.binary.binarize import xnor_conv2d
-
     return xnor_conv2d(x, weight, None, shape.stride, shape.padding, scaling=scaling)
 
 
@@ -344,8 +335,6 @@ def measure_bwn_linear(
         ops: dict[str, Op | tuple[Op, Op]] = {"float": lambda: F.linear(x, weight)}
         ops.update({f"bwn_{isa}": _isa_op(engine, isa, bwn_op) for isa in isas})
         timings = time_interleaved(ops, plan)
-        from xnorlab.binary.binarize import binarize_weight
-
         reference = F.linear(x, binarize_weight(weight))
         details = {isa: _isa_details(engine, isa, bwn_op, plan, reference) for isa in isas}
     packed_bytes = getattr(packed, "weight_bytes", None)
@@ -387,15 +376,6 @@ class ModelResult:
                 "speedup_best_layout": max(nchw, last)}  # fmt: skip
 
 
-def _native_backend_context(model: nn.Module) -> contextlib.AbstractContextManager[Any]:
-    try:
-        from xnorlab.runtime.integration import native_backend
-    except ImportError:
-        return contextlib.nullcontext(model)
-    context: contextlib.AbstractContextManager[Any] = native_backend(model)
-    return context
-
-
 @dataclass(frozen=True)
 class _ModelCopies:
     """The four models one comparison runs: float NCHW / channels_last, binarized NCHW /
@@ -410,9 +390,6 @@ class _ModelCopies:
 def _model_copies(name: str, scaling: str) -> _ModelCopies:
     """Build the copies outside ``inference_mode``: tensors made inside it are inference
     tensors without a version counter, and the copies must behave like a user's model."""
-    from xnorlab.binary.surgery import binarize_model
-    from xnorlab.models.zoo import build_torchvision
-
     model = build_torchvision(name).eval()
     float_nchw = copy.deepcopy(model)
     float_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -442,10 +419,7 @@ def measure_model(
     runs = max(plan.min_runs, 3)
     with torch.inference_mode():
         simulated = m.binary_nchw(x)
-        with (
-            _native_backend_context(m.binary_nchw),
-            _native_backend_context(m.binary_channels_last),
-        ):
+        with engine_context(m.binary_nchw), engine_context(m.binary_channels_last):
             outputs = (m.binary_nchw(x), m.binary_channels_last(x_last))
             timings = time_interleaved(ops, plan)
             splits = (profile_split(engine, lambda: m.binary_nchw(x), runs),
@@ -463,7 +437,7 @@ def measure_model(
 
 
 def _native_calls(engine: Engine, op: Op) -> int:
-    """How many native calls one run of ``op`` makes (0 without a profiler)."""
+    """How many native calls one run of ``op`` makes."""
     with engine.profile() as records:
         op()
-        return len(records) if records is not None else 0
+        return len(records)

@@ -28,8 +28,9 @@ from xnorlab.bench.timing import (
     RESNET18_SHAPES,
     BenchmarkError,
     ConvShape,
-    RunPlan,
 )
+from xnorlab.binary.modes import InputScaling
+from xnorlab.measure.timing import RunPlan
 
 # --------------------------------------------------------------------------- the whole run
 
@@ -127,8 +128,6 @@ def _isa_list(engine: Engine, requested: Sequence[str]) -> list[str]:
 
 def validate_config(config: BenchConfig) -> None:
     """Raise ``BenchmarkError`` for thread counts, batches or scalings that cannot run."""
-    from xnorlab.binary.modes import InputScaling
-
     if not config.threads or any(t < 1 or t > 256 for t in config.threads):
         raise BenchmarkError(f"thread counts must be in 1..256, got {list(config.threads)}")
     if not config.batches or any(b < 1 or b > 1024 for b in config.batches):

@@ -23,12 +23,14 @@ from xnorlab.bench import (
     BenchReport,
     ConvResult,
     SplitTiming,
-    Timing,
     run_benchmark,
     target_checks,
     validate_config,
     validate_isas,
 )
+from xnorlab.bench.machine import RELEVANT_ENV
+from xnorlab.cli.main import run_subcommand
+from xnorlab.measure.timing import Timing
 
 REEXEC_GUARD = "XNORLAB_BENCH_REEXEC"
 ISA_CHOICES = ("scalar", "avx2", "avx512")
@@ -224,8 +226,6 @@ def _isas_run(report: BenchReport) -> str:
 
 
 def _env_names() -> str:
-    from xnorlab.bench.machine import RELEVANT_ENV
-
     return "/".join(RELEVANT_ENV[:3]) + "/... set"
 
 
@@ -345,6 +345,4 @@ def render_markdown(report: BenchReport) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``benchmarks/bench_kernels.py`` (same options as ``xnorlab bench``)."""
-    from xnorlab.cli.main import run_subcommand
-
     return run_subcommand("bench", list(sys.argv[1:] if argv is None else argv))
