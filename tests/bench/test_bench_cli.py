@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -102,6 +103,8 @@ def test_quick_json_machine_linear_model_targets(quick_report: dict[str, Any]) -
     assert machine["cpu_model"] and machine["torch_version"] and len(machine["load_end"]) == 3
     assert quick_report["config"]["quick"] is True and quick_report["config"]["threads"] == [1]
     assert quick_report["ceilings"]["rates_gmac"] and quick_report["ceilings"]["source"]
+    if shutil.which("cc") or shutil.which("gcc"):  # benchmarks/ceilings.c is found and built
+        assert quick_report["ceilings"]["source"].startswith("measured here")
     isas = {row["isa"] for row in quick_report["convs"]}
     linears = quick_report["linears"]
     assert {row["isa"] for row in linears} == isas and len(linears) == len(isas)

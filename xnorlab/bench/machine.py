@@ -41,7 +41,7 @@ DOCUMENTED_CEILINGS: dict[str, float] = {
     "popcount_avx512": 965.0, "popcount_avx2": 254.0, "popcount_scalar": 190.0,
     "fma_fp32": 89.0, "vnni_int8": 330.0,
 }  # fmt: skip
-_CEILING_SOURCE = Path(__file__).resolve().parents[3] / "benchmarks" / "ceilings.c"
+_CEILING_SOURCE = Path(__file__).resolve().parents[2] / "benchmarks" / "ceilings.c"
 # (name in the report, C function, CPU flags it needs)
 _CEILING_LOOPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("popcount_avx512", "popcount_avx512_gbmac", ("avx512f", "avx512_vpopcntdq")),
