@@ -113,7 +113,7 @@ def measure_ceilings(quick: bool = False) -> Ceilings:
     """Measure the per-core ceilings with ``benchmarks/ceilings.c`` (register-only loops, one
     thread); fall back to kernel.md's documented Xeon figures when it cannot be built."""
     flags = cpu_flags()
-    iterations, runs = (100_000, 3) if quick else (2_000_000, 25)  # ~3-8 ms per full run
+    iterations, runs = (100_000, 3) if quick else (2_000_000, 25)  # the best of many short runs
     try:
         with tempfile.TemporaryDirectory(prefix="xnorlab-ceil-") as workdir:
             library = _build_ceiling_library(Path(workdir))
