@@ -67,7 +67,7 @@ def test_model_file_drop_opens_it_with_its_default_data(qtbot: QtBot, window: Ma
     session = window.session
     qtbot.waitUntil(lambda: session.model_name == str(checkpoint), timeout=WAIT_MS)
     assert window.table.model.rowCount() == len(session.layer_names()) == 4
-    # loading mnist5k takes ~5 s alone; much more while other jobs share the 2 cores
+    # mnist5k is the slowest bundled dataset to load, slower still on a shared machine
     qtbot.waitUntil(lambda: session.dataset_spec == "mnist5k", timeout=3 * WAIT_MS)
     assert session.sample_batch(4)[0].shape == (4, 1, 28, 28)
     assert window.message_bar.text() == ""

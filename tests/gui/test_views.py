@@ -108,7 +108,7 @@ def test_update_after_toggle_is_fast_on_a_small_model(qtbot: QtBot, views: Layer
     select_and_wait(qtbot, views, name)
     with qtbot.waitSignal(views.updated, timeout=WAIT_MS):
         session.set_mode(name, "xnor")
-    # the target is < 100 ms; the bound is loose because the test machine is shared
+    # a loose bound: it catches a view that stalls, not one slower on a shared machine
     assert 0.0 < views.last_update_ms < 1000.0
 
 

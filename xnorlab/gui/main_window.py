@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from xnorlab import engine
+from xnorlab.binary.modes import Mode
 from xnorlab.gui import style
 from xnorlab.gui.layer_table import LayerTable
 from xnorlab.gui.menus import build_menus
@@ -177,7 +178,7 @@ class MainWindow(QMainWindow):
 
     def _on_model_changed(self) -> None:
         names = [info.name for info in self.session.layers()]
-        binarized = [info.name for info in self.session.layers() if info.mode.value != "float"]
+        binarized = [info.name for info in self.session.layers() if info.mode is not Mode.FLOAT]
         default = binarized[0] if binarized else (names[1] if len(names) > 1 else None)
         if default is None and names:
             default = names[0]
