@@ -13,7 +13,7 @@ from xnorlab.binary.surgery import float_mode
 from xnorlab.gui.panels.formatting import format_bytes, format_percent
 from xnorlab.gui.panels.metrics import STALE_STYLE, VALUE_STYLE, MetricsPanel
 from xnorlab.measure.evaluate import evaluate
-from xnorlab.measure.model_measure import model_memory
+from xnorlab.measure.memory import model_memory
 
 pytestmark = pytest.mark.gui
 

@@ -5,7 +5,7 @@ column calls ``session.set_mode`` and the table redraws from the session's ``mod
 event (one data flow in both directions). ``LayerTable`` adds the view with a combo-box
 delegate per row, and computes the slow columns in workers on a snapshot: statistics
 (``xnorlab.lab.layerview.compute_table_stats``) and then latency
-(``xnorlab.measure.model_measure.measure_latency``); stale results are dropped. The error columns run on
+(``xnorlab.measure.latency.measure_latency``); stale results are dropped. The error columns run on
 ``session.activation_inputs``: dataset samples or, without a dataset, the bundled calibration
 photos (loaded in the worker; their tooltips name the source).
 """
@@ -46,7 +46,7 @@ from xnorlab.gui import style
 from xnorlab.gui.workers import TaskRunner
 from xnorlab.lab.layerview import LayerRowStats, compute_table_stats, view_batch_size
 from xnorlab.lab.session import ActivationInputs, LabSession
-from xnorlab.measure.model_measure import LatencyReport, measure_latency
+from xnorlab.measure.latency import LatencyReport, measure_latency
 
 STATS_DELAY_MS = 150  # debounce: a burst of toggles triggers one recomputation
 MODE_NAMES = [m.value for m in Mode]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pyqtgraph as pg
 from PySide6.QtWidgets import QWidget
 
-from xnorlab.measure.model_measure import LayerLatency
+from xnorlab.measure.latency import LayerLatency
 
 # (field of LayerLatency, legend label, colour): the stacking order, left to right
 SPLIT_PARTS: tuple[tuple[str, str, str], ...] = (

@@ -39,14 +39,9 @@ from xnorlab.gui.panels.charts import LatencySplitChart
 from xnorlab.gui.panels.formatting import format_bytes, format_percent, format_ratio, format_seconds
 from xnorlab.gui.workers import Task, TaskRunner
 from xnorlab.lab.session import LabSession
-from xnorlab.measure.model_measure import (
-    AccuracyReport,
-    LatencyReport,
-    MemoryReport,
-    compare_accuracy,
-    measure_latency,
-    model_memory,
-)
+from xnorlab.measure.accuracy import AccuracyReport, compare_accuracy
+from xnorlab.measure.latency import LatencyReport, measure_latency
+from xnorlab.measure.memory import MemoryReport, model_memory
 
 DEBOUNCE_MS = 300
 DEFAULT_SAMPLES = 1000

@@ -35,7 +35,7 @@ from xnorlab.data.images import IMAGE_SUFFIXES
 from xnorlab.gui.panels.base import show_message, subscribe
 from xnorlab.gui.workers import Task, TaskRunner
 from xnorlab.lab.session import LabSession
-from xnorlab.measure.model_measure import FilePrediction, TopK, predict_files
+from xnorlab.measure.predictions import FilePrediction, TopK, predict_files
 
 THUMBNAIL_PX = 112
 BAR_CHARS = 10  # width of a 100 % probability bar
