@@ -72,7 +72,7 @@ def test_finished_training_becomes_the_model_and_saves(panel, qtbot, tmp_path) -
     assert path is not None and path.exists()
     reloaded = load_model_spec(str(path))
     assert reloaded.modes == modes
-    assert reloaded.card["val_accuracy"] == pytest.approx(result.best_val_acc)
+    assert reloaded.card["val_accuracy"] == pytest.approx(result.val.value)
     state = reloaded.model.state_dict()
     assert all(torch.equal(state[k], after[k]) for k in after)
 

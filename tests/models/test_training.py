@@ -47,14 +47,50 @@ def test_xnor_training_improves_validation_accuracy(small_digits, tmp_path: Path
     seen: list[float] = []
     result = train(model, small_digits, config, lambda f, m, d: seen.append(f),
                    checkpoint=tmp_path / "x.pt", meta=_meta())  # fmt: skip
-    assert result.best_val_acc > before + 0.3  # random init is ~0.1
+    assert result.val is not None and result.val.value > before + 0.3  # random init is ~0.1
+    assert result.kept_epoch == 2 and result.val.n == 150
     assert [m.epoch for m in result.history] == [1, 2] and not result.cancelled
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
     loaded = load_model_spec(str(tmp_path / "x.pt"))
     assert loaded.modes["conv2"] is Mode.XNOR
-    assert evaluate(loaded.model, small_digits.val).top1 == pytest.approx(result.best_val_acc)
-    assert loaded.card["val_accuracy"] == pytest.approx(result.best_val_acc)
+    assert evaluate(loaded.model, small_digits.val).top1 == pytest.approx(result.val.value)
+    assert loaded.card["val_accuracy"] == pytest.approx(result.val.value)
+    low, high = loaded.card["val_interval95"]
+    assert low < result.val.value < high and loaded.card["val_items"] == 150
     assert loaded.card["epochs"] == 2 and loaded.card["seed"] == 0
+
+
+def test_keep_best_selects_on_a_split_carved_from_train_and_reports_on_val(
+    small_digits, tmp_path: Path
+) -> None:
+    model = build_demo("lenet")
+    config = TrainConfig(epochs=3, batch_size=32, lr=3e-3, keep="best", select_fraction=0.2)
+    result = train(model, small_digits, config, checkpoint=tmp_path / "b.pt", meta=_meta())
+    monitored = [m.val_acc for m in result.history]
+    assert result.kept_epoch == 1 + monitored.index(max(monitored))
+    assert result.monitor_acc == max(monitored)
+    assert result.val is not None and result.val.n == len(small_digits.val)
+    assert evaluate(model, small_digits.val).top1 == pytest.approx(result.val.value)
+    assert result.card["kept"].startswith("best epoch on a stratified 20% of the training split")
+    assert result.card["kept_epoch"] == result.kept_epoch and result.card["train_items"] == 480
+
+
+def test_selection_split_is_stratified_and_disjoint_from_training(small_digits) -> None:
+    from xnorlab.train.training import _splits
+
+    splits = _splits(small_digits, TrainConfig(keep="best", select_fraction=0.2, seed=3))
+    chosen, rest = set(splits.select.indices), set(splits.train.indices)
+    assert not chosen & rest and len(chosen | rest) == len(small_digits.train)
+    assert len(chosen) == 120 and splits.report is small_digits.val
+
+
+def test_training_on_all_data_reports_nothing_and_uses_every_item(small_digits) -> None:
+    config = TrainConfig(epochs=1, batch_size=50, train_on_all=True)
+    result = train(build_demo("lenet"), small_digits, config)
+    assert result.val is None and result.kept_epoch == 1
+    assert math.isnan(result.history[0].val_acc)
+    with pytest.raises(XnorlabError, match="keep last"):
+        train(build_demo("lenet"), small_digits, TrainConfig(train_on_all=True, keep="best"))
 
 
 def test_same_seed_same_result(small_digits) -> None:
@@ -98,7 +134,7 @@ def test_augmentation_moves_pixels_but_keeps_shape_and_background() -> None:
     out = augment_batch(images, config, generator)
     assert out.shape == images.shape and not torch.equal(out, images)
     assert float(out[:, :, 0, :].max()) == pytest.approx(-0.42, abs=1e-5)
-    none = TrainConfig(shift_px=0)
+    none = TrainConfig(shift_px=0, rotate_deg=0, scale=0)
     assert augment_batch(images, none, generator) is images
 
 
@@ -158,4 +194,4 @@ def test_binarize_then_recover_fine_tuning() -> None:
     bundle = DatasetBundle("ft", subset(mnist.train, 192, seed=5), val, mnist.class_names,
                            mnist.preprocessing)  # fmt: skip
     result = train(model, bundle, TrainConfig(epochs=1, lr=1e-3, batch_size=32))
-    assert result.best_val_acc > posthoc + 0.2
+    assert result.val is not None and result.val.value > posthoc + 0.2

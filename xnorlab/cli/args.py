@@ -33,7 +33,9 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+def float_in(
+    low: float, high: float, *, low_open: bool = False, what: str = "value"
+) -> Callable[[str], float]:
     """A finite ``float`` type accepting ``low <= value <= high`` (``low < value`` if open)."""
 
     def parse(text: str) -> float:
@@ -44,7 +46,7 @@ def float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[st
         below = value <= low if low_open else value < low
         if not math.isfinite(value) or below or value > high:
             bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-            raise argparse.ArgumentTypeError(f"{text} is outside {bound}")
+            raise argparse.ArgumentTypeError(f"{what} {text} is outside {bound}")
         return value
 
     parse.__name__ = "float"

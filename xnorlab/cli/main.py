@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from xnorlab._version import __version__
 from xnorlab.cli.display import prepare_display
@@ -30,6 +32,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
+EXIT_INTERRUPTED = 130
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line (``PROG: error: ...``), not usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _command_module(name: str) -> ModuleType:
@@ -60,7 +72,7 @@ def build_parser(with_commands: bool = True) -> argparse.ArgumentParser:
 
 
 def _full_subparser(name: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"xnorlab {name}", description=SUBCOMMANDS[name][1])
+    parser = _OneLineParser(prog=f"xnorlab {name}", description=SUBCOMMANDS[name][1])
     _command_module(name).add_arguments(parser)
     return parser
 
@@ -72,18 +84,44 @@ def _show_warning(
 
 
 def run_subcommand(name: str, argv: Sequence[str]) -> int:
-    """Parse ``argv`` for subcommand ``name`` and run it; user errors -> one line, exit 2."""
-    args = _full_subparser(name).parse_args(list(argv))
+    """Parse ``argv`` for subcommand ``name`` and run it: every way it can end is one line on
+    stderr at most and an exit status (2 bad input, 1 internal error, 130 Ctrl-C, 141 closed
+    stdout); ``XNORLAB_DEBUG=1`` shows the traceback of an internal error."""
+    try:
+        args = _full_subparser(name).parse_args(list(argv))
+    except SystemExit as exc:  # --help (0) or a bad argument, already printed as one line
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     warnings.showwarning = _show_warning  # type: ignore[assignment]
     try:
         result: int = _command_module(name).run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return result
     except XnorlabError as exc:
         print(f"xnorlab {name}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:
+        _detach_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print(f"xnorlab {name}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if os.environ.get("XNORLAB_DEBUG"):
+            raise
+        detail = " ".join(str(exc).split())[:200]
+        print(
+            f"xnorlab {name}: internal error: {type(exc).__name__}: {detail} "
+            "(a bug: rerun with XNORLAB_DEBUG=1 for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,15 +16,18 @@ from typing import Any
 from torch import nn
 
 from xnorlab.binary.surgery import ModeMapError, binarize_model
+from xnorlab.cli import args as cli_args
 from xnorlab.cli.common import add_layer_settings, add_trust, layer_settings
 from xnorlab.cli.progress import ProgressBar
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.datasets import load_dataset, match_classes
+from xnorlab.models.checkpoint import CHECKPOINT_SUFFIXES
 from xnorlab.models.loaded import LoadedModel
+from xnorlab.models.packed_layers import has_packed_layers
 from xnorlab.models.spec import load_model_spec
 from xnorlab.models.zoo import build_arch
-from xnorlab.train.training import TrainConfig, train
+from xnorlab.train.training import KeepEpoch, TrainConfig, train
 
 
 def add_mode_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -61,15 +64,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "fashionmnist:ROOT or a folder (default: the model's data)",
     )
     add_mode_arguments(parser, None)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--out", required=True, help="checkpoint to write (.pt, .safetensors)")
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shift", type=float, default=TrainConfig.shift_px, help="pixels")
-    parser.add_argument("--rotate", type=float, default=TrainConfig.rotate_deg, help="degrees")
-    parser.add_argument("--scale", type=float, default=TrainConfig.scale, help="e.g. 0.1")
-    parser.add_argument("--max-items", type=int, default=None, help="train on a seeded subset")
+    parser.add_argument("--epochs", type=cli_args.epochs, default=TrainConfig.epochs)
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=cli_args.output_file(CHECKPOINT_SUFFIXES),
+        help="checkpoint to write (.pt, .pth, .safetensors, .ts)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=cli_args.float_in(0.0, 10.0, low_open=True, what="learning rate"),
+        default=TrainConfig.lr,
+    )
+    parser.add_argument("--batch-size", type=cli_args.batch_size, default=TrainConfig.batch_size)
+    parser.add_argument("--seed", type=cli_args.int_in(0, 2**63 - 1), default=0)
+    parser.add_argument(
+        "--shift", type=cli_args.float_in(0.0, 64.0), default=TrainConfig.shift_px, help="pixels"
+    )
+    parser.add_argument(
+        "--rotate",
+        type=cli_args.float_in(0.0, 180.0),
+        default=TrainConfig.rotate_deg,
+        help="degrees",
+    )
+    parser.add_argument(
+        "--scale", type=cli_args.float_in(0.0, 0.9), default=TrainConfig.scale, help="e.g. 0.1"
+    )
+    parser.add_argument(
+        "--max-items", type=cli_args.item_count, default=None, help="train on a seeded subset"
+    )
+    parser.add_argument(
+        "--keep",
+        choices=[k.value for k in KeepEpoch],
+        default=TrainConfig.keep.value,
+        help="last: the last of --epochs (fixed in advance); best: the best epoch on a "
+        "stratified --select-fraction of the training split; val is reported either way",
+    )
+    parser.add_argument(
+        "--select-fraction",
+        type=cli_args.float_in(0.0, 0.9, low_open=True),
+        default=TrainConfig.select_fraction,
+        help="share of the training split that selects the epoch with --keep best",
+    )
+    parser.add_argument(
+        "--all-data",
+        action="store_true",
+        help="final fit on train + val with --keep last (nothing is left to report on)",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
 
 
@@ -105,6 +146,11 @@ class _SigintCancel:
 
 def run(args: argparse.Namespace) -> int:
     loaded = load_model_spec(args.model, trust=args.trust)
+    if has_packed_layers(loaded.model):
+        raise XnorlabError(
+            f"{args.model} holds packed 1-bit weights only, which cannot be trained; "
+            "train the model it was exported from"
+        )
     data_spec = args.data or loaded.default_data
     if not data_spec:
         raise XnorlabError(f"give --data: {args.model} has no default data set")
@@ -122,6 +168,9 @@ def run(args: argparse.Namespace) -> int:
         scale=args.scale,
         device=args.device,
         max_train_items=args.max_items,
+        keep=KeepEpoch(args.keep),
+        select_fraction=args.select_fraction,
+        train_on_all=args.all_data,
     )
     meta: dict[str, Any] = {
         "arch": loaded.arch,
@@ -138,8 +187,11 @@ def run(args: argparse.Namespace) -> int:
         cancel.restore()
         bar.close()
     state = "cancelled" if result.cancelled else "done"
+    figure = (
+        "no split left to report on" if result.val is None else f"val top-1 {result.val.text()}"
+    )
     print(
-        f"{state}: best val top-1 {result.best_val_acc:.4f} at epoch {result.best_epoch}, "
-        f"{result.seconds:.1f} s; checkpoint {result.checkpoint}"
+        f"{state}: kept epoch {result.kept_epoch} ({result.card.get('kept', config.keep)}); "
+        f"{figure}; {result.seconds:.1f} s; checkpoint {result.checkpoint}"
     )
     return 0

@@ -11,10 +11,16 @@
   pixels repeated), seeded;
 * seeds: ``torch.manual_seed(seed)`` before the run; shuffling and augmentation use their own
   generators seeded from ``seed``;
-* per-epoch train loss/accuracy and validation loss/accuracy; the best validation accuracy's
-  weights are kept (in memory, and at ``checkpoint`` on disk, written atomically);
+* which epoch's weights are kept (``keep``), and which split says how good they are, follow
+  one rule: the split that reports an accuracy never chose anything. ``keep=last`` trains on
+  the training split for a number of epochs fixed in advance and reports on ``val``;
+  ``keep=best`` carves a stratified selection split (``select_fraction``) out of the training
+  split, keeps the epoch that scores best there and reports the kept weights on ``val``;
+  ``train_on_all`` fits train + val with ``keep=last`` and reports nothing (the figure of such a
+  final fit comes from an earlier run of the same recipe on the held-out split);
+* the kept weights are at ``checkpoint`` on disk (written atomically after each kept epoch);
 * ``should_cancel()`` is polled every batch; a cancelled run still leaves a valid checkpoint
-  (the best epoch so far, or the current weights if no epoch finished) and restores the best
+  (the kept epoch so far, or the current weights if no epoch finished) and restores the kept
   weights into the model;
 * runs on CUDA when present (``device``), else CPU.
 
@@ -29,43 +35,69 @@ import datetime as dt
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
 
 from xnorlab._version import __version__
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import CancelFn, ProgressFn
 from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.datasets import subset
+from xnorlab.data.sampling import dataset_labels, stratified_indices
 from xnorlab.measure.evaluate import evaluate, make_loader, pick_device
+from xnorlab.measure.intervals import Accuracy
 from xnorlab.models.checkpoint import layer_settings, save_checkpoint
+
+
+class KeepEpoch(str, Enum):
+    """Which epoch's weights a run keeps."""
+
+    LAST = "last"  # the epoch count is fixed in advance; nothing is selected
+    BEST = "best"  # the best epoch on a selection split carved out of the training data
+
+    def __str__(self) -> str:
+        return str(self.value)
 
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of one run (all stored in the checkpoint card as the recipe)."""
+    """Hyper-parameters of one run (all stored in the checkpoint card as the recipe).
 
-    epochs: int = 15
+    The defaults are the demo recipe (``scripts/train_demo.py``), so ``xnorlab train`` without
+    options reproduces the shipped checkpoints.
+    """
+
+    epochs: int = 30
     batch_size: int = 64
     lr: float = 2e-3
     final_lr: float = 0.0  # fraction of lr reached at the end of the cosine schedule
     weight_decay: float = 0.0
     seed: int = 0
     shift_px: float = 2.0
-    rotate_deg: float = 0.0
-    scale: float = 0.0
+    rotate_deg: float = 10.0
+    scale: float = 0.1
     label_smoothing: float = 0.0
+    keep: KeepEpoch = KeepEpoch.LAST
+    select_fraction: float = 0.1  # share of the training split that selects (keep=best)
+    train_on_all: bool = False  # fit train + val (keep=last, nothing left to report on)
     device: str | None = None
     max_train_items: int | None = None  # use a seeded subset (quick runs, tests)
 
     def validate(self) -> None:
         """Raise ``XnorlabError`` on values that cannot train."""
+        self.keep = KeepEpoch(self.keep)
         if self.epochs < 1 or self.batch_size < 1:
             raise XnorlabError("epochs and batch size must be at least 1")
+        if self.keep is KeepEpoch.BEST and not 0 < self.select_fraction < 1:
+            raise XnorlabError("the selection split must be a fraction in (0, 1)")
+        if self.train_on_all and self.keep is KeepEpoch.BEST:
+            raise XnorlabError("training on all data leaves no split to select on: keep last")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise XnorlabError(f"learning rate must be a positive number, got {self.lr}")
         if self.shift_px < 0 or self.rotate_deg < 0 or not 0 <= self.scale < 1:
@@ -87,11 +119,17 @@ class EpochMetrics:
 
 @dataclass
 class TrainResult:
-    """What a run produced; ``model`` holds the best weights when it returns."""
+    """What a run produced; the model holds the kept weights when it returns.
+
+    ``val`` is the kept weights' accuracy on the split that chose nothing (None when the run
+    trained on all data); ``monitor_acc`` is the kept epoch's score on the split watched each
+    epoch (the selection split for keep=best, optimistic there).
+    """
 
     history: list[EpochMetrics] = field(default_factory=list)
-    best_epoch: int = 0
-    best_val_acc: float = 0.0
+    kept_epoch: int = 0
+    monitor_acc: float = 0.0
+    val: Accuracy | None = None
     seconds: float = 0.0  # wall clock
     cpu_seconds: float = 0.0  # CPU time of this process (all threads), less load-sensitive
     cancelled: bool = False
@@ -130,18 +168,23 @@ def _versions() -> dict[str, str]:
 def build_card(
     config: TrainConfig, result: TrainResult, bundle: DatasetBundle, modes: dict[str, str]
 ) -> dict[str, Any]:
-    """The JSON card stored with a checkpoint: recipe, seed, epochs, accuracy, time, versions."""
+    """The JSON card stored with a checkpoint: recipe, seed, epochs, how the kept epoch was
+    chosen, the accuracy with its sample size and interval, time, versions."""
     history = result.history
+    val = result.val
     return {
-        "recipe": asdict(config),
+        "recipe": {**asdict(config), "keep": str(config.keep)},
         "seed": config.seed,
         "epochs": len(history),
         "data": bundle.name,
         "data_description": bundle.description,
-        "train_items": len(bundle.train),  # type: ignore[arg-type]
-        "val_items": len(bundle.val),  # type: ignore[arg-type]
-        "val_accuracy": result.best_val_acc,
-        "best_epoch": result.best_epoch,
+        "train_items": _train_items(bundle, config),
+        "kept": _kept_text(config),
+        "kept_epoch": result.kept_epoch,
+        "monitor_accuracy": result.monitor_acc,
+        "val_accuracy": None if val is None else val.value,
+        "val_items": None if val is None else val.n,
+        "val_interval95": None if val is None else list(val.interval),
         "training_seconds": round(result.seconds, 1),
         "cpu_seconds": round(result.cpu_seconds, 1),
         "cancelled": result.cancelled,
@@ -150,6 +193,48 @@ def build_card(
         "history": [asdict(m) for m in history],
         **_versions(),
     }
+
+
+def _train_items(bundle: DatasetBundle, config: TrainConfig) -> int:
+    total = len(bundle.train) + (len(bundle.val) if config.train_on_all else 0)  # type: ignore[arg-type]
+    if config.keep is KeepEpoch.BEST:
+        total -= round(config.select_fraction * len(bundle.train))  # type: ignore[arg-type]
+    return total if config.max_train_items is None else min(total, config.max_train_items)
+
+
+def _kept_text(config: TrainConfig) -> str:
+    if config.keep is KeepEpoch.BEST:
+        share = f"{config.select_fraction:.0%}"
+        return f"best epoch on a stratified {share} of the training split (val chose nothing)"
+    if config.train_on_all:
+        return f"last epoch of {config.epochs}, fixed in advance; trained on train + val"
+    return f"last epoch of {config.epochs}, fixed in advance (val chose nothing)"
+
+
+@dataclass
+class _Splits:
+    """Which items train, which select the kept epoch (keep=best), which report."""
+
+    train: Dataset[Any]
+    select: Dataset[Any] | None
+    report: Dataset[Any] | None
+
+    @property
+    def monitor(self) -> Dataset[Any] | None:
+        """The split scored after each epoch: the selection split when there is one."""
+        return self.select if self.select is not None else self.report
+
+
+def _splits(bundle: DatasetBundle, config: TrainConfig) -> _Splits:
+    if config.train_on_all:
+        return _Splits(bundle.split("all"), None, None)
+    if config.keep is KeepEpoch.LAST:
+        return _Splits(bundle.train, None, bundle.val)
+    labels = dataset_labels(bundle.train)
+    count = round(config.select_fraction * len(labels))
+    chosen = stratified_indices(labels, count, config.seed)
+    rest = sorted(set(range(len(labels))) - set(chosen.tolist()))
+    return _Splits(Subset(bundle.train, rest), Subset(bundle.train, chosen.tolist()), bundle.val)
 
 
 class _Run:
@@ -168,9 +253,10 @@ class _Run:
         self.device = pick_device(config.device)
         self.shuffle_gen = torch.Generator().manual_seed(config.seed)
         self.augment_gen = torch.Generator().manual_seed(config.seed + 1)
-        self.train_set = bundle.train
+        self.splits = _splits(bundle, config)
+        self.train_set = self.splits.train
         if config.max_train_items is not None:
-            self.train_set = subset(bundle.train, config.max_train_items, config.seed)
+            self.train_set = subset(self.train_set, config.max_train_items, config.seed)
         self.steps_per_epoch = max(1, math.ceil(len(self.train_set) / config.batch_size))  # type: ignore[arg-type]
         self.total_steps = self.steps_per_epoch * config.epochs
         decay = config.weight_decay
@@ -182,7 +268,7 @@ class _Run:
         self.step = 0
         self.cpu_start = time.process_time()
         self.cancelled = False
-        self.best_state: dict[str, Tensor] | None = None
+        self.kept_state: dict[str, Tensor] | None = None
         self.result = TrainResult()
 
     def _cancel_requested(self) -> bool:
@@ -224,6 +310,14 @@ class _Run:
         message = f"epoch {epoch}/{self.config.epochs} loss {loss:.3f} acc {acc:.3f}"
         self.progress(self.step / self.total_steps, message, metrics)
 
+    def monitor(self) -> tuple[float, float]:
+        """(loss, top-1) on the split watched after each epoch; NaN when there is none."""
+        split = self.splits.monitor
+        if split is None:
+            return math.nan, math.nan
+        check = evaluate(self.model, split, self.bundle.class_names, device=self.device)
+        return check.loss, check.top1
+
 
 def train(
     model: nn.Module,
@@ -236,13 +330,13 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``bundle`` in its current mode map (see the module docstring).
 
-    ``checkpoint``: where the best weights are saved (with ``meta``: ``arch``,
+    ``checkpoint``: where the kept weights are saved (with ``meta``: ``arch``,
     ``class_names``, ``preprocessing``, ... plus the mode map, layer settings and card; a
     ``card`` dict in ``meta`` is merged into the card).
     """
     cfg = config or TrainConfig()
     cfg.validate()
-    if len(bundle.train) == 0 or len(bundle.val) == 0:  # type: ignore[arg-type]
+    if len(bundle.train) == 0 or (len(bundle.val) == 0 and not cfg.train_on_all):  # type: ignore[arg-type]
         raise XnorlabError("training needs a non-empty train and val split")
     torch.manual_seed(cfg.seed)
     run = _Run(model, bundle, cfg, progress, should_cancel)
@@ -253,15 +347,22 @@ def train(
         train_loss, train_acc = run.train_epoch(epoch)
         if run.cancelled and run.result.history:
             break
-        check = evaluate(model, bundle.val, bundle.class_names, device=run.device)
+        loss, top1 = run.monitor()
         lr_now = float(run.optimizer.param_groups[0]["lr"])
         metrics = EpochMetrics(
-            epoch, train_loss, train_acc, check.loss, check.top1, lr_now, time.perf_counter() - t0
+            epoch, train_loss, train_acc, loss, top1, lr_now, time.perf_counter() - t0
         )
         _record_epoch(run, metrics, start, checkpoint, meta)
         if run.cancelled:
             break
     return _finish(run, start, checkpoint, meta)
+
+
+def _keeps(run: _Run, metrics: EpochMetrics) -> bool:
+    """Whether this epoch's weights replace the kept ones."""
+    if run.kept_state is None or run.config.keep is KeepEpoch.LAST:
+        return True
+    return metrics.val_acc > run.result.monitor_acc
 
 
 def _record_epoch(
@@ -273,17 +374,18 @@ def _record_epoch(
 ) -> None:
     result = run.result
     result.history.append(metrics)
-    if run.best_state is None or metrics.val_acc > result.best_val_acc:
-        result.best_val_acc, result.best_epoch = metrics.val_acc, metrics.epoch
-        run.best_state = copy.deepcopy(run.model.state_dict())
+    if _keeps(run, metrics):
+        result.monitor_acc, result.kept_epoch = metrics.val_acc, metrics.epoch
+        run.kept_state = copy.deepcopy(run.model.state_dict())
         result.seconds = time.perf_counter() - start
         result.cpu_seconds = time.process_time() - run.cpu_start
         if checkpoint is not None:
             _save(run, checkpoint, meta)
     if run.progress is not None:
+        watched = "select" if run.splits.select is not None else "val"
         message = (
-            f"epoch {metrics.epoch}/{run.config.epochs}: val acc {metrics.val_acc:.4f} "
-            f"(best {result.best_val_acc:.4f})"
+            f"epoch {metrics.epoch}/{run.config.epochs}: {watched} acc {metrics.val_acc:.4f}"
+            f" (kept epoch {result.kept_epoch})"
         )
         run.progress(run.step / run.total_steps, message, asdict(metrics))
 
@@ -302,16 +404,27 @@ def _save(run: _Run, checkpoint: str | Path, meta: dict[str, Any] | None) -> Non
     run.result.card = card
 
 
+def _report_accuracy(run: _Run) -> Accuracy | None:
+    """The kept weights on the split that chose nothing."""
+    split = run.splits.report
+    if split is None:
+        return None
+    check = evaluate(run.model, split, run.bundle.class_names, device=run.device)
+    n = len(split)  # type: ignore[arg-type]
+    return Accuracy(hits=round(check.top1 * n), n=n)
+
+
 def _finish(
     run: _Run, start: float, checkpoint: str | Path | None, meta: dict[str, Any] | None
 ) -> TrainResult:
     result = run.result
     result.cancelled = run.cancelled
-    if run.best_state is not None:
-        run.model.load_state_dict(run.best_state)
+    if run.kept_state is not None:
+        run.model.load_state_dict(run.kept_state)
+    result.val = _report_accuracy(run)
     result.seconds = time.perf_counter() - start
     result.cpu_seconds = time.process_time() - run.cpu_start
     if checkpoint is not None:
-        _save(run, checkpoint, meta)  # final card: full history, cancelled flag
+        _save(run, checkpoint, meta)  # final card: full history, report figure, cancelled flag
     run.model.eval()
     return result

@@ -36,7 +36,7 @@ from xnorlab.lab.session import LabSession
 from xnorlab.models.checkpoint import layer_settings, save_checkpoint
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.train.lab_copy import TrainingOutcome, train_copy
-from xnorlab.train.training import TrainConfig
+from xnorlab.train.training import TrainConfig, TrainResult
 
 SAVE_FILTER = "PyTorch checkpoint (*.pt);;safetensors (*.safetensors)"
 
@@ -210,8 +210,8 @@ class TrainingPanel(QWidget):
         self.progress.setValue(1000)
         show_message(
             self.message,
-            f"done in {result.seconds:.1f} s: best val accuracy {100 * result.best_val_acc:.2f} %"
-            f" (epoch {result.best_epoch}); the open model now has these weights",
+            f"done in {result.seconds:.1f} s: kept epoch {result.kept_epoch}, {_val_text(result)};"
+            " the open model now has these weights",
         )
 
     def _on_model_changed(self) -> None:
@@ -236,3 +236,8 @@ class TrainingPanel(QWidget):
             return None
         show_message(self.message, f"saved {written}")
         return written
+
+
+def _val_text(result: TrainResult) -> str:
+    """The kept weights' accuracy on the split that chose nothing, with n and interval."""
+    return "no split left to report on" if result.val is None else f"val {result.val.text()}"

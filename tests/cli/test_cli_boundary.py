@@ -1,0 +1,78 @@
+"""Every way a subcommand can end: one line on stderr at most, the right exit status."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xnorlab.cli import layers as layers_command
+from xnorlab.cli.main import main
+
+
+def _err_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("argv", "phrase"),
+    [
+        (["train", "lenet", "--out", "{tmp}", "--epochs", "1"], "is a directory"),
+        (["train", "lenet", "--out", "{tmp}/no/such/x.pt"], "does not exist"),
+        (["train", "lenet", "--out", "{tmp}/x.txt"], "use one of .pt"),
+        (["train", "lenet", "--out", "{tmp}/x.pt", "--epochs", "0"], "outside 1..10000"),
+        (["train", "lenet", "--out", "{tmp}/x.pt", "--batch-size", "0"], "outside 1..65536"),
+        (["train", "lenet", "--out", "{tmp}/x.pt", "--max-items", "-1"], "outside 1.."),
+        (["train", "lenet", "--out", "{tmp}/x.pt", "--rotate", "nan"], "outside [0.0, 180.0]"),
+        (["train", "lenet", "--out", "{tmp}/x.pt", "--epochs", "x"], "not a whole number"),
+        (["predict", "lenet", "/dev/zero"], "is a device"),
+        (["predict", "lenet", "{tmp}"], "is a directory"),
+        (["predict", "lenet", "{tmp}/img.png", "--topk", "0"], "outside 1..1000"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2_before_any_work(
+    argv: list[str], phrase: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    before = sorted(tmp_path.rglob("*"))
+    assert main(argv) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"xnorlab {argv[0]}: error: "), lines
+    assert phrase in lines[0]
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, nothing left behind
+
+
+def test_a_packed_model_is_refused_for_training(tmp_path: Path, capsys) -> None:
+    assert main(["export", "demo:lenet-xnor", "--out", str(tmp_path / "m.xnor")]) == 0
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "m.xnor"), "--out", str(tmp_path / "t.pt")]) == 2
+    assert "cannot be trained" in _err_lines(capsys)[0]
+    assert not (tmp_path / "t.pt").exists()
+
+
+def test_an_internal_error_is_one_line_exit_1(monkeypatch, capsys) -> None:
+    def broken(args: object) -> int:
+        raise TypeError("unexpected\nmultiline")
+
+    monkeypatch.setattr(layers_command, "run", broken)
+    assert main(["layers", "demo:lenet"]) == 1
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and "internal error: TypeError: unexpected multiline" in lines[0]
+    monkeypatch.setenv("XNORLAB_DEBUG", "1")
+    with pytest.raises(TypeError):
+        main(["layers", "demo:lenet"])
+
+
+def test_a_closed_stdout_ends_quietly() -> None:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "xnorlab.cli.main", "layers", "resnet18"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()  # like `| head -1`
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
