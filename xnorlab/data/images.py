@@ -284,33 +284,73 @@ def _digit_layout(gray: Tensor, height: int, width: int) -> Tensor:
     return canvas
 
 
-def pixels_to_input(rgb: Tensor, preprocessing: Preprocessing) -> Tensor:
+@dataclass(frozen=True)
+class PreparedImage:
+    """A model input and the preprocessing steps that made it, in order, for the views."""
+
+    tensor: Tensor
+    steps: tuple[str, ...]
+
+
+def _already_model_input(rgb: Tensor, prep: Preprocessing) -> bool:
+    """True when the image has the model's size and mode already (e.g. a 28x28 grayscale
+    MNIST digit, light on dark): such an image is used as it is, never re-laid out."""
+    if tuple(rgb.shape[1:]) != (prep.height, prep.width):
+        return False
+    if prep.channels == 1 and not bool((rgb[0] == rgb[1]).all() and (rgb[1] == rgb[2]).all()):
+        return False
+    return not (prep.light_on_dark and _border_is_light(rgb[0]))
+
+
+def _gray_input(rgb: Tensor, prep: Preprocessing, steps: list[str]) -> Tensor:
+    luma = torch.tensor(_LUMA, dtype=rgb.dtype).reshape(3, 1, 1)
+    gray = (rgb * luma).sum(dim=0)
+    steps.append("grayscale")
+    if prep.light_on_dark and _border_is_light(gray):
+        gray = 1.0 - gray
+        steps.append("inverted (light background)")
+    if prep.resize == "digit":
+        steps.append(f"digit layout (ink fitted into 20/28 of {prep.height}x{prep.width})")
+        return _digit_layout(gray, prep.height, prep.width)[None]
+    return gray[None]
+
+
+def prepare_input(rgb: Tensor, preprocessing: Preprocessing) -> PreparedImage:
     """``(3, H, W)`` RGB pixels in ``[0, 1]`` -> the normalized ``(C, h, w)`` model input."""
     prep = preprocessing
-    luma = torch.tensor(_LUMA, dtype=rgb.dtype).reshape(3, 1, 1)
-    if prep.light_on_dark or prep.channels == 1:
-        gray = (rgb * luma).sum(dim=0)
-        if prep.light_on_dark and _border_is_light(gray):
-            gray = 1.0 - gray
-        if prep.resize == "digit":
-            pixels = _digit_layout(gray, prep.height, prep.width)[None]
-        else:
-            pixels = gray[None]
+    steps: list[str] = []
+    if _already_model_input(rgb, prep):
+        pixels = rgb[:1] if prep.channels == 1 else rgb
+        steps.append(f"taken as it is ({prep.height}x{prep.width}, the model's input)")
+    elif prep.light_on_dark or prep.channels == 1:
+        pixels = _gray_input(rgb, prep, steps)
         if prep.channels == 3:
             pixels = pixels.expand(3, -1, -1)
     else:
         pixels = rgb
-    if prep.resize == "crop":
-        pixels = _crop_resize(pixels, prep.height, prep.width)
-    else:
-        pixels = _resize(pixels, prep.height, prep.width)
-    return prep.normalize(pixels.to(torch.float32).contiguous())
+    if tuple(pixels.shape[1:]) != (prep.height, prep.width):
+        crop = prep.resize == "crop"
+        pixels = (_crop_resize if crop else _resize)(pixels, prep.height, prep.width)
+        steps.append(f"{'centre crop and ' if crop else ''}resize to {prep.height}x{prep.width}")
+    steps.append("normalized (mean/std)")
+    tensor = prep.normalize(pixels.to(torch.float32).contiguous())
+    return PreparedImage(tensor, tuple(steps))
 
 
-def load_image(source: ImageSource, preprocessing: Preprocessing) -> Tensor:
-    """Load any image (path, bytes or PIL image) as a normalized ``(C, H, W)`` float32 tensor.
+def pixels_to_input(rgb: Tensor, preprocessing: Preprocessing) -> Tensor:
+    """The tensor of ``prepare_input``."""
+    return prepare_input(rgb, preprocessing).tensor
+
+
+def prepare_image(source: ImageSource, preprocessing: Preprocessing) -> PreparedImage:
+    """Load any image (path, bytes or PIL image) as a model input with its preprocessing steps.
 
     Raises ``XnorlabError`` for missing, empty, corrupt, truncated or non-image input.
     """
     rgb = torch.from_numpy(image_to_array(source).astype(np.float32)).permute(2, 0, 1)
-    return pixels_to_input(rgb, preprocessing)
+    return prepare_input(rgb, preprocessing)
+
+
+def load_image(source: ImageSource, preprocessing: Preprocessing) -> Tensor:
+    """The normalized ``(C, H, W)`` float32 tensor of ``prepare_image``."""
+    return prepare_image(source, preprocessing).tensor
