@@ -312,10 +312,7 @@ inline void store_fence() {
 
 // Output written with streaming stores: large outputs (>= 256 KiB per call; the next layer
 // reads them from memory or L3 anyway, and their writes then skip the read for ownership)
-// whose 32-channel blocks are 64-byte aligned. Measured here (AVX-512, ResNet-18 3x3 shapes,
-// same process, alternating): batch 8 on 1 thread 1-9 % faster (128@28x28 1.10 -> 1.02 ms),
-// on 2 threads 1-7 %; resnet18 through the engine 7.61 -> 7.50 ms at batch 1 and 34.8 -> 32.0
-// ms at batch 8 on 2 threads; nothing slower. Small outputs keep ordinary stores, so the next
+// whose 32-channel blocks are 64-byte aligned. Small outputs keep ordinary stores, so the next
 // op finds them in cache.
 bool stream_output(const ConvShape& s, const float* out) {
   constexpr int64_t kStreamBytes = int64_t{256} << 10;
@@ -372,8 +369,7 @@ int64_t group_blocks_for(int64_t taps, int64_t words, int64_t blocks) {
 }
 
 // Word operations of a conv (xor + popcount + add of one 64-bit word for one output channel,
-// padded blocks included). Below kWorkerWordOps (~20 us on one thread) waking a worker costs
-// more than the work.
+// padded blocks included). Below kWorkerWordOps waking a worker costs more than the work.
 constexpr int64_t kWorkerWordOps = int64_t{1} << 20;
 
 int64_t conv_word_ops(const ConvShape& s, int64_t words) {
@@ -429,8 +425,7 @@ int64_t image_bytes(const ConvShape& s) { return image_floats(s) * 4; }
 
 // Images per slab on one thread. Inputs larger than the L2 cache are computed a few images at
 // a time (pack, scale, conv per slab): the packed slab stays in cache and each slab's conv is
-// long enough to hide the prefetch of the next slab's input (64@56x56 batch 8: 1.30 ms in
-// slabs vs 1.38 ms whole).
+// long enough to hide the prefetch of the next slab's input.
 int64_t slab_images(const ConvShape& s) {
   constexpr int64_t kSlabBytes = int64_t{1} << 19;
   if (s.batch * image_bytes(s) <= kWholeBatchBytes) return s.batch;
@@ -466,10 +461,7 @@ PhaseTimes conv_in_slabs(ConvPlan& pl, const ConvBuffers& b) {
 // a worker (kWorkerWordOps), and either the input is large (its pack then
 // overlaps the other thread's conv) or the packed weights are small (<= 128 KiB: each task
 // re-reads them from L2 cheaply, and one region per call replaces the three of batch-wide
-// passes). Measured on 2 threads against batch-wide passes (batch 8 unless noted; median 2 / 1
-// thread speedups, alternating in one process): 16@28x28 0.91 -> 1.68x, 64@28x28 batch 4
-// 1.23 -> 1.79x, 128@14x14 1.44 -> 1.77x, 256@7x7 1.52 -> 1.72x. 512@7x7 (295 KiB of weights,
-// 0.8 MB of input) stays batch-wide: there the per-image split was 1-3 % slower.
+// passes). Layers with neither (512@7x7) stay batch-wide, where the per-image split lost.
 bool image_parallel(const ConvShape& s, int64_t words) {
   const int64_t threads = get_threads();
   if (threads < 2 || s.batch < 2 * threads) return false;
@@ -481,11 +473,8 @@ bool image_parallel(const ConvShape& s, int64_t words) {
 }
 
 // Images per task: one, except for small images, which are grouped up to ~64 KiB of input per
-// task (a task's set-up, ~1 us, then stays small against its work) while keeping >= 4 tasks
-// per thread for the dynamic balance. 2 threads over 1, 6->16 channels 5x5 on 14x14 images:
-// batch 256 1.78-1.83x with one image per task, 1.87-1.95x grouped (13 per task); batch 32
-// 1.77 -> 1.87x. Grouping 128 KiB images (32@32x32) four per task measured 2.04 -> 1.95x, so
-// images of 64 KiB and more stay one per task.
+// task (a task's set-up then stays small against its work) while keeping >= 4 tasks per thread
+// for the dynamic balance. Larger images gain nothing from grouping, so they stay one per task.
 int64_t images_per_task(const ConvShape& s, int64_t threads) {
   constexpr int64_t kTaskInputBytes = int64_t{64} << 10;
   const int64_t by_balance = s.batch / (4 * threads);
@@ -496,11 +485,7 @@ int64_t images_per_task(const ConvShape& s, int64_t threads) {
 // Each task computes its images (one, or a group of small ones) from start to end (pack, K map,
 // conv) on its thread's scratch and prefetches the input its thread likely takes next. The
 // threads drift apart, so one thread's memory-bound pack overlaps the other's compute-bound
-// conv, where a batch-wide pack pass has every thread wait on memory at once (64@56x56 batch 8
-// on 2 threads: the pack pass took 157 us of 787, barely less than the 181 us on one thread).
-// Measured against the batch-wide passes, 40 alternating rounds on 2 threads: 1.5-3 % faster
-// on 64@56x56, 128@28x28 and 256@14x14 at batch 8 (faster in 33-35 of 40 rounds when the host
-// was quiet; a wash in a noisy minute).
+// conv, where a batch-wide pack pass has every thread wait on memory at once.
 // The phases overlap across threads, so each gets the wall time of the region in proportion to
 // its thread time summed over the images (the split then adds up to the wall time).
 PhaseTimes conv_per_image(const ConvPlan& shared, const ConvBuffers& b) {

@@ -165,8 +165,8 @@ inline __mmask16 tail_mask(int64_t left) {
 }
 
 // NCHW, blocked for long sequential reads: for a block of up to 256 pixels, channels are read
-// 4 at a time (4 streams of 1 KiB runs, which the prefetchers follow; reading 64 channel planes
-// at once ran at a third of the speed) and each channel ORs its bit into the block's 64-bit
+// 4 at a time (4 streams of 1 KiB runs, which the prefetchers follow, unlike 64 streams of
+// reading all planes of a word at once) and each channel ORs its bit into the block's 64-bit
 // words kept in L1; |x| is summed per pixel in channel order (as the scalar kernel).
 constexpr int64_t kPackBlock = 256;
 
@@ -177,7 +177,7 @@ struct PackBlock {
 
 // ORs the sign bits of `n` (1..4) consecutive channels starting at `c` into blk.word and adds
 // their |x| to blk.absum, for `count` pixels of the block; optionally prefetches the next N
-// channels' lines (about 10 % faster than leaving the stream starts to the hardware).
+// channels' lines (the hardware prefetchers start each new stream late).
 template <int N>
 inline void pack_channels(const float* x0, int64_t hw, int64_t c, int64_t count, PackBlock& blk,
                           bool prefetch_next) {

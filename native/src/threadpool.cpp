@@ -1,9 +1,7 @@
 // Persistent thread pool: workers spin briefly after a region (back-to-back layer calls wake
 // them without a syscall), then sleep on a condition variable. After a few pause-spins a
 // waiting worker yields its CPU on every check: in a whole model, torch's own threads run the
-// float layers between our calls, and a worker spinning on pause alone took a core from them
-// (resnet18 batch 1, 2 threads: 6.9-7.3 ms with 50 us of pause-spinning, 10 ms with 300 us,
-// 6.0-6.4 ms yielding, for 50 or 300 us; back-to-back engine calls keep their speed).
+// float layers between our calls, and a worker spinning on pause alone takes a core from them.
 // The caller waits for the TASKS of its region, never for workers: a worker that wakes late
 // finds no task left and goes back to sleep, so an oversubscribed machine cannot stall a call
 // on a descheduled worker.
@@ -72,9 +70,8 @@ class Pool {
   int threads() const { return threads_.load(); }
 
   // Workers are never destroyed by a resize: a smaller count parks the extra ones (they skip
-  // regions), a larger one reuses them before creating more. Re-creating threads on every
-  // resize made a benchmark that alternates 1 and 2 threads measure fresh workers, which the
-  // kernel had not yet moved off the caller's CPU (1.0-1.2x instead of 1.9x).
+  // regions), a larger one reuses them before creating more: fresh threads start on the
+  // caller's CPU until the kernel moves them, which slows the first regions after a resize.
   void resize(int threads) {
     std::lock_guard<std::mutex> region(region_mutex_);
     threads_.store(threads);

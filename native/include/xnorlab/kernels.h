@@ -1,11 +1,11 @@
 // Per-ISA kernel table and the data layouts every kernel shares.
 //
 // Bit layout (identical for activations and weights, documented again in
-// xnorlab/kernels/packed.py):
+// xnorlab/engine/packed.py):
 //   * A vector of C channel values is packed into W = ceil(C / 64) little-endian uint64 words.
 //   * Channel c lives in word c / 64, bit c % 64 (bit 0 = least significant bit).
 //   * Bit value 1 means the value is NEGATIVE (sign -1); bit 0 means +1. sign(0) = +1 and NaN is
-//     binarized to +1 (x < 0 is false), as in xnorlab.core.binarize.sign_nonzero.
+//     binarized to +1 (x < 0 is false), as in xnorlab.binary.binarize.sign_nonzero.
 //   * Padding bits (channels C..64*W-1 of the last word) are 0 in activations AND in weights,
 //     so they xor to 0 and never count; the dot product uses the true bit count K = taps * C.
 //   * Activations are NHWC-packed: one row of W words per pixel, pixels in (n, h, w) order,
