@@ -624,10 +624,11 @@ Timing bwn_linear(const float* x, int64_t batch, int64_t features, const uint64_
     for (int64_t f = 0; f < features; ++f) sum += dst[f];
     xsum[n] = sum;
   }
-  // Byte subset-sum table (ISAs without masked adds), worth it while the batch is small.
+  // Byte subset-sum table (ISAs without masked adds), worth it while the batch is small; at
+  // most 2^24 floats, as it stays in this thread's scratch.
   const float* lut = nullptr;
-  if (k.bwn_wants_lut && batch <= 16) {
-    const int64_t groups = words * 8;
+  const int64_t groups = words * 8;
+  if (k.bwn_wants_lut && batch <= 16 && batch * groups * 256 <= (int64_t{1} << 24)) {
     float* table = scratch(t_scale, batch * groups * 256);
     parallel_for(batch, [&](int64_t n) {
       for (int64_t g = 0; g < groups; ++g) {

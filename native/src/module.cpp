@@ -1,13 +1,20 @@
-// pybind11 entry point of xnorlab._native. This module is private: xnorlab.kernels validates
-// dtype, device, shape, contiguity and sizes, allocates every buffer, and passes raw addresses
-// of contiguous tensors. The checks below are a second line of defence against misuse.
+// pybind11 entry point of xnorlab.engine._native (private: xnorlab.engine is the API).
+// A call takes typed objects, never addresses: ConvParams (validated conv geometry), PackedBuffers
+// (the arrays of one packed weight, validated once) and numpy arrays (views of torch tensors,
+// held by the call for its duration). Every dtype, shape, layout and size is checked here,
+// whatever the facade checked, and outputs are allocated here once their size is bounded.
+// Bad values raise ValueError, bad types and dtypes TypeError; the facade maps both.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <cstdint>
-#include <stdexcept>
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <string>
-#include <tuple>
+#include <vector>
 
 #include "xnorlab/engine.h"
 #include "xnorlab/isa.h"
@@ -18,8 +25,12 @@ namespace py = pybind11;
 using namespace xnorlab;
 
 namespace {
-constexpr int kAbiVersion = 2;
-constexpr int64_t kMaxDim = int64_t{1} << 31;
+constexpr int kAbiVersion = 3;
+
+using Pair = std::array<int64_t, 2>;
+using Shape4 = std::array<int64_t, 4>;
+
+[[noreturn]] void value_error(const std::string& message) { throw py::value_error(message); }
 
 std::vector<std::string> names(const std::vector<Isa>& isas) {
   std::vector<std::string> out;
@@ -27,101 +38,367 @@ std::vector<std::string> names(const std::vector<Isa>& isas) {
   return out;
 }
 
-template <typename T>
-T* ptr(uintptr_t address, const char* what) {
-  if (address == 0) throw std::invalid_argument(std::string("null buffer: ") + what);
-  return reinterpret_cast<T*>(address);
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+void check_size(int64_t value, const char* name, int64_t minimum = 1) {
+  if (value < minimum || value > kMaxDim) {
+    value_error(std::string(name) + " must be in " + std::to_string(minimum) + ".." +
+                std::to_string(kMaxDim) + ", got " + std::to_string(value));
+  }
 }
 
-void check_dims(std::initializer_list<int64_t> dims, const char* what) {
-  for (int64_t d : dims) {
-    if (d < 1 || d > kMaxDim) throw std::invalid_argument(std::string("bad size in ") + what);
+// Product of factors in 1..kMaxDim, or -1 once it exceeds `limit` (so it never overflows).
+int64_t product_within(std::initializer_list<int64_t> factors, int64_t limit) {
+  int64_t product = 1;
+  for (int64_t f : factors) {
+    if (f > limit / product) return -1;
+    product *= f;
   }
+  return product;
+}
+
+void check_elements(std::initializer_list<int64_t> factors, const std::string& what) {
+  if (product_within(factors, kMaxElements) < 0) {
+    value_error(what + " is too large (more than " + std::to_string(kMaxElements) + " elements)");
+  }
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out = "(";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + (shape.size() == 1 ? ",)" : ")");
+}
+
+// The data of `a` after checking its dtype (T), shape, alignment and density: elements laid
+// out without gaps, dimension order[0] outermost (C order when `order` is empty); the strides
+// of size-1 dimensions are ignored, as numpy's and torch's contiguity flags do.
+template <typename T>
+T* dense(const py::array& a, const std::vector<int64_t>& shape, const std::string& what,
+         const std::vector<int>& order = {}) {
+  if (!py::isinstance<py::array_t<T>>(a)) {
+    throw py::type_error(what + " must be " + std::string(py::str(py::dtype::of<T>())) +
+                         ", got " + std::string(py::str(a.dtype())));
+  }
+  const auto ndim = static_cast<size_t>(a.ndim());
+  bool same = ndim == shape.size();
+  for (size_t d = 0; same && d < ndim; ++d) same = a.shape(static_cast<py::ssize_t>(d)) == shape[d];
+  if (!same) {
+    std::vector<int64_t> got(a.shape(), a.shape() + ndim);
+    value_error(what + " must have shape " + shape_text(shape) + ", got " + shape_text(got));
+  }
+  if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_)) value_error(what + " is not aligned");
+  int64_t expected = sizeof(T);
+  for (size_t k = ndim; k-- > 0;) {
+    const auto d = static_cast<py::ssize_t>(order.empty() ? k : static_cast<size_t>(order[k]));
+    if (a.shape(d) != 1 && a.strides(d) != expected) {
+      value_error(what + " is not dense in the expected memory order");
+    }
+    expected *= a.shape(d);
+  }
+  return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+// An uninitialized float32 array of `shape` (strides in elements) over a 64-byte aligned buffer:
+// the AVX-512 kernel writes large outputs with streaming stores of whole aligned lines.
+py::array aligned_floats(const std::vector<py::ssize_t>& shape,
+                         const std::vector<py::ssize_t>& strides, int64_t count) {
+  const auto bytes = static_cast<size_t>((count * 4 + 63) / 64 * 64);
+  std::unique_ptr<void, decltype(&std::free)> data(std::aligned_alloc(64, bytes), &std::free);
+  if (!data) throw std::bad_alloc();
+  void* ptr = data.get();
+  py::capsule owner(ptr, [](void* p) { std::free(p); });
+  data.release();  // the capsule frees it with the array
+  std::vector<py::ssize_t> byte_strides;
+  for (py::ssize_t s : strides) byte_strides.push_back(s * 4);
+  return py::array(py::dtype::of<float>(), shape, byte_strides, ptr, owner);
+}
+
+Scaling parse_scaling(const std::string& name) {
+  if (name == "kmap") return Scaling::Kmap;
+  if (name == "scalar") return Scaling::Scalar;
+  if (name == "none") return Scaling::None;
+  value_error("scaling must be 'kmap', 'scalar' or 'none', got '" + name + "'");
+}
+
+const char* scaling_name(Scaling s) {
+  return s == Scaling::Kmap ? "kmap" : s == Scaling::Scalar ? "scalar" : "none";
+}
+
+bool parse_zero_padding(const std::string& name) {
+  if (name == "zero") return true;
+  if (name == "one") return false;
+  value_error("pad_mode must be 'zero' or 'one', got '" + name + "'");
+}
+
+// The validated geometry of one conv call; immutable, so the facade reuses it per input shape.
+struct ConvParams {
+  ConvShape s;
+  int64_t pad_bottom, pad_right;
+};
+
+int64_t padded_extent(int64_t size, int64_t before, int64_t after, int64_t span,
+                      const char* axis) {
+  const int64_t padded = size + before + after;
+  if (padded > kMaxDim) value_error(std::string("padded input ") + axis + " is too large");
+  if (span > padded) {
+    value_error(std::string("the dilated kernel (") + std::to_string(span) +
+                ") does not fit the padded input " + axis + " (" + std::to_string(padded) + ")");
+  }
+  return padded;
+}
+
+ConvParams make_conv_params(const Shape4& input, bool channels_last, int64_t out_channels,
+                            const Pair& kernel, const Pair& stride, const Pair& dilation,
+                            int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
+                            int64_t pad_right, const std::string& pad_mode,
+                            const std::string& scaling) {
+  const char* input_names[] = {"batch", "channels", "height", "width"};
+  for (int d = 0; d < 4; ++d) check_size(input[d], input_names[d]);
+  check_size(out_channels, "out_channels");
+  check_size(kernel[0], "kernel_h"), check_size(kernel[1], "kernel_w");
+  check_size(stride[0], "stride_h"), check_size(stride[1], "stride_w");
+  check_size(dilation[0], "dilation_h"), check_size(dilation[1], "dilation_w");
+  check_size(pad_top, "pad_top", 0), check_size(pad_bottom, "pad_bottom", 0);
+  check_size(pad_left, "pad_left", 0), check_size(pad_right, "pad_right", 0);
+  const auto [batch, channels, height, width] = input;
+  if (product_within({channels, kernel[0], kernel[1]}, kMaxDim) < 0) {
+    value_error("K = channels * kernel_h * kernel_w is too large");
+  }
+  const int64_t span_h = dilation[0] * (kernel[0] - 1) + 1;  // < 2^62: no overflow
+  const int64_t span_w = dilation[1] * (kernel[1] - 1) + 1;
+  const int64_t padded_h = padded_extent(height, pad_top, pad_bottom, span_h, "height");
+  const int64_t padded_w = padded_extent(width, pad_left, pad_right, span_w, "width");
+  const int64_t out_h = (padded_h - span_h) / stride[0] + 1;
+  const int64_t out_w = (padded_w - span_w) / stride[1] + 1;
+  check_elements({batch, channels, height, width}, "conv input");
+  check_elements({batch, out_channels, out_h, out_w}, "conv output");
+  // The packed input with its halo (and the K map rows, height x out_w) fit in this bound.
+  check_elements({batch, padded_h, padded_w, ceil_div(channels, 64)}, "padded input");
+  ConvShape s{batch,     channels,  height,     width,       channels_last, out_channels,
+              kernel[0], kernel[1], stride[0],  stride[1],   pad_top,       pad_left,
+              dilation[0], dilation[1], out_h,  out_w,       parse_zero_padding(pad_mode),
+              parse_scaling(scaling)};
+  return ConvParams{s, pad_bottom, pad_right};
+}
+
+std::string repr(const ConvParams& p) {
+  const ConvShape& s = p.s;
+  auto pair = [](int64_t a, int64_t b) {
+    return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+  };
+  return "ConvParams(input_shape=" + shape_text({s.batch, s.channels, s.height, s.width}) +
+         ", channels_last=" + (s.channels_last ? "True" : "False") +
+         ", out_channels=" + std::to_string(s.out_channels) +
+         ", kernel=" + pair(s.kernel_h, s.kernel_w) + ", stride=" + pair(s.stride_h, s.stride_w) +
+         ", dilation=" + pair(s.dilation_h, s.dilation_w) + ", padding(top, bottom, left, " +
+         "right)=(" + std::to_string(s.pad_top) + ", " + std::to_string(p.pad_bottom) + ", " +
+         std::to_string(s.pad_left) + ", " + std::to_string(p.pad_right) + "), pad_mode='" +
+         (s.zero_padding ? "zero" : "one") + "', scaling='" + scaling_name(s.scaling) + "')";
+}
+
+// The arrays of one packed weight (kernel order, see kernels.h), validated once; holding them
+// keeps their memory alive while the object lives.
+struct PackedBuffers {
+  py::array bits, tap_sums, alpha, bias;
+  int64_t out_channels, in_channels, taps, words, blocks;
+  const uint64_t* bits_data;
+  const int32_t* tap_sums_data;
+  const float* alpha_data;
+  const float* bias_data;
+};
+
+PackedBuffers make_packed_buffers(const py::array& bits, const py::array& tap_sums,
+                                  const py::array& alpha, const py::array& bias,
+                                  int64_t out_channels, int64_t in_channels) {
+  check_size(out_channels, "out_channels");
+  check_size(in_channels, "in_channels");
+  if (bits.ndim() != 4) value_error("bits must have 4 dims (blocks, taps, words, 32)");
+  const int64_t taps = bits.shape(1), words = ceil_div(in_channels, 64);
+  const int64_t blocks = ceil_div(out_channels, kOcBlock);
+  check_size(taps, "taps");
+  if (product_within({taps, in_channels}, kMaxDim) < 0) value_error("K = taps * C is too large");
+  check_elements({blocks, taps, words, kOcBlock}, "packed weight");
+  PackedBuffers w{bits, tap_sums, alpha, bias, out_channels, in_channels, taps, words, blocks,
+                  nullptr, nullptr, nullptr, nullptr};
+  w.bits_data = reinterpret_cast<const uint64_t*>(
+      dense<int64_t>(bits, {blocks, taps, words, kOcBlock}, "bits"));
+  w.tap_sums_data = dense<int32_t>(tap_sums, {blocks, taps, kOcBlock}, "tap_sums");
+  w.alpha_data = dense<float>(alpha, {blocks * kOcBlock}, "alpha");
+  w.bias_data = dense<float>(bias, {blocks * kOcBlock}, "bias");
+  return w;
+}
+
+// The bias of a call: the packed one, or an override padded to whole blocks.
+const float* call_bias(const PackedBuffers& w, const py::object& bias) {
+  if (bias.is_none()) return w.bias_data;
+  if (!py::isinstance<py::array>(bias)) throw py::type_error("bias must be a numpy array or None");
+  return dense<float>(bias.cast<py::array>(), {w.blocks * kOcBlock}, "bias");
 }
 
 using TimingTuple = std::tuple<double, double, double, double>;
 TimingTuple as_tuple(const Timing& t) { return {t.pack_s, t.popcount_s, t.scale_s, t.total_s}; }
 
-// Parameter order of xnor_conv2d (a flat list keeps the call cheap; see xnorlab/_native.pyi).
-enum P {
-  kBatch, kChannels, kHeight, kWidth, kChannelsLast, kOutChannels, kKernelH, kKernelW, kStrideH,
-  kStrideW, kPadTop, kPadLeft, kPadBottom, kPadRight, kDilationH, kDilationW, kOutH, kOutW,
-  kZeroPadding, kScaling, kX, kWeight, kTapSums, kAlpha, kBias, kOut, kParamCount
-};
+// NHWC output of a conv, presented as an (N, C_out, H_out, W_out) array (channels_last).
+py::array conv_output(const ConvShape& s) {
+  const int64_t o = s.out_channels;
+  return aligned_floats({s.batch, o, s.out_h, s.out_w},
+                        {s.out_h * s.out_w * o, 1, s.out_w * o, o},
+                        s.batch * s.out_h * s.out_w * o);
+}
 
-std::tuple<bool, TimingTuple> conv2d_binding(const std::vector<int64_t>& a) {
-  if (a.size() != kParamCount) throw std::invalid_argument("xnor_conv2d: wrong parameter count");
-  auto i = [&](P key) { return a[key]; };
-  auto u = [&](P key) { return static_cast<uintptr_t>(a[key]); };
-  ConvShape s{i(kBatch), i(kChannels), i(kHeight), i(kWidth), i(kChannelsLast) != 0,
-              i(kOutChannels), i(kKernelH), i(kKernelW), i(kStrideH), i(kStrideW), i(kPadTop),
-              i(kPadLeft), i(kDilationH), i(kDilationW), i(kOutH), i(kOutW),
-              i(kZeroPadding) != 0, static_cast<Scaling>(i(kScaling))};
-  const int64_t pad_bottom = i(kPadBottom), pad_right = i(kPadRight);
-  check_dims({s.batch, s.channels, s.height, s.width, s.out_channels, s.kernel_h, s.kernel_w,
-              s.stride_h, s.stride_w, s.dilation_h, s.dilation_w, s.out_h, s.out_w},
-             "xnor_conv2d");
-  if (s.pad_top < 0 || s.pad_left < 0 || pad_bottom < 0 || pad_right < 0 ||
-      i(kScaling) < 0 || i(kScaling) > 2) {
-    throw std::invalid_argument("bad padding or scaling in xnor_conv2d");
-  }
-  const int64_t span_h = s.dilation_h * (s.kernel_h - 1) + 1;
-  const int64_t span_w = s.dilation_w * (s.kernel_w - 1) + 1;
-  if (s.out_h != (s.height + s.pad_top + pad_bottom - span_h) / s.stride_h + 1 ||
-      s.out_w != (s.width + s.pad_left + pad_right - span_w) / s.stride_w + 1 ||
-      s.height + s.pad_top + pad_bottom < span_h || s.width + s.pad_left + pad_right < span_w) {
-    throw std::invalid_argument("output size does not match the conv geometry");
-  }
-  ConvBuffers b{ptr<const float>(u(kX), "x"), ptr<const uint64_t>(u(kWeight), "weight"),
-                ptr<const int32_t>(u(kTapSums), "tap_sums"), ptr<const float>(u(kAlpha), "alpha"),
-                ptr<const float>(u(kBias), "bias"), ptr<float>(u(kOut), "out")};
+py::tuple run_conv(const ConvShape& s, const PackedBuffers& w, const float* x,
+                   const float* bias, py::array out) {
+  ConvBuffers b{x, w.bits_data, w.tap_sums_data, w.alpha_data, bias,
+                static_cast<float*>(out.mutable_data())};
   ConvResult r;
   {
     py::gil_scoped_release release;
     r = xnor_conv2d(s, b);
   }
-  return {r.input_has_nan, as_tuple(r.timing)};
+  return py::make_tuple(std::move(out), r.input_has_nan, as_tuple(r.timing));
 }
 
-TimingTuple bwn_binding(uintptr_t x, int64_t batch, int64_t features, uintptr_t weight,
-                        uintptr_t alpha, uintptr_t bias, int64_t out_features, uintptr_t out) {
-  check_dims({batch, features, out_features}, "bwn_linear");
-  const float* xp = ptr<const float>(x, "x");
-  const uint64_t* wp = ptr<const uint64_t>(weight, "weight");
-  const float* ap = ptr<const float>(alpha, "alpha");
-  const float* bp = ptr<const float>(bias, "bias");
-  float* op = ptr<float>(out, "out");
-  py::gil_scoped_release release;
-  return as_tuple(bwn_linear(xp, batch, features, wp, ap, bp, out_features, op));
+py::tuple conv2d_binding(const ConvParams& p, const PackedBuffers& w, const py::array& x,
+                         const py::object& bias) {
+  const ConvShape& s = p.s;
+  if (s.channels != w.in_channels || s.out_channels != w.out_channels ||
+      s.kernel_h * s.kernel_w != w.taps) {
+    value_error("xnor_conv2d: the parameters do not match the packed weight");
+  }
+  const std::vector<int> nhwc{0, 2, 3, 1};
+  const float* xp = dense<float>(x, {s.batch, s.channels, s.height, s.width}, "input",
+                                 s.channels_last ? nhwc : std::vector<int>{});
+  const float* bp = call_bias(w, bias);
+  return run_conv(s, w, xp, bp, conv_output(s));
 }
 
-void pack_weight_binding(uintptr_t w, int64_t out_channels, int64_t channels, int64_t taps,
-                         uintptr_t bits) {
-  check_dims({out_channels, channels, taps}, "pack_weight");
-  const float* wp = ptr<const float>(w, "weight");
-  uint64_t* bp = ptr<uint64_t>(bits, "bits");
+// Rows x (M, F) and the output (M, O) of a Linear call, checked against the packed weight.
+int64_t linear_rows(const PackedBuffers& w, const py::array& x, const char* what) {
+  if (w.taps != 1) value_error(std::string(what) + ": the packed weight is not a Linear weight");
+  if (x.ndim() != 2) value_error(std::string(what) + ": input must have 2 dims (rows, features)");
+  const int64_t rows = x.shape(0);
+  check_size(rows, "rows");
+  check_elements({rows, w.in_channels}, std::string(what) + " input");
+  check_elements({rows, w.out_channels}, std::string(what) + " output");
+  check_elements({rows, w.words, 64}, std::string(what) + " padded input");
+  return rows;
+}
+
+// Linear as a 1x1 conv over an image of M x 1 pixels with F channels (the rows are its NHWC
+// memory). Beta is the mean |x| of each row for "kmap" and "scalar" alike: the 1x1 K map.
+py::tuple linear_binding(const PackedBuffers& w, const py::array& x, const std::string& scaling,
+                         const py::object& bias) {
+  const int64_t rows = linear_rows(w, x, "xnor_linear");
+  const float* xp = dense<float>(x, {rows, w.in_channels}, "input");
+  const float* bp = call_bias(w, bias);
+  const Scaling mode = parse_scaling(scaling) == Scaling::None ? Scaling::None : Scaling::Kmap;
+  const ConvShape s{1, w.in_channels, rows, 1, true, w.out_channels, 1, 1, 1, 1, 0, 0, 1, 1,
+                    rows, 1, true, mode};
+  py::array out = aligned_floats({rows, w.out_channels}, {w.out_channels, 1}, rows * w.out_channels);
+  return run_conv(s, w, xp, bp, std::move(out));
+}
+
+py::tuple bwn_binding(const PackedBuffers& w, const py::array& x, const py::object& bias) {
+  const int64_t rows = linear_rows(w, x, "bwn_linear");
+  const float* xp = dense<float>(x, {rows, w.in_channels}, "input");
+  const float* bp = call_bias(w, bias);
+  py::array out = aligned_floats({rows, w.out_channels}, {w.out_channels, 1}, rows * w.out_channels);
+  float* op = static_cast<float*>(out.mutable_data());
+  Timing t;
+  {
+    py::gil_scoped_release release;
+    t = bwn_linear(xp, rows, w.in_channels, w.bits_data, w.alpha_data, bp, w.out_channels, op);
+  }
+  return py::make_tuple(std::move(out), as_tuple(t));
+}
+
+// Packs a float weight (O, C, taps) into `bits` (blocks, taps, words, 32), kernel order.
+void pack_weight_binding(const py::array& weight, const py::array& bits) {
+  if (weight.ndim() != 3) value_error("pack_weight: weight must have 3 dims (O, C, taps)");
+  const int64_t out_channels = weight.shape(0), channels = weight.shape(1), taps = weight.shape(2);
+  check_size(out_channels, "out_channels"), check_size(channels, "channels");
+  check_size(taps, "taps");
+  check_elements({out_channels, channels, taps}, "pack_weight: weight");
+  const int64_t blocks = ceil_div(out_channels, kOcBlock), words = ceil_div(channels, 64);
+  check_elements({blocks, taps, words, kOcBlock}, "pack_weight: bits");
+  const float* wp = dense<float>(weight, {out_channels, channels, taps}, "weight");
+  if (!bits.writeable()) value_error("pack_weight: bits must be writeable");
+  auto* bp = reinterpret_cast<uint64_t*>(
+      dense<int64_t>(bits, {blocks, taps, words, kOcBlock}, "bits"));
   py::gil_scoped_release release;
   pack_weight(wp, out_channels, channels, taps, bp);
 }
 
 double microkernel_binding(int64_t kernel, int64_t channels, int64_t out_channels,
                            double seconds) {
-  check_dims({kernel, channels, out_channels}, "microkernel_rate");
+  check_size(kernel, "kernel"), check_size(channels, "channels");
+  check_size(out_channels, "out_channels");
   if (kernel > 15 || !(seconds > 0.0 && seconds <= 10.0)) {
-    throw std::invalid_argument("microkernel_rate: kernel must be <= 15 and 0 < seconds <= 10");
+    value_error("microkernel_rate: kernel must be <= 15 and 0 < seconds <= 10");
   }
   py::gil_scoped_release release;
   return microkernel_rate(kernel, channels, out_channels, seconds);
 }
 
+void bind_conv_params(py::module_& m) {
+  py::class_<ConvParams>(m, "ConvParams",
+                         "Validated geometry of one conv call (immutable; checked on creation).")
+      .def(py::init(&make_conv_params), py::kw_only(), py::arg("input_shape"),
+           py::arg("channels_last"), py::arg("out_channels"), py::arg("kernel"),
+           py::arg("stride"), py::arg("dilation"), py::arg("pad_top"), py::arg("pad_bottom"),
+           py::arg("pad_left"), py::arg("pad_right"), py::arg("pad_mode"), py::arg("scaling"))
+      .def_property_readonly("input_shape", [](const ConvParams& p) {
+        return py::make_tuple(p.s.batch, p.s.channels, p.s.height, p.s.width);
+      })
+      .def_property_readonly("channels_last", [](const ConvParams& p) { return p.s.channels_last; })
+      .def_property_readonly("out_channels", [](const ConvParams& p) { return p.s.out_channels; })
+      .def_property_readonly("kernel", [](const ConvParams& p) {
+        return py::make_tuple(p.s.kernel_h, p.s.kernel_w);
+      })
+      .def_property_readonly("stride", [](const ConvParams& p) {
+        return py::make_tuple(p.s.stride_h, p.s.stride_w);
+      })
+      .def_property_readonly("dilation", [](const ConvParams& p) {
+        return py::make_tuple(p.s.dilation_h, p.s.dilation_w);
+      })
+      .def_property_readonly("padding", [](const ConvParams& p) {
+        return py::make_tuple(p.s.pad_top, p.pad_bottom, p.s.pad_left, p.pad_right);
+      }, "(top, bottom, left, right)")
+      .def_property_readonly("pad_mode", [](const ConvParams& p) {
+        return std::string(p.s.zero_padding ? "zero" : "one");
+      })
+      .def_property_readonly("scaling", [](const ConvParams& p) {
+        return std::string(scaling_name(p.s.scaling));
+      })
+      .def_property_readonly("out_shape", [](const ConvParams& p) {
+        return py::make_tuple(p.s.batch, p.s.out_channels, p.s.out_h, p.s.out_w);
+      }, "(N, C_out, H_out, W_out)")
+      .def("__repr__", &repr);
+}
+
+void bind_packed_buffers(py::module_& m) {
+  py::class_<PackedBuffers>(m, "PackedBuffers",
+                            "The arrays of one packed weight, validated once and kept alive.")
+      .def(py::init(&make_packed_buffers), py::kw_only(), py::arg("bits").noconvert(),
+           py::arg("tap_sums").noconvert(), py::arg("alpha").noconvert(),
+           py::arg("bias").noconvert(), py::arg("out_channels"), py::arg("in_channels"))
+      .def_readonly("out_channels", &PackedBuffers::out_channels)
+      .def_readonly("in_channels", &PackedBuffers::in_channels)
+      .def_readonly("taps", &PackedBuffers::taps);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
-  m.doc() = "xnorlab native bit-packed XNOR engine (private; use xnorlab.kernels)";
+  m.doc() = "xnorlab native bit-packed XNOR engine (private; use xnorlab.engine)";
   m.attr("ABI_VERSION") = kAbiVersion;
   m.attr("COMPILER") = XNORLAB_COMPILER;
   m.attr("BUILD_TYPE") = XNORLAB_BUILD_TYPE;
   m.attr("OC_BLOCK") = kOcBlock;
+  m.attr("MAX_DIM") = kMaxDim;
+  m.attr("MAX_ELEMENTS") = kMaxElements;
+  bind_conv_params(m);
+  bind_packed_buffers(m);
   m.def("compiled_isas", [] { return names(compiled_isas()); },
         "ISAs whose kernels are compiled into this module.");
   m.def("supported_isas", [] { return names(supported_isas()); },
@@ -132,14 +409,19 @@ PYBIND11_MODULE(_native, m) {
         py::arg("name"), "Switch the ISA in use; raises ValueError if unsupported.");
   m.def("get_threads", &get_threads, "Threads of the persistent pool.");
   m.def("set_threads", &set_threads, py::arg("threads"), "Resize the pool (1..256).");
-  m.def("xnor_conv2d", &conv2d_binding, py::arg("params"),
-        "XNOR conv2d on raw buffers; returns (input_has_nan, (pack_s, popcount_s, scale_s, "
-        "total_s)).");
-  m.def("bwn_linear", &bwn_binding, "BWN linear on raw buffers; returns the timing tuple.");
+  m.def("xnor_conv2d", &conv2d_binding, py::arg("params"), py::arg("weight"),
+        py::arg("x").noconvert(), py::arg("bias") = py::none(),
+        "XNOR conv2d; returns (out, input_has_nan, (pack_s, popcount_s, scale_s, total_s)).");
+  m.def("xnor_linear", &linear_binding, py::arg("weight"), py::arg("x").noconvert(),
+        py::arg("scaling"), py::arg("bias") = py::none(),
+        "XNOR Linear on rows (M, F); returns (out, input_has_nan, timing).");
+  m.def("bwn_linear", &bwn_binding, py::arg("weight"), py::arg("x").noconvert(),
+        py::arg("bias") = py::none(), "BWN Linear on rows (M, F); returns (out, timing).");
   m.def("microkernel_rate", &microkernel_binding, py::arg("kernel"), py::arg("channels"),
         py::arg("out_channels"), py::arg("seconds"),
         "Binary MAC/s of the active ISA's conv micro-kernel alone on L1-resident data.");
-  m.def("pack_weight", &pack_weight_binding, "Pack a float [O][C][taps] weight in kernel order.");
+  m.def("pack_weight", &pack_weight_binding, py::arg("weight").noconvert(),
+        py::arg("bits").noconvert(), "Pack a float (O, C, taps) weight into kernel order.");
   m.def("probe", [] {
     return std::vector<int>{probe_scalar(),
 #if defined(XNORLAB_HAVE_AVX2)

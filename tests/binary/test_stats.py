@@ -14,6 +14,7 @@ from xnorlab.binary.stats import (
     compare_layers,
     correlation,
     histogram,
+    nonnegative_input_layers,
     relative_error,
     sign_stats,
     weight_stats,
@@ -69,3 +70,16 @@ def test_capture_and_compare_on_a_small_net() -> None:
     assert result["4"].propagated_error > 0.0  # ...but it sees the binarized layer's error
     with pytest.raises(KeyError, match="no layer named 'nope'"):
         capture_activations(net, x, ["nope"])
+
+
+def test_nonnegative_input_layers_finds_binary_layers_after_a_relu() -> None:
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3),  # input after ReLU: never < 0
+        nn.BatchNorm2d(4),
+        nn.Conv2d(4, 4, 3),  # after BatchNorm: both signs
+    ).eval()
+    binarize_model(net, "xnor", warn_first_last=False)
+    x = torch.randn(2, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    assert nonnegative_input_layers(net, x) == ["2"]

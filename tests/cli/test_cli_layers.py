@@ -15,7 +15,8 @@ from xnorlab.cli.main import main
 def test_layers_resnet18_paper_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["layers", "resnet18", "--modes", "paper"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines()[3:] if line.strip()}
+    table = [line for line in out.splitlines()[3:] if line.strip() and not line.startswith("(!)")]
+    rows = {line.split()[0]: line.split()[5] for line in table}
     assert len(rows) == 21
     assert rows["conv1"] == "float" and rows["fc"] == "float"
     assert all(mode == "xnor" for name, mode in rows.items() if name not in ("conv1", "fc"))
@@ -33,8 +34,18 @@ def test_layers_json_matches_table(capsys: pytest.CaptureFixture[str]) -> None:
         "params": 36864,
         "macs": 56 * 56 * 64 * 64 * 9,
         "mode": "xnor",
+        "input_never_negative": True,  # after a ReLU: every input bit is +1
     }
     assert layers["fc"]["macs"] == 512 * 1000
+    assert layers["conv1"]["input_never_negative"] is False  # normalized photos
+
+
+def test_layers_flags_xnor_layers_whose_input_is_never_negative(capsys) -> None:
+    assert main(["layers", "resnet18", "--modes", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(!) input >= 0") == 19 and "(!) 19 XNOR layer(s): input never negative" in out
+    assert main(["layers", "demo:lenet", "--modes", "paper"]) == 0
+    assert "(!)" not in capsys.readouterr().out  # BatchNorm -> Hardtanh -> binary conv
 
 
 def test_layers_names_attention_projections_that_stay_float(

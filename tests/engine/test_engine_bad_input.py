@@ -55,14 +55,62 @@ def test_bad_conv_arguments(kwargs: dict[str, object], match: str) -> None:
         engine.xnor_conv2d(torch.randn(1, 4, 6, 6), W, **kwargs)  # type: ignore[arg-type]
 
 
+def _expanded(*shape: int) -> torch.Tensor:
+    """A float tensor of ``shape`` with no memory behind it (stride 0 everywhere)."""
+    return torch.zeros((1,) * len(shape)).expand(*shape)
+
+
 def test_sizes_that_would_overflow_are_refused_before_any_allocation() -> None:
-    huge = torch.zeros(1, 4, 1, 1).expand(1, 4, 2**31 + 1, 1)  # no memory behind it
     with pytest.raises(KernelInputError, match="too large"):
-        engine.xnor_conv2d(huge, W)
+        engine.xnor_conv2d(_expanded(1, 4, 2**31 + 1, 1), W)
     with pytest.raises(KernelInputError, match="too large"):
-        engine.xnor_linear(torch.zeros(1, 1).expand(2**31 + 1, 10), torch.randn(6, 10))
+        engine.xnor_linear(_expanded(2**31 + 1, 10), torch.randn(6, 10))
     with pytest.raises(KernelInputError, match="too large"):
         engine.xnor_conv2d(torch.randn(1, 4, 6, 6), W, padding=2**31 - 1)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize(
+    ("x", "kwargs", "match"),
+    [
+        # 2**32 input elements pass; their 8 x 2**30 outputs do not
+        (_expanded(1, 4, 2**15, 2**15), {}, "conv output .* too large"),
+        (_expanded(1, 4, 1, 1), {"padding": 2**19 - 1}, "conv output .* too large"),
+        # a small output of a huge padded input (its packed copy would be 2**42 words)
+        (_expanded(1, 4, 1, 1), {"padding": 2**20, "stride": 2**20}, "padded input .* too large"),
+        (_expanded(1, 4, 1, 1), {"padding": (0, 2**30)}, "padded input .* too large"),
+    ],
+)
+def test_every_conv_size_is_bounded_before_any_allocation(
+    isa: str, packed: bool, x: torch.Tensor, kwargs: dict[str, object], match: str
+) -> None:
+    weight = engine.pack_conv2d_weight(W) if packed else W
+    with pytest.raises(KernelInputError, match=match):
+        engine.xnor_conv2d(x, weight, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(KernelInputError, match=match):  # grouped convs run in the reference
+        engine.xnor_conv2d(x, torch.randn(8, 2, 3, 3), groups=2, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fn", [engine.xnor_linear, engine.bwn_linear])
+@pytest.mark.parametrize(
+    ("x", "match"),
+    [
+        (_expanded(2**30, 1), "output .* too large"),  # 2**30 rows x 8 outputs
+        (_expanded(2**27, 1), "padded input .* too large"),  # each row padded to 64 features
+        (_expanded(2**16, 2**16, 1), "rows are too many"),
+    ],
+)
+def test_every_linear_size_is_bounded_before_any_allocation(
+    isa: str, fn: object, x: torch.Tensor, match: str
+) -> None:
+    for weight in (torch.randn(8, 1), engine.pack_linear_weight(torch.randn(8, 1))):
+        with pytest.raises(KernelInputError, match=match):
+            fn(x, weight)  # type: ignore[operator]
+
+
+def test_weights_with_too_many_inputs_per_output_are_refused() -> None:
+    with pytest.raises(KernelInputError, match="too many inputs per output"):
+        engine.pack_conv2d_weight(torch.zeros(1, 1, 1, 1).expand(1, 2**28, 3, 3))
 
 
 def test_bad_weights() -> None:

@@ -78,6 +78,9 @@ def test_from_state_rejects_inconsistent_states() -> None:
         engine.PackedConv2dWeight.from_state({**state, "alpha": [1.0, 2.0]})  # type: ignore[dict-item]
     with pytest.raises(KernelInputError, match="rank-4"):
         engine.PackedConv2dWeight.from_state({**state, "shape": torch.tensor([4, 10])})
+    with pytest.raises(KernelInputError, match="too many inputs per output"):
+        shape = torch.tensor([4, 2**30, 3, 3])  # K = C * kh * kw does not fit int32
+        engine.PackedConv2dWeight.from_state({**state, "shape": shape})
 
 
 def test_nan_weight_is_packed_as_plus_one_with_a_warning() -> None:

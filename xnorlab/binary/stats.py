@@ -226,3 +226,19 @@ def compare_layers(
         return result
     finally:
         model.train(was_training)
+
+
+NONNEGATIVE_INPUT_HINT = (
+    "input never negative (e.g. right after a ReLU): sign() makes every input bit +1, so an "
+    "XNOR layer sees a constant; put BatchNorm before the sign (the paper's order: BatchNorm "
+    "-> sign -> binary conv)"
+)
+
+
+def nonnegative_input_layers(model: nn.Module, x: Tensor) -> list[str]:
+    """Binarizable layers that saw no negative input entry while ``model(x)`` ran.
+
+    Such a layer in XNOR mode binarizes its whole input to +1 (``NONNEGATIVE_INPUT_HINT``).
+    """
+    captured = capture_activations(model, x)
+    return [name for name, io in captured.items() if float(io.input.min()) >= 0.0]

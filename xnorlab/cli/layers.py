@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
+from xnorlab.binary.stats import NONNEGATIVE_INPUT_HINT, nonnegative_input_layers
 from xnorlab.binary.surgery import (
     binarize_model,
     layer_macs,
     list_layers,
     unbinarizable_layers,
 )
+from xnorlab.common.errors import XnorlabError
+from xnorlab.data.calibration import calibration_batch
+from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.spec import load_model_spec
 
 
@@ -23,11 +29,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def _probe_inputs(loaded: LoadedModel) -> torch.Tensor:
+    """Real images where the model takes images (the bundled photos), else seeded noise."""
+    try:
+        return calibration_batch(loaded.input_shape, loaded.preprocessing)
+    except XnorlabError:
+        generator = torch.Generator().manual_seed(0)
+        return torch.randn((4, *loaded.input_shape), generator=generator)
+
+
 def run(args: argparse.Namespace) -> int:
     loaded = load_model_spec(args.model)
-    model = loaded.model
+    model = loaded.model.eval()
     binarize_model(model, args.modes)
     macs = layer_macs(model, loaded.input_shape)
+    never_negative = set(nonnegative_input_layers(model, _probe_inputs(loaded)))
     rows = [
         {
             "name": info.name,
@@ -36,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             "params": info.params,
             "macs": macs.get(info.name, 0),
             "mode": str(info.mode),
+            "input_never_negative": info.name in never_negative,
         }
         for info in list_layers(model)
     ]
@@ -51,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.model}: {len(rows)} binarizable layers, MACs for input {loaded.input_shape}")
     header = f"{'name':<32} {'type':<7} {'weight shape':<20} {'params':>10} {'MACs':>14} mode"
+    flagged = [r["name"] for r in rows if r["input_never_negative"] and r["mode"] == "xnor"]
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -58,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{row['name']:<32} {row['type']:<7} {shape:<20} {row['params']:>10,} "
             f"{row['macs']:>14,} {row['mode']}"
+            + ("  (!) input >= 0" if row["name"] in flagged else "")
         )
+    if flagged:
+        print(f"(!) {len(flagged)} XNOR layer(s): {NONNEGATIVE_INPUT_HINT}")
     _print_unbinarizable(fixed)
     return 0
 

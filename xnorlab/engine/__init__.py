@@ -34,6 +34,7 @@ from torch import Tensor
 
 from xnorlab.binary.binarize import NaNInputWarning
 from xnorlab.binary.modes import InputScaling, PadMode
+from xnorlab.common.errors import XnorlabError
 from xnorlab.engine import reference
 from xnorlab.engine._backend import (
     get_threads,
@@ -48,6 +49,7 @@ from xnorlab.engine._checks import (
     as_float32,
     check_groups,
     check_input,
+    check_linear_sizes,
     conv_geometry,
     parse_pad_mode,
     parse_scaling,
@@ -83,18 +85,33 @@ __all__ = [
     "xnor_linear",
 ]
 
-_SCALING_CODE = {InputScaling.KMAP: 0, InputScaling.SCALAR: 1, InputScaling.NONE: 2}
 _NAN_MESSAGE = "sign(): input contains NaN; NaN is binarized to +1"
+_CALLS_CACHED_PER_WEIGHT = 8
 
 
-def _padded_bias(packed: PackedConv2dWeight | PackedLinearWeight, bias: Any) -> Tensor:
-    """Bias vector padded to whole 32-channel blocks (explicit ``bias`` overrides the packed)."""
+def _native_error(exc: Exception) -> XnorlabError:
+    """The facade's error for a check the native boundary refused (TypeError: type or dtype)."""
+    return KernelTypeError(str(exc)) if isinstance(exc, TypeError) else KernelInputError(str(exc))
+
+
+def _numpy(x: Tensor) -> Any:
+    """A numpy view of the CPU tensor ``x``; the native call holds it (and so ``x``) while it
+    runs."""
+    try:
+        return x.numpy()
+    except RuntimeError:  # x requires grad: the engine only reads it
+        return x.detach().numpy()
+
+
+def _bias_array(packed: PackedConv2dWeight | PackedLinearWeight, bias: Any) -> Any:
+    """None for the packed bias, else ``bias`` padded to whole 32-channel blocks (numpy)."""
+    if bias is None:
+        return None
     checked = _check_bias(bias, packed.out_channels)
-    if checked is None:
-        return packed.bias_padded
+    assert checked is not None
     out = torch.zeros_like(packed.bias_padded)
     out[: packed.out_channels] = checked
-    return out
+    return out.numpy()
 
 
 def _record(op: str, shapes: tuple[Any, Any, Any], macs: int, split: Any, start: float) -> None:
@@ -110,31 +127,40 @@ def _record(op: str, shapes: tuple[Any, Any, Any], macs: int, split: Any, start:
     )  # fmt: skip
 
 
-def _conv_params(x: Tensor, channels_last: bool, packed: PackedConv2dWeight, geo: ConvGeometry,
-                 pad_mode: PadMode, scaling: InputScaling) -> list[int]:  # fmt: skip
-    """The flat parameter list of ``_native.xnor_conv2d`` up to (excluding) bias and out."""
-    n, c, h, w = x.shape
-    kh, kw = packed.kernel_size
+def _conv_params(native: Any, x: Tensor, channels_last: bool, packed: PackedConv2dWeight,
+                 geo: ConvGeometry, pad_mode: PadMode, scaling: InputScaling) -> Any:  # fmt: skip
+    """The native ``ConvParams`` of a call (validated again on the C++ side)."""
     left, right, top, bottom = geo.pad4
-    return [
-        n, c, h, w, int(channels_last), packed.out_channels, kh, kw, geo.stride[0],
-        geo.stride[1], top, left, bottom, right, geo.dilation[0], geo.dilation[1], geo.out_h,
-        geo.out_w, int(pad_mode is PadMode.ZERO), _SCALING_CODE[scaling], x.data_ptr(),
-        *packed.pointers,
-    ]  # fmt: skip
+    try:
+        return native.ConvParams(
+            input_shape=tuple(x.shape), channels_last=channels_last,
+            out_channels=packed.out_channels, kernel=packed.kernel_size, stride=geo.stride,
+            dilation=geo.dilation, pad_top=top, pad_bottom=bottom, pad_left=left,
+            pad_right=right, pad_mode=pad_mode.value, scaling=scaling.value,
+        )  # fmt: skip
+    except (ValueError, TypeError) as exc:
+        raise _native_error(exc) from exc
 
 
-def _run_conv(native: Any, params: list[int], bias: Tensor, out: Tensor) -> Any:
-    params.append(bias.data_ptr())
-    params.append(out.data_ptr())
-    has_nan, split = native.xnor_conv2d(params)
+# A conv call ready to run: the native function, its ConvParams and the weight's PackedBuffers.
+_ConvCall = tuple[Any, Any, Any]
+
+
+def _run_conv(call: _ConvCall, x: Tensor, packed: PackedConv2dWeight, bias: Any,
+              start: float) -> Tensor:  # fmt: skip
+    """Run ``call`` on the float32 input ``x``; returns the channels_last float32 output."""
+    conv, params, buffers = call
+    bias_array = _bias_array(packed, bias)
+    try:
+        out, has_nan, split = conv(params, buffers, _numpy(x), bias_array)
+    except (ValueError, TypeError) as exc:
+        raise _native_error(exc) from exc
     if has_nan:
         warnings.warn(_NAN_MESSAGE, NaNInputWarning, stacklevel=3)
-    return split
-
-
-_X_PARAM = 20  # index of the input address in the native parameter list
-_CALLS_CACHED_PER_WEIGHT = 8
+    result = torch.from_numpy(out)
+    if is_profiling():
+        _record_conv(x, packed, result, split, start)
+    return result
 
 
 def _plain(value: Any) -> bool:
@@ -182,8 +208,8 @@ def xnor_conv2d(
     """XNOR conv2d, ``(pad(sign(x)) (*) sign(W)) * alpha[c] * S + bias`` (see module doc).
 
     Calls repeating an earlier call's input shape, layout and settings on the same packed
-    weight reuse its validated native parameters (the per-call work is then the output
-    allocation and the native call).
+    weight reuse its validated native parameters (the per-call work is then the native call,
+    which checks the input against them and allocates the output).
     """
     start = time.perf_counter()
     key = None
@@ -191,19 +217,12 @@ def xnor_conv2d(
         key = _call_key(x, stride, padding, dilation, pad_mode, scaling)
         cached = weight.call_cache.get(key) if key is not None else None
         if cached is not None:
-            native, prefix, out_shape = cached
-            params = list(prefix)
-            params[_X_PARAM] = x.data_ptr()
-            out = torch.empty(out_shape, dtype=torch.float32)
-            split = _run_conv(native, params, _padded_bias(weight, bias), out)
-            result = out.permute(0, 3, 1, 2)
-            if is_profiling():
-                _record_conv(x, weight, result, split, start)
-            return result
+            return _run_conv(cached, x, weight, bias, start)
     x = check_input(x, 4, 4, "xnor_conv2d")
     mode, pad = parse_scaling(scaling), parse_pad_mode(pad_mode)
     native = native_module()
     if check_groups(groups) != 1 or native is None:
+        _check_reference_conv(x, weight, stride, padding, dilation)
         return reference.xnor_conv2d(x, weight, bias, stride, padding, dilation, pad.value,
                                      mode.value, groups)  # fmt: skip
     packed = _as_packed_conv(weight)
@@ -211,21 +230,34 @@ def xnor_conv2d(
         raise KernelInputError(
             f"xnor_conv2d: input has {x.shape[1]} channels, weight expects {packed.in_channels}"
         )
-    geo = conv_geometry(x.shape, packed.kernel_size, stride, padding, dilation)
+    geo = conv_geometry(x.shape, packed.kernel_size, packed.out_channels, stride, padding,
+                        dilation)  # fmt: skip
     x32, channels_last = as_float32(x)
-    n = int(x.shape[0])
-    out_shape = (n, geo.out_h, geo.out_w, packed.out_channels)
-    out = torch.empty(out_shape, dtype=torch.float32)
-    params = _conv_params(x32, channels_last, packed, geo, pad, mode)
+    params = _conv_params(native, x32, channels_last, packed, geo, pad, mode)
+    call = (native.xnor_conv2d, params, _buffers(native, packed))
     if key is not None:
         if len(packed.call_cache) >= _CALLS_CACHED_PER_WEIGHT:
             packed.call_cache.clear()
-        packed.call_cache[key] = (native, tuple(params), out_shape)
-    split = _run_conv(native, params, _padded_bias(packed, bias), out)
-    result = out.permute(0, 3, 1, 2)
-    if is_profiling():
-        _record_conv(x, packed, result, split, start)
+        packed.call_cache[key] = call
+    result = _run_conv(call, x32, packed, bias, start)
     return result if x.dtype == torch.float32 else result.to(x.dtype)
+
+
+def _buffers(native: Any, packed: PackedConv2dWeight | PackedLinearWeight) -> Any:
+    try:
+        return packed.native_buffers(native)
+    except (ValueError, TypeError) as exc:
+        raise _native_error(exc) from exc
+
+
+def _check_reference_conv(x: Tensor, weight: Any, stride: Any, padding: Any,
+                          dilation: Any) -> None:  # fmt: skip
+    """The size bounds of the engine, for a conv the reference runs (grouped or no engine)."""
+    if isinstance(weight, PackedConv2dWeight):
+        conv_geometry(x.shape, weight.kernel_size, weight.out_channels, stride, padding, dilation)
+    elif isinstance(weight, Tensor) and weight.dim() == 4:
+        kernel = (int(weight.shape[2]), int(weight.shape[3]))
+        conv_geometry(x.shape, kernel, int(weight.shape[0]), stride, padding, dilation)
 
 
 def _record_conv(
@@ -254,6 +286,25 @@ def _linear_rows(x: Tensor, packed: PackedLinearWeight, what: str) -> Tensor:
     return x32
 
 
+def _out_features(weight: Any) -> int | None:
+    if isinstance(weight, PackedLinearWeight):
+        return weight.out_features
+    if isinstance(weight, Tensor) and weight.dim() == 2:
+        return int(weight.shape[0])
+    return None  # the packing reports what is wrong with it
+
+
+def _linear_call(native: Any, fn: Any, packed: PackedLinearWeight, rows: Tensor,
+                 *args: Any) -> tuple[Any, ...]:  # fmt: skip
+    """``fn(buffers, rows, *args)`` with the native errors mapped to the facade's."""
+    buffers = _buffers(native, packed)
+    try:
+        result: tuple[Any, ...] = fn(buffers, _numpy(rows), *args)
+    except (ValueError, TypeError) as exc:
+        raise _native_error(exc) from exc
+    return result
+
+
 def xnor_linear(
     x: Tensor,
     weight: Tensor | PackedLinearWeight,
@@ -268,23 +319,23 @@ def xnor_linear(
     start = time.perf_counter()
     x = check_input(x, 1, 8, "xnor_linear")
     mode = parse_scaling(scaling)
+    out_features = _out_features(weight)
+    if out_features is not None:
+        check_linear_sizes(x, out_features, "xnor_linear")
     native = native_module()
     if native is None:
         return reference.xnor_linear(x, weight, bias, mode.value)
     packed = _as_packed_linear(weight)
     rows = _linear_rows(x, packed, "xnor_linear")
-    m = int(rows.shape[0])
-    out = torch.empty((m, packed.out_features), dtype=torch.float32)
-    code = _SCALING_CODE[InputScaling.NONE if mode is InputScaling.NONE else InputScaling.KMAP]
-    params = [
-        1, packed.in_features, m, 1, 1, packed.out_features, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, m, 1,
-        1, code, rows.data_ptr(), *packed.pointers,
-    ]  # fmt: skip
-    split = _run_conv(native, params, _padded_bias(packed, bias), out)
-    result = out.reshape(*x.shape[:-1], packed.out_features)
+    bias_array = _bias_array(packed, bias)
+    out, has_nan, split = _linear_call(native, native.xnor_linear, packed, rows, mode.value,
+                                       bias_array)  # fmt: skip
+    if has_nan:
+        warnings.warn(_NAN_MESSAGE, NaNInputWarning, stacklevel=2)
+    result = torch.from_numpy(out).reshape(*x.shape[:-1], packed.out_features)
     if is_profiling():
         shapes = (x.shape, (packed.out_features, packed.in_features), result.shape)
-        _record("xnor_linear", shapes, out.numel() * packed.in_features, split, start)
+        _record("xnor_linear", shapes, result.numel() * packed.in_features, split, start)
     return result if x.dtype == torch.float32 else result.to(x.dtype)
 
 
@@ -299,21 +350,18 @@ def bwn_linear(
     """
     start = time.perf_counter()
     x = check_input(x, 1, 8, "bwn_linear")
+    out_features = _out_features(weight)
+    if out_features is not None:
+        check_linear_sizes(x, out_features, "bwn_linear")
     native = native_module()
     if native is None:
         return reference.bwn_linear(x, weight, bias)
     packed = _as_packed_linear(weight)
     rows = _linear_rows(x, packed, "bwn_linear")
-    m = int(rows.shape[0])
-    out = torch.empty((m, packed.out_features), dtype=torch.float32)
-    bias_padded = _padded_bias(packed, bias)  # a name keeps the buffer alive during the call
-    split = native.bwn_linear(
-        rows.data_ptr(), m, packed.in_features, packed.bits.data_ptr(),
-        packed.alpha_padded.data_ptr(), bias_padded.data_ptr(), packed.out_features,
-        out.data_ptr(),
-    )  # fmt: skip
-    result = out.reshape(*x.shape[:-1], packed.out_features)
+    bias_array = _bias_array(packed, bias)
+    out, split = _linear_call(native, native.bwn_linear, packed, rows, bias_array)
+    result = torch.from_numpy(out).reshape(*x.shape[:-1], packed.out_features)
     if is_profiling():
         shapes = (x.shape, (packed.out_features, packed.in_features), result.shape)
-        _record("bwn_linear", shapes, out.numel() * packed.in_features, split, start)
+        _record("bwn_linear", shapes, result.numel() * packed.in_features, split, start)
     return result if x.dtype == torch.float32 else result.to(x.dtype)

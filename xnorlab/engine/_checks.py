@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -14,8 +15,12 @@ from xnorlab.binary.binarize import conv_pad4
 from xnorlab.binary.modes import InputScaling, PadMode
 from xnorlab.engine.errors import KernelInputError, KernelTypeError
 
-MAX_DIM = 1 << 31  # any single size or geometry parameter
-MAX_ELEMENTS = 1 << 40  # any tensor the engine allocates or reads
+# The engine's size limits (the same numbers as native/include/xnorlab/engine.h): every size,
+# geometry parameter and padded extent fits int32, the kernels' argument type; every buffer the
+# engine reads, writes or allocates holds at most 2^32 elements, so absurd sizes fail here with
+# one clear error instead of reaching the allocator.
+MAX_DIM = (1 << 31) - 1
+MAX_ELEMENTS = 1 << 32
 
 
 def check_input(x: Any, min_rank: int, max_rank: int, what: str) -> Tensor:
@@ -34,6 +39,25 @@ def check_input(x: Any, min_rank: int, max_rank: int, what: str) -> Tensor:
     if max(x.shape) > MAX_DIM or x.numel() > MAX_ELEMENTS:
         raise KernelInputError(f"{what}: input too large, shape {tuple(x.shape)}")
     return x
+
+
+def check_elements(shape: Sequence[int], what: str) -> None:
+    """Raise if a buffer of ``shape`` would hold more than ``MAX_ELEMENTS`` elements."""
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise KernelInputError(
+            f"{what} {tuple(shape)} is too large (more than {MAX_ELEMENTS} elements)"
+        )
+
+
+def check_linear_sizes(x: Tensor, out_features: int, what: str) -> None:
+    """Bound the rows ``M`` (all dims of ``x`` but the last), the output ``(M, out_features)``
+    and the rows padded to whole 64-bit words, before anything is allocated."""
+    features = int(x.shape[-1])
+    rows = x.numel() // features
+    if rows > MAX_DIM:
+        raise KernelInputError(f"{what}: {rows} input rows are too many (at most {MAX_DIM})")
+    check_elements((rows, out_features), f"{what}: output")
+    check_elements((rows, -(-features // 64), 64), f"{what}: padded input")
 
 
 def as_float32(x: Tensor) -> tuple[Tensor, bool]:
@@ -82,38 +106,43 @@ class ConvGeometry:
 def conv_geometry(
     x_shape: Sequence[int],
     kernel_size: tuple[int, int],
+    out_channels: int,
     stride: Any,
     padding: Any,
     dilation: Any,
 ) -> ConvGeometry:
     """Validated geometry (cached for hashable arguments: layers call with the same ones)."""
+    args = (kernel_size, out_channels, stride, padding, dilation)
     if any(isinstance(v, bool) for v in (stride, padding, dilation)):  # True == 1 in a cache key
-        return _conv_geometry(x_shape, kernel_size, stride, padding, dilation)
+        return _conv_geometry(x_shape, *args)
     try:
-        return _conv_geometry_cached(tuple(x_shape), kernel_size, stride, padding, dilation)
+        return _conv_geometry_cached(tuple(x_shape), *args)
     except TypeError:  # unhashable (a list): validate without the cache
-        return _conv_geometry(x_shape, kernel_size, stride, padding, dilation)
+        return _conv_geometry(x_shape, *args)
 
 
 @functools.lru_cache(maxsize=512)
 def _conv_geometry_cached(
     x_shape: tuple[int, ...],
     kernel_size: tuple[int, int],
+    out_channels: int,
     stride: Any,
     padding: Any,
     dilation: Any,
 ) -> ConvGeometry:
-    return _conv_geometry(x_shape, kernel_size, stride, padding, dilation)
+    return _conv_geometry(x_shape, kernel_size, out_channels, stride, padding, dilation)
 
 
 def _conv_geometry(
     x_shape: Sequence[int],
     kernel_size: tuple[int, int],
+    out_channels: int,
     stride: Any,
     padding: Any,
     dilation: Any,
 ) -> ConvGeometry:
-    """Output size ``floor((H + pads - d*(k-1) - 1) / s) + 1``; raises if it would be < 1."""
+    """Output size ``floor((H + pads - d*(k-1) - 1) / s) + 1``; raises if it would be < 1 or
+    if the padded input or the output ``(N, C_out, H_out, W_out)`` would be too large."""
     stride2 = _pair(stride, "stride", 1)
     dilation2 = _pair(dilation, "dilation", 1)
     if isinstance(padding, str):
@@ -127,18 +156,21 @@ def _conv_geometry(
     else:
         pad_h, pad_w = _pair(padding, "padding", 0)
         pad4 = (pad_w, pad_w, pad_h, pad_h)
-    height, width = int(x_shape[-2]), int(x_shape[-1])
+    batch, channels, height, width = (int(v) for v in x_shape)
+    padded_h, padded_w = height + pad4[2] + pad4[3], width + pad4[0] + pad4[1]
+    if max(padded_h, padded_w) > MAX_DIM:
+        raise KernelInputError(f"padded input {padded_h}x{padded_w} is too large")
     span_h = dilation2[0] * (kernel_size[0] - 1) + 1
     span_w = dilation2[1] * (kernel_size[1] - 1) + 1
-    room_h, room_w = height + pad4[2] + pad4[3] - span_h, width + pad4[0] + pad4[1] - span_w
-    if room_h < 0 or room_w < 0:
+    if padded_h < span_h or padded_w < span_w:
         raise KernelInputError(
             f"kernel {kernel_size} with dilation {dilation2} does not fit the padded input "
             f"{height}x{width} (padding {pad4})"
         )
-    out_h, out_w = room_h // stride2[0] + 1, room_w // stride2[1] + 1
-    if out_h * out_w * int(x_shape[0]) > MAX_ELEMENTS:
-        raise KernelInputError(f"conv output {out_h}x{out_w} is too large")
+    out_h, out_w = (padded_h - span_h) // stride2[0] + 1, (padded_w - span_w) // stride2[1] + 1
+    check_elements((batch, out_channels, out_h, out_w), "conv output")
+    # the engine packs the padded input into 64-bit words of channels
+    check_elements((batch, padded_h, padded_w, -(-channels // 64)), "padded input (words)")
     return ConvGeometry(stride2, dilation2, pad4, out_h, out_w)
 
 

@@ -1,13 +1,86 @@
-"""Type stub of the private C++ module ``xnorlab._native`` (use ``xnorlab.engine`` instead).
+"""Type stub of the private C++ module ``xnorlab.engine._native`` (use ``xnorlab.engine``).
 
-Buffers are passed as raw addresses (``Tensor.data_ptr()``) of contiguous tensors that the
-caller keeps alive for the duration of the call; ``xnorlab.engine`` validates every size.
+Calls take typed objects, never addresses: a ``ConvParams`` (validated conv geometry), a
+``PackedBuffers`` (the arrays of one packed weight, validated once) and numpy arrays, usually
+views of torch tensors, which the call holds while it runs. Every dtype, shape, memory order and
+size is checked in C++: bad values raise ``ValueError``, bad types or dtypes ``TypeError``.
+Outputs are allocated by the call (64-byte aligned float32) and returned.
 """
+
+import numpy as np
+import numpy.typing as npt
 
 ABI_VERSION: int
 COMPILER: str
 BUILD_TYPE: str
 OC_BLOCK: int
+MAX_DIM: int  # every size, geometry parameter, padded extent and K = C * kh * kw
+MAX_ELEMENTS: int  # every buffer the engine reads, writes or allocates
+
+Float32Array = npt.NDArray[np.float32]
+Timing = tuple[float, float, float, float]  # (pack_s, popcount_s, scale_s, total_s)
+
+class ConvParams:
+    """Validated geometry of one conv call; immutable, checked on creation."""
+
+    def __init__(
+        self,
+        *,
+        input_shape: tuple[int, int, int, int],  # (N, C, H, W)
+        channels_last: bool,  # the input's memory is NHWC (else NCHW)
+        out_channels: int,
+        kernel: tuple[int, int],  # (kh, kw)
+        stride: tuple[int, int],
+        dilation: tuple[int, int],
+        pad_top: int,
+        pad_bottom: int,
+        pad_left: int,
+        pad_right: int,
+        pad_mode: str,  # "zero" | "one"
+        scaling: str,  # "kmap" | "scalar" | "none"
+    ) -> None: ...
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]: ...
+    @property
+    def channels_last(self) -> bool: ...
+    @property
+    def out_channels(self) -> int: ...
+    @property
+    def kernel(self) -> tuple[int, int]: ...
+    @property
+    def stride(self) -> tuple[int, int]: ...
+    @property
+    def dilation(self) -> tuple[int, int]: ...
+    @property
+    def padding(self) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right)"""
+    @property
+    def pad_mode(self) -> str: ...
+    @property
+    def scaling(self) -> str: ...
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        """(N, C_out, H_out, W_out)"""
+
+class PackedBuffers:
+    """The arrays of one packed weight (kernel order), validated once and kept alive."""
+
+    def __init__(
+        self,
+        *,
+        bits: npt.NDArray[np.int64],  # (blocks, taps, ceil(C / 64), 32)
+        tap_sums: npt.NDArray[np.int32],  # (blocks, taps, 32)
+        alpha: Float32Array,  # (blocks * 32,)
+        bias: Float32Array,  # (blocks * 32,), zeros without a bias
+        out_channels: int,
+        in_channels: int,
+    ) -> None: ...
+    @property
+    def out_channels(self) -> int: ...
+    @property
+    def in_channels(self) -> int: ...
+    @property
+    def taps(self) -> int: ...
 
 def compiled_isas() -> list[str]: ...
 def supported_isas() -> list[str]: ...
@@ -15,25 +88,28 @@ def active_isa() -> str: ...
 def set_active_isa(name: str) -> None: ...
 def get_threads() -> int: ...
 def set_threads(threads: int) -> None: ...
-def xnor_conv2d(params: list[int]) -> tuple[bool, tuple[float, float, float, float]]:
-    """params: batch, channels, height, width, channels_last, out_channels, kernel_h, kernel_w,
-    stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation_h, dilation_w, out_h,
-    out_w, zero_padding, scaling (0 kmap, 1 scalar, 2 none), then the addresses x, weight,
-    tap_sums, alpha, bias, out. Returns (input_has_nan, (pack_s, popcount_s, scale_s, total_s))."""
+def xnor_conv2d(
+    params: ConvParams, weight: PackedBuffers, x: Float32Array, bias: Float32Array | None = None
+) -> tuple[Float32Array, bool, Timing]:
+    """XNOR conv2d of ``x`` (``params.input_shape``, NCHW or NHWC memory per
+    ``params.channels_last``). Returns ``(out, input_has_nan, timing)``; ``out`` has shape
+    ``params.out_shape`` in NHWC memory (channels_last). ``bias`` overrides the packed one."""
+
+def xnor_linear(
+    weight: PackedBuffers, x: Float32Array, scaling: str, bias: Float32Array | None = None
+) -> tuple[Float32Array, bool, Timing]:
+    """XNOR Linear of rows ``x`` (M, F); returns ``(out (M, O), input_has_nan, timing)``."""
 
 def bwn_linear(
-    x: int,
-    batch: int,
-    features: int,
-    weight: int,
-    alpha: int,
-    bias: int,
-    out_features: int,
-    out: int,
-) -> tuple[float, float, float, float]: ...
+    weight: PackedBuffers, x: Float32Array, bias: Float32Array | None = None
+) -> tuple[Float32Array, Timing]:
+    """BWN Linear of rows ``x`` (M, F); returns ``(out (M, O), timing)``."""
+
 def microkernel_rate(kernel: int, channels: int, out_channels: int, seconds: float) -> float:
     """Binary MAC/s of the active ISA's conv micro-kernel (popcount loop + fused output
     transform) on L1-resident data, single thread, for at least ``seconds``."""
 
-def pack_weight(w: int, out_channels: int, channels: int, taps: int, bits: int) -> None: ...
+def pack_weight(weight: Float32Array, bits: npt.NDArray[np.int64]) -> None:
+    """Pack a float weight (O, C, taps) into ``bits`` (blocks, taps, ceil(C / 64), 32)."""
+
 def probe() -> list[int]: ...

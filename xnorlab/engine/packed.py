@@ -26,6 +26,7 @@ from torch import Tensor
 
 from xnorlab.binary.binarize import NaNInputWarning, weight_scale_alpha
 from xnorlab.engine._backend import native_module
+from xnorlab.engine._checks import MAX_DIM, MAX_ELEMENTS
 from xnorlab.engine.errors import KernelInputError, KernelTypeError
 
 OC_BLOCK = 32
@@ -102,7 +103,7 @@ def _pack_kernel_order(weight3: Tensor) -> Tensor:
     if native is not None:
         src = weight3.to(torch.float32).contiguous()
         bits = torch.empty((blocks, taps, words_for(channels), OC_BLOCK), dtype=torch.int64)
-        native.pack_weight(src.data_ptr(), out_channels, channels, taps, bits.data_ptr())
+        native.pack_weight(src.numpy(), bits.numpy())
         return bits
     canonical = torch.empty((out_channels, taps, words_for(channels)), dtype=torch.int64)
     for start in range(0, out_channels, 64):  # bounded temporaries for big layers
@@ -122,10 +123,11 @@ class _PackedBase:
     tap_sums: Tensor = field(init=False, repr=False)  # (blocks, taps, 32) int32
     alpha_padded: Tensor = field(init=False, repr=False)
     bias_padded: Tensor = field(init=False, repr=False)
-    pointers: tuple[int, int, int] = field(init=False, repr=False)  # engine addresses
-    # validated native parameter lists of recent calls, keyed by input shape and settings
-    # (filled and read by xnorlab.engine.xnor_conv2d)
+    # Native objects of recent calls (validated parameters keyed by input shape and settings,
+    # filled and read by xnorlab.engine) and the engine's view of the buffers above. Caches only,
+    # rebuilt by the next call.
     call_cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
+    _native_buffers: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         blocks = self.bits.shape[0]
@@ -137,8 +139,20 @@ class _PackedBase:
         self.alpha_padded = _pad_blocks(self.alpha, blocks)
         bias = self.bias if self.bias is not None else torch.zeros(0)
         self.bias_padded = _pad_blocks(bias, blocks)
-        self.pointers = (self.bits.data_ptr(), self.tap_sums.data_ptr(),
-                         self.alpha_padded.data_ptr())  # fmt: skip
+
+    def native_buffers(self, native: Any) -> Any:
+        """The engine's ``PackedBuffers`` over this weight's tensors (built once, then cached).
+
+        ``native`` is the loaded native module; the object holds numpy views of ``bits``,
+        ``tap_sums``, ``alpha_padded`` and ``bias_padded``, so they live as long as it does.
+        """
+        if self._native_buffers is None:
+            self._native_buffers = native.PackedBuffers(
+                bits=self.bits.numpy(), tap_sums=self.tap_sums.numpy(),
+                alpha=self.alpha_padded.numpy(), bias=self.bias_padded.numpy(),
+                out_channels=self.out_channels, in_channels=self.in_channels,
+            )  # fmt: skip
+        return self._native_buffers
 
     @property
     def words(self) -> int:
@@ -227,10 +241,12 @@ def _read_state(state: Any, rank: int) -> tuple[list[int], Tensor, Tensor, Tenso
     if version is not None and version.tolist() != [LAYOUT_VERSION]:
         raise KernelInputError(f"packed weight layout {version.tolist()} is not {LAYOUT_VERSION}")
     shape = [int(v) for v in state["shape"].reshape(-1).tolist()]
-    if len(shape) != rank or min(shape) < 1 or max(shape) > 1 << 31:
+    if len(shape) != rank or min(shape) < 1 or max(shape) > MAX_DIM:
         raise KernelInputError(f"packed weight shape {shape} is not a valid rank-{rank} shape")
     out_channels, in_channels = shape[0], shape[1]
     taps = shape[2] * shape[3] if rank == 4 else 1
+    if in_channels * taps > MAX_DIM:  # K = C * kh * kw bits per output
+        raise KernelInputError(f"packed weight shape {shape} has too many inputs per output")
     bits = state["bits"]
     if bits.dtype == torch.uint8:  # allowed on disk: little-endian bytes of the words
         bits = bits.contiguous().view(torch.int64) if bits.shape[-1] % 8 == 0 else bits
@@ -273,8 +289,12 @@ def _check_weight(weight: Tensor | Any, rank: int, what: str) -> Tensor:
         raise KernelInputError(f"{what} weight must have {rank} dims, got {tuple(weight.shape)}")
     if weight.numel() == 0:
         raise KernelInputError(f"{what} weight is empty: {tuple(weight.shape)}")
-    if max(weight.shape) > 1 << 31:
-        raise KernelInputError(f"{what} weight dimension too large: {tuple(weight.shape)}")
+    if max(weight.shape) > MAX_DIM or weight.numel() > MAX_ELEMENTS:
+        raise KernelInputError(f"{what} weight too large: {tuple(weight.shape)}")
+    if weight.numel() // weight.shape[0] > MAX_DIM:  # K = C * kh * kw bits per output
+        raise KernelInputError(
+            f"{what} weight has too many inputs per output: {tuple(weight.shape)}"
+        )
     detached: Tensor = weight.detach()
     if bool(torch.isnan(detached).any()):
         warnings.warn(

@@ -1,9 +1,17 @@
 // Drivers of the bit-packed engine: validated sizes in, raw pointers to contiguous buffers.
-// The Python facade (xnorlab/kernels) checks dtype, shape, contiguity and sizes before calling.
+// The binding (src/module.cpp) checks every size against the limits below before calling.
 #pragma once
 #include <cstdint>
 
 namespace xnorlab {
+
+// Every size, geometry parameter and padded extent fits int32 (the micro-kernel arguments and
+// the zero-padding corrections are int32), and so does K = C * kh * kw.
+constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
+// Every buffer a driver reads, writes or allocates (input, output, packed input with its halo,
+// K map rows) holds at most 2^32 elements, so no product of sizes overflows int64 and no absurd
+// request reaches the allocator.
+constexpr int64_t kMaxElements = int64_t{1} << 32;
 
 enum class Scaling : int { Kmap = 0, Scalar = 1, None = 2 };
 
