@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -60,6 +63,30 @@ def test_state_round_trip_through_safetensors(isa: str, tmp_path: object) -> Non
     again = engine.PackedLinearWeight.from_state(linear.to_state())
     xl = torch.randn(4, 100)
     assert torch.equal(engine.bwn_linear(xl, linear), engine.bwn_linear(xl, again))
+
+
+def test_packed_weights_deep_copy_and_pickle_after_calls(isa: str) -> None:
+    """The native objects cached by a call (parameters, buffers) are dropped by copy and pickle;
+    the copy computes the same results and fills its own caches."""
+    conv = engine.pack_conv2d_weight(torch.randn(40, 70, 3, 3), torch.randn(40))
+    linear = engine.pack_linear_weight(torch.randn(9, 100), torch.randn(9))
+    x, rows = torch.randn(2, 70, 8, 8), torch.randn(4, 100)
+    expected = (engine.xnor_conv2d(x, conv, padding=1), engine.xnor_linear(rows, linear),
+                engine.bwn_linear(rows, linear))  # fmt: skip
+    copies = [
+        (copy.deepcopy(conv), copy.deepcopy(linear)),
+        (pickle.loads(pickle.dumps(conv)), pickle.loads(pickle.dumps(linear))),
+    ]
+    for conv_copy, linear_copy in copies:
+        assert conv_copy.call_cache == {} and conv_copy.bits is not conv.bits
+        got = (engine.xnor_conv2d(x, conv_copy, padding=1), engine.xnor_linear(rows, linear_copy),
+               engine.bwn_linear(rows, linear_copy))  # fmt: skip
+        for a, b in zip(got, expected, strict=True):
+            assert torch.equal(a, b)
+        assert torch.equal(conv_copy.to_state()["bits"], conv.to_state()["bits"])
+    if engine.info()["backend"] == "native":
+        assert len(conv.call_cache) == 1  # the original keeps its caches
+        assert len(copies[0][0].call_cache) == 1
 
 
 def test_from_state_rejects_inconsistent_states() -> None:

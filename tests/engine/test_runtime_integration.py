@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 from torch import nn
@@ -43,6 +46,17 @@ def test_native_model_equals_torch_model(isa: str, scaling: str, pad_mode: str) 
     assert packed[1] is not None and packed[3] is None  # groups=4 fell back to torch
     assert all(m.config.backend is Backend.TORCH for m in model.modules()
                if isinstance(m, (BinConv2d, BinLinear)))  # fmt: skip
+
+
+def test_a_model_deep_copies_and_pickles_after_native_forwards() -> None:
+    model = small_net()
+    binarize_model(model, {"2": "xnor", "5": "bwn", "7": "xnor", "9": "xnor"})
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad(), native_backend(model):
+        expected = model(x)  # fills the packed weights' native caches
+        for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+            with native_backend(twin):
+                assert torch.equal(twin(x), expected)
 
 
 def test_weights_are_packed_once_and_repacked_after_a_change() -> None:

@@ -124,8 +124,8 @@ class _PackedBase:
     alpha_padded: Tensor = field(init=False, repr=False)
     bias_padded: Tensor = field(init=False, repr=False)
     # Native objects of recent calls (validated parameters keyed by input shape and settings,
-    # filled and read by xnorlab.engine) and the engine's view of the buffers above. Caches only,
-    # rebuilt by the next call.
+    # filled and read by xnorlab.engine) and the engine's view of the buffers above. Caches only:
+    # dropped by copy and pickle, rebuilt by the next call.
     call_cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
     _native_buffers: Any = field(default=None, init=False, repr=False)
 
@@ -139,6 +139,16 @@ class _PackedBase:
         self.alpha_padded = _pad_blocks(self.alpha, blocks)
         bias = self.bias if self.bias is not None else torch.zeros(0)
         self.bias_padded = _pad_blocks(bias, blocks)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The tensors and sizes; the caches of native objects are dropped (not picklable)."""
+        state = dict(self.__dict__)
+        state["call_cache"] = {}
+        state["_native_buffers"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def native_buffers(self, native: Any) -> Any:
         """The engine's ``PackedBuffers`` over this weight's tensors (built once, then cached).
