@@ -145,10 +145,10 @@ def native_backend(model: nn.Module, channels_last_input: bool = True) -> Iterat
 
     The engine writes its outputs in channels_last memory; with ``channels_last_input`` the
     model's 4-D input is put in channels_last too (a pre-hook, removed on exit), so the float
-    layers and residual adds between native layers do not mix memory formats (resnet18, batch 1:
-    8.0 ms instead of 13.9 ms per forward at 1 thread). A model without XNOR convs (all float,
-    or BWN only) keeps its input as given: there the hook only changed torch's own conv layout
-    (resnet18 all float, batch 1, 2 threads: 37.6 ms with it, 30 ms without).
+    layers and residual adds between native layers do not convert memory formats back and
+    forth. A model without XNOR convs (all float, or BWN only) keeps its input as given: there
+    the hook would only change torch's own conv layout, which is slower for it
+    (benchmarks/RESULTS.md has both measurements).
     """
     native = {n: m.config.updated(backend=Backend.NATIVE) for n, m in wrapped_layers(model).items()}
     xnor_convs = any(isinstance(m, BinConv2d) and m.mode is Mode.XNOR for m in model.modules())
