@@ -272,44 +272,63 @@ py::tuple conv2d_binding(const ConvParams& p, const PackedBuffers& w, const py::
   return run_conv(s, w, xp, bp, conv_output(s));
 }
 
-// Rows x (M, F) and the output (M, O) of a Linear call, checked against the packed weight.
-int64_t linear_rows(const PackedBuffers& w, const py::array& x, const char* what) {
-  if (w.taps != 1) value_error(std::string(what) + ": the packed weight is not a Linear weight");
-  if (x.ndim() != 2) value_error(std::string(what) + ": input must have 2 dims (rows, features)");
-  const int64_t rows = x.shape(0);
-  check_size(rows, "rows");
-  check_elements({rows, w.in_channels}, std::string(what) + " input");
-  check_elements({rows, w.out_channels}, std::string(what) + " output");
-  check_elements({rows, w.words, 64}, std::string(what) + " padded input");
-  return rows;
+constexpr int kMaxLinearRank = 8;
+
+// The input (..., F) and output (..., O) of a Linear call, checked against the packed weight;
+// its rows M are the product of the leading dimensions.
+struct LinearIo {
+  const float* x;
+  int64_t rows;
+  py::array out;
+};
+
+LinearIo linear_io(const PackedBuffers& w, const py::array& x, const char* what) {
+  const std::string op(what);
+  if (w.taps != 1) value_error(op + ": the packed weight is not a Linear weight");
+  const auto rank = static_cast<int>(x.ndim());
+  if (rank < 1 || rank > kMaxLinearRank) value_error(op + ": input must have 1..8 dims");
+  std::vector<int64_t> shape(x.shape(), x.shape() + rank);
+  shape.back() = w.in_channels;  // the features the weight expects
+  std::vector<py::ssize_t> out_shape(shape.begin(), shape.end()), out_strides(shape.size());
+  out_shape.back() = w.out_channels;
+  int64_t rows = 1;
+  for (int d = rank - 2; d >= 0; --d) {
+    check_size(shape[d], "input dimension");
+    out_strides[d] = rows * w.out_channels;
+    rows = product_within({rows, shape[d]}, kMaxDim);
+    if (rows < 0) value_error(op + ": more than " + std::to_string(kMaxDim) + " input rows");
+  }
+  out_strides.back() = 1;
+  check_elements({rows, w.in_channels}, op + " input");
+  check_elements({rows, w.out_channels}, op + " output");
+  check_elements({rows, w.words, 64}, op + " padded input");
+  const float* xp = dense<float>(x, shape, "input");
+  return LinearIo{xp, rows, aligned_floats(out_shape, out_strides, rows * w.out_channels)};
 }
 
 // Linear as a 1x1 conv over an image of M x 1 pixels with F channels (the rows are its NHWC
 // memory). Beta is the mean |x| of each row for "kmap" and "scalar" alike: the 1x1 K map.
 py::tuple linear_binding(const PackedBuffers& w, const py::array& x, const std::string& scaling,
                          const py::object& bias) {
-  const int64_t rows = linear_rows(w, x, "xnor_linear");
-  const float* xp = dense<float>(x, {rows, w.in_channels}, "input");
+  LinearIo io = linear_io(w, x, "xnor_linear");
   const float* bp = call_bias(w, bias);
   const Scaling mode = parse_scaling(scaling) == Scaling::None ? Scaling::None : Scaling::Kmap;
-  const ConvShape s{1, w.in_channels, rows, 1, true, w.out_channels, 1, 1, 1, 1, 0, 0, 1, 1,
-                    rows, 1, true, mode};
-  py::array out = aligned_floats({rows, w.out_channels}, {w.out_channels, 1}, rows * w.out_channels);
-  return run_conv(s, w, xp, bp, std::move(out));
+  const ConvShape s{1, w.in_channels, io.rows, 1, true, w.out_channels, 1, 1, 1, 1, 0, 0, 1, 1,
+                    io.rows, 1, true, mode};
+  return run_conv(s, w, io.x, bp, std::move(io.out));
 }
 
 py::tuple bwn_binding(const PackedBuffers& w, const py::array& x, const py::object& bias) {
-  const int64_t rows = linear_rows(w, x, "bwn_linear");
-  const float* xp = dense<float>(x, {rows, w.in_channels}, "input");
+  LinearIo io = linear_io(w, x, "bwn_linear");
   const float* bp = call_bias(w, bias);
-  py::array out = aligned_floats({rows, w.out_channels}, {w.out_channels, 1}, rows * w.out_channels);
-  float* op = static_cast<float*>(out.mutable_data());
+  float* op = static_cast<float*>(io.out.mutable_data());
   Timing t;
   {
     py::gil_scoped_release release;
-    t = bwn_linear(xp, rows, w.in_channels, w.bits_data, w.alpha_data, bp, w.out_channels, op);
+    t = bwn_linear(io.x, io.rows, w.in_channels, w.bits_data, w.alpha_data, bp, w.out_channels,
+                   op);
   }
-  return py::make_tuple(std::move(out), as_tuple(t));
+  return py::make_tuple(std::move(io.out), as_tuple(t));
 }
 
 // Packs a float weight (O, C, taps) into `bits` (blocks, taps, words, 32), kernel order.
@@ -414,9 +433,11 @@ PYBIND11_MODULE(_native, m) {
         "XNOR conv2d; returns (out, input_has_nan, (pack_s, popcount_s, scale_s, total_s)).");
   m.def("xnor_linear", &linear_binding, py::arg("weight"), py::arg("x").noconvert(),
         py::arg("scaling"), py::arg("bias") = py::none(),
-        "XNOR Linear on rows (M, F); returns (out, input_has_nan, timing).");
+        "XNOR Linear on the last dim of x (..., F); returns (out (..., O), input_has_nan, "
+        "timing).");
   m.def("bwn_linear", &bwn_binding, py::arg("weight"), py::arg("x").noconvert(),
-        py::arg("bias") = py::none(), "BWN Linear on rows (M, F); returns (out, timing).");
+        py::arg("bias") = py::none(),
+        "BWN Linear on the last dim of x (..., F); returns (out (..., O), timing).");
   m.def("microkernel_rate", &microkernel_binding, py::arg("kernel"), py::arg("channels"),
         py::arg("out_channels"), py::arg("seconds"),
         "Binary MAC/s of the active ISA's conv micro-kernel alone on L1-resident data.");

@@ -330,3 +330,25 @@ def test_repeated_calls_reuse_validated_parameters_without_skipping_checks() -> 
     for size in range(10, 20):  # the cache stays small
         engine.xnor_conv2d(torch.randn(1, 20, size, size), weight)
     assert 1 <= len(weight.call_cache) <= 8
+
+
+@needs_native
+def test_repeated_linear_calls_reuse_their_setup_and_stay_exact() -> None:
+    from xnorlab.binary.binarize import NaNInputWarning
+
+    weight = engine.pack_linear_weight(torch.randn(7, 70))
+    x = torch.randn(2, 3, 70)
+    first = (engine.xnor_linear(x, weight), engine.bwn_linear(x, weight))
+    assert len(weight.call_cache) == 2  # one entry per op and shape
+    again = (engine.xnor_linear(x.clone(), weight), engine.bwn_linear(x.clone(), weight))
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert len(weight.call_cache) == 2
+    bias = torch.randn(7)
+    torch.testing.assert_close(engine.bwn_linear(x, weight, bias), first[1] + bias)
+    graded = x.clone().requires_grad_(True)  # a cache hit on a tensor that requires grad
+    assert torch.equal(engine.xnor_linear(graded, weight), first[0])
+    x[1, 2, 5] = float("nan")
+    with pytest.warns(NaNInputWarning):
+        engine.xnor_linear(x, weight)
+    with pytest.raises(KernelInputError, match="last dim"):
+        engine.xnor_linear(torch.randn(2, 71), weight)

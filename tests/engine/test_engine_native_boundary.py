@@ -135,9 +135,15 @@ def test_linear_calls_check_their_rows() -> None:
     bwn, _ = native.bwn_linear(buffers, rows.numpy())
     wide = engine.pack_linear_weight(torch.randn(2**12, 1))
     assert torch.equal(torch.from_numpy(bwn), engine.bwn_linear(rows, linear))
+    batched = torch.randn(2, 3, 30)  # rows are all the leading dims, the output keeps them
+    out3, _, _ = native.xnor_linear(buffers, batched.numpy(), "none")
+    assert out3.shape == (2, 3, 5)
+    assert torch.equal(torch.from_numpy(out3), engine.xnor_linear(batched, linear, scaling="none"))
     for fn, args in ((native.xnor_linear, ("kmap",)), (native.bwn_linear, ())):
-        with pytest.raises(ValueError, match="must have 2 dims"):
-            fn(buffers, rows.numpy()[None], *args)
+        with pytest.raises(ValueError, match=r"must have 1\.\.8 dims"):
+            fn(buffers, np.zeros((1,) * 9 + (30,), np.float32), *args)
+        with pytest.raises(ValueError, match="more than 2147483647 input rows"):
+            fn(buffers, np.broadcast_to(np.float32(0.0), (2**16, 2**16, 30)), *args)
         with pytest.raises(ValueError, match=r"must have shape \(3, 30\)"):
             fn(buffers, torch.randn(3, 31).numpy(), *args)
         with pytest.raises(ValueError, match="input is too large"):

@@ -236,11 +236,16 @@ def xnor_conv2d(
     params = _conv_params(native, x32, channels_last, packed, geo, pad, mode)
     call = (native.xnor_conv2d, params, _buffers(native, packed))
     if key is not None:
-        if len(packed.call_cache) >= _CALLS_CACHED_PER_WEIGHT:
-            packed.call_cache.clear()
-        packed.call_cache[key] = call
+        _remember(packed, key, call)
     result = _run_conv(call, x32, packed, bias, start)
     return result if x.dtype == torch.float32 else result.to(x.dtype)
+
+
+def _remember(packed: PackedConv2dWeight | PackedLinearWeight, key: Any, call: Any) -> None:
+    """Keep ``call`` for ``key`` in the weight's small cache (emptied when full)."""
+    if len(packed.call_cache) >= _CALLS_CACHED_PER_WEIGHT:
+        packed.call_cache.clear()
+    packed.call_cache[key] = call
 
 
 def _buffers(native: Any, packed: PackedConv2dWeight | PackedLinearWeight) -> Any:
@@ -277,15 +282,6 @@ def _as_packed_linear(weight: Any) -> PackedLinearWeight:
     return pack_linear_weight(weight)
 
 
-def _linear_rows(x: Tensor, packed: PackedLinearWeight, what: str) -> Tensor:
-    if int(x.shape[-1]) != packed.in_features:
-        raise KernelInputError(
-            f"{what}: input's last dim is {x.shape[-1]}, weight expects {packed.in_features}"
-        )
-    x32, _ = as_float32(x.reshape(-1, packed.in_features))
-    return x32
-
-
 def _out_features(weight: Any) -> int | None:
     if isinstance(weight, PackedLinearWeight):
         return weight.out_features
@@ -294,15 +290,68 @@ def _out_features(weight: Any) -> int | None:
     return None  # the packing reports what is wrong with it
 
 
-def _linear_call(native: Any, fn: Any, packed: PackedLinearWeight, rows: Tensor,
-                 *args: Any) -> tuple[Any, ...]:  # fmt: skip
-    """``fn(buffers, rows, *args)`` with the native errors mapped to the facade's."""
-    buffers = _buffers(native, packed)
+# A Linear call ready to run: the op's name, the native function, the weight's PackedBuffers
+# and the scaling's name (None for BWN, which has no input scale).
+_LinearCall = tuple[str, Any, Any, str | None]
+
+
+def _linear_key(op: str, x: Any, scaling: Any) -> tuple[Any, ...] | None:
+    """Key under which a float32 CPU Linear call's validated setup is reused, or None."""
+    if type(x) is not Tensor or x.dtype is not torch.float32 or not x.is_cpu:
+        return None
+    if not x.is_contiguous() or not (scaling is None or _plain(scaling)):
+        return None
+    return (op, tuple(x.shape), scaling)
+
+
+def _run_linear(call: _LinearCall, x: Tensor, packed: PackedLinearWeight, bias: Any,
+                start: float) -> Tensor:  # fmt: skip
+    """Run ``call`` on the float32 input ``x`` (..., F); returns the float32 output (..., O)."""
+    op, fn, buffers, scaling = call
+    bias_array = _bias_array(packed, bias)
+    args = (buffers, _numpy(x)) if scaling is None else (buffers, _numpy(x), scaling)
     try:
-        result: tuple[Any, ...] = fn(buffers, _numpy(rows), *args)
+        result = fn(*args, bias_array)
     except (ValueError, TypeError) as exc:
         raise _native_error(exc) from exc
-    return result
+    if len(result) == 3 and result[1]:  # xnor_linear's input_has_nan
+        warnings.warn(_NAN_MESSAGE, NaNInputWarning, stacklevel=4)
+    out = torch.from_numpy(result[0])
+    if is_profiling():
+        shapes = (x.shape, (packed.out_features, packed.in_features), out.shape)
+        _record(op, shapes, out.numel() * packed.in_features, result[-1], start)
+    return out
+
+
+def _linear(op: str, x: Any, weight: Any, bias: Any, scaling: Any) -> Tensor:
+    """The body of :func:`xnor_linear` and of :func:`bwn_linear` (``scaling`` None)."""
+    start = time.perf_counter()
+    key = _linear_key(op, x, scaling) if type(weight) is PackedLinearWeight else None
+    cached = weight.call_cache.get(key) if key is not None else None
+    if cached is not None:
+        return _run_linear(cached, x, weight, bias, start)
+    x = check_input(x, 1, 8, op)
+    mode = None if scaling is None else parse_scaling(scaling)
+    out_features = _out_features(weight)
+    if out_features is not None:
+        check_linear_sizes(x, out_features, op)
+    native = native_module()
+    if native is None:
+        if mode is None:
+            return reference.bwn_linear(x, weight, bias)
+        return reference.xnor_linear(x, weight, bias, mode.value)
+    packed = _as_packed_linear(weight)
+    if int(x.shape[-1]) != packed.in_features:
+        raise KernelInputError(
+            f"{op}: input's last dim is {x.shape[-1]}, weight expects {packed.in_features}"
+        )
+    x32, _ = as_float32(x)
+    fn = native.bwn_linear if mode is None else native.xnor_linear
+    call = (op, fn, _buffers(native, packed), None if mode is None else mode.value)
+    if key is not None:
+        _remember(packed, key, call)
+    result = _run_linear(call, x32, packed, bias, start)
+    return result if x.dtype == torch.float32 else result.to(x.dtype)
 
 
 def xnor_linear(
@@ -316,27 +365,7 @@ def xnor_linear(
     ``beta = mean |x|`` over the features of each row for ``kmap`` and ``scalar``, 1 for
     ``none`` (as ``xnorlab.binary.binarize.xnor_linear``). Runs as a 1x1 binary conv (binary GEMM).
     """
-    start = time.perf_counter()
-    x = check_input(x, 1, 8, "xnor_linear")
-    mode = parse_scaling(scaling)
-    out_features = _out_features(weight)
-    if out_features is not None:
-        check_linear_sizes(x, out_features, "xnor_linear")
-    native = native_module()
-    if native is None:
-        return reference.xnor_linear(x, weight, bias, mode.value)
-    packed = _as_packed_linear(weight)
-    rows = _linear_rows(x, packed, "xnor_linear")
-    bias_array = _bias_array(packed, bias)
-    out, has_nan, split = _linear_call(native, native.xnor_linear, packed, rows, mode.value,
-                                       bias_array)  # fmt: skip
-    if has_nan:
-        warnings.warn(_NAN_MESSAGE, NaNInputWarning, stacklevel=2)
-    result = torch.from_numpy(out).reshape(*x.shape[:-1], packed.out_features)
-    if is_profiling():
-        shapes = (x.shape, (packed.out_features, packed.in_features), result.shape)
-        _record("xnor_linear", shapes, result.numel() * packed.in_features, split, start)
-    return result if x.dtype == torch.float32 else result.to(x.dtype)
+    return _linear("xnor_linear", x, weight, bias, scaling)
 
 
 def bwn_linear(
@@ -348,20 +377,4 @@ def bwn_linear(
 
     Computed as ``alpha[o] * (sum_f x_f - 2 * sum_{f: W_of < 0} x_f) + bias[o]``.
     """
-    start = time.perf_counter()
-    x = check_input(x, 1, 8, "bwn_linear")
-    out_features = _out_features(weight)
-    if out_features is not None:
-        check_linear_sizes(x, out_features, "bwn_linear")
-    native = native_module()
-    if native is None:
-        return reference.bwn_linear(x, weight, bias)
-    packed = _as_packed_linear(weight)
-    rows = _linear_rows(x, packed, "bwn_linear")
-    bias_array = _bias_array(packed, bias)
-    out, split = _linear_call(native, native.bwn_linear, packed, rows, bias_array)
-    result = torch.from_numpy(out).reshape(*x.shape[:-1], packed.out_features)
-    if is_profiling():
-        shapes = (x.shape, (packed.out_features, packed.in_features), result.shape)
-        _record("bwn_linear", shapes, result.numel() * packed.in_features, split, start)
-    return result if x.dtype == torch.float32 else result.to(x.dtype)
+    return _linear("bwn_linear", x, weight, bias, None)

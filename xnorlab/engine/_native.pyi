@@ -98,12 +98,15 @@ def xnor_conv2d(
 def xnor_linear(
     weight: PackedBuffers, x: Float32Array, scaling: str, bias: Float32Array | None = None
 ) -> tuple[Float32Array, bool, Timing]:
-    """XNOR Linear of rows ``x`` (M, F); returns ``(out (M, O), input_has_nan, timing)``."""
+    """XNOR Linear on the last dim of ``x`` (..., F), 1 to 8 dims; returns
+    ``(out (..., O), input_has_nan, timing)``. ``scaling`` "kmap" and "scalar" both give the
+    mean ``|x|`` of each row, "none" gives 1."""
 
 def bwn_linear(
     weight: PackedBuffers, x: Float32Array, bias: Float32Array | None = None
 ) -> tuple[Float32Array, Timing]:
-    """BWN Linear of rows ``x`` (M, F); returns ``(out (M, O), timing)``."""
+    """BWN Linear on the last dim of ``x`` (..., F), 1 to 8 dims; returns
+    ``(out (..., O), timing)``."""
 
 def microkernel_rate(kernel: int, channels: int, out_channels: int, seconds: float) -> float:
     """Binary MAC/s of the active ISA's conv micro-kernel (popcount loop + fused output
