@@ -6,15 +6,18 @@ import copy
 import io
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from xnorlab import engine
 from xnorlab.binary.surgery import binarize_model
+from xnorlab.data.images import MNIST_PREPROCESSING
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.packed_layers import PackedConv2d, PackedLinear
 from xnorlab.models.xnor_file import FORMAT_VERSION, XnorFileError, export_xnor, load_xnor
@@ -144,13 +147,13 @@ def good_file(tmp_path: Path, lenet_loaded: LoadedModel) -> Path:
 
 
 def _rewrite(path: Path, target: Path, meta_change: dict | None = None, drop: str = "",
-             replace: dict | None = None) -> Path:  # fmt: skip
-    from safetensors import safe_open
-
+             replace: dict | None = None, edit: Callable[[dict], Any] | None = None) -> Path:  # fmt: skip
     with safe_open(str(path), "pt") as handle:
         meta = json.loads(handle.metadata()["xnorlab"])
     tensors = load_file(str(path))
     meta.update(meta_change or {})
+    if edit is not None:
+        edit(meta)
     tensors.pop(drop, None)
     tensors.update(replace or {})
     save_file(tensors, str(target), metadata={"xnorlab": json.dumps(meta)})
@@ -204,6 +207,87 @@ def test_every_broken_file_is_one_clear_error(good_file: Path) -> None:
     with pytest.raises(XnorFileError, match="cannot read"):
         load_xnor(good_file.parent / "missing.xnor")
     load_xnor(good_file)  # the good file still opens
+
+
+def _conv2(meta: dict) -> dict:
+    return meta["layers"]["conv2"]
+
+
+CRAFTED = {
+    "huge num_classes": (lambda m: m["architecture"].update(num_classes=10**12), "num_classes"),
+    "num_classes 2**63": (lambda m: m["architecture"].update(num_classes=2**63), "num_classes"),
+    "num_classes true": (lambda m: m["architecture"].update(num_classes=True), "num_classes"),
+    "fewer class names": (lambda m: m.update(class_names=["a", "b"]), "names 2 classes"),
+    "class names not strings": (lambda m: m.update(class_names=list(range(10))), "class name"),
+    "huge preprocessing": (lambda m: m["preprocessing"].update(height=10**6), "height"),
+    "wrong preprocessing size": (
+        lambda m: (m["preprocessing"].update(height=8, width=8), m.update(input_shape=[1, 8, 8])),
+        "does not run on its input [1, 8, 8]",
+    ),
+    "input_shape beside preprocessing": (lambda m: m.update(input_shape=[1, 9, 9]), "differs"),
+    "nan preprocessing mean": (lambda m: m["preprocessing"].update(mean=[float("nan")]), "NaN"),
+    "groups 0": (lambda m: _conv2(m)["geometry"].update(groups=0), "groups 0"),
+    "unknown padding mode": (lambda m: _conv2(m)["geometry"].update(padding_mode="x"), "padding_mode"),
+    "stride against BatchNorm": (lambda m: _conv2(m)["geometry"].update(stride=[2, 2]), "stride"),
+    "unknown layer kind": (lambda m: _conv2(m).update(kind="conv3d"), "kind"),
+    "float mode stored packed": (lambda m: _conv2(m)["config"].update(mode="float"), "bwn or xnor"),
+    "unknown scaling": (lambda m: _conv2(m)["config"].update(scaling="huge"), "InputScaling"),
+    "infinite clip": (lambda m: _conv2(m)["config"].update(clip=1e308 * 10), "Infinity"),
+    "negative weight shape": (lambda m: _conv2(m).update(weight_shape=[-64, 32, 5, 5]), "weight_shape"),
+    "bias claimed": (lambda m: _conv2(m).update(has_bias=True), "bias"),
+    "card a list": (lambda m: m.update(card=[1, 2]), "card"),
+}  # fmt: skip
+
+
+@pytest.fixture
+def file_with_preprocessing(tmp_path: Path, lenet_loaded: LoadedModel) -> Path:
+    path = tmp_path / "prep.xnor"
+    binarize_model(lenet_loaded.model, "paper")
+    lenet_loaded.preprocessing = MNIST_PREPROCESSING
+    export_xnor(lenet_loaded.model, path, lenet_loaded)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_crafted_metadata_is_one_clear_line(file_with_preprocessing: Path, case: str) -> None:
+    edit, phrase = CRAFTED[case]
+    good = file_with_preprocessing
+    load_xnor(good)
+    path = _rewrite(good, good.parent / "crafted.xnor", edit=edit)
+    with pytest.raises(XnorFileError) as info:
+        load_xnor(path)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 300 and phrase in message, message
+
+
+def test_numbers_too_large_for_a_float_are_refused(good_file: Path) -> None:
+    with safe_open(str(good_file), "pt") as handle:
+        text = handle.metadata()["xnorlab"]
+    assert '"clip": 1.0' in text
+    path = good_file.parent / "e999.xnor"
+    save_file(load_file(str(good_file)), str(path),
+              metadata={"xnorlab": text.replace('"clip": 1.0', '"clip": 1e999', 1)})  # fmt: skip
+    with pytest.raises(XnorFileError, match="non-finite number"):
+        load_xnor(path)
+
+
+def test_deeply_nested_metadata_is_one_clear_line(good_file: Path) -> None:
+    tensors = load_file(str(good_file))
+    deep = (
+        '{"format": "xnorlab-packed", "format_version": 2, "x": ' + "[" * 50000 + "]" * 50000 + "}"
+    )
+    save_file(tensors, str(good_file.parent / "deep.xnor"), metadata={"xnorlab": deep})
+    with pytest.raises(XnorFileError, match="nested"):
+        load_xnor(good_file.parent / "deep.xnor")
+
+
+def test_a_lying_header_length_allocates_nothing(good_file: Path) -> None:
+    raw = good_file.read_bytes()
+    for claimed in (2**63 - 1, len(raw), 0):
+        path = good_file.parent / "lying.xnor"
+        path.write_bytes(claimed.to_bytes(8, "little") + raw[8:])
+        with pytest.raises(XnorFileError, match="header length"):
+            load_xnor(path)
 
 
 def test_older_format_version_says_what_to_do(good_file: Path) -> None:

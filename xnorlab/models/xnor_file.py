@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,15 @@ from xnorlab.binary.layers import BinarizableLayer, LayerConfig
 from xnorlab.binary.modes import Mode
 from xnorlab.binary.surgery import current_modes, iter_binarizable
 from xnorlab.common.atomic import atomic_write_bytes
-from xnorlab.common.errors import XnorlabError
+from xnorlab.common.errors import XnorlabError, quoted
+from xnorlab.common.files import read_bounded
 from xnorlab.data.images import Preprocessing
 from xnorlab.engine import KernelInputError, KernelTypeError, PackedConv2dWeight, PackedLinearWeight
 from xnorlab.models import demo as models
+from xnorlab.models import schema
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.packed_layers import PackedConv2d, PackedLinear, PackedWeight, has_packed_layers
+from xnorlab.models.schema import MetadataError
 from xnorlab.models.zoo import build_arch, torchvision_architectures
 
 FORMAT = "xnorlab-packed"
@@ -89,19 +93,6 @@ def architecture_of(loaded: LoadedModel) -> dict[str, Any] | None:
     if name in torchvision_architectures():
         return {"kind": "torchvision", "name": name, "num_classes": classes}
     return None
-
-
-def build_architecture(arch: Any) -> nn.Module:
-    """Build the module tree an ``architecture`` entry describes (random weights)."""
-    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
-        raise XnorFileError("the file's architecture entry is missing or malformed")
-    classes = arch.get("num_classes")
-    if classes is not None and (not isinstance(classes, int) or classes < 1):
-        raise XnorFileError("the file's architecture entry has a bad num_classes")
-    if arch.get("kind") not in ("demo", "torchvision"):
-        raise XnorFileError(f"unknown architecture kind {arch.get('kind')!r} in the file")
-    model: nn.Module = build_arch(arch["name"], classes)
-    return model
 
 
 # ---------------------------------------------------------------------------- metadata
@@ -242,124 +233,325 @@ def export_xnor(model: nn.Module, path: str | Path, loaded: LoadedModel) -> int:
 
 # ------------------------------------------------------------------------------ reading
 
+# A .xnor file is read whole; no export of a torchvision classifier comes near this size, and a
+# bound keeps a wrong path from reading gigabytes.
+MAX_XNOR_BYTES = 4 << 30
+LAYER_KINDS = ("conv2d", "linear")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")  # nn.Conv2d's padding_mode
+PADDING_WORDS = ("same", "valid")
+MAX_WEIGHT_DIM = 1 << 20  # one dimension of a binary layer's weight
+MAX_GEOMETRY = 64  # stride, padding and dilation of a binary conv, per side
 
-def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Metadata and tensors of a ``.xnor`` file; one clear error for anything broken."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise XnorFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(raw) < 8:
-        raise XnorFileError(f"{path} is not a .xnor file (only {len(raw)} bytes)")
-    header_len = int.from_bytes(raw[:8], "little")
-    if header_len <= 0 or 8 + header_len > len(raw):
-        raise XnorFileError(f"{path} is truncated or not a .xnor file (bad header length)")
-    try:
-        header = json.loads(raw[8 : 8 + header_len])
-        tensors = load(raw)
-    except (SafetensorError, ValueError, UnicodeDecodeError, RuntimeError) as exc:
-        raise XnorFileError(f"{path} is corrupt or truncated ({exc})") from None
-    meta_text = header.get("__metadata__", {}).get("xnorlab") if isinstance(header, dict) else None
-    if not isinstance(meta_text, str):
-        raise XnorFileError(f"{path} is a safetensors file but not a .xnor file (no metadata)")
-    try:
-        meta = json.loads(meta_text)
-    except json.JSONDecodeError as exc:
-        raise XnorFileError(f"{path} has corrupt metadata ({exc})") from None
-    return _check_meta(meta, path), tensors
+
+@dataclass(frozen=True)
+class Architecture:
+    """Which module tree to rebuild: a demo net or a torchvision classifier, by name."""
+
+    kind: str
+    name: str
+    num_classes: int | None
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A binary conv's stride, padding, dilation, groups and padding mode."""
+
+    stride: tuple[int, ...]
+    padding: tuple[int, ...] | str
+    dilation: tuple[int, ...]
+    groups: int
+    padding_mode: str
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d) -> Geometry:
+        padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
+        return cls(
+            tuple(conv.stride), padding, tuple(conv.dilation), conv.groups, conv.padding_mode
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """What ``PackedConv2d`` takes."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """One binary layer of the file: kind, weight shape, bias, settings, conv geometry."""
+
+    kind: str
+    weight_shape: tuple[int, ...]
+    has_bias: bool
+    config: LayerConfig
+    geometry: Geometry | None
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of ``bits`` ``(O, taps, ceil(C/64))``, ``alpha`` ``(O,)`` and ``bias``."""
+        out_channels, channels = self.weight_shape[0], self.weight_shape[1]
+        taps = self.weight_shape[2] * self.weight_shape[3] if self.kind == "conv2d" else 1
+        shapes = {"bits": (out_channels, taps, -(-channels // 64)), "alpha": (out_channels,)}
+        if self.has_bias:
+            shapes["bias"] = (out_channels,)
+        return shapes
+
+
+@dataclass(frozen=True)
+class XnorMeta:
+    """The checked metadata of a ``.xnor`` file."""
+
+    architecture: Architecture
+    input_shape: tuple[int, int, int]
+    class_names: list[str]
+    preprocessing: Preprocessing | None
+    default_data: str | None
+    card: dict[str, Any]
+    layers: dict[str, LayerEntry]
 
 
 def _check_version(meta: dict[str, Any], path: Path) -> None:
     """One line naming the version found and what to do when it is not ``FORMAT_VERSION``."""
     version = meta.get("format_version")
-    if version == FORMAT_VERSION:
+    if version == FORMAT_VERSION and not isinstance(version, bool):
         return
     reads = f"this xnorlab ({__version__}) reads version {FORMAT_VERSION}"
-    if isinstance(version, int) and version < FORMAT_VERSION:
-        spec = meta.get("spec") if isinstance(meta.get("spec"), str) else "MODEL"
-        raise XnorFileError(
-            f"{path} has .xnor format version {version}; {reads}: export it again with this "
-            f"xnorlab (xnorlab export {spec} --out {path.name})"
-        )
-    if isinstance(version, int):
+    if isinstance(version, int) and not isinstance(version, bool) and abs(version) < 1 << 31:
+        if version < FORMAT_VERSION:
+            spec = meta.get("spec")
+            spec = spec if isinstance(spec, str) and len(spec) <= 200 else "MODEL"
+            raise XnorFileError(
+                f"{path} has .xnor format version {version}; {reads}: export it again with "
+                f"this xnorlab (xnorlab export {spec} --out {path.name})"
+            )
         raise XnorFileError(f"{path} has .xnor format version {version}; {reads}: update xnorlab")
-    raise XnorFileError(f"{path} has no valid .xnor format version ({version!r}); {reads}")
+    raise XnorFileError(f"{path} has no valid .xnor format version ({quoted(version)}); {reads}")
 
 
-def _check_meta(meta: Any, path: Path) -> dict[str, Any]:
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+def _check_architecture(value: Any) -> Architecture:
+    data = schema.record(value, "architecture")
+    kind, name = data.get("kind"), schema.text(data.get("name"), "architecture name", 200)
+    if kind not in ("demo", "torchvision"):
+        raise MetadataError(f"unknown architecture kind {quoted(kind)}")
+    known = models.ARCHITECTURES if kind == "demo" else torchvision_architectures()
+    if name not in known:
+        raise MetadataError(f"unknown {kind} architecture {quoted(name)}")
+    return Architecture(kind, name, schema.class_count(data.get("num_classes")))
+
+
+def _check_geometry(value: Any, name: str) -> Geometry:
+    data = schema.record(value, f"layer {quoted(name)} geometry")
+    where = f"layer {quoted(name)}"
+    padding: tuple[int, ...] | str
+    if isinstance(data.get("padding"), str):
+        padding = data["padding"]
+        if padding not in PADDING_WORDS:
+            raise MetadataError(f"{where} padding must be a number pair or 'same'/'valid'")
+    else:
+        padding = schema.whole_list(data.get("padding"), f"{where} padding", 2, 0, MAX_GEOMETRY)
+    padding_mode = data.get("padding_mode")
+    if padding_mode not in PADDING_MODES:
+        raise MetadataError(
+            f"{where} padding_mode must be one of {', '.join(PADDING_MODES)}, "
+            f"got {quoted(padding_mode)}"
+        )
+    return Geometry(
+        stride=schema.whole_list(data.get("stride"), f"{where} stride", 2, 1, MAX_GEOMETRY),
+        padding=padding,
+        dilation=schema.whole_list(data.get("dilation"), f"{where} dilation", 2, 1, MAX_GEOMETRY),
+        groups=schema.whole(data.get("groups"), f"{where} groups", 1, MAX_WEIGHT_DIM),
+        padding_mode=padding_mode,
+    )
+
+
+def _check_layer(value: Any, name: str) -> LayerEntry:
+    where = f"layer {quoted(name)}"
+    data = schema.record(value, where)
+    kind = data.get("kind")
+    if kind not in LAYER_KINDS:
+        raise MetadataError(f"{where} kind must be conv2d or linear, got {quoted(kind)}")
+    rank = 4 if kind == "conv2d" else 2
+    shape = schema.whole_list(data.get("weight_shape"), f"{where} weight_shape", rank, 1,
+                              MAX_WEIGHT_DIM)  # fmt: skip
+    if not isinstance(data.get("has_bias"), bool):
+        raise MetadataError(f"{where} has_bias must be true or false")
+    config = schema.layer_config(data.get("config"), name)
+    if config.mode is Mode.FLOAT:
+        raise MetadataError(f"{where} is stored packed, so its mode must be bwn or xnor")
+    geometry = _check_geometry(data.get("geometry"), name) if kind == "conv2d" else None
+    if geometry is not None and shape[0] % geometry.groups:
+        raise MetadataError(f"{where}: {shape[0]} output channels do not split in "
+                            f"{geometry.groups} groups")  # fmt: skip
+    return LayerEntry(kind, shape, data["has_bias"], config, geometry)
+
+
+def _check_meta(meta: dict[str, Any], path: Path) -> XnorMeta:
+    """Every field of the metadata checked against its type and bounds (``schema``)."""
+    if meta.get("format") != FORMAT:
         raise XnorFileError(f"{path} is not a .xnor file (format tag missing)")
     _check_version(meta, path)
-    for key, kind in (("layers", dict), ("input_shape", list), ("class_names", list)):
-        if not isinstance(meta.get(key), kind):
-            raise XnorFileError(f"{path} has malformed metadata ({key!r})")
-    return meta
+    try:
+        layers = schema.record(meta.get("layers"), "layers")
+        if len(layers) > schema.MAX_LAYERS:
+            raise MetadataError(f"layers lists {len(layers)} entries, over {schema.MAX_LAYERS}")
+        entries = {
+            schema.text(n, "layer name", schema.MAX_NAME_CHARS): _check_layer(e, n)
+            for n, e in layers.items()
+        }
+        modes = schema.mode_map(meta.get("modes", {}))
+        for name, entry in entries.items():
+            if modes.get(name, entry.config.mode) is not entry.config.mode:
+                raise MetadataError(f"modes says {quoted(name)} is {modes[name]}, "
+                                    f"its config says {entry.config.mode}")  # fmt: skip
+        shape = schema.input_shape(meta.get("input_shape"))
+        prep = schema.preprocessing(meta.get("preprocessing"))
+        if prep is not None and prep.input_shape != shape:
+            raise MetadataError(
+                f"input_shape {list(shape)} differs from the preprocessing's "
+                f"{list(prep.input_shape)}"
+            )
+        card = meta.get("card", {})
+        return XnorMeta(
+            architecture=_check_architecture(meta.get("architecture")),
+            input_shape=shape,
+            class_names=schema.class_names(meta.get("class_names")),
+            preprocessing=prep,
+            default_data=schema.optional_text(meta.get("default_data"), "default_data"),
+            card=dict(schema.record(card, "card")) if card is not None else {},
+            layers=entries,
+        )
+    except MetadataError as exc:
+        raise XnorFileError(f"{path} has bad metadata: {exc}") from None
 
 
-def _tensor(tensors: dict[str, Tensor], key: str) -> Tensor:
-    value = tensors.get(key)
-    if value is None:
-        raise XnorFileError(f"tensor {key!r} is missing from the file")
-    return value
+def _read_file(path: Path) -> tuple[XnorMeta, bytes, dict[str, Any]]:
+    """Checked metadata, the raw bytes and the checked safetensors header of a ``.xnor`` file;
+    nothing is allocated from what the file claims."""
+    try:
+        raw = read_bounded(path, what=".xnor file", max_bytes=MAX_XNOR_BYTES)
+    except XnorlabError as exc:
+        raise XnorFileError(str(exc)) from None
+    try:
+        header = schema.safetensors_header(raw, len(raw))
+    except XnorlabError as exc:
+        raise XnorFileError(f"{path} is truncated or not a .xnor file: {exc}") from None
+    meta_text = header.get("__metadata__", {}).get("xnorlab")
+    if meta_text is None:
+        raise XnorFileError(f"{path} is a safetensors file but not a .xnor file (no metadata)")
+    try:
+        meta = schema.parse_record(meta_text, what="its metadata")
+    except XnorlabError as exc:
+        raise XnorFileError(f"{path}: {exc}") from None
+    return _check_meta(meta, path), raw, header
 
 
-def _packed_weight(
-    name: str, entry: dict[str, Any], shape: tuple[int, ...], tensors: dict[str, Tensor]
-) -> PackedWeight:
+def _check_tensor_entries(meta: XnorMeta, header: dict[str, Any]) -> None:
+    """Each binary layer's tensors in the header: int64 bits and float32 alpha and bias of
+    the shapes its weight shape gives; a bias only when ``has_bias``."""
+    for name, entry in meta.layers.items():
+        prefix = f"{name}." if name else ""
+        expected = entry.tensor_shapes()
+        for key in PACKED_KEYS:
+            stored = header.get(f"{prefix}{key}")
+            if key not in expected:
+                if stored is not None:
+                    raise MetadataError(f"layer {quoted(name)} has a bias but says none")
+                continue
+            if stored is None:
+                raise MetadataError(f"tensor {quoted(prefix + key)} is missing")
+            dtype = "I64" if key == "bits" else "F32"
+            if stored["dtype"] != dtype or tuple(stored["shape"]) != expected[key]:
+                raise MetadataError(
+                    f"tensor {quoted(prefix + key)} must be {dtype} {list(expected[key])}, "
+                    f"got {stored['dtype']} {stored['shape']}"
+                )
+
+
+def _load_tensors(raw: bytes) -> dict[str, Tensor]:
+    try:
+        tensors = load(raw)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise MetadataError(f"corrupt or truncated ({schema.first_line(exc)})") from None
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise MetadataError(f"tensor {quoted(sorted(bad)[0])} holds NaN or infinity")
+    return tensors
+
+
+def build_architecture(arch: Architecture) -> nn.Module:
+    """Build the module tree an ``architecture`` entry describes (random weights)."""
+    model: nn.Module = build_arch(arch.name, arch.num_classes)
+    return model
+
+
+def _packed_weight(name: str, entry: LayerEntry, tensors: dict[str, Tensor]) -> PackedWeight:
     """The engine's packed weight of layer ``name``, straight from the stored words."""
     prefix = f"{name}." if name else ""
     state = {
-        "bits": _tensor(tensors, f"{prefix}bits"),
-        "alpha": _tensor(tensors, f"{prefix}alpha"),
-        "shape": torch.tensor(shape, dtype=torch.int64),
+        "bits": tensors[f"{prefix}bits"],
+        "alpha": tensors[f"{prefix}alpha"],
+        "shape": torch.tensor(entry.weight_shape, dtype=torch.int64),
         "layout_version": torch.tensor([WORDS_LAYOUT], dtype=torch.int64),
     }
-    if entry.get("has_bias"):
-        state["bias"] = _tensor(tensors, f"{prefix}bias")
-    weight_type = PackedConv2dWeight if len(shape) == 4 else PackedLinearWeight
+    if entry.has_bias:
+        state["bias"] = tensors[f"{prefix}bias"]
+    weight_type = PackedConv2dWeight if entry.kind == "conv2d" else PackedLinearWeight
     try:
         return weight_type.from_state(state)
     except (KernelInputError, KernelTypeError) as exc:
-        raise XnorFileError(f"layer {name!r}: {exc}") from None
+        raise MetadataError(f"layer {quoted(name)}: {exc}") from None
+
+
+def _check_target(name: str, entry: LayerEntry, target: nn.Module | None) -> None:
+    """The rebuilt architecture has layer ``name`` of the entry's kind, shape and geometry."""
+    kind = nn.Conv2d if entry.kind == "conv2d" else nn.Linear
+    if not isinstance(target, kind):
+        raise MetadataError(
+            f"binary layer {quoted(name)} ({entry.kind}) is not in the architecture"
+        )
+    shape = tuple(target.weight.shape)
+    if entry.weight_shape != shape:
+        raise MetadataError(f"layer {quoted(name)}: stored shape {entry.weight_shape} != {shape}")
+    if isinstance(target, nn.Conv2d) and entry.geometry is not None:
+        built = dataclasses.asdict(Geometry.of(target))
+        for key, value in dataclasses.asdict(entry.geometry).items():
+            if value != built[key]:
+                raise MetadataError(
+                    f"layer {quoted(name)}: stored {key} {value} differs from the "
+                    f"architecture's {built[key]}"
+                )
+    if entry.has_bias != (target.bias is not None):
+        raise MetadataError(f"layer {quoted(name)}: has_bias does not match the architecture")
 
 
 def _packed_layer(
-    name: str, entry: Any, target: nn.Module | None, tensors: dict[str, Tensor]
+    name: str, entry: LayerEntry, target: nn.Module | None, tensors: dict[str, Tensor]
 ) -> nn.Module:
     """The packed module replacing layer ``name``, checked against the rebuilt layer."""
-    if not isinstance(entry, dict) or not isinstance(target, (nn.Conv2d, nn.Linear)):
-        raise XnorFileError(f"binary layer {name!r} does not exist in the architecture")
-    shape = tuple(int(d) for d in entry.get("weight_shape", ()))
-    if shape != tuple(target.weight.shape):
-        raise XnorFileError(f"layer {name!r}: stored shape {shape} != {tuple(target.weight.shape)}")
-    try:
-        config = LayerConfig.create(**entry["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise XnorFileError(f"layer {name!r}: bad config in the file ({exc})") from None
-    packed = _packed_weight(name, entry, shape, tensors)
-    try:
-        if isinstance(packed, PackedConv2dWeight):
-            return PackedConv2d(packed, config, entry["geometry"])
-        return PackedLinear(packed, config)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise XnorFileError(f"layer {name!r}: bad layer entry in the file ({exc})") from None
+    _check_target(name, entry, target)
+    packed = _packed_weight(name, entry, tensors)
+    if isinstance(packed, PackedConv2dWeight):
+        assert entry.geometry is not None  # every conv2d entry has one (_check_layer)
+        return PackedConv2d(packed, entry.config, entry.geometry.as_dict())
+    return PackedLinear(packed, entry.config)
 
 
 def _load_float_state(model: nn.Module, tensors: dict[str, Tensor], binary: set[str]) -> None:
-    """Overwrite every parameter/buffer outside the binary layers; all must be in the file."""
+    """Overwrite every parameter/buffer outside the binary layers; all must be in the file
+    with the model's own shape and dtype."""
     prefixes = tuple(f"{name}." for name in binary)
-    expected = {k for k in model.state_dict() if not k.startswith(prefixes)}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
     packed_keys = {f"{p}{s}" for p in prefixes for s in PACKED_KEYS}
     state = {k: v for k, v in tensors.items() if k not in packed_keys}
-    missing, unexpected = expected - set(state), set(state) - expected
+    missing, unexpected = set(own) - set(state), set(state) - set(own)
     if missing or unexpected:
         which = f"missing {sorted(missing)[:3]}" if missing else f"unknown {sorted(unexpected)[:3]}"
-        raise XnorFileError(f"the file does not match its architecture ({which})")
-    try:
-        model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1].strip()
-        raise XnorFileError(f"the file does not match its architecture: {first}") from None
+        raise MetadataError(f"the file does not match its architecture ({which})")
+    for key, value in own.items():
+        stored = state[key]
+        if stored.shape != value.shape or stored.dtype != value.dtype:
+            raise MetadataError(
+                f"the file does not match its architecture: {quoted(key)} is {stored.dtype} "
+                f"{list(stored.shape)}, the model's is {value.dtype} {list(value.shape)}"
+            )
+    model.load_state_dict(state, strict=False)
 
 
 def _set_child(model: nn.Module, name: str, child: nn.Module) -> None:
@@ -368,47 +560,53 @@ def _set_child(model: nn.Module, name: str, child: nn.Module) -> None:
     setattr(parent, attr, child)
 
 
-def _loaded_model(path: Path, meta: dict[str, Any], model: nn.Module) -> LoadedModel:
-    """A ``LoadedModel`` with every field the current ``LoadedModel`` class knows."""
-    shape = meta["input_shape"]
-    if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise XnorFileError(f"{path} has a malformed input_shape {shape!r}")
-    prep = meta.get("preprocessing")
-    arch = meta.get("architecture") or {}
-    card = dict(meta["card"]) if isinstance(meta.get("card"), dict) else {}
-    card["packed_modes"] = {
-        n: str(e.get("config", {}).get("mode")) for n, e in meta["layers"].items()
-    }
+def _loaded_model(path: Path, meta: XnorMeta, model: nn.Module) -> LoadedModel:
+    card = {**meta.card, "packed_modes": {n: str(e.config.mode) for n, e in meta.layers.items()}}
     return LoadedModel(
         spec=str(path),
         model=model,
-        input_shape=(shape[0], shape[1], shape[2]),
-        class_names=[str(c) for c in meta["class_names"]],
-        preprocessing=Preprocessing.from_json(prep) if prep is not None else None,
+        input_shape=meta.input_shape,
+        class_names=meta.class_names,
+        preprocessing=meta.preprocessing,
         modes=current_modes(model),  # the float layers; packed ones are frozen (card)
-        default_data=meta.get("default_data")
-        if isinstance(meta.get("default_data"), str)
-        else None,
+        default_data=meta.default_data,
         card=card,
-        arch=str(arch.get("name", "")),
+        arch=meta.architecture.name,
     )
 
 
+def _build(meta: XnorMeta, raw: bytes, header: dict[str, Any]) -> nn.Module:
+    """The checked model: tensors against the metadata, the architecture and one forward."""
+    _check_tensor_entries(meta, header)
+    model = build_architecture(meta.architecture)
+    tensors = _load_tensors(raw)
+    modules = dict(model.named_modules())
+    packed = {n: _packed_layer(n, e, modules.get(n), tensors) for n, e in meta.layers.items()}
+    _load_float_state(model, tensors, set(meta.layers))
+    for name, module in packed.items():
+        _set_child(model, name, module)
+    classes = schema.check_model_runs(model, meta.input_shape, meta.class_names)
+    wanted = meta.architecture.num_classes
+    if wanted is not None and classes != wanted:
+        raise MetadataError(f"num_classes is {wanted} but the model outputs {classes}")
+    return model
+
+
 def load_xnor(path: str | Path) -> LoadedModel:
-    """Open a ``.xnor`` file: rebuild the net, load float tensors, attach packed layers.
+    """Open a ``.xnor`` file: check it, rebuild the net, load float tensors, attach packed
+    layers, run it once on a zero input.
 
     The result runs in eval mode; binary layers are ``PackedConv2d`` / ``PackedLinear``
     (frozen: their mode cannot be switched, there are no float weights to go back to).
-    Raises ``XnorFileError`` for a missing, corrupt, truncated or wrong-version file.
+    Raises ``XnorFileError`` (one line) for a missing, corrupt, truncated, wrong-version or
+    inconsistent file; the checks are listed in ``docs/xnor-format.md`` ("Validation").
     """
-    file = Path(path)
-    meta, tensors = _read_file(file)
-    model = build_architecture(meta.get("architecture"))
-    modules = dict(model.named_modules())
-    binary = dict(meta["layers"])
-    packed = {n: _packed_layer(n, e, modules.get(n), tensors) for n, e in binary.items()}
-    _load_float_state(model, tensors, set(binary))
-    for name, module in packed.items():
-        _set_child(model, name, module)
-    model.eval()
+    file = Path(path).expanduser()
+    meta, raw, header = _read_file(file)
+    try:
+        model = _build(meta, raw, header)
+    except XnorFileError:
+        raise
+    except XnorlabError as exc:  # MetadataError and the model builders' errors
+        raise XnorFileError(f"{file}: {exc}") from None
     return _loaded_model(file, meta, model)
