@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import random
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from xnorlab.binary.modes import InputScaling, Mode
 from xnorlab.binary.surgery import binarize_model
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data.images import MNIST_PREPROCESSING
-from xnorlab.models.checkpoint import layer_settings, read_checkpoint, save_checkpoint
+from xnorlab.models.checkpoint import (
+    ModelFileKind,
+    classify_model_file,
+    layer_settings,
+    read_checkpoint,
+    save_checkpoint,
+)
 from xnorlab.models.demo import build_demo
 from xnorlab.models.spec import load_model_spec
 
@@ -42,7 +54,7 @@ def _xnor_lenet() -> nn.Module:
 def test_round_trip_restores_weights_modes_and_settings(tmp_path: Path, suffix: str) -> None:
     model = _xnor_lenet()
     path = save_checkpoint(tmp_path / f"net{suffix}", model, _meta(model))
-    assert not list(tmp_path.glob("*.partial"))
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp left
     loaded = load_model_spec(str(path))
     assert loaded.modes["conv2"] is Mode.XNOR and loaded.modes["conv1"] is Mode.FLOAT
     assert loaded.model.get_submodule("fc3").config.scaling is InputScaling.SCALAR
@@ -130,18 +142,20 @@ def test_plain_state_dict_needs_and_accepts_an_architecture(tmp_path: Path) -> N
 def test_bad_files_each_give_one_clear_error(tmp_path: Path) -> None:
     model = _xnor_lenet()
     good = save_checkpoint(tmp_path / "good.pt", model, _meta(model)).read_bytes()
+    corrupt = "corrupt or not a checkpoint"
     cases = {
         "empty.pt": (b"", "empty"),
-        "text.pt": (b"hello, not a checkpoint", "corrupt or truncated"),
-        "cut.pt": (good[: len(good) // 2], "corrupt or truncated"),
-        "cut.safetensors": (b"\x10\x00\x00\x00\x00\x00\x00\x00{", "not a valid safetensors"),
-        "noise.ts": (b"PK\x03\x04garbage", "not a loadable TorchScript"),
+        "text.pt": (b"hello, not a checkpoint", corrupt),
+        "cut.pt": (good[: len(good) // 2], corrupt),
+        "cut.safetensors": (b"\x10\x00\x00\x00\x00\x00\x00\x00{", corrupt),
+        "noise.ts": (b"PK\x03\x04garbage", corrupt),
         "model.onnx": (b"onnx", "unknown model file type"),
     }
     for name, (data, phrase) in cases.items():
         (tmp_path / name).write_bytes(data)
-        with pytest.raises(XnorlabError, match=phrase):
+        with pytest.raises(XnorlabError, match=phrase) as info:
             load_model_spec(str(tmp_path / name))
+        assert "\n" not in str(info.value) and "trust" not in str(info.value)
     with pytest.raises(XnorlabError, match="does not exist"):
         load_model_spec(str(tmp_path / "missing.pt"))
 
@@ -169,3 +183,122 @@ def test_mismatched_state_dict_and_wrong_arch(tmp_path: Path) -> None:
     torch.save(nan_state, tmp_path / "nan.pt")
     with pytest.raises(XnorlabError, match="NaN"):
         load_model_spec(f"lenet:{tmp_path / 'nan.pt'}")
+
+
+def _flip(data: bytes, offset: int) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1 :]
+
+
+def test_random_or_damaged_bytes_are_corrupt_never_a_trust_question(tmp_path: Path) -> None:
+    model = _xnor_lenet()
+    good = save_checkpoint(tmp_path / "good.pt", model, _meta(model)).read_bytes()
+    generator = random.Random(0)
+    cases = {
+        "random.pt": bytes(generator.randrange(256) for _ in range(5000)),
+        "proto.pt": b"\x80\x02" + bytes(generator.randrange(256) for _ in range(5000)),
+        "flipped.pt": _flip(good, good.index(b"data.pkl") + 80),
+        "cut.pth": good[:-100],
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert classify_model_file(path) is ModelFileKind.CORRUPT, name
+        for trust in (False, True):
+            with pytest.raises(XnorlabError, match="is corrupt or not a checkpoint") as info:
+                read_checkpoint(path, trust=trust)
+            assert "\n" not in str(info.value) and "trust" not in str(info.value), name
+
+
+def test_each_kind_of_model_file_is_told_from_its_bytes(tmp_path: Path) -> None:
+    model = _xnor_lenet()
+    float_net = build_demo("lenet").eval()
+    for suffix in (".pt", ".safetensors"):
+        save_checkpoint(tmp_path / f"c{suffix}", model, _meta(model))
+    save_checkpoint(tmp_path / "c.ts", float_net, {"preprocessing": MNIST_PREPROCESSING.to_json()})
+    torch.save(model.state_dict(), tmp_path / "sd.pth")
+    torch.save(model.state_dict(), tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    torch.save(float_net, tmp_path / "whole.pt")
+    torch.save({"w": _Payload(tmp_path / "pwned")}, tmp_path / "old-evil.pt",
+               _use_new_zipfile_serialization=False)  # fmt: skip
+    (tmp_path / "plain.pkl.pt").write_bytes(pickle.dumps(_Payload(tmp_path / "pwned")))
+    expected = {
+        "c.pt": ModelFileKind.CHECKPOINT,
+        "c.safetensors": ModelFileKind.SAFETENSORS,
+        "c.ts": ModelFileKind.TORCHSCRIPT,
+        "sd.pth": ModelFileKind.STATE_DICT,
+        "old.pt": ModelFileKind.STATE_DICT,
+        "whole.pt": ModelFileKind.FULL_PICKLE,
+        "old-evil.pt": ModelFileKind.FULL_PICKLE,
+        "plain.pkl.pt": ModelFileKind.CORRUPT,  # torch.load reads no bare pickle
+    }
+    for name, kind in expected.items():
+        assert classify_model_file(tmp_path / name) is kind, name
+        assert kind.needs_trust is (kind is ModelFileKind.FULL_PICKLE)
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(XnorlabError, match="folder"):
+        classify_model_file(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "phrase"),
+    [
+        ({"num_classes": 2**63}, "num_classes"),
+        ({"num_classes": "ten"}, "num_classes"),
+        ({"class_names": ["a", "b"]}, "names 2 classes but the model outputs 10"),
+        ({"class_names": [1, 2]}, "class name 0"),
+        ({"preprocessing": {**MNIST_PREPROCESSING.to_json(), "mean": [1e999]}}, "finite"),
+        ({"preprocessing": {**MNIST_PREPROCESSING.to_json(), "height": 10**9}}, "height"),
+        ({"preprocessing": {**MNIST_PREPROCESSING.to_json(), "height": 8}}, "does not run"),
+        ({"modes": {"conv2": "ternary"}}, "ternary"),
+        ({"layer_config": {"fc3": {"clip": -1.0}}}, "clip"),
+        ({"layer_config": {"fc3": {"colour": "red"}}}, "unknown key"),
+        ({"card": ["not", "a", "dict"]}, "card"),
+        ({"default_data": 5}, "default_data"),
+        ({"arch": ["lenet"]}, "arch"),
+    ],
+)
+def test_bad_checkpoint_metadata_is_one_line(tmp_path: Path, change: dict, phrase: str) -> None:
+    model = _xnor_lenet()
+    for suffix in (".pt", ".safetensors"):
+        meta = {**_meta(model), **change}
+        path = tmp_path / f"net{suffix}"
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        if suffix == ".pt":
+            torch.save({"xnorlab": meta, "state_dict": state}, path)
+        else:
+            save_file(state, str(path), metadata={"xnorlab": json.dumps(meta)})
+        with pytest.raises(XnorlabError, match=re.escape(phrase)) as info:
+            load_model_spec(str(path))
+        assert "\n" not in str(info.value), suffix
+
+
+def test_nested_metadata_is_refused(tmp_path: Path) -> None:
+    model = _xnor_lenet()
+    deep = "[" * 10000 + "]" * 10000
+    text = json.dumps(_meta(model))[:-1] + f', "extra": {deep}}}'
+    path = tmp_path / "deep.safetensors"
+    save_file(dict(model.state_dict()), str(path), metadata={"xnorlab": text})
+    with pytest.raises(XnorlabError, match="nested"):
+        load_model_spec(str(path))
+
+
+def test_save_is_atomic_and_clears_a_killed_writers_temp(tmp_path: Path) -> None:
+    model = _xnor_lenet()
+    target = tmp_path / "net.pt"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".net.pt.{dead.pid}.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    save_checkpoint(target, model, _meta(model))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.pt"]
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    before = target.read_bytes()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "save", broken)
+        with pytest.raises(XnorlabError, match="No space left"):
+            save_checkpoint(target, model, _meta(model))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.pt"]
+    assert target.read_bytes() == before

@@ -33,6 +33,7 @@ from xnorlab.binary.surgery import current_modes
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data.datasets import CIFAR10_NAMES, CIFAR10_PREPROCESSING
 from xnorlab.data.images import IMAGENET_PREPROCESSING, MNIST_PREPROCESSING, Preprocessing
+from xnorlab.models import schema
 from xnorlab.models.checkpoint import (
     Checkpoint,
     apply_layer_settings,
@@ -81,6 +82,7 @@ def _classes_in_state(model: nn.Module, state: dict[str, Any]) -> int | None:
 
 
 def _from_checkpoint(spec: str, ckpt: Checkpoint, arch_hint: str | None) -> LoadedModel:
+    """The model of a read checkpoint (its ``meta`` already checked by ``read_checkpoint``)."""
     meta = ckpt.meta
     arch = arch_hint or str(meta.get("arch", ""))
     source = ckpt.path.name
@@ -91,22 +93,30 @@ def _from_checkpoint(spec: str, ckpt: Checkpoint, arch_hint: str | None) -> Load
             f"{source} holds only weights and no architecture: give it as ARCH:{ckpt.path} "
             f"(e.g. resnet18:{ckpt.path} or lenet:{ckpt.path})"
         )
-    num_classes = meta.get("num_classes")
-    model = build_arch(arch, int(num_classes) if num_classes else None)
+    num_classes = schema.class_count(meta.get("num_classes"))
+    model = build_arch(arch, num_classes)
     assert ckpt.state_dict is not None
     inferred = _classes_in_state(model, ckpt.state_dict)
-    if inferred is not None and not num_classes:
-        model = build_arch(arch, inferred)
+    if inferred is not None and num_classes is None:
+        model = build_arch(arch, inferred)  # bounded by the stored tensor itself
     load_state_into(model, ckpt.state_dict, source)
     apply_layer_settings(model, meta.get("modes", {}), meta.get("layer_config", {}), source)
-    return _assemble(spec, model, arch, meta)
+    return _assemble(spec, model, arch, meta, source)
 
 
-def _assemble(spec: str, model: nn.Module, arch: str, meta: dict[str, Any]) -> LoadedModel:
-    prep_record = meta.get("preprocessing")
-    prep = Preprocessing.from_json(prep_record) if prep_record else _default_preprocessing(arch)
-    names = [str(n) for n in meta.get("class_names", [])] or _default_names(model, arch)
+def _assemble(
+    spec: str, model: nn.Module, arch: str, meta: dict[str, Any], source: str | None = None
+) -> LoadedModel:
+    """The ``LoadedModel`` of ``model``; one forward on a zero input checks that a model read
+    from file ``source`` runs on the input its metadata gives and names its classes."""
+    prep = schema.preprocessing(meta.get("preprocessing")) or _default_preprocessing(arch)
+    names = schema.class_names(meta.get("class_names", [])) or _default_names(model, arch)
     model.eval()
+    if source is not None:
+        try:
+            schema.check_model_runs(model, prep.input_shape, names)
+        except XnorlabError as exc:
+            raise XnorlabError(f"{source}: {exc}") from None
     return LoadedModel(
         spec=spec,
         model=model,
@@ -160,7 +170,7 @@ def _from_module(spec: str, ckpt: Checkpoint) -> LoadedModel:
             MNIST_PREPROCESSING.to_json() if channels == 1 else IMAGENET_PREPROCESSING.to_json()
         )
     meta.pop("modes", None)  # a traced/pickled module is used as it computes
-    return _assemble(spec, ckpt.module, arch, meta)
+    return _assemble(spec, ckpt.module, arch, meta, ckpt.path.name)
 
 
 def _load_demo(spec: str, name: str) -> LoadedModel:
