@@ -335,6 +335,7 @@ def test_repeated_calls_reuse_validated_parameters_without_skipping_checks() -> 
 @needs_native
 def test_repeated_linear_calls_reuse_their_setup_and_stay_exact() -> None:
     from xnorlab.binary.binarize import NaNInputWarning
+    from xnorlab.binary.modes import InputScaling
 
     weight = engine.pack_linear_weight(torch.randn(7, 70))
     x = torch.randn(2, 3, 70)
@@ -343,6 +344,10 @@ def test_repeated_linear_calls_reuse_their_setup_and_stay_exact() -> None:
     again = (engine.xnor_linear(x.clone(), weight), engine.bwn_linear(x.clone(), weight))
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert len(weight.call_cache) == 2
+    weight.call_cache.clear()
+    engine.xnor_linear(x, weight, scaling=InputScaling.KMAP)  # layers pass the enum
+    engine.xnor_linear(x, weight, scaling="kmap")  # the same setting
+    assert len(weight.call_cache) == 1
     bias = torch.randn(7)
     torch.testing.assert_close(engine.bwn_linear(x, weight, bias), first[1] + bias)
     graded = x.clone().requires_grad_(True)  # a cache hit on a tensor that requires grad

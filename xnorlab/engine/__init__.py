@@ -299,7 +299,9 @@ def _linear_key(op: str, x: Any, scaling: Any) -> tuple[Any, ...] | None:
     """Key under which a float32 CPU Linear call's validated setup is reused, or None."""
     if type(x) is not Tensor or x.dtype is not torch.float32 or not x.is_cpu:
         return None
-    if not x.is_contiguous() or not (scaling is None or _plain(scaling)):
+    if not x.is_contiguous():
+        return None
+    if not (scaling is None or _plain(scaling) or isinstance(scaling, InputScaling)):
         return None
     return (op, tuple(x.shape), scaling)
 
