@@ -1,4 +1,5 @@
-"""Top-1 float vs current: equal to ``evaluate``, the float pass reused, cancel."""
+"""Top-1 float vs current: equal to ``evaluate`` on the same stratified sample, paired, the
+float pass reused, cancel."""
 
 from __future__ import annotations
 
@@ -8,22 +9,38 @@ from measure_support import binarized, labelled_data
 
 from xnorlab.binary.modes import Mode
 from xnorlab.binary.surgery import binarize_model, float_mode, wrapped_layers
+from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import Cancelled
+from xnorlab.data.sampling import stratified_sample
 from xnorlab.measure.accuracy import alone_mode, compare_accuracy, layer_alone_top1, tensor_top1
 from xnorlab.measure.evaluate import evaluate
 
 
-def test_accuracy_equals_evaluate_and_reuses_the_float_pass() -> None:
+def test_accuracy_equals_evaluate_on_the_stratified_sample_and_pairs_the_items() -> None:
     model, data = binarized("xnor"), labelled_data()
     report = compare_accuracy(model, data, max_samples=40)
-    subset = torch.utils.data.Subset(data, range(40))
+    subset, info = stratified_sample(data, 40)
+    assert report.sample == info and report.samples == 40
     assert report.current_top1 == pytest.approx(evaluate(model, subset).top1)
     with float_mode(model):
         assert report.float_top1 == pytest.approx(evaluate(model, subset).top1)
-    assert report.samples == 40 and not report.float_reused
-    again = compare_accuracy(model, data, max_samples=40, float_top1=0.123)
-    assert again.float_top1 == 0.123 and again.float_reused
-    assert again.current_top1 == report.current_top1
+    assert not report.float_reused and report.comparison is not None
+    paired = report.comparison
+    assert paired.cost == pytest.approx(report.drop)
+    assert paired.only_baseline - paired.only_candidate == round(40 * report.drop)
+    assert "(n=40)" in report.text() and report.to_json()["sample"]["count"] == 40
+
+
+def test_the_float_pass_is_reused_paired_or_not() -> None:
+    model, data = binarized("xnor"), labelled_data()
+    report = compare_accuracy(model, data, max_samples=40)
+    paired = compare_accuracy(model, data, max_samples=40, float_correct=report.float_correct)
+    assert paired.float_reused and paired.comparison == report.comparison
+    legacy = compare_accuracy(model, data, max_samples=40, float_top1=0.125)
+    assert legacy.float_top1 == 0.125 and legacy.float_reused and legacy.comparison is None
+    assert legacy.current_top1 == report.current_top1
+    with pytest.raises(XnorlabError, match="cover 3 items"):
+        compare_accuracy(model, data, max_samples=40, float_correct=[True] * 3)
 
 
 def test_all_float_model_has_equal_accuracies_and_cancel_raises() -> None:

@@ -21,9 +21,14 @@ from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import CancelFn, ProgressFn
 
 
+def correct_items(logits: Tensor, labels: Tensor) -> Tensor:
+    """The top-1 rule: row ``i`` is right when its largest logit is at ``labels[i]`` (bool)."""
+    return logits.argmax(dim=1) == labels
+
+
 def top1_correct(logits: Tensor, labels: Tensor) -> int:
     """How many rows of ``logits`` have their largest value at the row's label."""
-    return int((logits.argmax(dim=1) == labels).sum())
+    return int(correct_items(logits, labels).sum())
 
 
 @dataclass
