@@ -97,7 +97,7 @@ def test_json_report_reflects_the_current_modes_off_the_gui_thread(
         name: mode.value for name, mode in modes_before.items()
     }
     assert report["layers"][1]["mode"] == new_mode.value  # the toggle is in the report
-    assert all(row["sensitivity_accuracy"] is not None for row in report["layers"])
+    assert all(row["binarize_alone"] is not None for row in report["layers"])
     assert str(written) in lenet_window.statusBar().currentMessage()
     assert session.modes() == modes_before and session.revision == revision  # model untouched
     assert not exports_of(lenet_window).progress_bar.isVisible()

@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from xnorlab.binary.modes import Mode
+from xnorlab.binary.stats import NONNEGATIVE_INPUT_HINT
 from xnorlab.binary.surgery import binarize_model, current_modes, float_mode
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import Cancelled
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.report.build import ReportData, ReportOptions, build_report
+from xnorlab.report.render import render
 
 OPTIONS = ReportOptions(latency_repeats=2, file_sizes=False, batch_size=16)
 
@@ -47,15 +49,28 @@ def test_accuracy_and_sensitivity_equal_direct_evaluation(tiny_loaded: LoadedMod
     binarize_model(model, {"conv2": "xnor"}, warn_first_last=False)
     with float_mode(model):
         float_acc = _accuracy(model, data)
-    assert report.totals.accuracy_float == pytest.approx(float_acc)
-    assert report.totals.accuracy_config == pytest.approx(_accuracy(model, data))
+    config_acc = _accuracy(model, data)
+    totals = report.totals
+    assert totals.accuracy_float is not None and totals.accuracy_config is not None
+    assert 100 * totals.accuracy_float.value == pytest.approx(float_acc)
+    assert 100 * totals.accuracy_config.value == pytest.approx(config_acc)
+    assert totals.accuracy_float.n == totals.accuracy_config.n == 40
+    assert totals.accuracy_drop is not None
+    assert 100 * totals.accuracy_drop.cost == pytest.approx(float_acc - config_acc)
     # conv2 alone in XNOR is exactly the configuration; conv1 alone is a what-if in XNOR.
-    assert report.layers[1].sensitivity_accuracy == pytest.approx(_accuracy(model, data))
+    conv1, conv2 = report.layers[0], report.layers[1]
+    assert conv2.binarize_alone is not None and conv2.restore_alone is not None
+    assert 100 * conv2.binarize_alone.candidate.value == pytest.approx(config_acc)
+    # conv2 restored alone is the all-float model: its cost is the configuration's
+    assert conv2.restore_alone.cost == pytest.approx(totals.accuracy_drop.cost)
+    assert conv1.restore_alone is None  # float in the configuration: nothing to restore
     binarize_model(model, {"conv1": "xnor", "conv2": "float"}, warn_first_last=False)
-    assert report.layers[0].sensitivity_mode == "xnor"
-    assert report.layers[0].sensitivity_accuracy == pytest.approx(_accuracy(model, data))
-    drop = float_acc - report.layers[0].sensitivity_accuracy
-    assert report.layers[0].sensitivity_drop == pytest.approx(drop)
+    assert conv1.sensitivity_mode == "xnor"
+    assert conv1.binarize_alone is not None
+    alone = _accuracy(model, data)
+    assert 100 * conv1.binarize_alone.candidate.value == pytest.approx(alone)
+    assert 100 * conv1.binarize_alone.cost == pytest.approx(float_acc - alone)
+    assert conv1.binarize_alone.verdict in ("exceeds noise", "within noise")
 
 
 def test_progress_reaches_one_and_cancel_stops(tiny_loaded: LoadedModel) -> None:
@@ -73,8 +88,9 @@ def test_no_validation_data_means_no_accuracy(tiny_loaded: LoadedModel) -> None:
     data = ReportData("random", torch.randn(4, 1, 8, 8))
     options = ReportOptions(latency=False, file_sizes=False)
     report = build_report(tiny_loaded, "xnor", data, options=options)
-    assert report.totals.accuracy_float is None
-    assert all(layer.sensitivity_accuracy is None for layer in report.layers)
+    assert report.totals.accuracy_float is None and report.totals.accuracy_drop is None
+    assert all(layer.binarize_alone is None for layer in report.layers)
+    assert report.header.validation_sample is None
     assert any("first or last" in note for note in report.header.notes)
     assert report.layers[0].mode == str(Mode.XNOR)
 
@@ -141,3 +157,36 @@ def test_per_layer_settings_survive_and_engine_option_decides(tiny_loaded: Loade
     kmap_error = compare_layers(model, data.calibration)["conv2"].local_error
     assert report.layers[1].local_error == pytest.approx(none_error, rel=1e-5)
     assert abs(none_error - kmap_error) > 1e-2  # the check can tell the two apart
+
+
+class _Attention(torch.nn.Module):
+    """linear -> self-attention (its out_proj cannot be binarized) -> ReLU -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Linear(8, 16)
+        self.attn = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x.flatten(1)).unsqueeze(1)
+        h, _ = self.attn(h, h, h, need_weights=False)
+        return self.head(torch.relu(h.squeeze(1)))
+
+
+def test_attention_model_reports_its_float_layers_and_never_negative_inputs() -> None:
+    torch.manual_seed(0)
+    loaded = LoadedModel(spec="test:attention", model=_Attention().eval(), input_shape=(8,),
+                         class_names=["a", "b", "c"])  # fmt: skip
+    generator = torch.Generator().manual_seed(4)
+    x, y = torch.randn(24, 8, generator=generator), torch.randint(0, 3, (24,), generator=generator)
+    report = build_report(loaded, "xnor", ReportData("random", x[:8], x, y), options=OPTIONS)
+    assert [layer.name for layer in report.layers] == ["embed", "head"]
+    skipped = dict(report.header.unbinarizable_layers)
+    assert list(skipped) == ["attn.out_proj"] and skipped["attn.out_proj"]
+    assert any("attn.out_proj" in note and "stay float" in note for note in report.header.notes)
+    head = report.layers[1]
+    assert head.input_never_negative is True and report.layers[0].input_never_negative is False
+    hint = [note for note in report.header.notes if NONNEGATIVE_INPUT_HINT in note]
+    assert len(hint) == 1 and hint[0].startswith("head:")
+    assert render(report, "md").count("attn.out_proj") >= 2  # header row and note

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from xnorlab.common.errors import XnorlabError
+from xnorlab.measure.timing import RatioEstimate
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.report.build import Report, ReportData, ReportOptions, build_report
 from xnorlab.report.render import render, write_report
@@ -46,15 +47,18 @@ def _masked(report: Report) -> Report:
     header = dataclasses.replace(
         report.header, date="DATE", machine="MACHINE", torch_version="TORCH",
         xnorlab_version="VERSION", isa="ISA", threads=0, engine="ENGINE",
-        notes=tuple(n for n in report.header.notes if not n.startswith("the machine was busy")),
+        notes=tuple(n for n in report.header.notes if not n.startswith("latency is noisy")),
     )  # fmt: skip
     timing = {"latency_float_ms": 2.0, "latency_config_ms": 0.5, "speedup": 4.0}
+    ratio = RatioEstimate(median=4.0, low=3.5, high=4.5, rounds=100)
+    whole = {"speedup": ratio, "latency_float_unattributed_ms": 0.25,
+             "latency_config_unattributed_ms": 0.125}  # fmt: skip
     split = {"kernel_pack_ms": 0.1, "kernel_popcount_ms": 0.2, "kernel_scale_ms": 0.05}
     layers = tuple(
         dataclasses.replace(layer, **timing, **(split if layer.mode != "float" else {}))
         for layer in report.layers
     )
-    totals = dataclasses.replace(report.totals, **timing)
+    totals = dataclasses.replace(report.totals, **{**timing, **whole})
     return _round(dataclasses.replace(report, header=header, layers=layers, totals=totals))
 
 
@@ -103,6 +107,15 @@ def test_json_and_csv_carry_the_report_values(report: Report) -> None:
     rows = list(csv.DictReader(io.StringIO(render(report, "csv"))))
     assert [row["mode"] for row in rows] == ["float", "xnor", "bwn"]
     assert int(rows[1]["macs"]) == report.layers[1].macs
+    # every accuracy carries n and its interval; every difference its paired verdict
+    totals = data["totals"]
+    assert totals["accuracy_float"]["n"] == 48 and len(totals["accuracy_float"]["interval95"]) == 2
+    assert totals["accuracy_drop"]["verdict"] in ("exceeds noise", "within noise")
+    assert totals["speedup"]["noisy"] is False and totals["speedup"]["rounds"] == 100
+    fc = data["layers"][2]
+    assert fc["binarize_alone"]["candidate"]["n"] == 48 and fc["restore_alone"]["p_value"] <= 1
+    assert rows[2]["binarize_alone_verdict"] == fc["binarize_alone"]["verdict"]
+    assert float(rows[2]["restore_alone_cost"]) == pytest.approx(fc["restore_alone"]["cost"])
 
 
 def test_write_report_picks_the_format_and_writes_atomically(

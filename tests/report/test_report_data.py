@@ -24,15 +24,23 @@ class _Bundle:
     input_shape: tuple[int, int, int] = (1, 4, 4)
 
 
-def test_bundle_gives_calibration_from_train_and_validation_from_val() -> None:
+def _rows(sample: torch.Tensor, source: torch.Tensor) -> list[int]:
+    """Which rows of ``source`` the sample's items are."""
+    flat = source.reshape(len(source), -1)
+    return [int((flat == item.reshape(1, -1)).all(dim=1).nonzero()[0]) for item in sample]
+
+
+def test_bundle_gives_stratified_samples_of_train_and_val() -> None:
     train = TensorDataset(torch.randn(50, 1, 4, 4), torch.zeros(50, dtype=torch.long))
     val = TensorDataset(torch.randn(30, 1, 4, 4), torch.arange(30) % 3)
     data = report_data_from_bundle(_Bundle("toy", train, val), calibration=8, limit=20)
-    assert torch.equal(data.calibration, train.tensors[0][:8])
-    assert data.val_inputs is not None and torch.equal(data.val_inputs, val.tensors[0][:20])
-    assert (
-        data.val_labels is not None and data.val_labels.tolist() == (torch.arange(20) % 3).tolist()
-    )
+    assert len(set(_rows(data.calibration, train.tensors[0]))) == 8
+    assert data.val_inputs is not None and data.val_labels is not None
+    rows = _rows(data.val_inputs, val.tensors[0])
+    assert len(set(rows)) == 20 and data.val_labels.tolist() == [r % 3 for r in rows]
+    assert data.validation_sample is not None and data.calibration_sample is not None
+    assert sorted(data.validation_sample.per_class.values()) == [6, 7, 7]
+    assert data.calibration_sample.count == 8
     assert data.name == "toy (val split)"
     # the default calibration size follows the input size
     assert len(report_data_from_bundle(_Bundle("toy", train, val)).calibration) == 32
@@ -50,3 +58,19 @@ def test_synthetic_data_is_seeded_and_sized_by_input() -> None:
     assert default_calibration((1, 28, 28)) == 32
     with pytest.raises(XnorlabError):
         synthetic_report_data((1, 8, 8), 0)
+
+
+def test_a_class_sorted_data_set_gives_balanced_samples() -> None:
+    """Sorted by class (as mnist5k is), the first items would all be class 0."""
+    labels = torch.arange(10).repeat_interleave(40)  # 400 items, 0 0 ... 9 9
+    train = TensorDataset(torch.randn(400, 1, 4, 4), labels)
+    val = TensorDataset(torch.randn(400, 1, 4, 4), labels.clone())
+    data = report_data_from_bundle(_Bundle("sorted", train, val), calibration=20, limit=100)
+    assert data.val_labels is not None
+    assert torch.bincount(data.val_labels, minlength=10).tolist() == [10] * 10
+    assert data.validation_sample is not None
+    assert data.validation_sample.per_class == dict.fromkeys(range(10), 10)
+    assert data.calibration_sample is not None
+    assert data.calibration_sample.per_class == dict.fromkeys(range(10), 2)
+    calibration_labels = labels[_rows(data.calibration, train.tensors[0])]
+    assert torch.bincount(calibration_labels, minlength=10).tolist() == [2] * 10

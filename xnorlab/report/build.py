@@ -28,21 +28,23 @@ from xnorlab.binary.surgery import (
     float_mode,
     iter_binarizable,
     layer_macs,
+    unbinarizable_layers,
     wrapped_layers,
 )
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import CancelFn, Cancelled, ProgressFn
-from xnorlab.measure.accuracy import alone_mode, layer_alone_top1, tensor_top1
-from xnorlab.measure.intervals import Accuracy
-from xnorlab.measure.latency import MIN_REPEATS, LatencyPlan, float_vs_current
+from xnorlab.measure.accuracy import tensor_correct
+from xnorlab.measure.intervals import PairedDifference
+from xnorlab.measure.latency import MIN_REPEATS, LatencyComparison, LatencyPlan, float_vs_current
 from xnorlab.measure.layers import layer_mode, shapes_per_layer
-from xnorlab.measure.machine import engine_context, engine_info, load_note, machine_description
+from xnorlab.measure.machine import engine_context, engine_info, machine_description
 from xnorlab.measure.memory import (
     FLOAT_BITS,
     layer_bits,
     other_parameter_elements,
     state_dict_file_bytes,
 )
+from xnorlab.measure.sensitivity import LayerSensitivity, layer_sensitivity, sensitivity_passes
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.packed_layers import has_packed_layers
 from xnorlab.models.xnor_file import encode_xnor
@@ -72,9 +74,12 @@ __all__ = [
     "build_report",
 ]
 
-#: Time for one side's latency (end-to-end plus as many profiled runs); more repeats than fit
-#: are cut, down to ``MIN_REPEATS``, so a large model is timed in bounded time.
+#: Time for both sides' end-to-end pairs; more repeats than fit are cut, down to
+#: ``MIN_REPEATS``, so a large model is timed in bounded time.
 LATENCY_BUDGET_S = 8.0
+#: Each side's timed runs continue to this total (up to ``LatencyPlan.max_pairs`` pairs): a
+#: small model's ratio interval then rests on hundreds of pairs, not ten.
+LATENCY_MIN_TIME_S = 1.0
 
 Tick = Callable[[], None]
 
@@ -221,20 +226,22 @@ def _error_fields(model: nn.Module, calibration: Tensor, bins: int) -> dict[str,
 
 def _latency_fields(
     model: nn.Module, sample: Tensor, options: ReportOptions, steps: _Steps
-) -> tuple[dict[str, dict[str, Any]], float, float]:
-    """Per-layer and end-to-end medians (ms), torch float vs the configured engine.
+) -> tuple[dict[str, dict[str, Any]], LatencyComparison]:
+    """Per-layer shares of the end-to-end medians (ms), torch float vs the configured engine,
+    timed interleaved (``float_vs_current``).
 
-    Each side runs one warm-up, then at least ``MIN_REPEATS`` end-to-end and as many profiled
-    runs, fewer than ``latency_repeats`` when they would exceed ``LATENCY_BUDGET_S``.
+    At least ``latency_repeats`` pairs (fewer, down to ``MIN_REPEATS``, when they would exceed
+    ``LATENCY_BUDGET_S``), continued to ``LATENCY_MIN_TIME_S`` per side; as many profiled runs
+    per side as ``latency_repeats`` for the per-layer split.
     """
-    repeats = options.latency_repeats
-    plan = LatencyPlan(warmup=1, repeats=max(repeats, MIN_REPEATS), profile_runs=None,
-                       budget_s=LATENCY_BUDGET_S / 2)  # fmt: skip
-    with steps.share(2 * (2 * repeats + 1)) as tick:
-        float_side, config_side = float_vs_current(model, sample, plan, _backend(options), tick)
+    repeats = max(options.latency_repeats, MIN_REPEATS)
+    plan = LatencyPlan(warmup=1, repeats=repeats, profile_runs=repeats,
+                       budget_s=LATENCY_BUDGET_S / 2, min_time_s=LATENCY_MIN_TIME_S)  # fmt: skip
+    with steps.share(2 * (2 * options.latency_repeats + 1)) as tick:
+        comparison = float_vs_current(model, sample, plan, _backend(options), tick)
     fields = {}
-    for name, timing in config_side.layers.items():
-        float_timing = float_side.layers.get(name)
+    for name, timing in comparison.current_side.layers.items():
+        float_timing = comparison.float_side.layers.get(name)
         float_ms = None if float_timing is None else float_timing.wall_s * 1e3
         config_ms = timing.wall_s * 1e3
         native = timing.native_calls > 0
@@ -246,38 +253,46 @@ def _latency_fields(
             "kernel_popcount_ms": timing.popcount_s * 1e3 if native else None,
             "kernel_scale_ms": timing.scale_s * 1e3 if native else None,
         }
-    float_ms, config_ms = float_side.end_to_end.median_s, config_side.end_to_end.median_s
-    return fields, float_ms * 1e3, config_ms * 1e3
+    return fields, comparison
 
 
-def _percent(accuracy: Accuracy) -> float:
-    """The report's accuracies are in percent: ``100 * hits / n``."""
-    return 100.0 * accuracy.hits / max(1, accuracy.n)
+def _latency_totals(comparison: LatencyComparison) -> dict[str, Any]:
+    floats, configs = comparison.float_side, comparison.current_side
+    return {
+        "latency_float_ms": floats.end_to_end.median_s * 1e3,
+        "latency_config_ms": configs.end_to_end.median_s * 1e3,
+        "speedup": comparison.speedup,
+        "latency_float_unattributed_ms": floats.unattributed_s * 1e3,
+        "latency_config_unattributed_ms": configs.unattributed_s * 1e3,
+    }
+
+
+def _sensitivity_fields(layer: LayerSensitivity) -> dict[str, Any]:
+    return {
+        "sensitivity_mode": str(layer.alone_mode),
+        "binarize_alone": layer.binarize_alone,
+        "restore_alone": layer.restore_alone,
+    }
 
 
 def _accuracy_fields(
     model: nn.Module, data: ReportData, options: ReportOptions, steps: _Steps
-) -> tuple[float | None, float | None, dict[str, dict[str, Any]]]:
-    """Validation top-1 (percent) float, configured, and with one layer binarized at a time."""
+) -> tuple[PairedDifference | None, dict[str, dict[str, Any]]]:
+    """All float vs configured on the validation items, and (``options.sensitivity``) every
+    layer's cost binarized alone and restored alone, all paired on the same items."""
     if data.val_inputs is None or data.val_labels is None:
-        return None, None, {}
+        return None, {}
     x, y, batch = data.val_inputs, data.val_labels.long(), options.batch_size
-    sensitivity: dict[str, dict[str, Any]] = {}
     with engine_context(model, _backend(options)):
-        with float_mode(model):
-            acc_float = _percent(tensor_top1(model, x, y, batch, steps.tick))
-        acc_config = _percent(tensor_top1(model, x, y, batch, steps.tick))
-        layers = wrapped_layers(model) if options.sensitivity else {}
-        for name, layer in layers.items():
-            mode = alone_mode(layer.mode)
-            steps.stage(f"sensitivity of {name}")
-            accuracy = _percent(layer_alone_top1(model, name, mode, x, y, batch, steps.tick))
-            sensitivity[name] = {
-                "sensitivity_mode": str(mode),
-                "sensitivity_accuracy": accuracy,
-                "sensitivity_drop": acc_float - accuracy,
+        if options.sensitivity:
+            result = layer_sensitivity(model, x, y, batch, steps.tick, stage=steps.stage)
+            return result.configured, {
+                layer.name: _sensitivity_fields(layer) for layer in result.layers
             }
-    return acc_float, acc_config, sensitivity
+        with float_mode(model):
+            floats = tensor_correct(model, x, y, batch, steps.tick)
+        configured = tensor_correct(model, x, y, batch, steps.tick)
+    return PairedDifference.from_correct(floats.tolist(), configured.tolist()), {}
 
 
 def _file_sizes(loaded: LoadedModel, model: nn.Module) -> tuple[int | None, int, str | None]:
@@ -298,8 +313,7 @@ def _step_count(model: nn.Module, data: ReportData, options: ReportOptions) -> i
     steps = 2 + (4 * options.latency_repeats + 2 if options.latency else 0)
     if data.val_inputs is not None:
         batches = math.ceil(len(data.val_inputs) / options.batch_size)
-        layers = len(wrapped_layers(model)) if options.sensitivity else 0
-        steps += batches * (2 + layers)
+        steps += batches * (sensitivity_passes(model) if options.sensitivity else 2)
     return steps
 
 
@@ -312,7 +326,7 @@ def _totals(
     deployed_bits = sum(row.deployed_bits for row in layers) + FLOAT_BITS * other
     macs = sum(row.macs for row in layers)
     binary_macs = sum(row.binary_macs for row in layers)
-    acc_float, acc_config = extra.get("accuracy_float"), extra.get("accuracy_config")
+    paired: PairedDifference | None = extra.get("accuracy")
     return ReportTotals(
         params=sum(row.params for row in layers) + other,
         binary_params=sum(math.prod(r.weight_shape) for r in layers if r.mode != "float"),
@@ -323,12 +337,14 @@ def _totals(
         macs=macs,
         binary_macs=binary_macs,
         binarized_mac_ratio=binary_macs / macs if macs else 0.0,
-        accuracy_float=acc_float,
-        accuracy_config=acc_config,
-        accuracy_drop=None if acc_float is None or acc_config is None else acc_float - acc_config,
+        accuracy_float=None if paired is None else paired.baseline,
+        accuracy_config=None if paired is None else paired.candidate,
+        accuracy_drop=paired,
         latency_float_ms=extra.get("latency_float_ms"),
         latency_config_ms=extra.get("latency_config_ms"),
-        speedup=ratio(extra.get("latency_float_ms"), extra.get("latency_config_ms")),
+        speedup=extra.get("speedup"),
+        latency_float_unattributed_ms=extra.get("latency_float_unattributed_ms"),
+        latency_config_unattributed_ms=extra.get("latency_config_unattributed_ms"),
         xnor_file_bytes=extra.get("xnor_file_bytes"),
         float_state_dict_bytes=extra.get("float_state_dict_bytes"),
         file_compression=ratio(extra.get("float_state_dict_bytes"), extra.get("xnor_file_bytes")),
@@ -352,9 +368,10 @@ def _layer_rows(
 
 def _empty_measurements() -> dict[str, Any]:
     keys = (
-        "input_near_zero", "input_sign_flip", "local_error", "output_error", "latency_float_ms",
-        "latency_config_ms", "speedup", "kernel_pack_ms", "kernel_popcount_ms", "kernel_scale_ms", "sensitivity_mode", "sensitivity_accuracy",
-        "sensitivity_drop",
+        "input_near_zero", "input_sign_flip", "input_never_negative", "local_error",
+        "output_error", "latency_float_ms", "latency_config_ms", "speedup", "kernel_pack_ms",
+        "kernel_popcount_ms", "kernel_scale_ms", "sensitivity_mode", "binarize_alone",
+        "restore_alone",
     )  # fmt: skip
     return dict.fromkeys(keys)
 
@@ -366,21 +383,22 @@ def _measure(
     steps.stage("counting and calibration statistics")
     with engine_context(model, _backend(options)):  # same values as torch, much faster
         counted = _layer_rows(model, loaded.input_shape, data, options.histogram_bins)
+        never_negative = set(stats.nonnegative_input_layers(model, data.calibration))
     rows = {name: {**_empty_measurements(), **row} for name, row in counted.items()}
+    for name, row in rows.items():
+        row["input_never_negative"] = name in never_negative
     steps.tick()
     extra: dict[str, Any] = {}
-    notes: list[str] = []
+    notes: list[str] = _never_negative_notes(rows)
     if options.latency:
         steps.stage("timing layers (batch 1)")
-        notes += [note for note in (load_note(),) if note]
-        per_layer, extra["latency_float_ms"], extra["latency_config_ms"] = _latency_fields(
-            model, data.calibration[:1], options, steps
-        )
+        per_layer, comparison = _latency_fields(model, data.calibration[:1], options, steps)
+        extra.update(_latency_totals(comparison))
+        notes += _noise_notes(comparison)
         for name, fields in per_layer.items():
             rows[name].update(fields)
     steps.stage("validation accuracy")
-    acc_float, acc_config, sensitivity = _accuracy_fields(model, data, options, steps)
-    extra.update(accuracy_float=acc_float, accuracy_config=acc_config)
+    extra["accuracy"], sensitivity = _accuracy_fields(model, data, options, steps)
     for name, fields in sensitivity.items():
         rows[name].update(fields)
     if options.file_sizes:
@@ -407,12 +425,15 @@ def _header(
         input_shape=tuple(loaded.input_shape),
         calibration_samples=len(data.calibration),
         validation_samples=0 if data.val_inputs is None else len(data.val_inputs),
+        calibration_sample=data.calibration_sample,
+        validation_sample=data.validation_sample,
         engine=str(_backend(options)),
         isa=engine.isa,
         threads=engine.threads,
         date=utc_now(),
         machine=machine_description(),
         settings=settings_pairs(settings),
+        unbinarizable_layers=tuple(unbinarizable_layers(loaded.model).items()),
         notes=tuple(dict.fromkeys([*options.extra_notes, *notes])),
     )
 
@@ -451,7 +472,7 @@ def build_report(
     steps = _Steps(_step_count(model, data, options), progress, should_cancel)
     layers, extra, notes = _measure(model, loaded, data, options, steps)
     steps.finish()
-    notes = [*_first_last_notes(layers), *notes]
+    notes = [*_first_last_notes(layers), *_unbinarizable_notes(loaded.model), *notes]
     header = _header(loaded, data, options, settings or {}, notes)
     return Report(header=header, layers=layers, totals=_totals(model, layers, extra))
 
@@ -465,3 +486,34 @@ def _first_last_notes(layers: tuple[LayerReport, ...]) -> list[str]:
         for name, row in ends.items()
         if row.mode != "float"
     ]
+
+
+def _unbinarizable_notes(model: nn.Module) -> list[str]:
+    """One note naming the Conv2d/Linear layers no mode map can binarize, with the reasons."""
+    skipped = unbinarizable_layers(model)
+    if not skipped:
+        return []
+    reasons: dict[str, list[str]] = {}
+    for name, reason in skipped.items():
+        reasons.setdefault(reason, []).append(name)
+    parts = [f"{_names(names)}: {reason}" for reason, names in reasons.items()]
+    return [
+        f"{len(skipped)} Conv2d/Linear layers stay float whatever the modes: {'; '.join(parts)}"
+    ]
+
+
+def _never_negative_notes(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """A note for the XNOR layers whose calibration input was never negative."""
+    names = [n for n, row in rows.items() if row["input_never_negative"] and row["mode"] == "xnor"]
+    return [f"{_names(names)}: {stats.NONNEGATIVE_INPUT_HINT}"] if names else []
+
+
+def _names(names: list[str], shown: int = 6) -> str:
+    """``a, b, c`` or ``a, b, c, ... (12 layers)``."""
+    head = ", ".join(names[:shown])
+    return head if len(names) <= shown else f"{head}, ... ({len(names)} layers)"
+
+
+def _noise_notes(comparison: LatencyComparison) -> list[str]:
+    reason = comparison.speedup.noise_reason
+    return [f"latency is noisy: {reason}"] if reason else []

@@ -1,7 +1,8 @@
 """Turn a data set (or nothing) into the ``ReportData`` tensors a report needs.
 
 For the CLI and the GUI's File > Export report: a calibration batch from the train split and
-validation tensors from the val split. Without data: the bundled calibration photos
+validation tensors from the val split, each a seeded class-stratified sample
+(``xnorlab.measure.accuracy.sample_tensors``) whose ``SampleInfo`` the report shows. Without data: the bundled calibration photos
 (``xnorlab.data.calibration``, unlabelled, so no accuracy) for models that take 1- or 3-channel
 images, else seeded random inputs; the report's data name says which.
 """
@@ -16,6 +17,8 @@ import torch
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data import calibration
 from xnorlab.data.images import Preprocessing
+from xnorlab.data.sampling import SampleInfo
+from xnorlab.measure.accuracy import sample_tensors
 from xnorlab.report.model import ReportData
 
 SYNTHETIC_NAME = "none (random normal calibration inputs, no accuracy)"
@@ -27,14 +30,18 @@ def default_calibration(input_shape: tuple[int, ...]) -> int:
     return 32 if math.prod(input_shape) <= 3 * 64 * 64 else 4
 
 
-def stack_items(dataset: Any, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``min(count, len(dataset))`` ``(input, label)`` items as two tensors."""
-    size = min(count, len(dataset))
-    if size <= 0:
+def sample_items(dataset: Any, count: int) -> tuple[torch.Tensor, torch.Tensor, SampleInfo]:
+    """A seeded class-stratified sample of ``min(count, len(dataset))`` items as two tensors,
+    and what it holds."""
+    if count < 1 or len(dataset) == 0:
         raise XnorlabError("the data set has no samples")
-    items = [dataset[i] for i in range(size)]
-    inputs = torch.stack([torch.as_tensor(x, dtype=torch.float32) for x, _ in items])
-    return inputs, torch.tensor([int(y) for _, y in items], dtype=torch.long)
+    return sample_tensors(dataset, min(count, len(dataset)))
+
+
+def stack_items(dataset: Any, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sample_items`` without the ``SampleInfo``."""
+    inputs, labels, _ = sample_items(dataset, count)
+    return inputs, labels
 
 
 def synthetic_report_data(
@@ -85,7 +92,8 @@ def unlabelled_report_data(
 def report_data_from_bundle(
     bundle: Any, calibration: int | None = None, limit: int = 1000
 ) -> ReportData:
-    """Calibration batch from ``bundle.train``, up to ``limit`` validation items from ``.val``.
+    """Calibration batch from ``bundle.train``, up to ``limit`` validation items from ``.val``,
+    both class-stratified samples (seed ``SAMPLE_SEED``).
 
     ``bundle`` is a ``xnorlab.data.datasets.DatasetBundle`` (anything with ``name``, ``train``,
     ``val`` and ``input_shape``).
@@ -93,6 +101,7 @@ def report_data_from_bundle(
     count = default_calibration(tuple(bundle.input_shape)) if calibration is None else calibration
     if count < 1 or limit < 1:
         raise XnorlabError("calibration batch size and validation limit must be >= 1")
-    calibration_inputs, _ = stack_items(bundle.train, count)
-    val_inputs, val_labels = stack_items(bundle.val, limit)
-    return ReportData(f"{bundle.name} (val split)", calibration_inputs, val_inputs, val_labels)
+    calibration_inputs, _, calibration_info = sample_items(bundle.train, count)
+    val_inputs, val_labels, val_info = sample_items(bundle.val, limit)
+    return ReportData(f"{bundle.name} (val split)", calibration_inputs, val_inputs, val_labels,
+                      calibration_info, val_info)  # fmt: skip

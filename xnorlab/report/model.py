@@ -9,7 +9,12 @@ Counting conventions (as Larq's ``models.summary`` counts):
 * MACs: per sample, ``H_out*W_out*C_out*(C_in/groups)*kh*kw`` (conv) or
   ``out_features*in_features`` (linear). A MAC is *binary* only when both operands are binary
   (XNOR layers); BWN MACs are counted as float (float input times +-alpha);
-* compression: ``float32 bits / deployed bits``; binarized-MAC ratio: ``binary MACs / MACs``.
+* compression: ``float32 bits / deployed bits``; binarized-MAC ratio: ``binary MACs / MACs``;
+* accuracies: ``Accuracy`` (hits of n with the 95 % Wilson interval); differences between two
+  configurations: ``PairedDifference`` on the same items (paired interval, McNemar verdict);
+* latency: float and configured timed interleaved; the speed-up is a ``RatioEstimate`` (median
+  of pairwise ratios, interval, noise flag); a layer's time is its share of the end-to-end
+  median, and ``unattributed`` is the part of the median no layer accounts for.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ from typing import Any
 
 from torch import Tensor
 
-SCHEMA_VERSION = 1
+from xnorlab.data.sampling import SampleInfo
+from xnorlab.measure.intervals import Accuracy, PairedDifference
+from xnorlab.measure.timing import RatioEstimate
+
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -37,8 +46,9 @@ class LayerReport:
     """Everything the report says about one binarizable layer.
 
     Error/sign fields are NaN-free: ``None`` means "not measured" (e.g. no calibration data).
-    ``sensitivity_mode`` is the mode the layer had alone in the sensitivity run (its configured
-    mode, or XNOR for a layer configured float). Latencies are medians in milliseconds, batch 1.
+    ``sensitivity_mode`` is the mode the layer had in the binarize-alone run (its configured
+    mode, or XNOR for a layer configured float). Latencies are the layer's share of the
+    end-to-end median in milliseconds, batch 1 (``xnorlab.measure.latency.split_whole``).
     """
 
     name: str
@@ -60,6 +70,7 @@ class LayerReport:
     approx_error: float  # ||W - alpha*sign(W)||_F / ||W||_F
     input_near_zero: float | None  # share of inputs with |x| <= 5% mean|x|
     input_sign_flip: float | None  # share of input signs differing from the float model's
+    input_never_negative: bool | None  # no calibration input entry < 0 (XNOR sees constant +1)
     local_error: float | None  # this layer alone: ||y_mode - y_float|| / ||y_float||, same input
     output_error: float | None  # configured model vs float model at this layer's output
     latency_float_ms: float | None  # torch float
@@ -69,8 +80,8 @@ class LayerReport:
     kernel_popcount_ms: float | None  # sign+pack of the input, xor/popcount, output transform
     kernel_scale_ms: float | None  # (the rest of latency_config_ms is glue: allocation, ...)
     sensitivity_mode: str | None
-    sensitivity_accuracy: float | None  # validation top-1 with only this layer binarized
-    sensitivity_drop: float | None  # float accuracy - sensitivity_accuracy (points)
+    binarize_alone: PairedDifference | None  # all float vs only this layer binarized
+    restore_alone: PairedDifference | None  # this layer float (rest configured) vs configured
     alphas: tuple[float, ...] = ()
     weight_hist: Histogram | None = None
     input_hist: Histogram | None = None
@@ -78,7 +89,7 @@ class LayerReport:
 
 @dataclass(frozen=True)
 class ReportTotals:
-    """Whole-model figures. Accuracies in percent; ``None`` when not measured."""
+    """Whole-model figures; ``None`` when not measured."""
 
     params: int
     binary_params: int  # weights stored at 1 bit
@@ -89,12 +100,14 @@ class ReportTotals:
     macs: int
     binary_macs: int
     binarized_mac_ratio: float
-    accuracy_float: float | None
-    accuracy_config: float | None
-    accuracy_drop: float | None
-    latency_float_ms: float | None
+    accuracy_float: Accuracy | None
+    accuracy_config: Accuracy | None
+    accuracy_drop: PairedDifference | None  # all float vs configured, same items
+    latency_float_ms: float | None  # end-to-end medians, interleaved
     latency_config_ms: float | None
-    speedup: float | None
+    speedup: RatioEstimate | None  # float / config: median of pairwise ratios, noise flag
+    latency_float_unattributed_ms: float | None  # of the median, in no binarizable layer
+    latency_config_unattributed_ms: float | None
     xnor_file_bytes: int | None
     float_state_dict_bytes: int | None
     file_compression: float | None
@@ -111,12 +124,15 @@ class ReportHeader:
     input_shape: tuple[int, ...]
     calibration_samples: int
     validation_samples: int
+    calibration_sample: SampleInfo | None  # how it was drawn and its classes
+    validation_sample: SampleInfo | None
     engine: str  # "native" | "torch"
     isa: str
     threads: int
     date: str
     machine: str
     settings: tuple[tuple[str, str], ...] = ()
+    unbinarizable_layers: tuple[tuple[str, str], ...] = ()  # Conv2d/Linear that stay float: why
     notes: tuple[str, ...] = ()
 
 
@@ -132,12 +148,15 @@ class Report:
 
 @dataclass(frozen=True)
 class ReportData:
-    """The inputs of a report: a calibration batch and optional labelled validation tensors."""
+    """The inputs of a report: a calibration batch and optional labelled validation tensors,
+    with how each was drawn (``None``: not drawn from a labelled data set)."""
 
     name: str
     calibration: Tensor  # (N, C, H, W) or (N, F)
     val_inputs: Tensor | None = None
     val_labels: Tensor | None = None
+    calibration_sample: SampleInfo | None = None
+    validation_sample: SampleInfo | None = None
 
 
 @dataclass(frozen=True)

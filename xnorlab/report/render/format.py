@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from xnorlab.data.sampling import SampleInfo
+from xnorlab.measure.intervals import Accuracy, PairedDifference
+from xnorlab.measure.timing import NOISY_RELATIVE_WIDTH
 from xnorlab.report.model import LayerReport, Report
 
 
@@ -27,14 +30,44 @@ def pct(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{100.0 * value:.{digits}f}%"
 
 
-def points(value: float | None) -> str:
-    """An accuracy already in percent."""
-    return "-" if value is None else f"{value:.2f}"
+def grouped_reasons(pairs: tuple[tuple[str, str], ...]) -> str:
+    """``(name, reason)`` pairs as ``a, b: reason; c: other reason`` (``none`` when empty)."""
+    groups: dict[str, list[str]] = {}
+    for name, reason in pairs:
+        groups.setdefault(reason, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {reason}" for reason, names in groups.items()) or "none"
 
 
 def times(value: float | None) -> str:
     """A ratio such as a speedup or a compression (``12.3x``)."""
     return "-" if value is None else f"{value:.2f}x"
+
+
+def yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def accuracy_short(accuracy: Accuracy | None) -> str:
+    """``99.30 [98.6, 99.7]`` (percent, 95 % Wilson interval)."""
+    if accuracy is None or not accuracy.n:
+        return "-"
+    low, high = accuracy.interval
+    return f"{100 * accuracy.value:.2f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def cost_short(paired: PairedDifference | None) -> str:
+    """``+36.60 [+33.4, +39.9] exceeds noise`` (points, paired 95 % interval, verdict)."""
+    if paired is None or not paired.n:
+        return "-"
+    low, high = paired.interval
+    return f"{100 * paired.cost:+.2f} [{100 * low:+.1f}, {100 * high:+.1f}] {paired.verdict}"
+
+
+def sample_text(info: SampleInfo | None, count: int) -> str:
+    """How a sample was drawn, or just its size when it was not drawn from labelled data."""
+    if info is None:
+        return f"{count:,} items" if count else "none"
+    return info.text()
 
 
 def kib(bits: int | None) -> str:
@@ -74,6 +107,7 @@ LAYER_COLUMNS: tuple[Column, ...] = (
     ("W approx err", lambda r: num(r.approx_error)),
     ("in near 0", lambda r: pct(r.input_near_zero)),
     ("sign flips", lambda r: pct(r.input_sign_flip)),
+    ("in never < 0", lambda r: yes_no(r.input_never_negative)),
     ("local err", lambda r: num(r.local_error)),
     ("output err", lambda r: num(r.output_error)),
     ("float ms", lambda r: num(r.latency_float_ms)),
@@ -82,16 +116,46 @@ LAYER_COLUMNS: tuple[Column, ...] = (
     ("pack ms", lambda r: num(r.kernel_pack_ms)),
     ("popcount ms", lambda r: num(r.kernel_popcount_ms)),
     ("scale ms", lambda r: num(r.kernel_scale_ms)),
-    ("sens. mode", lambda r: r.sensitivity_mode or "-"),
-    ("acc. alone", lambda r: points(r.sensitivity_accuracy)),
-    ("drop", lambda r: points(r.sensitivity_drop)),
-)
+    ("alone mode", lambda r: r.sensitivity_mode or "-"),
+    ("acc. binarized alone", lambda r: accuracy_short(r.binarize_alone.candidate if r.binarize_alone else None)),
+    ("cost binarized alone", lambda r: cost_short(r.binarize_alone)),
+    ("acc. restored alone", lambda r: accuracy_short(r.restore_alone.baseline if r.restore_alone else None)),
+    ("cost restored alone", lambda r: cost_short(r.restore_alone)),
+)  # fmt: skip
+
+
+def _accuracy_rows(report: Report) -> list[tuple[str, str]]:
+    t = report.totals
+    if t.accuracy_drop is None:
+        return [("top-1 accuracy", "not measured (no labelled validation data)")]
+    return [
+        ("top-1 accuracy, all float", t.accuracy_drop.baseline.text()),
+        ("top-1 accuracy, configured", t.accuracy_drop.candidate.text()),
+        ("cost of the configuration (float - configured, paired)", t.accuracy_drop.text()),
+    ]
+
+
+def _latency_rows(report: Report) -> list[tuple[str, str]]:
+    t = report.totals
+    if t.speedup is None:
+        return [("latency", "not measured")]
+    noise = t.speedup.noise_reason or (
+        f"steady: 95 % interval within {100 * NOISY_RELATIVE_WIDTH:.0f} % of the median, "
+        "machine not busy"
+    )
+    return [
+        ("latency float -> config (ms, batch 1, interleaved medians)",
+         f"{num(t.latency_float_ms)} -> {num(t.latency_config_ms)}"),
+        ("end-to-end speedup (median of pairwise ratios)", t.speedup.text(reason=False)),
+        ("latency noise", ("NOISY: " if t.speedup.noisy else "") + noise),
+        ("in no binarizable layer (ms, float / config)",
+         f"{num(t.latency_float_unattributed_ms)} / {num(t.latency_config_unattributed_ms)}"),
+    ]  # fmt: skip
 
 
 def totals_rows(report: Report) -> list[tuple[str, str]]:
     """``(label, value)`` rows of the model totals."""
     t = report.totals
-    acc = f"{points(t.accuracy_float)} -> {points(t.accuracy_config)} (drop {points(t.accuracy_drop)})"
     return [
         ("parameters", f"{num(t.params)} ({num(t.binary_params)} binary, {num(t.other_params)} outside conv/linear)"),
         ("weight memory float32", f"{kib(t.float_bits)} KiB"),
@@ -99,9 +163,8 @@ def totals_rows(report: Report) -> list[tuple[str, str]]:
         ("compression", times(t.compression)),
         ("MACs per sample", f"{num(t.macs)} ({num(t.binary_macs)} binary)"),
         ("binarized-MAC ratio", pct(t.binarized_mac_ratio)),
-        ("top-1 accuracy float -> config", acc),
-        ("latency float -> config (ms, batch 1)", f"{num(t.latency_float_ms)} -> {num(t.latency_config_ms)}"),
-        ("end-to-end speedup", times(t.speedup)),
+        *_accuracy_rows(report),
+        *_latency_rows(report),
         (".xnor file vs float state_dict file", f"{file_size(t.xnor_file_bytes)} vs {file_size(t.float_state_dict_bytes)} ({times(t.file_compression)} smaller)"),
     ]  # fmt: skip
 
@@ -114,9 +177,12 @@ def header_rows(report: Report) -> list[tuple[str, str]]:
         ("xnorlab", f"{h.xnorlab_version} (torch {h.torch_version})"),
         ("model", h.model_spec),
         ("input", shape_text(h.input_shape)),
-        ("dataset", f"{h.dataset} ({h.calibration_samples} calibration, {h.validation_samples} validation samples)"),
+        ("dataset", h.dataset),
+        ("validation sample (accuracy)", sample_text(h.validation_sample, h.validation_samples)),
+        ("calibration sample (statistics)", sample_text(h.calibration_sample, h.calibration_samples)),
         ("engine", f"{h.engine}, ISA {h.isa}, {h.threads} threads"),
         ("layer settings", settings),
+        ("Conv2d/Linear that stay float", grouped_reasons(h.unbinarizable_layers)),
         ("date", h.date),
         ("machine", h.machine),
     ]  # fmt: skip

@@ -49,7 +49,7 @@ def _layer_table(report: Report, names: tuple[str, ...]) -> str:
 def _summary_plots(report: Report) -> list[str]:
     parts = [_img(plots.alpha_figure(report), "alpha per layer")]
     parts.append(_img(plots.error_figure(report), "relative output error per layer"))
-    if any(layer.sensitivity_drop is not None for layer in report.layers):
+    if any(layer.binarize_alone is not None for layer in report.layers):
         parts.append(_img(plots.sensitivity_figure(report), "accuracy sensitivity per layer"))
     if any(layer.latency_config_ms is not None for layer in report.layers):
         parts.append(_img(plots.latency_figure(report), "latency per layer"))

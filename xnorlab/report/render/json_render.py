@@ -10,21 +10,29 @@ from typing import Any
 from xnorlab.report.model import Report
 
 
-def _clean(value: Any) -> Any:
-    """Tuples -> lists, non-finite floats -> None (JSON has no NaN)."""
+def plain(value: Any) -> Any:
+    """JSON-able form: a measurement's own ``to_json()`` (``Accuracy``, ``PairedDifference``,
+    ``RatioEstimate``, ``SampleInfo``), other dataclasses field by field, tuples -> lists,
+    non-finite floats -> None (JSON has no NaN)."""
+    if hasattr(value, "to_json"):
+        return plain(value.to_json())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
-    """The report as JSON-able nested dicts; ``header.settings`` becomes an object."""
-    data: dict[str, Any] = _clean(dataclasses.asdict(report))
+    """The report as JSON-able nested dicts; ``header.settings`` and
+    ``header.unbinarizable_layers`` become objects."""
+    data: dict[str, Any] = plain(report)
     data["header"]["settings"] = dict(report.header.settings)
+    data["header"]["unbinarizable_layers"] = dict(report.header.unbinarizable_layers)
     return {"schema_version": data.pop("schema_version"), **data}
 
 

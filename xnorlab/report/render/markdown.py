@@ -16,9 +16,12 @@ _GROUPS = (
                               "binary MACs", "float KiB", "deployed KiB", "compr.")),
     ("Binarization statistics", ("layer", "mode", "alpha mean", "alpha min", "alpha max",
                                  "alpha std", "W approx err", "in near 0", "sign flips",
-                                 "local err", "output err")),
-    ("Latency and accuracy sensitivity", ("layer", "mode", "float ms", "config ms", "speedup",
-                                          "pack ms", "popcount ms", "scale ms", "sens. mode", "acc. alone", "drop")),
+                                 "in never < 0", "local err", "output err")),
+    ("Latency (shares of the end-to-end medians)", ("layer", "mode", "float ms", "config ms",
+                                                    "speedup", "pack ms", "popcount ms", "scale ms")),
+    ("Accuracy sensitivity (paired on the validation items)", (
+        "layer", "mode", "alone mode", "acc. binarized alone", "cost binarized alone",
+        "acc. restored alone", "cost restored alone")),
 )  # fmt: skip
 
 
@@ -49,9 +52,16 @@ _LEGEND = (
     "Memory: binary weights at 1 bit, alpha (one per output channel), biases, BatchNorm and "
     "float layers at 32 bits (as Larq counts). W approx err = ||W - alpha*sign(W)|| / ||W||. "
     "In near 0: inputs with |x| <= 5% of mean|x|. Sign flips: input signs that differ from the "
-    "float model's. Local err: this layer's output vs float on the same input; output err: "
-    "configured model vs float model at this layer. Acc. alone: validation top-1 with only "
-    "this layer binarized (sens. mode); drop: float accuracy minus that. Pack / popcount / "
-    "scale ms: the native engine's split of the configured time (sign+pack of the input, "
-    "xor+popcount, output transform); the rest is glue (allocation, Python, torch ops)."
+    "float model's. In never < 0: no calibration input entry was negative (an XNOR layer then "
+    "sees a constant +1). Local err: this layer's output vs float on the same input; output "
+    "err: configured model vs float model at this layer. Accuracies: top-1 in percent with the "
+    "95 % Wilson interval. Binarized alone: only this layer binarized (alone mode), the rest "
+    "float; its cost = all-float accuracy minus that. Restored alone: only this layer float, "
+    "the rest as configured; its cost = that accuracy minus the configured one. A positive "
+    "cost means binarizing the layer makes the model worse; costs are in points with a paired "
+    "95 % interval, and 'exceeds noise' when McNemar's exact test on the same items gives "
+    "p < 0.05. Latency: float and config timed interleaved; a layer's ms is its share of the "
+    "end-to-end median, the rest is in no binarizable layer. Pack / popcount / scale ms: the "
+    "native engine's split of the configured time (sign+pack of the input, xor+popcount, "
+    "output transform); the rest is glue (allocation, Python, torch ops)."
 )

@@ -10,6 +10,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from xnorlab.measure.intervals import PairedDifference
 from xnorlab.report.model import Histogram, LayerReport, Report
 
 _DPI = 80
@@ -95,13 +96,32 @@ def alpha_figure(report: Report) -> bytes:
     return _png(figure)
 
 
+def _costs(pairs: list[PairedDifference | None]) -> tuple[list[float], list[list[float]]]:
+    """Costs in points and their interval as error-bar lengths (0 where not measured)."""
+    costs, below, above = [], [], []
+    for paired in pairs:
+        cost, low, high = (0.0, 0.0, 0.0)
+        if paired is not None and paired.n:
+            cost, (low, high) = paired.cost, paired.interval
+        costs.append(100 * cost)
+        below.append(100 * (cost - low))
+        above.append(100 * (high - cost))
+    return costs, [below, above]
+
+
 def sensitivity_figure(report: Report) -> bytes:
-    """Accuracy drop when only one layer is binarized."""
+    """Cost of each layer binarized alone and restored alone, with paired 95 % intervals."""
     figure, (axis,) = _figure(_width(report), 3.2, bottom=_bottom(report), left=_left(report))
-    drops = [layer.sensitivity_drop or 0.0 for layer in report.layers]
-    axis.bar(range(len(drops)), drops, color=_colors(report))
+    positions = range(len(report.layers))
+    alone, alone_err = _costs([layer.binarize_alone for layer in report.layers])
+    restore, restore_err = _costs([layer.restore_alone for layer in report.layers])
+    axis.bar([p - 0.2 for p in positions], alone, width=0.4, yerr=alone_err, capsize=2,
+             color="#ff7f0e", label="binarized alone (rest float)")  # fmt: skip
+    axis.bar([p + 0.2 for p in positions], restore, width=0.4, yerr=restore_err, capsize=2,
+             color=_BINARY, label="restored alone (rest configured)")  # fmt: skip
     axis.axhline(0.0, color="black", linewidth=0.8)
-    _layer_axis(axis, report, "accuracy drop with only this layer binarized", "points")
+    axis.legend(fontsize=7)
+    _layer_axis(axis, report, "accuracy cost of binarizing each layer (> 0: worse)", "points")
     return _png(figure)
 
 
