@@ -262,3 +262,56 @@ def test_dropped_model_is_requested_when_someone_listens(
     session.open_paths([checkpoint])
     assert requested.calls == [(str(checkpoint),)]
     assert session.model is model  # nothing loaded synchronously
+
+
+def test_mode_lock_refuses_every_config_change_and_keeps_history(session: LabSession) -> None:
+    names = session.layer_names()
+    session.set_mode(names[1], "xnor")
+    session.set_mode(names[2], "bwn")
+    session.undo()
+    locks = Recorder(session.lock_changed)
+    modes, undo, redo = session.modes(), session.undo_label, session.redo_label
+    session.lock_modes("a training run uses the current modes")
+    attempts = [
+        lambda: session.set_mode(names[0], "xnor"),
+        lambda: session.apply_preset("bwn"),
+        lambda: session.apply_pattern("*", "float"),
+        lambda: session.configure_layers(None, scaling="scalar"),
+        lambda: session.set_layer_config(names[1], pad_mode="zero"),
+        session.undo,
+        session.redo,
+    ]
+    for attempt in attempts:
+        with pytest.raises(XnorlabError, match="a training run uses the current modes"):
+            attempt()
+    assert session.modes() == modes
+    assert (session.undo_label, session.redo_label) == (undo, redo)  # nothing popped
+    session.unlock_modes()
+    assert locks.calls == [("a training run uses the current modes",), ("",)]
+    assert session.redo() == [names[2]]
+    with pytest.raises(XnorlabError, match="reason"):
+        session.lock_modes("")
+
+
+def test_weights_changed_in_place_are_named_until_another_model(session: LabSession) -> None:
+    assert session.display_name == "tiny"
+    session.mark_weights_changed("fine-tuned")
+    assert session.display_name == "tiny (fine-tuned)"
+    assert session.model_name == "tiny"  # still the spec that reopens the file
+    session.adopt(LoadedModel("other", tiny_net(), (1, 8, 8)))
+    assert session.display_name == "other"
+
+
+def test_model_whose_forward_raises_anything_is_refused(session: LabSession) -> None:
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise AssertionError("custom code of a loaded file")
+
+    model = session.model
+    with pytest.raises(XnorlabError, match="does not run"):
+        session.adopt(LoadedModel("broken", Broken(), (1, 8, 8)))
+    assert session.model is model and session.model_name == "tiny"

@@ -17,7 +17,18 @@ Events (``xnorlab.common.signals.Signal``; slots run in the calling thread):
 * ``dataset_requested(spec: str)``: a newly adopted model wants its default dataset. If
   anything is connected (the GUI, which loads it in a worker), the session only emits this;
   otherwise it loads the dataset itself, synchronously;
-* ``model_requested(path: str)``: the same for a dropped model file (``open_paths``).
+* ``model_requested(path: str)``: the same for a dropped model file (``open_paths``);
+* ``lock_changed(reason: str)``: layer configs were locked (``reason`` says why) or unlocked
+  (``""``).
+
+Mode lock: while a run depends on the layer configs (training trains in the current modes),
+``lock_modes(reason)`` refuses every config change (one layer, presets, patterns, settings,
+undo and redo) with an ``XnorlabError`` that gives the reason, so a result always belongs to
+the modes it was started with. ``unlock_modes()`` ends it.
+
+Weights changed in place (``mark_weights_changed(note)``) are no longer the file's:
+``display_name`` says so (``demo:lenet (fine-tuned)``) until another model is opened, while
+``model_name`` stays the spec that reopens the file.
 
 Inputs of the activation views: ``activation_inputs(n)`` gives the open dataset's first
 samples, or, without a dataset, the bundled calibration photos (``xnorlab.data.calibration``:
@@ -173,6 +184,7 @@ class LabSession:
         self.weights_changed = Signal("weights_changed")
         self.dataset_requested = Signal("dataset_requested")
         self.model_requested = Signal("model_requested")
+        self.lock_changed = Signal("lock_changed")
         self.loaded: LoadedModel | None = None
         self.dataset: DatasetBundle | None = None
         self.dataset_spec: str | None = None
@@ -180,6 +192,8 @@ class LabSession:
         self.macs: dict[str, int] = {}
         self.revision = 0  # bumped on every model/config/data change (stale-result check)
         self.max_undo = max_undo
+        self.weights_note = ""  # how the live weights differ from the file's ("" = they don't)
+        self.lock_reason = ""  # why layer configs cannot change now ("" = they can)
         self._undo: list[ConfigChange] = []
         self._redo: list[ConfigChange] = []
         self._samples: dict[int, tuple[Tensor, Tensor]] = {}
@@ -203,6 +217,13 @@ class LabSession:
     def model_name(self) -> str:
         """The spec of the open model, or an empty string."""
         return self.loaded.spec if self.loaded is not None else ""
+
+    @property
+    def display_name(self) -> str:
+        """The model as titles and reports name it: the spec, plus how its weights were
+        changed in place (``demo:lenet (fine-tuned)``)."""
+        name = self.model_name
+        return f"{name} ({self.weights_note})" if name and self.weights_note else name
 
     def open_model(
         self, spec: str, trust: bool = False, modes: str | Mapping[str, Any] | None = None
@@ -230,7 +251,7 @@ class LabSession:
         for name, module in self._wrapped_of(model).items():
             if name in mode_map:
                 module.config = module.config.updated(mode=mode_map[name])
-        self.loaded, self.macs = loaded, macs
+        self.loaded, self.macs, self.weights_note = loaded, macs, ""
         self._undo.clear()
         self._redo.clear()
         self.selected = None
@@ -241,7 +262,7 @@ class LabSession:
     def _measure_macs(self, model: nn.Module, shape: tuple[int, ...], spec: str) -> dict[str, int]:
         try:
             return layer_macs(model, shape)
-        except (RuntimeError, ValueError, TypeError) as exc:
+        except Exception as exc:  # the first forward pass runs the file's own code: any error
             raise XnorlabError(
                 f"model {spec!r} does not run on an input of shape {shape}: {exc}"
             ) from None
@@ -418,9 +439,33 @@ class LabSession:
         label = ", ".join(f"{k}={v}" for k, v in fields.items())
         return self._apply(configs, label)
 
+    # ------------------------------------------------------------------ mode lock
+    def lock_modes(self, reason: str) -> None:
+        """Refuse every layer-config change until ``unlock_modes``; ``reason`` says why
+        (e.g. "a training run uses the current modes")."""
+        if not reason:
+            raise XnorlabError("a mode lock needs a reason to show the user")
+        self.lock_reason = reason
+        self.lock_changed.emit(reason)
+
+    def unlock_modes(self) -> None:
+        """Allow layer-config changes again."""
+        if self.lock_reason:
+            self.lock_reason = ""
+            self.lock_changed.emit("")
+
+    @property
+    def modes_locked(self) -> bool:
+        return bool(self.lock_reason)
+
+    def _check_unlocked(self) -> None:
+        if self.lock_reason:
+            raise XnorlabError(f"modes cannot change now: {self.lock_reason}")
+
     def _apply(
         self, configs: Mapping[str, LayerConfig], label: str, record: bool = True
     ) -> list[str]:
+        self._check_unlocked()
         wrapped = self._wrapped_of(self.model)
         before = {n: wrapped[n].config for n in configs}
         changed = {n: c for n, c in configs.items() if before[n] != c}
@@ -460,6 +505,7 @@ class LabSession:
         """Revert the last config change; returns the layers it touched."""
         if not self._undo:
             return []
+        self._check_unlocked()
         step = self._undo.pop()
         self._redo.append(step)
         return self._apply(step.before, f"undo {step.label}", record=False)
@@ -468,6 +514,7 @@ class LabSession:
         """Re-apply the last undone change."""
         if not self._redo:
             return []
+        self._check_unlocked()
         step = self._redo.pop()
         self._undo.append(step)
         return self._apply(step.after, f"redo {step.label}", record=False)
@@ -489,10 +536,12 @@ class LabSession:
             self.error.emit(str(exc))
             return None
 
-    def mark_weights_changed(self) -> None:
-        """Tell the views the live model's weights changed in place (after fine-tuning)."""
+    def mark_weights_changed(self, note: str = "modified") -> None:
+        """Tell the views the live model's weights changed in place (after fine-tuning);
+        ``note`` says how (``display_name`` shows it until another model is opened)."""
         if self.loaded is None:
             raise XnorlabError("no model is open")
+        self.weights_note = note
         self._bump()
         self.weights_changed.emit()
 
