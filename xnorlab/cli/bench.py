@@ -29,21 +29,12 @@ from xnorlab.bench import (
     validate_isas,
 )
 from xnorlab.bench.machine import RELEVANT_ENV
+from xnorlab.cli import args as cli_args
 from xnorlab.cli.main import run_subcommand
 from xnorlab.measure.timing import Timing
 
 REEXEC_GUARD = "XNORLAB_BENCH_REEXEC"
 ISA_CHOICES = ("scalar", "avx2", "avx512")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _one_line_errors(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_what_to_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=cli_args.threads,
         nargs="+",
         default=[1, 2],
         metavar="N",
@@ -73,7 +64,7 @@ def _add_what_to_run(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch",
-        type=_positive_int,
+        type=cli_args.batch_size,
         nargs="+",
         default=[1, 8],
         metavar="B",
@@ -104,7 +95,10 @@ def _add_what_to_run(parser: argparse.ArgumentParser) -> None:
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
-        "--save-json", metavar="FILE.json", help="also write the JSON report to this file"
+        "--save-json",
+        type=cli_args.output_file((".json",)),
+        metavar="FILE.json",
+        help="also write the JSON report to this file",
     )
     parser.add_argument(
         "--no-reexec",
@@ -128,7 +122,7 @@ def argv_from_args(args: argparse.Namespace) -> list[str]:
     argv += ["--isa", *args.isa] if args.isa else []
     argv += ["--scaling", args.scaling]
     argv += ["--json"] if args.json else []
-    argv += ["--save-json", args.save_json] if args.save_json else []
+    argv += ["--save-json", str(args.save_json)] if args.save_json else []
     argv += ["--quick"] if args.quick else []
     return argv
 
@@ -149,8 +143,6 @@ def _reexec_with_malloc_env(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     validate_isas(config)
-    if args.save_json:
-        _check_writable(Path(args.save_json))
     _reexec_with_malloc_env(args)
     if not args.json:
         print("measuring... (progress on stderr)", file=sys.stderr)
@@ -164,13 +156,6 @@ def run(args: argparse.Namespace) -> int:
         _write_json(Path(args.save_json), payload)
     print(json.dumps(payload, indent=2) if args.json else render_markdown(report))
     return 0
-
-
-def _check_writable(path: Path) -> None:
-    """Fail before the (minutes long) run when the JSON file cannot be written."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise BenchmarkError(f"cannot write the JSON report to {path}")
 
 
 def _write_json(path: Path, payload: dict[str, object]) -> None:

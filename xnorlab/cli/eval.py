@@ -1,21 +1,35 @@
-"""``xnorlab eval MODEL [--modes ...] --data DATA [--split val] [--json]``.
+"""``xnorlab eval MODEL [--modes ...] --data DATA [--split train|val|all] [--json]``.
 
-Prints top-1, top-5, per-class accuracy and the confusion matrix (rows: true class, columns:
+Prints what was evaluated (data, split, items per class), top-1 with its 95 % Wilson interval,
+top-5, per-class accuracy with intervals and the confusion matrix (rows: true class, columns:
 predicted class); ``--json`` prints them as one JSON object.
+
+Which items: a folder is evaluated whole (every image under it) unless ``--split`` names a part
+of it; a data set with a fixed split (mnist5k, digits, torchvision's) is evaluated on its val
+split unless ``--split`` says otherwise, and the output says so. ``--max-items N`` draws a
+seeded, class-stratified sample of N items.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import Any
 
 from xnorlab.binary.surgery import current_modes
+from xnorlab.cli import args as cli_args
 from xnorlab.cli.progress import ProgressBar
 from xnorlab.cli.train import add_mode_arguments, apply_modes
 from xnorlab.common.errors import XnorlabError
-from xnorlab.data.datasets import load_dataset, subset
+from xnorlab.data.datasets import load_dataset
+from xnorlab.data.sampling import SampleInfo
+from xnorlab.measure.accuracy import draw_sample
 from xnorlab.measure.evaluate import EvalResult, evaluate
+from xnorlab.measure.intervals import Accuracy
 from xnorlab.models.spec import load_model_spec
+
+SPLITS = ("train", "val", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,28 +40,78 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="mnist5k, digits, mnist:ROOT, cifar10:ROOT, "
         "fashionmnist:ROOT or a folder (default: the model's data)",
     )
-    parser.add_argument("--split", choices=["val", "train", "all"], default="val")
-    parser.add_argument("--max-items", type=int, default=None, help="a seeded random subset")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=None,
+        help="which items: a folder is evaluated whole (all) by default, a data set with a "
+        "fixed split on its val split",
+    )
+    parser.add_argument(
+        "--max-items",
+        type=cli_args.item_count,
+        default=None,
+        help="a seeded, class-stratified sample of this many items",
+    )
+    parser.add_argument("--batch-size", type=cli_args.batch_size, default=256)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_mode_arguments(parser, None)
 
 
-def _print_text(result: EvalResult, header: str) -> None:
-    print(header)
+def choose_split(data_spec: str, asked: str | None) -> tuple[str, str]:
+    """The split to evaluate and why: ``asked`` when given, else ``all`` for a folder (every
+    image in it) and ``val`` for a data set with a fixed split."""
+    if asked is not None:
+        return asked, "as asked"
+    if Path(data_spec).expanduser().is_dir():
+        return "all", "the whole folder (--split train|val for a part)"
+    return "val", "the data set's fixed val split (--split train|all for the others)"
+
+
+def _accuracy(result: EvalResult) -> Accuracy:
+    hits = sum(result.confusion[i][i] for i in range(len(result.confusion)))
+    return Accuracy(hits, result.count)
+
+
+def _class_accuracies(result: EvalResult) -> dict[str, Accuracy]:
+    return {
+        name: Accuracy(row[i], sum(row))
+        for i, (name, row) in enumerate(zip(result.class_names, result.confusion, strict=True))
+    }
+
+
+def _print_text(result: EvalResult, lines: list[str]) -> None:
+    print("\n".join(lines))
     print(
-        f"top-1 {result.top1:.4f}   top-5 {result.top5:.4f}   loss {result.loss:.4f}   "
-        f"n={result.count}"
+        f"top-1 {_accuracy(result).text()}   top-5 {100 * result.top5:.2f} %   "
+        f"loss {result.loss:.4f}"
     )
     print("per-class top-1:")
-    for name, acc in result.per_class.items():
-        print(f"  {name:<20} {acc:.4f}")
+    for name, accuracy in _class_accuracies(result).items():
+        print(f"  {name:<20} {accuracy.text()}")
     if len(result.class_names) <= 20:
         width = max(5, *(len(str(v)) for row in result.confusion for v in row)) + 1
         print("confusion (rows = true, columns = predicted):")
         print(" " * 12 + "".join(f"{n[: width - 1]:>{width}}" for n in result.class_names))
         for name, row in zip(result.class_names, result.confusion, strict=True):
             print(f"  {name[:9]:<10}" + "".join(f"{v:>{width}}" for v in row))
+
+
+def _payload(
+    args: argparse.Namespace, data_spec: str, split: str, why: str, info: SampleInfo,
+    modes: dict[str, str], result: EvalResult,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "model": args.model,
+        "data": data_spec,
+        "split": split,
+        "split_reason": why,
+        "sample": info.to_json(),
+        "modes": modes,
+        "accuracy": _accuracy(result).to_json(),
+        "per_class_accuracy": {k: v.to_json() for k, v in _class_accuracies(result).items()},
+        **result.to_json(),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,9 +121,8 @@ def run(args: argparse.Namespace) -> int:
     if not data_spec:
         raise XnorlabError(f"give --data: {args.model} has no default data set")
     bundle = load_dataset(data_spec, loaded.preprocessing, loaded.class_names or None)
-    dataset = bundle.split(args.split)
-    if args.max_items is not None:
-        dataset = subset(dataset, args.max_items)
+    split, why = choose_split(data_spec, args.split)
+    dataset, info = draw_sample(bundle.split(split), args.max_items)
     bar = ProgressBar()
     try:
         result = evaluate(
@@ -73,15 +136,13 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     modes = {name: str(mode) for name, mode in current_modes(loaded.model).items()}
     if args.json:
-        payload = {
-            "model": args.model,
-            "data": data_spec,
-            "split": args.split,
-            "modes": modes,
-            **result.to_json(),
-        }
-        print(json.dumps(payload, indent=2))
+        print(json.dumps(_payload(args, data_spec, split, why, info, modes, result), indent=2))
         return 0
     summary = ", ".join(f"{k}={v}" for k, v in modes.items()) or "no binarizable layers"
-    _print_text(result, f"{args.model} on {data_spec} ({args.split}); modes: {summary}")
+    what = "a stratified sample" if args.max_items is not None else "every item"
+    _print_text(result, [
+        f"model {args.model}; modes: {summary}",
+        f"data {data_spec}, split {split}: {why}",
+        f"evaluated {what}: {info.text(bundle.class_names)}",
+    ])  # fmt: skip
     return 0

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 
 from xnorlab.binary.surgery import binarize_model
+from xnorlab.cli import args as cli_args
 from xnorlab.cli.common import add_layer_settings, add_trust, layer_settings
 from xnorlab.measure.memory import state_dict_file_bytes
 from xnorlab.models.spec import load_model_spec
-from xnorlab.models.xnor_file import SUFFIX, XnorFileError, export_xnor, load_xnor
+from xnorlab.models.xnor_file import SUFFIX, export_xnor, load_xnor
 from xnorlab.report.render.format import file_size
 
 
@@ -19,7 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="preset (paper, paper-bwn, xnor, bwn, float) or a JSON mode file "
         "(default: the modes stored with the model, else paper)",
     )  # fmt: skip
-    parser.add_argument("--out", required=True, help="output file, must end in .xnor")
+    parser.add_argument(
+        "--out", required=True, type=cli_args.output_file((SUFFIX,)),
+        help=f"output file, must end in {SUFFIX}",
+    )  # fmt: skip
     add_layer_settings(parser, weight_grad=False)
     add_trust(parser)
     parser.add_argument("--no-verify", action="store_true",
@@ -27,8 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not str(args.out).endswith(SUFFIX):
-        raise XnorFileError(f"--out must end in {SUFFIX}, got {args.out!r}")
     loaded = load_model_spec(args.model, trust=args.trust)
     model = loaded.model
     modes = args.modes or (loaded.modes if loaded.modes else "paper")

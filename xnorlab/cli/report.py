@@ -1,14 +1,18 @@
-"""``xnorlab report MODEL --out FILE``: the per-layer binarization report (HTML/JSON/CSV/MD)."""
+"""``xnorlab report MODEL --out FILE``: the per-layer binarization report (HTML/JSON/CSV/MD).
+
+Every argument is checked when argparse reads it (``xnorlab.cli.args``): a bad thread count,
+size or output path ends in one line and exit 2 before torch's threads are set or a model is
+loaded.
+"""
 
 from __future__ import annotations
 
 import argparse
 import io
-from pathlib import Path
 
+from xnorlab.cli import args as cli_args
 from xnorlab.cli.common import add_layer_settings, add_trust, layer_settings
 from xnorlab.cli.progress import ProgressBar
-from xnorlab.common.errors import XnorlabError
 from xnorlab.data.datasets import load_dataset
 from xnorlab.measure.machine import set_threads
 from xnorlab.models.loaded import LoadedModel
@@ -23,6 +27,7 @@ from xnorlab.report.render import RENDERERS, write_report
 
 NO_DATA = "none"
 RANDOM = "random"
+MAX_REPEATS = 1000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,14 +46,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "takes 1- or 3-channel images, else on random inputs; 'random' always uses seeded "
         "random inputs (default: the model's own data set, else none)",
     )
-    parser.add_argument("--out", required=True, help="output file: .html, .json, .csv or .md")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=cli_args.output_file(tuple(RENDERERS)),
+        help="output file: .html, .json, .csv or .md",
+    )
     parser.add_argument(
         "--no-sensitivity",
         action="store_true",
         help="skip the per-layer accuracy sensitivity sweep",
     )
     parser.add_argument("--no-latency", action="store_true", help="skip latency timing")
-    parser.add_argument("--threads", type=int, default=None, help="threads for torch and engine")
+    parser.add_argument(
+        "--threads", type=cli_args.threads, default=None, help="threads for torch and engine"
+    )
     _add_measurement_arguments(parser)
 
 
@@ -62,7 +74,7 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--calibration",
-        type=int,
+        type=cli_args.item_count,
         default=None,
         metavar="N",
         help="calibration batch size for errors and sign statistics (default: 32 for small "
@@ -71,24 +83,26 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--limit",
-        type=int,
+        type=cli_args.item_count,
         default=1000,
         metavar="N",
-        help="validation samples used for accuracy (1000)",
+        help="validation items used for accuracy: a seeded, class-stratified sample (1000)",
     )
-    parser.add_argument("--repeats", type=int, default=10, help="timing repeats (10)")
+    parser.add_argument(
+        "--repeats",
+        type=cli_args.int_in(1, MAX_REPEATS),
+        default=10,
+        help="timing repeats, at least (10)",
+    )
     add_layer_settings(parser, weight_grad=False)
     add_trust(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
 
 
 def apply_threads(threads: int | None) -> None:
-    """Apply ``--threads`` to torch and, when it is native, the engine."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise XnorlabError(f"--threads must be >= 1, got {threads}")
-    set_threads(threads)
+    """Apply ``--threads`` (checked by ``cli_args.threads``) to torch and the native engine."""
+    if threads is not None:
+        set_threads(threads)
 
 
 def load_report_data(
@@ -109,15 +123,13 @@ def load_report_data(
 
 
 def run(args: argparse.Namespace) -> int:
-    if Path(args.out).suffix.lower() not in RENDERERS:
-        raise XnorlabError(f"--out must end in one of {', '.join(sorted(RENDERERS))}")
     apply_threads(args.threads)
     loaded = load_model_spec(args.model, trust=args.trust)
     modes = args.modes or (loaded.modes if loaded.modes else "paper")
     data = load_report_data(loaded, args.data, args.calibration, args.limit)
     options = ReportOptions(
         sensitivity=not args.no_sensitivity, latency=not args.no_latency,
-        latency_repeats=max(1, args.repeats), engine=args.engine,
+        latency_repeats=args.repeats, engine=args.engine,
     )  # fmt: skip
     bar = ProgressBar(stream=io.StringIO() if args.quiet else None)
     try:
