@@ -8,12 +8,15 @@ import threading
 import pytest
 from panel_support import lenet_session, wait_until_idle
 from PySide6.QtCore import QRunnable, QThreadPool
+from torch import nn
 
 from xnorlab.binary.surgery import float_mode
 from xnorlab.gui.panels.formatting import format_bytes, format_percent
-from xnorlab.gui.panels.metrics import STALE_STYLE, VALUE_STYLE, MetricsPanel
+from xnorlab.gui.panels.metrics import MetricsPanel
+from xnorlab.gui.style import Tone, tone_of
 from xnorlab.measure.evaluate import evaluate
 from xnorlab.measure.memory import model_memory
+from xnorlab.models.loaded import LoadedModel
 
 pytestmark = pytest.mark.gui
 
@@ -85,11 +88,11 @@ def test_cancel_stops_the_run_and_shows_nothing_new(panel, qtbot) -> None:  # ty
 
 def test_values_are_greyed_until_the_new_run_lands(panel, qtbot) -> None:  # type: ignore[no-untyped-def]
     wait_until_idle(panel, qtbot)
-    assert panel.current_acc.styleSheet() == VALUE_STYLE
+    assert tone_of(panel.current_acc) is Tone.NORMAL and panel.current_acc.font().bold()
     panel.session.apply_preset("xnor")
-    assert panel.current_acc.styleSheet() == STALE_STYLE
+    assert tone_of(panel.current_acc) is Tone.MUTED
     wait_until_idle(panel, qtbot)
-    assert panel.current_acc.styleSheet() == VALUE_STYLE
+    assert tone_of(panel.current_acc) is Tone.NORMAL
 
 
 def test_memory_matches_the_core_and_follows_modes(panel, qtbot) -> None:  # type: ignore[no-untyped-def]
@@ -148,3 +151,19 @@ def test_auto_latency_waits_for_other_workers(qtbot) -> None:  # type: ignore[no
     wait_until_idle(widget, qtbot)
     assert widget.latency is not None
     widget.shutdown()
+
+
+def test_a_new_model_without_data_shows_no_old_numbers(panel, qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel.auto_latency.setChecked(True)
+    wait_until_idle(panel, qtbot)
+    assert panel.current_acc.text() != "—" and panel.float_lat.text() != "—"
+    other = LoadedModel("other", nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(),
+                                               nn.Linear(4 * 6 * 6, 2)), (3, 8, 8))  # fmt: skip
+    panel.session.adopt(other)  # another input shape: the digits are dropped
+    assert panel.session.dataset is None
+    wait_until_idle(panel, qtbot)
+    assert panel.accuracy is None
+    for label in (panel.float_acc, panel.current_acc, panel.acc_drop):
+        assert label.text() == "—"
+    assert "open a dataset" in panel.acc_message.text()
+    assert panel.latency is not None and panel.latency.layers[0].name == "0"  # the new model's

@@ -15,7 +15,13 @@ from PySide6.QtWidgets import QApplication
 from xnorlab.binary.surgery import float_mode
 from xnorlab.data.images import load_image
 from xnorlab.gui.main_window import MainWindow
-from xnorlab.gui.panels.prediction import PredictionPanel
+from xnorlab.gui.panels.prediction import (
+    PredictionPanel,
+    PredictionRow,
+    agreement_sentence,
+    top1_differs,
+)
+from xnorlab.measure.predictions import FilePrediction, PredictionPair, TopK
 
 pytestmark = pytest.mark.gui
 
@@ -68,7 +74,9 @@ def test_image_drop_yields_predictions_matching_the_model(panel, qtbot, tmp_path
                                strict=True):  # fmt: skip
             assert prob == pytest.approx(float(current[index]), abs=1e-5)
         assert result.model_input.shape == (1, 28, 28)
-    assert "2 image(s)" in panel.message.text()
+    differing = sum(top1_differs(r) for r in panel.results)
+    expected = f"differ on {differing} of 2 images" if differing else "agree on all 2 images"
+    assert f"test:lenet: float and current {expected}" in panel.message.text()
 
 
 def test_bad_drop_shows_an_error_and_keeps_the_predictions(panel, qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -139,3 +147,35 @@ def test_untrained_models_are_flagged(panel, qtbot, tmp_path) -> None:  # type: 
     panel.predict_paths([str(path)])
     wait_until_idle(panel, qtbot)
     assert "random weights" in panel.message.text()
+
+
+def _prediction(float_top1: int, current_top1: int) -> FilePrediction:
+    def topk(first: int) -> TopK:
+        other = 1 - first
+        return TopK((first, other), (f"class {first}", f"class {other}"), (0.8, 0.2))
+
+    pair = PredictionPair(topk(float_top1), topk(current_top1))
+    return FilePrediction("x.png", torch.zeros(1, 28, 28), pair)
+
+
+def test_the_summary_is_a_sentence() -> None:
+    same, other = _prediction(0, 0), _prediction(0, 1)
+    assert agreement_sentence([same] * 3) == "float and current agree on all 3 images"
+    assert agreement_sentence([same, other, same]) == "float and current differ on 1 of 3 images"
+    assert agreement_sentence([same]) == "float and current agree"
+    assert agreement_sentence([other]) == "float and current differ on the image"
+
+
+def test_cards_fit_the_dock_width(panel, qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    long_name = "a very long class name that an ImageNet label could have"
+    panel.session.loaded.class_names = [long_name, *panel.session.loaded.class_names[1:]]
+    panel.resize(420, 700)  # the right-hand dock at 1600 x 1000
+    panel.predict_paths([str(write_digit_png(tmp_path / "one.png"))])
+    wait_until_idle(panel, qtbot)
+    QApplication.processEvents()
+    rows = panel.findChildren(PredictionRow)
+    assert len(rows) == 1
+    row = rows[0]
+    for label in (row.picture, row.float_label, row.current_label):
+        assert label.sizeHint().width() <= label.width(), label.text()[:60]
+    assert row.sizeHint().width() <= panel.width()

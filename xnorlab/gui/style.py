@@ -3,17 +3,33 @@
 ``apply_theme(app, "light" | "dark")`` sets the Fusion style, a complete QPalette (including
 the disabled group, tooltips and links) and pyqtgraph's default background/foreground; plots
 created afterwards follow it, existing ones are restyled by ``style_plot``.
+
+Text colours come from the palette only, never from a widget style sheet: Qt does not pass a
+new application palette on to a widget that has its own style sheet while it is hidden (a
+metrics label in a back dock tab kept dark text on the dark theme). A label that must stand
+out (a stale number, an error line) gets a ``Tone`` (``set_tone``): a palette colour that
+``apply_theme`` sets again on every toned widget, shown or hidden.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 import pyqtgraph as pg
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QWidget
 
 THEMES = ("light", "dark")
+TONE_PROPERTY = "xnorlab_tone"  # the Tone a widget's text is drawn in (Qt dynamic property)
+
+
+class Tone(str, Enum):
+    """How a label's text stands out from ordinary text."""
+
+    NORMAL = "normal"  # the palette's text colour
+    MUTED = "muted"  # a number that describes an older state, secondary text
+    ERROR = "error"  # an error line on the window background
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,7 @@ class Theme:
     accent: str  # overlays: alpha lines, thresholds
     error_bg: str
     error_text: str
+    error_fg: str  # an error line on the window background
 
 
 LIGHT = Theme(
@@ -45,14 +62,14 @@ LIGHT = Theme(
     muted="#6b6b6b", button="#e8e8e8", highlight="#2f6fd1", highlight_text="#ffffff",
     link="#1a5fb4", plot_bg="#ffffff", plot_fg="#303030", float_colour="#3b74c4",
     bwn_colour="#d98b18", xnor_colour="#c0392b", accent="#1e8449", error_bg="#fde8e6",
-    error_text="#8a1c12",
+    error_text="#8a1c12", error_fg="#c0392b",
 )  # fmt: skip
 DARK = Theme(
     name="dark", window="#2b2b2e", base="#1f1f22", alternate="#27272b", text="#e6e6e6",
     muted="#a0a0a0", button="#3a3a3e", highlight="#2f65c0", highlight_text="#ffffff",
     link="#7fb0ff", plot_bg="#1f1f22", plot_fg="#d8d8d8", float_colour="#6fa8ff",
     bwn_colour="#f0b45a", xnor_colour="#ff7b6b", accent="#5fd38d", error_bg="#5a1f1b",
-    error_text="#ffd6d1",
+    error_text="#ffd6d1", error_fg="#ff7b6b",
 )  # fmt: skip
 
 _current: Theme = LIGHT
@@ -97,6 +114,33 @@ def mode_colour(mode: str, t: Theme | None = None) -> str:
     )
 
 
+def tone_colour(tone: Tone, t: Theme | None = None) -> str | None:
+    """The text colour of ``tone`` in theme ``t`` (``None``: the palette's own)."""
+    active = t or _current
+    return {Tone.NORMAL: None, Tone.MUTED: active.muted, Tone.ERROR: active.error_fg}[tone]
+
+
+def _paint_tone(widget: QWidget, tone: Tone) -> None:
+    pal = QPalette()  # no role set: every role comes from the parent / application
+    colour = tone_colour(tone)
+    if colour is not None:
+        for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text):
+            pal.setColor(role, QColor(colour))
+    widget.setPalette(pal)
+
+
+def set_tone(widget: QWidget, tone: Tone) -> None:
+    """Draw ``widget``'s text in ``tone`` of the current theme (kept across theme switches)."""
+    widget.setProperty(TONE_PROPERTY, tone.value)
+    _paint_tone(widget, tone)
+
+
+def tone_of(widget: QWidget) -> Tone:
+    """The ``Tone`` ``set_tone`` gave ``widget`` (``NORMAL`` when none)."""
+    value = widget.property(TONE_PROPERTY)
+    return Tone(value) if isinstance(value, str) and value else Tone.NORMAL
+
+
 def apply_theme(app: QApplication, name: str) -> Theme:
     """Switch the whole application to theme ``name``; returns it."""
     global _current
@@ -107,6 +151,9 @@ def apply_theme(app: QApplication, name: str) -> Theme:
         background=_current.plot_bg, foreground=_current.plot_fg, antialias=True,
         imageAxisOrder="row-major",
     )  # fmt: skip
+    for widget in app.allWidgets():
+        if widget.property(TONE_PROPERTY):
+            _paint_tone(widget, tone_of(widget))
     return _current
 
 
@@ -118,3 +165,6 @@ def style_plot(plot: pg.PlotItem | pg.PlotWidget, t: Theme | None = None) -> Non
         axis = item.getAxis(side)
         axis.setPen(pg.mkPen(active.plot_fg))
         axis.setTextPen(pg.mkPen(active.plot_fg))
+    title = item.titleLabel
+    if title.text:
+        title.setText(title.text, color=active.plot_fg)

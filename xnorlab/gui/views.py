@@ -46,6 +46,8 @@ def _plot(title: str, x_label: str, y_label: str) -> pg.PlotWidget:
     item.setLabel("left", y_label)
     item.showGrid(x=True, y=True, alpha=0.15)
     item.setMenuEnabled(False)
+    for side in ("left", "bottom"):  # unitless axes: "value (x0.001)" read as another unit
+        item.getAxis(side).enableAutoSIPrefix(False)
     style.style_plot(widget)
     return widget
 
@@ -69,10 +71,20 @@ def compute_view_on(model: Any, name: str, source: ActivationInputs, **kwargs: A
 
 
 def input_caption(source: ActivationInputs) -> str:
-    """Caption of the input image beside the K map."""
+    """Caption of the input image beside the K map (short: each has half a view's width)."""
     if source.kind is InputKind.CALIBRATION:
-        return "calibration photo 1 (unlabelled)"
-    return "model input (sample 0)"
+        return "calibration photo 1"
+    return "input (sample 0)"
+
+
+def kmap_caption(view: LayerView) -> str:
+    """Caption of the K map: its size and whether the layer's mode uses it."""
+    if view.kmap is None:
+        beta = "" if view.beta is None else f", beta = {view.beta:.3g}"
+        return f"linear: no K map{beta}"
+    used = view.mode.value == "xnor" and view.config.scaling.value == "kmap"
+    height, width = view.kmap.shape
+    return f"K map {width}x{height} ({'used' if used else 'not used'})"
 
 
 class KMapView(pg.GraphicsLayoutWidget):  # type: ignore[misc]
@@ -94,10 +106,10 @@ class KMapView(pg.GraphicsLayoutWidget):  # type: ignore[misc]
             box.setMouseEnabled(False, False)
             box.setMenuEnabled(False)
 
-    def show_view(self, view: LayerView, caption: str = "model input (sample 0)") -> None:
+    def show_view(self, view: LayerView, caption: str = "input (sample 0)") -> None:
         if view.input_image is None:
             self.input_item.clear()
-            self.input_label.setText("input: no dataset open", size="9pt")
+            self.input_label.setText("no input: open data", size="9pt")
         else:
             self.input_item.setImage(view.input_image, levels=(0.0, 1.0))
             self.input_label.setText(caption, size="9pt")
@@ -105,17 +117,22 @@ class KMapView(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         if view.kmap is not None:
             self.kmap_item.setImage(view.kmap, autoLevels=True)
             self.kmap_box.autoRange(padding=0)
-            used = (
-                "used"
-                if view.mode.value == "xnor" and view.config.scaling.value == "kmap"
-                else ("unused in this mode")
-            )
-            text = f"K map {view.kmap.shape[1]}x{view.kmap.shape[0]} ({used})"
-            self.kmap_label.setText(text, size="9pt")
         else:
             self.kmap_item.clear()
-            beta = "" if view.beta is None else f", beta = {view.beta:.3g}"
-            self.kmap_label.setText(f"linear: no K map{beta}", size="9pt")
+        self.kmap_label.setText(kmap_caption(view), size="9pt")
+        self.kmap_label.setToolTip(
+            "K = mean over channels of |input|, box-filtered to the kernel (section 3.2): "
+            "XNOR mode with kmap scaling multiplies each output position by it"
+        )
+
+    def cut_captions(self) -> list[str]:
+        """Captions wider than the room they are given (for the layout checks)."""
+        cut = []
+        for label in (self.input_label, self.kmap_label):
+            needed = label.item.boundingRect().width()
+            if needed > label.geometry().width() + 1:
+                cut.append(label.text)
+        return cut
 
 
 class LayerViews(QWidget):
@@ -223,9 +240,10 @@ class LayerViews(QWidget):
 
     # ------------------------------------------------------------------ drawing
     def redraw(self) -> None:
-        """Draw the current view again (after a theme change)."""
+        """Draw the current view and its header again (after a theme change)."""
         if self.current is not None:
             self._draw(self.current)
+            self._header(self.current)
 
     def _draw(self, view: LayerView) -> None:
         self._draw_weights(view)

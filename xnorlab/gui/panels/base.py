@@ -8,8 +8,7 @@ from typing import Any
 from PySide6.QtWidgets import QLabel, QWidget
 
 from xnorlab.common.signals import Signal
-
-ERROR_STYLE = "color: #c0392b;"
+from xnorlab.gui.style import Tone, set_tone
 
 
 def _disconnect_all(connections: list[tuple[Signal, Callable[..., Any]]]) -> None:
@@ -32,6 +31,6 @@ def subscribe(widget: QWidget, pairs: list[tuple[Signal, Callable[..., Any]]]) -
 
 
 def show_message(label: QLabel, text: str, error: bool = False) -> None:
-    """Show ``text`` in a status label, red for errors."""
-    label.setStyleSheet(ERROR_STYLE if error else "")
+    """Show ``text`` in a status label, in the theme's error colour for errors."""
+    set_tone(label, Tone.ERROR if error else Tone.NORMAL)
     label.setText(text)

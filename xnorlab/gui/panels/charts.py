@@ -1,4 +1,10 @@
-"""pyqtgraph charts of the panels: the per-layer latency split and live training curves."""
+"""pyqtgraph charts of the panels: the per-layer latency split and live training curves.
+
+Legends are QLabels beside the plot (``chart.legend_label``), not pyqtgraph items inside it:
+a label wraps in a narrow dock instead of being cut, takes no plot rows, and its text follows
+the palette when the theme changes. Axes without a unit show plain numbers (no SI prefix:
+"epoch (x0.001)" read as a different unit).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,8 @@ import math
 from collections.abc import Sequence
 
 import pyqtgraph as pg
-from PySide6.QtWidgets import QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 from xnorlab.measure.latency import LayerLatency
 
@@ -18,17 +25,33 @@ SPLIT_PARTS: tuple[tuple[str, str, str], ...] = (
     ("other_s", "other", "#8c8c8c"),
 )
 FLOAT_COLOUR = "#c44e52"
-LEGEND_COLUMNS = 3
-LEGEND_ROWS = 2.6  # layer rows kept free above the first bar for the legend
-ROW_PX = 26  # pixels per layer: readable names however many layers there are
+SERIES_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
+ROW_PX = 26  # pixels per layer at least: readable names however many layers there are
+MAX_ROW_PX = 44  # and at most: a 4-layer model does not get bars as tall as a thumb
 CHART_MARGIN_PX = 60  # bottom axis and its label
+ACCURACY_RANGE = (0.0, 100.0)
+
+
+def legend_html(entries: Sequence[tuple[str, str]]) -> str:
+    """``[(label, colour)]`` as a line of coloured squares and names (wraps when narrow)."""
+    return " &nbsp; ".join(
+        f"<span style='color:{colour}'>&#9632;</span>&nbsp;{label}" for label, colour in entries
+    )
+
+
+def _legend_label(entries: Sequence[tuple[str, str]] = ()) -> QLabel:
+    label = QLabel(legend_html(entries))
+    label.setTextFormat(Qt.TextFormat.RichText)
+    label.setWordWrap(True)
+    return label
 
 
 class LatencySplitChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
     """Horizontal stacked bars, one per layer: pack / popcount / scaling / other (seconds).
 
     A thin red bar under each layer shows its torch float time for comparison. The chart asks
-    for ``ROW_PX`` per layer; put it in a scroll area for deep models.
+    for ``ROW_PX`` to ``MAX_ROW_PX`` per layer; put it in a scroll area for deep models and
+    ``legend_label`` above it.
     """
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -37,14 +60,21 @@ class LatencySplitChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is un
         self.setLabel("bottom", "time per forward pass", units="s")
         self.getPlotItem().invertY(True)
         self.showGrid(x=True, y=False, alpha=0.3)
-        self.legend = self.addLegend(offset=(10, 2), colCount=LEGEND_COLUMNS)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        entries = [(label, colour) for _, label, colour in SPLIT_PARTS]
+        self.legend_label = _legend_label([*entries, ("torch float", FLOAT_COLOUR)])
         self.bars: dict[str, pg.BarGraphItem] = {}
         self.layer_names: list[str] = []
+        self._fit_height(0)
+
+    def _fit_height(self, rows: int) -> None:
+        count = max(rows, 1)
+        self.setMinimumHeight(ROW_PX * count + CHART_MARGIN_PX)
+        self.setMaximumHeight(MAX_ROW_PX * count + CHART_MARGIN_PX)
 
     def set_layers(self, layers: Sequence[LayerLatency]) -> None:
         """Draw the split of ``layers`` (replaces the previous chart)."""
         self.clear()
-        self.legend.clear()
         self.bars = {}
         self.layer_names = [layer.name for layer in layers]
         rows = list(range(len(layers)))
@@ -56,7 +86,6 @@ class LatencySplitChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is un
                 pen=None,
             )  # fmt: skip
             self.addItem(bar)
-            self.legend.addItem(bar, label)
             self.bars[label] = bar
             left = [a + b for a, b in zip(left, widths, strict=True)]
         floats = [0.0 if math.isnan(layer.float_s) else layer.float_s for layer in layers]
@@ -65,13 +94,12 @@ class LatencySplitChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is un
             brush=FLOAT_COLOUR, pen=None,
         )  # fmt: skip
         self.addItem(float_bar)
-        self.legend.addItem(float_bar, "torch float")
         self.bars["torch float"] = float_bar
         labels = [(row, f"{layer.name} ({layer.mode})") for row, layer in enumerate(layers)]
         self.getAxis("left").setTicks([labels])
-        self.setMinimumHeight(int(ROW_PX * (len(layers) + LEGEND_ROWS)) + CHART_MARGIN_PX)
+        self._fit_height(len(layers))
         self.autoRange()
-        self.setYRange(-LEGEND_ROWS, max(len(layers), 1) - 0.4, padding=0)  # top: the legend
+        self.setYRange(-0.6, max(len(layers), 1) - 0.4, padding=0)
 
     def stacked_totals_s(self) -> list[float]:
         """Right edge of each layer's stacked bar in seconds (what the chart shows; for tests)."""
@@ -83,34 +111,63 @@ class LatencySplitChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is un
 
 
 class CurvesChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
-    """Live curves against epochs: one named line per series (e.g. train loss, val accuracy)."""
+    """Live curves against epochs: one named line per series (e.g. train loss, val accuracy).
 
-    def __init__(self, y_label: str, parent: QWidget | None = None) -> None:
+    ``y_range``: a fixed range for the values (accuracy in %), else the axis follows the data.
+    ``legend_label`` names the series; put it above the chart.
+    """
+
+    def __init__(
+        self, y_label: str, y_range: tuple[float, float] | None = None,
+        parent: QWidget | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(parent)
         self.setBackground(None)
+        self.y_range = y_range
         self.setLabel("bottom", "epoch")
         self.setLabel("left", y_label)
-        self.getAxis("left").enableAutoSIPrefix(False)
+        for side in ("left", "bottom"):
+            self.getAxis(side).enableAutoSIPrefix(False)
         self.showGrid(x=True, y=True, alpha=0.3)
-        self.addLegend(offset=(-10, 10))
+        self.legend_label = _legend_label()
         self.series: dict[str, tuple[list[float], list[float], pg.PlotDataItem]] = {}
-        self._colours = iter(("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"))
+        self._colours = iter(SERIES_COLOURS)
+        self.reset()
 
     def add_point(self, name: str, x: float, y: float) -> None:
         """Append ``(x, y)`` to series ``name`` (created on first use) and redraw it."""
         if name not in self.series:
-            colour = next(self._colours, "#444444")
+            colour = next(self._colours, "#777777")
             item = self.plot([], [], name=name, pen=pg.mkPen(colour, width=2), symbol="o",
                              symbolSize=5, symbolBrush=colour)  # fmt: skip
             self.series[name] = ([], [], item)
+            self._legend_entries.append((name, colour))
+            self.legend_label.setText(legend_html(self._legend_entries))
         xs, ys, item = self.series[name]
         xs.append(x)
         ys.append(y)
         item.setData(xs, ys)
 
-    def reset(self) -> None:
-        """Remove every series."""
+    def reset(self, epochs: int = 1) -> None:
+        """Remove every series; the x axis spans ``0..epochs`` (the run about to start)."""
         for _, _, item in self.series.values():
             self.removeItem(item)
         self.series = {}
-        self._colours = iter(("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"))
+        self._colours = iter(SERIES_COLOURS)
+        self._legend_entries: list[tuple[str, str]] = []
+        self.legend_label.setText("")
+        self.setXRange(0, max(epochs, 1), padding=0.02)
+        if self.y_range is None:
+            self.enableAutoRange(axis="y")
+        else:
+            self.setYRange(*self.y_range, padding=0.02)
+
+    def x_range(self) -> tuple[float, float]:
+        """The x axis' current range (for tests)."""
+        low, high = self.getViewBox().viewRange()[0]
+        return float(low), float(high)
+
+    def y_view_range(self) -> tuple[float, float]:
+        """The y axis' current range (for tests)."""
+        low, high = self.getViewBox().viewRange()[1]
+        return float(low), float(high)

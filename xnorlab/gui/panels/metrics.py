@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QThreadPool, QTimer
+from PySide6.QtCore import Qt, QThreadPool, QTimer
 from PySide6.QtWidgets import (
     QCheckBox,
     QGridLayout,
@@ -37,6 +37,7 @@ from xnorlab.common.errors import XnorlabError
 from xnorlab.gui.panels.base import show_message, subscribe
 from xnorlab.gui.panels.charts import LatencySplitChart
 from xnorlab.gui.panels.formatting import format_bytes, format_percent, format_ratio, format_seconds
+from xnorlab.gui.style import Tone, set_tone
 from xnorlab.gui.workers import Task, TaskRunner
 from xnorlab.lab.session import LabSession
 from xnorlab.measure.accuracy import AccuracyReport, compare_accuracy
@@ -51,13 +52,11 @@ QUIET_MAX_WAIT_MS = 3000  # ...but not longer than this
 LATENCY_BUDGET_S = 2.0  # timed runs per measurement, both sides together (large models)
 
 
-VALUE_STYLE = "font-weight: bold;"
-STALE_STYLE = "font-weight: bold; color: gray;"  # shown while a newer run is pending
-
-
 def _value_label() -> QLabel:
     label = QLabel("—")
-    label.setStyleSheet(VALUE_STYLE)
+    font = label.font()
+    font.setBold(True)
+    label.setFont(font)
     return label
 
 
@@ -68,8 +67,9 @@ def _slim_progress_bar() -> QProgressBar:
 
 
 def _mark(labels: tuple[QLabel, ...], stale: bool) -> None:
+    """Muted while a newer run is pending: the numbers describe an older state."""
     for label in labels:
-        label.setStyleSheet(STALE_STYLE if stale else VALUE_STYLE)
+        set_tone(label, Tone.MUTED if stale else Tone.NORMAL)
 
 
 class MetricsPanel(QWidget):
@@ -109,8 +109,10 @@ class MetricsPanel(QWidget):
         layout.addWidget(self._memory_box())
         layout.addWidget(self._latency_box())
         self.chart = LatencySplitChart()
+        layout.addWidget(self.chart.legend_label)
         scroll = QScrollArea(widgetResizable=True)
         scroll.setWidget(self.chart)  # one readable row per layer, scrolled for deep models
+        scroll.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignHCenter)
         layout.addWidget(scroll, 1)
 
     def _accuracy_box(self) -> QGroupBox:
@@ -175,8 +177,22 @@ class MetricsPanel(QWidget):
 
     # ------------------------------------------------------------------ events
     def _on_model(self) -> None:
-        self.chart.set_layers([])  # the old model's layers mean nothing now
+        """A new model: nothing shown so far describes it."""
+        self.chart.set_layers([])
+        self.accuracy, self.latency = None, None
+        self._clear(self._accuracy_labels() + self._latency_labels())
+        self.engine_label.setText("")
         self._on_weights_or_data()
+
+    @staticmethod
+    def _clear(labels: tuple[QLabel, ...]) -> None:
+        for label in labels:
+            label.setText("—")
+            set_tone(label, Tone.NORMAL)
+
+    def restyle(self) -> None:
+        """Nothing to redraw on a theme switch: the labels and the legend take their colours
+        from the palette, the window restyles the chart's axes."""
 
     def _on_weights_or_data(self) -> None:
         self._weights_generation += 1
@@ -247,7 +263,9 @@ class MetricsPanel(QWidget):
             show_message(self.acc_message, str(exc), error=True)
             return
         if split is None:
-            show_message(self.acc_message, "open a dataset to measure accuracy")
+            self.accuracy = None  # an older model's or dataset's numbers would mislead
+            self._clear(self._accuracy_labels())
+            show_message(self.acc_message, "open a dataset to measure accuracy (Ctrl+D)")
             self._accuracy_done(generation)
             return
         key = self._float_key()

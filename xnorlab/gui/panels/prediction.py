@@ -9,6 +9,7 @@ After a change of modes, weights or model the same images are predicted again.
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,15 @@ from PySide6.QtWidgets import (
 
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data.images import IMAGE_SUFFIXES
+from xnorlab.gui import style
 from xnorlab.gui.panels.base import show_message, subscribe
 from xnorlab.gui.workers import Task, TaskRunner
 from xnorlab.lab.session import LabSession
 from xnorlab.measure.predictions import FilePrediction, TopK, predict_files
 
 THUMBNAIL_PX = 112
-BAR_CHARS = 10  # width of a 100 % probability bar
+BAR_CHARS = 8  # width of a 100 % probability bar
+LABEL_CHARS = 22  # class names are cut to this length in the cards (full names in the tooltip)
 DEBOUNCE_MS = 150
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in IMAGE_SUFFIXES) + ");;All files (*)"
 
@@ -66,21 +69,51 @@ def input_pixmap(model_input: Any, preprocessing: Any, size_px: int = THUMBNAIL_
     return QPixmap.fromImage(scaled)
 
 
+def _short(label: str, chars: int = LABEL_CHARS) -> str:
+    """``label`` cut to ``chars`` characters with an ellipsis (the panel is a narrow dock)."""
+    return label if len(label) <= chars else label[: chars - 1].rstrip() + "…"
+
+
 def topk_html(title: str, topk: TopK, highlight: str | None = None) -> str:
     """An HTML table: class, probability and a bar; ``highlight`` marks a differing top-1."""
     rows = []
     for rank, (label, prob) in enumerate(zip(topk.labels, topk.probabilities, strict=True)):
         bar = "█" * max(1, round(prob * BAR_CHARS)) if prob >= 0.005 else ""
         style = f' style="color:{highlight}"' if rank == 0 and highlight else ""
+        name = escape(_short(str(label)))
         rows.append(
-            f"<tr><td{style}>{'<b>' if rank == 0 else ''}{label}</td>"
+            f"<tr><td{style}>{'<b>' if rank == 0 else ''}{name}</td>"
             f"<td align='right'>{100 * prob:.1f}%</td><td>{bar}</td></tr>"
         )
-    return f"<b>{title}</b><table cellspacing='4'>{''.join(rows)}</table>"
+    return f"<b>{title}</b><table cellspacing='2'>{''.join(rows)}</table>"
+
+
+def topk_tooltip(topk: TopK) -> str:
+    """The full class names of ``topk`` with their probabilities, one per line."""
+    pairs = zip(topk.labels, topk.probabilities, strict=True)
+    return "\n".join(f"{100 * prob:.1f}%  {label}" for label, prob in pairs)
+
+
+def top1_differs(result: FilePrediction) -> bool:
+    """Whether the float model and the current modes disagree on the image's top-1 class."""
+    return bool(result.pair.float_topk.indices[0] != result.pair.current_topk.indices[0])
+
+
+def agreement_sentence(results: list[FilePrediction]) -> str:
+    """How often float and the current modes give the same top-1 class, as a sentence."""
+    count, differing = len(results), sum(top1_differs(r) for r in results)
+    if count == 1:
+        return "float and current " + ("differ on the image" if differing else "agree")
+    if differing:
+        return f"float and current differ on {differing} of {count} images"
+    return f"float and current agree on all {count} images"
 
 
 class PredictionRow(QFrame):
-    """One image: the model input, the float top-k and the current-modes top-k."""
+    """One image: the model input beside the float top-k and, under it, the current top-k.
+
+    Stacked (not three columns side by side) so a card fits the narrow right-hand dock.
+    """
 
     def __init__(self, result: FilePrediction, preprocessing: Any) -> None:
         super().__init__()
@@ -92,16 +125,24 @@ class PredictionRow(QFrame):
         name = QLabel(Path(result.path).name)
         name.setToolTip(result.path)
         pair = result.pair
-        differs = pair.float_topk.indices[0] != pair.current_topk.indices[0]
         self.float_label = QLabel(topk_html("float", pair.float_topk))
-        self.current_label = QLabel(
-            topk_html("current modes", pair.current_topk, "#c0392b" if differs else None)
-        )
+        self.float_label.setToolTip(topk_tooltip(pair.float_topk))
+        self.current_label = QLabel()
+        self.current_label.setToolTip(topk_tooltip(pair.current_topk))
+        self.restyle()
         grid = QGridLayout(self)
-        grid.addWidget(self.picture, 0, 0)
+        grid.addWidget(self.picture, 0, 0, 2, 1, Qt.AlignmentFlag.AlignTop)
         grid.addWidget(self.float_label, 0, 1, Qt.AlignmentFlag.AlignTop)
-        grid.addWidget(self.current_label, 0, 2, Qt.AlignmentFlag.AlignTop)
-        grid.addWidget(name, 1, 0, 1, 3)
+        grid.addWidget(self.current_label, 1, 1, Qt.AlignmentFlag.AlignTop)
+        grid.addWidget(name, 2, 0, 1, 2)
+        grid.setColumnStretch(1, 1)
+
+    def restyle(self) -> None:
+        """Draw the differing top-1 in the current theme's error colour."""
+        highlight = style.theme().error_fg if top1_differs(self.result) else None
+        self.current_label.setText(
+            topk_html("current modes", self.result.pair.current_topk, highlight)
+        )
 
 
 class PredictionPanel(QWidget):
@@ -239,13 +280,15 @@ class PredictionPanel(QWidget):
                 row.deleteLater()
         for index, result in enumerate(results):
             self.rows_layout.insertWidget(index, PredictionRow(result, preprocessing))
-        changed = sum(r.pair.float_topk.indices[0] != r.pair.current_topk.indices[0]
-                      for r in results)  # fmt: skip
         card = self.session.loaded.card if self.session.loaded is not None else {}
         untrained = " · random weights: these classes mean nothing" if card.get(
             "trained") is False else ""  # fmt: skip
         show_message(
             self.message,
-            f"{len(results)} image(s) · {self.session.model_name} · "
-            f"top-1 differs float vs current on {changed}{untrained}",
+            f"{self.session.display_name}: {agreement_sentence(results)} (top-1){untrained}",
         )
+
+    def restyle(self) -> None:
+        """Follow a theme switch (the differing top-1's colour)."""
+        for row in self.findChildren(PredictionRow):
+            row.restyle()

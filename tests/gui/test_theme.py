@@ -1,0 +1,72 @@
+"""Theme switching: every label, shown or hidden at the switch, follows the theme both ways."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QApplication, QLabel
+from pytestqt.qtbot import QtBot
+
+from xnorlab.gui import style
+from xnorlab.gui.main_window import MainWindow
+from xnorlab.gui.message_bar import MessageBar
+from xnorlab.gui.panels.base import show_message
+from xnorlab.lab.session import LabSession
+
+pytestmark = pytest.mark.gui
+READABLE = 4.5  # WCAG AA for normal text
+
+
+def luminance(colour: QColor) -> float:
+    """Relative luminance (WCAG 2): sRGB channels linearized, weighted 0.2126/0.7152/0.0722."""
+    linear = [
+        v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
+        for v in (colour.redF(), colour.greenF(), colour.blueF())
+    ]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: QColor, b: QColor) -> float:
+    """WCAG contrast ratio (L_hi + 0.05) / (L_lo + 0.05), from 1 to 21."""
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def unreadable_labels(window: MainWindow) -> list[str]:
+    """Labels (outside the message bar, which has its own colours) whose text colour does not
+    stand out from the window colour of the current theme."""
+    background = QColor(style.theme().window)
+    bad = []
+    for label in window.findChildren(QLabel):
+        if isinstance(label.parentWidget(), MessageBar):
+            continue
+        text = label.palette().color(label.foregroundRole())
+        if contrast(text, background) < READABLE:
+            bad.append(f"{label.objectName() or label.text()[:30]!r}: {text.name()}")
+    return bad
+
+
+@pytest.fixture
+def window(qtbot: QtBot, tiny_session: LabSession) -> MainWindow:
+    win = MainWindow(tiny_session, panels=True)
+    qtbot.addWidget(win)
+    win.resize(1600, 1000)
+    win.show()
+    qtbot.waitUntil(lambda: not win.busy(), timeout=60_000)
+    return win
+
+
+def test_every_label_follows_the_theme_both_ways(qtbot: QtBot, window: MainWindow) -> None:
+    metrics = window.panels["metrics"]
+    show_message(metrics.acc_message, "an error line", error=True)
+    toggle = window.actions_by_name["dark"]
+    for expected in ("dark", "light", "dark", "light"):
+        window.docks["training"].raise_()  # the metrics labels are hidden at the switch
+        QApplication.processEvents()
+        toggle.trigger()  # Ctrl+Shift+T
+        assert style.theme().name == expected
+        window.docks["metrics"].raise_()
+        QApplication.processEvents()
+        assert unreadable_labels(window) == [], expected
+        for label in (metrics.float_mem, metrics.float_acc, metrics.acc_message):
+            assert label.isVisible()
