@@ -14,7 +14,7 @@ from xnorlab.gui.panels.open_dialogs import (
     OpenDataDialog,
     Opener,
     OpenModelDialog,
-    needs_trust,
+    declined_text,
 )
 from xnorlab.models.checkpoint import save_checkpoint
 from xnorlab.models.demo import build_demo
@@ -50,7 +50,8 @@ def test_pickle_asks_for_trust_and_no_keeps_the_model(host, qtbot, pickled_model
     _wait(opener, qtbot)
     assert asked == [str(pickled_model)]
     assert session.model_name == "test:lenet"
-    assert len(errors) == 1 and needs_trust(errors[0])
+    assert errors == [declined_text(str(pickled_model))]
+    assert "--" not in errors[0] and "whole.pt was not opened" in errors[0]
 
 
 def test_trusted_pickle_becomes_the_model(host, qtbot, pickled_model) -> None:  # type: ignore[no-untyped-def]
@@ -137,3 +138,51 @@ def test_open_model_dialog_loads_the_choice(host, qtbot, monkeypatch) -> None:  
     _wait(open_dialogs.opener_for(session, host), qtbot)
     assert session.model_name == "demo:vgg"
     assert session.input_shape == (3, 32, 32)
+
+
+def test_random_bytes_are_corrupt_not_a_pickle_to_trust(host, qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    junk = tmp_path / "random.pt"
+    junk.write_bytes(bytes(range(256)) * 40)  # starts with 0x00: no zip, safetensors or pickle
+    proto = tmp_path / "proto.pt"
+    proto.write_bytes(b"\x80\x02" + bytes(range(7, 250)) * 20)  # a pickle header, then garbage
+    session = lenet_session(with_data=False)
+    errors: list[str] = []
+    session.error.connect(errors.append)
+    opener = Opener(session, host, ask=lambda *_: pytest.fail("asked to trust a corrupt file"))
+    for path in (junk, proto):
+        opener.open_model(str(path))
+        _wait(opener, qtbot)
+    assert len(errors) == 2
+    for text, path in zip(errors, (junk, proto), strict=True):
+        assert path.name in text and "corrupt" in text.lower(), text
+        assert "pickle" not in text.lower() and "trust" not in text.lower(), text
+    assert session.model_name == "test:lenet"
+
+
+def test_a_pickled_weights_file_after_an_architecture_asks_too(host, qtbot, pickled_model) -> None:  # type: ignore[no-untyped-def]
+    session = lenet_session(with_data=False)
+    asked: list[str] = []
+    opener = Opener(session, host, ask=lambda _parent, spec: asked.append(spec) or False)
+    opener.open_model(f"lenet:{pickled_model}")
+    _wait(opener, qtbot)
+    assert asked == [f"lenet:{pickled_model}"]
+    assert session.model_name == "test:lenet"
+
+
+def test_filtering_to_one_architecture_chooses_it_and_enter_opens(qtbot) -> None:  # type: ignore[no-untyped-def]
+    dialog = OpenModelDialog()
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.tabs.setCurrentIndex(1)
+    dialog.arch_filter.setFocus()
+    qtbot.keyClicks(dialog.arch_filter, "resnet18")
+    assert dialog.spec() == "resnet18"  # no click on the single match
+    qtbot.keyClick(dialog.arch_filter, Qt.Key.Key_Return)
+    assert dialog.result() == QDialog.DialogCode.Accepted
+    again = OpenModelDialog()
+    qtbot.addWidget(again)
+    again.tabs.setCurrentIndex(1)
+    again.arch_filter.setText("resnet")  # several matches: the first one is chosen
+    assert again.spec().startswith("resnet")
+    again.arch_filter.setText("no such net")
+    assert again.arch_list.currentItem() is None

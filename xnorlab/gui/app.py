@@ -7,7 +7,8 @@ previous session, else ``demo:lenet``, each with its validation data) and runs t
 The screenshot mode never restores the last model: without MODEL it shows ``demo:lenet``.
 
 ``screenshot``: wait until the model is open and every worker (table, views, panels) is idle,
-save a PNG of the main window, and exit (0 on success, 1 on timeout or failure).
+save a PNG of the main window, and exit (0 on success, 1 on timeout or failure). A model that
+cannot be opened ends it at once with the load error on stderr (exit code 1).
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class ScreenshotWaiter:
 
     def __init__(self, window: MainWindow, path: str, app: QCoreApplication) -> None:
         self.window, self.path, self.app = window, Path(path), app
+        self.opener = opener_for(window.session, window)
+        self.opener.ask = self.refuse_trust  # never a modal question
         self.started = time.monotonic()
         self.exit_code = 1
         self.calm_polls = 0
@@ -94,7 +97,19 @@ class ScreenshotWaiter:
             return False
         return window.views.current is not None or session.selected is None
 
+    def load_failure(self) -> str:
+        """The load error when no model is open and none is being loaded ("" otherwise)."""
+        window = self.window
+        if window.session.loaded is not None or window.runner.active or self.opener.runner.active:
+            return ""
+        return self.opener.failed[-1] if self.opener.failed else ""
+
     def poll(self) -> None:
+        failure = self.load_failure()
+        if failure:
+            print(f"xnorlab: screenshot: the model did not open: {failure}", file=sys.stderr)
+            self.quit(exit_code=1)
+            return
         self.calm_polls = self.calm_polls + 1 if self.ready() else 0
         timed_out = time.monotonic() - self.started > SCREENSHOT_TIMEOUT_S
         if self.calm_polls < 3 and not timed_out:
@@ -106,17 +121,21 @@ class ScreenshotWaiter:
 
     def refuse_trust(self, _parent: object, spec: str) -> bool:
         """The trust question in screenshot mode: never asked; fail with exit code 1."""
-        self.timer.stop()
         print(
-            f"xnorlab: screenshot: {spec} is a full pickle that can only be loaded with trust; "
-            "the screenshot mode never asks: open it in the app (which asks) or save it as "
-            "safetensors",
+            f"xnorlab: screenshot: {spec} holds Python objects that could run code when loaded; "
+            "the screenshot mode never asks: open it in the app (which asks) or save its "
+            "weights as safetensors",
             file=sys.stderr,
         )
-        self.exit_code = 1
+        self.quit(exit_code=1)
+        return False
+
+    def quit(self, exit_code: int) -> None:
+        """Stop polling, close the window and leave the event loop with ``exit_code``."""
+        self.timer.stop()
+        self.exit_code = exit_code
         self.window.close()
         self.app.quit()
-        return False
 
     def save(self, ok: bool) -> None:
         image = self.window.grab()
@@ -148,8 +167,6 @@ def run_app(model_spec: str | None = None, screenshot: str | None = None) -> int
         window.resize(*SCREENSHOT_SIZE)
     window.show()
     waiter = ScreenshotWaiter(window, screenshot, app) if screenshot else None
-    if waiter is not None:
-        opener_for(window.session, window).ask = waiter.refuse_trust  # never a modal question
     window.open_initial(model_spec, DEFAULT_MODEL, restore_last=not screenshot)
     code = int(app.exec())
     QThreadPool.globalInstance().waitForDone(SHUTDOWN_WAIT_MS)  # workers were asked to stop

@@ -5,8 +5,11 @@ thread (``Opener`` runs the core loaders in a worker) and the result is
 handed to the session on the GUI thread (``LabSession.adopt`` / ``set_dataset``), so a slow or
 failing load never freezes the window or changes the open model.
 
-Checkpoints are loaded safely (``weights_only``) first; only when the file is a full pickle that
-needs trust is the user asked, with a warning that a pickle can run code. "No" is the default.
+Before loading a model file the worker asks ``classify_model_file`` what it is, without running
+any of it: a damaged or foreign file is reported as corrupt (never as a pickle to trust), and
+only a sound pickle that names Python objects (``FULL_PICKLE``) makes the app ask, in its own
+words, whether the user trusts where the file came from. "No" is the default and keeps the
+open model.
 """
 
 from __future__ import annotations
@@ -36,14 +39,14 @@ from PySide6.QtWidgets import (
 
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data.datasets import load_dataset
-from xnorlab.gui.workers import Task, TaskRunner
+from xnorlab.gui.workers import Task, TaskRunner, error_message
 from xnorlab.lab.session import LabSession
+from xnorlab.models.checkpoint import classify_model_file
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.spec import CHECKPOINT_DIR, DEMO_CHECKPOINTS, DEMO_SPECS, load_model_spec
 from xnorlab.models.zoo import torchvision_architectures
 
 CHECKPOINT_FILTER = "Models (*.pt *.pth *.safetensors *.ts *.xnor);;All files (*)"
-TRUST_HINTS = ("trust", "pickle")
 
 
 @dataclass(frozen=True)
@@ -94,24 +97,30 @@ def torchvision_names() -> list[str]:
     return list(torchvision_architectures())
 
 
-def needs_trust(message: str) -> bool:
-    """Whether a load error message means "this is a full pickle: load only with trust"."""
-    text = message.lower()
-    return any(hint in text for hint in TRUST_HINTS)
-
-
 def ask_trust(parent: QWidget | None, spec: str) -> bool:
-    """Ask whether to load ``spec`` as a full pickle (which can run arbitrary code)."""
+    """Ask whether to open ``spec``, a file that holds Python objects (they can run code)."""
+    name = Path(spec).name or spec
     answer = QMessageBox.warning(
         parent,
-        "Load a pickled checkpoint?",
-        f"{spec}\n\nThis file cannot be loaded safely (weights only): it is a full Python "
-        "pickle. Loading it can run arbitrary code on this computer.\n\n"
-        "Load it only if you made it or fully trust where it came from. Load it anyway?",
+        "Open a file that can run code?",
+        f"{name} holds Python objects besides the weights. Opening it runs whatever code "
+        "those objects bring, with your permissions on this computer.\n\n"
+        "Open it only if you made it or fully trust where it came from. A checkpoint saved "
+        "from xnorlab (Training > Save checkpoint) never needs this question.\n\n"
+        "Open it anyway?",
         QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
         QMessageBox.StandardButton.No,
     )
     return answer == QMessageBox.StandardButton.Yes
+
+
+def declined_text(spec: str) -> str:
+    """What the window says when the user did not trust ``spec``."""
+    name = Path(spec).name or spec
+    return (
+        f"{name} was not opened: it holds Python objects that could run code, and you chose "
+        "not to trust it; the open model is unchanged"
+    )
 
 
 def _path_row(edit: QLineEdit, browse: Callable[[], None]) -> QWidget:
@@ -189,6 +198,7 @@ class OpenModelDialog(_SpecDialog):
         self.arch_list = QListWidget()
         self.arch_list.addItems(torchvision_names())
         self.arch_filter.textChanged.connect(self._filter_architectures)
+        self.arch_list.itemDoubleClicked.connect(lambda _item: self.accept())
         self.weights_edit = QLineEdit()
         self.weights_edit.setPlaceholderText("optional weights file (.pth); random init if empty")
         form = QFormLayout(tab)
@@ -212,10 +222,24 @@ class OpenModelDialog(_SpecDialog):
         return tab
 
     def _filter_architectures(self, text: str) -> None:
+        """Hide the names without ``text``; the current choice moves to the first name left
+        (so a filter down to one match needs no click, and Enter opens it)."""
         needle = text.strip().lower()
+        visible = []
         for row in range(self.arch_list.count()):
             item = self.arch_list.item(row)
-            item.setHidden(bool(needle) and needle not in item.text().lower())
+            hidden = bool(needle) and needle not in item.text().lower()
+            item.setHidden(hidden)
+            if not hidden:
+                visible.append(item)
+        exact = [item for item in visible if item.text().lower() == needle]
+        current = self.arch_list.currentItem()
+        if exact:
+            self.arch_list.setCurrentItem(exact[0])
+        elif visible and (current is None or current.isHidden()):
+            self.arch_list.setCurrentItem(visible[0])
+        elif not visible:
+            self.arch_list.setCurrentItem(None)
 
     def _browse_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Weights", "", CHECKPOINT_FILTER)
@@ -312,15 +336,43 @@ def load_model_clearly(spec: str, trust: bool = False) -> LoadedModel:
         return load_model_spec(spec, trust=trust)
     except XnorlabError:
         raise
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError) as exc:
-        raise XnorlabError(f"cannot open model {spec!r}: {exc}") from None
+    except Exception as exc:  # a file's own code may raise anything: it still did not load
+        raise XnorlabError(f"cannot open model {spec!r}: {error_message(exc)}") from None
+
+
+def model_file_of(spec: str) -> Path | None:
+    """The existing file ``spec`` names: the spec itself or, for ``arch:path``, its path."""
+    text = spec.strip()
+    _, sep, rest = text.partition(":")
+    for candidate in (text, rest if sep else ""):
+        if candidate and Path(candidate).expanduser().is_file():
+            return Path(candidate).expanduser()
+    return None
+
+
+@dataclass(frozen=True)
+class NeedsTrust:
+    """What the load worker returns instead of a model when the file is a full pickle."""
+
+    spec: str
+
+
+def load_or_classify(spec: str, trust: bool = False) -> LoadedModel | NeedsTrust:
+    """Worker body of opening a model: a file that only a trusted load could open comes back
+    as ``NeedsTrust`` (nothing of it ran); anything else is loaded or raises one clear line."""
+    path = None if trust else model_file_of(spec)
+    if path is not None and classify_model_file(path).needs_trust:
+        return NeedsTrust(spec)
+    return load_model_clearly(spec, trust=trust)
 
 
 class Opener(QObject):
     """Loads models and datasets in a worker and hands them to the session on the GUI thread.
 
-    Errors go to ``session.error`` (the window shows them); a checkpoint that needs trust
-    triggers ``ask(parent, spec)`` and, on yes, one more load with ``trust=True``.
+    Errors go to ``session.error`` (the window shows them) and leave the open model as it
+    was; a file that needs trust triggers ``ask(parent, spec)`` and, on yes, one more load with
+    ``trust=True``. ``failed`` lists the messages of model loads that failed (the screenshot
+    mode stops on the first).
     """
 
     def __init__(
@@ -333,24 +385,32 @@ class Opener(QObject):
         self.session, self.ask, self.widget = session, ask, parent
         self.runner = TaskRunner(self)
         self.task: Task | None = None
+        self.failed: list[str] = []
 
     def open_model(self, spec: str, trust: bool = False) -> Task:
         """Load model ``spec`` off the GUI thread; it becomes current when loaded."""
         self.task = self.runner.start(
-            load_model_clearly, spec, trust=trust, key="open-model",
-            on_result=lambda loaded: self._adopt(loaded),
-            on_error=lambda message: self._model_failed(spec, trust, message),
+            load_or_classify, spec, trust=trust, key="open-model",
+            on_result=self.take, on_error=self._model_failed,
         )  # fmt: skip
         return self.task
 
-    def _adopt(self, loaded: LoadedModel) -> None:
-        self.session.attempt(self.session.adopt, loaded)
+    def take(self, result: LoadedModel | NeedsTrust) -> None:
+        """A load worker's result: adopt the model, or ask about trust and load again."""
+        if isinstance(result, NeedsTrust):
+            if self.ask(self.widget, result.spec):
+                self.open_model(result.spec, trust=True)
+            else:
+                self._model_failed(declined_text(result.spec))
+            return
+        try:
+            self.session.adopt(result)
+        except XnorlabError as exc:  # validated before anything changed: the old model stays
+            self._model_failed(str(exc))
 
-    def _model_failed(self, spec: str, trust: bool, message: str) -> None:
-        if not trust and needs_trust(message) and self.ask(self.widget, spec):
-            self.open_model(spec, trust=True)
-        else:
-            self.session.error.emit(message)
+    def _model_failed(self, message: str) -> None:
+        self.failed.append(message)
+        self.session.error.emit(message)
 
     def open_dataset(self, spec: str, folder: bool = False) -> Task:
         """Load dataset ``spec`` in the open model's input format off the GUI thread.
