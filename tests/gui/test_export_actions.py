@@ -103,6 +103,23 @@ def test_json_report_reflects_the_current_modes_off_the_gui_thread(
     assert not exports_of(lenet_window).progress_bar.isVisible()
 
 
+def test_report_on_fine_tuned_weights_says_so(
+    qtbot: QtBot, lenet_window: MainWindow, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    session = lenet_window.session
+    with torch.no_grad():
+        next(session.model.parameters()).mul_(0.5)  # what adopting a training result does
+    session.mark_weights_changed("fine-tuned")
+    assert lenet_window.windowTitle() == "xnorlab - demo:lenet (fine-tuned)"
+    lenet_window.actions_by_name["report_sensitivity"].setChecked(False)  # faster
+    out = tmp_path / "tuned.json"
+    choose_file(monkeypatch, out, "JSON (*.json)")
+    run_action(qtbot, lenet_window, "export_report")
+    header = json.loads(out.read_text())["header"]
+    assert header["model_spec"] == "demo:lenet (fine-tuned)"
+    assert any("fine-tuned in the app" in note for note in header["notes"])
+
+
 def test_html_report_without_sensitivity(
     qtbot: QtBot, lenet_window: MainWindow, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

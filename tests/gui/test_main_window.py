@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from pytestqt.qtbot import QtBot
 
 from xnorlab.binary.modes import Mode
 from xnorlab.gui import style
-from xnorlab.gui.app import ExceptionHook
+from xnorlab.gui.app import SCREENSHOT_TIMEOUT_S, ExceptionHook
+from xnorlab.gui.dialogs import HELP_PAGE, GettingStartedDialog
 from xnorlab.gui.layer_table import COL
 from xnorlab.gui.main_window import MainWindow, settings
 from xnorlab.lab.session import LabSession
@@ -176,6 +178,40 @@ def test_screenshot_command_writes_a_picture(tmp_path: Path) -> None:
     assert len(colours) > 50  # not blank: text, plots and images were drawn
 
 
+def test_screenshot_of_a_bad_model_reports_the_failure_at_once(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00not a model" * 50)
+    out = tmp_path / "shot.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path)}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "xnorlab.cli.main", "--screenshot", str(out), str(bad)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    elapsed_s = time.monotonic() - started
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "the model did not open" in result.stderr and "bad.pt" in result.stderr
+    assert not out.exists()
+    # start-up (torch, Qt) plus one failed load: far below the settle timeout it used to wait
+    assert elapsed_s < 0.5 * SCREENSHOT_TIMEOUT_S, elapsed_s
+
+
+def test_a_model_that_fails_to_open_keeps_the_previous_one(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path
+) -> None:
+    session = window.session
+    model = session.model
+    broken = tmp_path / "odd.safetensors"
+    broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage" * 3)
+    for spec in (str(broken), "no_such_architecture_xyz", "demo:nothing"):
+        window.message_bar.clear()
+        window.open_model_async(spec)
+        qtbot.waitUntil(lambda: window.message_bar.text() != "", timeout=WAIT_MS)
+        assert session.model is model, spec
+    assert window.table.model.rowCount() == 4
+    assert window.windowTitle() == "xnorlab - tiny"
+
+
 def test_toggling_in_the_table_changes_model_and_plots(qtbot: QtBot, window: MainWindow) -> None:
     session, views = window.session, window.views
     name = session.layer_names()[1]
@@ -226,3 +262,20 @@ def test_scaling_box_follows_the_layers(window: MainWindow) -> None:
     assert box.currentIndex() == -1  # mixed
     window.actions_by_name["undo"].trigger()
     assert box.currentText() == "scalar"
+
+
+def test_help_opens_the_bundled_getting_started_page(qtbot: QtBot, window: MainWindow) -> None:
+    action = window.actions_by_name["getting_started"]
+    assert action.shortcut().toString() == "F1"
+    action.trigger()
+    dialog = window.findChild(GettingStartedDialog)
+    assert dialog is not None and dialog.isVisible() and not dialog.isModal()
+    text = dialog.browser.toPlainText()
+    for heading in ("What each part of the window shows", "Three things to try"):
+        assert heading in text
+    for part in ("Layer table", "Layer views", "Metrics", "Prediction", "Training"):
+        assert part in text
+    assert "http" not in HELP_PAGE.read_text(encoding="utf-8")  # offline: no outside links
+    window.hint.label.linkActivated.emit("help")  # the fresh window's hint opens the same page
+    assert window.findChildren(GettingStartedDialog) == [dialog]
+    dialog.close()

@@ -10,7 +10,9 @@ import torch
 from panel_support import lenet_session, small_bundle, wait_until_idle
 
 from xnorlab.binary.surgery import current_modes
-from xnorlab.gui.panels.training import TrainingPanel
+from xnorlab.gui.main_window import MainWindow
+from xnorlab.gui.panels.training import TrainingPanel, missing_for_training
+from xnorlab.lab.session import LabSession
 from xnorlab.models.spec import load_model_spec
 
 pytestmark = pytest.mark.gui
@@ -99,3 +101,72 @@ def test_class_count_mismatch_is_refused_before_training(qtbot) -> None:  # type
     widget.start()
     assert not widget.busy()
     assert "10 classes but the dataset has 5" in widget.message.text()
+
+
+def test_modes_are_locked_during_a_run_and_the_status_bar_says_why(qtbot) -> None:  # type: ignore[no-untyped-def]
+    window = MainWindow(lenet_session("paper"))
+    qtbot.addWidget(window)
+    window.resize(1600, 1000)
+    window.show()
+    qtbot.waitUntil(lambda: not window.busy(), timeout=60_000)
+    session, panel = window.session, window.panels["training"]
+    session.select(session.layer_names()[1])
+    session.set_mode(session.layer_names()[1], "bwn")  # something to undo
+    modes = session.modes()
+    panel.epochs_spin.setValue(50)  # far longer than the test waits
+    panel.batch_spin.setValue(8)
+    panel.start()
+    qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=20_000)
+    assert "training run" in session.lock_reason
+    actions = window.actions_by_name
+    for name in ("all_bwn", "all_xnor", "all_float", "paper", "undo", "selected_xnor", "pattern"):
+        assert not actions[name].isEnabled(), name
+        actions[name].trigger()  # a disabled action (menu, toolbar or shortcut) does nothing
+    assert not window.scaling_box.isEnabled()
+    assert all(not combo.isEnabled() for combo in window.table.mode_editors())
+    assert session.attempt(session.apply_preset, "bwn") is None  # refused, with the reason
+    assert "training run" in window.message_bar.text()
+    assert session.modes() == modes
+    window.message_bar.clear()
+    window.statusBar().clearMessage()
+    assert "modes locked" in window.state_label.text() and window.state_label.isVisible()
+    panel.cancel()
+    wait_until_idle(panel, qtbot)
+    assert not session.modes_locked
+    assert actions["all_bwn"].isEnabled() and window.scaling_box.isEnabled()
+    assert all(combo.isEnabled() for combo in window.table.mode_editors())
+    assert panel.progress.value() == 0  # not left at the cancelled run's share
+    assert panel.acc_chart.y_view_range() == pytest.approx((-2.0, 102.0))  # 0..100 % + padding
+    assert panel.acc_chart.x_range() == pytest.approx((-1.0, 51.0))
+    for chart in (panel.loss_chart, panel.acc_chart):
+        assert "x0." not in chart.getAxis("bottom").labelString()  # no SI prefix on epochs
+    qtbot.waitUntil(lambda: not window.busy(), timeout=60_000)
+    window.close()
+
+
+def test_fine_tune_says_exactly_what_is_missing(qtbot) -> None:  # type: ignore[no-untyped-def]
+    session = lenet_session("paper", with_data=False)
+    widget = TrainingPanel(session)
+    qtbot.addWidget(widget)
+    widget.start()
+    text = widget.message.text()
+    assert "test:lenet has no dataset" in text and "Ctrl+D" in text
+    assert "open a model" not in text  # a model is open
+    assert (
+        missing_for_training(LabSession()) == "open a model (Ctrl+O) and a dataset (Ctrl+D) first"
+    )
+
+
+def test_fine_tuned_weights_are_named_in_the_title(qtbot) -> None:  # type: ignore[no-untyped-def]
+    window = MainWindow(lenet_session("paper"))
+    qtbot.addWidget(window)
+    panel = window.panels["training"]
+    panel.epochs_spin.setValue(1)
+    panel.limit_spin.setValue(64)
+    panel.start()
+    wait_until_idle(panel, qtbot)
+    assert window.windowTitle() == "xnorlab - test:lenet (fine-tuned)"
+    assert "test:lenet (fine-tuned)" in window.model_label.text()
+    assert window.session.model_name == "test:lenet"  # the recent list keeps the spec
+    qtbot.waitUntil(lambda: not window.busy(), timeout=60_000)
+    window.close()

@@ -81,6 +81,14 @@ def _size(split: Dataset[tuple[Tensor, int]]) -> int:
         return 0
 
 
+def weights_note(session: LabSession) -> str:
+    """The report's note on weights changed in the app (e.g. fine-tuned in its modes)."""
+    return (
+        f"weights {session.weights_note} in the app after opening {session.model_name}: "
+        "they differ from the file's"
+    )
+
+
 def report_data_for(loaded: LoadedModel, bundle: DatasetBundle | None) -> ReportData:
     """Calibration and validation tensors of the open dataset (without one: the bundled
     calibration photos, or random inputs where they cannot serve; no accuracy).
@@ -209,7 +217,10 @@ class ExportActions(QObject):
         if loaded is None:
             self.window.show_error("open a model first: there is nothing to export")
             return None
-        return dataclasses.replace(loaded, model=self.session.snapshot().eval())
+        # the display name: weights fine-tuned in the app are not the file's any more
+        return dataclasses.replace(
+            loaded, spec=self.session.display_name, model=self.session.snapshot().eval()
+        )
 
     def _stem(self) -> str:
         name = self.session.model_name.replace(":", "_") or "model"
@@ -224,7 +235,8 @@ class ExportActions(QObject):
         loaded = self._snapshot() if path else None
         if path is None or loaded is None:
             return None
-        options = ReportOptions(sensitivity=self.sensitivity_action.isChecked())
+        notes = (weights_note(self.session),) if self.session.weights_note else ()
+        options = ReportOptions(sensitivity=self.sensitivity_action.isChecked(), extra_notes=notes)
         return self._start(
             REPORT_KEY, "report", build_and_write_report, loaded, self.session.dataset, path,
             options, on_result=lambda written: self._done(f"report written to {written}"),

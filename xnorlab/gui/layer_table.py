@@ -28,7 +28,7 @@ from PySide6.QtCore import (
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -49,6 +49,9 @@ from xnorlab.lab.session import ActivationInputs, LabSession
 from xnorlab.measure.latency import LatencyReport, measure_latency
 
 STATS_DELAY_MS = 150  # debounce: a burst of toggles triggers one recomputation
+ROW_PX = 26
+ELASTIC_COLUMNS = ("name", "alpha", "shape")  # narrowed first (elided) when the view is small
+MIN_ELASTIC_PX = 70
 MODE_NAMES = [m.value for m in Mode]
 DASH = "\u2013"  # shown when a value does not apply
 SORT_ROLE = int(Qt.ItemDataRole.UserRole)
@@ -135,8 +138,9 @@ class LayerTableModel(QAbstractTableModel):
         for row, info in enumerate(self.infos):
             if info.name in names and info.name in fresh:
                 self.infos[row] = fresh[info.name]
-                index = self.index(row, COL["mode"])
-                self.dataChanged.emit(index, index)  # one cell: updates its open editor
+                # name to mode: the name's colour follows the mode, the mode cell updates
+                # its open editor
+                self.dataChanged.emit(self.index(row, COL["name"]), self.index(row, COL["mode"]))
         self.mark_stale()
 
     def mark_stale(self) -> None:
@@ -187,6 +191,10 @@ class LayerTableModel(QAbstractTableModel):
         if index.isValid() and index.column() == COL["mode"] and self._switchable(index.row()):
             return base | Qt.ItemFlag.ItemIsEditable
         return base
+
+    def editable_rows(self) -> list[int]:
+        """Rows whose mode can be switched (they get a combo box)."""
+        return [row for row in range(len(self.infos)) if self._switchable(row)]
 
     def _switchable(self, row: int) -> bool:
         return self.infos[row].name in self.switchable
@@ -279,6 +287,8 @@ class LayerTableModel(QAbstractTableModel):
             tip = f"{tip}\ninputs: {self.inputs_note}"
         if key in ("alpha", "flip", "local", "prop") and self.stats_stale:
             tip = f"{tip}\n(recomputing…)"
+        if key == "mode" and self.session.modes_locked:
+            tip = f"{tip}\nlocked: {self.session.lock_reason}"
         return tip
 
 
@@ -339,6 +349,7 @@ class LayerTable(QWidget):
         session.data_changed.connect(self.schedule)
         session.weights_changed.connect(self.schedule)
         session.selection_changed.connect(self._on_session_selection)
+        session.lock_changed.connect(self._on_lock_changed)
         self._on_model_changed()
 
     def _setup_view(self) -> None:
@@ -351,7 +362,8 @@ class LayerTable(QWidget):
         view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         view.setAlternatingRowColors(True)
         view.verticalHeader().setVisible(False)
-        view.verticalHeader().setDefaultSectionSize(26)
+        view.verticalHeader().setDefaultSectionSize(ROW_PX)
+        view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # "layer4…conv2" keeps both ends
         header = view.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
@@ -361,12 +373,55 @@ class LayerTable(QWidget):
     def _on_model_changed(self) -> None:
         self.runner.cancel_all()
         self.model.reload()
-        for row in range(self.model.rowCount()):
-            if self.model.flags(self.model.index(row, COL["mode"])) & Qt.ItemFlag.ItemIsEditable:
-                self.view.openPersistentEditor(self.view_index(row, COL["mode"]))
-        self.view.resizeColumnsToContents()
-        self._widen_mode_column()
+        for row in self.model.editable_rows():
+            self.view.openPersistentEditor(self.view_index(row, COL["mode"]))
+        self._on_lock_changed(self.session.lock_reason)
+        self.fit_columns()
         self.schedule()
+
+    def mode_editors(self) -> list[QComboBox]:
+        """The open mode combo boxes, in source row order."""
+        editors = []
+        for row in self.model.editable_rows():
+            widget = self.view.indexWidget(self.view_index(row, COL["mode"]))
+            if isinstance(widget, QComboBox):
+                editors.append(widget)
+        return editors
+
+    def _on_lock_changed(self, reason: str) -> None:
+        """While the session's modes are locked the combos are disabled and say why."""
+        for combo in self.mode_editors():
+            combo.setEnabled(not reason)
+            combo.setToolTip(f"locked: {reason}" if reason else COLUMNS[COL["mode"]].tip)
+
+    def fit_columns(self) -> None:
+        """Columns as wide as their contents; when that is wider than the view, the text
+        columns (name, shape, alpha) give up width first, elided in the middle, so the
+        timing columns at the right stay in view without a scroll bar."""
+        view, header = self.view, self.view.horizontalHeader()
+        view.resizeColumnsToContents()
+        self._widen_mode_column()
+        widths = [view.columnWidth(c) for c in range(len(COLUMNS))]
+        excess = sum(widths) - view.viewport().width()
+        for key in ELASTIC_COLUMNS:
+            if excess <= 0:
+                break
+            column = COL[key]
+            floor = max(MIN_ELASTIC_PX, header.sectionSizeFromContents(column).width())
+            give = min(excess, max(0, widths[column] - floor))
+            view.setColumnWidth(column, widths[column] - give)
+            excess -= give
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # Qt override
+        super().resizeEvent(event)
+        self.fit_columns()
+
+    def rows_height(self, rows: int | None = None) -> int:
+        """Pixels the table needs to show ``rows`` rows (default: all) without scrolling."""
+        count = self.model.rowCount() if rows is None else rows
+        header = self.view.horizontalHeader().sizeHint().height()
+        frame = 2 * self.view.frameWidth()
+        return header + frame + count * self.view.verticalHeader().defaultSectionSize()
 
     def view_index(self, row: int, column: int) -> QModelIndex:
         """The view's (sorted) index of source row ``row``."""
@@ -450,8 +505,7 @@ class LayerTable(QWidget):
         first = not self.model.stats
         self.model.set_stats(stats, note)
         if first:
-            self.view.resizeColumnsToContents()
-            self._widen_mode_column()
+            self.fit_columns()
         self.start_latency()
 
     def start_latency(self) -> None:

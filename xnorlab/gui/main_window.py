@@ -6,12 +6,17 @@ message bar and the status bar, never in a traceback dialog. Dropped files are t
 paths and handed to ``session.open_paths`` (model files open the model, images go to the
 prediction panel). Window layout, theme, last model and recent models live in ``QSettings``.
 The status bar names the data; without a dataset it says when the views run on the bundled
-calibration photos instead.
+calibration photos instead. Its left part is never blank: between short messages it shows how
+many layers are in each mode and the last change (or why modes are locked).
+
+While the session's modes are locked (a training run), every action that changes layer
+configs, the scaling box and the table's combos are disabled, and the status bar says why.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +28,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
     QFileDialog,
-    QInputDialog,
     QLabel,
     QMainWindow,
     QMenu,
@@ -34,21 +38,29 @@ from PySide6.QtWidgets import (
 from xnorlab import engine
 from xnorlab.binary.modes import Mode
 from xnorlab.gui import style
+from xnorlab.gui.dialogs import PatternDialog
+from xnorlab.gui.hint_bar import HintBar
 from xnorlab.gui.layer_table import LayerTable
 from xnorlab.gui.menus import build_menus
 from xnorlab.gui.message_bar import MessageBar
 from xnorlab.gui.panels.metrics import MetricsPanel
-from xnorlab.gui.panels.open_dialogs import open_data_dialog, open_model_dialog, opener_for
+from xnorlab.gui.panels.open_dialogs import (
+    load_or_classify,
+    open_data_dialog,
+    open_model_dialog,
+    opener_for,
+)
 from xnorlab.gui.panels.prediction import IMAGE_FILTER, PredictionPanel
 from xnorlab.gui.panels.training import TrainingPanel
 from xnorlab.gui.views import LayerViews
 from xnorlab.gui.workers import TaskRunner
 from xnorlab.lab.session import InputKind, LabSession, load_dataset_for
-from xnorlab.models.spec import load_model_spec
 
 log = logging.getLogger(__name__)
 
 MAX_RECENT = 8
+MIN_TABLE_ROWS = 4  # the table never shrinks below this many rows...
+MAX_TABLE_SHARE = 0.5  # ...nor grows above this share of the window's height when fitted
 Panel = MetricsPanel | PredictionPanel | TrainingPanel
 # key, class, dock title; tabbed in this order on the right, the first one in front
 PANELS: tuple[tuple[str, type[Panel], str], ...] = (
@@ -105,8 +117,10 @@ class MainWindow(QMainWindow):
         self._build_status()
         menus = build_menus(self)
         self.actions_by_name: dict[str, QAction] = menus.actions
+        self.mode_actions: list[QAction] = menus.mode_actions
         self.recent_menu: QMenu = menus.recent_menu
         self.scaling_box: QComboBox = menus.scaling_box
+        self.hint.setVisible(not settings().value("hint_done", False, type=bool))
         self.fill_recent_menu()
         self._connect_session()
         self._default_state = self.saveState()
@@ -120,8 +134,11 @@ class MainWindow(QMainWindow):
         layout.setContentsMargins(2, 2, 2, 2)
         self.message_bar = MessageBar(central)
         self.table = LayerTable(self.session, central)
+        self.hint = HintBar(lambda: self.actions_by_name["getting_started"].trigger(), central)
+        self.hint.close_button.clicked.connect(self.retire_hint)
         layout.addWidget(self.message_bar)
         layout.addWidget(self.table, 1)
+        layout.addWidget(self.hint)
         self.setCentralWidget(central)
 
     def _dock(self, key: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
@@ -153,6 +170,8 @@ class MainWindow(QMainWindow):
 
     def _build_status(self) -> None:
         bar = self.statusBar()
+        self.state_label = QLabel()  # shown whenever no short message is (never a blank bar)
+        bar.addWidget(self.state_label, 1)
         engine, threads = engine_text()
         self.model_label, self.data_label = QLabel("model: -"), QLabel("data: -")
         self.engine_label, self.threads_label = QLabel(engine), QLabel(threads)
@@ -165,7 +184,9 @@ class MainWindow(QMainWindow):
         s.error.connect(self.show_error)
         s.model_changed.connect(self._on_model_changed)
         s.data_changed.connect(self._update_status)
-        s.modes_changed.connect(lambda _names: self._update_actions())
+        s.modes_changed.connect(self._on_modes_changed)
+        s.weights_changed.connect(self._update_status)
+        s.lock_changed.connect(self._on_lock_changed)
         s.dataset_requested.connect(self.load_dataset_async)
         s.model_requested.connect(self.open_model_async)
         self.table.busy_changed.connect(lambda _busy: self._update_status())
@@ -186,11 +207,34 @@ class MainWindow(QMainWindow):
         self._update_status()
         self._update_actions()
         self.remember_model(self.session.model_name)
+        QTimer.singleShot(0, self, self.fit_table)  # after the table laid out its new rows
+
+    def _on_modes_changed(self, _names: list[str]) -> None:
+        self._update_actions()
+        if self.session.can_undo and not self.hint.isHidden():
+            self.retire_hint()  # the user found the modes: the hint has done its job
+        label = self.session.undo_label
+        if label:
+            self.statusBar().showMessage(f"{label} (Ctrl+Z undoes it)", 4000)
+
+    def _on_lock_changed(self, reason: str) -> None:
+        self.scaling_box.setEnabled(not reason)
+        self._update_actions()
+        if reason:
+            self.statusBar().showMessage(f"modes locked: {reason}", 8000)
+        else:
+            self.statusBar().showMessage("modes unlocked", 3000)
+
+    def retire_hint(self) -> None:
+        """Hide the first-steps hint for good (remembered in the settings)."""
+        self.hint.hide()
+        settings().setValue("hint_done", True)
+        QTimer.singleShot(0, self, self.fit_table)
 
     def _update_status(self) -> None:
         s = self.session
         loaded = s.loaded
-        name = s.model_name or "-"
+        name = s.display_name or "-"
         self.model_label.setText(f"model: {name}")
         if loaded is not None:
             count = len(s.layers())
@@ -224,10 +268,30 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         self._sync_scaling_box()
         actions, s = self.actions_by_name, self.session
-        actions["undo"].setEnabled(s.can_undo)
-        actions["redo"].setEnabled(s.can_redo)
+        for action in self.mode_actions:
+            action.setEnabled(not s.modes_locked)
+        actions["undo"].setEnabled(s.can_undo and not s.modes_locked)
+        actions["redo"].setEnabled(s.can_redo and not s.modes_locked)
         actions["undo"].setText(f"&Undo {s.undo_label}" if s.can_undo else "&Undo")
         actions["redo"].setText(f"&Redo {s.redo_label}" if s.can_redo else "&Redo")
+        for key, label in (("undo", s.undo_label), ("redo", s.redo_label)):
+            shortcut = actions[key].shortcut().toString()
+            what = f"{key.capitalize()} {label}" if label else f"Nothing to {key}"
+            actions[key].setToolTip(f"{what} ({shortcut})")
+        self.state_label.setText(self.state_text())
+
+    def state_text(self) -> str:
+        """The status bar's resting text: layers per mode and the last change, or the lock."""
+        s = self.session
+        if s.loaded is None:
+            return "no model open: File > Open model (Ctrl+O), or Help > Getting started (F1)"
+        counts = Counter(info.mode for info in s.layers())
+        modes = " · ".join(f"{counts[m]} {m.value.upper() if m is not Mode.FLOAT else 'float'}"
+                           for m in (Mode.XNOR, Mode.BWN, Mode.FLOAT) if counts[m])  # fmt: skip
+        if s.modes_locked:
+            return f"{modes} · modes locked: {s.lock_reason}"
+        last = f" · last change: {s.undo_label} (Ctrl+Z)" if s.can_undo else ""
+        return f"{modes}{last}"
 
     # ------------------------------------------------------------------ opening
     def open_model_async(self, spec: str, trust: bool = False) -> None:
@@ -252,8 +316,8 @@ class MainWindow(QMainWindow):
 
         self.statusBar().showMessage(f"opening {last}…")
         self.runner.start(
-            load_model_spec, last, key="open-model", on_error=fall_back,
-            on_result=lambda loaded: self.session.attempt(self.session.adopt, loaded),
+            load_or_classify, last, key="open-model", on_error=fall_back,
+            on_result=opener_for(self.session, self).take,
         )  # fmt: skip
 
     def load_dataset_async(self, spec: str) -> None:
@@ -294,16 +358,9 @@ class MainWindow(QMainWindow):
 
     def ask_pattern(self) -> None:
         """Layers > By name pattern…: ask a glob and a mode, apply them."""
-        pattern, ok = QInputDialog.getText(
-            self, "Set mode by name pattern", "Layer name pattern (glob, e.g. features.*):"
-        )
-        if not ok or not pattern.strip():
-            return
-        mode, ok = QInputDialog.getItem(
-            self, "Set mode by name pattern", "Mode:", ["xnor", "bwn", "float"], 0, False
-        )
-        if ok:
-            self.run_session(self.session.apply_pattern, pattern.strip(), mode)
+        choice = PatternDialog(self.session.layer_names(), self).choice()
+        if choice is not None:
+            self.run_session(self.session.apply_pattern, *choice)
 
     # ------------------------------------------------------------------ drag and drop
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -368,13 +425,29 @@ class MainWindow(QMainWindow):
         self.default_dock_sizes()
 
     def default_dock_sizes(self) -> None:
-        """Give the table most of the width and the layer views about half the height."""
+        """Give the table most of the width and the layer views about half the height, then
+        fit the table to its rows."""
         right = [d for key, d in self.docks.items() if key != "views"]
         if right:
             width = max(360, int(0.27 * self.width()))
             self.resizeDocks(right[:1], [width], Qt.Orientation.Horizontal)
         views = self.docks["views"]
         self.resizeDocks([views], [max(300, self.height() // 2)], Qt.Orientation.Vertical)
+        self.fit_table()
+
+    def fit_table(self) -> None:
+        """Give the layer views the height the table does not need: the table shows all its
+        rows, at least ``MIN_TABLE_ROWS`` and at most ``MAX_TABLE_SHARE`` of the window."""
+        views = self.docks["views"]
+        if views.isFloating() or not views.isVisible() or self.centralWidget() is None:
+            return
+        central = self.centralWidget()
+        rows = max(MIN_TABLE_ROWS, self.table.model.rowCount())
+        others = central.height() - self.table.height()  # message bar, hint, margins
+        wanted = min(self.table.rows_height(rows), int(MAX_TABLE_SHARE * self.height()))
+        spare = central.height() - others - wanted
+        if spare != 0:
+            self.resizeDocks([views], [views.height() + spare], Qt.Orientation.Vertical)
 
     def set_theme(self, name: str, save: bool = True) -> None:
         """Switch to the light or dark palette; existing plots are redrawn."""
@@ -387,8 +460,9 @@ class MainWindow(QMainWindow):
             if isinstance(graphics, pg.PlotWidget):
                 style.style_plot(graphics)
         self.message_bar.restyle()
-        if self.views.current is not None:
-            self.views.redraw()
+        self.views.redraw()
+        for panel in self.panels.values():
+            panel.restyle()
         self.actions_by_name["dark"].setChecked(name == "dark")
         if save:
             settings().setValue("theme", name)

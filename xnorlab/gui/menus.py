@@ -10,8 +10,15 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QApplication, QComboBox, QLabel, QMenu, QMessageBox, QToolBar
 
 from xnorlab.binary.modes import InputScaling, PadMode
+from xnorlab.gui.dialogs import GettingStartedDialog
 from xnorlab.gui.export_actions import add_export_actions
 from xnorlab.gui.window_host import WindowHost
+
+# actions that change layer configs: disabled while the session's modes are locked
+MODE_ACTION_NAMES = (
+    "undo", "redo", "all_xnor", "all_bwn", "all_float", "paper", "paper_bwn", "pattern",
+    "selected_float", "selected_bwn", "selected_xnor",
+)  # fmt: skip
 
 SHORTCUTS_HELP = """<table>
 <tr><td><b>Ctrl+O</b></td><td>open a model (demo, torchvision, checkpoint)</td></tr>
@@ -25,6 +32,7 @@ SHORTCUTS_HELP = """<table>
 <tr><td><b>Ctrl+P</b></td><td>paper preset (first and last layer float, others XNOR)</td></tr>
 <tr><td><b>Ctrl+F</b></td><td>set the mode of layers matching a name pattern</td></tr>
 <tr><td><b>Ctrl+Shift+T</b></td><td>dark / light theme</td></tr>
+<tr><td><b>F1</b></td><td>getting started</td></tr>
 <tr><td><b>Ctrl+Q</b></td><td>quit</td></tr></table>
 <p>Drop model files or images anywhere on the window.</p>"""
 
@@ -99,8 +107,9 @@ def _layer_actions(window: WindowHost) -> dict[str, QAction]:
 
 def _setting_menu(
     window: WindowHost, menu: QMenu, title: str, field: str, values: list[str]
-) -> None:
+) -> list[QAction]:
     sub = menu.addMenu(title)
+    actions = []
     for value in values:
         action = sub.addAction(value)
         action.triggered.connect(
@@ -108,10 +117,27 @@ def _setting_menu(
                 lambda: window.session.configure_layers(None, **{field: v})
             )
         )
+        actions.append(action)
+    return actions
 
 
 def _help(window: WindowHost) -> None:
     QMessageBox.information(window, "Keyboard shortcuts", SHORTCUTS_HELP)
+
+
+class _GettingStarted:
+    """Help > Getting started: one non-modal page, so the user can follow it in the window."""
+
+    def __init__(self, window: WindowHost) -> None:
+        self.window = window
+        self.dialog: GettingStartedDialog | None = None
+
+    def show(self) -> GettingStartedDialog:
+        if self.dialog is None:
+            self.dialog = GettingStartedDialog(self.window)  # type: ignore[arg-type]
+        self.dialog.show()
+        self.dialog.raise_()
+        return self.dialog
 
 
 def _scaling_box(window: WindowHost) -> QComboBox:
@@ -135,6 +161,7 @@ class Menus:
     actions: dict[str, QAction]  # by name: enabled, relabelled or checked by the window
     recent_menu: QMenu  # File > Recent models, refilled by the window
     scaling_box: QComboBox  # the toolbar's input scaling, synced to the layers by the window
+    mode_actions: list[QAction]  # every action that changes layer configs (locked together)
 
 
 def build_menus(window: WindowHost) -> Menus:
@@ -159,19 +186,31 @@ def build_menus(window: WindowHost) -> Menus:
         [actions["selected_float"], actions["selected_bwn"], actions["selected_xnor"]]
     )
     layers.addSeparator()
-    _setting_menu(
-        window, layers, "Input scaling (all layers)", "scaling", [s.value for s in InputScaling]
-    )
-    _setting_menu(
-        window, layers, "Binary padding (all layers)", "pad_mode", [p.value for p in PadMode]
-    )
-    _setting_menu(window, layers, "Inference backend (all layers)", "backend", ["torch", "native"])
+    settings = [
+        *_setting_menu(window, layers, "Input scaling (all layers)", "scaling",
+                       [s.value for s in InputScaling]),
+        *_setting_menu(window, layers, "Binary padding (all layers)", "pad_mode",
+                       [p.value for p in PadMode]),
+        *_setting_menu(window, layers, "Inference backend (all layers)", "backend",
+                       ["torch", "native"]),
+    ]  # fmt: skip
     _view_menu(window, actions)
-    help_menu = bar.addMenu("&Help")
-    help_menu.addAction(_action(window, "Keyboard &shortcuts", lambda: _help(window), "F1"))
-    help_menu.addAction(_action(window, "About &Qt", QApplication.aboutQt))
+    _help_menu(window, actions)
     scaling_box = _toolbar(window, actions)
-    return Menus(actions, recent_menu, scaling_box)
+    mode_actions = [actions[name] for name in MODE_ACTION_NAMES] + settings
+    return Menus(actions, recent_menu, scaling_box, mode_actions)
+
+
+def _help_menu(window: WindowHost, actions: dict[str, QAction]) -> None:
+    help_menu = window.menuBar().addMenu("&Help")
+    page = _GettingStarted(window)
+    actions["getting_started"] = _action(
+        window, "&Getting started", page.show, "F1", "What each panel shows and what to try"
+    )
+    actions["shortcuts"] = _action(window, "Keyboard &shortcuts", lambda: _help(window))
+    help_menu.addActions([actions["getting_started"], actions["shortcuts"]])
+    help_menu.addSeparator()
+    help_menu.addAction(_action(window, "About &Qt", QApplication.aboutQt))
 
 
 def _view_menu(window: WindowHost, actions: dict[str, QAction]) -> None:
@@ -195,7 +234,11 @@ def _toolbar(window: WindowHost, actions: dict[str, QAction]) -> QComboBox:
     tools.addAction(actions["open_model"])
     tools.addAction(actions["open_data"])
     tools.addSeparator()
-    tools.addActions([actions["undo"], actions["redo"]])
+    for key in ("undo", "redo"):
+        # the menu says what would be undone; the button keeps one short label (its tooltip
+        # says it) so the buttons beside it never move while the user aims at them
+        actions[key].setIconText(key.capitalize())
+        tools.addAction(actions[key])
     tools.addSeparator()
     for key in ("all_float", "all_bwn", "all_xnor", "paper", "pattern"):
         tools.addAction(actions[key])

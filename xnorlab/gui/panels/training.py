@@ -4,7 +4,9 @@ Fine-tune keeps the weights and trains in the current per-layer modes (binarize,
 "from scratch" re-initializes the weights first. The run trains a private copy of the model in a
 worker (``train.lab_copy.train_copy`` around ``xnorlab.train.training.train``), so the window stays
 usable; when it finishes, its best weights are copied into the open model and every view is told
-(``LabSession.mark_weights_changed``). Cancel stops the run and leaves the model unchanged. The
+(``LabSession.mark_weights_changed``, so titles and reports say the weights are fine-tuned).
+Cancel stops the run and leaves the model unchanged. While a run goes the session's modes are
+locked (``LabSession.lock_modes``): the result belongs to the modes it started with. The
 result can be saved as a checkpoint (``xnorlab.models.checkpoint.save_checkpoint``) that records
 the modes, layer settings, classes, preprocessing and the training card.
 """
@@ -30,7 +32,7 @@ from PySide6.QtWidgets import (
 
 from xnorlab.common.errors import XnorlabError
 from xnorlab.gui.panels.base import show_message, subscribe
-from xnorlab.gui.panels.charts import CurvesChart
+from xnorlab.gui.panels.charts import ACCURACY_RANGE, CurvesChart
 from xnorlab.gui.workers import Task, TaskRunner
 from xnorlab.lab.session import LabSession
 from xnorlab.models.checkpoint import layer_settings, save_checkpoint
@@ -39,6 +41,21 @@ from xnorlab.train.lab_copy import TrainingOutcome, train_copy
 from xnorlab.train.training import TrainConfig, TrainResult
 
 SAVE_FILTER = "PyTorch checkpoint (*.pt);;safetensors (*.safetensors)"
+LOCK_REASON = "a training run uses the current modes (Cancel it in the Training tab to change them)"
+
+
+def missing_for_training(session: LabSession) -> str:
+    """What is missing before training can start ("" when nothing), said exactly."""
+    if session.loaded is None and session.dataset is None:
+        return "open a model (Ctrl+O) and a dataset (Ctrl+D) first"
+    if session.loaded is None:
+        return "open a model first (Ctrl+O)"
+    if session.dataset is None:
+        return (
+            f"{session.model_name} has no dataset to train on: open one first (Ctrl+D), "
+            "with the model's classes"
+        )
+    return ""
 
 
 def checkpoint_meta(session: LabSession, card: dict[str, Any] | None) -> dict[str, Any]:
@@ -107,14 +124,15 @@ class TrainingPanel(QWidget):
         self.message = QLabel("Trains the open model in its current modes on the open dataset.")
         self.message.setWordWrap(True)
         self.loss_chart = CurvesChart("loss")
-        self.acc_chart = CurvesChart("accuracy (%)")
+        self.acc_chart = CurvesChart("accuracy (%)", y_range=ACCURACY_RANGE)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.message)
-        layout.addWidget(self.loss_chart, 1)
-        layout.addWidget(self.acc_chart, 1)
+        for chart in (self.loss_chart, self.acc_chart):
+            layout.addWidget(chart.legend_label)
+            layout.addWidget(chart, 1)
 
     # ------------------------------------------------------------------ running
     def config(self) -> TrainConfig:
@@ -129,8 +147,9 @@ class TrainingPanel(QWidget):
         """Start training in a worker (errors are shown in the panel, nothing changes)."""
         if self.busy():
             return
-        if self.session.loaded is None or self.session.dataset is None:
-            show_message(self.message, "open a model and a dataset first", error=True)
+        missing = missing_for_training(self.session)
+        if missing or self.session.loaded is None or self.session.dataset is None:
+            show_message(self.message, missing, error=True)
             return
         loaded = self.session.loaded
         model_classes = len(loaded.class_names)
@@ -140,6 +159,7 @@ class TrainingPanel(QWidget):
                          f"has {data_classes}: open matching data", error=True)  # fmt: skip
             return
         self._reset_curves()
+        self.session.lock_modes(LOCK_REASON)
         self._set_running(True)
         show_message(self.message, "training…")
         self.task = self.runner.start(
@@ -147,9 +167,7 @@ class TrainingPanel(QWidget):
             from_scratch=self.scratch_check.isChecked(), key="training",
             on_progress=self._on_progress,
             on_result=lambda outcome: self._adopt(outcome, loaded),
-            on_error=lambda text: show_message(self.message, text, error=True),
-            on_cancelled=lambda: show_message(self.message, "cancelled: the model is unchanged"),
-            on_finished=lambda: self._set_running(False),
+            on_error=self._failed, on_cancelled=self._cancelled, on_finished=self._finished,
         )  # fmt: skip
 
     def cancel(self) -> None:
@@ -171,15 +189,33 @@ class TrainingPanel(QWidget):
         self.save_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
 
+    def _finished(self) -> None:
+        self._set_running(False)
+        self.session.unlock_modes()
+
+    def _failed(self, text: str) -> None:
+        self.progress.setValue(0)
+        show_message(self.message, text, error=True)
+
+    def _cancelled(self) -> None:
+        self.progress.setValue(0)  # an empty bar: nothing is running, nothing was kept
+        show_message(self.message, "cancelled: the model is unchanged")
+
     def _reset_curves(self) -> None:
-        self.loss_chart.reset()
-        self.acc_chart.reset()
+        epochs = self.epochs_spin.value()
+        self.loss_chart.reset(epochs)
+        self.acc_chart.reset(epochs)
         self._epochs_drawn = 0
         self.progress.setValue(0)
 
+    def restyle(self) -> None:
+        """Nothing to redraw on a theme switch: the labels and legends take their colours
+        from the palette, the window restyles the charts' axes."""
+
     def _on_progress(self, fraction: float, message: str, payload: object) -> None:
         self.progress.setValue(int(1000 * fraction))
-        self.message.setText(message)
+        if message:
+            show_message(self.message, message)
         if not isinstance(payload, dict):
             return
         step = payload.get("step") or {}
@@ -202,7 +238,7 @@ class TrainingPanel(QWidget):
                          error=True)  # fmt: skip
             return
         self.session.model.load_state_dict(outcome.model.state_dict())
-        self.session.mark_weights_changed()
+        self.session.mark_weights_changed("trained" if outcome.from_scratch else "fine-tuned")
         self.outcome, self.card = outcome, dict(outcome.result.card or {})
         result = outcome.result
         for record in [vars(m) for m in result.history][self._epochs_drawn :]:
