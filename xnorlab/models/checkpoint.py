@@ -23,6 +23,7 @@ import json
 import mmap
 import pickle
 import pickletools
+import stat
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -285,9 +286,13 @@ def _looks_like_safetensors(head: bytes, file_bytes: int) -> bool:
 
 def _check_model_path(path: Path) -> Path:
     """``path`` if it is a regular file of at most ``MAX_CHECKPOINT_BYTES``."""
-    if not path.exists() and not path.is_symlink():
-        raise XnorlabError(f"model file {path} does not exist")
-    if path.is_dir():
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise XnorlabError(f"model file {path} does not exist") from None
+    except OSError as exc:  # a name too long, a loop of links, no permission, ...
+        raise XnorlabError(f"cannot read model file {quoted(str(path))}: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise XnorlabError(f"{path} is a folder, not a model file")
     return check_input_file(path, what="model file", max_bytes=MAX_CHECKPOINT_BYTES)
 

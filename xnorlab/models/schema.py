@@ -5,14 +5,15 @@ attacker can edit: class counts, input sizes, normalisation constants, layer set
 safetensors header with tensor shapes and offsets. Every number is checked against a bound and
 every float for finiteness here, so a crafted file ends as one ``MetadataError`` line instead
 of a huge allocation, an overflow, a NaN that flows into predictions or an error deep in torch.
-After the model is built, ``check_model_runs`` runs it once on a zero input of its own input
-shape, which turns any remaining inconsistency (a stride that does not fit the BatchNorm sizes,
+After the model is built, ``check_model_runs`` runs it once on plain inputs of its own input
+shape (zeros, the darkest and the brightest image), which turns any remaining inconsistency (a stride that does not fit the BatchNorm sizes,
 an input size too small for the pooling) into one line as well.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from xnorlab.binary.layers import LayerConfig
 from xnorlab.binary.modes import Mode
 from xnorlab.common.errors import XnorlabError, quoted
 from xnorlab.common.files import MIB
-from xnorlab.common.jsonio import MAX_JSON_DEPTH, parse_json
+from xnorlab.common.jsonio import MAX_JSON_BYTES, MAX_JSON_DEPTH, parse_json
 from xnorlab.data.images import RESIZE_RULES, Preprocessing
 
 # Bounds: generous for every real classifier, small enough that building the model, a batch of
@@ -134,9 +135,11 @@ def plain_json(value: Any, name: str) -> Any:
 
 
 def parse_record(text_value: Any, what: str) -> dict[str, Any]:
-    """A JSON object parsed from metadata text (bounded depth, finite numbers only)."""
+    """A JSON object parsed from metadata text (bounded size and depth, finite numbers only)."""
     if not isinstance(text_value, (str, bytes)):
         raise MetadataError(f"{what} is not JSON text")
+    if len(text_value) > MAX_JSON_BYTES:
+        raise MetadataError(f"{what} is {len(text_value)} characters long, over {MAX_JSON_BYTES}")
     data = parse_json(text_value, what=what)
     if not isinstance(data, dict):
         raise MetadataError(f"{what} is not a JSON object")
@@ -329,23 +332,44 @@ def first_line(exc: BaseException) -> str:
     return " ".join(lines[0].split())[:160] if lines else type(exc).__name__
 
 
-def check_model_runs(model: nn.Module, shape: tuple[int, int, int], names: list[str]) -> int:
-    """Run ``model`` (eval mode, no grad) once on zeros of ``(1, *shape)``; return its class
-    count. Raises ``MetadataError`` when it fails, does not give one finite row of class
-    scores, or gives another count than ``names`` (when names are given)."""
+def probe_inputs(shape: tuple[int, int, int], prep: Preprocessing | None) -> torch.Tensor:
+    """Three inputs of ``shape``: zeros and the darkest and brightest images after
+    normalisation (``-1`` and ``+1`` without a preprocessing)."""
+    dark, bright = torch.zeros(shape), torch.ones(shape)
+    if prep is not None:
+        dark, bright = prep.normalize(dark), prep.normalize(bright)
+    else:
+        dark = -bright
+    return torch.stack([torch.zeros(shape), dark, bright])
+
+
+def check_model_runs(
+    model: nn.Module,
+    shape: tuple[int, int, int],
+    names: list[str],
+    prep: Preprocessing | None = None,
+) -> int:
+    """Run ``model`` (eval mode, no grad) once on ``probe_inputs``; return its class count.
+
+    Raises ``MetadataError`` when it fails, does not give one finite row of class scores per
+    input, or gives another count than ``names`` (when names are given).
+    """
     model.eval()
+    inputs = probe_inputs(shape, prep)
     try:
-        with torch.no_grad():
-            output = model(torch.zeros((1, *shape)))
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NaN binarized, ...: the outcome is judged below
+            output = model(inputs)
     except Exception as exc:  # any failure of a file-described model is the file's fault
         raise MetadataError(
             f"the model does not run on its input {list(shape)}: {first_line(exc)}"
         ) from None
-    if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[0] != 1:
+    rows = len(inputs)
+    if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[0] != rows:
         kind = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise MetadataError(f"the model gives {kind}, not one row of class scores")
+        raise MetadataError(f"the model gives {kind} for {rows} inputs, not class scores")
     if not output.is_floating_point() or not bool(torch.isfinite(output).all()):
-        raise MetadataError(f"the model gives NaN or infinite scores on a zero {list(shape)} input")
+        raise MetadataError(f"the model gives NaN or infinite scores on plain {list(shape)} inputs")
     classes = int(output.shape[1])
     if names and len(names) != classes:
         raise MetadataError(f"it names {len(names)} classes but the model outputs {classes}")

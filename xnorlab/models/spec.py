@@ -107,14 +107,14 @@ def _from_checkpoint(spec: str, ckpt: Checkpoint, arch_hint: str | None) -> Load
 def _assemble(
     spec: str, model: nn.Module, arch: str, meta: dict[str, Any], source: str | None = None
 ) -> LoadedModel:
-    """The ``LoadedModel`` of ``model``; one forward on a zero input checks that a model read
+    """The ``LoadedModel`` of ``model``; one forward on plain inputs checks that a model read
     from file ``source`` runs on the input its metadata gives and names its classes."""
     prep = schema.preprocessing(meta.get("preprocessing")) or _default_preprocessing(arch)
     names = schema.class_names(meta.get("class_names", [])) or _default_names(model, arch)
     model.eval()
     if source is not None:
         try:
-            schema.check_model_runs(model, prep.input_shape, names)
+            schema.check_model_runs(model, prep.input_shape, names, prep)
         except XnorlabError as exc:
             raise XnorlabError(f"{source}: {exc}") from None
     return LoadedModel(
@@ -223,11 +223,20 @@ def load_model_spec(spec: str, trust: bool = False) -> LoadedModel:
         return _from_checkpoint(spec, read_checkpoint(path, trust), arch)
     if text.lower().endswith(SUFFIX):
         return _load_xnor(text)
-    if Path(text).expanduser().suffix or Path(text).expanduser().exists():
-        if not Path(text).expanduser().exists() and text in torchvision_architectures():
+    path_exists = _exists(text)
+    if Path(text).expanduser().suffix or path_exists:
+        if not path_exists and text in torchvision_architectures():
             return _load_torchvision(spec, text)
         return _from_checkpoint(spec, read_checkpoint(text, trust), None)
     return _load_torchvision(spec, text)
+
+
+def _exists(text: str) -> bool:
+    """Whether ``text`` names an existing path; False for a name the OS refuses (too long)."""
+    try:
+        return Path(text).expanduser().exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _load_xnor(path: str) -> LoadedModel:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from xnorlab.common.errors import XnorlabError
+from xnorlab.common.errors import XnorlabError, quoted
 from xnorlab.models.demo import ARCHITECTURES, build_demo
 
 # torchvision is imported inside the functions that name a torchvision model: it is slow to
@@ -37,9 +37,9 @@ def build_torchvision(name: str, num_classes: int | None = None) -> nn.Module:
 
     names = torchvision_architectures()
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=3)
+        close = difflib.get_close_matches(name, names, n=3) if len(name) <= 200 else []
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise XnorlabError(f"unknown model {name!r}{hint}")
+        raise XnorlabError(f"unknown model {quoted(name)}{hint}")
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     if name == "inception_v3":
         kwargs["init_weights"] = False
