@@ -585,7 +585,7 @@ def _build(meta: XnorMeta, raw: bytes, header: dict[str, Any]) -> nn.Module:
     _load_float_state(model, tensors, set(meta.layers))
     for name, module in packed.items():
         _set_child(model, name, module)
-    classes = schema.check_model_runs(model, meta.input_shape, meta.class_names)
+    classes = schema.check_model_runs(model, meta.input_shape, meta.class_names, meta.preprocessing)
     wanted = meta.architecture.num_classes
     if wanted is not None and classes != wanted:
         raise MetadataError(f"num_classes is {wanted} but the model outputs {classes}")
@@ -594,7 +594,7 @@ def _build(meta: XnorMeta, raw: bytes, header: dict[str, Any]) -> nn.Module:
 
 def load_xnor(path: str | Path) -> LoadedModel:
     """Open a ``.xnor`` file: check it, rebuild the net, load float tensors, attach packed
-    layers, run it once on a zero input.
+    layers, run it once on plain inputs (``schema.check_model_runs``).
 
     The result runs in eval mode; binary layers are ``PackedConv2d`` / ``PackedLinear``
     (frozen: their mode cannot be switched, there are no float weights to go back to).
