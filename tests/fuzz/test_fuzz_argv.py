@@ -149,7 +149,11 @@ def test_bad_argument_vectors(
 
 
 @fuzz(25)
-@given(topk=st.one_of(st.integers(-(2**70), 2**70).map(str), st.text(max_size=12)))
+@given(
+    topk=st.one_of(
+        st.integers(-5, 1005).map(str), st.integers(-(2**70), 2**70).map(str), st.text(max_size=12)
+    )
+)
 def test_predict_topk_values(samples: Samples, image_path: Path, capsys: Any, topk: str) -> None:
     folder = image_path.parent
     outcome = run_case(["predict", samples.xnor.path, image_path, "--json", f"--topk={topk}"],
