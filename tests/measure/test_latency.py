@@ -17,6 +17,7 @@ from xnorlab.measure.latency import (
     float_vs_current,
     measure_latency,
     runs_within,
+    steady_runs,
 )
 from xnorlab.measure.machine import engine_info
 from xnorlab.measure.timing import NOISY_RELATIVE_WIDTH
@@ -116,3 +117,8 @@ def test_runs_within_a_budget() -> None:
     assert runs_within(1.0, 0.1, 4) == 4
     assert runs_within(1e-9, 0.1, 50) == MIN_REPEATS
     assert runs_within(1e-9, 0.1, 2) == 2  # never more than asked for
+
+
+def test_steady_runs_leave_out_the_interrupted_ones() -> None:
+    assert steady_runs([1.0, 50.0, 1.2, 0.9]) == [0, 3]  # median cut 1.0
+    assert steady_runs([2.0]) == [0] and steady_runs([]) == []

@@ -110,26 +110,41 @@ class LayerTiming:
 
 @dataclass(frozen=True)
 class _Profile:
-    """Sums over the profiled forwards: per layer, and the forwards' own wall time."""
+    """Sums over the profiled forwards kept (``steady_runs``): per layer, and the forwards'
+    own wall time."""
 
     layers: dict[str, _LayerRun]
     forwards_s: float
     runs: int
 
 
+def steady_runs(totals_s: list[float]) -> list[int]:
+    """Indices of the runs no slower than the median run: a run the scheduler interrupted
+    (tens of milliseconds on a shared machine) would otherwise own the split's sums."""
+    if not totals_s:
+        return []
+    cut = sorted(totals_s)[(len(totals_s) - 1) // 2]
+    return [i for i, total in enumerate(totals_s) if total <= cut]
+
+
 def _profile_layers(model: nn.Module, x: Tensor, runs: int, tick: Tick) -> _Profile:
-    """Run ``runs`` clocked and profiled forwards; sums per layer and of the whole forwards."""
-    sums: dict[str, _LayerRun] = {}
-    forwards_s = 0.0
+    """Run ``runs`` clocked and profiled forwards; sums per layer and of the whole forwards
+    over the ``steady_runs``."""
+    per_run: list[dict[str, _LayerRun]] = []
+    totals_s: list[float] = []
     for _ in range(runs):
         with profile() as records, layer_clock(model, records) as clocked:
             start = time.perf_counter()
             model(x)
-            forwards_s += time.perf_counter() - start
-        for name, run in clocked.items():
-            sums.setdefault(name, _LayerRun()).add(run)
+            totals_s.append(time.perf_counter() - start)
+        per_run.append(clocked)
         tick()
-    return _Profile(sums, forwards_s, runs)
+    kept = steady_runs(totals_s)
+    sums: dict[str, _LayerRun] = {}
+    for index in kept:
+        for name, run in per_run[index].items():
+            sums.setdefault(name, _LayerRun()).add(run)
+    return _Profile(sums, sum(totals_s[i] for i in kept), len(kept))
 
 
 def split_whole(whole_s: float, profiled: _Profile) -> tuple[dict[str, LayerTiming], float]:
@@ -139,8 +154,8 @@ def split_whole(whole_s: float, profiled: _Profile) -> tuple[dict[str, LayerTimi
         ``layer_s = whole_s * sum(layer wall in profiled runs) / sum(profiled forward walls)``,
 
     and ``unattributed_s = whole_s - sum(layer_s) >= 0`` is the rest (activations, pooling,
-    Python between the layers). The hooks' own cost is shared out alike, so the parts add up
-    to the whole that was measured without them.
+    Python between the layers, the hooks' own cost). The parts add up to the whole that was
+    measured without hooks.
     """
     scale = whole_s / profiled.forwards_s if profiled.forwards_s > 0 else 0.0
     layers = {
