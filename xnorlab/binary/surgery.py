@@ -24,6 +24,7 @@ from torch import nn
 from xnorlab.binary.layers import BinarizableLayer, BinConv2d, BinLinear, LayerConfig
 from xnorlab.binary.modes import Mode
 from xnorlab.common.errors import XnorlabError, quoted
+from xnorlab.common.files import existing
 from xnorlab.common.jsonio import load_json_file
 
 PRESETS = ("paper", "paper-bwn", "xnor", "bwn", "float")
@@ -203,7 +204,7 @@ def resolve_modes(model: nn.Module, spec: str | Mapping[str, Mode | str]) -> dic
         return validate_mode_map(model, spec)
     if spec.strip().lower() in PRESETS:
         return preset_modes(model, spec)
-    if spec.endswith(".json") or Path(spec).exists():
+    if spec.endswith(".json") or existing(spec) is not None:
         return load_mode_map(spec, model)
     raise ModeMapError(
         f"--modes {quoted(spec)} is neither a preset ({', '.join(PRESETS)}) nor a JSON file"

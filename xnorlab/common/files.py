@@ -33,6 +33,16 @@ def _size_text(n_bytes: int) -> str:
     return f"{n_bytes / MIB:.1f} MiB" if n_bytes >= MIB else f"{n_bytes} bytes"
 
 
+def existing(path: str | Path) -> Path | None:
+    """``path`` (user-expanded) if something exists there, else None; a name the system
+    cannot even look up (too long, bad characters) exists nowhere rather than raising."""
+    target = Path(path).expanduser()
+    try:
+        return target if target.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
 def check_input_file(path: str | Path, *, what: str = "file", max_bytes: int) -> Path:
     """``path`` as a Path if it is an existing regular file of at most ``max_bytes``."""
     target = Path(path).expanduser()

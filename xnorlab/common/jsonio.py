@@ -7,6 +7,7 @@ file could smuggle non-finite numbers into shapes and scales or end in a Recursi
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,13 @@ MAX_JSON_DEPTH = 32
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise ValueError(f"{text[:20]} is not a finite number")
+    return value
 
 
 def json_depth(value: Any) -> int:
@@ -39,7 +47,7 @@ def json_depth(value: Any) -> int:
 def parse_json(text: str | bytes, *, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Parse ``text``; any problem is one ``XnorlabError`` line naming ``what``."""
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise XnorlabError(f"{what} is nested too deeply") from None
     except UnicodeDecodeError:

@@ -38,6 +38,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from xnorlab.common.errors import XnorlabError
+from xnorlab.common.files import existing
 from xnorlab.data.bundle import SPLIT_SEED, DatasetBundle, stratified_split
 from xnorlab.data.folders import load_image_folder
 from xnorlab.data.images import (
@@ -249,7 +250,8 @@ def load_torchvision(kind: str, root: str, target: Preprocessing | None = None) 
     cls = getattr(tvd, cls_name)
     root_path = Path(root).expanduser()
     # torchvision creates ROOT/NAME/raw before it downloads; a mistyped root must not.
-    if not root_path.is_dir():
+    found = existing(root_path)
+    if found is None or not found.is_dir():
         raise XnorlabError(f"data folder {root_path} does not exist (give {kind}:ROOT)")
     train = _open_torchvision(cls, root_path, True)
     val = _open_torchvision(cls, root_path, False)
@@ -297,8 +299,8 @@ def load_dataset(
         bundle = DATASET_LOADERS[text.lower()](preprocessing)
     elif key.lower() in _TORCHVISION and root:
         bundle = load_torchvision(key.lower(), root, preprocessing)
-    elif Path(text).expanduser().is_dir():
-        bundle = load_image_folder(Path(text).expanduser(), preprocessing)
+    elif (folder := existing(text)) is not None and folder.is_dir():
+        bundle = load_image_folder(folder, preprocessing)
     else:
         known = ", ".join([*DATASET_LOADERS, "mnist:ROOT", "fashionmnist:ROOT", "cifar10:ROOT"])
         raise XnorlabError(f"unknown data {spec!r}: expected one of {known} or a folder path")
