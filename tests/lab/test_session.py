@@ -293,6 +293,15 @@ def test_mode_lock_refuses_every_config_change_and_keeps_history(session: LabSes
         session.lock_modes("")
 
 
+def test_last_change_names_undo_and_redo_too(session: LabSession) -> None:
+    session.apply_preset("xnor")
+    assert session.last_change == "preset xnor"
+    session.undo()
+    assert session.last_change == "undo preset xnor"
+    session.redo()
+    assert session.last_change == "redo preset xnor"
+
+
 def test_weights_changed_in_place_are_named_until_another_model(session: LabSession) -> None:
     assert session.display_name == "tiny"
     session.mark_weights_changed("fine-tuned")

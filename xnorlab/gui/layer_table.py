@@ -50,7 +50,7 @@ from xnorlab.measure.latency import LatencyReport, measure_latency
 
 STATS_DELAY_MS = 150  # debounce: a burst of toggles triggers one recomputation
 ROW_PX = 26
-ELASTIC_COLUMNS = ("name", "alpha", "shape")  # narrowed first (elided) when the view is small
+ELASTIC_COLUMNS = ("name", "alpha", "shape")  # narrowed (elided) when the view is too small
 MIN_ELASTIC_PX = 70
 MODE_NAMES = [m.value for m in Mode]
 DASH = "\u2013"  # shown when a value does not apply
@@ -87,6 +87,12 @@ NUMERIC = {"params", "macs", "flip", "local", "prop", "float_ms", "current_ms", 
 
 def _shape(shape: tuple[int, ...]) -> str:
     return "\u00d7".join(str(d) for d in shape)
+
+
+def _count(value: int) -> str:
+    """Exact below a million (``36,864``), else in millions (``115.6 M``): a narrow column
+    leaves room for the layer names."""
+    return f"{value:,}" if value < 1_000_000 else f"{value / 1e6:.4g} M"
 
 
 def _pct(value: float) -> str:
@@ -248,7 +254,7 @@ class LayerTableModel(QAbstractTableModel):
     def _text(self, info: LayerInfo, key: str) -> str:
         fixed = {
             "name": info.name, "kind": info.kind, "shape": _shape(info.weight_shape),
-            "params": f"{info.params:,}", "macs": f"{self.session.macs.get(info.name, 0):,}",
+            "params": _count(info.params), "macs": _count(self.session.macs.get(info.name, 0)),
             "mode": str(info.mode),
         }  # fmt: skip
         if key in fixed:
@@ -279,8 +285,13 @@ class LayerTableModel(QAbstractTableModel):
 
     def _tooltip(self, info: LayerInfo, key: str) -> str:
         tip = COLUMNS[COL[key]].tip
-        if key == "name" and info.position:
-            tip = f"{info.name}: the model's {info.position} layer (the paper keeps it float)"
+        if key == "name":
+            tip = info.name  # the full name of an elided one
+            if info.position:
+                tip = f"{tip}: the model's {info.position} layer (the paper keeps it float)"
+        if key in ("params", "macs"):
+            count = info.params if key == "params" else self.session.macs.get(info.name, 0)
+            tip = f"{tip}: {count:,}"
         if key in ("float_ms", "current_ms") and self.latency_note:
             tip = f"{tip}\n{self.latency_note}"
         if key in ("flip", "local", "prop") and self.inputs_note:
@@ -396,21 +407,24 @@ class LayerTable(QWidget):
 
     def fit_columns(self) -> None:
         """Columns as wide as their contents; when that is wider than the view, the text
-        columns (name, shape, alpha) give up width first, elided in the middle, so the
-        timing columns at the right stay in view without a scroll bar."""
+        columns (name, alpha, shape) give up the excess in proportion to what they can spare,
+        elided in the middle, so the timing columns at the right stay in view."""
         view, header = self.view, self.view.horizontalHeader()
         view.resizeColumnsToContents()
         self._widen_mode_column()
         widths = [view.columnWidth(c) for c in range(len(COLUMNS))]
         excess = sum(widths) - view.viewport().width()
-        for key in ELASTIC_COLUMNS:
-            if excess <= 0:
-                break
-            column = COL[key]
-            floor = max(MIN_ELASTIC_PX, header.sectionSizeFromContents(column).width())
-            give = min(excess, max(0, widths[column] - floor))
-            view.setColumnWidth(column, widths[column] - give)
-            excess -= give
+        columns = [COL[key] for key in ELASTIC_COLUMNS]
+        floors = {
+            c: max(MIN_ELASTIC_PX, header.sectionSizeFromContents(c).width()) for c in columns
+        }
+        spare = {c: max(0, widths[c] - floors[c]) for c in columns}
+        total = sum(spare.values())
+        if excess <= 0 or total == 0:
+            return
+        share = min(1.0, excess / total)
+        for column in columns:
+            view.setColumnWidth(column, widths[column] - math.ceil(share * spare[column]))
 
     def resizeEvent(self, event: QResizeEvent) -> None:  # Qt override
         super().resizeEvent(event)

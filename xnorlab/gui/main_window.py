@@ -213,9 +213,9 @@ class MainWindow(QMainWindow):
         self._update_actions()
         if self.session.can_undo and not self.hint.isHidden():
             self.retire_hint()  # the user found the modes: the hint has done its job
-        label = self.session.undo_label
-        if label:
-            self.statusBar().showMessage(f"{label} (Ctrl+Z undoes it)", 4000)
+        s = self.session
+        undo = f" · Ctrl+Z: undo {s.undo_label}" if s.can_undo else ""
+        self.statusBar().showMessage(f"{s.last_change}{undo}", 4000)
 
     def _on_lock_changed(self, reason: str) -> None:
         self.scaling_box.setEnabled(not reason)

@@ -87,6 +87,14 @@ def kmap_caption(view: LayerView) -> str:
     return f"K map {width}x{height} ({'used' if used else 'not used'})"
 
 
+def is_cut(label: pg.LabelItem, view_width: int) -> bool:
+    """Whether a pyqtgraph caption's text is wider than the room its layout gives it or runs
+    past the edges of its view (a title grows beyond a narrow plot)."""
+    text = label.item.mapRectToScene(label.item.boundingRect())
+    outside = text.left() < -1 or text.right() > view_width + 1
+    return bool(outside or label.item.boundingRect().width() > label.geometry().width() + 1)
+
+
 class KMapView(pg.GraphicsLayoutWidget):  # type: ignore[misc]
     """The model input (sample 0) and the layer's K map side by side."""
 
@@ -127,12 +135,8 @@ class KMapView(pg.GraphicsLayoutWidget):  # type: ignore[misc]
 
     def cut_captions(self) -> list[str]:
         """Captions wider than the room they are given (for the layout checks)."""
-        cut = []
-        for label in (self.input_label, self.kmap_label):
-            needed = label.item.boundingRect().width()
-            if needed > label.geometry().width() + 1:
-                cut.append(label.text)
-        return cut
+        labels = (self.input_label, self.kmap_label)
+        return [label.text for label in labels if is_cut(label, self.width())]
 
 
 class LayerViews(QWidget):
@@ -311,9 +315,7 @@ class LayerViews(QWidget):
         item.addItem(region)
         item.addItem(pg.InfiniteLine(0.0, angle=90, pen=pg.mkPen(t.xnor_colour, width=1.5)))
         s = view.sign
-        what = (
-            "input (calibration photos)" if self.source.kind is InputKind.CALIBRATION else "input"
-        )
+        what = "calibration photos" if self.source.kind is InputKind.CALIBRATION else "input"
         item.setTitle(
             f"{what}: {_pct(s.near_zero_fraction)} near 0 (red), {_pct(s.flip_rate)} flipped",
             size="9pt",
@@ -366,6 +368,15 @@ class LayerViews(QWidget):
         if view.beta is not None:
             lines.append(f"linear input scale beta (sample 0): {view.beta:.4g}")
         return "<br>".join(lines)
+
+    def cut_captions(self) -> list[str]:
+        """Plot titles and image captions wider than their room (for the layout checks)."""
+        cut = []
+        for plot in (self.weights, self.alpha, self.activations, self.output):
+            title = plot.getPlotItem().titleLabel
+            if title.isVisible() and is_cut(title, plot.width()):
+                cut.append(title.text)
+        return cut + self.kmap.cut_captions()
 
     def shutdown(self) -> None:
         """Stop pending work (window close)."""

@@ -194,6 +194,7 @@ class LabSession:
         self.max_undo = max_undo
         self.weights_note = ""  # how the live weights differ from the file's ("" = they don't)
         self.lock_reason = ""  # why layer configs cannot change now ("" = they can)
+        self.last_change = ""  # what the last config change did ("undo preset xnor", ...)
         self._undo: list[ConfigChange] = []
         self._redo: list[ConfigChange] = []
         self._samples: dict[int, tuple[Tensor, Tensor]] = {}
@@ -251,7 +252,7 @@ class LabSession:
         for name, module in self._wrapped_of(model).items():
             if name in mode_map:
                 module.config = module.config.updated(mode=mode_map[name])
-        self.loaded, self.macs, self.weights_note = loaded, macs, ""
+        self.loaded, self.macs, self.weights_note, self.last_change = loaded, macs, "", ""
         self._undo.clear()
         self._redo.clear()
         self.selected = None
@@ -477,6 +478,7 @@ class LabSession:
             self._undo.append(ConfigChange(label, {n: before[n] for n in changed}, changed))
             del self._undo[: -self.max_undo]
             self._redo.clear()
+        self.last_change = label
         self._bump()
         names = list(changed)
         self.modes_changed.emit(names)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt, QThreadPool, QTimer
+from PySide6.QtCore import QThreadPool, QTimer
 from PySide6.QtWidgets import (
     QCheckBox,
     QGridLayout,
@@ -110,10 +110,16 @@ class MetricsPanel(QWidget):
         layout.addWidget(self._latency_box())
         self.chart = LatencySplitChart()
         layout.addWidget(self.chart.legend_label)
-        scroll = QScrollArea(widgetResizable=True)
-        scroll.setWidget(self.chart)  # one readable row per layer, scrolled for deep models
-        scroll.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignHCenter)
-        layout.addWidget(scroll, 1)
+        self.chart_area = QScrollArea(widgetResizable=True)
+        self.chart_area.setWidget(self.chart)  # one readable row per layer, scrolled if deep
+        layout.addWidget(self.chart_area, 1)
+        layout.addStretch(0)  # what a short chart leaves: panel background, not an empty frame
+        self._fit_chart_area()
+
+    def _fit_chart_area(self) -> None:
+        """The scroll area is never taller than the chart wants to be."""
+        frame = 2 * self.chart_area.frameWidth()
+        self.chart_area.setMaximumHeight(self.chart.maximumHeight() + frame)
 
     def _accuracy_box(self) -> QGroupBox:
         box = QGroupBox("Validation accuracy (top-1)")
@@ -179,6 +185,7 @@ class MetricsPanel(QWidget):
     def _on_model(self) -> None:
         """A new model: nothing shown so far describes it."""
         self.chart.set_layers([])
+        self._fit_chart_area()
         self.accuracy, self.latency = None, None
         self._clear(self._accuracy_labels() + self._latency_labels())
         self.engine_label.setText("")
@@ -340,3 +347,4 @@ class MetricsPanel(QWidget):
             f"{format_seconds(report.current_min_max_s[1])}",
         )
         self.chart.set_layers(report.layers)
+        self._fit_chart_area()
