@@ -21,6 +21,12 @@ from xnorlab.models.loaded import LoadedModel
 TINY_SHAPE = (1, 8, 8)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "real_window: runs the app on an X server (Xvfb); skips without Xvfb"
+    )
+
+
 @pytest.fixture(autouse=True)
 def _temporary_settings(tmp_path: Path, qapp: object) -> Iterator[Path]:
     """Every GUI test reads and writes QSettings under its own temporary folder."""
