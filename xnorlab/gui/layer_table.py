@@ -90,9 +90,13 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def _count(value: int) -> str:
-    """Exact below a million (``36,864``), else in millions (``115.6 M``): a narrow column
-    leaves room for the layer names."""
-    return f"{value:,}" if value < 1_000_000 else f"{value / 1e6:.4g} M"
+    """``2,570``, ``36.86 k``, ``115.6 M``: four digits at most, so the count columns leave
+    room for the layer names (the exact count is in the tooltip)."""
+    if value < 10_000:
+        return f"{value:,}"
+    if value < 1_000_000:
+        return f"{value / 1e3:.4g} k"
+    return f"{value / 1e6:.4g} M"
 
 
 def _pct(value: float) -> str:
