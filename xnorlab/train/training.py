@@ -22,7 +22,12 @@
 * ``should_cancel()`` is polled every batch; a cancelled run still leaves a valid checkpoint
   (the kept epoch so far, or the current weights if no epoch finished) and restores the kept
   weights into the model;
-* runs on CUDA when present (``device``), else CPU.
+* runs on CUDA when present (``device``), else CPU;
+* ``world``: one rank of a run on several processes (``xnorlab.train.distributed``): the same
+  global batches, augmentation, loss and BatchNorm statistics as one process with the same
+  ``batch_size`` and ``seed``, up to float summation order; rank 0 alone monitors, reports
+  progress, writes the checkpoint and keeps the chosen epoch, the other ranks only train, and a
+  cancel on any rank stops every rank after the same batch.
 
 Fine-tuning ("binarize then recover"): load a float model, ``binarize_model(model, "paper")``,
 then ``train`` it with a smaller ``lr``.
@@ -53,6 +58,17 @@ from xnorlab.data.sampling import dataset_labels, stratified_indices
 from xnorlab.measure.evaluate import evaluate, make_loader, pick_device
 from xnorlab.measure.intervals import Accuracy
 from xnorlab.models.checkpoint import layer_settings, save_checkpoint
+from xnorlab.train.distributed import (
+    SINGLE,
+    BatchPart,
+    World,
+    all_sum,
+    batch_part,
+    check_batch,
+    data_parallel,
+    global_batch_norm,
+    rank_loader,
+)
 
 
 class KeepEpoch(str, Enum):
@@ -135,24 +151,32 @@ class TrainResult:
     cancelled: bool = False
     checkpoint: Path | None = None
     card: dict[str, Any] = field(default_factory=dict)
+    processes: int = 1  # ranks that trained together
 
 
-def augment_batch(images: Tensor, config: TrainConfig, generator: torch.Generator) -> Tensor:
+def augment_batch(
+    images: Tensor, config: TrainConfig, generator: torch.Generator, part: BatchPart | None = None
+) -> Tensor:
     """Random shift (+-``shift_px``), rotation (+-``rotate_deg``) and scale per image.
 
     One affine warp per image with ``grid_sample`` (bilinear, border pixels repeated, so the
-    background stays background after normalization).
+    background stays background after normalization). With ``part``, ``images`` are rows
+    ``[part.start, part.stop)`` of a global batch of ``part.count``: the draws are made for the
+    whole global batch, so every rank moves its images as one process would.
     """
     if config.shift_px == 0 and config.rotate_deg == 0 and config.scale == 0:
         return images
     n, _, h, w = images.shape
+    count, rows = (n, slice(0, n)) if part is None else (part.count, slice(part.start, part.stop))
 
     def uniform(bound: float) -> Tensor:
-        return (torch.rand(n, generator=generator) * 2 - 1) * bound
+        return ((torch.rand(count, generator=generator) * 2 - 1) * bound)[rows]
 
     angle = uniform(math.radians(config.rotate_deg))
     zoom = 1.0 + uniform(config.scale)
     shift_x, shift_y = uniform(config.shift_px) * 2 / w, uniform(config.shift_px) * 2 / h
+    if n == 0:  # an empty slice of a short last batch: drawn, nothing to move
+        return images
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack(
         [torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1
@@ -188,6 +212,7 @@ def build_card(
         "training_seconds": round(result.seconds, 1),
         "cpu_seconds": round(result.cpu_seconds, 1),
         "cancelled": result.cancelled,
+        "processes": result.processes,
         "modes": modes,
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "history": [asdict(m) for m in history],
@@ -247,9 +272,11 @@ class _Run:
         config: TrainConfig,
         progress: ProgressFn | None,
         should_cancel: CancelFn | None,
+        world: World,
     ) -> None:
         self.model, self.bundle, self.config = model, bundle, config
         self.progress, self.should_cancel = progress, should_cancel
+        self.world = world
         self.device = pick_device(config.device)
         self.shuffle_gen = torch.Generator().manual_seed(config.seed)
         self.augment_gen = torch.Generator().manual_seed(config.seed + 1)
@@ -269,7 +296,8 @@ class _Run:
         self.cpu_start = time.process_time()
         self.cancelled = False
         self.kept_state: dict[str, Tensor] | None = None
-        self.result = TrainResult()
+        self.result = TrainResult(processes=world.size)
+        self.parallel: nn.Module | None = None  # the model in DDP, made at the first step
 
     def _cancel_requested(self) -> bool:
         if self.should_cancel is not None and self.should_cancel():
@@ -279,6 +307,8 @@ class _Run:
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         """One pass over the training set; returns (mean loss, accuracy)."""
         self.model.train()
+        if self.world.spread:
+            return self._train_epoch_spread(epoch)
         loss_sum, hits, seen = 0.0, 0, 0
         loader = make_loader(self.train_set, self.config.batch_size, True, self.shuffle_gen)
         for images, labels in loader:
@@ -303,6 +333,66 @@ class _Run:
             self._report_step(epoch, loss_sum / seen, hits / seen)
         return loss_sum / max(seen, 1), hits / max(seen, 1)
 
+    def _train_epoch_spread(self, epoch: int) -> tuple[float, float]:
+        """One pass in which this rank trains on its slice of every global batch; returns the
+        global batches' (mean loss, accuracy)."""
+        batch_size, items = self.config.batch_size, len(self.train_set)  # type: ignore[arg-type]
+        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, hits, items: all ranks
+        loader = rank_loader(self.train_set, batch_size, self.shuffle_gen, self.world)
+        with global_batch_norm(self.model):
+            for step, batch in enumerate(loader):
+                if self._cancel_agreed():
+                    break
+                part = batch_part(step, items, batch_size, self.world)
+                if part.count < 2:  # as in one process: BatchNorm needs two items
+                    continue
+                images, labels = self._empty_slice() if batch is None else batch
+                totals += self._spread_step(epoch, images, labels, part)
+                seen = float(totals[2])
+                self._report_step(epoch, float(totals[0]) / seen, float(totals[1]) / seen)
+        seen = max(float(totals[2]), 1.0)
+        return float(totals[0]) / seen, float(totals[1]) / seen
+
+    def _spread_step(self, epoch: int, images: Tensor, labels: Tensor, part: BatchPart) -> Tensor:
+        """Forward this rank's slice, agree on the global loss, step; returns the global
+        (loss sum, hits, items) of the batch.
+
+        The rank's loss is ``sum of its items' losses * ranks / global count``: DDP averages
+        the gradients over the ranks, so the step follows the global batch's mean loss.
+        """
+        inputs = augment_batch(images, self.config, self.augment_gen, part).to(self.device)
+        targets = labels.long().to(self.device)
+        if self.parallel is None:
+            self.parallel = data_parallel(self.model, self.device)
+        logits = self.parallel(inputs)
+        smoothing = self.config.label_smoothing
+        losses = F.cross_entropy(logits, targets, label_smoothing=smoothing, reduction="sum")
+        hits = (logits.argmax(1) == targets).sum()
+        local = torch.stack([losses.detach().double(), hits.double()])
+        count = torch.tensor([float(len(targets))], dtype=torch.float64, device=self.device)
+        totals = all_sum(torch.cat([local, count])).cpu()
+        if not math.isfinite(float(totals[0])):
+            mean = float(totals[0]) / part.count
+            raise XnorlabError(f"training diverged (loss {mean}) at epoch {epoch}")
+        self.optimizer.zero_grad(set_to_none=True)
+        (losses * (self.world.size / part.count)).backward()  # type: ignore[no-untyped-call]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return totals
+
+    def _cancel_agreed(self) -> bool:
+        """Whether any rank was asked to cancel: all ranks stop before the same batch."""
+        flag = torch.tensor([float(self._cancel_requested())], device=self.device)
+        self.cancelled = bool(all_sum(flag).item() > 0)
+        return self.cancelled
+
+    def _empty_slice(self) -> tuple[Tensor, Tensor]:
+        """No rows of a global batch shorter than the number of ranks: an empty batch that
+        still takes part in the collectives of the step."""
+        image, _ = self.train_set[0]
+        return torch.as_tensor(image).unsqueeze(0)[:0], torch.zeros(0, dtype=torch.long)
+
     def _report_step(self, epoch: int, loss: float, acc: float) -> None:
         if self.progress is None:
             return
@@ -311,9 +401,10 @@ class _Run:
         self.progress(self.step / self.total_steps, message, metrics)
 
     def monitor(self) -> tuple[float, float]:
-        """(loss, top-1) on the split watched after each epoch; NaN when there is none."""
+        """(loss, top-1) on the split watched after each epoch; NaN when there is none (and
+        on every rank but rank 0, which alone evaluates)."""
         split = self.splits.monitor
-        if split is None:
+        if split is None or not self.world.is_main:
             return math.nan, math.nan
         check = evaluate(self.model, split, self.bundle.class_names, device=self.device)
         return check.loss, check.top1
@@ -327,19 +418,25 @@ def train(
     should_cancel: CancelFn | None = None,
     checkpoint: str | Path | None = None,
     meta: dict[str, Any] | None = None,
+    world: World = SINGLE,
 ) -> TrainResult:
     """Train ``model`` on ``bundle`` in its current mode map (see the module docstring).
 
     ``checkpoint``: where the kept weights are saved (with ``meta``: ``arch``,
     ``class_names``, ``preprocessing``, ... plus the mode map, layer settings and card; a
-    ``card`` dict in ``meta`` is merged into the card).
+    ``card`` dict in ``meta`` is merged into the card). ``world``: this process's rank in a
+    run on several processes, inside its process group (``distributed.process_group``); only
+    rank 0 uses ``progress`` and ``checkpoint``, and only its model ends with the kept weights.
     """
     cfg = config or TrainConfig()
     cfg.validate()
     if len(bundle.train) == 0 or (len(bundle.val) == 0 and not cfg.train_on_all):  # type: ignore[arg-type]
         raise XnorlabError("training needs a non-empty train and val split")
+    check_batch(cfg.batch_size, world.size)
+    if not world.is_main:
+        progress, checkpoint = None, None
     torch.manual_seed(cfg.seed)
-    run = _Run(model, bundle, cfg, progress, should_cancel)
+    run = _Run(model, bundle, cfg, progress, should_cancel, world)
     model.to(run.device)
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
@@ -374,6 +471,8 @@ def _record_epoch(
 ) -> None:
     result = run.result
     result.history.append(metrics)
+    if not run.world.is_main:
+        return
     if _keeps(run, metrics):
         result.monitor_acc, result.kept_epoch = metrics.val_acc, metrics.epoch
         run.kept_state = copy.deepcopy(run.model.state_dict())
@@ -405,9 +504,9 @@ def _save(run: _Run, checkpoint: str | Path, meta: dict[str, Any] | None) -> Non
 
 
 def _report_accuracy(run: _Run) -> Accuracy | None:
-    """The kept weights on the split that chose nothing."""
+    """The kept weights on the split that chose nothing (rank 0 alone evaluates)."""
     split = run.splits.report
-    if split is None:
+    if split is None or not run.world.is_main:
         return None
     check = evaluate(run.model, split, run.bundle.class_names, device=run.device)
     n = len(split)  # type: ignore[arg-type]
