@@ -1,18 +1,29 @@
 """``xnorlab train MODEL --data DATA --modes PRESET|FILE --epochs N --out FILE``.
 
 Trains (or fine-tunes: "binarize then recover") a model in a mode map with the paper's scheme
-(``xnorlab.train.training``); a progress bar goes to stderr, the best checkpoint to ``--out``.
-Ctrl-C cancels and still leaves a valid checkpoint.
+(``xnorlab.train.training``); a progress bar goes to stderr, the kept checkpoint to ``--out``.
+Ctrl-C cancels and still leaves a valid checkpoint. ``--seed`` fixes the order, the augmentation
+and a new model's initial weights.
+
+Several processes: ``--nproc N`` starts N workers on this machine (``xnorlab.train.launch``);
+under torchrun (``RANK``/``WORLD_SIZE``/... in the environment) this process is one rank. Either
+way the run has the semantics of one process with the same global ``--batch-size`` and seed;
+rank 0 alone shows progress and writes ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import sys
 import threading
+import traceback
+import warnings
 from types import FrameType
 from typing import Any
 
+import torch
 from torch import nn
 
 from xnorlab.binary.surgery import ModeMapError, binarize_model
@@ -27,7 +38,22 @@ from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.packed_layers import has_packed_layers
 from xnorlab.models.spec import load_model_spec
 from xnorlab.models.zoo import build_arch
+from xnorlab.train.distributed import (
+    DEFAULT_TIMEOUT_S,
+    SINGLE,
+    TIMEOUT_RANGE_S,
+    World,
+    check_batch,
+    placement,
+    process_group,
+    world_from_environ,
+)
+from xnorlab.train.launch import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, launch, report_failure
 from xnorlab.train.training import KeepEpoch, TrainConfig, train
+
+LABEL = "xnorlab train"
+MAX_PROCESSES = 4 * (os.cpu_count() or 1)
+EXIT_USER_ERROR = 2
 
 
 def add_mode_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -112,6 +138,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="final fit on train + val with --keep last (nothing is left to report on)",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument(
+        "--nproc",
+        type=cli_args.int_in(1, MAX_PROCESSES),
+        default=1,
+        metavar="N",
+        help="train on N processes of this machine (DDP: gloo on CPU, nccl with a GPU each), "
+        "with the results of one process and the same global --batch-size; across machines "
+        "use torchrun (see README)",
+    )
+    parser.add_argument(
+        "--dist-timeout",
+        type=cli_args.float_in(*TIMEOUT_RANGE_S, what="timeout"),
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="several processes: how long a rank waits for the others (rank 0 evaluates "
+        "alone after each epoch) before the run fails",
+    )
 
 
 def _fit_data(loaded: LoadedModel, bundle: DatasetBundle) -> tuple[nn.Module, list[str]]:
@@ -145,6 +188,79 @@ class _SigintCancel:
 
 
 def run(args: argparse.Namespace) -> int:
+    world = world_from_environ()
+    _check_processes(args, world)
+    if args.nproc > 1:
+        return launch(_spawned_rank, args, args.nproc, label=LABEL)
+    if world is not None and world.spread:
+        return _run_rank(args, world)
+    return _train(args, SINGLE, args.device)
+
+
+def _check_processes(args: argparse.Namespace, world: World | None) -> None:
+    """What --nproc cannot be combined with, before any process starts."""
+    if args.nproc == 1:
+        return
+    if world is not None:
+        raise XnorlabError(
+            "--nproc starts its own processes; under torchrun leave it out "
+            "(torchrun --nproc-per-node sets the count)"
+        )
+    check_batch(args.batch_size, args.nproc)
+    last = args.nproc - 1
+    placement(World(rank=last, size=args.nproc, local_rank=last), args.device)
+
+
+def _spawned_rank(args: argparse.Namespace) -> int:
+    """A worker that ``launch`` started (the environment names its rank)."""
+    world = world_from_environ()
+    assert world is not None, "launch sets RANK and WORLD_SIZE"
+    warnings.showwarning = _one_line_warning
+    return _run_rank(args, world)
+
+
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], *_: object, **__: object
+) -> None:
+    print(f"xnorlab: warning: {message}", file=sys.stderr)
+
+
+def _run_rank(args: argparse.Namespace, world: World) -> int:
+    """Train as one rank; a failure becomes one reported line and an exit status."""
+    if not world.is_main:
+        warnings.simplefilter("ignore")  # rank 0 shows the same warnings once
+    try:
+        device, backend = placement(world, args.device)
+        with process_group(world, backend, args.dist_timeout):
+            try:
+                return _train(args, world, str(device))
+            except BaseException as exc:  # reported inside the group: peers' echoes come later
+                return _report(exc, world)
+    except BaseException as exc:  # no place or no group
+        return _report(exc, world)
+
+
+def _report(exc: BaseException, world: World) -> int:
+    if isinstance(exc, SystemExit):
+        raise exc
+    if os.environ.get("XNORLAB_DEBUG"):
+        traceback.print_exc()
+    if isinstance(exc, XnorlabError):
+        return report_failure(
+            world.rank, EXIT_USER_ERROR, f"{LABEL}: error: rank {world.rank}: {exc}"
+        )
+    if isinstance(exc, KeyboardInterrupt):
+        return report_failure(world.rank, EXIT_INTERRUPTED, f"{LABEL}: interrupted")
+    detail = " ".join(str(exc).split())[:200]
+    line = (
+        f"{LABEL}: internal error: rank {world.rank}: {type(exc).__name__}: {detail} "
+        "(rerun with XNORLAB_DEBUG=1 for the traceback)"
+    )
+    return report_failure(world.rank, EXIT_INTERNAL_ERROR, line)
+
+
+def _train(args: argparse.Namespace, world: World, device: str | None) -> int:
+    torch.manual_seed(args.seed)  # a new model's initial weights follow --seed too
     loaded = load_model_spec(args.model, trust=args.trust)
     if has_packed_layers(loaded.model):
         raise XnorlabError(
@@ -166,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
         shift_px=args.shift,
         rotate_deg=args.rotate,
         scale=args.scale,
-        device=args.device,
+        device=device,
         max_train_items=args.max_items,
         keep=KeepEpoch(args.keep),
         select_fraction=args.select_fraction,
@@ -179,19 +295,23 @@ def run(args: argparse.Namespace) -> int:
         "default_data": data_spec,
         "preprocessing": bundle.preprocessing.to_json(),
     }
-    bar = ProgressBar()
+    bar = ProgressBar() if world.is_main else None
     cancel = _SigintCancel()
     try:
-        result = train(model, bundle, config, bar, cancel, args.out, meta)
+        result = train(model, bundle, config, bar, cancel, args.out, meta, world)
     finally:
         cancel.restore()
-        bar.close()
+        if bar is not None:
+            bar.close()
+    if not world.is_main:
+        return 0
     state = "cancelled" if result.cancelled else "done"
     figure = (
         "no split left to report on" if result.val is None else f"val top-1 {result.val.text()}"
     )
+    ranks = f" on {world.size} processes" if world.spread else ""
     print(
         f"{state}: kept epoch {result.kept_epoch} ({result.card.get('kept', config.keep)}); "
-        f"{figure}; {result.seconds:.1f} s; checkpoint {result.checkpoint}"
+        f"{figure}; {result.seconds:.1f} s{ranks}; checkpoint {result.checkpoint}"
     )
     return 0
