@@ -5,9 +5,9 @@ the disabled group, tooltips and links) and pyqtgraph's default background/foreg
 created afterwards follow it, existing ones are restyled by ``style_plot``.
 
 Text colours come from the palette only, never from a widget style sheet: Qt does not pass a
-new application palette on to a widget that has its own style sheet while it is hidden (a
-metrics label in a back dock tab kept dark text on the dark theme). A label that must stand
-out (a stale number, an error line) gets a ``Tone`` (``set_tone``): a palette colour that
+new application palette on to a widget that has its own style sheet while it is hidden, so a
+label in a back dock tab would keep the old theme's text colour. A label that must stand out
+(a stale number, an error line) gets a ``Tone`` (``set_tone``): a palette colour that
 ``apply_theme`` sets again on every toned widget, shown or hidden.
 """
 
