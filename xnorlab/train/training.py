@@ -205,7 +205,7 @@ def build_card(
         "train_items": _train_items(bundle, config),
         "kept": _kept_text(config),
         "kept_epoch": result.kept_epoch,
-        "monitor_accuracy": result.monitor_acc,
+        "monitor_accuracy": _finite_or_none(result.monitor_acc),
         "val_accuracy": None if val is None else val.value,
         "val_items": None if val is None else val.n,
         "val_interval95": None if val is None else list(val.interval),
@@ -215,9 +215,14 @@ def build_card(
         "processes": result.processes,
         "modes": modes,
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "history": [asdict(m) for m in history],
+        "history": [{k: _finite_or_none(v) for k, v in asdict(m).items()} for m in history],
         **_versions(),
     }
+
+
+def _finite_or_none(value: Any) -> Any:
+    """Cards are strict JSON: a score that does not exist (no split to watch) is null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _train_items(bundle: DatasetBundle, config: TrainConfig) -> int:
