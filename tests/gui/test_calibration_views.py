@@ -103,7 +103,7 @@ def test_a_dataset_replaces_the_photos_and_a_new_model_follows(
     session.set_dataset(DatasetBundle("rgb", train, val, ["a", "b", "c"], prep), "rgb-data")
     qtbot.waitUntil(lambda: not window.busy(), timeout=WAIT_MS)
     assert window.views.source.kind is InputKind.DATASET
-    assert "16 samples of rgb-data" in window.views.header.text()
+    assert "rgb-data, 18 items, seed 0, 6 per class (3 classes)" in window.views.header.text()
     assert "calibration" not in window.data_label.text()
     assert "rgb-data" in window.table.model.index(1, COL["prop"]).data(3)
     # a model the photos cannot feed: the dataset goes (shape), and nothing replaces it

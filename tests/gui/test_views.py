@@ -13,7 +13,8 @@ from xnorlab.binary.binarize import weight_scale_alpha
 from xnorlab.binary.modes import Mode
 from xnorlab.gui.views import LayerViews
 from xnorlab.lab.layerview import MAX_VIEW_BATCH, LayerView
-from xnorlab.lab.session import LabSession
+from xnorlab.lab.session import LabSession, whole_shares
+from xnorlab.models.demo import build_demo
 from xnorlab.models.loaded import LoadedModel
 
 WAIT_MS = 20_000
@@ -43,7 +44,8 @@ def test_selecting_a_layer_fills_every_view(qtbot: QtBot, views: LayerViews) -> 
     name = views.session.layer_names()[1]
     view = select_and_wait(qtbot, views, name)
     weight = views.session.layer(name).weight.detach()
-    assert view.name == name and view.sample_count == MAX_VIEW_BATCH
+    count = whole_shares(MAX_VIEW_BATCH, 3)  # the tiny data's three classes, equal shares
+    assert view.name == name and view.sample_count == count
     np.testing.assert_allclose(view.alpha, weight_scale_alpha(weight).numpy(), rtol=1e-6)
     assert int(view.weight_hist.counts.sum()) == weight.numel()
     assert int(view.binary_hist.counts.sum()) == weight.numel()
@@ -51,10 +53,7 @@ def test_selecting_a_layer_fills_every_view(qtbot: QtBot, views: LayerViews) -> 
     assert int(np.sum(ys)) == weight.numel()  # the drawn histogram is the weights'
     bars = [i for i in views.alpha.getPlotItem().items if isinstance(i, pg.BarGraphItem)]
     assert len(bars) == 1 and len(bars[0].opts["height"]) == weight.shape[0]
-    assert (
-        view.input_hist is not None
-        and int(view.input_hist.counts.sum()) == MAX_VIEW_BATCH * 4 * 8 * 8
-    )
+    assert view.input_hist is not None and int(view.input_hist.counts.sum()) == count * 4 * 8 * 8
     assert view.kmap is not None and view.kmap.shape == (8, 8)
     assert views.kmap.kmap_item.image is not None and views.kmap.input_item.image is not None
     assert view.output is not None and view.output.preview  # float layer: XNOR what-if
@@ -147,3 +146,23 @@ def test_in_place_weight_change_is_redrawn(qtbot: QtBot, views: LayerViews) -> N
     assert after.sign is not None and after.sign.flip_rate == 0.0  # float reference recomputed
     assert after.input_hist is not None and before.input_hist is not None
     assert not np.array_equal(after.input_hist.counts, before.input_hist.counts)
+
+
+def test_on_a_class_sorted_set_the_views_say_they_see_every_class(qtbot: QtBot) -> None:
+    """mnist5k's validation split is sorted by class (its first 20 items are zeros): the views
+    run on a stratified sample and their header, summary and caption say what it holds."""
+    session = LabSession()
+    names = [str(d) for d in range(10)]
+    session.adopt(LoadedModel("lenet", build_demo("lenet"), (1, 28, 28), names))
+    session.open_dataset("mnist5k")
+    views = LayerViews(session)
+    qtbot.addWidget(views)
+    views.resize(1200, 500)
+    views.show()
+    view = select_and_wait(qtbot, views, session.layer_names()[1])
+    held = "mnist5k, 20 items, seed 0, 2 per class (10 classes)"
+    assert view.sample_count == 20
+    assert held in views.header.text() and held in views.summary.text()
+    assert views.source.labels is not None
+    first = str(int(views.source.labels[0]))
+    assert views.kmap.input_label.text == f"sample 1 of 20: {first}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,10 @@ from xnorlab.common.errors import XnorlabError
 from xnorlab.common.signals import Signal
 from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.images import Preprocessing
-from xnorlab.lab.session import LabSession, snapshot_model
+from xnorlab.data.sampling import dataset_labels
+from xnorlab.lab.layerview import MAX_VIEW_BATCH
+from xnorlab.lab.session import LabSession, snapshot_model, whole_shares
+from xnorlab.models.demo import build_demo
 from xnorlab.models.loaded import LoadedModel
 
 
@@ -154,12 +158,35 @@ def test_dataset_validation_and_samples(session: LabSession) -> None:
         session.set_dataset(make_bundle((3, 8, 8)), "rgb")
     assert session.dataset is None and not events.calls
     session.set_dataset(make_bundle(), "fake")
-    inputs, labels = session.sample_batch(5)
-    assert (
-        inputs.shape == (5, 1, 8, 8) and labels is not None and labels.tolist() == [0, 1, 2, 0, 1]
-    )
-    assert session.sample_batch(5)[0] is inputs  # cached
+    inputs, labels = session.sample_batch(6)
+    assert inputs.shape == (6, 1, 8, 8) and sorted(labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    assert session.sample_batch(6)[0] is inputs  # cached
+    assert session.sample(6).info.per_class == {0: 2, 1: 2, 2: 2}
     assert len(events.calls) == 1
+
+
+def test_the_view_sample_of_a_class_sorted_set_holds_every_class_in_equal_shares() -> None:
+    """mnist5k's validation split is sorted by class: its first 20 items are all zeros. The
+    views' sample is drawn stratified instead, and says what it holds."""
+    lab = LabSession()
+    lab.adopt(LoadedModel("lenet", build_demo("lenet"), (1, 28, 28), [str(d) for d in range(10)]))
+    lab.open_dataset("mnist5k")
+    assert set(dataset_labels(lab.dataset.val)[:20].tolist()) == {0}  # type: ignore[union-attr]
+    inputs = lab.activation_inputs(MAX_VIEW_BATCH)
+    assert inputs.labels is not None and inputs.count == 20
+    assert Counter(inputs.labels.tolist()) == dict.fromkeys(range(10), 2)
+    assert inputs.sample is not None and inputs.sample.per_class == dict.fromkeys(range(10), 2)
+    assert inputs.description == "mnist5k, 20 items, seed 0, 2 per class (10 classes)"
+    assert lab.activation_inputs(16).count == 10  # whole shares: one per class, not 6 x 2 + 4
+    again = LabSession()
+    again.adopt(LoadedModel("lenet", build_demo("lenet"), (1, 28, 28)))
+    again.set_dataset(lab.dataset, "mnist5k")  # type: ignore[arg-type]
+    assert torch.equal(again.activation_inputs(20).batch, inputs.batch)  # type: ignore[arg-type]
+
+
+def test_whole_shares() -> None:
+    assert [whole_shares(n, 10) for n in (1, 9, 10, 16, 20, 29)] == [1, 9, 10, 10, 20, 20]
+    assert whole_shares(7, 0) == 7
 
 
 def test_new_model_with_other_shape_drops_unfitting_dataset(session: LabSession) -> None:
@@ -324,3 +351,31 @@ def test_model_whose_forward_raises_anything_is_refused(session: LabSession) -> 
     with pytest.raises(XnorlabError, match="does not run"):
         session.adopt(LoadedModel("broken", Broken(), (1, 8, 8)))
     assert session.model is model and session.model_name == "tiny"
+
+
+class TinyAttention(nn.Module):
+    """A linear embedding, one attention block (whose ``out_proj`` is used by its weight, not
+    its forward) and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x.flatten(1, 2))  # (N, 1, 8, 8) -> (N, 8 tokens, 8) -> 16 features
+        mixed, _ = self.attn(tokens, tokens, tokens)
+        return self.head(mixed.mean(dim=1))
+
+
+def test_fixed_layers_are_named_with_their_reason_and_never_switch() -> None:
+    lab = LabSession()
+    lab.adopt(LoadedModel("attn", TinyAttention(), (1, 8, 8)))
+    assert lab.layer_names() == ["embed", "head"]
+    [(info, reason)] = lab.fixed_layers()
+    assert info.name == "attn.out_proj" and info.kind == "linear"
+    assert info.weight_shape == (16, 16) and info.params == 16 * 16 + 16
+    assert "MultiheadAttention" in reason
+    with pytest.raises(XnorlabError):
+        lab.set_mode("attn.out_proj", "xnor")

@@ -12,9 +12,10 @@ dropped), then draws:
 * the K map of sample 0 (what XNOR mode scales by) next to the model's input image;
 * float vs binarized output of the layer on the same input (scatter, relative error, r).
 
-The inputs are ``session.activation_inputs``: the open dataset's samples or, without one, the
-bundled calibration photos (unlabelled; loaded in the worker). The header, the input image's
-caption and the summary name the source.
+The inputs are ``session.activation_inputs``: a seeded, class-stratified sample of the open
+dataset or, without one, the bundled calibration photos (unlabelled; loaded in the worker).
+The header and the summary say what the sample holds (items per class, seed), the input
+image's caption which class its sample 0 is.
 """
 
 from __future__ import annotations
@@ -70,11 +71,18 @@ def compute_view_on(model: Any, name: str, source: ActivationInputs, **kwargs: A
     return compute_layer_view(model, name, source.load(), **kwargs)
 
 
+CAPTION_LABEL_CHARS = 14  # a class name in the input caption (half a view's width)
+
+
 def input_caption(source: ActivationInputs) -> str:
     """Caption of the input image beside the K map (short: each has half a view's width)."""
     if source.kind is InputKind.CALIBRATION:
         return "calibration photo 1"
-    return "input (sample 0)"
+    label = source.label_of(0)
+    if not label:
+        return "input (sample 0)"
+    short = label if len(label) <= CAPTION_LABEL_CHARS else label[: CAPTION_LABEL_CHARS - 1] + "…"
+    return f"sample 1 of {source.count}: {short}"
 
 
 def kmap_caption(view: LayerView) -> str:

@@ -10,7 +10,11 @@ user is editing.
   right after the layer), the K map of the first sample (``K = mean_c|I| (*) box``, section
   3.2), and the layer's output in float vs its binarized mode on the same input.
 * ``compute_table_stats``: every layer: alpha summary, BWN approximation error and, with data,
-  sign-flip rate and errors vs float (``xnorlab.binary.stats.compare_layers``).
+  sign-flip rate and errors vs float (``xnorlab.binary.stats.compare_layers``) and whether the
+  layer's input was ever negative (``xnorlab.binary.stats.nonnegative_input_layers``).
+
+The batches come from ``LabSession.activation_inputs`` (a stratified sample); "sample 0" is
+its first item, of whichever class the seeded shuffle put first.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from xnorlab.common.tasks import CancelFn, ProgressFn, check_cancel, no_progress
 HIST_BINS = 80
 SCATTER_POINTS = 3000
 VIEW_MACS_BUDGET = 2_000_000_000  # MACs one view update may spend on the sample forward pass
-MAX_VIEW_BATCH = 16
+MAX_VIEW_BATCH = 20  # two items per class of a 10-class set (the session draws whole shares)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class LayerRowStats:
     flip_rate: float
     local_error: float
     propagated_error: float
+    input_never_negative: bool | None = None  # on the sample; None: no data was given
 
 
 def view_batch_size(total_macs: int, budget: int = VIEW_MACS_BUDGET) -> int:
@@ -318,7 +323,11 @@ def compute_layer_view(
     )  # fmt: skip
 
 
-def _row(weight: stats.WeightStats, comparison: stats.LayerComparison | None) -> LayerRowStats:
+def _row(
+    weight: stats.WeightStats,
+    comparison: stats.LayerComparison | None,
+    never_negative: bool | None,
+) -> LayerRowStats:
     nan = math.nan
     return LayerRowStats(
         alpha_mean=weight.alpha_mean,
@@ -328,6 +337,7 @@ def _row(weight: stats.WeightStats, comparison: stats.LayerComparison | None) ->
         flip_rate=comparison.sign.flip_rate if comparison else nan,
         local_error=comparison.local_error if comparison else nan,
         propagated_error=comparison.propagated_error if comparison else nan,
+        input_never_negative=never_negative,
     )
 
 
@@ -338,7 +348,8 @@ def compute_table_stats(
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
 ) -> dict[str, LayerRowStats]:
-    """Per-layer alpha summary and (with ``inputs``) flip rate and errors vs float.
+    """Per-layer alpha summary and (with ``inputs``) flip rate, errors vs float and whether
+    the layer's input (in the configured run) was ever negative.
 
     Pass a snapshot as ``model``: ``compare_layers`` switches its modes temporarily.
     """
@@ -350,8 +361,28 @@ def compute_table_stats(
         check_cancel(should_cancel, "layer statistics")
         report(0.3 * (index + 1) / max(1, len(layers)), "weight statistics")
     compared: dict[str, stats.LayerComparison] = {}
+    never_negative: set[str] | None = None
     if inputs is not None:
         report(0.35, "comparing layers with float")
         compared = stats.compare_layers(model, inputs)
+        check_cancel(should_cancel, "layer statistics")
+        report(0.9, "looking for inputs that are never negative")
+        never_negative = set(_nonnegative_inputs(model, inputs))
     report(1.0, "layer statistics")
-    return {name: _row(weights[name], compared.get(name)) for name, _ in layers}
+    return {
+        name: _row(
+            weights[name], compared.get(name),
+            None if never_negative is None else name in never_negative,
+        )
+        for name, _ in layers
+    }  # fmt: skip
+
+
+def _nonnegative_inputs(model: nn.Module, inputs: Tensor) -> list[str]:
+    """``stats.nonnegative_input_layers`` in eval mode (BatchNorm uses its running stats)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return stats.nonnegative_input_layers(model, inputs)
+    finally:
+        model.train(was_training)

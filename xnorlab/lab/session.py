@@ -30,8 +30,10 @@ Weights changed in place (``mark_weights_changed(note)``) are no longer the file
 ``display_name`` says so (``demo:lenet (fine-tuned)``) until another model is opened, while
 ``model_name`` stays the spec that reopens the file.
 
-Inputs of the activation views: ``activation_inputs(n)`` gives the open dataset's first
-samples, or, without a dataset, the bundled calibration photos (``xnorlab.data.calibration``:
+Inputs of the activation views: ``activation_inputs(n)`` gives a sample of the open dataset
+drawn by ``xnorlab.data.sampling`` (seeded, shuffled, class-stratified, a whole number of
+items per class where ``n`` allows: a data set sorted by class would otherwise show one class
+only), or, without a dataset, the bundled calibration photos (``xnorlab.data.calibration``:
 real but *unlabelled*, never used for accuracy) when the model takes 1- or 3-channel images.
 
 Every method that can fail raises ``XnorlabError`` and leaves the session unchanged.
@@ -49,7 +51,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -61,6 +62,7 @@ from xnorlab.binary.surgery import (
     layer_macs,
     list_layers,
     preset_modes,
+    unbinarizable_layers,
     validate_mode_map,
     wrap_layers,
 )
@@ -70,6 +72,8 @@ from xnorlab.data import calibration
 from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.datasets import load_dataset
 from xnorlab.data.images import IMAGE_SUFFIXES, Preprocessing
+from xnorlab.data.sampling import SAMPLE_SEED, SampleInfo
+from xnorlab.measure.accuracy import sample_tensors
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.spec import load_model_spec
 
@@ -115,6 +119,9 @@ class ActivationInputs:
     batch: Tensor | None = None  # DATASET: the samples, already in memory
     input_shape: tuple[int, ...] = ()  # CALIBRATION: the model's input
     preprocessing: Preprocessing | None = None  # CALIBRATION: how photos become inputs
+    labels: Tensor | None = None  # DATASET: the label of each sample, in batch order
+    sample: SampleInfo | None = None  # DATASET: what the sample holds (classes, seed)
+    class_names: tuple[str, ...] = ()  # DATASET: names of the labels
 
     @property
     def labelled(self) -> bool:
@@ -126,6 +133,13 @@ class ActivationInputs:
         if self.kind is InputKind.CALIBRATION:
             return calibration.calibration_batch(self.input_shape, self.preprocessing, self.count)
         return self.batch
+
+    def label_of(self, index: int) -> str:
+        """The class name of sample ``index`` ("" for unlabelled inputs)."""
+        if self.labels is None or not 0 <= index < len(self.labels):
+            return ""
+        label = int(self.labels[index])
+        return self.class_names[label] if label < len(self.class_names) else str(label)
 
 
 def snapshot_model(model: nn.Module) -> nn.Module:
@@ -160,15 +174,22 @@ def _is_empty(split: Dataset[tuple[Tensor, int]]) -> bool:
         return False
 
 
-def first_samples(split: Dataset[tuple[Tensor, int]], count: int) -> tuple[Tensor, Tensor]:
-    """The first ``count`` ``(inputs, labels)`` of a split, stacked."""
-    size = min(count, len(split))  # type: ignore[arg-type]
-    if size == 0:
-        raise XnorlabError("the dataset's validation split is empty")
-    items = [split[i] for i in range(size)]
-    inputs = torch.stack([torch.as_tensor(item[0]) for item in items]).float()
-    labels = torch.as_tensor([int(item[1]) for item in items])
-    return inputs, labels
+def whole_shares(limit: int, classes: int) -> int:
+    """The largest multiple of ``classes`` up to ``limit`` (``limit`` when it is smaller than
+    ``classes`` or there are no classes): a stratified sample of a balanced data set then
+    gives every class the same number of items."""
+    if classes < 1 or limit < classes:
+        return limit
+    return limit - limit % classes
+
+
+@dataclass(frozen=True)
+class DrawnSample:
+    """Items drawn from the open dataset (``xnorlab.data.sampling``), stacked."""
+
+    inputs: Tensor
+    labels: Tensor
+    info: SampleInfo
 
 
 class LabSession:
@@ -197,7 +218,7 @@ class LabSession:
         self.last_change = ""  # what the last config change did ("undo preset xnor", ...)
         self._undo: list[ConfigChange] = []
         self._redo: list[ConfigChange] = []
-        self._samples: dict[int, tuple[Tensor, Tensor]] = {}
+        self._samples: dict[int, DrawnSample] = {}
 
     # ------------------------------------------------------------------ model and data
     @property
@@ -313,41 +334,52 @@ class LabSession:
             return list(self.loaded.class_names)
         return list(self.dataset.class_names) if self.dataset is not None else []
 
-    def sample_batch(self, n: int = DEFAULT_SAMPLE_SIZE) -> tuple[Tensor, Tensor]:
-        """The first ``n`` validation samples ``(inputs, labels)``, cached until data changes.
-
-        A dataset whose validation split is empty (a tiny image folder) gives its training
-        samples instead: the views only need inputs, not held-out ones.
-        """
-        if n < 1:
-            raise XnorlabError(f"sample size must be >= 1, got {n}")
+    def _sample_split(self) -> Dataset[tuple[Tensor, int]]:
+        """The validation split, or the training split when it is empty (a tiny image folder):
+        the views only need inputs, not held-out ones."""
         if self.dataset is None:
             raise XnorlabError("no dataset is open: open one to see activations")
+        split = self.dataset.val
+        return self.dataset.train if _is_empty(split) else split
+
+    def sample(self, n: int = DEFAULT_SAMPLE_SIZE) -> DrawnSample:
+        """``n`` validation items drawn seeded and class-stratified (``SAMPLE_SEED``), with what
+        they hold; cached until the data changes."""
+        if n < 1:
+            raise XnorlabError(f"sample size must be >= 1, got {n}")
         if n not in self._samples:
-            split = self.dataset.val
-            if _is_empty(split):
-                split = self.dataset.train
-            inputs, labels = first_samples(split, n)
+            inputs, labels, info = sample_tensors(self._sample_split(), n, SAMPLE_SEED)
             if self.loaded is not None and tuple(inputs.shape[1:]) != self.input_shape:
                 raise XnorlabError(
                     f"dataset samples have shape {tuple(inputs.shape[1:])}, "
                     f"the model expects {self.input_shape}"
                 )
-            self._samples[n] = (inputs, labels)
+            self._samples[n] = DrawnSample(inputs, labels, info)
         return self._samples[n]
+
+    def sample_batch(self, n: int = DEFAULT_SAMPLE_SIZE) -> tuple[Tensor, Tensor]:
+        """``(inputs, labels)`` of ``sample(n)``."""
+        drawn = self.sample(n)
+        return drawn.inputs, drawn.labels
 
     def activation_inputs(self, n: int = DEFAULT_SAMPLE_SIZE) -> ActivationInputs:
         """The inputs of the activation views: up to ``n`` dataset samples or calibration photos.
 
-        With a dataset open: its first ``n`` samples (``sample_batch``; raises like it). Without
-        one: up to ``n`` of the bundled calibration photos, converted to the model's input
-        (cheap here: ``load()`` does the work), when the model takes ``(1 or 3, H, W)``
-        images; else (or without a model) ``InputKind.NONE``.
+        With a dataset open: a stratified ``sample`` of ``whole_shares(n, classes)`` items
+        (raises like it). Without one: up to ``n`` of the bundled calibration photos, converted
+        to the model's input (cheap here: ``load()`` does the work), when the model takes
+        ``(1 or 3, H, W)`` images; else (or without a model) ``InputKind.NONE``.
         """
         if self.dataset is not None:
-            inputs, _ = self.sample_batch(n)
-            text = f"{len(inputs)} samples of {self.dataset_spec}"
-            return ActivationInputs(InputKind.DATASET, text, len(inputs), batch=inputs)
+            if n < 1:
+                raise XnorlabError(f"sample size must be >= 1, got {n}")
+            drawn = self.sample(whole_shares(n, len(self.dataset.class_names)))
+            names = tuple(self.class_names)
+            text = f"{self.dataset_spec}, {drawn.info.text(names)}"
+            return ActivationInputs(
+                InputKind.DATASET, text, len(drawn.inputs), batch=drawn.inputs,
+                labels=drawn.labels, sample=drawn.info, class_names=names,
+            )  # fmt: skip
         if n < 1:
             raise XnorlabError(f"sample size must be >= 1, got {n}")
         if self.loaded is None:
@@ -375,6 +407,23 @@ class LabSession:
     def layer_names(self) -> list[str]:
         """Names of the binarizable layers, first to last."""
         return [info.name for info in self.layers()]
+
+    def fixed_layers(self) -> list[tuple[LayerInfo, str]]:
+        """The Conv2d/Linear layers that stay float whatever the modes (e.g. the ``out_proj``
+        that ``nn.MultiheadAttention`` uses by its weight), each with the reason."""
+        if self.loaded is None:
+            return []
+        modules = dict(self.loaded.model.named_modules())
+        fixed = []
+        for name, reason in unbinarizable_layers(self.loaded.model).items():
+            module = modules[name]
+            weight, bias = module.weight, getattr(module, "bias", None)
+            params = weight.numel() + (bias.numel() if isinstance(bias, Tensor) else 0)
+            kind = "conv2d" if isinstance(module, nn.Conv2d) else "linear"
+            info = LayerInfo(name, kind, tuple(weight.shape), params,
+                             int(getattr(module, "groups", 1)), Mode.FLOAT, "")  # fmt: skip
+            fixed.append((info, reason))
+        return fixed
 
     @staticmethod
     def _wrapped_of(model: nn.Module) -> dict[str, Wrapped]:
