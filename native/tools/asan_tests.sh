@@ -3,7 +3,9 @@
 # the installed (optimized) module that everybody else imports.
 #   1. configure + build native/ with -DXNORLAB_ASAN=ON into build/asan (cmake + ninja);
 #   2. make a shadow package dir (symlinks to xnorlab/* plus the ASan .so);
-#   3. run pytest with libasan preloaded (detect_leaks=0: CPython itself "leaks" at exit),
+#   3. run pytest with libasan preloaded (detect_leaks=0: CPython itself "leaks" at exit) and
+#      libstdc++ right after it: ASan resolves the real __cxa_throw when it starts, and the
+#      python binary does not link libstdc++, so without it every C++ exception aborts;
 #      after removing the editable-install finder so that the shadow package is imported.
 # Usage: native/tools/asan_tests.sh [extra pytest args]
 set -euo pipefail
@@ -23,7 +25,8 @@ for f in xnorlab/engine/*; do
   case "$(basename "$f")" in _native*.so) ;; *) ln -s "$PWD/$f" "$SHADOW/xnorlab/engine/";; esac
 done
 cp "$BUILD"/_native*.so "$SHADOW/xnorlab/engine/"
-ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+ASAN_OPTIONS=detect_leaks=0 \
+  LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)" \
   "$PY" - "$PWD/$SHADOW" "$@" <<'PYEOF'
 import os
 import sys

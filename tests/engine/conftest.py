@@ -2,7 +2,7 @@
 
 AddressSanitizer run (outside the normal suite, see native/README.md): ``native/tools/asan_tests.sh``
 builds the module with -fsanitize=address into build/asan and runs this directory against it
-with ``LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0``.
+with libasan and libstdc++ preloaded (``ASAN_OPTIONS=detect_leaks=0``).
 """
 
 from __future__ import annotations

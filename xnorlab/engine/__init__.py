@@ -96,11 +96,9 @@ def _native_error(exc: Exception) -> XnorlabError:
 
 def _numpy(x: Tensor) -> Any:
     """A numpy view of the CPU tensor ``x``; the native call holds it (and so ``x``) while it
-    runs."""
-    try:
-        return x.numpy()
-    except RuntimeError:  # x requires grad: the engine only reads it
-        return x.detach().numpy()
+    runs. Asked first, not caught: ``numpy()`` of a tensor that requires grad raises a C++
+    exception inside torch, which AddressSanitizer builds cannot unwind."""
+    return x.detach().numpy() if x.requires_grad else x.numpy()
 
 
 def _bias_array(packed: PackedConv2dWeight | PackedLinearWeight, bias: Any) -> Any:
