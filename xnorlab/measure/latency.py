@@ -417,6 +417,7 @@ def measure_latency(
     profile_runs: int = 3,
     time_budget_s: float | None = None,
     min_time_s: float = 0.5,
+    confidence: float = 0.95,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
 ) -> LatencyReport:
@@ -429,6 +430,7 @@ def measure_latency(
     split comes from ``profile_runs`` further runs with timing hooks and the native profiler
     (``xnorlab.engine.profile``). ``time_budget_s`` caps the pairs at about half the budget
     per side (never fewer than ``MIN_REPEATS``), so a large model is measured in bounded time.
+    ``confidence``: of the speed-up's interval.
     """
     if batch < 1 or repeats < 1 or profile_runs < 1 or warmup < 0 or min_time_s < 0:
         raise XnorlabError(
@@ -439,7 +441,8 @@ def measure_latency(
     x = torch.randn(batch, *input_shape)
     half = None if time_budget_s is None else time_budget_s / 2
     min_time = min_time_s if half is None else min(min_time_s, half)
-    plan = LatencyPlan(warmup, repeats, profile_runs, half, min_time_s=min_time)
+    plan = LatencyPlan(warmup, repeats, profile_runs, half, min_time_s=min_time,
+                       confidence=confidence)  # fmt: skip
     total, done = 2 * (max(warmup, 1) + repeats + profile_runs), [0]
 
     def tick() -> None:

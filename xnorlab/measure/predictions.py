@@ -14,7 +14,7 @@ import torch
 from xnorlab.binary.surgery import float_mode
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import CancelFn, check_cancel
-from xnorlab.data.images import load_image
+from xnorlab.data.images import prepare_image
 from xnorlab.measure.layers import detached_copy
 
 
@@ -37,11 +37,13 @@ class PredictionPair:
 
 @dataclass(frozen=True)
 class FilePrediction:
-    """One image file: the input exactly as the model sees it and its two top-k lists."""
+    """One image file: the input exactly as the model sees it, the preprocessing steps that
+    made it (``xnorlab.data.images.prepare_image``) and its two top-k lists."""
 
     path: str
     model_input: torch.Tensor  # (C, H, W), normalized
     pair: PredictionPair
+    steps: tuple[str, ...] = ()
 
 
 def _topk(probabilities: torch.Tensor, class_names: list[str], k: int) -> list[TopK]:
@@ -111,17 +113,17 @@ def predict_files(
     """
     if not paths:
         raise XnorlabError("no image files given")
-    inputs = []
+    prepared = []
     for path in paths:
         check_cancel(should_cancel, "prediction")
         try:
-            inputs.append(load_image(path, preprocessing))
+            prepared.append(prepare_image(path, preprocessing))
         except XnorlabError as exc:
             name = Path(path).name
             raise XnorlabError(f"{name}: {exc}" if name not in str(exc) else str(exc)) from None
-    batch = torch.stack(inputs)
+    batch = torch.stack([image.tensor for image in prepared])
     pairs = compare_predictions(model, batch, class_names, k=k, input_shape=input_shape)
     return [
-        FilePrediction(str(path), tensor, pair)
-        for path, tensor, pair in zip(paths, inputs, pairs, strict=True)
+        FilePrediction(str(path), image.tensor, pair, image.steps)
+        for path, image, pair in zip(paths, prepared, pairs, strict=True)
     ]
