@@ -19,6 +19,12 @@ Accepted specs
     ``trust=True`` a whole pickled model.
 ``path/to/model.xnor``
     The compact export, read by ``xnorlab.models.xnor_file.load_xnor``.
+``path/to/file.py:ClassName`` / ``package.module:ClassName``
+    The user's own code, imported and built with ``CodeOptions`` (keyword arguments, weights,
+    input shape, class names): ``xnorlab.models.user_code``. Naming code is the user's choice;
+    a checkpoint or ``.xnor`` file of such a class only says how to open it that way.
+``live:ClassName``
+    The name of a model handed to ``xnorlab.show`` from Python: shown, never reopened.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Any
 from torch import nn
 
 from xnorlab.binary.surgery import current_modes
-from xnorlab.common.errors import XnorlabError
+from xnorlab.common.errors import XnorlabError, quoted
 from xnorlab.data.datasets import CIFAR10_NAMES, CIFAR10_PREPROCESSING
 from xnorlab.data.images import IMAGENET_PREPROCESSING, MNIST_PREPROCESSING, Preprocessing
 from xnorlab.models import schema
@@ -42,6 +48,7 @@ from xnorlab.models.checkpoint import (
 )
 from xnorlab.models.demo import ARCHITECTURES, DEFAULT_DATA, build_demo
 from xnorlab.models.loaded import LoadedModel
+from xnorlab.models.user_code import CodeOptions, CodeSpec, load_code_model, parse_code_spec
 from xnorlab.models.xnor_file import SUFFIX, load_xnor
 from xnorlab.models.zoo import (
     build_arch,
@@ -58,6 +65,7 @@ DEMO_CHECKPOINTS = {
     "lenet-xnor": "lenet-xnor.pt",
 }
 DEMO_SPECS = (*(f"demo:{name}" for name in DEMO_CHECKPOINTS), "demo:vgg")
+LIVE_PREFIX = "live:"  # models handed over from Python (xnorlab.show) are named live:ClassName
 
 
 def _default_preprocessing(arch: str) -> Preprocessing:
@@ -91,7 +99,13 @@ def _from_checkpoint(spec: str, ckpt: Checkpoint, arch_hint: str | None) -> Load
     if not arch:
         raise XnorlabError(
             f"{source} holds only weights and no architecture: give it as ARCH:{ckpt.path} "
-            f"(e.g. resnet18:{ckpt.path} or lenet:{ckpt.path})"
+            f"(e.g. resnet18:{ckpt.path} or lenet:{ckpt.path}), or your own class that builds "
+            f"it as FILE.py:Class --weights {ckpt.path}"
+        )
+    if parse_code_spec(arch) is not None and arch not in ARCHITECTURES:
+        raise XnorlabError(
+            f"{source} holds weights of the Python class {arch}, which xnorlab does not import "
+            f"on a file's word: open it as {arch} --weights {ckpt.path} (your explicit choice)"
         )
     num_classes = schema.class_count(meta.get("num_classes"))
     model = build_arch(arch, num_classes)
@@ -204,14 +218,40 @@ def _split_arch(text: str) -> tuple[str, str] | None:
     return None
 
 
-def load_model_spec(spec: str, trust: bool = False) -> LoadedModel:
+def code_spec_of(spec: str) -> CodeSpec | None:
+    """The user's code a spec names (``FILE.py:Class``, ``package.module:Class``), else None:
+    ``demo:NAME`` and ``ARCH:WEIGHTS`` keep their meaning."""
+    text = spec.strip()
+    code = parse_code_spec(text)
+    if code is None or code.is_file:
+        return code
+    if code.source.lower() in ("demo", LIVE_PREFIX[:-1]) or _split_arch(text) is not None:
+        return None
+    return code
+
+
+def load_model_spec(spec: str, trust: bool = False, code: CodeOptions | None = None) -> LoadedModel:
     """Load the model a spec string names; raises ``XnorlabError`` with a clear message.
 
-    ``trust=True`` allows whole pickled models (which can run code when loaded).
+    ``trust=True`` allows whole pickled models (which can run code when loaded). ``code``: what
+    the user's own code needs (keyword arguments, weights, ...); only for a code spec.
     """
     text = spec.strip()
     if not text:
         raise XnorlabError("empty model spec")
+    user_code = code_spec_of(text)
+    if user_code is not None:
+        return load_code_model(text, user_code, code or CodeOptions(), trust)
+    if code is not None and code.given():
+        raise XnorlabError(
+            f"{', '.join(code.given())} apply to your own code (FILE.py:Class or "
+            f"package.module:Class), not to {quoted(text)}"
+        )
+    if text.lower().startswith(LIVE_PREFIX):
+        raise XnorlabError(
+            f"{quoted(text)} names a model handed to xnorlab.show from Python; it cannot be "
+            "opened by name (save its weights and open FILE.py:Class --weights FILE)"
+        )
     if text.lower().startswith("demo:"):
         return _load_demo(spec, text[5:].strip().lower())
     if text.lower() in ARCHITECTURES:

@@ -12,20 +12,25 @@ pickle). Tensors:
 The safetensors metadata holds one key, ``"xnorlab"``: a JSON object with ``format``
 (``"xnorlab-packed"``), ``format_version``, ``xnorlab_version``, ``spec`` (where the model came
 from), ``architecture`` (``{"kind": "demo"|"torchvision", "name", "num_classes"}``: enough to
-rebuild the module tree without any weight file), ``input_shape``, ``class_names``,
+rebuild the module tree without any weight file; or ``{"kind": "code", "name": "FILE.py:Class",
+"kwargs", "num_classes"}`` for the user's own class), ``input_shape``, ``class_names``,
 ``preprocessing``, ``modes`` and ``layers`` (per binary layer: kind, weight_shape, config,
 conv geometry).
 
 ``load_xnor`` rebuilds the architecture with random init, overwrites every float tensor, and
 replaces the binary layers by ``PackedConv2d`` / ``PackedLinear`` built from the stored words
-(``from_state``: no unpacking to floats and packing again).
+(``from_state``: no unpacking to floats and packing again). A file of the user's own class is
+never rebuilt from its name (that would import code a file names): ``load_xnor`` says how to
+open it, and ``load_xnor_into`` attaches it to an instance the user's spec built.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +80,16 @@ def _num_classes(model: nn.Module) -> int | None:
 def architecture_of(loaded: LoadedModel) -> dict[str, Any] | None:
     """How to rebuild ``loaded.model``'s module tree without weights, or None if unknown.
 
-    Uses ``loaded.arch`` (a demo or torchvision name); without it, demo nets are recognised by
-    class and torchvision nets by their module and the spec's name.
+    Uses ``loaded.arch`` (a demo or torchvision name, or the user's code spec when the card's
+    ``code`` entry names it too); without it, demo nets are recognised by class and torchvision
+    nets by their module and the spec's name.
     """
     model = loaded.model
     classes = _num_classes(model)
+    code = loaded.card.get("code")
+    if isinstance(code, dict) and code.get("spec") == loaded.arch:  # models.user_code's card
+        return {"kind": CODE_KIND, "name": loaded.arch, "kwargs": code.get("kwargs", {}),
+                "num_classes": classes}  # fmt: skip
     name = getattr(loaded, "arch", "") or ""
     if not name:
         by_class = [n for n, cls in models.ARCHITECTURES.items() if type(model) is cls]
@@ -237,6 +247,7 @@ def export_xnor(model: nn.Module, path: str | Path, loaded: LoadedModel) -> int:
 # bound keeps a wrong path from reading gigabytes.
 MAX_XNOR_BYTES = 4 << 30
 LAYER_KINDS = ("conv2d", "linear")
+CODE_KIND = "code"  # the user's own class: attached by load_xnor_into, never imported by name
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")  # nn.Conv2d's padding_mode
 PADDING_WORDS = ("same", "valid")
 MAX_WEIGHT_DIM = 1 << 20  # one dimension of a binary layer's weight
@@ -245,11 +256,13 @@ MAX_GEOMETRY = 64  # stride, padding and dilation of a binary conv, per side
 
 @dataclass(frozen=True)
 class Architecture:
-    """Which module tree to rebuild: a demo net or a torchvision classifier, by name."""
+    """Which module tree to rebuild: a demo net or a torchvision classifier, by name, or the
+    user's class (kind ``code``: ``name`` is its spec, ``kwargs`` its constructor arguments)."""
 
     kind: str
     name: str
     num_classes: int | None
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -328,6 +341,9 @@ def _check_version(meta: dict[str, Any], path: Path) -> None:
 def _check_architecture(value: Any) -> Architecture:
     data = schema.record(value, "architecture")
     kind, name = data.get("kind"), schema.text(data.get("name"), "architecture name", 200)
+    if kind == CODE_KIND:
+        kwargs = schema.plain_json(schema.record(data.get("kwargs", {}), "kwargs"), "kwargs")
+        return Architecture(kind, name, schema.class_count(data.get("num_classes")), kwargs)
     if kind not in ("demo", "torchvision"):
         raise MetadataError(f"unknown architecture kind {quoted(kind)}")
     known = models.ARCHITECTURES if kind == "demo" else torchvision_architectures()
@@ -575,10 +591,10 @@ def _loaded_model(path: Path, meta: XnorMeta, model: nn.Module) -> LoadedModel:
     )
 
 
-def _build(meta: XnorMeta, raw: bytes, header: dict[str, Any]) -> nn.Module:
-    """The checked model: tensors against the metadata, the architecture and one forward."""
+def _build(meta: XnorMeta, raw: bytes, header: dict[str, Any], model: nn.Module) -> nn.Module:
+    """``model`` (the rebuilt architecture) checked and filled: tensors against the metadata,
+    the architecture and one forward."""
     _check_tensor_entries(meta, header)
-    model = build_architecture(meta.architecture)
     tensors = _load_tensors(raw)
     modules = dict(model.named_modules())
     packed = {n: _packed_layer(n, e, modules.get(n), tensors) for n, e in meta.layers.items()}
@@ -603,10 +619,33 @@ def load_xnor(path: str | Path) -> LoadedModel:
     """
     file = Path(path).expanduser()
     meta, raw, header = _read_file(file)
+    arch = meta.architecture
+    if arch.kind == CODE_KIND:
+        raise XnorFileError(
+            f"{file} holds the Python class {arch.name}, which xnorlab does not import on a "
+            f"file's word: open it as {arch.name} --weights {file} (your explicit choice)"
+        )
+    return _loaded_model(
+        file, meta, _attach(file, meta, raw, header, partial(build_architecture, arch))
+    )
+
+
+def load_xnor_into(path: str | Path, model: nn.Module, spec: str) -> LoadedModel:
+    """Open a ``.xnor`` file on ``model``, a fresh instance of the class it was exported from
+    (built by the user's spec ``spec``): the checks and the result of ``load_xnor``."""
+    file = Path(path).expanduser()
+    meta, raw, header = _read_file(file)
+    built = _attach(file, meta, raw, header, lambda: model)
+    return dataclasses.replace(_loaded_model(file, meta, built), spec=spec, arch=spec)
+
+
+def _attach(
+    file: Path, meta: XnorMeta, raw: bytes, header: dict[str, Any], build: Callable[[], nn.Module]
+) -> nn.Module:
+    """``_build`` on the module tree ``build`` gives; every error names ``file``."""
     try:
-        model = _build(meta, raw, header)
+        return _build(meta, raw, header, build())
     except XnorFileError:
         raise
     except XnorlabError as exc:  # MetadataError and the model builders' errors
         raise XnorFileError(f"{file}: {exc}") from None
-    return _loaded_model(file, meta, model)
