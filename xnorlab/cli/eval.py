@@ -19,6 +19,7 @@ from typing import Any
 
 from xnorlab.binary.surgery import current_modes
 from xnorlab.cli import args as cli_args
+from xnorlab.cli.common import add_model_arguments, load_model
 from xnorlab.cli.progress import ProgressBar
 from xnorlab.cli.train import add_mode_arguments, apply_modes
 from xnorlab.common.errors import XnorlabError
@@ -27,13 +28,12 @@ from xnorlab.data.sampling import SampleInfo
 from xnorlab.measure.accuracy import draw_sample
 from xnorlab.measure.evaluate import EvalResult, evaluate
 from xnorlab.measure.intervals import Accuracy
-from xnorlab.models.spec import load_model_spec
 
 SPLITS = ("train", "val", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model spec, e.g. demo:lenet-xnor, resnet18:w.pth, f.pt")
+    add_model_arguments(parser, "demo:lenet-xnor, resnet18:w.pth, f.pt")
     parser.add_argument(
         "--data",
         default=None,
@@ -115,7 +115,7 @@ def _payload(
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_model_spec(args.model, trust=args.trust)
+    loaded = load_model(args, trust=args.trust)
     apply_modes(loaded.model, args)
     data_spec = args.data or loaded.default_data
     if not data_spec:

@@ -14,14 +14,14 @@ from xnorlab.binary.surgery import (
     list_layers,
     unbinarizable_layers,
 )
+from xnorlab.cli.common import add_model_arguments, load_model
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data.calibration import calibration_batch
 from xnorlab.models.loaded import LoadedModel
-from xnorlab.models.spec import load_model_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model spec, e.g. resnet18")
+    add_model_arguments(parser, "resnet18, demo:lenet")
     parser.add_argument(
         "--modes", default="paper",
         help="preset (paper, paper-bwn, xnor, bwn, float) or a JSON mode file (default: paper)",
@@ -39,7 +39,7 @@ def _probe_inputs(loaded: LoadedModel) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_model_spec(args.model)
+    loaded = load_model(args)
     model = loaded.model.eval()
     binarize_model(model, args.modes)
     macs = layer_macs(model, loaded.input_shape)

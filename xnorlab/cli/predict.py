@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from xnorlab.cli import args as cli_args
+from xnorlab.cli.common import add_model_arguments, load_model
 from xnorlab.cli.train import add_mode_arguments, apply_modes
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data.images import load_image
 from xnorlab.models.loaded import LoadedModel
-from xnorlab.models.spec import load_model_spec
+from xnorlab.models.spec import code_spec_of
+from xnorlab.models.user_code import plain_preprocessing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model spec, e.g. demo:lenet-xnor")
+    add_model_arguments(parser, "demo:lenet-xnor, f.pt")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument(
         "--topk", type=cli_args.int_in(1, 1000), default=3, help="classes to show per image"
@@ -58,7 +62,12 @@ def predict_images(loaded: LoadedModel, paths: list[str], topk: int) -> list[dic
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_model_spec(args.model, trust=args.trust)
+    loaded = load_model(args, trust=args.trust)
+    if loaded.preprocessing is None and code_spec_of(args.model) is not None:
+        loaded = replace(loaded, preprocessing=plain_preprocessing(loaded.input_shape))
+        shape = "x".join(str(side) for side in loaded.input_shape[1:])
+        print(f"xnorlab predict: {args.model} names no preprocessing: images become pixels in "
+              f"[0, 1] at {shape}", file=sys.stderr)  # fmt: skip
     apply_modes(loaded.model, args)
     results = predict_images(loaded, list(args.images), args.topk)
     if args.json:

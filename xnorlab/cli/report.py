@@ -11,12 +11,17 @@ import argparse
 import io
 
 from xnorlab.cli import args as cli_args
-from xnorlab.cli.common import add_layer_settings, add_trust, layer_settings
+from xnorlab.cli.common import (
+    add_layer_settings,
+    add_model_arguments,
+    add_trust,
+    layer_settings,
+    load_model,
+)
 from xnorlab.cli.progress import ProgressBar
 from xnorlab.data.datasets import load_dataset
 from xnorlab.measure.machine import set_threads
 from xnorlab.models.loaded import LoadedModel
-from xnorlab.models.spec import load_model_spec
 from xnorlab.report.build import ReportData, ReportOptions, build_report
 from xnorlab.report.data import (
     report_data_from_bundle,
@@ -31,7 +36,7 @@ MAX_REPEATS = 1000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model spec, e.g. demo:lenet-xnor, resnet18, model.pt")
+    add_model_arguments(parser, "demo:lenet-xnor, resnet18, model.pt")
     parser.add_argument(
         "--modes",
         default=None,
@@ -124,7 +129,7 @@ def load_report_data(
 
 def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
-    loaded = load_model_spec(args.model, trust=args.trust)
+    loaded = load_model(args, trust=args.trust)
     modes = args.modes or (loaded.modes if loaded.modes else "paper")
     data = load_report_data(loaded, args.data, args.calibration, args.limit)
     options = ReportOptions(

@@ -28,7 +28,13 @@ from torch import nn
 
 from xnorlab.binary.surgery import ModeMapError, binarize_model
 from xnorlab.cli import args as cli_args
-from xnorlab.cli.common import add_layer_settings, add_trust, layer_settings
+from xnorlab.cli.common import (
+    add_layer_settings,
+    add_model_arguments,
+    add_trust,
+    layer_settings,
+    load_model,
+)
 from xnorlab.cli.progress import ProgressBar
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data.bundle import DatasetBundle
@@ -36,7 +42,6 @@ from xnorlab.data.datasets import load_dataset, match_classes
 from xnorlab.models.checkpoint import CHECKPOINT_SUFFIXES
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.packed_layers import has_packed_layers
-from xnorlab.models.spec import load_model_spec
 from xnorlab.models.zoo import build_arch
 from xnorlab.train.distributed import (
     DEFAULT_TIMEOUT_S,
@@ -82,7 +87,7 @@ def apply_modes(model: nn.Module, args: argparse.Namespace) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model spec: lenet (new), demo:lenet, resnet18:w.pth, f.pt")
+    add_model_arguments(parser, "lenet (new), demo:lenet, resnet18:w.pth, f.pt")
     parser.add_argument(
         "--data",
         default=None,
@@ -261,7 +266,7 @@ def _report(exc: BaseException, world: World) -> int:
 
 def _train(args: argparse.Namespace, world: World, device: str | None) -> int:
     torch.manual_seed(args.seed)  # a new model's initial weights follow --seed too
-    loaded = load_model_spec(args.model, trust=args.trust)
+    loaded = load_model(args, trust=args.trust)
     if has_packed_layers(loaded.model):
         raise XnorlabError(
             f"{args.model} holds packed 1-bit weights only, which cannot be trained; "
