@@ -25,6 +25,8 @@ SPLIT_PARTS: tuple[tuple[str, str, str], ...] = (
     ("other_s", "other", "#8c8c8c"),
 )
 FLOAT_COLOUR = "#c44e52"
+UNATTRIBUTED_COLOUR = "#b39b5e"  # the time no layer accounts for (activations, pooling, ...)
+UNATTRIBUTED_ROW = "not in any layer"
 SERIES_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
 ROW_PX = 26  # pixels per layer at least: readable names however many layers there are
 MAX_ROW_PX = 44  # and at most: a 4-layer model does not get bars as tall as a thumb
@@ -49,9 +51,11 @@ def _legend_label(entries: Sequence[tuple[str, str]] = ()) -> QLabel:
 class LatencySplitChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
     """Horizontal stacked bars, one per layer: pack / popcount / scaling / other (seconds).
 
-    A thin red bar under each layer shows its torch float time for comparison. The chart asks
-    for ``ROW_PX`` to ``MAX_ROW_PX`` per layer; put it in a scroll area for deep models and
-    ``legend_label`` above it.
+    A thin red bar under each layer shows its torch float time for comparison. A last row,
+    "not in any layer", holds the rest of each side's measured median (activations, pooling,
+    Python between the layers), so the bars of each side add up to its end-to-end median. The
+    chart asks for ``ROW_PX`` to ``MAX_ROW_PX`` per row; put it in a scroll area for deep
+    models and ``legend_label`` above it.
     """
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -62,9 +66,12 @@ class LatencySplitChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is un
         self.showGrid(x=True, y=False, alpha=0.3)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         entries = [(label, colour) for _, label, colour in SPLIT_PARTS]
-        self.legend_label = _legend_label([*entries, ("torch float", FLOAT_COLOUR)])
+        self.legend_label = _legend_label([
+            *entries, (UNATTRIBUTED_ROW, UNATTRIBUTED_COLOUR), ("torch float", FLOAT_COLOUR),
+        ])  # fmt: skip
         self.bars: dict[str, pg.BarGraphItem] = {}
         self.layer_names: list[str] = []
+        self.unattributed_s: tuple[float, float] | None = None  # (float, current) seconds
         self._fit_height(0)
 
     def _fit_height(self, rows: int) -> None:
@@ -72,42 +79,61 @@ class LatencySplitChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is un
         self.setMinimumHeight(ROW_PX * count + CHART_MARGIN_PX)
         self.setMaximumHeight(MAX_ROW_PX * count + CHART_MARGIN_PX)
 
-    def set_layers(self, layers: Sequence[LayerLatency]) -> None:
-        """Draw the split of ``layers`` (replaces the previous chart)."""
+    def set_layers(
+        self, layers: Sequence[LayerLatency], unattributed_s: tuple[float, float] | None = None
+    ) -> None:
+        """Draw the split of ``layers`` and, when given, the ``(float, current)`` seconds no
+        layer accounts for as a last row (replaces the previous chart)."""
         self.clear()
         self.bars = {}
         self.layer_names = [layer.name for layer in layers]
+        self.unattributed_s = unattributed_s if layers else None
         rows = list(range(len(layers)))
         left = [0.0] * len(layers)
         for field, label, colour in SPLIT_PARTS:
             widths = [getattr(layer, field) for layer in layers]
-            bar = pg.BarGraphItem(
-                x0=left, y=[r - 0.1 for r in rows], height=0.55, width=widths, brush=colour,
-                pen=None,
-            )  # fmt: skip
-            self.addItem(bar)
-            self.bars[label] = bar
+            self._bar(label, left, [r - 0.1 for r in rows], 0.55, widths, colour)
             left = [a + b for a, b in zip(left, widths, strict=True)]
         floats = [0.0 if math.isnan(layer.float_s) else layer.float_s for layer in layers]
-        float_bar = pg.BarGraphItem(
-            x0=[0.0] * len(layers), y=[r + 0.3 for r in rows], height=0.2, width=floats,
-            brush=FLOAT_COLOUR, pen=None,
-        )  # fmt: skip
-        self.addItem(float_bar)
-        self.bars["torch float"] = float_bar
         labels = [(row, f"{layer.name} ({layer.mode})") for row, layer in enumerate(layers)]
+        if self.unattributed_s is not None:
+            rest_float, rest_current = self.unattributed_s
+            row = len(layers)
+            self._bar(UNATTRIBUTED_ROW, [0.0], [row - 0.1], 0.55, [rest_current],
+                      UNATTRIBUTED_COLOUR)  # fmt: skip
+            floats.append(rest_float)
+            labels.append((row, UNATTRIBUTED_ROW))
+        count = len(labels)
+        self._bar("torch float", [0.0] * count, [r + 0.3 for r in range(count)], 0.2, floats,
+                  FLOAT_COLOUR)  # fmt: skip
         self.getAxis("left").setTicks([labels])
-        self._fit_height(len(layers))
+        self._fit_height(count)
         self.autoRange()
-        self.setYRange(-0.6, max(len(layers), 1) - 0.4, padding=0)
+        self.setYRange(-0.6, max(count, 1) - 0.4, padding=0)
+
+    def _bar(
+        self, label: str, x0: list[float], y: list[float], height: float, widths: list[float],
+        colour: str,
+    ) -> None:  # fmt: skip
+        bar = pg.BarGraphItem(x0=x0, y=y, height=height, width=widths, brush=colour, pen=None)
+        self.addItem(bar)
+        self.bars[label] = bar
 
     def stacked_totals_s(self) -> list[float]:
-        """Right edge of each layer's stacked bar in seconds (what the chart shows; for tests)."""
+        """Right edge of each row's stacked bar in seconds, the "not in any layer" row last
+        when drawn (what the chart shows; for tests)."""
         other = self.bars.get("other")
         if other is None:
             return []
         opts = other.opts
-        return [float(x0 + w) for x0, w in zip(opts["x0"], opts["width"], strict=True)]
+        totals = [float(x0 + w) for x0, w in zip(opts["x0"], opts["width"], strict=True)]
+        rest = self.bars.get(UNATTRIBUTED_ROW)
+        return totals + ([float(rest.opts["width"][0])] if rest is not None else [])
+
+    def float_totals_s(self) -> list[float]:
+        """Length of each row's torch float bar in seconds (for tests)."""
+        bar = self.bars.get("torch float")
+        return [] if bar is None else [float(w) for w in bar.opts["width"]]
 
 
 class CurvesChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
