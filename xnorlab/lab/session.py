@@ -139,6 +139,8 @@ class ActivationInputs:
         if self.labels is None or not 0 <= index < len(self.labels):
             return ""
         label = int(self.labels[index])
+        if label < 0:  # an input given without a label (xnorlab.show), as torchvision's STL10
+            return ""
         return self.class_names[label] if label < len(self.class_names) else str(label)
 
 
