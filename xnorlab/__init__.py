@@ -1,12 +1,15 @@
 """xnorlab: a desktop lab for binary neural networks (XNOR-Net, BWN).
 
-The public API: binarization math, the layer wrappers and model surgery. Everything else lives
-in rooms named by domain (``xnorlab.engine``, ``xnorlab.models``, ``xnorlab.measure``, ...).
+The public API: binarization math, the layer wrappers and model surgery, and ``show`` (the lab
+on a live model). Everything else lives in rooms named by domain (``xnorlab.engine``,
+``xnorlab.models``, ``xnorlab.measure``, ...).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import Any
 
 # torch's OpenMP workers spin long after every parallel region by default and starve the
 # engine's thread pool on the other core; sleeping at once makes each small torch op wake them.
@@ -45,6 +48,33 @@ from xnorlab.binary.surgery import (
 from xnorlab.common.errors import XnorlabError
 from xnorlab.runtime.integration import native_backend, set_backend
 
+
+def show(
+    model: Any,
+    data: Any = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    example_input: Any = None,
+    inplace: bool = False,
+    block: bool = True,
+) -> Any:
+    """Open the lab on a live ``nn.Module``; returns the main window (a ``QMainWindow``).
+
+    ``data``: a torch ``Dataset``, a ``DataLoader`` or an ``(X, y)`` pair of tensors (``y``
+    optional: without labels the lab shows statistics but no accuracy). Mode changes apply to
+    the lab's copy of ``model`` unless ``inplace=True``. ``block=False`` returns at once and
+    leaves the Qt event loop to the caller (``%gui qt`` in a notebook, or ``app.exec()``).
+    Details: ``xnorlab.gui.show``.
+    """
+    # Qt loads only when the lab opens: `import xnorlab` must stay light and headless.
+    from xnorlab.gui.show import show as open_lab
+
+    return open_lab(
+        model, data, class_names=class_names, example_input=example_input, inplace=inplace,
+        block=block,
+    )  # fmt: skip
+
+
 __all__ = [
     "PRESETS",
     "Backend",
@@ -72,6 +102,7 @@ __all__ = [
     "preset_modes",
     "restore_float",
     "set_backend",
+    "show",
     "sign_nonzero",
     "ste_sign",
     "unbinarizable_layers",
