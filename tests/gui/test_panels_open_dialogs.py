@@ -186,3 +186,53 @@ def test_filtering_to_one_architecture_chooses_it_and_enter_opens(qtbot) -> None
     assert again.spec().startswith("resnet")
     again.arch_filter.setText("no such net")
     assert again.arch_list.currentItem() is None
+
+
+NET = """
+from torch import nn
+
+
+class Net(nn.Sequential):
+    input_shape = (1, 8, 8)
+
+    def __init__(self, width=4):
+        super().__init__(nn.Conv2d(1, width, 3), nn.Flatten(), nn.Linear(width * 36, 3))
+"""
+
+
+def test_your_code_tab_opens_a_class_with_its_options(host, qtbot, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "net.py").write_text(NET)
+
+    def choose_code(dialog: OpenModelDialog) -> QDialog.DialogCode:
+        dialog.tabs.setCurrentIndex(dialog.code_tab)
+        dialog.code_edit.setText(str(tmp_path / "net.py"))
+        dialog.class_edit.setText("Net")
+        dialog.kwargs_edit.setText('{"width": 2}')
+        return QDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(OpenModelDialog, "exec", choose_code)
+    session = lenet_session(with_data=False)
+    assert open_dialogs.open_model_dialog(session, host) is not None
+    _wait(open_dialogs.opener_for(session, host), qtbot)
+    assert session.model_name == f"{tmp_path / 'net.py'}:Net"
+    assert session.input_shape == (1, 8, 8) and session.model[0].out_channels == 2
+
+
+def test_your_code_tab_says_it_runs_the_code_and_refuses_incomplete_choices(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    dialog = OpenModelDialog()
+    dialog.tabs.setCurrentIndex(dialog.code_tab)
+    assert "imports and runs this Python file" in open_dialogs.CODE_NOTE
+    dialog.accept()
+    assert "choose a Python file (or module) and the class in it" in dialog.message.text()
+    dialog.code_edit.setText(str(tmp_path / "net.py"))
+    dialog.class_edit.setText("Net")
+    dialog.shape_edit.setText("1,8")
+    dialog.accept()
+    assert dialog.message.text().startswith("input shape: the input shape must be C,H,W")
+    dialog.shape_edit.setText("1,8,8")
+    dialog.kwargs_edit.setText("[2]")
+    dialog.accept()
+    assert dialog.message.text().startswith("keyword arguments: the value must be a JSON object")
+    dialog.kwargs_edit.setText("")
+    assert dialog.spec() == f"{tmp_path / 'net.py'}:Net"
+    assert dialog.code_options() == open_dialogs.CodeOptions(input_shape=(1, 8, 8))

@@ -9,7 +9,9 @@ Before loading a model file the worker asks ``classify_model_file`` what it is, 
 any of it: a damaged or foreign file is reported as corrupt (never as a pickle to trust), and
 only a sound pickle that names Python objects (``FULL_PICKLE``) makes the app ask, in its own
 words, whether the user trusts where the file came from. "No" is the default and keeps the
-open model.
+open model. The "Your code" tab names the user's own class (``FILE.py:Class`` with optional
+weights, keyword arguments and input shape): choosing it and pressing Open is the explicit
+choice to import and run that code, and the tab says so.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import (
@@ -43,10 +46,23 @@ from xnorlab.gui.workers import Task, TaskRunner, error_message
 from xnorlab.lab.session import LabSession
 from xnorlab.models.checkpoint import classify_model_file
 from xnorlab.models.loaded import LoadedModel
-from xnorlab.models.spec import CHECKPOINT_DIR, DEMO_CHECKPOINTS, DEMO_SPECS, load_model_spec
+from xnorlab.models.spec import (
+    CHECKPOINT_DIR,
+    DEMO_CHECKPOINTS,
+    DEMO_SPECS,
+    code_spec_of,
+    load_model_spec,
+)
+from xnorlab.models.user_code import CodeOptions, parse_arch_kwargs, parse_input_shape
 from xnorlab.models.zoo import torchvision_architectures
 
 CHECKPOINT_FILTER = "Models (*.pt *.pth *.safetensors *.ts *.xnor);;All files (*)"
+T = TypeVar("T")
+CODE_FILTER = "Python files (*.py);;All files (*)"
+CODE_NOTE = (
+    "Opening imports and runs this Python file (or module) to build the model, with your "
+    "permissions: choose only code you trust. Weights load as weights only."
+)
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,17 @@ def _path_row(edit: QLineEdit, browse: Callable[[], None]) -> QWidget:
     return row
 
 
+def _parsed(edit: QLineEdit, parse: Callable[[str], T], what: str) -> T | None:
+    """``parse`` of an optional field's text (``None`` when empty); errors name the field."""
+    text = edit.text().strip()
+    if not text:
+        return None
+    try:
+        return parse(text)
+    except XnorlabError as exc:
+        raise XnorlabError(f"{what}: {exc}") from None
+
+
 class _SpecDialog(QDialog):
     """A dialog whose result is a spec string; OK is refused until ``spec()`` is complete."""
 
@@ -177,6 +204,7 @@ class OpenModelDialog(_SpecDialog):
         self.tabs.addTab(demo_tab, "Demo models")
         self.tabs.addTab(self._torchvision_tab(), "torchvision")
         self.tabs.addTab(self._file_tab(), "Checkpoint file")
+        self.code_tab = self.tabs.addTab(self._code_tab(), "Your code")
         self.message = QLabel()
         self.message.setWordWrap(True)
         buttons = QDialogButtonBox(
@@ -220,6 +248,61 @@ class OpenModelDialog(_SpecDialog):
         form.addRow("File", _path_row(self.file_edit, self._browse_file))
         form.addRow(note)
         return tab
+
+    def _code_tab(self) -> QWidget:
+        tab = QWidget()
+        self.code_edit = QLineEdit()
+        self.code_edit.setPlaceholderText("path/to/file.py or package.module")
+        self.class_edit = QLineEdit()
+        self.class_edit.setPlaceholderText("the nn.Module class, e.g. Net")
+        self.code_weights_edit = QLineEdit()
+        self.code_weights_edit.setPlaceholderText("optional .pt / .pth / .safetensors / .xnor")
+        self.kwargs_edit = QLineEdit()
+        self.kwargs_edit.setPlaceholderText('optional JSON, e.g. {"width": 64}')
+        self.shape_edit = QLineEdit()
+        self.shape_edit.setPlaceholderText("C,H,W, e.g. 1,28,28 (else the class's input_shape)")
+        note = QLabel(CODE_NOTE)
+        note.setWordWrap(True)
+        form = QFormLayout(tab)
+        form.addRow("Python file", _path_row(self.code_edit, self._browse_code))
+        form.addRow("Class", self.class_edit)
+        form.addRow("Weights", _path_row(self.code_weights_edit, self._browse_code_weights))
+        form.addRow("Keyword arguments", self.kwargs_edit)
+        form.addRow("Input shape", self.shape_edit)
+        form.addRow(note)
+        return tab
+
+    def _browse_code(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Python file", "", CODE_FILTER)
+        if path:
+            self.code_edit.setText(path)
+
+    def _browse_code_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Weights", "", CHECKPOINT_FILTER)
+        if path:
+            self.code_weights_edit.setText(path)
+
+    def code_options(self) -> CodeOptions | None:
+        """The options of the "Your code" tab when it is chosen (``None`` otherwise); raises
+        ``XnorlabError`` for bad keyword arguments or input shape."""
+        if self.tabs.currentIndex() != self.code_tab:
+            return None
+        weights = self.code_weights_edit.text().strip()
+        return CodeOptions(
+            weights=weights or None,
+            arch_kwargs=_parsed(self.kwargs_edit, parse_arch_kwargs, "keyword arguments") or {},
+            input_shape=_parsed(self.shape_edit, parse_input_shape, "input shape"),
+        )
+
+    def _code_spec(self) -> str:
+        source, name = self.code_edit.text().strip(), self.class_edit.text().strip()
+        if not source or not name:
+            raise XnorlabError("choose a Python file (or module) and the class in it")
+        spec = f"{source}:{name}"
+        if code_spec_of(spec) is None:
+            raise XnorlabError(f"{spec!r} does not name a class in a .py file or a package.module")
+        self.code_options()  # bad options are refused before the dialog closes
+        return spec
 
     def _filter_architectures(self, text: str) -> None:
         """Hide the names without ``text``; the current choice moves to the first name left
@@ -265,6 +348,8 @@ class OpenModelDialog(_SpecDialog):
                 raise XnorlabError("choose a torchvision architecture")
             weights = self.weights_edit.text().strip()
             return f"{item.text()}:{weights}" if weights else item.text()
+        if tab == self.code_tab:
+            return self._code_spec()
         path = self.file_edit.text().strip()
         if not path:
             raise XnorlabError("choose a checkpoint file")
@@ -330,10 +415,12 @@ def dialog_result(dialog: OpenModelDialog | OpenDataDialog) -> str | None:
     return dialog.spec()
 
 
-def load_model_clearly(spec: str, trust: bool = False) -> LoadedModel:
+def load_model_clearly(
+    spec: str, trust: bool = False, code: CodeOptions | None = None
+) -> LoadedModel:
     """``load_model_spec`` with every load failure turned into one clear ``XnorlabError``."""
     try:
-        return load_model_spec(spec, trust=trust)
+        return load_model_spec(spec, trust=trust, code=code)
     except XnorlabError:
         raise
     except Exception as exc:  # a file's own code may raise anything: it still did not load
@@ -357,13 +444,16 @@ class NeedsTrust:
     spec: str
 
 
-def load_or_classify(spec: str, trust: bool = False) -> LoadedModel | NeedsTrust:
+def load_or_classify(
+    spec: str, trust: bool = False, code: CodeOptions | None = None
+) -> LoadedModel | NeedsTrust:
     """Worker body of opening a model: a file that only a trusted load could open comes back
-    as ``NeedsTrust`` (nothing of it ran); anything else is loaded or raises one clear line."""
+    as ``NeedsTrust`` (nothing of it ran); anything else is loaded or raises one clear line.
+    ``code``: the options of the user's own class (the "Your code" tab)."""
     path = None if trust else model_file_of(spec)
     if path is not None and classify_model_file(path).needs_trust:
         return NeedsTrust(spec)
-    return load_model_clearly(spec, trust=trust)
+    return load_model_clearly(spec, trust=trust, code=code)
 
 
 class Opener(QObject):
@@ -387,10 +477,11 @@ class Opener(QObject):
         self.task: Task | None = None
         self.failed: list[str] = []
 
-    def open_model(self, spec: str, trust: bool = False) -> Task:
-        """Load model ``spec`` off the GUI thread; it becomes current when loaded."""
+    def open_model(self, spec: str, trust: bool = False, code: CodeOptions | None = None) -> Task:
+        """Load model ``spec`` off the GUI thread; it becomes current when loaded. ``code``:
+        the options of the user's own class."""
         self.task = self.runner.start(
-            load_or_classify, spec, trust=trust, key="open-model",
+            load_or_classify, spec, trust=trust, code=code, key="open-model",
             on_result=self.take, on_error=self._model_failed,
         )  # fmt: skip
         return self.task
@@ -444,8 +535,11 @@ _ORPHANS: list[Opener] = []
 
 def open_model_dialog(session: LabSession, parent: QWidget | None = None) -> Task | None:
     """File > Open model…: choose a model and load it in a worker (``None`` if cancelled)."""
-    spec = dialog_result(OpenModelDialog(parent))
-    return None if spec is None else opener_for(session, parent).open_model(spec)
+    dialog = OpenModelDialog(parent)
+    spec = dialog_result(dialog)
+    if spec is None:
+        return None
+    return opener_for(session, parent).open_model(spec, code=dialog.code_options())
 
 
 def open_data_dialog(session: LabSession, parent: QWidget | None = None) -> Task | None:
