@@ -7,17 +7,37 @@ import math
 import pytest
 import torch
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QIcon
 from PySide6.QtWidgets import QComboBox
 from pytestqt.qtbot import QtBot
 from torch import nn
 
 from xnorlab.binary.modes import Mode
+from xnorlab.binary.stats import NONNEGATIVE_INPUT_HINT
 from xnorlab.common.errors import XnorlabError
-from xnorlab.gui.layer_table import COL, LayerTable
+from xnorlab.gui import style
+from xnorlab.gui.layer_table import COL, DASH, LayerTable, cost_text
 from xnorlab.lab.session import LabSession
+from xnorlab.measure.sensitivity import measure_sensitivity
 from xnorlab.models.loaded import LoadedModel
 
 WAIT_MS = 20_000
+
+
+class TinyAttention(nn.Module):
+    """A linear embedding, one attention block (its ``out_proj`` is used by its weight, not
+    its forward, so it cannot be binarized) and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x.flatten(1, 2))
+        mixed, _ = self.attn(tokens, tokens, tokens)
+        return self.head(mixed.mean(dim=1))
 
 
 @pytest.fixture
@@ -132,7 +152,7 @@ def test_new_model_resets_the_rows(qtbot: QtBot, table: LayerTable) -> None:
     assert set(table.model.stats) == {"0", "2"}
 
 
-def test_custom_layer_class_is_left_out_and_cannot_be_switched(
+def test_custom_layer_class_is_listed_as_not_binarizable_with_its_reason(
     qtbot: QtBot, table: LayerTable
 ) -> None:
     class MyConv(nn.Conv2d):
@@ -140,11 +160,31 @@ def test_custom_layer_class_is_left_out_and_cannot_be_switched(
 
     net = nn.Sequential(MyConv(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
     table.session.adopt(LoadedModel("custom", net, (1, 8, 8)))
-    assert [info.name for info in table.model.infos] == ["2"]
+    assert [info.name for info in table.model.infos] == ["2", "0"]  # switchable rows first
     assert table.model.flags(table.model.index(0, COL["mode"])) & Qt.ItemFlag.ItemIsEditable
     assert isinstance(mode_combo(table, 0), QComboBox)
+    assert not table.model.flags(table.model.index(1, COL["mode"])) & Qt.ItemFlag.ItemIsEditable
+    assert table.view.indexWidget(table.view_index(1, COL["mode"])) is None  # no combo
+    assert cell(table, 1, "mode") == "not binarizable"
+    assert cell(table, 1, "shape") == "2\u00d71\u00d73\u00d73"
+    tip = table.model.index(1, COL["name"]).data(Qt.ItemDataRole.ToolTipRole)
+    assert tip.startswith("0: not binarizable") and "forward of its own" in tip
     with pytest.raises(XnorlabError, match="forward of its own"):
         table.session.set_mode("0", "xnor")
+    qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
+    assert cell(table, 1, "flip") == DASH  # nothing is measured for it
+    table.view.selectRow(table.view_index(1, 0).row())
+    assert table.session.selected != "0"  # no views for a layer that cannot switch
+
+
+def test_attention_out_proj_is_a_not_binarizable_row(qtbot: QtBot, table: LayerTable) -> None:
+    table.session.adopt(LoadedModel("attn", TinyAttention(), (1, 8, 8)))
+    names = [info.name for info in table.model.infos]
+    assert names == ["embed", "head", "attn.out_proj"]
+    assert table.model.editable_rows() == [0, 1]
+    tip = table.model.index(2, COL["mode"]).data(Qt.ItemDataRole.ToolTipRole)
+    assert "nn.MultiheadAttention uses this projection's weight directly" in tip
+    assert cell(table, 2, "macs") == DASH  # its forward never runs: nothing was counted
     qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
 
 
@@ -167,3 +207,86 @@ def test_sorting_by_error_puts_the_worst_layer_first(qtbot: QtBot, table: LayerT
     table.view.sortByColumn(COL["name"], Qt.SortOrder.AscendingOrder)
     assert [table.proxy.index(r, COL["name"]).data() for r in range(4)] == session.layer_names()
     qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
+
+
+def test_sensitivity_both_ways_on_demand_sorted_and_greyed_when_outdated(
+    qtbot: QtBot, table: LayerTable
+) -> None:
+    session = table.session
+    session.apply_preset("paper")
+    qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
+    assert not table.sensitivity_shown() and table.bar.isHidden()  # nothing asked yet
+    expected = measure_sensitivity(session.model, session.dataset.val)  # type: ignore[union-attr]
+    task = table.start_sensitivity()
+    assert task is not None and table.bar.cancel_button.isVisibleTo(table)
+    qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
+    assert table.sensitivity_shown() and not table.bar.cancel_button.isVisibleTo(table)
+    names = session.layer_names()
+    for row, layer in enumerate(expected.layers):
+        assert layer.name == names[row]
+        assert cell(table, row, "binarize") == cost_text(layer.binarize_alone)
+        restore = cell(table, row, "restore")
+        assert restore == (
+            cost_text(layer.restore_alone) if layer.restore_alone else f"{DASH} (float)"
+        )
+    tip = table.model.index(1, COL["binarize"]).data(Qt.ItemDataRole.ToolTipRole)
+    assert expected.layers[1].binarize_alone.verdict in tip and "+ = binarizing" in tip
+    assert "24 items, seed 0" in table.bar.label.text()  # what it was measured on
+    assert cost_text(expected.configured) in table.bar.label.text()
+    # sortable: worst layer (largest binarize-alone cost) first
+    costs = {layer.name: layer.binarize_alone.cost for layer in expected.layers}
+    table.view.sortByColumn(COL["binarize"], Qt.SortOrder.DescendingOrder)
+    shown = [table.proxy.index(r, COL["name"]).data() for r in range(4)]
+    assert [costs[name] for name in shown] == sorted(costs.values(), reverse=True)
+    # another configuration: the numbers stay, greyed, and say they are outdated
+    session.apply_preset("xnor")
+    assert table.model.sensitivity_stale and "earlier configuration" in table.bar.label.text()
+    muted = table.model.index(1, COL["binarize"]).data(Qt.ItemDataRole.ForegroundRole)
+    assert muted == QColor(style.theme().muted)
+    qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
+
+
+def test_sensitivity_can_be_cancelled_and_needs_data(qtbot: QtBot, table: LayerTable) -> None:
+    session = table.session
+    session.apply_preset("xnor")
+    task = table.start_sensitivity()
+    assert task is not None
+    table.bar.cancel_button.click()
+    qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
+    assert table.bar.label.text() == "sensitivity cancelled" and not table.sensitivity_shown()
+    errors: list[str] = []
+    session.error.connect(errors.append)
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    session.adopt(LoadedModel("rgb", net, (3, 8, 8)))  # the tiny data no longer fits: dropped
+    assert table.start_sensitivity() is None
+    assert errors and "sensitivity needs labelled data" in errors[-1]
+    qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
+
+
+def test_an_xnor_layer_whose_input_is_never_negative_is_flagged(
+    qtbot: QtBot, table: LayerTable
+) -> None:
+    session, widget = table.session, table
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+        nn.Flatten(), nn.Linear(4 * 8 * 8, 3),
+    )  # fmt: skip
+    session.adopt(LoadedModel("relu", net, (1, 8, 8), ["a", "b", "c"]))  # the data still fits
+    assert session.dataset is not None
+    qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
+
+    def flag(row: int) -> tuple[object, str]:
+        index = widget.model.index(row, COL["name"])
+        return index.data(Qt.ItemDataRole.DecorationRole), index.data(Qt.ItemDataRole.ToolTipRole)
+
+    assert flag(1)[0] is None  # float: the constant input does no harm
+    session.set_mode("2", "xnor")
+    qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
+    icon, tip = flag(1)
+    assert isinstance(icon, QIcon) and not icon.isNull()
+    assert NONNEGATIVE_INPUT_HINT in tip
+    name_colour = widget.model.index(1, COL["name"]).data(Qt.ItemDataRole.ForegroundRole)
+    assert name_colour == QColor(style.theme().error_fg)
+    session.set_mode("4", "xnor")  # its input can be negative (no ReLU before it)
+    qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
+    assert flag(2)[0] is None and NONNEGATIVE_INPUT_HINT not in flag(2)[1]

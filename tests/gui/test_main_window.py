@@ -279,3 +279,16 @@ def test_help_opens_the_bundled_getting_started_page(qtbot: QtBot, window: MainW
     window.hint.label.linkActivated.emit("help")  # the fresh window's hint opens the same page
     assert window.findChildren(GettingStartedDialog) == [dialog]
     dialog.close()
+
+
+def test_layers_menu_measures_sensitivity_in_the_table(qtbot: QtBot, window: MainWindow) -> None:
+    action = window.actions_by_name["sensitivity"]
+    assert action.shortcut().toString() == "Ctrl+M"
+    assert action in window.menuBar().actions()[2].menu().actions()  # File, Edit, Layers
+    window.session.apply_preset("paper")
+    action.trigger()
+    assert window.table.bar.isVisibleTo(window)
+    qtbot.waitUntil(lambda: not window.busy(), timeout=WAIT_MS)
+    assert window.table.sensitivity_shown()
+    assert set(window.table.model.sensitivity) == set(window.session.layer_names())
+    assert "The whole configuration costs" in window.table.bar.label.text()

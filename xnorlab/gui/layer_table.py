@@ -6,8 +6,21 @@ event (one data flow in both directions). ``LayerTable`` adds the view with a co
 delegate per row, and computes the slow columns in workers on a snapshot: statistics
 (``xnorlab.lab.layerview.compute_table_stats``) and then latency
 (``xnorlab.measure.latency.measure_latency``); stale results are dropped. The error columns run on
-``session.activation_inputs``: dataset samples or, without a dataset, the bundled calibration
-photos (loaded in the worker; their tooltips name the source).
+``session.activation_inputs``: a stratified dataset sample or, without a dataset, the bundled
+calibration photos (loaded in the worker; their tooltips name the source).
+
+On demand (``start_sensitivity``: Layers > Measure sensitivity) a worker measures each layer's
+cost both ways (``xnorlab.measure.sensitivity``: binarize alone, restore alone; two
+evaluations per layer, cancellable); two columns, hidden until then, show it in points of
+top-1 with the paired 95 % interval (positive = binarizing the layer makes the model worse;
+greyed = within noise) and sort by it. After a change of modes, weights or data they stay,
+greyed, until measured again.
+
+Warnings: an XNOR layer whose input was never negative on the sample gets a warning icon and
+``NONNEGATIVE_INPUT_HINT`` in its tooltip (sign() makes its whole input +1). Conv2d/Linear
+layers that cannot be binarized (``session.fixed_layers``, e.g. vit_b_16's attention
+``out_proj``) are listed after the others as "not binarizable" with the reason, never with a
+mode editor.
 """
 
 from __future__ import annotations
@@ -28,11 +41,13 @@ from PySide6.QtCore import (
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QColor, QResizeEvent
+from PySide6.QtGui import QColor, QFont, QIcon, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QComboBox,
     QHeaderView,
+    QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
     QTableView,
@@ -41,14 +56,21 @@ from PySide6.QtWidgets import (
 )
 
 from xnorlab.binary.modes import Mode
+from xnorlab.binary.stats import NONNEGATIVE_INPUT_HINT
 from xnorlab.binary.surgery import LayerInfo
+from xnorlab.common.errors import XnorlabError
 from xnorlab.gui import style
-from xnorlab.gui.workers import TaskRunner
+from xnorlab.gui.sensitivity_bar import SensitivityBar
+from xnorlab.gui.workers import Task, TaskRunner
 from xnorlab.lab.layerview import LayerRowStats, compute_table_stats, view_batch_size
 from xnorlab.lab.session import ActivationInputs, LabSession
+from xnorlab.measure.intervals import PairedDifference
 from xnorlab.measure.latency import LatencyReport, measure_latency
+from xnorlab.measure.sensitivity import LayerSensitivity, SensitivityReport, measure_sensitivity
 
 STATS_DELAY_MS = 150  # debounce: a burst of toggles triggers one recomputation
+SENSITIVITY_SAMPLES = 1000  # items per evaluation (two evaluations per layer)
+NOT_BINARIZABLE = "not binarizable"
 ROW_PX = 26
 ELASTIC_COLUMNS = ("name", "alpha", "shape")  # narrowed (elided) when the view is too small
 MIN_ELASTIC_PX = 70
@@ -77,12 +99,23 @@ COLUMNS = (
            "all-float model on the sample batch"),
     Column("local", "Layer err", "||y_mode - y_float|| / ||y_float|| on the same input"),
     Column("prop", "Err vs float", "Output vs the all-float model's (errors accumulate)"),
+    Column("binarize", "Binarize alone", "Top-1 points lost when only this layer is binarized "
+           "(in its mode; XNOR when it is float) and every other layer is float; "
+           "+ = binarizing it makes the model worse. 95 % paired interval; greyed: within "
+           "noise (McNemar p >= 0.05), bold: exceeds noise"),
+    Column("restore", "Restore alone", "Top-1 points this layer costs where it is: the "
+           "configured model vs the same with only this layer float; + = binarizing it makes "
+           "the model worse. 95 % paired interval; greyed: within noise, bold: exceeds noise"),
     Column("float_ms", "Float ms", "Measured layer time, torch float, batch 1"),
     Column("current_ms", "Current ms", "Measured layer time in the current mode (native "
            "engine when available), batch 1"),
 )  # fmt: skip
 COL = {c.key: i for i, c in enumerate(COLUMNS)}
-NUMERIC = {"params", "macs", "flip", "local", "prop", "float_ms", "current_ms", "alpha"}
+NUMERIC = {"params", "macs", "flip", "local", "prop", "float_ms", "current_ms", "alpha",
+           "binarize", "restore"}  # fmt: skip
+SENSITIVITY = ("binarize", "restore")
+OUTDATED = "Measured for an earlier configuration or data (greyed): measure again."
+NO_COST = -2.0  # sorts below every cost (a cost is a difference of two top-1s, >= -1)
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -111,6 +144,17 @@ def _ms(seconds: float | None) -> str:
     return "…" if seconds is None or math.isnan(seconds) else f"{1000 * seconds:.3f}"
 
 
+def cost_text(diff: PairedDifference) -> str:
+    """``+1.2 [+0.6, +2.0]``: a cost in points of top-1 and its 95 % paired interval."""
+    low, high = diff.interval
+    return f"{100 * diff.cost:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def warning_icon() -> QIcon:
+    """The style's warning icon (shown beside a layer the table warns about)."""
+    return QApplication.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
+
+
 def compute_stats_on(
     model: Any, source: ActivationInputs | None, **kwargs: Any
 ) -> dict[str, LayerRowStats]:
@@ -131,15 +175,22 @@ class LayerTableModel(QAbstractTableModel):
         self.stats_stale = True
         self.latency_note = ""
         self.inputs_note = ""  # where the error columns' inputs come from
+        self.fixed: dict[str, str] = {}  # layers that cannot be binarized -> why
+        self.sensitivity: dict[str, LayerSensitivity] = {}
+        self.sensitivity_stale = False  # measured for an earlier configuration or data
+        self.sensitivity_note = ""  # what the sensitivity was measured on
         self.reload()
 
     # ------------------------------------------------------------------ session -> table
     def reload(self) -> None:
-        """Re-read every row (new model)."""
+        """Re-read every row (new model): the binarizable layers, then those that are not."""
         self.beginResetModel()
-        self.infos = self.session.layers()
+        fixed = self.session.fixed_layers()
+        self.infos = self.session.layers() + [info for info, _ in fixed]
+        self.fixed = {info.name: reason for info, reason in fixed}
         self.switchable = set(self.session.configs())  # only wrapped layers get a mode editor
         self.stats, self.latency, self.stats_stale = {}, {}, True
+        self.sensitivity, self.sensitivity_stale, self.sensitivity_note = {}, False, ""
         self.endResetModel()
 
     def refresh_modes(self, names: list[str]) -> None:
@@ -165,6 +216,22 @@ class LayerTableModel(QAbstractTableModel):
     def set_latency(self, latency: dict[str, tuple[float, float]], note: str = "") -> None:
         self.latency, self.latency_note = latency, note
         self._computed_changed()
+
+    def set_sensitivity(self, report: SensitivityReport, note: str, stale: bool) -> None:
+        """Show each layer's cost both ways (``stale``: measured for an earlier state)."""
+        self.sensitivity = {layer.name: layer for layer in report.layers}
+        self.sensitivity_note, self.sensitivity_stale = note, stale
+        self._computed_changed()
+
+    def mark_sensitivity_stale(self) -> None:
+        if self.sensitivity and not self.sensitivity_stale:
+            self.sensitivity_stale = True
+            self._computed_changed()
+
+    def input_never_negative(self, info: LayerInfo) -> bool:
+        """An XNOR layer whose input was never negative on the sample (a constant +1 input)."""
+        row = self.stats.get(info.name)
+        return info.mode is Mode.XNOR and row is not None and bool(row.input_never_negative)
 
     def _computed_changed(self) -> None:
         if self.infos:
@@ -209,6 +276,10 @@ class LayerTableModel(QAbstractTableModel):
     def _switchable(self, row: int) -> bool:
         return self.infos[row].name in self.switchable
 
+    def is_fixed(self, row: int) -> bool:
+        """Whether row ``row`` is a layer that cannot be binarized."""
+        return self.infos[row].name in self.fixed
+
     def data(self, index: IndexLike, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or index.row() >= len(self.infos):
             return None
@@ -221,6 +292,10 @@ class LayerTableModel(QAbstractTableModel):
             return self._foreground(info, key)
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(info, key)
+        if role == Qt.ItemDataRole.DecorationRole and key == "name":
+            return warning_icon() if self.input_never_negative(info) else None
+        if role == Qt.ItemDataRole.FontRole and key in SENSITIVITY:
+            return self._cost_font(info, key)
         if role == SORT_ROLE:
             return self._sort_key(info, key, index.row())
         return None
@@ -238,6 +313,9 @@ class LayerTableModel(QAbstractTableModel):
         if key in ("float_ms", "current_ms"):
             pair = self.latency.get(info.name)
             return -1.0 if pair is None else float(pair[key == "current_ms"])
+        if key in SENSITIVITY:
+            diff = self._cost(info, key)
+            return NO_COST if diff is None else float(diff.cost)
         row_stats = self.stats.get(info.name)
         if row_stats is None:
             return -1.0
@@ -255,14 +333,39 @@ class LayerTableModel(QAbstractTableModel):
         return result is not None  # the table itself updates from modes_changed
 
     # ------------------------------------------------------------------ cell contents
+    def _cost(self, info: LayerInfo, key: str) -> PairedDifference | None:
+        layer = self.sensitivity.get(info.name)
+        if layer is None:
+            return None
+        return layer.binarize_alone if key == "binarize" else layer.restore_alone
+
+    def _cost_font(self, info: LayerInfo, key: str) -> QFont | None:
+        diff = self._cost(info, key)
+        if diff is None or not diff.exceeds_noise or self.sensitivity_stale:
+            return None
+        font = QFont()
+        font.setBold(True)
+        return font
+
+    def _sensitivity_text(self, info: LayerInfo, key: str) -> str:
+        if info.name not in self.sensitivity:
+            return DASH
+        diff = self._cost(info, key)
+        return f"{DASH} (float)" if diff is None else cost_text(diff)
+
     def _text(self, info: LayerInfo, key: str) -> str:
+        macs = self.session.macs.get(info.name)
         fixed = {
             "name": info.name, "kind": info.kind, "shape": _shape(info.weight_shape),
-            "params": _count(info.params), "macs": _count(self.session.macs.get(info.name, 0)),
-            "mode": str(info.mode),
+            "params": _count(info.params), "macs": DASH if macs is None else _count(macs),
+            "mode": NOT_BINARIZABLE if info.name in self.fixed else str(info.mode),
         }  # fmt: skip
         if key in fixed:
             return fixed[key]
+        if info.name in self.fixed:
+            return DASH  # nothing to compare: the layer is float whatever the modes
+        if key in SENSITIVITY:
+            return self._sensitivity_text(info, key)
         if key in ("float_ms", "current_ms"):
             pair = self.latency.get(info.name)
             return _ms(None if pair is None else pair[key == "current_ms"])
@@ -278,6 +381,14 @@ class LayerTableModel(QAbstractTableModel):
 
     def _foreground(self, info: LayerInfo, key: str) -> QColor | None:
         t = style.theme()
+        if info.name in self.fixed:
+            return QColor(t.muted)
+        if key == "name" and self.input_never_negative(info):
+            return QColor(t.error_fg)
+        if key in SENSITIVITY:
+            diff = self._cost(info, key)
+            quiet = diff is None or not diff.exceeds_noise or self.sensitivity_stale
+            return QColor(t.muted) if quiet else None
         if key == "mode":
             return QColor(style.mode_colour(str(info.mode), t))
         computed = key in ("alpha", "flip", "local", "prop")
@@ -289,10 +400,16 @@ class LayerTableModel(QAbstractTableModel):
 
     def _tooltip(self, info: LayerInfo, key: str) -> str:
         tip = COLUMNS[COL[key]].tip
+        if info.name in self.fixed:
+            return f"{info.name}: {NOT_BINARIZABLE}, it stays float: {self.fixed[info.name]}"
+        if key in SENSITIVITY:
+            return self._sensitivity_tip(info, key, tip)
         if key == "name":
             tip = info.name  # the full name of an elided one
             if info.position:
                 tip = f"{tip}: the model's {info.position} layer (the paper keeps it float)"
+            if self.input_never_negative(info):
+                tip = f"{tip}\n\u26a0 {NONNEGATIVE_INPUT_HINT}"
         if key in ("params", "macs"):
             count = info.params if key == "params" else self.session.macs.get(info.name, 0)
             tip = f"{tip}: {count:,}"
@@ -304,6 +421,22 @@ class LayerTableModel(QAbstractTableModel):
             tip = f"{tip}\n(recomputing…)"
         if key == "mode" and self.session.modes_locked:
             tip = f"{tip}\nlocked: {self.session.lock_reason}"
+        return tip
+
+    def _sensitivity_tip(self, info: LayerInfo, key: str, tip: str) -> str:
+        layer = self.sensitivity.get(info.name)
+        if layer is None:
+            return f"{tip}\nLayers > Measure sensitivity (two evaluations per layer)"
+        diff = self._cost(info, key)
+        if diff is None:
+            what = "float in the configuration: nothing to restore"
+        else:
+            what = diff.text()
+            if key == "binarize":
+                what = f"binarized alone as {layer.alone_mode}: {what}"
+        tip = f"{tip}\n{what}\nsample: {self.sensitivity_note}"
+        if self.sensitivity_stale:
+            tip += "\nmeasured for an earlier configuration or data: measure again"
         return tip
 
 
@@ -351,6 +484,11 @@ class LayerTable(QWidget):
         self.view = QTableView(self)
         self.delegate = ModeDelegate(self.view)
         self.runner = TaskRunner(self)
+        self.sensitivity_task: Task | None = None
+        self.bar = SensitivityBar(self)
+        self.bar.cancel_button.clicked.connect(self.cancel_sensitivity)
+        self.bar.again_button.clicked.connect(self.start_sensitivity)
+        self.bar.hide_button.clicked.connect(self.hide_sensitivity)
         self._timer = QTimer(self, singleShot=True, interval=STATS_DELAY_MS)
         self._timer.timeout.connect(self.start_stats)
         self._syncing = False
@@ -358,11 +496,13 @@ class LayerTable(QWidget):
         self._setup_view()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.bar)
         layout.addWidget(self.view)
         session.model_changed.connect(self._on_model_changed)
         session.modes_changed.connect(self._on_modes_changed)
-        session.data_changed.connect(self.schedule)
-        session.weights_changed.connect(self.schedule)
+        session.data_changed.connect(self._on_weights_or_data)
+        session.weights_changed.connect(self._on_weights_or_data)
         session.selection_changed.connect(self._on_session_selection)
         session.lock_changed.connect(self._on_lock_changed)
         self._on_model_changed()
@@ -382,12 +522,15 @@ class LayerTable(QWidget):
         header = view.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
+        for key in SENSITIVITY:  # shown once measured (on demand: two evaluations per layer)
+            view.setColumnHidden(COL[key], True)
         view.selectionModel().currentRowChanged.connect(self._on_current_row)
 
     # ------------------------------------------------------------------ session events
     def _on_model_changed(self) -> None:
         self.runner.cancel_all()
         self.model.reload()
+        self.hide_sensitivity()
         for row in self.model.editable_rows():
             self.view.openPersistentEditor(self.view_index(row, COL["mode"]))
         self._on_lock_changed(self.session.lock_reason)
@@ -435,11 +578,13 @@ class LayerTable(QWidget):
         self.fit_columns()
 
     def rows_height(self, rows: int | None = None) -> int:
-        """Pixels the table needs to show ``rows`` rows (default: all) without scrolling."""
+        """Pixels the table needs to show ``rows`` rows (default: all) without scrolling, the
+        sensitivity strip included when it shows."""
         count = self.model.rowCount() if rows is None else rows
         header = self.view.horizontalHeader().sizeHint().height()
         frame = 2 * self.view.frameWidth()
-        return header + frame + count * self.view.verticalHeader().defaultSectionSize()
+        bar = self.bar.sizeHint().height() if self.bar.isVisibleTo(self) else 0
+        return bar + header + frame + count * self.view.verticalHeader().defaultSectionSize()
 
     def view_index(self, row: int, column: int) -> QModelIndex:
         """The view's (sorted) index of source row ``row``."""
@@ -460,6 +605,11 @@ class LayerTable(QWidget):
             if task is not None:
                 task.supersede()
         self.model.refresh_modes(names)
+        self._sensitivity_outdated()
+        self.schedule()
+
+    def _on_weights_or_data(self) -> None:
+        self._sensitivity_outdated()
         self.schedule()
 
     def _on_session_selection(self, name: str | None) -> None:
@@ -484,7 +634,10 @@ class LayerTable(QWidget):
     def _on_current_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if self._syncing or not current.isValid():
             return
-        self.session.attempt(self.session.select, self.model.infos[self.source_row(current)].name)
+        row = self.source_row(current)
+        if self.model.is_fixed(row):
+            return  # no views for a layer that cannot switch: its tooltip says why
+        self.session.attempt(self.session.select, self.model.infos[row].name)
 
     # ------------------------------------------------------------------ workers
     def schedule(self) -> None:
@@ -546,6 +699,70 @@ class LayerTable(QWidget):
     def _maybe_idle(self) -> None:
         if not self.busy():
             self.busy_changed.emit(False)
+
+    # ------------------------------------------------------------------ sensitivity
+    def start_sensitivity(self) -> Task | None:
+        """Measure each layer's cost both ways in a worker (``measure_sensitivity`` on a
+        stratified sample of ``SENSITIVITY_SAMPLES`` items); the strip shows its progress and
+        Cancel. Without data: an error line, nothing started."""
+        if self.session.loaded is None:
+            return None
+        try:
+            split = self.session.sample_split()
+        except XnorlabError as exc:
+            self.session.error.emit(f"sensitivity needs labelled data: {exc}")
+            return None
+        revision, spec = self.session.revision, self.session.dataset_spec or "the data"
+        count = len(self.session.layer_names())
+        self.bar.running(f"measuring the sensitivity of {count} layers on {spec} (two "
+                         "evaluations per layer)…")  # fmt: skip
+        self.sensitivity_task = self.runner.start(
+            measure_sensitivity, self.session.snapshot(), split,
+            max_samples=SENSITIVITY_SAMPLES, key="table-sensitivity",
+            on_result=lambda report: self._sensitivity_ready(report, revision, spec),
+            on_progress=lambda fraction, *_: self.bar.progressed(fraction),
+            on_error=lambda text: self.bar.finished(f"sensitivity failed: {text}", error=True),
+            on_cancelled=lambda: self.bar.finished("sensitivity cancelled"),
+            on_finished=self._maybe_idle,
+        )  # fmt: skip
+        self.busy_changed.emit(True)
+        return self.sensitivity_task
+
+    def cancel_sensitivity(self) -> None:
+        """Stop a running sensitivity measurement (the columns keep what they showed)."""
+        task = self.runner.running("table-sensitivity")
+        if task is not None:
+            task.cancel()
+
+    def hide_sensitivity(self) -> None:
+        """Hide the sensitivity columns and their strip (a running measurement is cancelled)."""
+        self.cancel_sensitivity()
+        for key in SENSITIVITY:
+            self.view.setColumnHidden(COL[key], True)
+        self.bar.hide()
+
+    def sensitivity_shown(self) -> bool:
+        return not self.view.isColumnHidden(COL["binarize"])
+
+    def _sensitivity_ready(self, report: SensitivityReport, revision: int, spec: str) -> None:
+        names = self.session.class_names
+        note = f"{spec}, {report.sample.text(names)}" if report.sample is not None else spec
+        stale = revision != self.session.revision
+        self.model.set_sensitivity(report, note, stale)
+        for key in SENSITIVITY:
+            self.view.setColumnHidden(COL[key], False)
+        self.fit_columns()
+        whole = report.configured
+        text = (
+            f"Sensitivity: points of top-1 lost, + = worse (bold: exceeds noise) on {note}. "
+            f"The whole configuration costs {cost_text(whole)} ({whole.verdict})."
+        )
+        self.bar.finished(text + (f" {OUTDATED}" if stale else ""))
+
+    def _sensitivity_outdated(self) -> None:
+        if self.model.sensitivity and not self.model.sensitivity_stale:
+            self.model.mark_sensitivity_stale()
+            self.bar.finished(f"{self.bar.label.text()} {OUTDATED}")
 
     def shutdown(self) -> None:
         """Stop the workers (window close)."""

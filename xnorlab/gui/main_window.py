@@ -362,6 +362,11 @@ class MainWindow(QMainWindow):
         if choice is not None:
             self.run_session(self.session.apply_pattern, *choice)
 
+    def measure_sensitivity(self) -> None:
+        """Layers > Measure sensitivity: each layer's cost both ways, in the table (a worker)."""
+        if self.table.start_sensitivity() is not None:
+            self.statusBar().showMessage("measuring each layer's sensitivity…", 4000)
+
     # ------------------------------------------------------------------ drag and drop
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls() and local_paths(event.mimeData().urls()):

@@ -31,6 +31,8 @@ SHORTCUTS_HELP = """<table>
 <tr><td><b>Ctrl+Shift+X / B / F</b></td><td>all layers XNOR / BWN / float</td></tr>
 <tr><td><b>Ctrl+P</b></td><td>paper preset (first and last layer float, others XNOR)</td></tr>
 <tr><td><b>Ctrl+F</b></td><td>set the mode of layers matching a name pattern</td></tr>
+<tr><td><b>Ctrl+M</b></td><td>measure each layer's sensitivity (binarize alone, restore alone)
+</td></tr>
 <tr><td><b>Ctrl+Shift+T</b></td><td>dark / light theme</td></tr>
 <tr><td><b>F1</b></td><td>getting started</td></tr>
 <tr><td><b>Ctrl+Q</b></td><td>quit</td></tr></table>
@@ -102,6 +104,9 @@ def _layer_actions(window: WindowHost) -> dict[str, QAction]:
                                 lambda: _set_selected(window, "bwn"), "Ctrl+2"),
         "selected_xnor": _action(window, "Selected layer: XNOR",
                                  lambda: _set_selected(window, "xnor"), "Ctrl+3"),
+        "sensitivity": _action(window, "Measure &sensitivity", window.measure_sensitivity,
+                               "Ctrl+M", "Each layer's cost both ways, binarized alone and "
+                               "restored alone, in the table (two evaluations per layer)"),
     }  # fmt: skip
 
 
@@ -185,6 +190,8 @@ def build_menus(window: WindowHost) -> Menus:
     layers.addActions(
         [actions["selected_float"], actions["selected_bwn"], actions["selected_xnor"]]
     )
+    layers.addSeparator()
+    layers.addAction(actions["sensitivity"])
     layers.addSeparator()
     settings = [
         *_setting_menu(window, layers, "Input scaling (all layers)", "scaling",

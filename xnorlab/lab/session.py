@@ -336,11 +336,11 @@ class LabSession:
             return list(self.loaded.class_names)
         return list(self.dataset.class_names) if self.dataset is not None else []
 
-    def _sample_split(self) -> Dataset[tuple[Tensor, int]]:
-        """The validation split, or the training split when it is empty (a tiny image folder):
-        the views only need inputs, not held-out ones."""
+    def sample_split(self) -> Dataset[tuple[Tensor, int]]:
+        """The split samples are drawn from: validation, or training when validation is empty
+        (a tiny image folder), since a few items beat none."""
         if self.dataset is None:
-            raise XnorlabError("no dataset is open: open one to see activations")
+            raise XnorlabError("no dataset is open: open one (Ctrl+D)")
         split = self.dataset.val
         return self.dataset.train if _is_empty(split) else split
 
@@ -350,7 +350,7 @@ class LabSession:
         if n < 1:
             raise XnorlabError(f"sample size must be >= 1, got {n}")
         if n not in self._samples:
-            inputs, labels, info = sample_tensors(self._sample_split(), n, SAMPLE_SEED)
+            inputs, labels, info = sample_tensors(self.sample_split(), n, SAMPLE_SEED)
             if self.loaded is not None and tuple(inputs.shape[1:]) != self.input_shape:
                 raise XnorlabError(
                     f"dataset samples have shape {tuple(inputs.shape[1:])}, "
