@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from panel_support import lenet_session, simulate_drop, wait_until_idle, write_digit_png
+from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent
 from PySide6.QtWidgets import QApplication
@@ -179,3 +181,25 @@ def test_cards_fit_the_dock_width(panel, qtbot, tmp_path) -> None:  # type: igno
     for label in (row.picture, row.float_label, row.current_label):
         assert label.sizeHint().width() <= label.width(), label.text()[:60]
     assert row.sizeHint().width() <= panel.width()
+
+
+def test_each_card_says_which_preprocessing_ran(panel, qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A 28x28 light-on-dark digit is the model's input already; a 40x40 dark-on-light one is
+    inverted and laid out as a digit."""
+    ready = np.zeros((28, 28), np.uint8)
+    ready[6:22, 12:16] = 255
+    Image.fromarray(ready).save(tmp_path / "ready.png")
+    paper = np.full((40, 40), 255, np.uint8)
+    paper[8:32, 18:22] = 0
+    Image.fromarray(paper).save(tmp_path / "paper.png")
+    panel.predict_paths([str(tmp_path / "ready.png"), str(tmp_path / "paper.png")])
+    wait_until_idle(panel, qtbot)
+    rows = panel.findChildren(PredictionRow)
+    texts = {Path(row.result.path).name: row.steps_label.text() for row in rows}
+    assert texts["ready.png"] == "prepared: taken as it is (28x28, the model's input)"
+    assert texts["paper.png"].startswith("prepared: grayscale, inverted (light background)")
+    assert "digit layout" in texts["paper.png"] and "normalized" not in texts["paper.png"]
+    for row in rows:
+        assert row.steps_label.isVisibleTo(panel)
+        assert row.steps_label.toolTip().splitlines() == list(row.result.steps)
+        assert row.result.steps[-1].startswith("normalized")

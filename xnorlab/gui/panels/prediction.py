@@ -2,8 +2,11 @@
 
 Drops are turned into paths and handed to ``LabSession.open_paths`` (a model file opens the
 model; images come back through ``session.images_dropped``, also fired by drops on the main
-window). Decoding and both forward passes run in a worker on a snapshot of the model. A
-corrupt or unsupported file shows a message here and leaves the shown predictions unchanged.
+window). Decoding and both forward passes run in a worker on a snapshot of the model. Each card
+says which preprocessing made its input (``xnorlab.data.images.prepare_image``'s steps: "taken
+as it is" for an image already in the model's size and mode, else e.g. grayscale, inverted,
+digit layout, resize). A corrupt or unsupported file shows a message here and leaves the shown
+predictions unchanged.
 After a change of modes, weights or model the same images are predicted again.
 """
 
@@ -94,6 +97,16 @@ def topk_tooltip(topk: TopK) -> str:
     return "\n".join(f"{100 * prob:.1f}%  {label}" for label, prob in pairs)
 
 
+NORMALIZE_STEP = "normalized"  # every input ends with it: the card leaves it to the tooltip
+
+
+def steps_text(steps: tuple[str, ...]) -> str:
+    """``prepared: grayscale, inverted (light background), ...``: the steps that shaped the
+    image, without the normalization every input gets."""
+    shown = [step for step in steps if not step.startswith(NORMALIZE_STEP)] or list(steps)
+    return "prepared: " + ", ".join(shown) if shown else ""
+
+
 def top1_differs(result: FilePrediction) -> bool:
     """Whether the float model and the current modes disagree on the image's top-1 class."""
     return bool(result.pair.float_topk.indices[0] != result.pair.current_topk.indices[0])
@@ -124,6 +137,10 @@ class PredictionRow(QFrame):
         self.picture.setToolTip(result.path)
         name = QLabel(Path(result.path).name)
         name.setToolTip(result.path)
+        self.steps_label = QLabel(steps_text(result.steps))
+        self.steps_label.setWordWrap(True)
+        self.steps_label.setToolTip("\n".join(result.steps))
+        style.set_tone(self.steps_label, style.Tone.MUTED)
         pair = result.pair
         self.float_label = QLabel(topk_html("float", pair.float_topk))
         self.float_label.setToolTip(topk_tooltip(pair.float_topk))
@@ -135,6 +152,7 @@ class PredictionRow(QFrame):
         grid.addWidget(self.float_label, 0, 1, Qt.AlignmentFlag.AlignTop)
         grid.addWidget(self.current_label, 1, 1, Qt.AlignmentFlag.AlignTop)
         grid.addWidget(name, 2, 0, 1, 2)
+        grid.addWidget(self.steps_label, 3, 0, 1, 2)
         grid.setColumnStretch(1, 1)
 
     def restyle(self) -> None:
