@@ -46,6 +46,7 @@ from xnorlab.binary.surgery import (
     unbinarizable_layers,
 )
 from xnorlab.common.errors import XnorlabError
+from xnorlab.runtime.deploy import deploy
 from xnorlab.runtime.integration import native_backend, set_backend
 
 
@@ -93,6 +94,7 @@ __all__ = [
     "binarize_model",
     "binarize_weight",
     "current_modes",
+    "deploy",
     "float_mode",
     "input_scale_kmap",
     "input_scale_scalar",

@@ -3,6 +3,7 @@ layer classes (``xnorlab.binary``) and the engine facade (``xnorlab.engine``).""
 
 from __future__ import annotations
 
+from xnorlab.runtime.deploy import DeployReport, FusedXnorConv, deploy, fold_batchnorm
 from xnorlab.runtime.integration import (
     native_backend,
     native_layer_forward,
@@ -10,4 +11,13 @@ from xnorlab.runtime.integration import (
     set_backend,
 )
 
-__all__ = ["native_backend", "native_layer_forward", "packed_weight", "set_backend"]
+__all__ = [
+    "DeployReport",
+    "FusedXnorConv",
+    "deploy",
+    "fold_batchnorm",
+    "native_backend",
+    "native_layer_forward",
+    "packed_weight",
+    "set_backend",
+]

@@ -132,7 +132,7 @@ def set_backend(model: nn.Module, backend: Backend | str) -> dict[str, Backend]:
     return previous
 
 
-def _channels_last_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+def channels_last_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     """Forward pre-hook: a 4-D float input goes in channels_last memory (values unchanged)."""
     if args and isinstance(args[0], Tensor) and args[0].dim() == 4 and args[0].is_floating_point():
         return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
@@ -153,7 +153,7 @@ def native_backend(model: nn.Module, channels_last_input: bool = True) -> Iterat
     native = {n: m.config.updated(backend=Backend.NATIVE) for n, m in wrapped_layers(model).items()}
     xnor_convs = any(isinstance(m, BinConv2d) and m.mode is Mode.XNOR for m in model.modules())
     wanted = channels_last_input and xnor_convs
-    hook = model.register_forward_pre_hook(_channels_last_input) if wanted else None
+    hook = model.register_forward_pre_hook(channels_last_hook) if wanted else None
     try:
         with layer_configs(model, native):
             yield model

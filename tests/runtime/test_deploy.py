@@ -1,0 +1,202 @@
+"""``deploy(model)``: the engine's fast path for a whole binarized model, equal to the torch
+simulation, with XNOR conv -> BatchNorm [-> clamp] chains fused into one engine call."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+import xnorlab
+from xnorlab import engine
+from xnorlab.binary.layers import BinConv2d
+from xnorlab.binary.modes import Backend, Mode
+from xnorlab.binary.surgery import binarize_model
+from xnorlab.runtime.deploy import DeployReport, FusedXnorConv
+
+SUPPORTED_ISAS = engine.info()["supported_isas"]
+
+pytestmark = pytest.mark.skipif(
+    engine.info()["backend"] != "native", reason="native engine not in use"
+)
+
+
+def randomize_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial running statistics and affine parameters, so folding them is tested."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            n = module.num_features
+            assert module.running_mean is not None and module.running_var is not None
+            module.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+            module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            module.weight.data.copy_(torch.randn(n, generator=gen) * 0.5 + 1.0)
+            module.bias.data.copy_(torch.randn(n, generator=gen) * 0.2)
+    return model
+
+
+class Block(nn.Module):
+    """conv -> BN -> ReLU -> conv -> BN, plus the input, then Hardtanh (a residual block)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.act = nn.Hardtanh()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.act(out + x)
+
+
+def small_net() -> nn.Module:
+    return randomize_batchnorms(
+        nn.Sequential(
+            nn.Conv2d(3, 24, 3, padding=1),
+            nn.BatchNorm2d(24),
+            nn.ReLU(),
+            nn.Conv2d(24, 70, 3, stride=2, padding=1),
+            nn.BatchNorm2d(70),
+            nn.ReLU6(),
+            Block(70),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(70, 40),
+            nn.Linear(40, 10),
+        )
+    )
+
+
+def assert_close(got: Tensor, expected: Tensor) -> None:
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_deploy_equals_the_simulation_and_fuses_conv_bn_act(isa: str) -> None:
+    model = small_net().eval()
+    binarize_model(model, "paper")
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = model(x)
+        deployed = xnorlab.deploy(model)
+        got = deployed(x)
+    assert_close(got, expected)
+    report = deployed.deploy_report
+    assert isinstance(report, DeployReport) and report.traced and report.reason == ""
+    assert report.fused == ["3+4+5", "6.conv1+6.bn1+6.relu", "6.conv2+6.bn2"]
+    assert sum(isinstance(m, FusedXnorConv) for m in deployed.modules()) == 3
+    assert not deployed.training
+
+
+def test_deploy_leaves_the_callers_model_alone_and_shares_its_weights() -> None:
+    model = small_net().train()
+    binarize_model(model, "paper")
+    before = copy.deepcopy(model.state_dict())
+    deployed = xnorlab.deploy(model)
+    assert model.training
+    for module in model.modules():
+        if isinstance(module, BinConv2d):
+            assert module.config.backend is Backend.TORCH and module.native_cache is None
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    params = {id(p) for p in model.parameters()}
+    assert {id(p) for p in deployed.parameters()} <= params  # shared, nothing copied
+    assert isinstance(dict(deployed.named_modules())["9"], nn.Linear)
+    with torch.no_grad():
+        deployed(torch.randn(1, 3, 8, 8))
+    assert model.training and all(
+        m.config.backend is Backend.TORCH for m in model.modules() if isinstance(m, BinConv2d)
+    )
+
+
+class Untraceable(nn.Module):
+    """A forward branching on a tensor value: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = small_net()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.body(x)
+        return out if bool(x.sum() > -1e9) else -out
+
+
+def test_a_model_fx_cannot_trace_is_deployed_unfused_and_says_so(isa: str) -> None:
+    model = Untraceable().eval()
+    binarize_model(model, "paper")
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = model(x)
+        deployed = xnorlab.deploy(model)
+        got = deployed(x)
+    assert_close(got, expected)
+    report = deployed.deploy_report
+    assert not report.traced and report.fused == [] and "torch.fx could not trace" in report.reason
+    layers = [m for m in deployed.modules() if isinstance(m, BinConv2d)]
+    assert layers and all(m.config.backend is Backend.NATIVE for m in layers)
+    xnor = [m for m in layers if m.config.mode is Mode.XNOR]
+    assert xnor and all(m.native_cache is not None for m in xnor)  # packed at deploy time
+
+
+def test_deploy_without_fusion_equals_the_simulation(isa: str) -> None:
+    model = small_net().eval()
+    binarize_model(model, "paper")
+    x = torch.randn(1, 3, 12, 12)
+    with torch.no_grad():
+        expected = model(x)
+        deployed = xnorlab.deploy(model, fuse=False)
+        assert_close(deployed(x), expected)
+    assert deployed.deploy_report.fused == []
+
+
+def test_resnet18_paper_preset_deploys_fused_and_equal(isa: str) -> None:
+    model = randomize_batchnorms(torchvision.models.resnet18(num_classes=10)).eval()
+    binarize_model(model, "paper")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        deployed = xnorlab.deploy(model)
+        got = deployed(x)
+    assert_close(got, expected)
+    fused = deployed.deploy_report.fused
+    assert len(fused) == 19 and "layer1.0.conv1+layer1.0.bn1+layer1.0.relu" in fused
+    assert "layer2.0.downsample.0+layer2.0.downsample.1" in fused
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    channels=st.integers(1, 80), out_channels=st.integers(1, 70), size=st.integers(3, 9),
+    kernel=st.sampled_from([1, 3]), stride=st.integers(1, 2), bias=st.booleans(),
+    act=st.sampled_from(["none", "relu", "hardtanh"]), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_fused_conv_equals_conv_then_batchnorm_then_clamp(
+    channels: int, out_channels: int, size: int, kernel: int, stride: int, bias: bool, act: str,
+    seed: int,
+) -> None:  # fmt: skip
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [
+        nn.Conv2d(channels, out_channels, kernel, stride, padding=kernel // 2, bias=bias),
+        nn.BatchNorm2d(out_channels),
+    ]
+    if act != "none":
+        layers.append(nn.ReLU() if act == "relu" else nn.Hardtanh(-0.5, 0.7))
+    model = randomize_batchnorms(nn.Sequential(*layers), seed).eval()
+    binarize_model(model, {"0": "xnor"}, warn_first_last=False)
+    x = torch.randn(2, channels, size, size)
+    with torch.no_grad():
+        expected = model(x)
+        deployed = xnorlab.deploy(model)
+        before = engine.info()["isa"]
+        try:
+            for isa in SUPPORTED_ISAS:  # the isa fixture would be shared by the examples
+                engine.set_isa(isa)
+                assert_close(deployed(x), expected)
+        finally:
+            engine.set_isa(before)
+    assert len(deployed.deploy_report.fused) == 1
