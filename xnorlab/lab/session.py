@@ -74,10 +74,12 @@ from xnorlab.data.datasets import load_dataset
 from xnorlab.data.images import IMAGE_SUFFIXES, Preprocessing
 from xnorlab.data.sampling import SAMPLE_SEED, SampleInfo
 from xnorlab.measure.accuracy import sample_tensors
+from xnorlab.models.checkpoint import CHECKPOINT_SUFFIXES
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.spec import load_model_spec
+from xnorlab.models.xnor_file import SUFFIX as XNOR_SUFFIX
 
-MODEL_SUFFIXES = (".pt", ".pth", ".safetensors", ".ts", ".xnor")
+MODEL_SUFFIXES = (*CHECKPOINT_SUFFIXES, XNOR_SUFFIX)  # the files a drop or Open model opens
 DEFAULT_SAMPLE_SIZE = 16
 
 T = TypeVar("T")
