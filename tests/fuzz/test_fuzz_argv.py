@@ -21,11 +21,6 @@ QUICK_REPORT = ["--data", "random", "--no-sensitivity", "--no-latency", "--quiet
 LONG_NAME = "x" * 5000  # longer than any file name the OS accepts
 
 
-def _found(reason: str) -> Any:
-    """A case that still fails outside this helper's rooms (listed in its report)."""
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 ARGV_CASES: list[Any] = [
     # predict: inputs that are no image file, bad numbers, bad model specs
     ["predict", "{xnor}", "{fifo}"],
@@ -102,10 +97,8 @@ ARGV_CASES: list[Any] = [
     ["train", "lenet", "--out", "{tmp}/t.pt", "--data", "{fifo}"],
     ["train", "lenet", "--out", "{tmp}/t.pt", "--modes", "{fifo}"],
     ["train", "{xnor}", "--out", "{tmp}/t.pt"],
-    pytest.param(["train", "lenet", "--out", "{tmp}/t.pt", "--device", "quantum"],
-                 marks=_found("cli/train.py: --device is not checked; 'quantum' ends in an "
-                              "internal error (torch RuntimeError 'Expected one of cpu, "
-                              "cuda, ...')")),
+    ["train", "lenet", "--out", "{tmp}/t.pt", "--device", "quantum"],
+    ["train", "lenet", "--out", "{tmp}/t.pt", "--device", "cuda:7"],
     # layers
     ["layers", "demo:lenet", "--modes", "{fifo}"],
     ["layers", "demo:lenet", "--modes", "/dev/zero"],

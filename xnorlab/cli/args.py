@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.files import check_output_path
 
@@ -64,6 +66,23 @@ def output_file(suffixes: Sequence[str] | None = None) -> Callable[[str], Path]:
 
     parse.__name__ = "output path"
     return parse
+
+
+def device(text: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``, and only a GPU this machine has."""
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a device (cpu, cuda, cuda:N)"
+        ) from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"device {text!r}: use cpu, cuda or cuda:N")
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0 or (parsed.index or 0) >= count:
+            raise argparse.ArgumentTypeError(f"device {text!r}: this machine has {count} GPU(s)")
+    return text
 
 
 threads = int_in(1, MAX_THREADS)

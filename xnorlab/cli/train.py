@@ -142,7 +142,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="final fit on train + val with --keep last (nothing is left to report on)",
     )
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument(
+        "--device",
+        type=cli_args.device,
+        default=None,
+        help="cpu, cuda or cuda:N (default: cuda if present)",
+    )
     parser.add_argument(
         "--nproc",
         type=cli_args.int_in(1, MAX_PROCESSES),
