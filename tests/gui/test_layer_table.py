@@ -221,6 +221,7 @@ def test_sensitivity_both_ways_on_demand_sorted_and_greyed_when_outdated(
     assert task is not None and table.bar.cancel_button.isVisibleTo(table)
     qtbot.waitUntil(lambda: not table.busy(), timeout=WAIT_MS)
     assert table.sensitivity_shown() and not table.bar.cancel_button.isVisibleTo(table)
+    assert table.view.horizontalScrollBar().maximum() == 0  # two more columns, still in view
     names = session.layer_names()
     for row, layer in enumerate(expected.layers):
         assert layer.name == names[row]

@@ -74,6 +74,7 @@ NOT_BINARIZABLE = "not binarizable"
 ROW_PX = 26
 ELASTIC_COLUMNS = ("name", "alpha", "shape")  # narrowed (elided) when the view is too small
 MIN_ELASTIC_PX = 70
+TITLE_PAD_PX = 14  # a column title's margins, without the sort arrow's room
 MODE_NAMES = [m.value for m in Mode]
 DASH = "\u2013"  # shown when a value does not apply
 SORT_ROLE = int(Qt.ItemDataRole.UserRole)
@@ -83,31 +84,31 @@ IndexLike = QModelIndex | QPersistentModelIndex
 @dataclass(frozen=True)
 class Column:
     key: str
-    title: str
+    title: str  # two lines where a column would be wider for its title than for its numbers
     tip: str
 
 
 COLUMNS = (
     Column("name", "Layer", "Dotted module name"),
     Column("kind", "Type", "conv2d or linear"),
-    Column("shape", "Weight shape", "(C_out, C_in/groups, kh, kw) or (out, in)"),
+    Column("shape", "Weight\nshape", "(C_out, C_in/groups, kh, kw) or (out, in)"),
     Column("params", "Params", "Weight + bias elements"),
     Column("macs", "MACs", "Multiply-accumulates for one input"),
     Column("mode", "Mode", "float / BWN (binary weights) / XNOR (binary weights and inputs)"),
-    Column("alpha", "\u03b1 mean [min, max]", "Per-filter weight scale alpha = mean|W_c| (eq. 4)"),
-    Column("flip", "Sign flips", "Share of the layer's input signs that differ from the "
+    Column("alpha", "\u03b1 mean\n[min, max]", "Per-filter weight scale alpha = mean|W_c| (eq. 4)"),
+    Column("flip", "Sign\nflips", "Share of the layer's input signs that differ from the "
            "all-float model on the sample batch"),
-    Column("local", "Layer err", "||y_mode - y_float|| / ||y_float|| on the same input"),
-    Column("prop", "Err vs float", "Output vs the all-float model's (errors accumulate)"),
-    Column("binarize", "Binarize alone", "Top-1 points lost when only this layer is binarized "
+    Column("local", "Layer\nerr", "||y_mode - y_float|| / ||y_float|| on the same input"),
+    Column("prop", "Err vs\nfloat", "Output vs the all-float model's (errors accumulate)"),
+    Column("binarize", "Binarize\nalone", "Top-1 points lost when only this layer is binarized "
            "(in its mode; XNOR when it is float) and every other layer is float; "
            "+ = binarizing it makes the model worse. 95 % paired interval; greyed: within "
            "noise (McNemar p >= 0.05), bold: exceeds noise"),
-    Column("restore", "Restore alone", "Top-1 points this layer costs where it is: the "
+    Column("restore", "Restore\nalone", "Top-1 points this layer costs where it is: the "
            "configured model vs the same with only this layer float; + = binarizing it makes "
            "the model worse. 95 % paired interval; greyed: within noise, bold: exceeds noise"),
-    Column("float_ms", "Float ms", "Measured layer time, torch float, batch 1"),
-    Column("current_ms", "Current ms", "Measured layer time in the current mode (native "
+    Column("float_ms", "Float\nms", "Measured layer time, torch float, batch 1"),
+    Column("current_ms", "Current\nms", "Measured layer time in the current mode (native "
            "engine when available), batch 1"),
 )  # fmt: skip
 COL = {c.key: i for i, c in enumerate(COLUMNS)}
@@ -145,9 +146,9 @@ def _ms(seconds: float | None) -> str:
 
 
 def cost_text(diff: PairedDifference) -> str:
-    """``+1.2 [+0.6, +2.0]``: a cost in points of top-1 and its 95 % paired interval."""
+    """``+1.2 [0.6, 2.0]``: a cost in points of top-1 and its 95 % paired interval."""
     low, high = diff.interval
-    return f"{100 * diff.cost:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+    return f"{100 * diff.cost:+.1f} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def warning_icon() -> QIcon:
@@ -473,6 +474,7 @@ class LayerTable(QWidget):
     """Table view + model + the workers that fill the computed columns."""
 
     busy_changed = Signal(bool)
+    height_changed = Signal()  # the sensitivity strip appeared, changed or went: refit the table
 
     def __init__(self, session: LabSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -512,6 +514,7 @@ class LayerTable(QWidget):
         view.setModel(self.proxy)
         view.setSortingEnabled(True)
         view.sortByColumn(COL["name"], Qt.SortOrder.AscendingOrder)  # the model's layer order
+        view.horizontalHeader().sortIndicatorChanged.connect(lambda *_: self.fit_columns())
         view.setItemDelegateForColumn(COL["mode"], self.delegate)
         view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -553,14 +556,18 @@ class LayerTable(QWidget):
             combo.setToolTip(f"locked: {reason}" if reason else COLUMNS[COL["mode"]].tip)
 
     def fit_columns(self) -> None:
-        """Columns as wide as their contents; when that is wider than the view, the text
-        columns (name, alpha, shape) give up the excess in proportion to what they can spare,
-        elided in the middle, so the timing columns at the right stay in view."""
+        """Columns as wide as their contents; when that is wider than the view, first the
+        columns whose title is wider than their numbers give up the room Qt keeps in every
+        title for the sort arrow (drawn only in the sorted column), then the text columns
+        (name, alpha, shape) give up the rest in proportion to what they can spare, elided in
+        the middle, so the timing columns at the right stay in view."""
         view, header = self.view, self.view.horizontalHeader()
         view.resizeColumnsToContents()
         self._widen_mode_column()
         widths = [view.columnWidth(c) for c in range(len(COLUMNS))]
         excess = sum(widths) - view.viewport().width()
+        if excess > 0:
+            excess -= self._tighten_titles(widths, excess)
         columns = [COL[key] for key in ELASTIC_COLUMNS]
         floors = {
             c: max(MIN_ELASTIC_PX, header.sectionSizeFromContents(c).width()) for c in columns
@@ -573,6 +580,27 @@ class LayerTable(QWidget):
         for column in columns:
             view.setColumnWidth(column, widths[column] - math.ceil(share * spare[column]))
 
+    def _tighten_titles(self, widths: list[int], excess: int) -> int:
+        """Narrow title-bound columns (not the sorted one, not the mode's combo) to their title
+        text plus ``TITLE_PAD_PX`` or their contents, up to ``excess`` pixels; returns the
+        pixels given up (``widths`` is updated)."""
+        view, header = self.view, self.view.horizontalHeader()
+        metrics = header.fontMetrics()
+        given = 0
+        for column, spec in enumerate(COLUMNS):
+            if given >= excess or column == header.sortIndicatorSection() or spec.key == "mode":
+                continue
+            if view.isColumnHidden(column) or spec.key in ELASTIC_COLUMNS:
+                continue
+            title = metrics.size(0, spec.title).width() + TITLE_PAD_PX
+            target = max(view.sizeHintForColumn(column), title)
+            cut = min(widths[column] - target, excess - given)
+            if cut > 0:
+                widths[column] -= cut
+                view.setColumnWidth(column, widths[column])
+                given += cut
+        return given
+
     def resizeEvent(self, event: QResizeEvent) -> None:  # Qt override
         super().resizeEvent(event)
         self.fit_columns()
@@ -583,7 +611,10 @@ class LayerTable(QWidget):
         count = self.model.rowCount() if rows is None else rows
         header = self.view.horizontalHeader().sizeHint().height()
         frame = 2 * self.view.frameWidth()
-        bar = self.bar.sizeHint().height() if self.bar.isVisibleTo(self) else 0
+        bar = 0
+        if self.bar.isVisibleTo(self):  # its text wraps: its height depends on the width
+            bar = self.bar.heightForWidth(self.width())
+            bar = bar if bar > 0 else self.bar.sizeHint().height()
         return bar + header + frame + count * self.view.verticalHeader().defaultSectionSize()
 
     def view_index(self, row: int, column: int) -> QModelIndex:
@@ -716,6 +747,7 @@ class LayerTable(QWidget):
         count = len(self.session.layer_names())
         self.bar.running(f"measuring the sensitivity of {count} layers on {spec} (two "
                          "evaluations per layer)…")  # fmt: skip
+        self.height_changed.emit()
         self.sensitivity_task = self.runner.start(
             measure_sensitivity, self.session.snapshot(), split,
             max_samples=SENSITIVITY_SAMPLES, key="table-sensitivity",
@@ -739,7 +771,9 @@ class LayerTable(QWidget):
         self.cancel_sensitivity()
         for key in SENSITIVITY:
             self.view.setColumnHidden(COL[key], True)
-        self.bar.hide()
+        if not self.bar.isHidden():
+            self.bar.hide()
+            self.height_changed.emit()
 
     def sensitivity_shown(self) -> bool:
         return not self.view.isColumnHidden(COL["binarize"])
@@ -758,6 +792,7 @@ class LayerTable(QWidget):
             f"The whole configuration costs {cost_text(whole)} ({whole.verdict})."
         )
         self.bar.finished(text + (f" {OUTDATED}" if stale else ""))
+        self.height_changed.emit()
 
     def _sensitivity_outdated(self) -> None:
         if self.model.sensitivity and not self.model.sensitivity_stale:

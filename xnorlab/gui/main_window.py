@@ -190,6 +190,7 @@ class MainWindow(QMainWindow):
         s.dataset_requested.connect(self.load_dataset_async)
         s.model_requested.connect(self.open_model_async)
         self.table.busy_changed.connect(lambda _busy: self._update_status())
+        self.table.height_changed.connect(lambda: QTimer.singleShot(0, self, self.fit_table))
 
     # ------------------------------------------------------------------ session events
     def show_error(self, message: str) -> None:
