@@ -25,7 +25,7 @@ namespace py = pybind11;
 using namespace xnorlab;
 
 namespace {
-constexpr int kAbiVersion = 3;
+constexpr int kAbiVersion = 4;
 
 using Pair = std::array<int64_t, 2>;
 using Shape4 = std::array<int64_t, 4>;
@@ -246,10 +246,16 @@ py::array conv_output(const ConvShape& s) {
                         s.batch * s.out_h * s.out_w * o);
 }
 
+// The fused epilogue of a conv call: a residual added to the output, then a clamp.
+struct Epilogue {
+  const float* residual = nullptr;
+  float clamp_lo = -__builtin_inff(), clamp_hi = __builtin_inff();
+};
+
 py::tuple run_conv(const ConvShape& s, const PackedBuffers& w, const float* x,
-                   const float* bias, py::array out) {
+                   const float* bias, py::array out, const Epilogue& e = {}) {
   ConvBuffers b{x, w.bits_data, w.tap_sums_data, w.alpha_data, bias,
-                static_cast<float*>(out.mutable_data())};
+                static_cast<float*>(out.mutable_data()), e.residual, e.clamp_lo, e.clamp_hi};
   ConvResult r;
   {
     py::gil_scoped_release release;
@@ -258,8 +264,30 @@ py::tuple run_conv(const ConvShape& s, const PackedBuffers& w, const float* x,
   return py::make_tuple(std::move(out), r.input_has_nan, as_tuple(r.timing));
 }
 
+// A residual (None or float32 NHWC of the output's shape) and clamp bounds (None or lo <= hi,
+// neither NaN) of a conv call.
+Epilogue conv_epilogue(const ConvShape& s, const py::object& residual, const py::object& clamp) {
+  Epilogue e;
+  if (!residual.is_none()) {
+    if (!py::isinstance<py::array>(residual)) {
+      throw py::type_error("residual must be a numpy array or None");
+    }
+    e.residual = dense<float>(residual.cast<py::array>(),
+                              {s.batch, s.out_channels, s.out_h, s.out_w}, "residual",
+                              {0, 2, 3, 1});
+  }
+  if (!clamp.is_none()) {
+    const auto bounds = clamp.cast<std::array<double, 2>>();
+    if (!(bounds[0] <= bounds[1])) value_error("clamp must be (lo, hi) with lo <= hi, no NaN");
+    e.clamp_lo = static_cast<float>(bounds[0]);
+    e.clamp_hi = static_cast<float>(bounds[1]);
+  }
+  return e;
+}
+
 py::tuple conv2d_binding(const ConvParams& p, const PackedBuffers& w, const py::array& x,
-                         const py::object& bias) {
+                         const py::object& bias, const py::object& residual,
+                         const py::object& clamp) {
   const ConvShape& s = p.s;
   if (s.channels != w.in_channels || s.out_channels != w.out_channels ||
       s.kernel_h * s.kernel_w != w.taps) {
@@ -269,7 +297,8 @@ py::tuple conv2d_binding(const ConvParams& p, const PackedBuffers& w, const py::
   const float* xp = dense<float>(x, {s.batch, s.channels, s.height, s.width}, "input",
                                  s.channels_last ? nhwc : std::vector<int>{});
   const float* bp = call_bias(w, bias);
-  return run_conv(s, w, xp, bp, conv_output(s));
+  const Epilogue e = conv_epilogue(s, residual, clamp);
+  return run_conv(s, w, xp, bp, conv_output(s), e);
 }
 
 constexpr int kMaxLinearRank = 8;
@@ -430,7 +459,9 @@ PYBIND11_MODULE(_native, m) {
   m.def("set_threads", &set_threads, py::arg("threads"), "Resize the pool (1..256).");
   m.def("xnor_conv2d", &conv2d_binding, py::arg("params"), py::arg("weight"),
         py::arg("x").noconvert(), py::arg("bias") = py::none(),
-        "XNOR conv2d; returns (out, input_has_nan, (pack_s, popcount_s, scale_s, total_s)).");
+        py::arg("residual").noconvert() = py::none(), py::arg("clamp") = py::none(),
+        "XNOR conv2d, then out = clamp(out + residual) when given; returns (out, "
+        "input_has_nan, (pack_s, popcount_s, scale_s, total_s)).");
   m.def("xnor_linear", &linear_binding, py::arg("weight"), py::arg("x").noconvert(),
         py::arg("scaling"), py::arg("bias") = py::none(),
         "XNOR Linear on the last dim of x (..., F); returns (out (..., O), input_has_nan, "

@@ -90,7 +90,7 @@ def test_deploy_equals_the_simulation_and_fuses_conv_bn_act(isa: str) -> None:
     assert_close(got, expected)
     report = deployed.deploy_report
     assert isinstance(report, DeployReport) and report.traced and report.reason == ""
-    assert report.fused == ["3+4+5", "6.conv1+6.bn1+6.relu", "6.conv2+6.bn2"]
+    assert report.fused == ["3+4+5", "6.conv1+6.bn1+6.relu", "6.conv2+6.bn2+add+6.act"]
     assert sum(isinstance(m, FusedXnorConv) for m in deployed.modules()) == 3
     assert not deployed.training
 
@@ -167,27 +167,67 @@ def test_resnet18_paper_preset_deploys_fused_and_equal(isa: str) -> None:
     fused = deployed.deploy_report.fused
     assert len(fused) == 19 and "layer1.0.conv1+layer1.0.bn1+layer1.0.relu" in fused
     assert "layer2.0.downsample.0+layer2.0.downsample.1" in fused
+    assert "layer2.0.conv2+layer2.0.bn2+add_2+layer2.0.relu" in fused
+
+
+class BroadcastShortcut(nn.Module):
+    """conv -> BN -> + a per-channel shortcut (broadcast over pixels) -> ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x.mean(dim=(1, 2, 3), keepdim=True)
+        return self.relu(torch.add(self.bn(self.conv(x)), shortcut))
+
+
+def test_a_shortcut_that_broadcasts_is_added_after_the_engine_call(isa: str) -> None:
+    model = randomize_batchnorms(BroadcastShortcut()).eval()
+    binarize_model(model, {"conv": "xnor"}, warn_first_last=False)
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        expected = model(x)
+        deployed = xnorlab.deploy(model)
+        got = deployed(x)
+    assert deployed.deploy_report.fused == ["conv+bn+add+relu"]
+    assert_close(got, expected)
+
+
+class ConvBnBlock(nn.Module):
+    """conv -> BN [-> + a float 1x1 projection of the input] [-> activation]."""
+
+    def __init__(self, conv: nn.Conv2d, act: nn.Module | None, residual: bool) -> None:
+        super().__init__()
+        self.conv, self.bn, self.act = conv, nn.BatchNorm2d(conv.out_channels), act
+        stride = conv.stride
+        self.proj = nn.Conv2d(conv.in_channels, conv.out_channels, 1, stride) if residual else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.bn(self.conv(x))
+        if self.proj is not None:
+            out = out + self.proj(x)
+        return out if self.act is None else self.act(out)
 
 
 @settings(max_examples=25, deadline=None)
 @given(
     channels=st.integers(1, 80), out_channels=st.integers(1, 70), size=st.integers(3, 9),
     kernel=st.sampled_from([1, 3]), stride=st.integers(1, 2), bias=st.booleans(),
-    act=st.sampled_from(["none", "relu", "hardtanh"]), seed=st.integers(0, 2**16),
+    act=st.sampled_from(["none", "relu", "hardtanh"]), residual=st.booleans(),
+    seed=st.integers(0, 2**16),
 )  # fmt: skip
-def test_fused_conv_equals_conv_then_batchnorm_then_clamp(
+def test_fused_conv_equals_conv_batchnorm_add_clamp(
     channels: int, out_channels: int, size: int, kernel: int, stride: int, bias: bool, act: str,
-    seed: int,
+    residual: bool, seed: int,
 ) -> None:  # fmt: skip
     torch.manual_seed(seed)
-    layers: list[nn.Module] = [
-        nn.Conv2d(channels, out_channels, kernel, stride, padding=kernel // 2, bias=bias),
-        nn.BatchNorm2d(out_channels),
-    ]
-    if act != "none":
-        layers.append(nn.ReLU() if act == "relu" else nn.Hardtanh(-0.5, 0.7))
-    model = randomize_batchnorms(nn.Sequential(*layers), seed).eval()
-    binarize_model(model, {"0": "xnor"}, warn_first_last=False)
+    conv = nn.Conv2d(channels, out_channels, kernel, stride, padding=kernel // 2, bias=bias)
+    activation = {"none": None, "relu": nn.ReLU(), "hardtanh": nn.Hardtanh(-0.5, 0.7)}[act]
+    model = randomize_batchnorms(ConvBnBlock(conv, activation, residual), seed).eval()
+    binarize_model(model, {"conv": "xnor"}, warn_first_last=False)
     x = torch.randn(2, channels, size, size)
     with torch.no_grad():
         expected = model(x)
@@ -199,4 +239,5 @@ def test_fused_conv_equals_conv_then_batchnorm_then_clamp(
                 assert_close(deployed(x), expected)
         finally:
             engine.set_isa(before)
-    assert len(deployed.deploy_report.fused) == 1
+    (chain,) = deployed.deploy_report.fused
+    assert chain == "conv+bn" + ("+add" if residual else "") + ("+act" if act != "none" else "")

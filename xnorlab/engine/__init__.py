@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -65,6 +66,7 @@ from xnorlab.engine.packed import (
 from xnorlab.engine.profiling import KernelTiming, is_profiling, profile, record
 
 __all__ = [
+    "Epilogue",
     "KernelConfigError",
     "KernelInputError",
     "KernelTiming",
@@ -144,13 +146,55 @@ def _conv_params(native: Any, x: Tensor, channels_last: bool, packed: PackedConv
 _ConvCall = tuple[Any, Any, Any]
 
 
+@dataclass(frozen=True)
+class Epilogue:
+    """What a conv call applies to its output in the engine: ``clamp(out + residual, lo, hi)``.
+
+    ``residual``: a float tensor of the output's shape (channels_last memory avoids a copy);
+    ``clamp``: ``(lo, hi)`` bounds, ``lo <= hi`` (``(0, inf)`` is ReLU). NaN stays NaN.
+    """
+
+    residual: Tensor | None = None
+    clamp: tuple[float, float] | None = None
+
+
+_NO_EPILOGUE = Epilogue()
+
+
+def _residual_array(epilogue: Epilogue, out_shape: tuple[int, ...]) -> Any:
+    """The residual as a float32 NHWC numpy view (a copy only if it is in another layout)."""
+    residual = epilogue.residual
+    if residual is None:
+        return None
+    if not isinstance(residual, Tensor) or not residual.is_floating_point():
+        raise KernelTypeError("residual must be a float tensor")
+    if residual.device.type != "cpu" or tuple(residual.shape) != tuple(out_shape):
+        raise KernelInputError(
+            f"residual must be a CPU tensor of the output's shape {tuple(out_shape)}, "
+            f"got {tuple(residual.shape)}"
+        )
+    dense = residual.to(torch.float32).contiguous(memory_format=torch.channels_last)
+    return _numpy(dense)
+
+
+def _clamp_bounds(epilogue: Epilogue) -> tuple[float, float] | None:
+    if epilogue.clamp is None:
+        return None
+    lo, hi = (float(v) for v in epilogue.clamp)
+    if not lo <= hi:
+        raise KernelInputError(f"clamp must be (lo, hi) with lo <= hi, got {epilogue.clamp!r}")
+    return (lo, hi)
+
+
 def _run_conv(call: _ConvCall, x: Tensor, packed: PackedConv2dWeight, bias: Any,
-              start: float) -> Tensor:  # fmt: skip
+              start: float, epilogue: Epilogue = _NO_EPILOGUE) -> Tensor:  # fmt: skip
     """Run ``call`` on the float32 input ``x``; returns the channels_last float32 output."""
     conv, params, buffers = call
     bias_array = _bias_array(packed, bias)
+    residual = _residual_array(epilogue, params.out_shape)
+    clamp = _clamp_bounds(epilogue)
     try:
-        out, has_nan, split = conv(params, buffers, _numpy(x), bias_array)
+        out, has_nan, split = conv(params, buffers, _numpy(x), bias_array, residual, clamp)
     except (ValueError, TypeError) as exc:
         raise _native_error(exc) from exc
     if has_nan:
@@ -202,8 +246,11 @@ def xnor_conv2d(
     pad_mode: PadMode | str = "zero",
     scaling: InputScaling | str = "kmap",
     groups: int = 1,
+    epilogue: Epilogue = _NO_EPILOGUE,
 ) -> Tensor:
-    """XNOR conv2d, ``(pad(sign(x)) (*) sign(W)) * alpha[c] * S + bias`` (see module doc).
+    """XNOR conv2d, ``(pad(sign(x)) (*) sign(W)) * alpha[c] * S + bias`` (see module doc),
+    then ``clamp(out + residual, lo, hi)`` for an :class:`Epilogue` (fused in the engine, per
+    tile while it is in cache; the reference adds and clamps afterwards).
 
     Calls repeating an earlier call's input shape, layout and settings on the same packed
     weight reuse its validated native parameters (the per-call work is then the native call,
@@ -215,14 +262,15 @@ def xnor_conv2d(
         key = _call_key(x, stride, padding, dilation, pad_mode, scaling)
         cached = weight.call_cache.get(key) if key is not None else None
         if cached is not None:
-            return _run_conv(cached, x, weight, bias, start)
+            return _run_conv(cached, x, weight, bias, start, epilogue)
     x = check_input(x, 4, 4, "xnor_conv2d")
     mode, pad = parse_scaling(scaling), parse_pad_mode(pad_mode)
     native = native_module()
     if check_groups(groups) != 1 or native is None:
         _check_reference_conv(x, weight, stride, padding, dilation)
-        return reference.xnor_conv2d(x, weight, bias, stride, padding, dilation, pad.value,
-                                     mode.value, groups)  # fmt: skip
+        out = reference.xnor_conv2d(x, weight, bias, stride, padding, dilation, pad.value,
+                                    mode.value, groups)  # fmt: skip
+        return _reference_epilogue(out, epilogue)
     packed = _as_packed_conv(weight)
     if int(x.shape[1]) != packed.in_channels:
         raise KernelInputError(
@@ -235,8 +283,17 @@ def xnor_conv2d(
     call = (native.xnor_conv2d, params, _buffers(native, packed))
     if key is not None:
         _remember(packed, key, call)
-    result = _run_conv(call, x32, packed, bias, start)
+    result = _run_conv(call, x32, packed, bias, start, epilogue)
     return result if x.dtype == torch.float32 else result.to(x.dtype)
+
+
+def _reference_epilogue(out: Tensor, epilogue: Epilogue) -> Tensor:
+    """The epilogue after a reference conv, in the same order as the engine's."""
+    if epilogue.residual is not None:
+        _residual_array(epilogue, tuple(out.shape))  # the same checks as the engine's
+        out = out + epilogue.residual.to(out.dtype)
+    bounds = _clamp_bounds(epilogue)
+    return out if bounds is None else out.clamp(bounds[0], bounds[1])
 
 
 def _remember(packed: PackedConv2dWeight | PackedLinearWeight, key: Any, call: Any) -> None:

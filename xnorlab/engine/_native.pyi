@@ -89,11 +89,18 @@ def set_active_isa(name: str) -> None: ...
 def get_threads() -> int: ...
 def set_threads(threads: int) -> None: ...
 def xnor_conv2d(
-    params: ConvParams, weight: PackedBuffers, x: Float32Array, bias: Float32Array | None = None
+    params: ConvParams,
+    weight: PackedBuffers,
+    x: Float32Array,
+    bias: Float32Array | None = None,
+    residual: Float32Array | None = None,
+    clamp: tuple[float, float] | None = None,
 ) -> tuple[Float32Array, bool, Timing]:
     """XNOR conv2d of ``x`` (``params.input_shape``, NCHW or NHWC memory per
     ``params.channels_last``). Returns ``(out, input_has_nan, timing)``; ``out`` has shape
-    ``params.out_shape`` in NHWC memory (channels_last). ``bias`` overrides the packed one."""
+    ``params.out_shape`` in NHWC memory (channels_last). ``bias`` overrides the packed one.
+    Fused epilogue: ``out = clamp(out + residual, lo, hi)`` with ``residual`` of
+    ``params.out_shape`` in NHWC memory and ``clamp = (lo, hi)``, ``lo <= hi``."""
 
 def xnor_linear(
     weight: PackedBuffers, x: Float32Array, scaling: str, bias: Float32Array | None = None

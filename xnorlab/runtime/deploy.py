@@ -2,20 +2,23 @@
 
 The prepared copy runs every wrapped layer natively (``Backend.NATIVE``), in eval mode, with
 its 4-D input put in channels_last memory (the engine's output layout), and its binary weights
-packed once, at deploy time. A torch.fx pass folds each eval-mode ``BatchNorm2d`` that directly
-follows an XNOR conv into that conv's per-channel scale and shift, and a ReLU / Hardtanh after
-it into an in-place clamp of the conv's output:
+packed once, at deploy time. A torch.fx pass turns each chain
+``XNOR conv -> BatchNorm2d [-> + shortcut] [-> ReLU / ReLU6 / Hardtanh]`` into one engine call:
+the eval-mode BatchNorm is folded into the conv's per-channel scale and shift,
 
     (dot * alpha * S + b) * g + h  ==  dot * (alpha * g) * S + (b * g + h),
     g = gamma / sqrt(running_var + eps),  h = beta - running_mean * g
 
-(equal up to float rounding). A model fx cannot trace is deployed unfused; the returned
-``DeployReport`` says which happened.
+(equal up to float rounding), and the shortcut add and the clamp run in the engine's epilogue
+(``xnorlab.engine.Epilogue``: ``clamp(out + shortcut, lo, hi)``, the add and the clamp in the
+same order as torch's). A model fx cannot trace is deployed unfused; the returned model's
+``deploy_report`` (a :class:`DeployReport`) says which happened.
 """
 
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,15 +29,16 @@ from torch import Tensor, fx, nn
 
 from xnorlab.binary.layers import BinarizableLayer, BinConv2d
 from xnorlab.binary.modes import Backend, Mode
-from xnorlab.engine import xnor_conv2d
+from xnorlab.engine import Epilogue, xnor_conv2d
+from xnorlab.engine._checks import conv_geometry
 from xnorlab.engine.packed import PackedConv2dWeight
 from xnorlab.runtime.integration import channels_last_hook, packed_weight
 
 
 @dataclass
 class DeployReport:
-    """What :func:`deploy` did: ``fused`` names ``conv+bn[+act]`` groups, ``traced`` whether fx
-    traced the model, ``reason`` why it did not (empty when it did)."""
+    """What :func:`deploy` did: ``fused`` names the fused chains (``conv+bn[+add][+act]``, by
+    graph node), ``traced`` whether fx traced the model, ``reason`` why not (empty if it did)."""
 
     traced: bool = False
     reason: str = ""
@@ -42,8 +46,8 @@ class DeployReport:
 
 
 class FusedXnorConv(nn.Module):
-    """An XNOR conv with its folded BatchNorm and optional clamp: one engine call
-    ``clamp(dot * alpha' * S + b', low, high)`` (the clamp in place on the engine's output)."""
+    """An XNOR conv with its folded BatchNorm, an optional shortcut add and an optional clamp:
+    one engine call ``clamp(dot * alpha' * S + b' + shortcut, low, high)``."""
 
     def __init__(self, conv: BinConv2d, bn: nn.BatchNorm2d, bounds: tuple[float, float] | None):
         super().__init__()
@@ -53,15 +57,34 @@ class FusedXnorConv(nn.Module):
         packed = packed_weight(conv)
         assert isinstance(packed, PackedConv2dWeight)
         self.packed = fold_batchnorm(packed, bn)
+        self._fits: dict[tuple[Any, ...], bool] = {}  # per (input, shortcut) shape
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = xnor_conv2d(
+    def forward(self, x: Tensor, shortcut: Tensor | None = None) -> Tensor:
+        if shortcut is None or self._shortcut_fits(x, shortcut):
+            return self._conv(x, Epilogue(shortcut, self.bounds))
+        # A shortcut that broadcasts: the add and the clamp run in torch, after the conv.
+        out = self._conv(x, Epilogue()) + shortcut
+        return out if self.bounds is None else out.clamp(*self.bounds)
+
+    def _conv(self, x: Tensor, epilogue: Epilogue) -> Tensor:
+        out: Tensor = xnor_conv2d(
             x, self.packed, None, self.stride, self.padding, self.dilation,
-            pad_mode=self.pad_mode, scaling=self.scaling,
+            pad_mode=self.pad_mode, scaling=self.scaling, epilogue=epilogue,
         )  # fmt: skip
-        if self.bounds is not None:
-            out.clamp_(self.bounds[0], self.bounds[1])
         return out
+
+    def _shortcut_fits(self, x: Tensor, shortcut: Tensor) -> bool:
+        """Whether ``shortcut`` has the conv output's shape (the engine adds no broadcast)."""
+        key = (tuple(x.shape), tuple(shortcut.shape))
+        fits = self._fits.get(key)
+        if fits is None:
+            if len(self._fits) > 16:
+                self._fits.clear()
+            geo = conv_geometry(x.shape, self.packed.kernel_size, self.packed.out_channels,
+                                self.stride, self.padding, self.dilation)  # fmt: skip
+            out_shape = (int(x.shape[0]), self.packed.out_channels, geo.out_h, geo.out_w)
+            fits = self._fits[key] = key[1] == out_shape
+        return fits
 
     def extra_repr(self) -> str:
         packed = self.packed
@@ -116,7 +139,7 @@ _RELU_FUNCTIONS: set[Callable[..., Any]] = {F.relu, torch.relu}
 def _clamp_bounds(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[float, float] | None:
     """The (low, high) of a ReLU / ReLU6 / Hardtanh node, or None if ``node`` is none of them."""
     if node.op == "call_module":
-        module = modules[str(node.target)]
+        module = modules.get(str(node.target))
         if type(module) is nn.ReLU:
             return (0.0, float("inf"))
         if type(module) in (nn.Hardtanh, nn.ReLU6):
@@ -132,18 +155,32 @@ def _single_user(node: fx.Node) -> fx.Node | None:
     return users[0] if len(users) == 1 else None
 
 
+_ADD_FUNCTIONS: set[Callable[..., Any]] = {operator.add, operator.iadd, torch.add}
+
+
+def _shortcut_of(add: fx.Node, value: fx.Node) -> fx.Node | None:
+    """The other operand of ``add`` if it is a plain two-tensor addition with ``value``."""
+    if add.op != "call_function" or add.target not in _ADD_FUNCTIONS or add.kwargs:
+        return None
+    if len(add.args) != 2 or value not in add.args:
+        return None
+    other = add.args[1] if add.args[0] is value else add.args[0]
+    return other if isinstance(other, fx.Node) and other is not value else None
+
+
 @dataclass
 class _Chain:
-    """One fusable ``XNOR conv -> BatchNorm2d [-> clamp]`` chain of graph nodes."""
+    """One fusable ``XNOR conv -> BatchNorm2d [-> add] [-> clamp]`` chain of graph nodes."""
 
     nodes: list[fx.Node]  # in graph order; the last one's value is the chain's output
     conv: BinConv2d
     bn: nn.BatchNorm2d
-    bounds: tuple[float, float] | None
+    shortcut: fx.Node | None = None
+    bounds: tuple[float, float] | None = None
 
     @property
     def name(self) -> str:
-        return "+".join(str(node.target) for node in self.nodes)
+        return "+".join(str(n.target) if n.op == "call_module" else n.name for n in self.nodes)
 
 
 def _chain_at(node: fx.Node, modules: dict[str, nn.Module]) -> _Chain | None:
@@ -154,14 +191,21 @@ def _chain_at(node: fx.Node, modules: dict[str, nn.Module]) -> _Chain | None:
     bn_node = _single_user(node)
     if bn_node is None or bn_node.op != "call_module" or bn_node.args[:1] != (node,):
         return None
-    bn = modules[str(bn_node.target)]
+    bn = modules.get(str(bn_node.target))
     if not isinstance(bn, nn.BatchNorm2d) or not _fusable_bn(bn, conv.out_channels):
         return None
-    act_node = _single_user(bn_node)
+    chain = _Chain([node, bn_node], conv, bn)
+    add_node = _single_user(bn_node)
+    shortcut = None if add_node is None else _shortcut_of(add_node, bn_node)
+    if add_node is not None and shortcut is not None:
+        chain.nodes.append(add_node)
+        chain.shortcut = shortcut
+    act_node = _single_user(chain.nodes[-1])
     bounds = None if act_node is None else _clamp_bounds(act_node, modules)
-    if act_node is None or bounds is None:
-        return _Chain([node, bn_node], conv, bn, None)
-    return _Chain([node, bn_node, act_node], conv, bn, bounds)
+    if act_node is not None and bounds is not None:
+        chain.nodes.append(act_node)
+        chain.bounds = bounds
+    return chain
 
 
 def _fuse_graph(gm: fx.GraphModule) -> list[str]:
@@ -174,8 +218,9 @@ def _fuse_graph(gm: fx.GraphModule) -> list[str]:
             continue
         target = chain.name.replace(".", "_").replace("+", "__")
         gm.add_submodule(target, FusedXnorConv(chain.conv, chain.bn, chain.bounds))
+        args = (node.args[0],) if chain.shortcut is None else (node.args[0], chain.shortcut)
         with gm.graph.inserting_after(chain.nodes[-1]):
-            new = gm.graph.call_module(target, (node.args[0],))
+            new = gm.graph.call_module(target, args)
         chain.nodes[-1].replace_all_uses_with(new)
         for dead in reversed(chain.nodes):
             gm.graph.erase_node(dead)

@@ -37,6 +37,11 @@ struct ConvBuffers {
   const float* alpha;         // [blocks * kOcBlock]
   const float* bias;          // [blocks * kOcBlock]
   float* out;                 // NHWC [batch][out_h][out_w][out_channels]
+  // Fused epilogue, out = clamp(transform + residual, clamp_lo, clamp_hi), applied per tile
+  // while the tile is in L1: `residual` (NHWC like out, or nullptr) and the clamp bounds
+  // (-inf / +inf: none; NaN stays NaN, as in torch.clamp).
+  const float* residual = nullptr;
+  float clamp_lo = -__builtin_inff(), clamp_hi = __builtin_inff();
 };
 
 struct ConvResult {
