@@ -43,17 +43,17 @@ def _bin_block(
 
 
 class LeNet(nn.Sequential):
-    """LeNet-5-style net for ``1 x 28 x 28`` digits (~319k parameters, 1.3 MB in float32).
+    """LeNet-5-style net for ``1 x 28 x 28`` digits.
 
     ``conv1`` 1->32 5x5 (float) -> ``pool1`` -> [``bn2`` -> ``act2`` -> ``conv2`` 32->64 5x5]
-    -> ``pool2`` -> ``flatten`` (64*4*4) -> [``bn3`` -> ``act3`` -> ``fc3`` 1024->256] ->
-    [``bn4`` -> ``act4`` -> ``fc4`` 256->classes] (float). No padding anywhere, so zero and one
-    padding of binary inputs give the same result.
+    -> ``pool2`` -> ``flatten`` (64*4*4) -> [``bn3`` -> ``act3`` -> ``fc3`` 1024->hidden] ->
+    [``bn4`` -> ``act4`` -> ``fc4`` hidden->classes] (float). No padding anywhere, so zero and
+    one padding of binary inputs give the same result.
     """
 
     input_shape = (1, 28, 28)
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10, hidden: int = 512) -> None:
         layers: list[tuple[str, nn.Module]] = [
             ("conv1", nn.Conv2d(1, 32, 5, bias=False)),  # first layer: float
             ("pool1", nn.MaxPool2d(2)),
@@ -62,10 +62,10 @@ class LeNet(nn.Sequential):
             ("flatten", nn.Flatten()),
             ("bn3", nn.BatchNorm1d(64 * 4 * 4)),
             ("act3", nn.Hardtanh()),
-            ("fc3", nn.Linear(64 * 4 * 4, 256, bias=False)),
-            ("bn4", nn.BatchNorm1d(256)),
+            ("fc3", nn.Linear(64 * 4 * 4, hidden, bias=False)),
+            ("bn4", nn.BatchNorm1d(hidden)),
             ("act4", nn.Hardtanh()),
-            ("fc4", nn.Linear(256, num_classes)),  # last layer: float
+            ("fc4", nn.Linear(hidden, num_classes)),  # last layer: float
         ]
         super().__init__(OrderedDict(layers))
 
