@@ -127,6 +127,15 @@ def test_settings_remember_layout_theme_and_recent_models(qtbot: QtBot, window: 
     again.set_theme("light")
 
 
+def test_a_code_spec_is_recent_but_never_reopened_by_itself(
+    qtbot: QtBot, window: MainWindow
+) -> None:
+    window.remember_model("demo:lenet")
+    window.remember_model("my_net.py:Net")
+    assert window.recent_models()[0] == "my_net.py:Net"  # the user may pick it again
+    assert settings().value("last_model") == "demo:lenet"  # the next start runs no code
+
+
 def contrast(a: QColor, b: QColor) -> float:
     def luminance(c: QColor) -> float:
         channels = []

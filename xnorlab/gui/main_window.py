@@ -55,6 +55,7 @@ from xnorlab.gui.panels.training import TrainingPanel
 from xnorlab.gui.views import LayerViews
 from xnorlab.gui.workers import TaskRunner
 from xnorlab.lab.session import InputKind, LabSession, load_dataset_for
+from xnorlab.models.spec import code_spec_of
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +394,10 @@ class MainWindow(QMainWindow):
         store = settings()
         recent = [r for r in self.recent_models() if r != spec]
         store.setValue("recent_models", [spec, *recent][:MAX_RECENT])
-        store.setValue("last_model", spec)
+        # A FILE.py:Class spec runs the user's code: it is opened again only when the user
+        # picks it (recent list), never by itself at the next start.
+        if code_spec_of(spec) is None:
+            store.setValue("last_model", spec)
         self.fill_recent_menu()
 
     @staticmethod
