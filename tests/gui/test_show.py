@@ -116,6 +116,7 @@ def test_without_labels_there_are_statistics_but_no_accuracy(qtbot: QtBot) -> No
     qtbot.waitUntil(lambda: not window.busy(), timeout=60_000)
     assert metrics.accuracy is None and "%" not in metrics.current_acc.text()
     assert "no accuracy" in window.session.dataset_spec
+    assert metrics.acc_message.text().startswith("the data have no labels: no accuracy")
 
 
 @pytest.mark.parametrize(

@@ -347,13 +347,21 @@ class MetricsPanel(QWidget):
         except XnorlabError as exc:
             show_message(self.acc_message, str(exc), error=True)
             return
-        if split is None:
+        unlabelled = self.session.dataset is not None and not self.session.dataset.info.get(
+            "labelled", True
+        )
+        if split is None or unlabelled:
             self.accuracy = None  # an older model's or dataset's numbers would mislead
             self._clear(self._accuracy_labels())
             for label in (self.float_interval, self.current_interval, self.drop_interval,
                           self.acc_verdict):  # fmt: skip
                 label.setText("")
-            show_message(self.acc_message, "open a dataset to measure accuracy (Ctrl+D)")
+            show_message(
+                self.acc_message,
+                "the data have no labels: no accuracy (the views still use them)"
+                if unlabelled
+                else "open a dataset to measure accuracy (Ctrl+D)",
+            )
             self._accuracy_done(generation)
             return
         key = self._float_key()
