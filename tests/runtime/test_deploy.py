@@ -90,7 +90,7 @@ def test_deploy_equals_the_simulation_and_fuses_conv_bn_act(isa: str) -> None:
     assert_close(got, expected)
     report = deployed.deploy_report
     assert isinstance(report, DeployReport) and report.traced and report.reason == ""
-    assert report.fused == ["3+4+5", "6.conv1+6.bn1+6.relu", "6.conv2+6.bn2+add+6.act"]
+    assert report.fused == ["0+1", "3+4+5", "6.conv1+6.bn1+6.relu", "6.conv2+6.bn2+add+6.act"]
     assert sum(isinstance(m, FusedXnorConv) for m in deployed.modules()) == 3
     assert not deployed.training
 
@@ -105,8 +105,11 @@ def test_deploy_leaves_the_callers_model_alone_and_shares_its_weights() -> None:
         if isinstance(module, BinConv2d):
             assert module.config.backend is Backend.TORCH and module.native_cache is None
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # Shared, except the float conv "0" into which BatchNorm "1" was folded (a new weight).
     params = {id(p) for p in model.parameters()}
-    assert {id(p) for p in deployed.parameters()} <= params  # shared, nothing copied
+    assert all(id(p) in params for n, p in deployed.named_parameters() if not n.startswith("0."))
+    assert id(dict(deployed.named_parameters())["9.weight"]) == id(model[9].weight)
+    assert not torch.equal(dict(deployed.named_parameters())["0.weight"], model[0].weight)
     assert isinstance(dict(deployed.named_modules())["9"], nn.Linear)
     with torch.no_grad():
         deployed(torch.randn(1, 3, 8, 8))
@@ -165,7 +168,8 @@ def test_resnet18_paper_preset_deploys_fused_and_equal(isa: str) -> None:
         got = deployed(x)
     assert_close(got, expected)
     fused = deployed.deploy_report.fused
-    assert len(fused) == 19 and "layer1.0.conv1+layer1.0.bn1+layer1.0.relu" in fused
+    assert len(fused) == 20 and fused[0] == "conv1+bn1"
+    assert "layer1.0.conv1+layer1.0.bn1+layer1.0.relu" in fused
     assert "layer2.0.downsample.0+layer2.0.downsample.1" in fused
     assert "layer2.0.conv2+layer2.0.bn2+add_2+layer2.0.relu" in fused
 

@@ -3,7 +3,8 @@
 The prepared copy runs every wrapped layer natively (``Backend.NATIVE``), in eval mode, with
 its 4-D input put in channels_last memory (the engine's output layout), and its binary weights
 packed once, at deploy time. A torch.fx pass turns each chain
-``XNOR conv -> BatchNorm2d [-> + shortcut] [-> ReLU / ReLU6 / Hardtanh]`` into one engine call:
+``XNOR conv -> BatchNorm2d [-> + shortcut] [-> ReLU / ReLU6 / Hardtanh]`` into one engine call
+(and folds an eval BatchNorm2d after a float conv into that conv's weight and bias):
 the eval-mode BatchNorm is folded into the conv's per-channel scale and shift,
 
     (dot * alpha * S + b) * g + h  ==  dot * (alpha * g) * S + (b * g + h),
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from xnorlab.binary.layers import BinarizableLayer, BinConv2d
 from xnorlab.binary.modes import Backend, Mode
@@ -208,11 +210,44 @@ def _chain_at(node: fx.Node, modules: dict[str, nn.Module]) -> _Chain | None:
     return chain
 
 
+def _float_conv_bn(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
+    """The BatchNorm node after a float conv node (its one user), or None."""
+    conv = modules.get(str(node.target)) if node.op == "call_module" else None
+    if type(conv) is not nn.Conv2d and not (
+        isinstance(conv, BinConv2d) and conv.config.mode is Mode.FLOAT
+    ):
+        return None
+    bn_node = _single_user(node)
+    if bn_node is None or bn_node.op != "call_module" or bn_node.args[:1] != (node,):
+        return None
+    bn = modules.get(str(bn_node.target))
+    return (
+        bn_node if isinstance(bn, nn.BatchNorm2d) and _fusable_bn(bn, conv.out_channels) else None
+    )
+
+
+def _fold_float_conv(gm: fx.GraphModule, node: fx.Node, bn_node: fx.Node,
+                     modules: dict[str, nn.Module]) -> None:  # fmt: skip
+    """Fold the eval BatchNorm ``bn_node`` into the float conv ``node`` (a new weight)."""
+    conv, bn = modules[str(node.target)], modules[str(bn_node.target)]
+    assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+    with torch.no_grad():
+        gm.add_submodule(str(node.target), fuse_conv_bn_eval(conv, bn))
+    bn_node.replace_all_uses_with(node)
+    gm.graph.erase_node(bn_node)
+
+
 def _fuse_graph(gm: fx.GraphModule) -> list[str]:
-    """Replace each chain of ``gm`` by one :class:`FusedXnorConv`; returns the chains' names."""
+    """Replace each chain of ``gm`` by one :class:`FusedXnorConv` and fold each BatchNorm after
+    a float conv into it (``torch.nn.utils.fusion.fuse_conv_bn_eval``); returns their names."""
     modules = dict(gm.named_modules())
     fused: list[str] = []
     for node in list(gm.graph.nodes):
+        bn_node = _float_conv_bn(node, modules)
+        if bn_node is not None:
+            fused.append(f"{node.target}+{bn_node.target}")
+            _fold_float_conv(gm, node, bn_node, modules)
+            continue
         chain = _chain_at(node, modules)
         if chain is None:
             continue
