@@ -11,6 +11,7 @@ from torch import nn
 
 from xnorlab.common.errors import XnorlabError, quoted
 from xnorlab.models.demo import ARCHITECTURES, build_demo
+from xnorlab.models.xresnet import BINARY_ARCHITECTURES
 
 # torchvision is imported inside the functions that name a torchvision model: it is slow to
 # import and sessions with the demo nets never need it.
@@ -76,7 +77,10 @@ def imagenet_weights(name: str) -> dict[str, torch.Tensor] | None:
 
 
 def build_arch(arch: str, num_classes: int | None = None) -> nn.Module:
-    """A demo architecture (``lenet``, ``vgg``) or a torchvision one, random init."""
+    """A demo architecture (``lenet``, ``vgg``), a binary one in the XNOR-Net block order
+    (``xresnet18``) or a torchvision one, random init."""
     if arch in ARCHITECTURES:
         return build_demo(arch, 10 if num_classes is None else num_classes)
+    if arch in BINARY_ARCHITECTURES:
+        return BINARY_ARCHITECTURES[arch](1000 if num_classes is None else num_classes)
     return build_torchvision(arch, num_classes)
