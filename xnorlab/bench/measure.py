@@ -20,6 +20,7 @@ from xnorlab.binary.surgery import binarize_model
 from xnorlab.measure.machine import engine_context
 from xnorlab.measure.timing import Op, RunPlan, Timing, speedup, time_interleaved
 from xnorlab.models.zoo import build_torchvision
+from xnorlab.runtime.deploy import deploy
 
 # --------------------------------------------------------------------------- conv rows
 
@@ -348,8 +349,10 @@ class ModelResult:
 
     The engine runs the binarized model twice: as built (NCHW, ``engine_time``) and converted
     to channels_last with a channels_last input (``engine_channels_last``), the layout in which
-    torch's float stem (conv1, max-pool) is fast. Splits are summed over one forward's native
-    calls; their ``call_s`` is the rest of the model, run by torch.
+    torch's float stem (conv1, max-pool) is fast, and ``deployed``: ``xnorlab.deploy`` of it
+    (packed once, channels_last, conv -> BN -> add -> ReLU fused) on the NCHW input. Splits are
+    summed over one forward's native calls; their ``call_s`` is the rest of the model, run by
+    torch.
     """
 
     model: str
@@ -367,13 +370,16 @@ class ModelResult:
     split_channels_last: SplitTiming | None
     native_calls_per_forward: int
     max_rel_diff_vs_simulation: float
+    deployed: Timing | None = None
 
     def metrics(self) -> dict[str, float | None]:
         best = min(self.float_nchw.median_s, self.float_channels_last.median_s)
         nchw = speedup(best, self.engine_time.median_s)
         last = speedup(best, self.engine_channels_last.median_s)
+        deployed = None if self.deployed is None else speedup(best, self.deployed.median_s)
         return {"speedup_vs_float": nchw, "speedup_channels_last_vs_float": last,
-                "speedup_best_layout": max(nchw, last)}  # fmt: skip
+                "speedup_best_layout": max(nchw, last),
+                "speedup_deployed_vs_float": deployed}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -408,6 +414,7 @@ def measure_model(
 
     Returns the result and a note on how the engine ran (native or simulated)."""
     m = _model_copies(name, scaling)
+    deployed = deploy(m.binary_nchw)  # outside inference_mode, as the copies (above)
     x = torch.randn(1, 3, image_size, image_size)
     x_last = x.contiguous(memory_format=torch.channels_last)
     ops: dict[str, Op | tuple[Op, Op]] = {
@@ -415,12 +422,13 @@ def measure_model(
         "float_channels_last": lambda: m.float_channels_last(x_last),
         "engine": lambda: m.binary_nchw(x),
         "engine_channels_last": lambda: m.binary_channels_last(x_last),
+        "deployed": lambda: deployed(x),
     }
     runs = max(plan.min_runs, 3)
     with torch.inference_mode():
         simulated = m.binary_nchw(x)
         with engine_context(m.binary_nchw), engine_context(m.binary_channels_last):
-            outputs = (m.binary_nchw(x), m.binary_channels_last(x_last))
+            outputs = (m.binary_nchw(x), m.binary_channels_last(x_last), deployed(x))
             timings = time_interleaved(ops, plan)
             splits = (profile_split(engine, lambda: m.binary_nchw(x), runs),
                       profile_split(engine, lambda: m.binary_channels_last(x_last), runs))  # fmt: skip
@@ -432,6 +440,7 @@ def measure_model(
         name, (1, 3, image_size, image_size), "paper", scaling, torch.get_num_threads(),
         engine.active_isa(), backend, timings["float_nchw"], timings["float_channels_last"],
         timings["engine"], timings["engine_channels_last"], *splits, calls, diff,
+        timings["deployed"],
     )  # fmt: skip
     return result, f"model: XNOR layers ran via {backend} ({calls} native calls per forward)"
 
