@@ -302,7 +302,9 @@ def deploy(model: nn.Module, fuse: bool = True) -> nn.Module:
     unfused; its ``deploy_report``, a :class:`DeployReport`, says which happened). ``model`` itself is not modified. The copy shares
     ``model``'s parameters and buffers, but the packed and fused weights are a snapshot: deploy
     again after changing weights or modes. Run it under ``torch.no_grad()`` (or inference mode):
-    with autograd on, the wrapped layers use the torch simulation.
+    with autograd on, the unfused wrapped layers use the torch simulation, while the fused
+    chains always run in the engine (whose outputs carry no gradient). Without the native
+    module the fused chains run in the engine's reference (``xnorlab.engine.reference``).
     """
     prepared = _shared_copy(model).eval()
     _prepare_layers(prepared)
