@@ -4,12 +4,13 @@ or a DataLoader, no accuracy without labels, one clear error for bad inputs, and
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication, QMainWindow
 from pytestqt.qtbot import QtBot
 from torch import Tensor, nn
@@ -154,20 +155,38 @@ def test_a_live_model_is_not_remembered_as_the_last_model(qtbot: QtBot) -> None:
     assert store.value("last_model", None) is None
 
 
-def test_block_runs_the_event_loop_until_the_app_quits(qtbot: QtBot) -> None:
-    hook = sys.excepthook
-    shown: list[bool] = []
+BLOCKING_SCRIPT = """
+import sys, threading, torch
+from torch import nn
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+import xnorlab
+from xnorlab.gui.main_window import MainWindow
 
-    def close_soon() -> None:
-        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow)]
-        shown.append(any(w.isVisible() for w in windows))
-        QApplication.instance().quit()
+model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 36, 3)).eval()
+hook, shown = sys.excepthook, []
 
-    QTimer.singleShot(300, close_soon)
-    window = xnorlab.show(small_net(), tensors(), block=True)
-    qtbot.addWidget(window)
-    assert shown == [True] and isinstance(window, QMainWindow)
-    assert sys.excepthook is hook  # the window's exception hook lived only as long as the loop
+def close_soon():
+    windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow)]
+    shown.append(any(w.isVisible() for w in windows))
+    QApplication.instance().quit()
+
+app = QApplication(sys.argv[:1])
+QTimer.singleShot(300, close_soon)
+window = xnorlab.show(model, example_input=torch.zeros(1, 8, 8), block=True)
+print("shown", shown, "main window", window.inherits("QMainWindow"), "hook back", sys.excepthook is hook)
+"""
+
+
+def test_block_runs_the_event_loop_until_the_app_quits() -> None:
+    # in its own interpreter, as a script uses it: the loop ends the application, which must
+    # not end the event loop of the test session that runs the other GUI tests
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCKING_SCRIPT], capture_output=True, text=True, timeout=180,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "shown [True] main window True hook back True" in done.stdout
 
 
 BAD = [
