@@ -413,8 +413,8 @@ def _read_full_pickle(path: Path, trust: bool) -> Checkpoint:
     """A pickle naming Python objects: refused unless ``trust`` (loading it can run code)."""
     if not trust:
         raise XnorlabError(
-            f"{path.name} holds Python objects, not only weights; loading it could run code. "
-            f"Use --trust only if you trust where the file comes from"
+            f"{path.name} holds Python objects, not only weights; loading it could run code: "
+            "allow it only if you trust where the file comes from (command line: --trust)"
         )
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
