@@ -146,8 +146,11 @@ def test_session_inputs_are_photos_without_a_dataset_then_the_dataset() -> None:
     session.set_dataset(bundle, "six")
     inputs = session.activation_inputs(4)
     assert inputs.kind is InputKind.DATASET and inputs.labelled
-    assert inputs.description == "4 samples of six"
-    assert inputs.load() is not None and torch.equal(inputs.load(), val.tensors[0][:4])
+    assert inputs.description == "six, 4 items, seed 0 (a: 1, b: 1, c: 2)"  # stratified
+    loaded = inputs.load()
+    assert loaded is not None and len(loaded) == 4
+    rows = [next(i for i, x in enumerate(val.tensors[0]) if torch.equal(row, x)) for row in loaded]
+    assert len(set(rows)) == 4 and sorted({r % 3 for r in rows}) == [0, 1, 2]  # every class
 
 
 def test_session_without_usable_inputs() -> None:

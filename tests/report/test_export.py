@@ -70,7 +70,7 @@ def test_file_stores_the_documented_words(tmp_path: Path, lenet_loaded: LoadedMo
     assert torch.equal(bits, _words_by_the_docs(conv.weight.detach()))
     fc_weight = lenet_loaded.model.get_submodule("fc3").weight.detach()
     assert torch.equal(tensors["fc3.bits"], _words_by_the_docs(fc_weight.unsqueeze(-1)))
-    assert tensors["fc3.bits"].shape == (256, 1, 16)
+    assert tensors["fc3.bits"].shape == (512, 1, 16)  # 512 outputs, 1 tap, 1024 inputs / 64
     alpha = conv.weight.detach().abs().mean(dim=(1, 2, 3))
     torch.testing.assert_close(tensors["conv2.alpha"], alpha)
 
