@@ -21,6 +21,7 @@ from pathlib import Path
 from PySide6.QtCore import QRect
 from PySide6.QtGui import QColor, QImage
 from PySide6.QtWidgets import QAbstractButton, QApplication, QLabel, QWidget
+from wcag import contrast, luminance
 
 from xnorlab.gui.app import DEFAULT_MODEL, SCREENSHOT_SIZE, install_exception_hook
 from xnorlab.gui.main_window import MainWindow
@@ -30,21 +31,6 @@ SECOND_MODEL = "resnet18"
 IDLE_TIMEOUT_S = 240.0
 TEXT_CONTRAST = 4.5  # palette colours: WCAG AA for normal text
 PIXEL_CONTRAST = 3.0  # grabbed pixels: anti-aliasing softens the strongest text pixel a little
-
-
-def luminance(colour: QColor) -> float:
-    """Relative luminance (WCAG 2): linearized sRGB weighted 0.2126 / 0.7152 / 0.0722."""
-    linear = [
-        v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
-        for v in (colour.redF(), colour.greenF(), colour.blueF())
-    ]
-    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-
-
-def contrast(a: QColor, b: QColor) -> float:
-    """WCAG contrast ratio (L_hi + 0.05) / (L_lo + 0.05)."""
-    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
 
 
 def wait_idle(app: QApplication, window: MainWindow, until: str = "") -> float:

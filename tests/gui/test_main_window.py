@@ -13,6 +13,7 @@ from panel_support import simulate_drop
 from PySide6.QtGui import QColor, QImage
 from PySide6.QtWidgets import QApplication, QComboBox
 from pytestqt.qtbot import QtBot
+from wcag import contrast
 
 from xnorlab.binary.modes import Mode
 from xnorlab.gui import style
@@ -134,17 +135,6 @@ def test_a_code_spec_is_recent_but_never_reopened_by_itself(
     window.remember_model("my_net.py:Net")
     assert window.recent_models()[0] == "my_net.py:Net"  # the user may pick it again
     assert settings().value("last_model") == "demo:lenet"  # the next start runs no code
-
-
-def contrast(a: QColor, b: QColor) -> float:
-    def luminance(c: QColor) -> float:
-        channels = []
-        for v in (c.redF(), c.greenF(), c.blueF()):
-            channels.append(v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4)
-        return 0.2126 * channels[0] + 0.7152 * channels[1] + 0.0722 * channels[2]
-
-    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
 
 
 @pytest.mark.parametrize("name", style.THEMES)

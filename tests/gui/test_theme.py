@@ -6,6 +6,7 @@ import pytest
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QApplication, QLabel
 from pytestqt.qtbot import QtBot
+from wcag import contrast
 
 from xnorlab.gui import style
 from xnorlab.gui.main_window import MainWindow
@@ -15,21 +16,6 @@ from xnorlab.lab.session import LabSession
 
 pytestmark = pytest.mark.gui
 READABLE = 4.5  # WCAG AA for normal text
-
-
-def luminance(colour: QColor) -> float:
-    """Relative luminance (WCAG 2): sRGB channels linearized, weighted 0.2126/0.7152/0.0722."""
-    linear = [
-        v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
-        for v in (colour.redF(), colour.greenF(), colour.blueF())
-    ]
-    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-
-
-def contrast(a: QColor, b: QColor) -> float:
-    """WCAG contrast ratio (L_hi + 0.05) / (L_lo + 0.05), from 1 to 21."""
-    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
 
 
 def unreadable_labels(window: MainWindow) -> list[str]:
