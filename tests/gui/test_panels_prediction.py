@@ -194,7 +194,9 @@ def test_each_card_says_which_preprocessing_ran(panel, qtbot, tmp_path) -> None:
     Image.fromarray(paper).save(tmp_path / "paper.png")
     panel.predict_paths([str(tmp_path / "ready.png"), str(tmp_path / "paper.png")])
     wait_until_idle(panel, qtbot)
-    rows = panel.findChildren(PredictionRow)
+    # cards of an earlier prediction may still await deletion (hidden): only the shown ones count
+    rows = [row for row in panel.findChildren(PredictionRow) if row.isVisibleTo(panel)]
+    assert len(rows) == 2
     texts = {Path(row.result.path).name: row.steps_label.text() for row in rows}
     assert texts["ready.png"] == "prepared: taken as it is (28x28, the model's input)"
     assert texts["paper.png"].startswith("prepared: grayscale, inverted (light background)")
