@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 import torch
@@ -72,13 +73,22 @@ class _Run:
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.err: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        self.out: list[str] = []
+        # One reader per stream, and only these: a second reader of stderr (communicate) would
+        # take lines this list never sees.
+        self.readers = [
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.err), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.out), daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.err.append(line.rstrip("\n"))
+    @staticmethod
+    def _read(stream: IO[str] | None, lines: list[str]) -> None:
+        assert stream is not None
+        with stream:
+            for line in stream:
+                lines.append(line.rstrip("\n"))
 
     def wait_for(self, phrase: str) -> None:
         deadline = time.monotonic() + FIRST_EPOCH_S
@@ -103,10 +113,12 @@ class _Run:
         return sorted(found)
 
     def end(self) -> tuple[int, str, float]:
+        """Wait for the exit, then for both streams to reach end of file."""
         start = time.monotonic()
-        out, _ = self.proc.communicate(timeout=END_S)
-        self.reader.join(timeout=5)
-        return self.proc.returncode, out, time.monotonic() - start
+        code = self.proc.wait(timeout=END_S)
+        for reader in self.readers:
+            reader.join(timeout=5)
+        return code, "\n".join(self.out), time.monotonic() - start
 
 
 def _gone(pid: int) -> bool:
