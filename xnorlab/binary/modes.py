@@ -11,15 +11,17 @@ from typing import TypeVar
 
 from xnorlab.common.errors import quoted
 
-_E = TypeVar("_E", bound="_StrEnum")
+_E = TypeVar("_E", bound="StrChoice")
 
 
-class _StrEnum(str, Enum):
+class StrChoice(str, Enum):
+    """A string enum: JSON, CLI flags and combo boxes see its plain value."""
+
     def __str__(self) -> str:
         return str(self.value)
 
     @classmethod
-    def parse(cls: type[_E], value: str | _StrEnum) -> _E:
+    def parse(cls: type[_E], value: str | StrChoice) -> _E:
         """Return the member for ``value`` (case-insensitive), or raise ``ValueError``."""
         if isinstance(value, cls):
             return value
@@ -31,7 +33,7 @@ class _StrEnum(str, Enum):
         raise ValueError(f"unknown {cls.__name__} {quoted(value)} (expected one of: {choices})")
 
 
-class Mode(_StrEnum):
+class Mode(StrChoice):
     """How a conv/linear layer computes.
 
     FLOAT: the original layer. BWN: binary weights ``alpha * sign(W)``, float inputs.
@@ -43,7 +45,7 @@ class Mode(_StrEnum):
     XNOR = "xnor"
 
 
-class InputScaling(_StrEnum):
+class InputScaling(StrChoice):
     """The input scale of an XNOR layer (paper section 3.2).
 
     KMAP: the paper's K map (box filter over mean_c |I|). SCALAR: one beta per sample
@@ -55,7 +57,7 @@ class InputScaling(_StrEnum):
     NONE = "none"
 
 
-class PadMode(_StrEnum):
+class PadMode(StrChoice):
     """What the padded border of a binary input holds.
 
     ZERO: padded taps contribute 0 (PyTorch's zero padding of sign(I)); the default for models
@@ -67,7 +69,7 @@ class PadMode(_StrEnum):
     ONE = "one"
 
 
-class WeightGrad(_StrEnum):
+class WeightGrad(StrChoice):
     """Backward rule of the BWN weight approximation ``W~ = alpha * sign(W)``.
 
     PAPER: eq. 5, dC/dW = dC/dW~ * (1/n + alpha * 1{|W| <= clip}). STE: dC/dW = dC/dW~ *
@@ -78,7 +80,7 @@ class WeightGrad(_StrEnum):
     STE = "ste"
 
 
-class Backend(_StrEnum):
+class Backend(StrChoice):
     """Where an XNOR layer runs at inference: simulated in torch or in the native engine."""
 
     TORCH = "torch"

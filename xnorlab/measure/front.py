@@ -1,0 +1,118 @@
+"""The answer to "what should I binarize?" as data: candidate configurations with their
+measured accuracy, latency and packed memory, and the Pareto front among them.
+
+A point dominates another when it is no worse on all three of (accuracy higher, latency
+lower, memory lower) and strictly better on one. The search (``xnorlab.search``) produces a
+``SearchResult``; the CLI, the app's Search panel and the report only read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from xnorlab.binary.modes import Mode, StrChoice
+from xnorlab.data.sampling import SampleInfo
+from xnorlab.measure.intervals import Accuracy
+
+
+class Objective(StrChoice):
+    """What the search minimizes while accuracy stays within the budget."""
+
+    LATENCY = "latency"  # measured median through the engine, batch 1
+    MEMORY = "memory"  # packed bytes (binary weights at 1 bit)
+
+
+class Agreement(StrChoice):
+    """What a point's accuracy counts: top-1 against labels, or top-1 agreement with the
+    float model's predictions (data without labels)."""
+
+    TOP1 = "top1"
+    FLOAT_AGREEMENT = "agreement"
+
+
+@dataclass(frozen=True)
+class FrontPoint:
+    """One configuration, measured: ``modes`` maps every binarizable layer to its mode;
+    ``accuracy`` is on the score split; ``latency_ms`` the median of interleaved runs with its
+    95 % interval ``latency_interval_ms``; ``memory_bytes`` the packed storage."""
+
+    modes: Mapping[str, Mode]
+    accuracy: Accuracy
+    latency_ms: float
+    latency_interval_ms: tuple[float, float]
+    memory_bytes: int
+
+    @property
+    def binary_layers(self) -> int:
+        return sum(1 for mode in self.modes.values() if mode is not Mode.FLOAT)
+
+    def dominates(self, other: FrontPoint) -> bool:
+        """No worse on accuracy, latency and memory, and better on at least one."""
+        mine = (-self.accuracy.value, self.latency_ms, self.memory_bytes)
+        theirs = (-other.accuracy.value, other.latency_ms, other.memory_bytes)
+        return all(a <= b for a, b in zip(mine, theirs, strict=True)) and mine != theirs
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "modes": {name: str(mode) for name, mode in self.modes.items()},
+            "accuracy": self.accuracy.value,
+            "accuracy_detail": self.accuracy.to_json(),
+            "latency_ms": self.latency_ms,
+            "latency_interval_ms": list(self.latency_interval_ms),
+            "memory_bytes": self.memory_bytes,
+        }
+
+
+def pareto_front(points: Iterable[FrontPoint]) -> tuple[FrontPoint, ...]:
+    """The points no other point dominates, each configuration once, by latency then memory."""
+    unique = {tuple(sorted((k, str(v)) for k, v in p.modes.items())): p for p in points}
+    candidates = list(unique.values())
+    front = [p for p in candidates if not any(q.dominates(p) for q in candidates)]
+    return tuple(sorted(front, key=lambda p: (p.latency_ms, p.memory_bytes)))
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search found. ``float_point``: every layer float. ``front``: the Pareto front
+    of every configuration evaluated. ``chosen``: the front point within ``budget_points`` of
+    the float accuracy on the score split that is best on ``objective`` (None when only the
+    float model is within budget); ``confirm_accuracy`` is the chosen point (and
+    ``confirm_float`` the float model) on the confirm split, which chose nothing."""
+
+    float_point: FrontPoint
+    front: tuple[FrontPoint, ...]
+    chosen: FrontPoint | None
+    confirm_accuracy: Accuracy | None
+    confirm_float: Accuracy | None
+    budget_points: float
+    objective: Objective
+    metric: Agreement
+    score_sample: SampleInfo
+    confirm_sample: SampleInfo
+    evaluated: int  # configurations measured in all
+    finetune_epochs: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        chosen = None
+        if self.chosen is not None:
+            chosen = self.chosen.to_json()
+            confirm = self.confirm_accuracy
+            chosen["confirm_accuracy"] = None if confirm is None else confirm.value
+            chosen["confirm_accuracy_detail"] = None if confirm is None else confirm.to_json()
+        return {
+            "float": self.float_point.to_json()
+            | {
+                "confirm_accuracy": None if self.confirm_float is None else self.confirm_float.value
+            },
+            "front": [point.to_json() for point in self.front],
+            "chosen": chosen,
+            "budget_points": self.budget_points,
+            "objective": str(self.objective),
+            "metric": str(self.metric),
+            "score_sample": self.score_sample.to_json(),
+            "confirm_sample": self.confirm_sample.to_json(),
+            "evaluated": self.evaluated,
+            "finetune_epochs": self.finetune_epochs,
+        }
