@@ -97,11 +97,37 @@ def _position(index: int, count: int) -> str:
     return "+".join(tags)
 
 
+def layer_groups(model: nn.Module) -> list[list[str]]:
+    """The binarizable layers grouped by network: one group, or one per member of a model made
+    of independent networks (``independent_members`` true and a ``members`` ModuleList, as an
+    ensemble), since each member has its own first and last layer that presets keep float."""
+    names = binarizable_names(model)
+    members = getattr(model, "members", None)
+    if not getattr(model, "independent_members", False) or not isinstance(members, nn.ModuleList):
+        return [names] if names else []
+    groups = [[n for n in names if n.startswith(f"members.{i}.")] for i in range(len(members))]
+    return [group for group in groups if group]
+
+
+def _end_layers(model: nn.Module) -> set[str]:
+    """The first and last binarizable layer of each group (``layer_groups``)."""
+    return {name for group in layer_groups(model) for name in (group[0], group[-1])}
+
+
+def _group_positions(model: nn.Module) -> dict[str, str]:
+    return {
+        name: _position(index, len(group))
+        for group in layer_groups(model)
+        for index, name in enumerate(group)
+    }
+
+
 def list_layers(model: nn.Module) -> list[LayerInfo]:
     """Describe every binarizable layer with its current mode (float if not wrapped)."""
     layers = list(iter_binarizable(model))
+    positions = _group_positions(model)
     infos = []
-    for index, (name, module) in enumerate(layers):
+    for name, module in layers:
         params = module.weight.numel() + (module.bias.numel() if module.bias is not None else 0)
         mode = module.mode if isinstance(module, BinarizableLayer) else Mode.FLOAT
         infos.append(
@@ -112,7 +138,7 @@ def list_layers(model: nn.Module) -> list[LayerInfo]:
                 params=params,
                 groups=int(getattr(module, "groups", 1)),
                 mode=mode,
-                position=_position(index, len(layers)),
+                position=positions.get(name, ""),
             )
         )
     return infos
@@ -133,7 +159,7 @@ def preset_modes(model: nn.Module, preset: str) -> dict[str, Mode]:
     if key in ("xnor", "bwn", "float"):
         return dict.fromkeys(names, Mode.parse(key))
     inner = Mode.XNOR if key == "paper" else Mode.BWN
-    ends = {names[0], names[-1]} if names else set()
+    ends = _end_layers(model)
     return {name: (Mode.FLOAT if name in ends else inner) for name in names}
 
 
@@ -237,10 +263,7 @@ def wrap_layers(model: nn.Module, config: LayerConfig | None = None) -> nn.Modul
 
 
 def _warn_first_last(model: nn.Module, modes: Mapping[str, Mode]) -> None:
-    names = binarizable_names(model)
-    if not names:
-        return
-    for name in {names[0], names[-1]}:
+    for name in sorted(_end_layers(model)):
         if modes.get(name, Mode.FLOAT) is not Mode.FLOAT:
             warnings.warn(
                 f"layer {name!r} is the model's first or last layer; the paper keeps it float "

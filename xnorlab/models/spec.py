@@ -47,6 +47,7 @@ from xnorlab.models.checkpoint import (
     read_checkpoint,
 )
 from xnorlab.models.demo import ARCHITECTURES, DEFAULT_DATA, build_demo
+from xnorlab.models.ensemble import member_arch_of
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.user_code import CodeOptions, CodeSpec, load_code_model, parse_code_spec
 from xnorlab.models.xnor_file import SUFFIX, load_xnor
@@ -123,8 +124,9 @@ def _assemble(
 ) -> LoadedModel:
     """The ``LoadedModel`` of ``model``; one forward on plain inputs checks that a model read
     from file ``source`` runs on the input its metadata gives and names its classes."""
-    prep = schema.preprocessing(meta.get("preprocessing")) or _default_preprocessing(arch)
-    names = schema.class_names(meta.get("class_names", [])) or _default_names(model, arch)
+    base = member_arch_of(arch)  # an ensemble's defaults are its members'
+    prep = schema.preprocessing(meta.get("preprocessing")) or _default_preprocessing(base)
+    names = schema.class_names(meta.get("class_names", [])) or _default_names(model, base)
     model.eval()
     if source is not None:
         try:
@@ -138,7 +140,7 @@ def _assemble(
         class_names=names,
         preprocessing=prep,
         modes=current_modes(model) if meta.get("modes") else {},
-        default_data=meta.get("default_data") or DEFAULT_DATA.get(arch),
+        default_data=meta.get("default_data") or DEFAULT_DATA.get(base),
         card=dict(meta.get("card", {})),
         arch=arch,
     )

@@ -11,6 +11,7 @@ from torch import nn
 
 from xnorlab.common.errors import XnorlabError, quoted
 from xnorlab.models.demo import ARCHITECTURES, build_demo
+from xnorlab.models.ensemble import BinaryEnsemble, parse_ensemble_arch
 from xnorlab.models.xresnet import BINARY_ARCHITECTURES
 
 # torchvision is imported inside the functions that name a torchvision model: it is slow to
@@ -78,7 +79,12 @@ def imagenet_weights(name: str) -> dict[str, torch.Tensor] | None:
 
 def build_arch(arch: str, num_classes: int | None = None) -> nn.Module:
     """A demo architecture (``lenet``, ``vgg``), a binary one in the XNOR-Net block order
-    (``xresnet18``) or a torchvision one, random init."""
+    (``xresnet18``), a torchvision one or an ensemble of one of them (``ensemble-ARCH-K``,
+    ``models.ensemble``), random init."""
+    members = parse_ensemble_arch(arch)
+    if members is not None:
+        member_arch, count = members
+        return BinaryEnsemble([build_arch(member_arch, num_classes) for _ in range(count)])
     if arch in ARCHITECTURES:
         return build_demo(arch, 10 if num_classes is None else num_classes)
     if arch in BINARY_ARCHITECTURES:
