@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
+import json
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -222,6 +223,13 @@ def load_mode_map(path: str | Path, model: nn.Module) -> dict[str, Mode]:
         base.update(validate_mode_map(model, layers))
         return base
     return validate_mode_map(model, data)
+
+
+def mode_map_text(modes: Mapping[str, Mode]) -> str:
+    """A mode map as the JSON mode file ``load_mode_map`` reads: ``{"layer": "xnor", ...}``."""
+    return (
+        json.dumps({name: str(Mode.parse(mode)) for name, mode in modes.items()}, indent=2) + "\n"
+    )
 
 
 def resolve_modes(model: nn.Module, spec: str | Mapping[str, Mode | str]) -> dict[str, Mode]:

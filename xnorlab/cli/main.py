@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("xnorlab.cli.train", "train or fine-tune a model in a mode map (paper-style STE)"),
     "eval": ("xnorlab.cli.eval", "top-1/top-5, per-class accuracy and confusion matrix on data"),
     "predict": ("xnorlab.cli.predict", "classify image files (any format, any size)"),
+    "search": ("xnorlab.cli.search", "which layers to binarize: modes within a top-1 budget"),
 }
 
 EXIT_USER_ERROR = 2

@@ -5,7 +5,9 @@ sources and licences in its ``README.md``; built once by ``scripts/build_calibra
 from scikit-image's sample data, which is never imported at run time). They are *unlabelled*:
 they stand in for real inputs when the app or a report needs activation statistics (input
 histograms, sign-flip rates, K maps, float-vs-binarized errors) and no data set is open, e.g.
-for a torchvision model without ImageNet. They are never used to measure accuracy.
+for a torchvision model without ImageNet. They are never used to measure accuracy; the
+search (``xnorlab search --data photos``) counts on seeded crops of them (``PhotoCrops``)
+only how often a configuration agrees with the float model's top-1.
 
 ``calibration_batch(input_shape, preprocessing)`` decodes them with Pillow and turns them into
 the model's input with the same path as a dropped image (``xnorlab.data.images``): centre crop
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data.images import (
@@ -33,6 +36,7 @@ from xnorlab.data.images import (
     image_to_array,
     pixels_to_input,
 )
+from xnorlab.data.sampling import NO_LABEL, SAMPLE_SEED
 
 PHOTO_FILES = (
     "astronaut.jpg",
@@ -133,3 +137,50 @@ def calibration_batch(
     prep = calibration_preprocessing(input_shape, preprocessing)
     used = PHOTO_COUNT if count is None else min(count, PHOTO_COUNT)
     return _converted(prep)[:used].clone()
+
+
+CROPS_PER_PHOTO = 16
+CROP_SHARE = (0.5, 1.0)  # side of a crop as a share of the photo's shorter side
+
+
+def _random_crop(rgb: Tensor, rng: np.random.Generator) -> Tensor:
+    """A square crop of ``rgb`` (side drawn in ``CROP_SHARE`` of the shorter side, position
+    uniform), mirrored left-right with probability 1/2."""
+    height, width = rgb.shape[1:]
+    side = max(1, round(rng.uniform(*CROP_SHARE) * min(height, width)))
+    top = int(rng.integers(0, height - side + 1))
+    left = int(rng.integers(0, width - side + 1))
+    crop = rgb[:, top : top + side, left : left + side]
+    return crop.flip(2) if rng.random() < 0.5 else crop
+
+
+class PhotoCrops(Dataset[tuple[Tensor, int]]):
+    """``per_photo`` seeded random crops of each bundled photo as model inputs, photo by
+    photo, every item labelled ``NO_LABEL``: more unlabelled inputs than the 8 photos for a
+    statistic over items (crops of one photo are alike, so an interval over crops is
+    optimistic)."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        preprocessing: Preprocessing | None = None,
+        per_photo: int = CROPS_PER_PHOTO,
+        seed: int = SAMPLE_SEED,
+    ) -> None:
+        if per_photo < 1:
+            raise XnorlabError(f"crops per photo must be >= 1, got {per_photo}")
+        prep = calibration_preprocessing(input_shape, preprocessing)
+        rng = np.random.default_rng(seed)
+        crops = [
+            pixels_to_input(_random_crop(rgb, rng), prep)
+            for rgb in _photo_pixels()
+            for _ in range(per_photo)
+        ]
+        self.inputs = torch.stack(crops)
+        self.labels = np.full(len(crops), NO_LABEL, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.inputs[index], NO_LABEL

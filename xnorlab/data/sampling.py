@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 SAMPLE_SEED = 0
+NO_LABEL = -1  # the label of an item given without one (never a class: training refuses it)
 
 
 @runtime_checkable
@@ -34,6 +35,13 @@ def dataset_labels(dataset: Dataset[Any]) -> np.ndarray:
     if fast is not None:
         return fast
     return np.asarray([int(item[1]) for item in dataset], dtype=np.int64)  # type: ignore[attr-defined]
+
+
+def is_unlabelled(labels: np.ndarray) -> bool:
+    """True when every item lacks a label (``NO_LABEL``, or any negative label), e.g. the
+    calibration photos or ``xnorlab.show`` with ``X`` only: top-1 against labels cannot be
+    counted on them."""
+    return len(labels) > 0 and bool((labels < 0).all())
 
 
 def _labels_without_items(dataset: Any) -> np.ndarray | None:

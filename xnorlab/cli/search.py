@@ -1,0 +1,216 @@
+"""``xnorlab search MODEL --data D --budget POINTS``: which layers to binarize, and how.
+
+Proposes per-layer modes (float / BWN / XNOR) that keep top-1 within ``--budget`` percentage
+points of the float model on a score split while minimizing the latency measured through the
+engine (or the packed memory, ``--objective memory``); the chosen point is confirmed on a
+second split that chose nothing (``xnorlab.search.walk``). A data set with a fixed split is
+searched on its val split (held out from training; ``--finetune-epochs`` trains on its train
+split); ``--data photos`` uses seeded crops of the bundled photos, unlabelled: top-1 then counts
+agreement with the float model. Prints the float point, the Pareto front and the chosen point;
+``--json`` prints ``SearchResult.to_json``; ``--out`` writes the chosen modes as a mode file
+for ``--modes``. Ctrl-C cancels: one line, exit 130, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from xnorlab.binary.modes import Mode
+from xnorlab.binary.surgery import binarize_model, mode_map_text
+from xnorlab.cli import args as cli_args
+from xnorlab.cli.common import (
+    add_layer_settings,
+    add_model_arguments,
+    add_trust,
+    layer_settings,
+    load_model,
+)
+from xnorlab.cli.progress import ProgressBar
+from xnorlab.cli.report import apply_threads
+from xnorlab.cli.train import _SigintCancel
+from xnorlab.common.atomic import atomic_write_text
+from xnorlab.common.errors import XnorlabError
+from xnorlab.common.tasks import Cancelled
+from xnorlab.data.calibration import PhotoCrops
+from xnorlab.data.datasets import load_dataset, match_classes
+from xnorlab.measure.front import FrontPoint, Objective, SearchResult
+from xnorlab.measure.intervals import Accuracy
+from xnorlab.models.loaded import LoadedModel
+from xnorlab.search.walk import SearchOptions, search_modes
+
+PHOTOS = "photos"
+EXIT_INTERRUPTED = 130
+MODE_LETTERS = {Mode.FLOAT: "F", Mode.BWN: "B", Mode.XNOR: "X"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, "demo:lenet, resnet18, model.pt")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="mnist5k, digits, mnist:ROOT, cifar10:ROOT, fashionmnist:ROOT, a folder, or "
+        f"'{PHOTOS}' (crops of the bundled photos, unlabelled: top-1 agreement with float) "
+        "(default: the model's data)",
+    )
+    parser.add_argument(
+        "--budget",
+        required=True,
+        type=cli_args.float_in(0.0, 100.0, what="budget"),
+        metavar="POINTS",
+        help="top-1 percentage points the chosen modes may lose against float (score split)",
+    )
+    parser.add_argument(
+        "--objective",
+        choices=[o.value for o in Objective],
+        default=Objective.LATENCY.value,
+        help="what to minimize within the budget: measured latency (default) or packed memory",
+    )
+    parser.add_argument(
+        "--finetune-epochs",
+        type=cli_args.int_in(0, cli_args.MAX_EPOCHS),
+        default=0,
+        metavar="N",
+        help="train the chosen modes N epochs (train split) before confirming them",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--out",
+        type=cli_args.output_file((".json",)),
+        default=None,
+        help="write the chosen modes as a JSON mode file (for --modes of layers/eval/train)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=cli_args.threads,
+        default=None,
+        help="threads for torch and engine (1: steadiest timing)",
+    )
+    parser.add_argument(
+        "--seed", type=cli_args.int_in(0, 2**31 - 1), default=0, help="seed of both splits (0)"
+    )
+    parser.add_argument(
+        "--max-items",
+        type=cli_args.item_count,
+        default=1000,
+        metavar="N",
+        help="items per split, score and confirm (1000; fewer data are shared half and half)",
+    )
+    add_layer_settings(parser, weight_grad=False)
+    add_trust(parser)
+
+
+def _data(loaded: LoadedModel, spec: str | None) -> tuple[str, Dataset[Any], Dataset[Any] | None]:
+    """``(description, items searched, items a fine-tune trains on)`` of ``--data``."""
+    name = spec or loaded.default_data
+    if not name:
+        raise XnorlabError(
+            f"give --data: {loaded.spec} has no default data set ('{PHOTOS}' for the bundled photos)"
+        )
+    if name.strip().lower() == PHOTOS:
+        crops = PhotoCrops(loaded.input_shape, loaded.preprocessing)
+        return f"{len(crops)} crops of the bundled photos (unlabelled)", crops, None
+    bundle = load_dataset(name, loaded.preprocessing, loaded.class_names or None)
+    bundle = match_classes(bundle, loaded.class_names) if loaded.class_names else bundle
+    return f"{bundle.name} (val split)", bundle.val, bundle.train
+
+
+def modes_letters(modes: dict[str, Mode] | Any) -> str:
+    """One letter per layer in model order: F float, B BWN, X XNOR."""
+    return "".join(MODE_LETTERS[Mode.parse(mode)] for mode in modes.values())
+
+
+def _ms(point: FrontPoint) -> str:
+    low, high = point.latency_interval_ms
+    return f"{point.latency_ms:.3g} [{low:.3g}, {high:.3g}]"
+
+
+def _row(point: FrontPoint) -> str:
+    return f"  {modes_letters(point.modes):<{max(5, len(point.modes))}}  {point.accuracy.text():<32}  {_ms(point):<24}  {point.memory_bytes:>12,}"
+
+
+def _acc(accuracy: Accuracy | None) -> str:
+    return "-" if accuracy is None else accuracy.text()
+
+
+def result_text(result: SearchResult, what: str) -> str:
+    """The float point, the front as a table, the chosen point and its confirmation."""
+    floats = result.float_point
+    metric = "top-1" if str(result.metric) == "top1" else "top-1 agreement with float"
+    width = max(5, len(floats.modes))
+    lines = [
+        f"searched {what}: budget {result.budget_points:g} pts of {metric}, objective {result.objective}",
+        f"score split {result.score_sample.text()}; confirm split {result.confirm_sample.text()}",
+        f"layers (one letter each below, F float, B BWN, X XNOR): {', '.join(floats.modes)}",
+        f"float: {metric} {floats.accuracy.text()}, latency {_ms(floats)} ms, memory {floats.memory_bytes:,} B",
+        f"Pareto front ({len(result.front)} of {result.evaluated} configurations measured; score split):",
+        f"  {'modes':<{width}}  {metric[:5]:<32}  {'latency ms [95 %]':<24}  {'memory B':>12}",
+        *(_row(point) for point in result.front),
+    ]
+    chosen = result.chosen
+    if chosen is None:
+        lines.append(
+            f"chosen: nothing binarized beats float on {result.objective} within {result.budget_points:g} pts"
+        )
+        return "\n".join(lines)
+    speedup = floats.latency_ms / chosen.latency_ms
+    tuned = (
+        f" after {result.finetune_epochs} fine-tune epochs (train split)"
+        if result.finetune_epochs
+        else ""
+    )
+    lines += [
+        f"chosen: {modes_letters(chosen.modes)} ({chosen.binary_layers} of {len(chosen.modes)} layers binary): "
+        f"score {chosen.accuracy.text()}, latency {_ms(chosen)} ms ({speedup:.2f}x float), memory {chosen.memory_bytes:,} B",
+        f"confirm split (chose nothing){tuned}: chosen {_acc(result.confirm_accuracy)}, float {_acc(result.confirm_float)}",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    apply_threads(args.threads)
+    loaded = load_model(args, trust=args.trust)
+    binarize_model(loaded.model, "float", warn_first_last=False, **layer_settings(args))
+    what, dataset, train_items = _data(loaded, args.data)
+    options = SearchOptions(
+        budget_points=args.budget,
+        objective=Objective.parse(args.objective),
+        finetune_epochs=args.finetune_epochs,
+        score_items=args.max_items,
+        confirm_items=args.max_items,
+        seed=args.seed,
+    )
+    bar = ProgressBar()  # on stderr: --json output stays clean
+    cancel = _SigintCancel()
+
+    def progress(fraction: float, message: str = "", payload: Any = None, /) -> None:
+        bar(fraction, message)
+
+    try:
+        result = search_modes(loaded.model, dataset, options, progress=progress,
+                              should_cancel=cancel, finetune_data=train_items)  # fmt: skip
+    except Cancelled:
+        bar.close()
+        print("xnorlab search: cancelled; nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        cancel.restore()
+        bar.close()
+    if args.out is not None and result.chosen is not None:
+        atomic_write_text(args.out, mode_map_text(result.chosen.modes))
+    print(
+        json.dumps(result.to_json(), indent=2)
+        if args.json
+        else result_text(result, f"{loaded.spec} on {what}")
+    )
+    if args.out is not None and not args.json:
+        print(
+            f"wrote {args.out}"
+            if result.chosen is not None
+            else f"nothing chosen: {args.out} not written"
+        )
+    return 0
