@@ -19,12 +19,21 @@ Events (``xnorlab.common.signals.Signal``; slots run in the calling thread):
   otherwise it loads the dataset itself, synchronously;
 * ``model_requested(path: str)``: the same for a dropped model file (``open_paths``);
 * ``lock_changed(reason: str)``: layer configs were locked (``reason`` says why) or unlocked
-  (``""``).
+  (``""``);
+* ``search_changed()``: ``last_search`` was set (a search finished) or cleared.
 
 Mode lock: while a run depends on the layer configs (training trains in the current modes),
 ``lock_modes(reason)`` refuses every config change (one layer, presets, patterns, settings,
 undo and redo) with an ``XnorlabError`` that gives the reason, so a result always belongs to
 the modes it was started with. ``unlock_modes()`` ends it.
+
+Search (``xnorlab.search.walk.search_modes``): ``begin_search(options)`` locks the modes and
+returns a ``SearchJob`` on a snapshot, whose ``run`` a worker calls; ``end_search(job, result)``
+(on the session's thread) unlocks and keeps the result as ``last_search`` if the job's model
+is still the open one. ``run_search`` does the three in one call (scripts, tests).
+``apply_search_point(i)`` applies the modes of ``search_points()[i]`` as one undoable step.
+A search answers for the model it measured: opening another model, or changing the weights
+in place, clears ``last_search``.
 
 Weights changed in place (``mark_weights_changed(note)``) are no longer the file's:
 ``display_name`` says so (``demo:lenet (fine-tuned)``) until another model is opened, while
@@ -68,19 +77,23 @@ from xnorlab.binary.surgery import (
 )
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.signals import Signal
+from xnorlab.common.tasks import CancelFn, ProgressFn
 from xnorlab.data import calibration
 from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.datasets import load_dataset
 from xnorlab.data.images import IMAGE_SUFFIXES, Preprocessing
 from xnorlab.data.sampling import SAMPLE_SEED, SampleInfo
 from xnorlab.measure.accuracy import sample_tensors
+from xnorlab.measure.front import FrontPoint, SearchResult
 from xnorlab.models.checkpoint import CHECKPOINT_SUFFIXES
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.spec import load_model_spec
 from xnorlab.models.xnor_file import SUFFIX as XNOR_SUFFIX
+from xnorlab.search.walk import SearchOptions, search_modes
 
 MODEL_SUFFIXES = (*CHECKPOINT_SUFFIXES, XNOR_SUFFIX)  # the files a drop or Open model opens
 DEFAULT_SAMPLE_SIZE = 16
+SEARCH_LOCK_REASON = "a search measures the current model (Cancel it in the Search tab first)"
 
 T = TypeVar("T")
 Wrapped = BinarizableLayer
@@ -196,6 +209,41 @@ class DrawnSample:
     info: SampleInfo
 
 
+@dataclass(frozen=True)
+class SearchJob:
+    """A search started by ``LabSession.begin_search``: a snapshot of the model, the split it
+    runs on and the options. ``run`` is thread-safe (it touches no session state)."""
+
+    loaded: LoadedModel  # the model the search was started on (its result belongs to it)
+    model: nn.Module  # a weight-sharing snapshot (``search_modes`` copies it again)
+    dataset: Dataset[tuple[Tensor, int]]  # the score and confirm splits are drawn from it
+    options: SearchOptions
+    finetune_data: Dataset[tuple[Tensor, int]] | None  # None: the items in neither split
+
+    def run(
+        self, *, progress: ProgressFn | None = None, should_cancel: CancelFn | None = None
+    ) -> SearchResult:
+        """The search itself (a worker's body); raises ``Cancelled`` when cancelled."""
+        return search_modes(
+            self.model, self.dataset, self.options, progress=progress,
+            should_cancel=should_cancel, finetune_data=self.finetune_data,
+        )  # fmt: skip
+
+
+FLOAT_POINT = "float"  # the name of the all-float point in ``search_points``
+
+
+def search_point_title(name: str) -> str:
+    """``point 3`` for a front point numbered 3, ``float point`` for the float one."""
+    return "float point" if name == FLOAT_POINT else f"point {name}"
+
+
+def search_point_label(name: str, point: FrontPoint) -> str:
+    """The undo label of applying ``point``: ``search point 3 (1.42 ms, 98.9 %)``."""
+    accuracy = 100 * point.accuracy.value
+    return f"search {search_point_title(name)} ({point.latency_ms:.2f} ms, {accuracy:.1f} %)"
+
+
 class LabSession:
     """Model + data + selection + undo history, with events (see the module docstring)."""
 
@@ -210,6 +258,7 @@ class LabSession:
         self.dataset_requested = Signal("dataset_requested")
         self.model_requested = Signal("model_requested")
         self.lock_changed = Signal("lock_changed")
+        self.search_changed = Signal("search_changed")
         self.loaded: LoadedModel | None = None
         self.dataset: DatasetBundle | None = None
         self.dataset_spec: str | None = None
@@ -220,6 +269,7 @@ class LabSession:
         self.weights_note = ""  # how the live weights differ from the file's ("" = they don't)
         self.lock_reason = ""  # why layer configs cannot change now ("" = they can)
         self.last_change = ""  # what the last config change did ("undo preset xnor", ...)
+        self.last_search: SearchResult | None = None  # of the open model and weights
         self._undo: list[ConfigChange] = []
         self._redo: list[ConfigChange] = []
         self._samples: dict[int, DrawnSample] = {}
@@ -282,6 +332,7 @@ class LabSession:
         self._redo.clear()
         self.selected = None
         self._bump()
+        self._clear_search()
         self.model_changed.emit()
         self._fit_dataset(loaded)
 
@@ -574,6 +625,81 @@ class LabSession:
         self._undo.append(step)
         return self._apply(step.after, f"redo {step.label}", record=False)
 
+    # ------------------------------------------------------------------ search
+    def begin_search(self, options: SearchOptions) -> SearchJob:
+        """Lock the modes and return the job a worker runs (``SearchJob.run``); call
+        ``end_search`` when it ends, whatever the outcome. Raises when there is no model or
+        dataset, or when the modes are already locked by another run."""
+        if self.loaded is None:
+            raise XnorlabError("open a model first (Ctrl+O): there is nothing to search")
+        if self.dataset is None:
+            raise XnorlabError(
+                f"{self.model_name} has no dataset to score modes on: open one first (Ctrl+D)"
+            )
+        if self.lock_reason:
+            raise XnorlabError(f"cannot start a search now: {self.lock_reason}")
+        options.validate()
+        # Scored and confirmed on the split the views sample, fine-tuned on the training split
+        # when that is another one, else on the items neither split took.
+        split, train = self.sample_split(), self.dataset.train
+        finetune = None if split is train or _is_empty(train) else train
+        job = SearchJob(self.loaded, self.snapshot(), split, options, finetune)
+        self.lock_modes(SEARCH_LOCK_REASON)
+        return job
+
+    def end_search(self, job: SearchJob, result: SearchResult | None) -> bool:
+        """Unlock the modes; keep ``result`` as ``last_search`` when the job's model is still
+        open with the same weights (a result of another model is dropped). Returns whether it
+        was kept."""
+        if self.lock_reason == SEARCH_LOCK_REASON:
+            self.unlock_modes()
+        if result is None or self.loaded is not job.loaded:
+            return False
+        self.last_search = result
+        self.search_changed.emit()
+        return True
+
+    def run_search(
+        self, options: SearchOptions, *, progress: ProgressFn | None = None,
+        should_cancel: CancelFn | None = None,
+    ) -> SearchResult:  # fmt: skip
+        """Search the open model's modes on the open dataset here, synchronously (the app runs
+        ``begin_search``'s job in a worker instead); the result becomes ``last_search``."""
+        job = self.begin_search(options)
+        result: SearchResult | None = None
+        try:
+            result = job.run(progress=progress, should_cancel=should_cancel)
+        finally:
+            self.end_search(job, result)
+        return result
+
+    def search_points(self) -> list[tuple[str, FrontPoint]]:
+        """The points of ``last_search`` a user can apply, named: the float point first
+        (``"float"``) when the front does not hold its modes, then the front numbered from 1
+        (empty without a search)."""
+        found = self.last_search
+        if found is None:
+            return []
+        named = [(str(number), point) for number, point in enumerate(found.front, start=1)]
+        if all(point.modes != found.float_point.modes for point in found.front):
+            named.insert(0, (FLOAT_POINT, found.float_point))
+        return named
+
+    def apply_search_point(self, index: int) -> list[str]:
+        """Set the modes of ``search_points()[index]`` on the model (one undoable step)."""
+        points = self.search_points()
+        if not points:
+            raise XnorlabError("no search result: run a search first (Search tab)")
+        if not 0 <= index < len(points):
+            raise XnorlabError(f"no search point {index} (the search has {len(points)})")
+        name, point = points[index]
+        return self.set_modes(dict(point.modes), label=search_point_label(name, point))
+
+    def _clear_search(self) -> None:
+        if self.last_search is not None:
+            self.last_search = None
+            self.search_changed.emit()
+
     # ------------------------------------------------------------------ selection, errors
     def select(self, name: str | None) -> None:
         """Select a layer (``None`` clears); emits ``selection_changed`` only on change."""
@@ -598,6 +724,7 @@ class LabSession:
             raise XnorlabError("no model is open")
         self.weights_note = note
         self._bump()
+        self._clear_search()
         self.weights_changed.emit()
 
     def _bump(self) -> None:
