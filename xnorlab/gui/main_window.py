@@ -9,7 +9,7 @@ The status bar names the data; without a dataset it says when the views run on t
 calibration photos instead. Its left part is never blank: between short messages it shows how
 many layers are in each mode and the last change (or why modes are locked).
 
-While the session's modes are locked (a training run), every action that changes layer
+While the session's modes are locked (a training run, a search), every action that changes layer
 configs, the scaling box and the table's combos are disabled, and the status bar says why.
 """
 
@@ -51,6 +51,7 @@ from xnorlab.gui.panels.open_dialogs import (
     opener_for,
 )
 from xnorlab.gui.panels.prediction import IMAGE_FILTER, PredictionPanel
+from xnorlab.gui.panels.search import SearchPanel
 from xnorlab.gui.panels.training import TrainingPanel
 from xnorlab.gui.views import LayerViews
 from xnorlab.gui.workers import TaskRunner
@@ -62,12 +63,13 @@ log = logging.getLogger(__name__)
 MAX_RECENT = 8
 MIN_TABLE_ROWS = 4  # the table never shrinks below this many rows...
 MAX_TABLE_SHARE = 0.5  # ...nor grows above this share of the window's height when fitted
-Panel = MetricsPanel | PredictionPanel | TrainingPanel
+Panel = MetricsPanel | PredictionPanel | TrainingPanel | SearchPanel
 # key, class, dock title; tabbed in this order on the right, the first one in front
 PANELS: tuple[tuple[str, type[Panel], str], ...] = (
     ("metrics", MetricsPanel, "Metrics"),
     ("prediction", PredictionPanel, "Prediction"),
     ("training", TrainingPanel, "Training"),
+    ("search", SearchPanel, "Search"),
 )
 MODEL_FILTER = "Models (*.pt *.pth *.safetensors *.ts *.xnor);;All files (*)"
 CALIBRATION_TIP = (

@@ -158,6 +158,10 @@ class TrainingPanel(QWidget):
             show_message(self.message, f"the model has {model_classes} classes but the dataset "
                          f"has {data_classes}: open matching data", error=True)  # fmt: skip
             return
+        if self.session.modes_locked:  # another run (a search) measures the current weights
+            show_message(self.message, f"cannot train now: {self.session.lock_reason}",
+                         error=True)  # fmt: skip
+            return
         self._reset_curves()
         self.session.lock_modes(LOCK_REASON)
         self._set_running(True)

@@ -1,0 +1,517 @@
+"""Search panel: "what should I binarize?" under an accuracy budget, and its Pareto front.
+
+Start runs ``xnorlab.search.walk.search_modes`` on a snapshot of the open model and the open
+dataset in a worker (``LabSession.begin_search``/``end_search``), with progress and Cancel;
+the modes stay locked while it runs, so the front belongs to the model it measured. The
+result (``LabSession.last_search``) shows as a scatter of accuracy on the score split against
+measured latency, packed memory as the marker size, the float and the chosen point marked
+apart, each point with its 95 % intervals; below it the same points as a table. Clicking a
+point or a row applies its modes to the layer table as one undoable step (Edit > Undo).
+Errors are one line in the panel and in the window's message bar.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from xnorlab.binary.modes import Mode
+from xnorlab.common.errors import XnorlabError
+from xnorlab.gui import style
+from xnorlab.gui.panels.base import show_message, subscribe
+from xnorlab.gui.panels.charts import legend_html
+from xnorlab.gui.panels.formatting import format_bytes
+from xnorlab.gui.workers import Task, TaskRunner
+from xnorlab.lab.session import FLOAT_POINT, LabSession, SearchJob, search_point_title
+from xnorlab.measure.front import Agreement, FrontPoint, Objective, SearchResult
+from xnorlab.search.walk import SearchOptions
+
+SEARCH_KEY = "search"
+DEFAULT_BUDGET_POINTS = 1.0
+DEFAULT_SPLIT_ITEMS = 1000
+MIN_MARKER_PX, MAX_MARKER_PX = 9.0, 22.0  # packed memory, smallest to largest point shown
+TABLE_COLUMNS = ("point", "accuracy", "latency (ms)", "memory", "layers")
+IDLE_TEXT = "Finds per-layer modes that stay within the budget of the float accuracy."
+
+
+class PointRole(str, Enum):
+    """How a point is drawn: the all-float model, the search's choice, or another front point."""
+
+    FLOAT = "float"
+    CHOSEN = "chosen"
+    FRONT = "front"
+
+
+SYMBOLS = {PointRole.FLOAT: "d", PointRole.CHOSEN: "star", PointRole.FRONT: "o"}
+
+
+def role_colour(role: PointRole, theme: style.Theme | None = None) -> str:
+    """Marker colour of ``role`` in ``theme``: float blue, binarized red, the choice green
+    (the theme's mode and accent colours, readable on both plot backgrounds)."""
+    t = theme or style.theme()
+    return {PointRole.FLOAT: t.float_colour, PointRole.CHOSEN: t.accent}.get(role, t.xnor_colour)
+
+
+@dataclass(frozen=True)
+class ShownPoint:
+    """One point as the panel shows it: its name in ``LabSession.search_points`` and role."""
+
+    name: str
+    point: FrontPoint
+    role: PointRole
+
+    @property
+    def accuracy_percent(self) -> float:
+        return 100 * self.point.accuracy.value
+
+
+def shown_points(result: SearchResult, named: list[tuple[str, FrontPoint]]) -> list[ShownPoint]:
+    """The session's named points with their roles (the float modes win over "chosen")."""
+    chosen = result.chosen.modes if result.chosen is not None else None
+    shown = []
+    for name, point in named:
+        if point.modes == result.float_point.modes:
+            role = PointRole.FLOAT
+        elif point.modes == chosen:
+            role = PointRole.CHOSEN
+        else:
+            role = PointRole.FRONT
+        shown.append(ShownPoint(name, point, role))
+    return shown
+
+
+def marker_sizes(memory_bytes: list[int]) -> list[float]:
+    """Marker diameter in px, linear in packed memory from ``MIN_MARKER_PX`` (the smallest
+    shown) to ``MAX_MARKER_PX`` (the largest); all the middle size when they are equal."""
+    if not memory_bytes:
+        return []
+    low, high = min(memory_bytes), max(memory_bytes)
+    if high == low:
+        return [(MIN_MARKER_PX + MAX_MARKER_PX) / 2] * len(memory_bytes)
+    span = MAX_MARKER_PX - MIN_MARKER_PX
+    return [MIN_MARKER_PX + span * (m - low) / (high - low) for m in memory_bytes]
+
+
+def modes_summary(modes: dict[str, Mode] | FrontPoint) -> str:
+    """``3 XNOR · 1 BWN · 1 float``: how many layers are in each mode."""
+    mapping = modes.modes if isinstance(modes, FrontPoint) else modes
+    counts = Counter(mapping.values())
+    parts = [f"{counts[m]} {m.value.upper() if m is not Mode.FLOAT else 'float'}"
+             for m in (Mode.XNOR, Mode.BWN, Mode.FLOAT) if counts[m]]  # fmt: skip
+    return " · ".join(parts) or "no layers"
+
+
+def modes_detail(point: FrontPoint) -> str:
+    """One line per mode naming its layers (``XNOR: conv2, fc1``), for tooltips."""
+    lines = []
+    for mode in (Mode.XNOR, Mode.BWN, Mode.FLOAT):
+        names = [name for name, m in point.modes.items() if m is mode]
+        if names:
+            label = mode.value.upper() if mode is not Mode.FLOAT else "float"
+            lines.append(f"{label}: {', '.join(names)}")
+    return "\n".join(lines)
+
+
+def metric_name(result: SearchResult) -> str:
+    """What the accuracy axis counts: top-1, or agreement with the float model (no labels)."""
+    return "agreement with float" if result.metric is Agreement.FLOAT_AGREEMENT else "top-1"
+
+
+def point_tip(shown: ShownPoint, result: SearchResult) -> str:
+    """The hover text of a point: what it is, its three measures with intervals, its modes."""
+    point = shown.point
+    low, high = point.latency_interval_ms
+    head = search_point_title(shown.name)
+    if shown.role is PointRole.CHOSEN:
+        head += " (chosen)"
+    return "\n".join([
+        head,
+        f"{metric_name(result)} (score split): {point.accuracy.text()}",
+        f"latency: {point.latency_ms:.3g} ms [{low:.3g}, {high:.3g}]",
+        f"packed memory: {format_bytes(point.memory_bytes)}",
+        modes_summary(point),
+        modes_detail(point),
+        "click: apply these modes (Ctrl+Z undoes)",
+    ])  # fmt: skip
+
+
+def summary_text(result: SearchResult) -> str:
+    """What the search found, in one paragraph: budget, samples, count, choice, confirmation."""
+    metric = metric_name(result)
+    parts = [
+        f"budget {result.budget_points:g} points of {metric}, objective {result.objective}",
+        f"score split: {result.score_sample.text()}",
+        f"{result.evaluated:,} configurations measured, {len(result.front)} on the front",
+    ]
+    if result.finetune_epochs:
+        parts.append(f"the chosen modes fine-tuned {result.finetune_epochs} epochs")
+    chosen, float_point = result.chosen, result.float_point
+    if chosen is None:
+        parts.append("no binarized configuration stays within the budget: float is the answer")
+    else:
+        parts.append(
+            f"chosen: {modes_summary(chosen)}, {chosen.latency_ms:.3g} ms vs float "
+            f"{float_point.latency_ms:.3g} ms, {format_bytes(chosen.memory_bytes)} vs "
+            f"{format_bytes(float_point.memory_bytes)}"
+        )
+    if result.confirm_accuracy is not None and result.confirm_float is not None:
+        parts.append(
+            f"on the confirm split ({result.confirm_sample.text()}), which chose nothing: "
+            f"chosen {result.confirm_accuracy.text()}, float {result.confirm_float.text()}"
+        )
+    return "; ".join(parts)
+
+
+class FrontChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
+    """Accuracy (%) against latency (ms), one marker per point (size: packed memory), with
+    95 % interval bars and the budget as a dashed line. ``legend_label`` explains the marks;
+    ``clicked(index)`` is called with the index of a clicked point."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setBackground(None)
+        self.setLabel("bottom", "latency (ms, batch 1, measured)")
+        self.setLabel("left", "accuracy (%)")
+        for side in ("left", "bottom"):
+            self.getAxis(side).enableAutoSIPrefix(False)
+        self.showGrid(x=True, y=True, alpha=0.3)
+        self.setMinimumHeight(220)
+        self.legend_label = QLabel()
+        self.legend_label.setTextFormat(Qt.TextFormat.RichText)
+        self.legend_label.setWordWrap(True)
+        self.points: list[ShownPoint] = []
+        self.tips: list[str] = []
+        self.on_click: list[Callable[[int], object]] = []
+        self.scatter = pg.ScatterPlotItem(hoverable=True, tip=self._tip)
+        self.scatter.sigClicked.connect(self._on_clicked)
+        self.addItem(self.scatter)
+        self._extras: list[pg.GraphicsObject] = []
+        self.draw([], None)
+
+    def draw(self, points: list[ShownPoint], result: SearchResult | None) -> None:
+        """Show ``points`` of ``result`` (nothing when empty) in the current theme's colours."""
+        for item in self._extras:
+            self.removeItem(item)
+        self._extras = []
+        self.points = points
+        self.tips = [point_tip(p, result) for p in points] if result is not None else []
+        self.scatter.setData(spots=self._spots(points))
+        t = style.theme()
+        if points and result is not None:
+            self._draw_intervals(points, t)
+            budget = points_budget_line(result)
+            line = pg.InfiniteLine(budget, angle=0, pen=pg.mkPen(t.muted, width=1,
+                                   style=Qt.PenStyle.DashLine))  # fmt: skip
+            self.addItem(line)
+            self._extras.append(line)
+            self.setLabel("left", f"{metric_name(result)} on the score split (%)")
+            self.autoRange()
+        self.legend_label.setText(legend_text(t))
+
+    def _spots(self, points: list[ShownPoint]) -> list[dict[str, object]]:
+        sizes = marker_sizes([p.point.memory_bytes for p in points])
+        t = style.theme()
+        spots = []
+        for index, (shown, size) in enumerate(zip(points, sizes, strict=True)):
+            colour = role_colour(shown.role, t)
+            outline = t.plot_fg if shown.role is not PointRole.FRONT else colour
+            spots.append({
+                "pos": (shown.point.latency_ms, shown.accuracy_percent), "data": index,
+                "size": size + (6 if shown.role is PointRole.CHOSEN else 0),
+                "symbol": SYMBOLS[shown.role], "brush": pg.mkBrush(colour),
+                "pen": pg.mkPen(outline, width=1.5),
+            })  # fmt: skip
+        return spots
+
+    def _draw_intervals(self, points: list[ShownPoint], t: style.Theme) -> None:
+        xs = np.array([p.point.latency_ms for p in points])
+        ys = np.array([p.accuracy_percent for p in points])
+        lows = np.array([[p.point.latency_interval_ms[0], 100 * p.point.accuracy.interval[0]]
+                         for p in points])  # fmt: skip
+        highs = np.array([[p.point.latency_interval_ms[1], 100 * p.point.accuracy.interval[1]]
+                          for p in points])  # fmt: skip
+        bars = pg.ErrorBarItem(
+            x=xs, y=ys, left=xs - lows[:, 0], right=highs[:, 0] - xs, bottom=ys - lows[:, 1],
+            top=highs[:, 1] - ys, beam=0, pen=pg.mkPen(t.muted, width=1),
+        )  # fmt: skip
+        bars.setZValue(-1)  # under the markers
+        self.addItem(bars)
+        self._extras.append(bars)
+
+    def _tip(self, x: float, y: float, data: object) -> str:
+        index = data if isinstance(data, int) else -1
+        return self.tips[index] if 0 <= index < len(self.tips) else ""
+
+    def _on_clicked(self, _item: object, spots: list[object], *_event: object) -> None:
+        if not spots:
+            return
+        index = int(spots[0].data())  # type: ignore[attr-defined]
+        for callback in self.on_click:
+            callback(index)
+
+    def point_position(self, index: int) -> tuple[float, float]:
+        """``(latency_ms, accuracy %)`` of point ``index`` as drawn (for tests)."""
+        x, y = self.scatter.data["x"][index], self.scatter.data["y"][index]
+        return float(x), float(y)
+
+
+def points_budget_line(result: SearchResult) -> float:
+    """The lowest accuracy (%) a configuration may have on the score split: float minus the
+    budget in points."""
+    return 100 * result.float_point.accuracy.value - result.budget_points
+
+
+def legend_text(t: style.Theme) -> str:
+    """The chart's legend (rich text) in theme ``t``'s colours."""
+    marks = legend_html([
+        ("float (every layer float)", role_colour(PointRole.FLOAT, t)),
+        ("chosen (star)", role_colour(PointRole.CHOSEN, t)),
+        ("other front points", role_colour(PointRole.FRONT, t)),
+    ])  # fmt: skip
+    return (
+        f"{marks}<br>marker size: packed memory (larger = more bytes) · bars: 95 % intervals · "
+        "dashed line: float minus the budget · click a point to apply its modes"
+    )
+
+
+class SearchPanel(QWidget):
+    """Budget, objective, fine-tune epochs, Start/Cancel, progress, the front and its table."""
+
+    def __init__(self, session: LabSession, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.runner = TaskRunner(self)
+        self.task: Task | None = None
+        self.job: SearchJob | None = None
+        self._found: SearchResult | None = None  # the running job's result, until it ends
+        self._build()
+        subscribe(self, [
+            (session.model_changed, self._on_model_changed),
+            (session.search_changed, self.refresh),
+        ])  # fmt: skip
+        self.refresh()
+
+    def _build(self) -> None:
+        self.budget_spin = QDoubleSpinBox(
+            decimals=2, minimum=0.0, maximum=100.0, value=DEFAULT_BUDGET_POINTS, suffix=" points"
+        )
+        self.budget_spin.setSingleStep(0.5)
+        self.budget_spin.setToolTip("how many points of accuracy below float a choice may lose")
+        self.objective_combo = QComboBox()
+        for objective in Objective:
+            self.objective_combo.addItem(str(objective), objective)
+        self.objective_combo.setToolTip(
+            "latency: measured through the engine, batch 1; memory: packed bytes"
+        )
+        self.finetune_spin = QSpinBox(minimum=0, maximum=100, value=0)
+        self.finetune_spin.setToolTip("epochs of fine-tuning the chosen modes before confirming")
+        self.items_spin = QSpinBox(minimum=10, maximum=100_000, value=DEFAULT_SPLIT_ITEMS)
+        self.items_spin.setSingleStep(100)
+        self.items_spin.setToolTip(
+            "items in the score split and, apart, in the confirm split (seeded, stratified)"
+        )
+        form = QFormLayout()
+        form.addRow("Accuracy budget", self.budget_spin)
+        form.addRow("Objective", self.objective_combo)
+        form.addRow("Fine-tune epochs", self.finetune_spin)
+        form.addRow("Items per split", self.items_spin)
+        self.start_button = QPushButton("Search")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        self.progress = QProgressBar(maximum=1000)
+        self.message = QLabel(IDLE_TEXT)
+        self.message.setWordWrap(True)
+        self.chart = FrontChart()
+        self.chart.on_click.append(self.apply)
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        self.table = self._build_table()
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.message)
+        layout.addWidget(self.chart.legend_label)
+        layout.addWidget(self.chart, 3)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.table, 2)
+
+    def _build_table(self) -> QTableWidget:
+        table = QTableWidget(0, len(TABLE_COLUMNS))
+        table.setHorizontalHeaderLabels(list(TABLE_COLUMNS))
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        table.verticalHeader().setVisible(False)
+        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        table.horizontalHeader().setStretchLastSection(True)
+        table.cellClicked.connect(lambda row, _column: self.apply(row))
+        return table
+
+    # ------------------------------------------------------------------ running
+    def options(self) -> SearchOptions:
+        """The ``SearchOptions`` the controls describe."""
+        items = self.items_spin.value()
+        return SearchOptions(
+            budget_points=self.budget_spin.value(), objective=self.objective_combo.currentData(),
+            finetune_epochs=self.finetune_spin.value(), score_items=items, confirm_items=items,
+        )  # fmt: skip
+
+    def start(self) -> Task | None:
+        """Start a search in a worker; a refusal (no data, modes locked) is shown, not raised."""
+        if self.busy():
+            return None
+        try:
+            job = self.session.begin_search(self.options())
+        except XnorlabError as exc:
+            self._fail(str(exc))
+            return None
+        self.job, self._found = job, None
+        self.progress.setValue(0)
+        self._set_running(True)
+        show_message(self.message, "searching…")
+        self.task = self.runner.start(
+            job.run, key=SEARCH_KEY, on_progress=self._on_progress, on_result=self._keep,
+            on_error=self._fail, on_cancelled=self._cancelled,
+            on_finished=lambda: self._finished(job),
+        )  # fmt: skip
+        return self.task
+
+    def cancel(self) -> None:
+        """Ask the running search to stop (nothing is kept, the modes stay as they are)."""
+        if self.task is not None and not self.task.done:
+            self.task.cancel()
+            show_message(self.message, "cancelling…")
+
+    def busy(self) -> bool:
+        """True while a search runs."""
+        return self.runner.active > 0
+
+    def shutdown(self) -> None:
+        """Cancel and wait for the worker (window close)."""
+        self.runner.shutdown()
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _on_progress(self, fraction: float, message: str, _payload: object) -> None:
+        self.progress.setValue(int(1000 * fraction))
+        if message:
+            show_message(self.message, message)
+
+    def _keep(self, result: SearchResult) -> None:
+        self._found = result
+
+    def _finished(self, job: SearchJob) -> None:
+        found, self._found, self.job = self._found, None, None
+        self._set_running(False)
+        kept = self.session.end_search(job, found)
+        if found is None:
+            return
+        if not kept:
+            show_message(self.message, "another model was opened meanwhile: result dropped",
+                         error=True)  # fmt: skip
+            return
+        self.progress.setValue(1000)
+        show_message(self.message, "done: click a point or a row to apply its modes")
+
+    def _fail(self, text: str) -> None:
+        self.progress.setValue(0)
+        show_message(self.message, text, error=True)
+        self.session.error.emit(text)  # the window's message bar
+
+    def _cancelled(self) -> None:
+        self.progress.setValue(0)
+        show_message(self.message, "cancelled: no result, the modes are unchanged")
+
+    def _on_model_changed(self) -> None:
+        if self.busy():
+            self.cancel()
+
+    # ------------------------------------------------------------------ the result
+    def points(self) -> list[ShownPoint]:
+        """The points shown, in table order (empty without a result)."""
+        result = self.session.last_search
+        return [] if result is None else shown_points(result, self.session.search_points())
+
+    def refresh(self) -> None:
+        """Draw ``session.last_search`` (or nothing) in the chart, the summary and the table."""
+        result = self.session.last_search
+        points = self.points()
+        self.chart.draw(points, result)
+        self.summary.setText(summary_text(result) if result is not None else "")
+        self.summary.setVisible(result is not None)
+        self._fill_table(points, result)
+
+    def _fill_table(self, points: list[ShownPoint], result: SearchResult | None) -> None:
+        self.table.setRowCount(len(points))
+        if result is not None:
+            header = self.table.horizontalHeaderItem(1)
+            if header is not None:
+                header.setText(metric_name(result))
+        for row, shown in enumerate(points):
+            point = shown.point
+            name = search_point_title(shown.name)
+            if shown.role is PointRole.CHOSEN:
+                name += " ★ chosen"
+            elif shown.role is PointRole.FLOAT and shown.name != FLOAT_POINT:
+                name += " (float)"
+            cells = (name, point.accuracy.text(), f"{point.latency_ms:.3g}",
+                     format_bytes(point.memory_bytes), modes_summary(point))  # fmt: skip
+            for column, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setToolTip(self.chart.tips[row])
+                if shown.role is PointRole.CHOSEN:
+                    font = QFont(item.font())
+                    font.setBold(True)
+                    item.setFont(font)
+                self.table.setItem(row, column, item)
+
+    def apply(self, index: int) -> list[str] | None:
+        """Apply the modes of point ``index`` (chart or table) to the model, one undo step;
+        a refusal (modes locked) goes to the message bar."""
+        points = self.points()
+        if not 0 <= index < len(points):
+            return None
+        changed = self.session.attempt(self.session.apply_search_point, index)
+        if changed is None:
+            return None
+        self.table.selectRow(index)
+        title = search_point_title(points[index].name)
+        what = f"applied {title}" if changed else f"{title}: the model already has these modes"
+        show_message(self.message, f"{what} (Ctrl+Z undoes)" if changed else what)
+        return changed
+
+    def restyle(self) -> None:
+        """Redraw the markers and legend in the new theme's colours (the window restyles
+        the axes)."""
+        self.chart.draw(self.points(), self.session.last_search)
