@@ -1,0 +1,105 @@
+"""``xnorlab search``: bad input ends before any work, --json shape, --out round trip."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from xnorlab.cli import search as search_command
+from xnorlab.cli.main import main
+from xnorlab.common.tasks import check_cancel
+
+
+@pytest.mark.parametrize(
+    ("extra", "phrase"),
+    [
+        (["--budget", "-1"], "outside [0.0, 100.0]"),
+        (["--budget", "nan"], "outside [0.0, 100.0]"),
+        (["--budget", "inf"], "outside [0.0, 100.0]"),
+        (["--budget", "x"], "not a number"),
+        (["--budget", "1", "--out", "{tmp}"], "is a directory"),
+        (["--budget", "1", "--out", "{tmp}/no/such/m.json"], "does not exist"),
+        (["--budget", "1", "--out", "{tmp}/m.txt"], "use one of .json"),
+        (["--budget", "1", "--objective", "speed"], "invalid choice"),
+        (["--budget", "1", "--finetune-epochs", "-1"], "outside 0..10000"),
+        (["--budget", "1", "--max-items", "0"], "outside 1.."),
+        (["--budget", "1", "--threads", "0"], "outside 1..256"),
+        ([], "--budget"),
+    ],
+)
+def test_bad_arguments_are_one_line_exit_2_and_nothing_is_written(
+    extra: list[str], phrase: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["search", "demo:lenet", "--data", "mnist5k"] + [
+        a.replace("{tmp}", str(tmp_path)) for a in extra
+    ]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xnorlab search: error: "), lines
+    assert phrase in lines[0]
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_unknown_data_and_a_model_without_data_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.json"
+    assert (
+        main(["search", "demo:lenet", "--data", "nosuch", "--budget", "1", "--out", str(out)]) == 2
+    )
+    assert main(["search", "resnet18", "--budget", "1", "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "unknown data" in lines[0] and "give --data" in lines[1]
+    assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::xnorlab.binary.surgery.FirstLastBinarizedWarning")
+def test_json_prints_the_result_and_out_is_a_mode_file_layers_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "modes.json"
+    argv = ["search", "demo:lenet", "--data", "mnist5k", "--budget", "100", "--objective", "memory",
+            "--max-items", "40", "--threads", "1", "--json", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["float"]) >= {"modes", "accuracy", "latency_ms", "memory_bytes"}
+    assert result["front"] and all(
+        set(point) >= {"modes", "accuracy", "latency_ms", "memory_bytes"}
+        for point in result["front"]
+    )
+    chosen = result["chosen"]
+    assert set(chosen) >= {"modes", "accuracy", "latency_ms", "memory_bytes", "confirm_accuracy"}
+    assert result["score_sample"]["count"] == 40 and result["confirm_sample"]["count"] == 40
+    # a 100-point budget admits everything: the smallest point binarizes every layer
+    assert set(chosen["modes"].values()) == {"bwn"}
+    assert chosen["memory_bytes"] == min(p["memory_bytes"] for p in result["front"])
+    assert json.loads(out.read_text()) == chosen["modes"]
+    assert main(["layers", "demo:lenet", "--modes", str(out), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {layer["name"]: layer["mode"] for layer in listed["layers"]} == chosen["modes"]
+
+
+def test_ctrl_c_cancels_in_one_line_exit_130_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted_search(
+        *args: object, should_cancel: Callable[[], bool], **kwargs: object
+    ) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl+C during the search
+        check_cancel(should_cancel, "search")
+        raise AssertionError("Ctrl+C did not turn into a cancel request")
+
+    monkeypatch.setattr(search_command, "search_modes", interrupted_search)
+    out = tmp_path / "modes.json"
+    argv = ["search", "demo:lenet", "--data", "mnist5k", "--budget", "1", "--out", str(out)]
+    assert main(argv) == 130
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == "xnorlab search: cancelled; nothing written"
+    assert captured.out == "" and not out.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
