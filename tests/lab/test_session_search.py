@@ -8,6 +8,7 @@ from torch.utils.data import TensorDataset
 
 from xnorlab.binary.modes import Mode
 from xnorlab.common.errors import XnorlabError
+from xnorlab.common.tasks import Cancelled
 from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.images import Preprocessing
 from xnorlab.data.sampling import SampleInfo
@@ -150,3 +151,30 @@ def test_another_model_or_new_weights_clear_the_result(session: LabSession) -> N
     assert session.last_search is None and session.search_points() == [] and cleared == [True]
     with pytest.raises(XnorlabError, match="no search result"):
         session.apply_search_point(0)
+
+
+@pytest.mark.slow  # timing every candidate through the engine: ~9 s on a busy machine
+def test_run_search_measures_the_open_model_and_keeps_the_result(session: LabSession) -> None:
+    fractions: list[float] = []
+    modes = session.modes()
+    result = session.run_search(
+        SearchOptions(budget_points=5.0, score_items=15, confirm_items=15),
+        progress=lambda fraction, *_: fractions.append(fraction),
+    )
+    assert session.last_search is result and not session.modes_locked
+    assert result.score_sample.count == 15 and result.confirm_sample.count == 15
+    assert result.float_point.modes == modes  # the float reference is this model, all float
+    assert fractions and fractions[-1] == 1.0
+    assert session.modes() == modes  # measuring changed nothing
+
+
+def test_a_cancelled_run_unlocks_and_keeps_nothing(session: LabSession) -> None:
+    with pytest.raises(Cancelled):
+        session.run_search(SearchOptions(budget_points=1.0), should_cancel=lambda: True)
+    assert not session.modes_locked and session.last_search is None
+
+
+def test_options_no_search_can_run_with_are_refused_before_locking(session: LabSession) -> None:
+    with pytest.raises(XnorlabError, match="budget"):
+        session.begin_search(SearchOptions(budget_points=-1.0))
+    assert not session.modes_locked
