@@ -211,7 +211,7 @@ struct ConvPlan {
   std::vector<int32_t> pattern_corr;              // [row pat * col_patterns + col pat][blocks*32]
   std::vector<int32_t> no_correction;             // [blocks*32] zeros (pixels without halo taps)
   bool stream_out = false;                        // streaming stores of the output (fenced)
-  bool epilogue = false;                          // residual add and / or clamp after each tile
+  bool epilogue = false;                          // residual add and / or clamp (ConvTileArgs)
 };
 
 // Position of an output pixel: image n, row oh, column ow (advanced without divisions).
@@ -322,24 +322,6 @@ bool stream_output(const ConvShape& s, const float* out) {
          reinterpret_cast<uintptr_t>(out) % 64 == 0;
 }
 
-// The fused epilogue of one tile: out = clamp(out + residual) over its pixels and the channels
-// [c0, c1) of its block group, read back from L1 right after the micro-kernel wrote them.
-void tile_epilogue(const ConvPlan& pl, int64_t q0, int pixels, int64_t c0, int64_t c1) {
-  const int64_t o = pl.s.out_channels;
-  const float lo = pl.b.clamp_lo, hi = pl.b.clamp_hi;
-  for (int p = 0; p < pixels; ++p) {
-    float* out = pl.b.out + (q0 + p) * o;
-    if (pl.b.residual != nullptr) {
-      const float* res = pl.b.residual + (q0 + p) * o;
-      for (int64_t c = c0; c < c1; ++c) out[c] += res[c];
-    }
-    for (int64_t c = c0; c < c1; ++c) {
-      const float v = out[c];
-      out[c] = v < lo ? lo : (v > hi ? hi : v);  // NaN compares false: kept, as torch.clamp
-    }
-  }
-}
-
 // Prefetch tile ti's share of the next slab's input (into L2; it lands in L3 at worst), so the
 // next pack pass reads from cache instead of memory.
 void prefetch_lines(const ConvPlan& pl, int64_t ti) {
@@ -348,8 +330,6 @@ void prefetch_lines(const ConvPlan& pl, int64_t ti) {
   for (int64_t l = l0; l < l1; ++l) __builtin_prefetch(pl.prefetch + l * 64, 0, 2);
 }
 
-// Instantiated with and without the epilogue, so plain convs run the loop they always ran.
-template <bool kEpilogue>
 void conv_task(const ConvPlan& pl, int64_t task) {
   const ConvShape& s = pl.s;
   const int64_t group = task / pl.chunks, chunk = task % pl.chunks;
@@ -370,18 +350,21 @@ void conv_task(const ConvPlan& pl, int64_t task) {
         corr[p] = (corr_row[p] != nullptr ? corr_row[p] : pl.no_correction.data()) + b0 * kOcBlock;
       }
     }
-    const ConvTileArgs a{origin, pl.tap_offset.data(), pixels, static_cast<int>(b1 - b0),
-                         pl.taps, pl.halo.words,
-                         pl.b.weight + b0 * pl.taps * pl.halo.words * kOcBlock,
-                         static_cast<int>(s.out_channels - b0 * kOcBlock),
-                         pl.b.alpha + b0 * kOcBlock, pl.b.bias + b0 * kOcBlock, pl.scale + q0,
-                         border ? corr : nullptr, 0, pl.taps * s.channels,
-                         pl.b.out + q0 * s.out_channels + b0 * kOcBlock, s.out_channels,
-                         pl.stream_out};
-    pl.k.conv_tile(a);
-    if constexpr (kEpilogue) {
-      tile_epilogue(pl, q0, pixels, b0 * kOcBlock, std::min(s.out_channels, b1 * kOcBlock));
+    const int64_t first = q0 * s.out_channels + b0 * kOcBlock;  // of the tile in out / residual
+    ConvTileArgs a{origin, pl.tap_offset.data(), pixels, static_cast<int>(b1 - b0),
+                   pl.taps, pl.halo.words,
+                   pl.b.weight + b0 * pl.taps * pl.halo.words * kOcBlock,
+                   static_cast<int>(s.out_channels - b0 * kOcBlock),
+                   pl.b.alpha + b0 * kOcBlock, pl.b.bias + b0 * kOcBlock, pl.scale + q0,
+                   border ? corr : nullptr, 0, pl.taps * s.channels, pl.b.out + first,
+                   s.out_channels, pl.stream_out};
+    if (pl.epilogue) {
+      a.epilogue = true;
+      a.residual = pl.b.residual == nullptr ? nullptr : pl.b.residual + first;
+      a.clamp_lo = pl.b.clamp_lo;
+      a.clamp_hi = pl.b.clamp_hi;
     }
+    pl.k.conv_tile(a);
   }
   if (pl.stream_out) store_fence();
 }
@@ -413,11 +396,10 @@ void run_conv(ConvPlan& pl) {
       want_tasks == 1 ? 1 : std::max<int64_t>(1, ceil_div(want_tasks, groups));
   pl.tiles_per_chunk = std::max<int64_t>(1, ceil_div(pl.tiles, chunks_wanted));
   pl.chunks = ceil_div(pl.tiles, pl.tiles_per_chunk);
-  const auto task_fn = pl.epilogue ? &conv_task<true> : &conv_task<false>;
   if (want_tasks == 1) {
-    for (int64_t task = 0; task < groups * pl.chunks; ++task) task_fn(pl, task);
+    for (int64_t task = 0; task < groups * pl.chunks; ++task) conv_task(pl, task);
   } else {
-    parallel_for(groups * pl.chunks, [&](int64_t task) { task_fn(pl, task); });
+    parallel_for(groups * pl.chunks, [&](int64_t task) { conv_task(pl, task); });
   }
 }
 
@@ -561,7 +543,8 @@ ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b) {
   plan_border_patterns(pl);
   pl.epilogue = b.residual != nullptr || b.clamp_lo > -__builtin_inff() ||
                 b.clamp_hi < __builtin_inff();
-  // The epilogue reads each tile back: streaming stores would send it to memory first.
+  // Calls with an epilogue keep ordinary stores: the ISAs without an in-register epilogue read
+  // each tile back, and streaming stores would send it to memory first.
   pl.stream_out = !pl.epilogue && stream_output(s, b.out);
   const double plan_s = seconds_since(start);
   const PhaseTimes t = image_parallel(s, halo.words) ? conv_per_image(pl, b) : conv_in_slabs(pl, b);

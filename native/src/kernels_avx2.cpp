@@ -130,6 +130,7 @@ void conv_tile(const ConvTileArgs& a) {
     case 2: tile<2>(a); break;
     default: tile<1>(a); break;
   }
+  if (a.epilogue) epilogue_after(a);
 }
 
 // NCHW: 8 pixels per step, 64-bit per-pixel words in two registers of 4 lanes.

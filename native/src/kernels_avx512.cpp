@@ -34,6 +34,7 @@ inline void accumulate(__m512i* acc, uint64_t word, __m512i w0, __m512i w1, __m5
 // order as the scalar kernel).
 struct Transform32 {
   __m512i kbits, even, alpha_lo, alpha_hi, bias_lo, bias_hi;
+  __m512 clamp_lo, clamp_hi;
   __mmask16 store_lo, store_hi;
   bool stream;  // whole 32-channel blocks bypass the caches (aligned; the driver fences)
   explicit Transform32(const ConvTileArgs& a)
@@ -43,6 +44,8 @@ struct Transform32 {
         alpha_hi(_mm512_castps_si512(_mm512_loadu_ps(a.alpha + 16))),
         bias_lo(_mm512_castps_si512(_mm512_loadu_ps(a.bias))),
         bias_hi(_mm512_castps_si512(_mm512_loadu_ps(a.bias + 16))),
+        clamp_lo(_mm512_set1_ps(a.clamp_lo)),
+        clamp_hi(_mm512_set1_ps(a.clamp_hi)),
         store_lo(a.oc_valid >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << a.oc_valid) - 1u)),
         store_hi(a.oc_valid >= 32   ? 0xFFFF
                  : a.oc_valid <= 16 ? 0
@@ -59,12 +62,26 @@ struct Transform32 {
     return _mm512_add_ps(f, _mm512_castsi512_ps(bias));
   }
 
+  // The fused epilogue of 16 channels: (v + residual), then clamp, the same float operations
+  // as torch's add and clamp (NaN compares false and is kept). Lanes past `valid` are not
+  // stored; their residual is not read.
+  __m512 epilogue(__m512 v, const float* res, __mmask16 valid) const {
+    if (res != nullptr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(valid, res));
+    v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, clamp_lo, _CMP_LT_OQ), clamp_lo);
+    return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, clamp_hi, _CMP_GT_OQ), clamp_hi);
+  }
+
   // Accumulators by value: an address-taken accumulator array would live on the stack.
+  template <bool kEpilogue>
   void pixel(__m512i acc0, __m512i acc1, __m512i acc2, __m512i acc3, const int32_t* corr,
-             float scale, float* out) const {
-    const __m512 lo = half(acc0, acc1, corr, alpha_lo, bias_lo, scale);
-    const __m512 hi = half(acc2, acc3, corr == nullptr ? nullptr : corr + 16, alpha_hi, bias_hi,
-                           scale);
+             float scale, float* out, const float* res) const {
+    __m512 lo = half(acc0, acc1, corr, alpha_lo, bias_lo, scale);
+    __m512 hi = half(acc2, acc3, corr == nullptr ? nullptr : corr + 16, alpha_hi, bias_hi,
+                     scale);
+    if constexpr (kEpilogue) {
+      lo = epilogue(lo, res, store_lo);
+      hi = epilogue(hi, res == nullptr ? nullptr : res + 16, store_hi);
+    }
     if (store_hi == 0xFFFF && stream) {  // two whole cache lines: no read for ownership
       _mm512_stream_ps(out, lo);
       _mm512_stream_ps(out + 16, hi);
@@ -92,10 +109,18 @@ void transform_wide(const ConvTileArgs& a, int p, __m512i acc0, __m512i acc1, __
     if (a.corr != nullptr) dot -= a.corr[p][a.corr_shift + oc];
     out[oc] = static_cast<float>(dot) * a.alpha[oc] * a.scale[p] + a.bias[oc];
   }
+  if (!a.epilogue) return;
+  ConvTileArgs one = a;  // this pixel's output of this block
+  one.pixels = 1;
+  one.blocks = 1;
+  one.out = out;
+  if (a.residual != nullptr) one.residual = a.residual + p * a.out_pixel_stride;
+  epilogue_after(one);
 }
 
-// One block of 32 output channels for P pixels (a: single-block arguments).
-template <int P>
+// One block of 32 output channels for P pixels (a: single-block arguments); with kEpilogue the
+// residual add and clamp run in registers before the store.
+template <int P, bool kEpilogue>
 inline __attribute__((always_inline)) void tile_block(const ConvTileArgs& a,
                                                       const uint64_t* const* origin) {
   __m512i acc[P][4];
@@ -132,31 +157,44 @@ inline __attribute__((always_inline)) void tile_block(const ConvTileArgs& a,
   const Transform32 tr(a);
 #pragma GCC unroll 8
   for (int p = 0; p < P; ++p) {
-    tr.pixel(acc[p][0], acc[p][1], acc[p][2], acc[p][3],
-             a.corr == nullptr ? nullptr : a.corr[p] + a.corr_shift, a.scale[p],
-             a.out + p * a.out_pixel_stride);
+    tr.pixel<kEpilogue>(acc[p][0], acc[p][1], acc[p][2], acc[p][3],
+                        a.corr == nullptr ? nullptr : a.corr[p] + a.corr_shift, a.scale[p],
+                        a.out + p * a.out_pixel_stride,
+                        kEpilogue && a.residual != nullptr
+                            ? a.residual + p * a.out_pixel_stride
+                            : nullptr);
   }
 }
 
-template <int P>
+template <int P, bool kEpilogue>
 void tile(const ConvTileArgs& a) {
   const uint64_t* origin[P];
   for (int p = 0; p < P; ++p) origin[p] = a.origin[p];
   if (a.blocks == 1) {
-    tile_block<P>(a, origin);
+    tile_block<P, kEpilogue>(a, origin);
     return;
   }
-  for (int b = 0; b < a.blocks; ++b) tile_block<P>(block_args(a, b), origin);
+  for (int b = 0; b < a.blocks; ++b) tile_block<P, kEpilogue>(block_args(a, b), origin);
+}
+
+// Instantiated with and without the epilogue, so plain convs run the loop they always ran.
+template <bool kEpilogue>
+void conv_tile_with(const ConvTileArgs& a) {
+  switch (a.pixels) {
+    case 6: tile<6, kEpilogue>(a); break;
+    case 5: tile<5, kEpilogue>(a); break;
+    case 4: tile<4, kEpilogue>(a); break;
+    case 3: tile<3, kEpilogue>(a); break;
+    case 2: tile<2, kEpilogue>(a); break;
+    default: tile<1, kEpilogue>(a); break;
+  }
 }
 
 void conv_tile(const ConvTileArgs& a) {
-  switch (a.pixels) {
-    case 6: tile<6>(a); break;
-    case 5: tile<5>(a); break;
-    case 4: tile<4>(a); break;
-    case 3: tile<3>(a); break;
-    case 2: tile<2>(a); break;
-    default: tile<1>(a); break;
+  if (a.epilogue) {
+    conv_tile_with<true>(a);
+  } else {
+    conv_tile_with<false>(a);
   }
 }
 

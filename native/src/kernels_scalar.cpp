@@ -1,6 +1,7 @@
 // Portable kernels (no ISA flags): the reference behaviour every SIMD table must reproduce.
 // Bit layout: see include/xnorlab/kernels.h (bit 1 = negative, channel c -> word c/64 bit c%64,
 // padding bits 0, weights blocked by kOcBlock output channels).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -38,6 +39,7 @@ void block_scalar(const ConvTileArgs& a) {
 
 void tile_scalar(const ConvTileArgs& a) {
   for (int b = 0; b < a.blocks; ++b) block_scalar(block_args(a, b));
+  if (a.epilogue) epilogue_after(a);
 }
 
 void bwn_rows_scalar(const BwnArgs& a) {
@@ -68,6 +70,22 @@ void bwn_rows_scalar(const BwnArgs& a) {
 
 // Channel-outer (contiguous reads of each channel plane); one 64-channel word at a time for
 // a block of up to 256 pixels, built in a local buffer and then stored into the halo buffer.
+void epilogue_after(const ConvTileArgs& a) {
+  const int64_t channels = std::min<int64_t>(a.oc_valid, int64_t{a.blocks} * kOcBlock);
+  const float lo = a.clamp_lo, hi = a.clamp_hi;
+  for (int p = 0; p < a.pixels; ++p) {
+    float* __restrict out = a.out + p * a.out_pixel_stride;
+    if (a.residual != nullptr) {
+      const float* __restrict res = a.residual + p * a.out_pixel_stride;
+      for (int64_t c = 0; c < channels; ++c) out[c] += res[c];
+    }
+    for (int64_t c = 0; c < channels; ++c) {
+      const float v = out[c];
+      out[c] = v < lo ? lo : (v > hi ? hi : v);  // NaN compares false: kept, as torch.clamp
+    }
+  }
+}
+
 void pack_nchw_scalar(const PackArgs& a) {
   constexpr int64_t kBlock = 256;
   uint64_t word[kBlock];

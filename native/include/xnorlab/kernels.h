@@ -57,6 +57,12 @@ struct ConvTileArgs {
   // aligned (the driver checks out and out_pixel_stride). The ISA may ignore it; one that uses
   // it needs the driver's store fence before the output is read (see engine.cpp).
   bool stream_out = false;
+  // Fused epilogue after the transform, in registers where the ISA can: out = clamp(out +
+  // residual, clamp_lo, clamp_hi) in torch's order (add, then clamp; NaN kept). `residual`
+  // (nullptr: no add) has out's layout; bounds without a clamp are -inf / +inf.
+  bool epilogue = false;
+  const float* residual = nullptr;
+  float clamp_lo = -__builtin_inff(), clamp_hi = __builtin_inff();
 };
 
 // The single-block arguments of block b of a call (for kernels that loop over blocks).
@@ -72,8 +78,14 @@ inline ConvTileArgs block_args(const ConvTileArgs& a, int b) {
   one.bias = a.bias + first;
   one.corr_shift = a.corr_shift + first;
   one.out = a.out + first;
+  if (a.residual != nullptr) one.residual = a.residual + first;
   return one;
 }
+
+// The epilogue of a whole call (all its pixels and blocks) on the output already written, for
+// kernels without a fused one (defined in kernels_scalar.cpp; it vectorizes with the caller's
+// baseline flags).
+void epilogue_after(const ConvTileArgs& a);
 
 // Sign + pack + sum|x| of pixels [p0, p1) of one image.
 struct PackArgs {
