@@ -13,13 +13,20 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 
+# xnorlab first: it sets torch's OpenMP spin (GOMP_SPINCOUNT), which libgomp reads once when
+# torch loads; imported after torch, torch's workers would spin on the second core for
+# milliseconds after every torch op and keep the engine's second thread off it.
+import xnorlab
+
+# isort: split
 import torch
 import torchvision
 from torch import Tensor, nn
 
-import xnorlab
 from xnorlab import engine
+from xnorlab.engine import KernelTiming
 from xnorlab.measure.timing import RunPlan, time_interleaved
 
 
@@ -54,10 +61,50 @@ def engine_split(deployed: nn.Module, x: Tensor, calls: int = 20) -> tuple[float
     return totals[len(totals) // 2], len(records)
 
 
+def engine_threads_ab(deployed: nn.Module, x: Tensor, threads: list[int],
+                      rounds: int) -> dict[int, list[list[KernelTiming]]]:  # fmt: skip
+    """Engine-call records of one deploy forward per round and thread count; the thread counts
+    alternate within each round and their order reverses every round (one warm-up forward
+    before each recorded one)."""
+    records: dict[int, list[list[KernelTiming]]] = {t: [] for t in threads}
+    for r in range(rounds):
+        for t in threads if r % 2 == 0 else threads[::-1]:
+            torch.set_num_threads(t)
+            engine.set_threads(t)
+            deployed(x)
+            with engine.profile() as calls:
+                deployed(x)
+            records[t].append(calls)
+    return records
+
+
+def print_engine_threads_ab(records: dict[int, list[list[KernelTiming]]]) -> None:
+    """Per engine call (in forward order) the median wall time at each thread count, and the
+    median per forward of the calls' summed time, with the ratio to the first thread count."""
+    counts = list(records)
+    base = counts[0]
+    calls = len(records[base][0])
+    print(f"| call | input | C_out | {' | '.join(f'{t} thr us' for t in counts)} | "
+          f"{' | '.join(f'{base}/{t} thr' for t in counts[1:])} |")  # fmt: skip
+    print("|" + "---|" * (3 + 2 * len(counts) - 1))
+    for i in range(calls):
+        med = {t: statistics.median(f[i].total_s for f in records[t]) * 1e6 for t in counts}
+        first = records[base][0][i]
+        ratios = " | ".join(f"{med[base] / med[t]:.2f}x" for t in counts[1:])
+        print(f"| {i} | {'x'.join(map(str, first.shape[1:]))} | {first.weight_shape[0]} | "
+              f"{' | '.join(f'{med[t]:.0f}' for t in counts)} | {ratios} |")  # fmt: skip
+    sums = {t: statistics.median(sum(c.total_s for c in f) for f in records[t]) for t in counts}
+    ratios = " | ".join(f"{sums[base] / sums[t]:.2f}x" for t in counts[1:])
+    print(f"| all {calls} (median of per-forward sums, ms) | | | "
+          f"{' | '.join(f'{sums[t] * 1e3:.2f}' for t in counts)} | {ratios} |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--min-runs", type=int, default=30)
+    parser.add_argument("--ab-rounds", type=int, default=60,
+                        help="rounds of the engine-calls thread A/B (0: skip)")  # fmt: skip
     args = parser.parse_args()
     flt, deployed, unfused, plain = build()
     x = torch.randn(1, 3, 224, 224)
@@ -85,6 +132,11 @@ def main() -> None:
                       f"{base / t.median_s:.2f}x |")  # fmt: skip
             engine_s, calls = engine_split(deployed, x)
             print(f"deploy: {calls} engine calls take {engine_s * 1e3:.2f} ms (median forward)")
+        if args.ab_rounds > 0 and len(args.threads) > 1:
+            records = engine_threads_ab(deployed, x, args.threads, args.ab_rounds)
+            print(f"\ndeploy's engine calls by thread count, interleaved, {args.ab_rounds} "
+                  f"forwards each, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+            print_engine_threads_ab(records)
 
 
 if __name__ == "__main__":
