@@ -87,13 +87,15 @@ def test_the_panel_shows_the_front_with_float_and_chosen_marked(window: MainWind
     assert panel.table.rowCount() == 4 == len(panel.chart.scatter.points())
     roles = [shown.role for shown in panel.points()]
     assert roles == [PointRole.FRONT, PointRole.CHOSEN, PointRole.FRONT, PointRole.FLOAT]
-    symbols = [spot.symbol() for spot in panel.chart.scatter.points()]
-    assert symbols == ["o", "star", "o", "d"]
-    assert "chosen" in panel.table.item(1, 0).text()
+    assert [panel.chart.spot(i).symbol() for i in range(4)] == ["o", "star", "o", "d"]
+    assert panel.chart.scatter.points()[-1].data() == 1  # the chosen star is drawn on top
+    assert panel.table.item(1, 0).text() == "2 ★"
     assert panel.table.item(1, 0).font().bold() and not panel.table.item(0, 0).font().bold()
-    assert panel.table.item(3, 0).text() == "point 4 (float)"
+    assert panel.table.item(3, 0).text() == "4 float"
+    assert panel.table.item(1, 1).text() == "93.0 [86.3, 96.6]"  # Wilson 95 % of 93/100
+    assert panel.table.horizontalHeaderItem(1).text() == "top-1 % (n=100)"
     assert panel.chart.point_position(1) == pytest.approx((2.0, 93.0))
-    sizes = [spot.size() for spot in panel.chart.scatter.points()]
+    sizes = [panel.chart.spot(i).size() for i in range(4)]
     assert sizes[0] == MIN_MARKER_PX and sizes[3] == MAX_MARKER_PX  # less memory, smaller
     assert "2 XNOR" in panel.chart.tips[1] and "XNOR: 0, 3" in panel.chart.tips[1]
     assert "chosen 92.00 %" in panel.summary.text() and "float 96.00 %" in panel.summary.text()
@@ -170,7 +172,7 @@ def test_markers_stand_out_from_the_plot_in_both_themes(window: MainWindow) -> N
         for role in PointRole:
             assert contrast(QColor(role_colour(role, theme)), background) >= GRAPHICS_CONTRAST
         keep(window.session, constructed_result(window.session.layer_names()))
-        spot = window.panels["search"].chart.scatter.points()[1]
+        spot = window.panels["search"].chart.spot(1)
         assert spot.brush().color().name() == theme.accent  # redrawn in the new theme
 
 

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -53,7 +54,7 @@ SEARCH_KEY = "search"
 DEFAULT_BUDGET_POINTS = 1.0
 DEFAULT_SPLIT_ITEMS = 1000
 MIN_MARKER_PX, MAX_MARKER_PX = 9.0, 22.0  # packed memory, smallest to largest point shown
-TABLE_COLUMNS = ("point", "accuracy", "latency (ms)", "memory", "layers")
+TABLE_COLUMNS = ("#", "accuracy (%)", "ms", "memory", "layers")
 IDLE_TEXT = "Finds per-layer modes that stay within the budget of the float accuracy."
 
 
@@ -66,6 +67,7 @@ class PointRole(str, Enum):
 
 
 SYMBOLS = {PointRole.FLOAT: "d", PointRole.CHOSEN: "star", PointRole.FRONT: "o"}
+DRAW_ORDER = {PointRole.FRONT: 0, PointRole.FLOAT: 1, PointRole.CHOSEN: 2}  # last on top
 
 
 def role_colour(role: PointRole, theme: style.Theme | None = None) -> str:
@@ -158,11 +160,21 @@ def point_tip(shown: ShownPoint, result: SearchResult) -> str:
     ])  # fmt: skip
 
 
+def row_name(shown: ShownPoint) -> str:
+    """The table's name of a point: ``3 ★`` (chosen), ``4 float``, ``float``, ``2``."""
+    if shown.role is PointRole.CHOSEN:
+        return f"{shown.name} ★"
+    if shown.role is PointRole.FLOAT and shown.name != FLOAT_POINT:
+        return f"{shown.name} float"
+    return shown.name
+
+
 def summary_text(result: SearchResult) -> str:
-    """What the search found, in one paragraph: budget, samples, count, choice, confirmation."""
+    """What the search found, a line each: budget, samples, count, choice, confirmation."""
     metric = metric_name(result)
+    points = "point" if result.budget_points == 1 else "points"
     parts = [
-        f"budget {result.budget_points:g} points of {metric}, objective {result.objective}",
+        f"budget {result.budget_points:g} {points} of {metric}, objective {result.objective}; "
         f"score split: {result.score_sample.text()}",
         f"{result.evaluated:,} configurations measured, {len(result.front)} on the front",
     ]
@@ -173,7 +185,7 @@ def summary_text(result: SearchResult) -> str:
         parts.append("no binarized configuration stays within the budget: float is the answer")
     else:
         parts.append(
-            f"chosen: {modes_summary(chosen)}, {chosen.latency_ms:.3g} ms vs float "
+            f"chosen (★): {modes_summary(chosen)}, {chosen.latency_ms:.3g} ms vs float "
             f"{float_point.latency_ms:.3g} ms, {format_bytes(chosen.memory_bytes)} vs "
             f"{format_bytes(float_point.memory_bytes)}"
         )
@@ -182,7 +194,7 @@ def summary_text(result: SearchResult) -> str:
             f"on the confirm split ({result.confirm_sample.text()}), which chose nothing: "
             f"chosen {result.confirm_accuracy.text()}, float {result.confirm_float.text()}"
         )
-    return "; ".join(parts)
+    return "\n".join(parts)
 
 
 class FrontChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
@@ -232,10 +244,15 @@ class FrontChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
         self.legend_label.setText(legend_text(t))
 
     def _spots(self, points: list[ShownPoint]) -> list[dict[str, object]]:
+        """One spot per point (``data``: its index), the chosen one drawn last: it is often
+        as fast as float and would hide under its marker."""
         sizes = marker_sizes([p.point.memory_bytes for p in points])
         t = style.theme()
         spots = []
-        for index, (shown, size) in enumerate(zip(points, sizes, strict=True)):
+        drawn = sorted(
+            enumerate(zip(points, sizes, strict=True)), key=lambda e: DRAW_ORDER[e[1][0].role]
+        )
+        for index, (shown, size) in drawn:
             colour = role_colour(shown.role, t)
             outline = t.plot_fg if shown.role is not PointRole.FRONT else colour
             spots.append({
@@ -272,10 +289,14 @@ class FrontChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
         for callback in self.on_click:
             callback(index)
 
+    def spot(self, index: int) -> Any:
+        """The drawn spot of point ``index`` (a pyqtgraph ``SpotItem``; for tests)."""
+        return next(spot for spot in self.scatter.points() if spot.data() == index)
+
     def point_position(self, index: int) -> tuple[float, float]:
         """``(latency_ms, accuracy %)`` of point ``index`` as drawn (for tests)."""
-        x, y = self.scatter.data["x"][index], self.scatter.data["y"][index]
-        return float(x), float(y)
+        position = self.spot(index).pos()
+        return float(position.x()), float(position.y())
 
 
 def points_budget_line(result: SearchResult) -> float:
@@ -371,6 +392,7 @@ class SearchPanel(QWidget):
         table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         table.verticalHeader().setVisible(False)
+        table.setWordWrap(False)  # one line a point: a narrow dock scrolls sideways
         table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         table.horizontalHeader().setStretchLastSection(True)
         table.cellClicked.connect(lambda row, _column: self.apply(row))
@@ -474,18 +496,14 @@ class SearchPanel(QWidget):
 
     def _fill_table(self, points: list[ShownPoint], result: SearchResult | None) -> None:
         self.table.setRowCount(len(points))
-        if result is not None:
-            header = self.table.horizontalHeaderItem(1)
-            if header is not None:
-                header.setText(metric_name(result))
+        header = self.table.horizontalHeaderItem(1)
+        if result is not None and header is not None:
+            header.setText(f"{metric_name(result)} % (n={result.score_sample.count:,})")
         for row, shown in enumerate(points):
             point = shown.point
-            name = search_point_title(shown.name)
-            if shown.role is PointRole.CHOSEN:
-                name += " ★ chosen"
-            elif shown.role is PointRole.FLOAT and shown.name != FLOAT_POINT:
-                name += " (float)"
-            cells = (name, point.accuracy.text(), f"{point.latency_ms:.3g}",
+            low, high = point.accuracy.interval
+            accuracy = f"{shown.accuracy_percent:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+            cells = (row_name(shown), accuracy, f"{point.latency_ms:.3g}",
                      format_bytes(point.memory_bytes), modes_summary(point))  # fmt: skip
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
