@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("xnorlab.cli.eval", "top-1/top-5, per-class accuracy and confusion matrix on data"),
     "predict": ("xnorlab.cli.predict", "classify image files (any format, any size)"),
     "search": ("xnorlab.cli.search", "which layers to binarize: modes within a top-1 budget"),
+    "ensemble": ("xnorlab.cli.ensemble", "train K binary members and compare with a float net"),
 }
 
 EXIT_USER_ERROR = 2

@@ -313,6 +313,7 @@ def train_ensemble_spread(
     launcher's exit status and the ensemble of the members written (in member order, up to
     the first member missing). ``announce``: each rank prints a line per finished member."""
     plan.validate()
+    new_member(plan, 0, len(bundle.class_names))  # the modes fit the arch: one line, here
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = Path(tempfile.mkdtemp(prefix=".xnorlab-ensemble-", dir=path.parent))
