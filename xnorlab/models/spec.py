@@ -10,6 +10,9 @@ Accepted specs
     says so).
 ``lenet`` / ``vgg``
     The bare demo architecture, random init (to train from scratch).
+``xresnet18`` / ``xresnet18-small``
+    The binary ResNet-18 in the XNOR-Net block order (``xnorlab.models.xresnet``; 3x224x224
+    or 1x28x28 input), random init.
 ``resnet18`` (any torchvision classifier)
     ImageNet weights from the torch hub cache when the file is there, else random init.
 ``ARCH:path/to/weights`` (``resnet18:w.pth``, ``lenet:w.safetensors``)
@@ -51,6 +54,7 @@ from xnorlab.models.ensemble import member_arch_of
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.user_code import CodeOptions, CodeSpec, load_code_model, parse_code_spec
 from xnorlab.models.xnor_file import SUFFIX, load_xnor
+from xnorlab.models.xresnet import BINARY_ARCHITECTURES, BINARY_DEFAULT_DATA, build_binary
 from xnorlab.models.zoo import (
     build_arch,
     build_torchvision,
@@ -70,7 +74,7 @@ LIVE_PREFIX = "live:"  # models handed over from Python (xnorlab.show) are named
 
 
 def _default_preprocessing(arch: str) -> Preprocessing:
-    if arch == "lenet":
+    if arch in ("lenet", "xresnet18-small"):
         return MNIST_PREPROCESSING
     if arch == "vgg":
         return CIFAR10_PREPROCESSING
@@ -140,7 +144,9 @@ def _assemble(
         class_names=names,
         preprocessing=prep,
         modes=current_modes(model) if meta.get("modes") else {},
-        default_data=meta.get("default_data") or DEFAULT_DATA.get(base),
+        default_data=meta.get("default_data")
+        or DEFAULT_DATA.get(base)
+        or BINARY_DEFAULT_DATA.get(base),
         card=dict(meta.get("card", {})),
         arch=arch,
     )
@@ -153,7 +159,7 @@ def _output_size(model: nn.Module) -> int | None:
 
 def _default_names(model: nn.Module, arch: str) -> list[str]:
     size = _output_size(model)
-    if arch == "lenet" and size == 10:
+    if arch in ("lenet", "xresnet18-small") and size == 10:
         return [str(d) for d in range(10)]
     if arch == "vgg" and size == 10:
         return list(CIFAR10_NAMES)
@@ -215,7 +221,8 @@ def _load_torchvision(spec: str, name: str) -> LoadedModel:
 
 def _split_arch(text: str) -> tuple[str, str] | None:
     arch, sep, rest = text.partition(":")
-    if sep and rest and (arch in ARCHITECTURES or arch in torchvision_architectures()):
+    known = arch in ARCHITECTURES or arch in BINARY_ARCHITECTURES
+    if sep and rest and (known or arch in torchvision_architectures()):
         return arch, rest
     return None
 
@@ -259,6 +266,9 @@ def load_model_spec(spec: str, trust: bool = False, code: CodeOptions | None = N
     if text.lower() in ARCHITECTURES:
         card = {"trained": False, "note": "random initialisation (architecture only)"}
         return _assemble(spec, build_demo(text.lower()), text.lower(), {"card": card})
+    if text.lower() in BINARY_ARCHITECTURES:
+        card = {"trained": False, "note": "random initialisation (architecture only)"}
+        return _assemble(spec, build_binary(text.lower()), text.lower(), {"card": card})
     pair = _split_arch(text)
     if pair is not None:
         arch, path = pair

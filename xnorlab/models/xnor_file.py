@@ -11,7 +11,7 @@ pickle). Tensors:
 
 The safetensors metadata holds one key, ``"xnorlab"``: a JSON object with ``format``
 (``"xnorlab-packed"``), ``format_version``, ``xnorlab_version``, ``spec`` (where the model came
-from), ``architecture`` (``{"kind": "demo"|"torchvision", "name", "num_classes"}``: enough to
+from), ``architecture`` (``{"kind": "demo"|"binary"|"torchvision", "name", "num_classes"}``: enough to
 rebuild the module tree without any weight file; or ``{"kind": "code", "name": "FILE.py:Class",
 "kwargs", "num_classes"}`` for the user's own class), ``input_shape``, ``class_names``,
 ``preprocessing``, ``modes`` and ``layers`` (per binary layer: kind, weight_shape, config,
@@ -54,6 +54,7 @@ from xnorlab.models import schema
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.packed_layers import PackedConv2d, PackedLinear, PackedWeight, has_packed_layers
 from xnorlab.models.schema import MetadataError
+from xnorlab.models.xresnet import BINARY_ARCHITECTURES
 from xnorlab.models.zoo import build_arch, torchvision_architectures
 
 FORMAT = "xnorlab-packed"
@@ -100,6 +101,8 @@ def architecture_of(loaded: LoadedModel) -> dict[str, Any] | None:
             name = from_spec
     if name in models.ARCHITECTURES:
         return {"kind": "demo", "name": name, "num_classes": classes}
+    if name in BINARY_ARCHITECTURES:
+        return {"kind": BINARY_KIND, "name": name, "num_classes": classes}
     if name in torchvision_architectures():
         return {"kind": "torchvision", "name": name, "num_classes": classes}
     return None
@@ -248,6 +251,7 @@ def export_xnor(model: nn.Module, path: str | Path, loaded: LoadedModel) -> int:
 MAX_XNOR_BYTES = 4 << 30
 LAYER_KINDS = ("conv2d", "linear")
 CODE_KIND = "code"  # the user's own class: attached by load_xnor_into, never imported by name
+BINARY_KIND = "binary"  # xnorlab's binary architectures (models.xresnet), rebuilt by name
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")  # nn.Conv2d's padding_mode
 PADDING_WORDS = ("same", "valid")
 MAX_WEIGHT_DIM = 1 << 20  # one dimension of a binary layer's weight
@@ -344,9 +348,10 @@ def _check_architecture(value: Any) -> Architecture:
     if kind == CODE_KIND:
         kwargs = schema.plain_json(schema.record(data.get("kwargs", {}), "kwargs"), "kwargs")
         return Architecture(kind, name, schema.class_count(data.get("num_classes")), kwargs)
-    if kind not in ("demo", "torchvision"):
+    known_by_kind = {"demo": models.ARCHITECTURES, BINARY_KIND: BINARY_ARCHITECTURES}
+    if kind not in (*known_by_kind, "torchvision"):
         raise MetadataError(f"unknown architecture kind {quoted(kind)}")
-    known = models.ARCHITECTURES if kind == "demo" else torchvision_architectures()
+    known = known_by_kind.get(kind) or torchvision_architectures()
     if name not in known:
         raise MetadataError(f"unknown {kind} architecture {quoted(name)}")
     return Architecture(kind, name, schema.class_count(data.get("num_classes")))

@@ -12,7 +12,7 @@ from torch import nn
 from xnorlab.common.errors import XnorlabError, quoted
 from xnorlab.models.demo import ARCHITECTURES, build_demo
 from xnorlab.models.ensemble import BinaryEnsemble, parse_ensemble_arch
-from xnorlab.models.xresnet import BINARY_ARCHITECTURES
+from xnorlab.models.xresnet import BINARY_ARCHITECTURES, build_binary
 
 # torchvision is imported inside the functions that name a torchvision model: it is slow to
 # import and sessions with the demo nets never need it.
@@ -79,7 +79,7 @@ def imagenet_weights(name: str) -> dict[str, torch.Tensor] | None:
 
 def build_arch(arch: str, num_classes: int | None = None) -> nn.Module:
     """A demo architecture (``lenet``, ``vgg``), a binary one in the XNOR-Net block order
-    (``xresnet18``), a torchvision one or an ensemble of one of them (``ensemble-ARCH-K``,
+    (``xresnet18``, ``xresnet18-small``), a torchvision one or an ensemble of one of them (``ensemble-ARCH-K``,
     ``models.ensemble``), random init."""
     members = parse_ensemble_arch(arch)
     if members is not None:
@@ -88,5 +88,5 @@ def build_arch(arch: str, num_classes: int | None = None) -> nn.Module:
     if arch in ARCHITECTURES:
         return build_demo(arch, 10 if num_classes is None else num_classes)
     if arch in BINARY_ARCHITECTURES:
-        return BINARY_ARCHITECTURES[arch](1000 if num_classes is None else num_classes)
+        return build_binary(arch, num_classes)
     return build_torchvision(arch, num_classes)

@@ -54,6 +54,7 @@ from xnorlab.models.spec import (
     load_model_spec,
 )
 from xnorlab.models.user_code import CodeOptions, parse_arch_kwargs, parse_input_shape
+from xnorlab.models.xresnet import BINARY_ARCHITECTURES, BINARY_INPUT_SHAPES
 from xnorlab.models.zoo import torchvision_architectures
 
 CHECKPOINT_FILTER = "Models (*.pt *.pth *.safetensors *.ts *.xnor);;All files (*)"
@@ -85,12 +86,20 @@ DATA_CHOICES: tuple[DataChoice, ...] = (
 
 
 def demo_model_specs() -> list[str]:
-    """The bundled demo models (``demo:...`` specs) the models module offers."""
-    return list(DEMO_SPECS)
+    """The bundled demo models (``demo:...`` specs) and the binary ResNets the models module
+    offers."""
+    return [*DEMO_SPECS, *BINARY_ARCHITECTURES]
 
 
 def demo_description(spec: str) -> str:
-    """One line from a demo checkpoint's JSON card (data, epochs, validation accuracy)."""
+    """One line from a demo checkpoint's JSON card (data, epochs, validation accuracy), or
+    what a binary ResNet is."""
+    if spec in BINARY_INPUT_SHAPES:
+        shape = "x".join(map(str, BINARY_INPUT_SHAPES[spec]))
+        return (
+            f"binary ResNet-18 (XNOR-Net block order: BatchNorm -> Hardtanh -> conv), {shape} "
+            "input; random initialisation, train it in the Training panel"
+        )
     name = spec.partition(":")[2]
     file_name = DEMO_CHECKPOINTS.get(name)
     if file_name is None:
