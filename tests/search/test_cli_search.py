@@ -103,3 +103,27 @@ def test_ctrl_c_cancels_in_one_line_exit_130_and_writes_nothing(
     assert captured.err.strip().splitlines()[-1] == "xnorlab search: cancelled; nothing written"
     assert captured.out == "" and not out.exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_report_refuses_a_bad_search_budget_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.md"
+    assert main(["report", "demo:lenet", "--out", str(out), "--search-budget", "-2"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "outside [0.0, 100.0]" in lines[0] and not out.exists()
+
+
+@pytest.mark.slow
+def test_report_with_a_search_budget_shows_the_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.md"
+    argv = ["report", "demo:lenet", "--data", "mnist5k", "--limit", "30", "--no-sensitivity",
+            "--no-latency", "--quiet", "--threads", "1", "--search-budget", "100",
+            "--search-objective", "memory", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    text = out.read_text()
+    assert "## What to binarize: searched front" in text
+    assert "| score split (chooses) | 30 items, seed 0, 3 per class (10 classes) |" in text
+    assert "| chosen | BBBB | 4 of 4 |" in text  # 100 points admit all: the smallest point

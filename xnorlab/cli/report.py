@@ -19,7 +19,11 @@ from xnorlab.cli.common import (
     load_model,
 )
 from xnorlab.cli.progress import ProgressBar
+from xnorlab.cli.search import PHOTOS, cancelled, run_search
+from xnorlab.common.errors import XnorlabError
+from xnorlab.common.tasks import Cancelled
 from xnorlab.data.datasets import load_dataset
+from xnorlab.measure.front import Objective, SearchResult
 from xnorlab.measure.machine import set_threads
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.report.build import ReportData, ReportOptions, build_report
@@ -29,6 +33,7 @@ from xnorlab.report.data import (
     unlabelled_report_data,
 )
 from xnorlab.report.render import RENDERERS, write_report
+from xnorlab.search.walk import SearchOptions
 
 NO_DATA = "none"
 RANDOM = "random"
@@ -102,6 +107,26 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
     add_layer_settings(parser, weight_grad=False)
     add_trust(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
+    _add_search_arguments(parser)
+
+
+def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--search-budget`` runs ``xnorlab search`` first and adds its front to the report."""
+    group = parser.add_argument_group("what to binarize (xnorlab search)")
+    group.add_argument(
+        "--search-budget",
+        type=cli_args.float_in(0.0, 100.0, what="budget"),
+        default=None,
+        metavar="POINTS",
+        help="also search per-layer modes within this many top-1 points of float (agreement "
+        "with float on the bundled photos without a data set) and show the front",
+    )
+    group.add_argument(
+        "--search-objective",
+        choices=[o.value for o in Objective],
+        default=Objective.LATENCY.value,
+        help="what the search minimizes within the budget (default: latency)",
+    )
 
 
 def apply_threads(threads: int | None) -> None:
@@ -127,6 +152,21 @@ def load_report_data(
     return report_data_from_bundle(bundle, calib, limit)
 
 
+def _search(args: argparse.Namespace, loaded: LoadedModel, bar: ProgressBar) -> SearchResult | None:
+    """The search ``--search-budget`` asks for, on ``--data`` (the bundled photos when the
+    report has no data set; 'random' inputs cannot be searched on)."""
+    if args.search_budget is None:
+        return None
+    spec = args.data or loaded.default_data or NO_DATA
+    if spec.lower() == RANDOM:
+        raise XnorlabError("--search-budget: random inputs have no answer to agree on; give --data")
+    options = SearchOptions(args.search_budget, Objective.parse(args.search_objective),
+                            score_items=args.limit, confirm_items=args.limit)  # fmt: skip
+    data_spec = PHOTOS if spec.lower() == NO_DATA else spec
+    result, _ = run_search(loaded, data_spec, options, layer_settings(args), bar)
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     loaded = load_model(args, trust=args.trust)
@@ -138,8 +178,12 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     bar = ProgressBar(stream=io.StringIO() if args.quiet else None)
     try:
+        search = _search(args, loaded, bar)
         report = build_report(loaded, modes, data, options=options, settings=layer_settings(args),
-                              progress=bar)  # fmt: skip
+                              progress=bar, search=search)  # fmt: skip
+    except Cancelled:
+        bar.close()
+        return cancelled("report")
     finally:
         bar.close()
     path = write_report(report, args.out)

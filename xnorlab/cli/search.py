@@ -20,8 +20,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from xnorlab.binary.modes import Mode
-from xnorlab.binary.surgery import binarize_model, mode_map_text
+from xnorlab.binary.surgery import binarize_model, copy_model, mode_map_text
 from xnorlab.cli import args as cli_args
 from xnorlab.cli.common import (
     add_layer_settings,
@@ -31,21 +30,20 @@ from xnorlab.cli.common import (
     load_model,
 )
 from xnorlab.cli.progress import ProgressBar
-from xnorlab.cli.report import apply_threads
 from xnorlab.cli.train import _SigintCancel
 from xnorlab.common.atomic import atomic_write_text
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import Cancelled
 from xnorlab.data.calibration import PhotoCrops
 from xnorlab.data.datasets import load_dataset, match_classes
-from xnorlab.measure.front import FrontPoint, Objective, SearchResult
+from xnorlab.measure.front import FrontPoint, Objective, SearchResult, modes_letters
 from xnorlab.measure.intervals import Accuracy
+from xnorlab.measure.machine import set_threads
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.search.walk import SearchOptions, search_modes
 
 PHOTOS = "photos"
 EXIT_INTERRUPTED = 130
-MODE_LETTERS = {Mode.FLOAT: "F", Mode.BWN: "B", Mode.XNOR: "X"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_trust(parser)
 
 
-def _data(loaded: LoadedModel, spec: str | None) -> tuple[str, Dataset[Any], Dataset[Any] | None]:
+def search_data(
+    loaded: LoadedModel, spec: str | None
+) -> tuple[str, Dataset[Any], Dataset[Any] | None]:
     """``(description, items searched, items a fine-tune trains on)`` of ``--data``."""
     name = spec or loaded.default_data
     if not name:
@@ -117,11 +117,6 @@ def _data(loaded: LoadedModel, spec: str | None) -> tuple[str, Dataset[Any], Dat
     bundle = load_dataset(name, loaded.preprocessing, loaded.class_names or None)
     bundle = match_classes(bundle, loaded.class_names) if loaded.class_names else bundle
     return f"{bundle.name} (val split)", bundle.val, bundle.train
-
-
-def modes_letters(modes: dict[str, Mode] | Any) -> str:
-    """One letter per layer in model order: F float, B BWN, X XNOR."""
-    return "".join(MODE_LETTERS[Mode.parse(mode)] for mode in modes.values())
 
 
 def _ms(point: FrontPoint) -> str:
@@ -171,11 +166,38 @@ def result_text(result: SearchResult, what: str) -> str:
     return "\n".join(lines)
 
 
+def run_search(
+    loaded: LoadedModel, data_spec: str | None, options: SearchOptions, settings: dict[str, str],
+    bar: ProgressBar,
+) -> tuple[SearchResult, str]:  # fmt: skip
+    """Search ``loaded``'s model (a float-wrapped copy with the layer ``settings``) on
+    ``data_spec``; Ctrl-C cancels (raises ``Cancelled``). The result and what was searched."""
+    model = copy_model(loaded.model, share_tensors=True)
+    binarize_model(model, "float", warn_first_last=False, **settings)
+    what, dataset, train_items = search_data(loaded, data_spec)
+    cancel = _SigintCancel()
+
+    def progress(fraction: float, message: str = "", payload: Any = None, /) -> None:
+        bar(fraction, message)
+
+    try:
+        result = search_modes(model, dataset, options, progress=progress, should_cancel=cancel,
+                              finetune_data=train_items)  # fmt: skip
+    finally:
+        cancel.restore()
+    return result, f"{loaded.spec} on {what}"
+
+
+def cancelled(command: str) -> int:
+    """The one line and exit status of a search cancelled with Ctrl-C."""
+    print(f"xnorlab {command}: cancelled; nothing written", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def run(args: argparse.Namespace) -> int:
-    apply_threads(args.threads)
+    if args.threads is not None:
+        set_threads(args.threads)
     loaded = load_model(args, trust=args.trust)
-    binarize_model(loaded.model, "float", warn_first_last=False, **layer_settings(args))
-    what, dataset, train_items = _data(loaded, args.data)
     options = SearchOptions(
         budget_points=args.budget,
         objective=Objective.parse(args.objective),
@@ -185,28 +207,16 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     bar = ProgressBar()  # on stderr: --json output stays clean
-    cancel = _SigintCancel()
-
-    def progress(fraction: float, message: str = "", payload: Any = None, /) -> None:
-        bar(fraction, message)
-
     try:
-        result = search_modes(loaded.model, dataset, options, progress=progress,
-                              should_cancel=cancel, finetune_data=train_items)  # fmt: skip
+        result, what = run_search(loaded, args.data, options, layer_settings(args), bar)
     except Cancelled:
         bar.close()
-        print("xnorlab search: cancelled; nothing written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return cancelled("search")
     finally:
-        cancel.restore()
         bar.close()
     if args.out is not None and result.chosen is not None:
         atomic_write_text(args.out, mode_map_text(result.chosen.modes))
-    print(
-        json.dumps(result.to_json(), indent=2)
-        if args.json
-        else result_text(result, f"{loaded.spec} on {what}")
-    )
+    print(json.dumps(result.to_json(), indent=2) if args.json else result_text(result, what))
     if args.out is not None and not args.json:
         print(
             f"wrote {args.out}"

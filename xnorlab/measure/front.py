@@ -32,6 +32,14 @@ class Agreement(StrChoice):
     FLOAT_AGREEMENT = "agreement"
 
 
+MODE_LETTERS = {Mode.FLOAT: "F", Mode.BWN: "B", Mode.XNOR: "X"}
+
+
+def modes_letters(modes: Mapping[str, Mode | str]) -> str:
+    """A configuration in one letter per layer, in model order: F float, B BWN, X XNOR."""
+    return "".join(MODE_LETTERS[Mode.parse(mode)] for mode in modes.values())
+
+
 @dataclass(frozen=True)
 class FrontPoint:
     """One configuration, measured: ``modes`` maps every binarizable layer to its mode;

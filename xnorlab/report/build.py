@@ -34,6 +34,7 @@ from xnorlab.binary.surgery import (
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import CancelFn, Cancelled, ProgressFn
 from xnorlab.measure.accuracy import tensor_correct
+from xnorlab.measure.front import SearchResult
 from xnorlab.measure.intervals import PairedDifference
 from xnorlab.measure.latency import MIN_REPEATS, LatencyComparison, LatencyPlan, float_vs_current
 from xnorlab.measure.layers import layer_mode, shapes_per_layer
@@ -447,6 +448,7 @@ def build_report(
     settings: Mapping[str, Any] | None = None,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
+    search: SearchResult | None = None,
 ) -> Report:
     """Measure ``loaded.model`` under ``modes`` and return the report (data only).
 
@@ -454,7 +456,8 @@ def build_report(
     a GUI may call this from a worker thread. ``modes``: a preset, a JSON path or a mapping
     (``None`` keeps the model's current modes); ``settings`` (scaling, pad_mode, ...) apply to
     every layer as in ``binarize_model``. Raises ``XnorlabError`` on bad data or modes and
-    ``Cancelled`` when ``should_cancel()`` becomes true.
+    ``Cancelled`` when ``should_cancel()`` becomes true. ``search``: a search of the same
+    model (``xnorlab.search``, run by the caller), shown as its front, plot and choice.
     """
     options = options or ReportOptions()
     _validate_options(options)
@@ -474,7 +477,7 @@ def build_report(
     steps.finish()
     notes = [*_first_last_notes(layers), *_unbinarizable_notes(loaded.model), *notes]
     header = _header(loaded, data, options, settings or {}, notes)
-    return Report(header=header, layers=layers, totals=_totals(model, layers, extra))
+    return Report(header=header, layers=layers, totals=_totals(model, layers, extra), search=search)
 
 
 def _first_last_notes(layers: tuple[LayerReport, ...]) -> list[str]:

@@ -27,6 +27,7 @@ from typing import Any
 from torch import Tensor
 
 from xnorlab.data.sampling import SampleInfo
+from xnorlab.measure.front import SearchResult
 from xnorlab.measure.intervals import Accuracy, PairedDifference
 from xnorlab.measure.timing import RatioEstimate
 
@@ -138,12 +139,14 @@ class ReportHeader:
 
 @dataclass(frozen=True)
 class Report:
-    """The report: a header, one ``LayerReport`` per binarizable layer, and totals."""
+    """The report: a header, one ``LayerReport`` per binarizable layer, totals, and (when one
+    was run) the search's answer to "what should I binarize?" (``measure.front``)."""
 
     header: ReportHeader
     layers: tuple[LayerReport, ...]
     totals: ReportTotals
     schema_version: int = SCHEMA_VERSION
+    search: SearchResult | None = None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 Shapes are ``AxBxC`` strings; missing values are empty cells; lists (alphas, histograms) are
 left out (they are in the JSON). A paired comparison (``binarize_alone``, ``restore_alone``)
-becomes ``PAIRED_PARTS`` columns named ``<field>_<part>``.
+becomes ``PAIRED_PARTS`` columns named ``<field>_<part>``. With a search, each layer's mode in
+the chosen point (``search_chosen_mode``, empty when nothing was chosen) and in every front
+point (``search_front_<i>_mode``, in the front's order) follow; the points' figures are in
+the JSON, HTML and Markdown.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import csv
 import dataclasses
 import io
 
+from xnorlab.measure.front import SearchResult
 from xnorlab.measure.intervals import PairedDifference
 from xnorlab.report.model import LayerReport, Report
 from xnorlab.report.render.format import shape_text
@@ -56,11 +60,25 @@ def _row(layer: LayerReport) -> list[str]:
     return cells
 
 
+def _search_columns(search: SearchResult | None) -> list[str]:
+    if search is None:
+        return []
+    fronts = [f"search_front_{i}_mode" for i in range(1, len(search.front) + 1)]
+    return ["search_chosen_mode", *fronts]
+
+
+def _search_cells(search: SearchResult | None, name: str) -> list[str]:
+    if search is None:
+        return []
+    chosen = "" if search.chosen is None else str(search.chosen.modes.get(name, ""))
+    return [chosen] + [str(point.modes.get(name, "")) for point in search.front]
+
+
 def render_csv(report: Report) -> str:
     """Header line plus one line per layer (RFC 4180 quoting, ``\\n`` line ends)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow([*COLUMNS, *_search_columns(report.search)])
     for layer in report.layers:
-        writer.writerow(_row(layer))
+        writer.writerow(_row(layer) + _search_cells(report.search, layer.name))
     return buffer.getvalue()

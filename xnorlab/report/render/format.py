@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from xnorlab.data.sampling import SampleInfo
+from xnorlab.measure.front import FrontPoint, SearchResult, modes_letters
 from xnorlab.measure.intervals import Accuracy, PairedDifference
 from xnorlab.measure.timing import NOISY_RELATIVE_WIDTH
 from xnorlab.report.model import LayerReport, Report
@@ -191,3 +192,77 @@ def header_rows(report: Report) -> list[tuple[str, str]]:
 def cell_text(value: Any) -> str:
     """Escape a cell for Markdown tables (pipes)."""
     return str(value).replace("|", "\\|")
+
+
+# ------------------------------------------------------------------------------ search
+
+SEARCH_COLUMNS = ("point", "modes", "binary layers", "top-1 [95 %]", "latency ms [95 %]",
+                  "speedup", "memory KiB")  # fmt: skip
+
+
+def _point_cells(label: str, point: FrontPoint, float_ms: float) -> list[str]:
+    low, high = point.latency_interval_ms
+    return [
+        label,
+        modes_letters(point.modes),
+        f"{point.binary_layers} of {len(point.modes)}",
+        accuracy_short(point.accuracy),
+        f"{point.latency_ms:.3g} [{low:.3g}, {high:.3g}]",
+        times(float_ms / point.latency_ms if point.latency_ms > 0 else None),
+        f"{point.memory_bytes / 1024:,.1f}",
+    ]
+
+
+def search_point_label(search: SearchResult, point: FrontPoint) -> str:
+    """``float``, ``chosen``, or the point's number on the front (``3``)."""
+    if point is search.chosen:
+        return "chosen"
+    if point.binary_layers == 0:
+        return "float"
+    return str(search.front.index(point) + 1) if point in search.front else "-"
+
+
+def search_table(search: SearchResult) -> list[list[str]]:
+    """One row per front point (``SEARCH_COLUMNS``), the float point first if it is not on
+    the front; the chosen point is labelled ``chosen``."""
+    floats = search.float_point
+    points = list(search.front)
+    if not any(p.binary_layers == 0 for p in points):
+        points.insert(0, floats)
+    return [_point_cells(search_point_label(search, p), p, floats.latency_ms) for p in points]
+
+
+def search_rows(search: SearchResult) -> list[tuple[str, str]]:
+    """``(label, value)`` rows: what was searched, the chosen point and its confirmation."""
+    metric = "top-1" if str(search.metric) == "top1" else "top-1 agreement with float"
+    chosen = search.chosen
+    rows = [
+        ("budget", f"{search.budget_points:g} points of {metric} on the score split"),
+        ("objective", f"{search.objective} (lower is better)"),
+        ("score split (chooses)", search.score_sample.text()),
+        ("confirm split (reports)", search.confirm_sample.text()),
+        ("layers, in model order", ", ".join(search.float_point.modes)),
+        ("configurations measured", f"{search.evaluated} ({len(search.front)} on the front)"),
+        ("chosen", "nothing binarized beats float within the budget" if chosen is None
+         else f"{modes_letters(chosen.modes)} ({chosen.binary_layers} binary layers)"),
+    ]  # fmt: skip
+    if chosen is not None:
+        tuned = (
+            f", after {search.finetune_epochs} fine-tune epochs" if search.finetune_epochs else ""
+        )
+        rows.append((
+            f"confirm split: chosen vs float{tuned}",
+            f"{accuracy_short(search.confirm_accuracy)} vs {accuracy_short(search.confirm_float)}",
+        ))  # fmt: skip
+    return rows
+
+
+SEARCH_LEGEND = (
+    "Search: each layer float (F), BWN (B) or XNOR (X), one letter per layer in model order. "
+    "Every configuration was measured for real: top-1 on the score split with its 95 % Wilson "
+    "interval; latency through the engine at batch 1, timed interleaved against every layer "
+    "float and given as float median / speed-up, with the speed-up's interval; memory with "
+    "binary weights packed at 1 bit. The front keeps the configurations no other beats on all "
+    "three. The chosen point is the best on the objective within the budget on the score split; "
+    "its accuracy is reported on the confirm split, which chose nothing."
+)

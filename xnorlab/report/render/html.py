@@ -8,9 +8,18 @@ from __future__ import annotations
 import base64
 from html import escape
 
+from xnorlab.measure.front import SearchResult
 from xnorlab.report.model import Report
 from xnorlab.report.render import plots
-from xnorlab.report.render.format import LAYER_COLUMNS, header_rows, totals_rows
+from xnorlab.report.render.format import (
+    LAYER_COLUMNS,
+    SEARCH_COLUMNS,
+    SEARCH_LEGEND,
+    header_rows,
+    search_rows,
+    search_table,
+    totals_rows,
+)
 from xnorlab.report.render.markdown import _GROUPS, _LEGEND
 
 _STYLE = """
@@ -63,6 +72,22 @@ def _plot_sections(report: Report) -> list[str]:
     return parts
 
 
+def _search_section(search: SearchResult) -> list[str]:
+    head = "".join(f"<th>{escape(name)}</th>" for name in SEARCH_COLUMNS)
+    rows = []
+    for cells in search_table(search):
+        css = "binary" if cells[0] == "chosen" else ("float" if cells[0] == "float" else "")
+        body = "".join(f"<td>{escape(cell)}</td>" for cell in cells)
+        rows.append(f'<tr class="{css}">{body}</tr>')
+    return [
+        "<h2>What to binarize: searched front</h2>",
+        _kv_table(search_rows(search)),
+        f"<table><tr>{head}</tr>{''.join(rows)}</table>",
+        _img(plots.search_figure(search), "search front: accuracy against latency"),
+        f'<p class="legend">{escape(SEARCH_LEGEND)}</p>',
+    ]
+
+
 def render_html(report: Report) -> str:
     """One HTML document with everything inline (opens offline in any browser)."""
     title = f"Binarization report: {report.header.model_spec}"
@@ -77,6 +102,8 @@ def render_html(report: Report) -> str:
     ]
     for heading, names in _GROUPS:
         parts += [f"<h2>{escape(heading)}</h2>", _layer_table(report, names)]
+    if report.search is not None:
+        parts += _search_section(report.search)
     if report.header.notes:
         notes = "".join(f"<li>{escape(note)}</li>" for note in report.header.notes)
         parts.append(f'<h2>Notes</h2><ul class="note">{notes}</ul>')

@@ -29,10 +29,13 @@ def plain(value: Any) -> Any:
 
 def report_to_dict(report: Report) -> dict[str, Any]:
     """The report as JSON-able nested dicts; ``header.settings`` and
-    ``header.unbinarizable_layers`` become objects."""
+    ``header.unbinarizable_layers`` become objects; ``search`` (when there is one) is
+    ``SearchResult.to_json``."""
     data: dict[str, Any] = plain(report)
     data["header"]["settings"] = dict(report.header.settings)
     data["header"]["unbinarizable_layers"] = dict(report.header.unbinarizable_layers)
+    if report.search is None:
+        del data["search"]  # a report without a search has the shape it always had
     return {"schema_version": data.pop("schema_version"), **data}
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from xnorlab.report.model import Report
 from xnorlab.report.render.format import (
     LAYER_COLUMNS,
+    SEARCH_COLUMNS,
+    SEARCH_LEGEND,
     cell_text,
     header_rows,
+    search_rows,
+    search_table,
     totals_rows,
 )
 
@@ -42,6 +46,11 @@ def render_markdown(report: Report) -> str:
         lines += ["", f"## {title}", ""]
         rows = [[columns[name](layer) for name in names] for layer in report.layers]
         lines += _table(list(names), rows)
+    if report.search is not None:
+        lines += ["", "## What to binarize: searched front", ""]
+        lines += _table(["", ""], [[k, v] for k, v in search_rows(report.search)])
+        lines += ["", *_table(list(SEARCH_COLUMNS), search_table(report.search))]
+        lines += ["", SEARCH_LEGEND]
     if report.header.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report.header.notes]
     lines += ["", _LEGEND, ""]

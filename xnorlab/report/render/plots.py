@@ -10,6 +10,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from xnorlab.measure.front import SearchResult
 from xnorlab.measure.intervals import PairedDifference
 from xnorlab.report.model import Histogram, LayerReport, Report
 
@@ -170,4 +171,45 @@ def error_figure(report: Report) -> bytes:
     axis.bar([p + 0.2 for p in positions], output, width=0.4, color="#d62728", label="model")
     axis.legend(fontsize=8)
     _layer_axis(axis, report, "relative output error vs float", "||y - y_float|| / ||y_float||")
+    return _png(figure)
+
+
+def search_figure(search: SearchResult) -> bytes:
+    """The search's front: top-1 (score split) against latency, each point with its 95 %
+    intervals, its packed memory as marker area and colour; the float point and the chosen
+    point marked, the budget as a dashed line."""
+    figure, (axis,) = _figure(7.5, 4.2, bottom=0.13, left=0.1)
+    points = list(search.front)
+    memory = [p.memory_bytes / 1024 for p in points]
+    largest = max([*memory, search.float_point.memory_bytes / 1024, 1e-9])
+    sizes = [30 + 250 * m / largest for m in memory]
+    for point in points:
+        low, high = point.accuracy.interval
+        y = 100 * point.accuracy.value
+        axis.errorbar(point.latency_ms, y, fmt="none", ecolor="#bbbbbb", linewidth=0.8,
+                      xerr=[[point.latency_ms - point.latency_interval_ms[0]],
+                            [point.latency_interval_ms[1] - point.latency_ms]],
+                      yerr=[[y - 100 * low], [100 * high - y]])  # fmt: skip
+    scatter = axis.scatter([p.latency_ms for p in points], [100 * p.accuracy.value for p in points],
+                           s=sizes, c=memory, cmap="viridis", vmin=0, vmax=largest,
+                           edgecolors="black", linewidths=0.5, zorder=3)  # fmt: skip
+    figure.colorbar(scatter, ax=axis, label="packed memory (KiB)", pad=0.01)
+    floats = search.float_point
+    axis.scatter([floats.latency_ms], [100 * floats.accuracy.value], marker="*", s=260,
+                 color=_FLOAT, edgecolors="black", zorder=4, label="float")  # fmt: skip
+    if search.chosen is not None:
+        chosen = search.chosen
+        axis.scatter([chosen.latency_ms], [100 * chosen.accuracy.value], s=420, facecolors="none",
+                     edgecolors="#d62728", linewidths=2, zorder=5, label="chosen")  # fmt: skip
+    bound = 100 * floats.accuracy.value - search.budget_points
+    axis.axhline(bound, color="#d62728", linestyle="--", linewidth=0.8,
+                 label=f"budget ({search.budget_points:g} pts)")  # fmt: skip
+    metric = "top-1" if str(search.metric) == "top1" else "top-1 agreement with float"
+    axis.set_xlabel("latency, batch 1 (ms)", fontsize=9)
+    axis.set_ylabel(f"{metric}, score split (%)", fontsize=9)
+    axis.set_title(
+        f"search front ({len(points)} of {search.evaluated} configurations)", fontsize=10
+    )
+    axis.legend(fontsize=8, loc="lower right")
+    axis.tick_params(labelsize=8)
     return _png(figure)
