@@ -51,6 +51,7 @@ from xnorlab.data.images import Preprocessing
 from xnorlab.engine import KernelInputError, KernelTypeError, PackedConv2dWeight, PackedLinearWeight
 from xnorlab.models import demo as models
 from xnorlab.models import schema
+from xnorlab.models.ensemble import ARCH_PREFIX, parse_ensemble_arch
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.packed_layers import PackedConv2d, PackedLinear, PackedWeight, has_packed_layers
 from xnorlab.models.schema import MetadataError
@@ -99,6 +100,8 @@ def architecture_of(loaded: LoadedModel) -> dict[str, Any] | None:
             name = by_class[0]
         elif type(model).__module__.startswith("torchvision.models"):
             name = from_spec
+    if name.startswith(ARCH_PREFIX):
+        return _ensemble_entry(name, classes)
     if name in models.ARCHITECTURES:
         return {"kind": "demo", "name": name, "num_classes": classes}
     if name in BINARY_ARCHITECTURES:
@@ -106,6 +109,16 @@ def architecture_of(loaded: LoadedModel) -> dict[str, Any] | None:
     if name in torchvision_architectures():
         return {"kind": "torchvision", "name": name, "num_classes": classes}
     return None
+
+
+def _ensemble_entry(name: str, classes: int | None) -> dict[str, Any] | None:
+    """An ensemble (``models.ensemble``): its name rebuilds it; ``member`` and ``members``
+    list what it holds (checked against the name when read)."""
+    parsed = parse_ensemble_arch(name)
+    if parsed is None:
+        return None
+    return {"kind": ENSEMBLE_KIND, "name": name, "member": parsed[0], "members": parsed[1],
+            "num_classes": classes}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- metadata
@@ -251,6 +264,7 @@ def export_xnor(model: nn.Module, path: str | Path, loaded: LoadedModel) -> int:
 MAX_XNOR_BYTES = 4 << 30
 LAYER_KINDS = ("conv2d", "linear")
 CODE_KIND = "code"  # the user's own class: attached by load_xnor_into, never imported by name
+ENSEMBLE_KIND = "ensemble"  # K members of one architecture (models.ensemble), rebuilt by name
 BINARY_KIND = "binary"  # xnorlab's binary architectures (models.xresnet), rebuilt by name
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")  # nn.Conv2d's padding_mode
 PADDING_WORDS = ("same", "valid")
@@ -348,6 +362,8 @@ def _check_architecture(value: Any) -> Architecture:
     if kind == CODE_KIND:
         kwargs = schema.plain_json(schema.record(data.get("kwargs", {}), "kwargs"), "kwargs")
         return Architecture(kind, name, schema.class_count(data.get("num_classes")), kwargs)
+    if kind == ENSEMBLE_KIND:
+        return _check_ensemble(data, name)
     known_by_kind = {"demo": models.ARCHITECTURES, BINARY_KIND: BINARY_ARCHITECTURES}
     if kind not in (*known_by_kind, "torchvision"):
         raise MetadataError(f"unknown architecture kind {quoted(kind)}")
@@ -355,6 +371,27 @@ def _check_architecture(value: Any) -> Architecture:
     if name not in known:
         raise MetadataError(f"unknown {kind} architecture {quoted(name)}")
     return Architecture(kind, name, schema.class_count(data.get("num_classes")))
+
+
+def _check_ensemble(data: dict[str, Any], name: str) -> Architecture:
+    """An ensemble entry: a valid ``ensemble-ARCH-K`` name whose members' architecture is
+    one a file may name, and ``member`` / ``members`` that say the same."""
+    try:
+        parsed = parse_ensemble_arch(name)
+    except XnorlabError as exc:
+        raise MetadataError(str(exc)) from None
+    if parsed is None:
+        raise MetadataError(f"ensemble architecture {quoted(name)} is not ensemble-ARCH-K")
+    member, count = parsed
+    if data.get("member") != member or data.get("members") != count:
+        raise MetadataError(
+            f"ensemble {quoted(name)} lists member {quoted(data.get('member'))} x "
+            f"{quoted(data.get('members'))}, not {member} x {count}"
+        )
+    known = (models.ARCHITECTURES, BINARY_ARCHITECTURES)
+    if not any(member in names for names in known) and member not in torchvision_architectures():
+        raise MetadataError(f"unknown ensemble member architecture {quoted(member)}")
+    return Architecture(ENSEMBLE_KIND, name, schema.class_count(data.get("num_classes")))
 
 
 def _check_geometry(value: Any, name: str) -> Geometry:
