@@ -17,7 +17,7 @@ from xnorlab import engine
 from xnorlab.binary.layers import BinConv2d
 from xnorlab.binary.modes import Backend, Mode
 from xnorlab.binary.surgery import binarize_model
-from xnorlab.runtime.deploy import DeployReport, FusedXnorConv
+from xnorlab.runtime.deploy import AffineClamp, DeployReport, FusedXnorConv
 
 SUPPORTED_ISAS = engine.info()["supported_isas"]
 
@@ -201,16 +201,20 @@ def test_a_shortcut_that_broadcasts_is_added_after_the_engine_call(isa: str) -> 
 
 
 class ConvBnBlock(nn.Module):
-    """conv -> BN [-> + a float 1x1 projection of the input] [-> activation]."""
+    """conv [-> BN] [-> + a float 1x1 projection of the input] [-> activation]."""
 
-    def __init__(self, conv: nn.Conv2d, act: nn.Module | None, residual: bool) -> None:
+    def __init__(
+        self, conv: nn.Conv2d, act: nn.Module | None, residual: bool, batchnorm: bool = True
+    ) -> None:
         super().__init__()
-        self.conv, self.bn, self.act = conv, nn.BatchNorm2d(conv.out_channels), act
+        self.conv, self.act = conv, act
+        self.bn = nn.BatchNorm2d(conv.out_channels) if batchnorm else None
         stride = conv.stride
         self.proj = nn.Conv2d(conv.in_channels, conv.out_channels, 1, stride) if residual else None
 
     def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.bn(self.conv(x))
+        out: Tensor = self.conv(x)
+        out = out if self.bn is None else self.bn(out)
         if self.proj is not None:
             out = out + self.proj(x)
         return out if self.act is None else self.act(out)
@@ -221,16 +225,17 @@ class ConvBnBlock(nn.Module):
     channels=st.integers(1, 80), out_channels=st.integers(1, 70), size=st.integers(3, 9),
     kernel=st.sampled_from([1, 3]), stride=st.integers(1, 2), bias=st.booleans(),
     act=st.sampled_from(["none", "relu", "hardtanh"]), residual=st.booleans(),
-    seed=st.integers(0, 2**16),
+    batchnorm=st.booleans(), seed=st.integers(0, 2**16),
 )  # fmt: skip
 def test_fused_conv_equals_conv_batchnorm_add_clamp(
     channels: int, out_channels: int, size: int, kernel: int, stride: int, bias: bool, act: str,
-    residual: bool, seed: int,
+    residual: bool, batchnorm: bool, seed: int,
 ) -> None:  # fmt: skip
     torch.manual_seed(seed)
     conv = nn.Conv2d(channels, out_channels, kernel, stride, padding=kernel // 2, bias=bias)
     activation = {"none": None, "relu": nn.ReLU(), "hardtanh": nn.Hardtanh(-0.5, 0.7)}[act]
-    model = randomize_batchnorms(ConvBnBlock(conv, activation, residual), seed).eval()
+    block = ConvBnBlock(conv, activation, residual, batchnorm)
+    model = randomize_batchnorms(block, seed).eval()
     binarize_model(model, {"conv": "xnor"}, warn_first_last=False)
     x = torch.randn(2, channels, size, size)
     with torch.no_grad():
@@ -243,5 +248,55 @@ def test_fused_conv_equals_conv_batchnorm_add_clamp(
                 assert_close(deployed(x), expected)
         finally:
             engine.set_isa(before)
-    (chain,) = deployed.deploy_report.fused
-    assert chain == "conv+bn" + ("+add" if residual else "") + ("+act" if act != "none" else "")
+    # A conv without BN, add or clamp is already one engine call: nothing to fuse.
+    links = ("+bn" if batchnorm else "") + ("+add" if residual else "")
+    links += "+act" if act != "none" else ""
+    assert deployed.deploy_report.fused == (["conv" + links] if links else [])
+
+
+class PreActivation(nn.Module):
+    """The XNOR-Net order on a shared input: BN -> Hardtanh -> XNOR conv, and a second BN ->
+    ReLU of the same input added to it (the input itself must stay unchanged)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn, self.act = nn.BatchNorm2d(8), nn.Hardtanh()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn_side, self.relu = nn.BatchNorm2d(8), nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.conv(self.act(self.bn(x)))
+        return out + self.relu(self.bn_side(x)) + x
+
+
+def test_batchnorms_outside_chains_become_one_multiply_add_with_a_clamp(isa: str) -> None:
+    model = randomize_batchnorms(PreActivation()).eval()
+    binarize_model(model, {"conv": "xnor"}, warn_first_last=False)
+    x = torch.randn(2, 8, 7, 7)
+    with torch.no_grad():
+        expected = model(x)
+        deployed = xnorlab.deploy(model)
+        got = deployed(x)
+    assert_close(got, expected)
+    report = deployed.deploy_report
+    assert report.affine == ["bn+act", "bn_side+relu"] and report.fused == ["conv+add"]
+    assert "2 BatchNorms as multiply-add" in report.text()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
+    assert sum(isinstance(m, AffineClamp) for m in deployed.modules()) == 2
+
+
+def test_affine_clamp_equals_batchnorm_then_clamp() -> None:
+    bn = randomize_batchnorms(nn.Sequential(nn.BatchNorm2d(5)))[0].eval()
+    x = torch.randn(3, 5, 4, 4).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        for bounds in (None, (-1.0, 1.0), (0.0, float("inf"))):
+            expected = bn(x) if bounds is None else bn(x).clamp(*bounds)
+            got = AffineClamp(bn, bounds)(x)
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+            assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_report_says_why_a_model_was_not_fused() -> None:
+    assert DeployReport(reason="torch.fx could not trace").text() == (
+        "deploy: not fused, torch.fx could not trace"
+    )

@@ -13,7 +13,7 @@ from xnorlab.binary.layers import BinConv2d, BinLinear
 from xnorlab.binary.modes import Mode
 from xnorlab.binary.surgery import binarize_model
 from xnorlab.models.zoo import build_arch
-from xnorlab.runtime.deploy import FusedXnorConv
+from xnorlab.runtime.deploy import AffineClamp, FusedXnorConv
 
 
 def test_xresnet18_is_resnet18_shaped_with_float_stem_and_classifier() -> None:
@@ -29,26 +29,42 @@ def test_xresnet18_is_resnet18_shaped_with_float_stem_and_classifier() -> None:
         assert model.eval()(torch.randn(2, 3, 64, 64)).shape == (2, 10)
 
 
-@pytest.mark.skipif(engine.info()["backend"] != "native", reason="native engine not in use")
-def test_xresnet18_deployed_equals_the_simulation(isa: str) -> None:
-    torch.manual_seed(0)
-    model = build_arch("xresnet18", num_classes=10).eval()
+def randomize_batchnorms(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-0.2, 0.2)
             module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return model
+
+
+@pytest.mark.skipif(engine.info()["backend"] != "native", reason="native engine not in use")
+@pytest.mark.parametrize(("arch", "shape"), [("xresnet18", (3, 64, 64)),
+                                             ("xresnet18-small", (1, 28, 28))])  # fmt: skip
+def test_xresnet18_deployed_equals_the_simulation(
+    isa: str, arch: str, shape: tuple[int, ...]
+) -> None:
+    torch.manual_seed(0)
+    model = randomize_batchnorms(build_arch(arch, num_classes=10).eval())
     binarize_model(model, "paper")
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(2, *shape)
     with torch.no_grad():
         expected = model(x)
         deployed = xnorlab.deploy(model)
         got = deployed(x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
-    # Each block's conv1 -> BN -> Hardtanh (before conv2) is one fused call; the other XNOR
-    # convs (conv2, shortcut convs) follow an add or nothing fusable and run packed as they are.
-    fused = deployed.deploy_report.fused
-    assert len(fused) == 9 and fused[0] == "stem.0+stem.1"  # the float stem conv + its BN
-    assert "blocks.0.conv1+blocks.0.pre2.0+blocks.0.pre2.1" in fused
+    # Each block's conv1 -> BN -> Hardtanh (before conv2) and conv2 -> + shortcut are one
+    # engine call each; the shortcut 1x1 convs (after BN -> Hardtanh, feeding the add that
+    # conv2 took) run packed as they are. The BatchNorms before the block (pre1, shortcut)
+    # and the head's BN -> ReLU are multiply-adds with an in-place clamp.
+    report = deployed.deploy_report
+    assert report.traced and len(report.fused) == 17 and report.fused[0] == "stem.0+stem.1"
+    assert "blocks.0.conv1+blocks.0.pre2.0+blocks.0.pre2.1" in report.fused
+    assert "blocks.7.conv2+add_7" in report.fused
+    assert len(report.affine) == 12 and "head.0+head.1" in report.affine
+    assert sum(isinstance(m, FusedXnorConv) for m in deployed.modules()) == 16
+    assert sum(isinstance(m, AffineClamp) for m in deployed.modules()) == 12
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
     native = [m for m in deployed.modules() if isinstance(m, BinConv2d) and m.mode is Mode.XNOR]
-    assert len(native) == 11 and all(m.native_cache is not None for m in native)
-    assert sum(isinstance(m, FusedXnorConv) for m in deployed.modules()) == 8
+    assert len(native) == 3 and all(m.native_cache is not None for m in native)

@@ -40,25 +40,38 @@ from xnorlab.runtime.integration import channels_last_hook, packed_weight
 @dataclass
 class DeployReport:
     """What :func:`deploy` did: ``fused`` names the fused chains (``conv+bn[+add][+act]``, by
-    graph node), ``traced`` whether fx traced the model, ``reason`` why not (empty if it did)."""
+    graph node), ``affine`` the other BatchNorms (``bn[+act]``) run as :class:`AffineClamp`,
+    ``traced`` whether fx traced the model, ``reason`` why not (empty if it did)."""
 
     traced: bool = False
     reason: str = ""
     fused: list[str] = field(default_factory=list)
+    affine: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        """One line for the app and the reports."""
+        if not self.traced:
+            return f"deploy: not fused, {self.reason}" if self.reason else "deploy: not fused"
+        return (
+            f"deploy: {len(self.fused)} fused chains, {len(self.affine)} BatchNorms as "
+            "multiply-add (torch.fx traced the model)"
+        )
 
 
 class FusedXnorConv(nn.Module):
-    """An XNOR conv with its folded BatchNorm, an optional shortcut add and an optional clamp:
-    one engine call ``clamp(dot * alpha' * S + b' + shortcut, low, high)``."""
+    """An XNOR conv with its folded BatchNorm (if any), an optional shortcut add and an optional
+    clamp: one engine call ``clamp(dot * alpha' * S + b' + shortcut, low, high)``."""
 
-    def __init__(self, conv: BinConv2d, bn: nn.BatchNorm2d, bounds: tuple[float, float] | None):
+    def __init__(
+        self, conv: BinConv2d, bn: nn.BatchNorm2d | None, bounds: tuple[float, float] | None
+    ) -> None:
         super().__init__()
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.pad_mode, self.scaling = conv.config.pad_mode, conv.config.scaling
         self.bounds = bounds
         packed = packed_weight(conv)
         assert isinstance(packed, PackedConv2dWeight)
-        self.packed = fold_batchnorm(packed, bn)
+        self.packed = packed if bn is None else fold_batchnorm(packed, bn)
         self._fits: dict[tuple[Any, ...], bool] = {}  # per (input, shortcut) shape
 
     def forward(self, x: Tensor, shortcut: Tensor | None = None) -> Tensor:
@@ -96,16 +109,44 @@ class FusedXnorConv(nn.Module):
         )
 
 
-def fold_batchnorm(packed: PackedConv2dWeight, bn: nn.BatchNorm2d) -> PackedConv2dWeight:
-    """A packed weight whose alpha and bias include the eval-mode BatchNorm ``bn`` (module doc)."""
+class AffineClamp(nn.Module):
+    """An eval BatchNorm2d, and the clamp after it if any, as one multiply-add and an in-place
+    clamp: ``clamp(x * g + h, low, high)`` (``g``, ``h`` as in the module doc), which skips
+    BatchNorm's own pass and the clamp's new tensor (equal up to float rounding)."""
+
+    scale: Tensor
+    shift: Tensor
+
+    def __init__(self, bn: nn.BatchNorm2d, bounds: tuple[float, float] | None) -> None:
+        super().__init__()
+        scale, shift = batchnorm_affine(bn)
+        self.register_buffer("scale", scale.view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.view(1, -1, 1, 1))
+        self.bounds = bounds
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.addcmul(self.shift, x, self.scale)
+        return out if self.bounds is None else out.clamp_(*self.bounds)
+
+    def extra_repr(self) -> str:
+        return f"{self.scale.numel()}, clamp={self.bounds}"
+
+
+def batchnorm_affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """The per-channel ``(g, h)`` with ``bn(x) == x * g + h`` in eval mode (module doc)."""
     assert bn.running_mean is not None and bn.running_var is not None
-    var = bn.running_var.detach().to(torch.float32)
-    scale = torch.rsqrt(var + bn.eps)
+    scale = torch.rsqrt(bn.running_var.detach().to(torch.float32) + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight.detach().to(torch.float32)
     shift = -bn.running_mean.detach().to(torch.float32) * scale
     if bn.bias is not None:
         shift = shift + bn.bias.detach().to(torch.float32)
+    return scale.contiguous(), shift.contiguous()
+
+
+def fold_batchnorm(packed: PackedConv2dWeight, bn: nn.BatchNorm2d) -> PackedConv2dWeight:
+    """A packed weight whose alpha and bias include the eval-mode BatchNorm ``bn`` (module doc)."""
+    scale, shift = batchnorm_affine(bn)
     bias = shift if packed.bias is None else packed.bias * scale + shift
     return PackedConv2dWeight(
         packed.bits, (packed.alpha * scale).contiguous(), bias.contiguous(),
@@ -172,11 +213,11 @@ def _shortcut_of(add: fx.Node, value: fx.Node) -> fx.Node | None:
 
 @dataclass
 class _Chain:
-    """One fusable ``XNOR conv -> BatchNorm2d [-> add] [-> clamp]`` chain of graph nodes."""
+    """One fusable ``XNOR conv [-> BatchNorm2d] [-> add] [-> clamp]`` chain of graph nodes."""
 
     nodes: list[fx.Node]  # in graph order; the last one's value is the chain's output
     conv: BinConv2d
-    bn: nn.BatchNorm2d
+    bn: nn.BatchNorm2d | None = None
     shortcut: fx.Node | None = None
     bounds: tuple[float, float] | None = None
 
@@ -186,19 +227,20 @@ class _Chain:
 
 
 def _chain_at(node: fx.Node, modules: dict[str, nn.Module]) -> _Chain | None:
-    """The chain that starts at ``node``, or None (its conv's output has one user, the BN)."""
+    """The chain that starts at ``node``, or None. Each link is the previous value's one user:
+    the BatchNorm, then the add, then the clamp; a chain without a BatchNorm needs an add or a
+    clamp (a bare XNOR conv is already one engine call)."""
     conv = modules.get(str(node.target)) if node.op == "call_module" else None
     if not isinstance(conv, BinConv2d) or not _fusable_conv(conv):
         return None
+    chain = _Chain([node], conv)
     bn_node = _single_user(node)
-    if bn_node is None or bn_node.op != "call_module" or bn_node.args[:1] != (node,):
-        return None
-    bn = modules.get(str(bn_node.target))
-    if not isinstance(bn, nn.BatchNorm2d) or not _fusable_bn(bn, conv.out_channels):
-        return None
-    chain = _Chain([node, bn_node], conv, bn)
-    add_node = _single_user(bn_node)
-    shortcut = None if add_node is None else _shortcut_of(add_node, bn_node)
+    bn = None if bn_node is None else _batchnorm_of(bn_node, node, modules, conv.out_channels)
+    if bn_node is not None and bn is not None:
+        chain.nodes.append(bn_node)
+        chain.bn = bn
+    add_node = _single_user(chain.nodes[-1])
+    shortcut = None if add_node is None else _shortcut_of(add_node, chain.nodes[-1])
     if add_node is not None and shortcut is not None:
         chain.nodes.append(add_node)
         chain.shortcut = shortcut
@@ -207,7 +249,17 @@ def _chain_at(node: fx.Node, modules: dict[str, nn.Module]) -> _Chain | None:
     if act_node is not None and bounds is not None:
         chain.nodes.append(act_node)
         chain.bounds = bounds
-    return chain
+    return chain if len(chain.nodes) > 1 else None
+
+
+def _batchnorm_of(
+    bn_node: fx.Node, value: fx.Node, modules: dict[str, nn.Module], channels: int
+) -> nn.BatchNorm2d | None:
+    """The foldable eval BatchNorm2d that ``bn_node`` applies to ``value``, else None."""
+    if bn_node.op != "call_module" or bn_node.args[:1] != (value,):
+        return None
+    bn = modules.get(str(bn_node.target))
+    return bn if isinstance(bn, nn.BatchNorm2d) and _fusable_bn(bn, channels) else None
 
 
 def _float_conv_bn(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
@@ -218,12 +270,9 @@ def _float_conv_bn(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | No
     ):
         return None
     bn_node = _single_user(node)
-    if bn_node is None or bn_node.op != "call_module" or bn_node.args[:1] != (node,):
+    if bn_node is None or _batchnorm_of(bn_node, node, modules, conv.out_channels) is None:
         return None
-    bn = modules.get(str(bn_node.target))
-    return (
-        bn_node if isinstance(bn, nn.BatchNorm2d) and _fusable_bn(bn, conv.out_channels) else None
-    )
+    return bn_node
 
 
 def _fold_float_conv(gm: fx.GraphModule, node: fx.Node, bn_node: fx.Node,
@@ -266,6 +315,37 @@ def _fuse_graph(gm: fx.GraphModule) -> list[str]:
     return fused
 
 
+def _affine_graph(gm: fx.GraphModule) -> list[str]:
+    """Replace each eval BatchNorm2d left in ``gm`` (and the clamp after it, when it is the
+    BatchNorm's one user) by one :class:`AffineClamp`; returns their names."""
+    modules = dict(gm.named_modules())
+    done: list[str] = []
+    for node in list(gm.graph.nodes):
+        bn = modules.get(str(node.target)) if node.op == "call_module" else None
+        if not isinstance(bn, nn.BatchNorm2d) or len(node.args) != 1 or node.kwargs:
+            continue
+        if not _fusable_bn(bn, bn.num_features):
+            continue
+        nodes = [node]
+        act = _single_user(node)
+        bounds = None if act is None else _clamp_bounds(act, modules)
+        if act is not None and bounds is not None:
+            nodes.append(act)
+        name = "+".join(str(n.target) if n.op == "call_module" else n.name for n in nodes)
+        target = name.replace(".", "_").replace("+", "__")
+        gm.add_submodule(target, AffineClamp(bn, bounds))
+        with gm.graph.inserting_after(nodes[-1]):
+            new = gm.graph.call_module(target, node.args)
+        nodes[-1].replace_all_uses_with(new)
+        for dead in reversed(nodes):
+            gm.graph.erase_node(dead)
+        done.append(name)
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return done
+
+
 def _shared_copy(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` that shares its parameters and buffers (no tensor is copied)."""
     memo: dict[int, Any] = {id(t): t for t in model.parameters()}
@@ -290,6 +370,12 @@ def _prepare_layers(model: nn.Module) -> None:
 
 def _has_xnor_conv(model: nn.Module) -> bool:
     return any(isinstance(m, BinConv2d) and m.config.mode is Mode.XNOR for m in model.modules())
+
+
+def deploy_report(model: nn.Module) -> DeployReport | None:
+    """The :class:`DeployReport` of a model :func:`deploy` returned, else None."""
+    report = vars(model).get("deploy_report")
+    return report if isinstance(report, DeployReport) else None
 
 
 def deploy(model: nn.Module, fuse: bool = True) -> nn.Module:
@@ -318,6 +404,7 @@ def deploy(model: nn.Module, fuse: bool = True) -> nn.Module:
             report.traced = True
             gm = fx.GraphModule(prepared, graph, type(prepared).__name__)
             report.fused = _fuse_graph(gm)
+            report.affine = _affine_graph(gm)
             prepared = gm
     if _has_xnor_conv(model):
         prepared.register_forward_pre_hook(channels_last_hook)
@@ -325,4 +412,11 @@ def deploy(model: nn.Module, fuse: bool = True) -> nn.Module:
     return prepared
 
 
-__all__ = ["DeployReport", "FusedXnorConv", "deploy", "fold_batchnorm"]
+__all__ = [
+    "AffineClamp",
+    "DeployReport",
+    "FusedXnorConv",
+    "batchnorm_affine",
+    "deploy",
+    "fold_batchnorm",
+]

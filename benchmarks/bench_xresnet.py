@@ -1,0 +1,95 @@
+"""Whole-network batch-1 inference of the binary ResNet-18 (``xresnet18``, paper preset) through
+``xnorlab.deploy`` against the same network in float PyTorch.
+
+One process, interleaved A/B rounds (``xnorlab.measure.timing.interleaved_samples``), the same
+thread count for torch and the engine; the speed-up is the median of the per-round ratios with
+its interval (``RatioEstimate``); the deployed output is checked against the torch simulation.
+Usage (from the repository root)::
+
+    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 \\
+        .venv/bin/python benchmarks/bench_xresnet.py --threads 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+
+import torch
+from torch import Tensor, nn
+
+import xnorlab
+from xnorlab import engine
+from xnorlab.measure.machine import load_note, set_threads
+from xnorlab.measure.timing import RatioEstimate, RunPlan, Timing, interleaved_samples
+from xnorlab.models.zoo import build_arch
+from xnorlab.runtime.deploy import deploy_report
+
+
+def build(seed: int = 0) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """(float, binarized simulation, deployed) xresnet18s with the same weights; the
+    BatchNorms get non-trivial running statistics so folding them is exercised."""
+    torch.manual_seed(seed)
+    flt = build_arch("xresnet18").eval()
+    for module in flt.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert module.running_mean is not None and module.running_var is not None
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    binary = copy.deepcopy(flt)
+    xnorlab.binarize_model(binary, "paper")
+    return flt, binary, xnorlab.deploy(binary)
+
+
+def engine_time(deployed: nn.Module, x: Tensor, calls: int = 20) -> tuple[float, int]:
+    """Median per forward of the engine calls' own time (s) and the number of calls."""
+    totals, count = [], 0
+    for _ in range(calls):
+        with engine.profile() as records:
+            deployed(x)
+        totals.append(sum(r.total_s for r in records))
+        count = len(records)
+    totals.sort()
+    return totals[len(totals) // 2], count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--min-runs", type=int, default=40)
+    args = parser.parse_args()
+    flt, binary, deployed = build()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected, got = binary(x), deployed(x)
+    diff = float((got - expected).abs().max() / expected.abs().max())
+    report = deploy_report(deployed)
+    assert report is not None
+    print(f"engine {engine.info()['isa']}; fused {len(report.fused)} chains; "
+          f"max |deploy - simulation| / max |simulation| = {diff:.1e}")  # fmt: skip
+    with torch.no_grad():
+        for threads in args.threads:
+            set_threads(threads)
+            plan = RunPlan(warmup=3, min_runs=args.min_runs, min_total_s=2.0, block=2)
+            load_start = os.getloadavg()
+            samples = interleaved_samples(
+                {"float": lambda: flt(x), "deploy": lambda: deployed(x)}, plan
+            )
+            ratio = RatioEstimate.from_samples(
+                samples["float"], samples["deploy"], load_note(), block=plan.block
+            )
+            engine_s, calls = engine_time(deployed, x)
+            load_end = os.getloadavg()
+            print(f"\n{threads} thread(s), load {load_start[0]:.2f} -> {load_end[0]:.2f}")
+            print("| run | median ms | min ms | max ms | runs |\n|---|---|---|---|---|")
+            for name, values in samples.items():
+                t = Timing.from_samples(values)
+                print(f"| {name} | {t.median_s * 1e3:.2f} | {t.min_s * 1e3:.2f} | "
+                      f"{t.max_s * 1e3:.2f} | {t.runs} |")  # fmt: skip
+            print(f"float / deploy: {ratio.text()}")
+            print(f"deploy: {calls} engine calls take {engine_s * 1e3:.2f} ms (median forward)")
+
+
+if __name__ == "__main__":
+    main()
