@@ -38,8 +38,9 @@ from xnorlab.data.calibration import PhotoCrops
 from xnorlab.data.datasets import load_dataset, match_classes
 from xnorlab.measure.front import FrontPoint, Objective, SearchResult, modes_letters
 from xnorlab.measure.intervals import Accuracy
-from xnorlab.measure.machine import set_threads
+from xnorlab.measure.machine import load_note, set_threads
 from xnorlab.models.loaded import LoadedModel
+from xnorlab.search.finetune import FINETUNE_LR
 from xnorlab.search.walk import SearchOptions, search_modes
 
 PHOTOS = "photos"
@@ -217,10 +218,30 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and result.chosen is not None:
         atomic_write_text(args.out, mode_map_text(result.chosen.modes))
     print(json.dumps(result.to_json(), indent=2) if args.json else result_text(result, what))
-    if args.out is not None and not args.json:
-        print(
-            f"wrote {args.out}"
-            if result.chosen is not None
-            else f"nothing chosen: {args.out} not written"
-        )
+    if not args.json:
+        print("\n".join(_notes(args, result)))
     return 0
+
+
+def _notes(args: argparse.Namespace, result: SearchResult) -> list[str]:
+    """What was written, how to keep fine-tuned weights, and a busy machine's warning."""
+    notes = []
+    if args.out is not None:
+        written = result.chosen is not None
+        notes.append(f"wrote {args.out}" if written else f"nothing chosen: {args.out} not written")
+    if result.finetune_epochs:
+        # train with the same recipe and seed runs the same fine-tune (keep=last, same items)
+        modes = str(args.out) if args.out is not None else "MODES.json (--out)"
+        settings = "".join(
+            f" --{key.replace('_', '-')} {value}" for key, value in layer_settings(args).items()
+        )
+        data = f" --data {args.data}" if args.data else ""
+        notes.append(
+            f"the fine-tuned weights are not kept; the same run that keeps them: xnorlab train "
+            f"{args.model}{data} --modes {modes}{settings} --epochs {result.finetune_epochs} "
+            f"--lr {FINETUNE_LR:g} --seed {args.seed} --out FILE.pt"
+        )
+    note = load_note()
+    if note:
+        notes.append(f"note: {note}")
+    return notes

@@ -69,15 +69,17 @@ class Candidates:
     caller's engine context): top-1 of ``inputs`` against ``targets`` (labels, or the float
     model's predictions), latency on ``timing_input`` (batch 1) and packed bytes.
 
-    ``tick()`` runs after every batch and between timed blocks (progress and cancel).
+    ``tick()`` runs after every batch and once per timing (progress and cancel); ``check()``
+    between timed blocks (cancel only; default ``tick``).
     """
 
     def __init__(
         self, model: nn.Module, inputs: Tensor, targets: Tensor, timing_input: Tensor,
-        batch_size: int, tick: Tick,
+        batch_size: int, tick: Tick, check: Tick | None = None,
     ) -> None:  # fmt: skip
         self.model, self.inputs, self.targets = model, inputs, targets
         self.timing_input, self.batch_size, self.tick = timing_input, batch_size, tick
+        self.check = check or tick
         self.float_ms = float("nan")  # set by ``time_float``
         self._correct: dict[tuple[tuple[str, str], ...], np.ndarray] = {}
 
@@ -108,7 +110,11 @@ class Candidates:
     def compare(self, modes: Modes, plan: LatencyPlan) -> LatencyComparison:
         """``modes`` against every layer float, interleaved (``float_vs_current``)."""
         with layer_configs(self.model, configs_for(self.model, modes)), torch.no_grad():
-            return float_vs_current(self.model, self.timing_input, plan, Backend.NATIVE, self.tick)
+            comparison = float_vs_current(
+                self.model, self.timing_input, plan, Backend.NATIVE, self.check
+            )
+        self.tick()
+        return comparison
 
     def time_float(self, plan: LatencyPlan) -> float:
         """Set and return the float reference (ms): the float side's median of a float vs

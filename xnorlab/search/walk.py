@@ -185,7 +185,7 @@ class _Walk:
         (each tried one is measured and kept), else unchanged."""
         for index, mode in enumerate(modes):
             if index:
-                self.ticks.grow(batches)
+                self.ticks.grow(batches + 1)
             self.ticks.stage = f"trying {name} as {mode}"
             trial = {**current, name: mode}
             if self.fits(self.measure(trial)):
@@ -208,10 +208,11 @@ def _batches(count: int) -> int:
 
 
 def _estimate(layers: int, score_batches: int, confirm_batches: int) -> int:
-    """Batches of a search: float and targets, sensitivity (2 + 2L passes), the walk (L + 1),
-    timing (about one pass per measured point, 2L + 4), confirm (2 passes)."""
-    passes = 2 + (2 + 2 * layers) + (layers + 1) + (2 * layers + 4)
-    return passes * score_batches + 2 * confirm_batches
+    """Progress units of a search: one per batch (float and targets, sensitivity's 2 + 2L
+    passes, the walk's L + 1, confirm's 2) and one per timing (float references, ranking,
+    the walk, the front again: about 2L + 6)."""
+    passes = 2 + (2 + 2 * layers) + (layers + 1)
+    return passes * score_batches + 2 * confirm_batches + 2 * layers + 6
 
 
 def _choose(
@@ -299,7 +300,7 @@ def search_modes(
     with engine_context(work, Backend.NATIVE):
         metric, score_targets, confirm_targets = _targets(work, data, floats)
         candidates = Candidates(
-            work, data.score_x, score_targets, data.score_x[:1], BATCH_SIZE, ticks.tick
+            work, data.score_x, score_targets, data.score_x[:1], BATCH_SIZE, ticks.tick, ticks.check
         )
         ticks.stage = "float reference"
         candidates.time_float(QUICK_PLAN)
