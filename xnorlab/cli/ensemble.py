@@ -119,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _reporting(bar: ProgressBar) -> ProgressFn:
+def reporting(bar: ProgressBar) -> ProgressFn:
     """The bar as the core's progress callable (its metrics are a dict or nothing)."""
 
     def report(fraction: float, message: str = "", payload: Any = None, /) -> None:
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = evaluate_ensemble(
             ensemble, baseline.model, bundle.val, count=args.samples,
-            progress=_reporting(bar), should_cancel=cancel,
+            progress=reporting(bar), should_cancel=cancel, baseline=baseline.spec,
         )  # fmt: skip
     finally:
         cancel.restore()
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         atomic_write_bytes(args.plot, ensemble_figure(result, baseline.spec))
     if args.json:
-        print(json.dumps({"baseline": baseline.spec, **result.to_json()}, indent=2))
+        print(json.dumps(result.to_json(), indent=2))
     else:
         print(summary(result, baseline.spec))
     if args.plot is not None:
@@ -234,7 +234,7 @@ def _train(args: argparse.Namespace, bundle: DatasetBundle) -> tuple[int, Binary
         bar = ProgressBar()
         cancel = _SigintCancel()
         try:
-            result = train_ensemble(plan, bundle, args.out, _reporting(bar), cancel)
+            result = train_ensemble(plan, bundle, args.out, reporting(bar), cancel)
         finally:
             cancel.restore()
             bar.close()
@@ -259,6 +259,25 @@ def _describe_baseline(baseline: LoadedModel, bundle: DatasetBundle) -> None:
     same = "" if trained_on == bundle.name else f" (NOT the evaluated {bundle.name})"
     count = f"{items:,} training items" if isinstance(items, int) else "its training split"
     print(f"baseline {baseline.spec}: float, trained on {trained_on}{same}, {count}")
+
+
+def report_ensemble(
+    loaded: LoadedModel, data_spec: str | None, progress: ProgressFn
+) -> EnsembleEvaluation | None:
+    """The ensemble section of ``xnorlab report``: an ensemble model evaluated on the held-out
+    split of ``data_spec`` (else its own data) against its members' default float baseline;
+    None for any other model, or without a data set or a default baseline."""
+    info = ensemble_info(loaded.card)
+    if not isinstance(loaded.model, BinaryEnsemble) or info is None:
+        return None
+    spec = data_spec or loaded.default_data
+    baseline_spec = DEFAULT_BASELINES.get(info.member_arch)
+    if not spec or spec.lower() in ("none", "random") or baseline_spec is None:
+        return None
+    baseline = load_model_spec(baseline_spec)
+    bundle = match_classes(load_dataset(spec, baseline.preprocessing), baseline.class_names)
+    return evaluate_ensemble(loaded.model, baseline.model, bundle.val, progress=progress,
+                             baseline=baseline_spec)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ output

@@ -18,6 +18,7 @@ from xnorlab.cli.common import (
     layer_settings,
     load_model,
 )
+from xnorlab.cli.ensemble import report_ensemble, reporting
 from xnorlab.cli.progress import ProgressBar
 from xnorlab.cli.search import PHOTOS, cancelled, run_search
 from xnorlab.common.errors import XnorlabError
@@ -179,8 +180,9 @@ def run(args: argparse.Namespace) -> int:
     bar = ProgressBar(stream=io.StringIO() if args.quiet else None)
     try:
         search = _search(args, loaded, bar)
+        ensemble = report_ensemble(loaded, args.data, reporting(bar))
         report = build_report(loaded, modes, data, options=options, settings=layer_settings(args),
-                              progress=bar, search=search)  # fmt: skip
+                              progress=bar, search=search, ensemble=ensemble)  # fmt: skip
     except Cancelled:
         bar.close()
         return cancelled("report")

@@ -78,6 +78,7 @@ class EnsembleEvaluation:
     threads: int
     engine: str
     load: str | None  # the machine's load note when it was busy
+    baseline: str = ""  # the float model's spec
 
     @property
     def within_memory(self) -> EnsemblePoint | None:
@@ -96,6 +97,7 @@ class EnsembleEvaluation:
             return None if point is None else point.members
 
         return {
+            "baseline": self.baseline,
             "float": {
                 "accuracy": self.float_accuracy.to_json(),
                 "packed_bytes": self.float_packed_bytes,
@@ -228,9 +230,11 @@ def evaluate_ensemble(
     plan: RunPlan = LATENCY_PLAN,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
+    baseline: str = "",
 ) -> EnsembleEvaluation:
     """Accuracy, packed memory and engine latency of the first k members vs ``float_model``
-    (module docstring). ``held_out`` must be items no member trained or chose on."""
+    (module docstring; ``baseline`` names it). ``held_out`` must be items no member trained or
+    chose on."""
     if len(held_out) == 0:  # type: ignore[arg-type]
         raise XnorlabError("the held-out split has no items")
     report = progress or no_progress
@@ -270,4 +274,5 @@ def evaluate_ensemble(
         threads=torch.get_num_threads(),
         engine=engine_info().description,
         load=load_note(),
+        baseline=baseline,
     )

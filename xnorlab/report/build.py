@@ -34,6 +34,7 @@ from xnorlab.binary.surgery import (
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import CancelFn, Cancelled, ProgressFn
 from xnorlab.measure.accuracy import tensor_correct
+from xnorlab.measure.ensemble import EnsembleEvaluation
 from xnorlab.measure.front import SearchResult
 from xnorlab.measure.intervals import PairedDifference
 from xnorlab.measure.latency import MIN_REPEATS, LatencyComparison, LatencyPlan, float_vs_current
@@ -449,6 +450,7 @@ def build_report(
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
     search: SearchResult | None = None,
+    ensemble: EnsembleEvaluation | None = None,
 ) -> Report:
     """Measure ``loaded.model`` under ``modes`` and return the report (data only).
 
@@ -458,6 +460,9 @@ def build_report(
     every layer as in ``binarize_model``. Raises ``XnorlabError`` on bad data or modes and
     ``Cancelled`` when ``should_cancel()`` becomes true. ``search``: a search of the same
     model (``xnorlab.search``, run by the caller), shown as its front, plot and choice.
+    ``ensemble``: when the model is an ensemble, its evaluation against a float model
+    (``measure.ensemble``, run by the caller), shown as accuracy vs members with memory and
+    latency.
     """
     options = options or ReportOptions()
     _validate_options(options)
@@ -477,7 +482,8 @@ def build_report(
     steps.finish()
     notes = [*_first_last_notes(layers), *_unbinarizable_notes(loaded.model), *notes]
     header = _header(loaded, data, options, settings or {}, notes)
-    return Report(header=header, layers=layers, totals=_totals(model, layers, extra), search=search)
+    return Report(header=header, layers=layers, totals=_totals(model, layers, extra), search=search,
+                  ensemble=ensemble)  # fmt: skip
 
 
 def _first_last_notes(layers: tuple[LayerReport, ...]) -> list[str]:

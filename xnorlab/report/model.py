@@ -27,6 +27,7 @@ from typing import Any
 from torch import Tensor
 
 from xnorlab.data.sampling import SampleInfo
+from xnorlab.measure.ensemble import EnsembleEvaluation
 from xnorlab.measure.front import SearchResult
 from xnorlab.measure.intervals import Accuracy, PairedDifference
 from xnorlab.measure.timing import RatioEstimate
@@ -147,6 +148,7 @@ class Report:
     totals: ReportTotals
     schema_version: int = SCHEMA_VERSION
     search: SearchResult | None = None
+    ensemble: EnsembleEvaluation | None = None  # the model is an ensemble: accuracy vs k
 
 
 @dataclass(frozen=True)

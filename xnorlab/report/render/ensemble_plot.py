@@ -1,4 +1,5 @@
-"""The ensemble plot (PNG, matplotlib's Agg canvas): held-out top-1 against the number of
+"""The ensemble section of the report and ``xnorlab ensemble --plot``: a table of the first k
+members and the plot (PNG, matplotlib's Agg canvas): held-out top-1 against the number of
 members, with the packed memory and the measured latency of the first k members as axes, and
 the float model as a line with its 95 % interval band.
 
@@ -15,10 +16,61 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from xnorlab.measure.ensemble import EnsembleEvaluation
+from xnorlab.measure.ensemble import EnsembleEvaluation, EnsemblePoint
 from xnorlab.measure.intervals import Accuracy
 
+ENSEMBLE_COLUMNS = ("k", "held-out top-1 (95 %)", "float - ensemble (paired)", "packed",
+                    "latency, batch 1", "x float latency")  # fmt: skip
+ENSEMBLE_LEGEND = (
+    "k: the ensemble of the first k members (mean-softmax vote). Top-1 on held-out items no "
+    "member trained or chose on, with its Wilson interval; float - ensemble: the float model's "
+    "top-1 minus the ensemble's on the same items, paired 95 % interval and McNemar p. Packed: "
+    "binary weights at 1 bit. Latency: the members through the engine (deployed), the float "
+    "model in torch, interleaved in one process; x float: median of per-round ratios with its "
+    "interval."
+)
 _DPI = 100
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:,.0f} KiB"
+
+
+def ensemble_table(result: EnsembleEvaluation) -> list[list[str]]:
+    """One row per k (``ENSEMBLE_COLUMNS``)."""
+    return [
+        [str(p.members), p.accuracy.text(), p.versus_float.text(), _kib(p.packed_bytes),
+         f"{p.latency.median_s * 1e3:.3f} ms", p.latency_ratio.text(reason=False)]
+        for p in result.points
+    ]  # fmt: skip
+
+
+def _budget(point: EnsemblePoint | None) -> str:
+    if point is None:
+        return "not even one member fits"
+    return (f"{point.members} member(s): {point.accuracy.text()}; float - ensemble "
+            f"{point.versus_float.text()}")  # fmt: skip
+
+
+def ensemble_rows(result: EnsembleEvaluation) -> list[tuple[str, str]]:
+    """The comparison in key-value rows: the float model and the two equal budgets."""
+    float_ms = result.float_latency.median_s * 1e3
+    rows = [
+        ("float model", f"{result.baseline}: {result.float_accuracy.text()}, "
+                        f"{_kib(result.float_packed_bytes)}, {float_ms:.3f} ms"),
+        ("members alone", "; ".join(f"{i}: {100 * a.value:.2f} %"
+                                    for i, a in enumerate(result.member_accuracies, 1))),
+        (f"at equal packed memory ({_kib(result.float_packed_bytes)})",
+         _budget(result.within_memory)),
+        (f"at equal measured latency ({float_ms:.3f} ms)", _budget(result.within_latency)),
+        ("held-out sample", result.sample.text()),
+        ("timing", f"engine {result.engine}, {result.threads} torch threads"),
+    ]  # fmt: skip
+    if result.load:
+        rows.append(("latency NOISY", result.load))
+    return rows
+
+
 _FLOAT, _ENSEMBLE, _MEMBER = "#8c8c8c", "#1f77b4", "#ff7f0e"
 
 

@@ -8,9 +8,17 @@ from __future__ import annotations
 import base64
 from html import escape
 
+from xnorlab.measure.ensemble import EnsembleEvaluation
 from xnorlab.measure.front import SearchResult
 from xnorlab.report.model import Report
 from xnorlab.report.render import plots
+from xnorlab.report.render.ensemble_plot import (
+    ENSEMBLE_COLUMNS,
+    ENSEMBLE_LEGEND,
+    ensemble_figure,
+    ensemble_rows,
+    ensemble_table,
+)
 from xnorlab.report.render.format import (
     LAYER_COLUMNS,
     SEARCH_COLUMNS,
@@ -88,6 +96,22 @@ def _search_section(search: SearchResult) -> list[str]:
     ]
 
 
+def _ensemble_section(result: EnsembleEvaluation) -> list[str]:
+    head = "".join(f"<th>{escape(name)}</th>" for name in ENSEMBLE_COLUMNS)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in cells) + "</tr>"
+        for cells in ensemble_table(result)
+    )
+    figure = ensemble_figure(result, result.baseline)
+    return [
+        "<h2>Ensemble: accuracy vs number of members</h2>",
+        _kv_table(ensemble_rows(result)),
+        f"<table><tr>{head}</tr>{rows}</table>",
+        _img(figure, "accuracy against members, packed memory and latency"),
+        f'<p class="legend">{escape(ENSEMBLE_LEGEND)}</p>',
+    ]
+
+
 def render_html(report: Report) -> str:
     """One HTML document with everything inline (opens offline in any browser)."""
     title = f"Binarization report: {report.header.model_spec}"
@@ -104,6 +128,8 @@ def render_html(report: Report) -> str:
         parts += [f"<h2>{escape(heading)}</h2>", _layer_table(report, names)]
     if report.search is not None:
         parts += _search_section(report.search)
+    if report.ensemble is not None:
+        parts += _ensemble_section(report.ensemble)
     if report.header.notes:
         notes = "".join(f"<li>{escape(note)}</li>" for note in report.header.notes)
         parts.append(f'<h2>Notes</h2><ul class="note">{notes}</ul>')

@@ -36,6 +36,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
     data["header"]["unbinarizable_layers"] = dict(report.header.unbinarizable_layers)
     if report.search is None:
         del data["search"]  # a report without a search has the shape it always had
+    if report.ensemble is None:
+        del data["ensemble"]  # likewise a report of a model that is not an ensemble
     return {"schema_version": data.pop("schema_version"), **data}
 
 

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from xnorlab.report.model import Report
+from xnorlab.report.render.ensemble_plot import (
+    ENSEMBLE_COLUMNS,
+    ENSEMBLE_LEGEND,
+    ensemble_rows,
+    ensemble_table,
+)
 from xnorlab.report.render.format import (
     LAYER_COLUMNS,
     SEARCH_COLUMNS,
@@ -51,6 +57,11 @@ def render_markdown(report: Report) -> str:
         lines += _table(["", ""], [[k, v] for k, v in search_rows(report.search)])
         lines += ["", *_table(list(SEARCH_COLUMNS), search_table(report.search))]
         lines += ["", SEARCH_LEGEND]
+    if report.ensemble is not None:
+        lines += ["", "## Ensemble: accuracy vs number of members", ""]
+        lines += _table(["", ""], [[k, v] for k, v in ensemble_rows(report.ensemble)])
+        lines += ["", *_table(list(ENSEMBLE_COLUMNS), ensemble_table(report.ensemble))]
+        lines += ["", ENSEMBLE_LEGEND]
     if report.header.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report.header.notes]
     lines += ["", _LEGEND, ""]
