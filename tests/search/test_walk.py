@@ -128,3 +128,18 @@ def test_progress_rises_to_one() -> None:
     )
     assert seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen)
     assert all(b >= a for a, b in itertools.pairwise(seen))
+
+
+def test_fine_tuning_trains_a_copy_on_the_items_in_neither_split() -> None:
+    model = known_model()
+    saved = copy.deepcopy(model.state_dict())
+    options = SearchOptions(
+        1.0, Objective.MEMORY, finetune_epochs=2, score_items=60, confirm_items=60
+    )
+    result = search_modes(model, known_items(100), options)
+    assert result.finetune_epochs == 2 and result.chosen is not None
+    # the chosen layer's weights stay +-alpha after a small step: nothing is lost
+    assert result.confirm_accuracy == Accuracy(60, 60)
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(XnorlabError, match="no items are left"):
+        search_modes(known_model(), known_items(30), options)  # 60 + 60 > 60 items: none left

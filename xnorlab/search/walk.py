@@ -47,6 +47,7 @@ from xnorlab.search.splits import SearchSplits, splits_of, stack_items
 BATCH_SIZE = 128
 RANKING_PLAN = LatencyPlan(warmup=1, repeats=12, profile_runs=3, min_time_s=0.15, max_pairs=120)
 Modes = dict[str, Mode]
+_NOTHING_LEFT = "no items are left to fine-tune on (every item is in the score or confirm split)"
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,8 @@ def search_modes(
     data, labels = _load(dataset, options)
     if options.finetune_epochs and not data.splits.labelled:
         raise XnorlabError("fine-tuning needs labels; these data have none")
+    if options.finetune_epochs and finetune_data is None and not len(data.splits.rest):
+        raise XnorlabError(_NOTHING_LEFT)
     objective = Objective.parse(options.objective)
     score_batches, confirm_batches = _batches(len(data.score_x)), _batches(len(data.confirm_x))
     ticks = _Ticks(_estimate(len(names), score_batches, confirm_batches), report, should_cancel)
@@ -371,9 +374,7 @@ def _finetuned_confirm(
         finetune_data if finetune_data is not None else Subset(dataset, data.splits.rest.tolist())
     )
     if len(train_items) == 0:  # type: ignore[arg-type]
-        raise XnorlabError(
-            "no items are left to fine-tune on (every item is in the score or confirm split)"
-        )
+        raise XnorlabError(_NOTHING_LEFT)
     input_shape = tuple(data.score_x.shape[1:])
     with torch.no_grad():
         classes = num_outputs(work, data.score_x)
