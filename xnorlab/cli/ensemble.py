@@ -240,8 +240,10 @@ def _train(args: argparse.Namespace, bundle: DatasetBundle) -> tuple[int, Binary
             bar.close()
     kept = len(result.member_cards)
     if result.cancelled or result.model is None:
-        where = result.checkpoint or "no file (no member finished)"
-        print(f"cancelled: {kept} finished member(s) kept in {where}; evaluate them with "
+        finished = sum(1 for card in result.member_cards if not card.get("cancelled"))
+        partly = "" if finished == kept else " (cancelled part-way: no member finished)"
+        where = result.checkpoint or "no file"
+        print(f"cancelled: {kept} member(s) kept in {where}{partly}; evaluate them with "
               f"xnorlab ensemble FILE")  # fmt: skip
         return code, None
     print(f"trained {kept} members in {result.seconds:.0f} s on {result.processes} "

@@ -56,6 +56,7 @@ from xnorlab.gui.panels.training import TrainingPanel
 from xnorlab.gui.views import LayerViews
 from xnorlab.gui.workers import TaskRunner
 from xnorlab.lab.session import InputKind, LabSession, load_dataset_for
+from xnorlab.models.ensemble import members_line
 from xnorlab.models.spec import code_spec_of
 
 log = logging.getLogger(__name__)
@@ -239,11 +240,14 @@ class MainWindow(QMainWindow):
         s = self.session
         loaded = s.loaded
         name = s.display_name or "-"
-        self.model_label.setText(f"model: {name}")
+        members = members_line(loaded.model, loaded.card, short=True) if loaded else None
+        self.model_label.setText(f"model: {name}" + (f" · {members}" if members else ""))
         if loaded is not None:
             count = len(s.layers())
+            detail = members_line(loaded.model, loaded.card)
             self.model_label.setToolTip(
                 f"{name}: {count} binarizable layers, input {loaded.input_shape}"
+                + (f"\n{detail}" if detail else "")
             )
         data = s.dataset_spec or "-"
         self._update_data_label(data)

@@ -166,3 +166,17 @@ def ensemble_info(card: Any) -> EnsembleInfo | None:
         bagging=entry.get("bagging") is True,
         member_accuracies=accuracies,
     )
+
+
+def members_line(model: nn.Module, card: Any, short: bool = False) -> str | None:
+    """``ensemble of 8 members`` (``short``) or that plus how they were made and each one's
+    held-out top-1 from the card (the model info of the app); None for any other model."""
+    if not isinstance(model, BinaryEnsemble):
+        return None
+    head = f"ensemble of {len(model.members)} members"
+    info = ensemble_info(card)
+    if short or info is None:
+        return head
+    scores = [f"{100 * a:.2f} %" for a in info.member_accuracies if a is not None]
+    alone = f"; held-out top-1 of each: {', '.join(scores)}" if scores else ""
+    return f"{head}: {info.text()}{alone}"
