@@ -217,7 +217,8 @@ def latency_curve(
     return LatencyCurve(Timing.from_samples(samples[FLOAT]), times, ratios)
 
 
-LATENCY_PLAN = RunPlan(warmup=2, min_runs=40, max_runs=400, min_total_s=0.3, block=4)
+# 30+ rounds of 4 calls per op: on a shared machine a ratio's interval needs many rounds
+LATENCY_PLAN = RunPlan(warmup=2, min_runs=120, max_runs=800, min_total_s=0.5, block=4)
 
 
 def evaluate_ensemble(
