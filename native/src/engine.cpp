@@ -2,10 +2,14 @@
 // transform, BWN linear. Bit layout and weight order: include/xnorlab/kernels.h.
 #include "xnorlab/engine.h"
 
+#include <sched.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <vector>
 
@@ -42,7 +46,7 @@ T* scratch(std::vector<T>& buf, int64_t count) {
 }
 
 thread_local std::vector<uint64_t> t_packed;
-thread_local std::vector<float> t_absum, t_scale;
+thread_local std::vector<float> t_absum, t_scale, t_rows;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -82,21 +86,35 @@ void zero_halo(const ConvShape& s, const Halo& h, uint64_t* packed) {
   }
 }
 
+// Pixels per pack task of an image of `hw` pixels: whole images for small inputs (they run on
+// the calling thread: waking a worker costs more than the work), else ~1/8 image, >= 256.
+int64_t pack_chunk_pixels(const ConvShape& s) {
+  const int64_t hw = s.height * s.width;
+  const bool small = s.batch * hw * s.channels < (int64_t{1} << 16);
+  return small ? hw : std::max<int64_t>(256, ceil_div(hw, 8));
+}
+
+// Sign + pack + sum|x| of pack task `task` (image task / chunks, its pixel chunk task % chunks).
+void pack_task(const KernelTable& k, const ConvShape& s, const Halo& h, const float* x,
+               uint64_t* packed, float* absum, int64_t chunk, int64_t chunks, int64_t task) {
+  const int64_t hw = s.height * s.width;
+  const int64_t n = task / chunks, c0 = (task % chunks) * chunk;
+  PackArgs a{x + n * s.channels * hw, s.channels, hw, c0, std::min(hw, c0 + chunk), h.words,
+             packed + n * h.image_words() + (h.top * h.wp + h.left) * h.words, s.width,
+             h.wp * h.words, absum + n * hw};
+  (s.channels_last ? k.pack_nhwc : k.pack_nchw)(a);
+}
+
 // Sign + pack + sum|x| of the whole batch into the halo buffer; true if the input holds a NaN.
 bool pack_input(const KernelTable& k, const ConvShape& s, const Halo& h, const float* x,
                 uint64_t* packed, float* absum) {
   const int64_t hw = s.height * s.width;
   zero_halo(s, h, packed);
-  // Small inputs run on the calling thread: waking a worker costs more than the work.
-  const bool small = s.batch * hw * s.channels < (int64_t{1} << 16);
-  const int64_t chunk = small ? hw : std::max<int64_t>(256, ceil_div(hw, 8));
+  const int64_t chunk = pack_chunk_pixels(s);
+  const bool small = chunk == hw && s.batch * hw * s.channels < (int64_t{1} << 16);
   const int64_t chunks = ceil_div(hw, chunk);
   const auto body = [&](int64_t task) {
-    const int64_t n = task / chunks, c0 = (task % chunks) * chunk;
-    PackArgs a{x + n * s.channels * hw, s.channels, hw, c0, std::min(hw, c0 + chunk), h.words,
-               packed + n * h.image_words() + (h.top * h.wp + h.left) * h.words, s.width,
-               h.wp * h.words, absum + n * hw};
-    (s.channels_last ? k.pack_nhwc : k.pack_nchw)(a);
+    pack_task(k, s, h, x, packed, absum, chunk, chunks, task);
   };
   if (small) {
     for (int64_t task = 0; task < s.batch * chunks; ++task) body(task);
@@ -117,19 +135,33 @@ void valid_range(int64_t out, int64_t stride, int64_t shift, int64_t size, int64
   if (hi < lo) hi = lo;
 }
 
-// K map of one image: box filter (kh x kw, stride, dilation, zero padding) of absum * factor.
+// Input rows [lo, hi) that the output rows [oh0, oh1) read (clipped to the image).
+void kmap_input_rows(const ConvShape& s, int64_t oh0, int64_t oh1, int64_t& lo, int64_t& hi) {
+  lo = std::max<int64_t>(0, oh0 * s.stride_h - s.pad_top);
+  hi = std::min<int64_t>(s.height, (oh1 - 1) * s.stride_h - s.pad_top +
+                                       (s.kernel_h - 1) * s.dilation_h + 1);
+  if (hi < lo) hi = lo;
+}
+
+// K map of the output rows [oh0, oh1) of one image: box filter (kh x kw, stride, dilation,
+// zero padding) of absum * factor; `rows` holds (input rows read) x out_w floats.
 // Separable: rows[ih][ow] = sum_kx A[ih][ow*stride_w + kx*dil_w - pad_left] over valid columns
 // (contiguous loops over precomputed valid ranges, so they vectorize), then
 // K[oh][ow] = factor * sum_ky rows[oh*stride_h + ky*dil_h - pad_top][ow] over valid rows.
-void kmap_image(const ConvShape& s, const float* absum, float factor, float* rows, float* out) {
-  std::fill(rows, rows + s.height * s.out_w, 0.0f);
+// Every value is summed in the same order whatever the row range, so a K map computed in row
+// bands equals the whole image's bit for bit.
+void kmap_rows(const ConvShape& s, const float* absum, float factor, float* rows, float* out,
+               int64_t oh0, int64_t oh1) {
+  int64_t ih0 = 0, ih1 = 0;
+  kmap_input_rows(s, oh0, oh1, ih0, ih1);
+  std::fill(rows, rows + (ih1 - ih0) * s.out_w, 0.0f);
   for (int64_t kx = 0; kx < s.kernel_w; ++kx) {
     const int64_t shift = kx * s.dilation_w - s.pad_left;  // iw = ow * stride_w + shift
     int64_t lo = 0, hi = 0;
     valid_range(s.out_w, s.stride_w, shift, s.width, lo, hi);
-    for (int64_t ih = 0; ih < s.height; ++ih) {
+    for (int64_t ih = ih0; ih < ih1; ++ih) {
       const float* a = absum + ih * s.width;
-      float* r = rows + ih * s.out_w;
+      float* r = rows + (ih - ih0) * s.out_w;
       if (s.stride_w == 1) {
         for (int64_t ow = lo; ow < hi; ++ow) r[ow] += a[ow + shift];
       } else {
@@ -137,17 +169,32 @@ void kmap_image(const ConvShape& s, const float* absum, float factor, float* row
       }
     }
   }
-  for (int64_t oh = 0; oh < s.out_h; ++oh) {
+  for (int64_t oh = oh0; oh < oh1; ++oh) {
     float* k = out + oh * s.out_w;
     std::fill(k, k + s.out_w, 0.0f);
     for (int64_t ky = 0; ky < s.kernel_h; ++ky) {
       const int64_t ih = oh * s.stride_h - s.pad_top + ky * s.dilation_h;
       if (ih < 0 || ih >= s.height) continue;
-      const float* r = rows + ih * s.out_w;
+      const float* r = rows + (ih - ih0) * s.out_w;
       for (int64_t ow = 0; ow < s.out_w; ++ow) k[ow] += r[ow];
     }
     for (int64_t ow = 0; ow < s.out_w; ++ow) k[ow] *= factor;
   }
+}
+
+// beta = mean |x| of one image (the scalar input scale), summed in double in pixel order.
+float image_beta(const ConvShape& s, const float* absum) {
+  const int64_t hw = s.height * s.width;
+  double sum = 0.0;
+  for (int64_t i = 0; i < hw; ++i) sum += absum[i];
+  return static_cast<float>(sum / static_cast<double>(s.channels * hw));
+}
+
+// The K map's factor 1 / (C * taps), applied to each box sum of absum.
+float kmap_factor(const ConvShape& s) {
+  const float inv_c = 1.0f / static_cast<float>(s.channels);
+  const float inv_taps = 1.0f / static_cast<float>(s.kernel_h * s.kernel_w);
+  return inv_c * inv_taps;
 }
 
 // Per output pixel input scale: K map (box filter of mean_c|x|, zero padded), beta or 1.
@@ -159,23 +206,20 @@ void input_scale(const ConvShape& s, const float* absum, float* scale) {
   }
   if (s.scaling == Scaling::Scalar) {
     for (int64_t n = 0; n < s.batch; ++n) {
-      double sum = 0.0;
-      for (int64_t i = 0; i < hw; ++i) sum += absum[n * hw + i];
-      const float beta = static_cast<float>(sum / static_cast<double>(s.channels * hw));
-      std::fill(scale + n * ohw, scale + (n + 1) * ohw, beta);
+      std::fill(scale + n * ohw, scale + (n + 1) * ohw, image_beta(s, absum + n * hw));
     }
     return;
   }
   // Separable box filter: rows[ih][ow] = sum_kx A[ih][iw(ow, kx)], then K = sum_ky rows / taps.
-  const float inv_c = 1.0f / static_cast<float>(s.channels);
-  const float inv_taps = 1.0f / static_cast<float>(s.kernel_h * s.kernel_w);
+  const float factor = kmap_factor(s);
   const int64_t work = s.batch * (s.height + s.out_h) * s.out_w * (s.kernel_h + s.kernel_w);
   parallel_for(work < (int64_t{1} << 17) ? 1 : s.batch, [&](int64_t task) {
     const int64_t n0 = work < (int64_t{1} << 17) ? 0 : task;
     const int64_t n1 = work < (int64_t{1} << 17) ? s.batch : task + 1;
     std::vector<float> rows(static_cast<size_t>(s.height * s.out_w));
-    for (int64_t n = n0; n < n1; ++n) kmap_image(s, absum + n * hw, inv_c * inv_taps, rows.data(),
-                                                 scale + n * ohw);
+    for (int64_t n = n0; n < n1; ++n) {
+      kmap_rows(s, absum + n * hw, factor, rows.data(), scale + n * ohw, 0, s.out_h);
+    }
   });
 }
 
@@ -339,6 +383,7 @@ void conv_task(const ConvPlan& pl, int64_t task) {
   const uint64_t* origin[kMaxTile];
   const int32_t* corr_row[kMaxTile];
   const int32_t* corr[kMaxTile];
+  const auto tile_fn = pl.epilogue ? pl.k.conv_tile_epilogue : pl.k.conv_tile;
   PixelCursor at(s, t0 * tile);
   for (int64_t ti = t0; ti < t1; ++ti) {
     const int64_t q0 = ti * tile;
@@ -364,7 +409,7 @@ void conv_task(const ConvPlan& pl, int64_t task) {
       a.clamp_lo = pl.b.clamp_lo;
       a.clamp_hi = pl.b.clamp_hi;
     }
-    pl.k.conv_tile(a);
+    tile_fn(a);
   }
   if (pl.stream_out) store_fence();
 }
@@ -384,7 +429,9 @@ int64_t conv_word_ops(const ConvShape& s, int64_t words) {
          ceil_div(s.out_channels, kOcBlock) * kOcBlock;
 }
 
-void run_conv(ConvPlan& pl) {
+// Splits the conv of pl into tasks (block group, chunk of pixel tiles): one task below
+// kWorkerWordOps, else ~16 per thread (handed out dynamically). Returns the task count.
+int64_t plan_conv_tasks(ConvPlan& pl) {
   pl.group_blocks = group_blocks_for(pl.taps, pl.halo.words, pl.blocks);
   const int64_t groups = ceil_div(pl.blocks, pl.group_blocks);
   const int64_t total = pl.s.batch * pl.s.out_h * pl.s.out_w;
@@ -396,10 +443,16 @@ void run_conv(ConvPlan& pl) {
       want_tasks == 1 ? 1 : std::max<int64_t>(1, ceil_div(want_tasks, groups));
   pl.tiles_per_chunk = std::max<int64_t>(1, ceil_div(pl.tiles, chunks_wanted));
   pl.chunks = ceil_div(pl.tiles, pl.tiles_per_chunk);
-  if (want_tasks == 1) {
+  return want_tasks == 1 ? 1 : groups * pl.chunks;
+}
+
+void run_conv(ConvPlan& pl) {
+  const int64_t tasks = plan_conv_tasks(pl);
+  if (tasks == 1) {
+    const int64_t groups = ceil_div(pl.blocks, pl.group_blocks);
     for (int64_t task = 0; task < groups * pl.chunks; ++task) conv_task(pl, task);
   } else {
-    parallel_for(groups * pl.chunks, [&](int64_t task) { conv_task(pl, task); });
+    parallel_for(tasks, [&](int64_t task) { conv_task(pl, task); });
   }
 }
 
@@ -461,6 +514,130 @@ PhaseTimes conv_in_slabs(ConvPlan& pl, const ConvBuffers& b) {
     pl.prefetch_lines = ceil_div(next * in_floats * 4, 64);
     compute_images(pl, packed, absum, scale, t);
   }
+  return t;
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// One phase of a phased region: its items are claimed dynamically by every thread of the region;
+// a thread that finds none left waits until the items the others took are done, so the next
+// phase sees this one's results. Only items in progress are waited for, never a thread: a
+// worker that joins late skips finished phases, one that never joins leaves its share to the
+// others. An item's exception is kept for the caller and still counts the item as done.
+class Phase {
+ public:
+  explicit Phase(int64_t items) : items_(items) {}
+
+  template <typename Item>
+  void run(const Item& item) {
+    for (;;) {
+      const int64_t i = next_.fetch_add(1);
+      if (i >= items_) break;
+      try {
+        item(i);
+      } catch (...) {
+        const std::lock_guard<std::mutex> lock(error_mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+      if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == items_) {
+        end_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+      }
+    }
+    // The items left run on threads that are computing; yield after a short spin in case one
+    // of them waits for this CPU.
+    for (int spins = 0; done_.load(std::memory_order_acquire) < items_; ++spins) {
+      if (spins < 256) {
+        cpu_relax();
+      } else {
+        sched_yield();
+      }
+    }
+  }
+
+  // When the last item finished (call after the region).
+  Clock::time_point end() const { return Clock::time_point(Clock::duration(end_.load())); }
+  void rethrow() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  int64_t items_;
+  std::atomic<int64_t> next_{0}, done_{0};
+  std::atomic<Clock::rep> end_{0};
+  std::mutex error_mutex_;
+  std::exception_ptr error_;
+};
+
+// Several threads, batch-wide (a single image, or a batch that is not image parallel): one
+// parallel region per call, whose threads run the phases in order - pack chunks, K map row
+// bands (or beta / 1 per image), conv tasks - each phase's items shared dynamically (Phase).
+// Against one region per phase this saves the hand-over of the worker between phases and
+// splits the K map too, which otherwise ran on the calling thread. Every value is computed as
+// on one thread (the K map's bands sum in the same order), so outputs are bit-equal.
+PhaseTimes conv_phased(ConvPlan& pl, const ConvBuffers& b) {
+  const ConvShape& s = pl.s;
+  const int64_t hw = s.height * s.width, ohw = s.out_h * s.out_w;
+  const int64_t threads = get_threads();
+  uint64_t* packed = scratch(t_packed, s.batch * pl.halo.image_words());
+  float* absum = scratch(t_absum, s.batch * hw);
+  float* scale = scratch(t_scale, s.batch * ohw);
+  pl.b = b;
+  pl.packed = packed;
+  pl.scale = scale;
+  pl.prefetch = nullptr;
+  pl.prefetch_lines = 0;
+  const int64_t conv_tasks = plan_conv_tasks(pl);
+  const int64_t chunk = pack_chunk_pixels(s), chunks = ceil_div(hw, chunk);
+  // K map bands of >= ~1024 output pixels, at most 4 per thread; beta and 1: whole images.
+  int64_t band_rows = s.out_h;
+  if (s.scaling == Scaling::Kmap) {
+    const int64_t bands = std::clamp<int64_t>(ohw / 1024, 1, std::min(s.out_h, 4 * threads));
+    band_rows = ceil_div(s.out_h, bands);
+  }
+  const int64_t bands = ceil_div(s.out_h, band_rows);
+  const float factor = kmap_factor(s);
+  Phase pack(s.batch * chunks), scaling(s.batch * bands), conv(conv_tasks);
+  std::atomic<bool> has_nan{false};
+  const auto start = Clock::now();
+  zero_halo(s, pl.halo, packed);
+  parallel_for(threads, [&](int64_t) {
+    pack.run([&](int64_t task) {
+      pack_task(pl.k, s, pl.halo, b.x, packed, absum, chunk, chunks, task);
+      const float* sums = absum + (task / chunks) * hw;
+      const int64_t p0 = (task % chunks) * chunk, p1 = std::min(hw, p0 + chunk);
+      for (int64_t p = p0; p < p1; ++p) {
+        if (std::isnan(sums[p])) has_nan.store(true, std::memory_order_relaxed);
+      }
+    });
+    scaling.run([&](int64_t task) {
+      const int64_t n = task / bands, oh0 = (task % bands) * band_rows;
+      const int64_t oh1 = std::min(s.out_h, oh0 + band_rows);
+      float* image_scale = scale + n * ohw;
+      if (s.scaling == Scaling::None) {
+        std::fill(image_scale, image_scale + ohw, 1.0f);
+      } else if (s.scaling == Scaling::Scalar) {
+        std::fill(image_scale, image_scale + ohw, image_beta(s, absum + n * hw));
+      } else {
+        int64_t ih0 = 0, ih1 = 0;
+        kmap_input_rows(s, oh0, oh1, ih0, ih1);
+        float* rows = scratch(t_rows, (ih1 - ih0) * s.out_w);
+        kmap_rows(s, absum + n * hw, factor, rows, image_scale, oh0, oh1);
+      }
+    });
+    conv.run([&](int64_t task) { conv_task(pl, task); });
+  });
+  pack.rethrow();
+  scaling.rethrow();
+  conv.rethrow();
+  PhaseTimes t;
+  t.input_has_nan = has_nan.load();
+  t.pack = std::chrono::duration<double>(pack.end() - start).count();
+  t.scale = std::chrono::duration<double>(scaling.end() - pack.end()).count();
+  t.conv = std::chrono::duration<double>(conv.end() - scaling.end()).count();
   return t;
 }
 
@@ -547,7 +724,14 @@ ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b) {
   // each tile back, and streaming stores would send it to memory first.
   pl.stream_out = !pl.epilogue && stream_output(s, b.out);
   const double plan_s = seconds_since(start);
-  const PhaseTimes t = image_parallel(s, halo.words) ? conv_per_image(pl, b) : conv_in_slabs(pl, b);
+  PhaseTimes t;
+  if (image_parallel(s, halo.words)) {
+    t = conv_per_image(pl, b);
+  } else if (get_threads() > 1 && conv_word_ops(s, halo.words) >= kWorkerWordOps) {
+    t = conv_phased(pl, b);
+  } else {
+    t = conv_in_slabs(pl, b);
+  }
   ConvResult result{};
   result.input_has_nan = t.input_has_nan;
   result.timing.pack_s = t.pack;

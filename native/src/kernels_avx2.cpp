@@ -130,7 +130,11 @@ void conv_tile(const ConvTileArgs& a) {
     case 2: tile<2>(a); break;
     default: tile<1>(a); break;
   }
-  if (a.epilogue) epilogue_after(a);
+}
+
+void conv_tile_epilogue(const ConvTileArgs& a) {
+  conv_tile(a);
+  epilogue_after(a);
 }
 
 // NCHW: 8 pixels per step, 64-bit per-pixel words in two registers of 4 lanes.
@@ -238,8 +242,8 @@ void bwn_rows(const BwnArgs& a) {
 }  // namespace
 
 const KernelTable& kernels_avx2() {
-  static const KernelTable table{"avx2", avx2::kTile, avx2::conv_tile, avx2::pack_nchw,
-                                 avx2::pack_nhwc, avx2::bwn_rows, true};
+  static const KernelTable table{"avx2", avx2::kTile, avx2::conv_tile, avx2::conv_tile_epilogue,
+                                 avx2::pack_nchw, avx2::pack_nhwc, avx2::bwn_rows, true};
   return table;
 }
 

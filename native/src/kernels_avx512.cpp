@@ -190,13 +190,8 @@ void conv_tile_with(const ConvTileArgs& a) {
   }
 }
 
-void conv_tile(const ConvTileArgs& a) {
-  if (a.epilogue) {
-    conv_tile_with<true>(a);
-  } else {
-    conv_tile_with<false>(a);
-  }
-}
+void conv_tile(const ConvTileArgs& a) { conv_tile_with<false>(a); }
+void conv_tile_epilogue(const ConvTileArgs& a) { conv_tile_with<true>(a); }
 
 inline __mmask16 tail_mask(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
@@ -342,7 +337,8 @@ void bwn_rows(const BwnArgs& a) {
 }  // namespace
 
 const KernelTable& kernels_avx512() {
-  static const KernelTable table{"avx512", avx512::kTile, avx512::conv_tile, avx512::pack_nchw,
+  static const KernelTable table{"avx512", avx512::kTile, avx512::conv_tile,
+                                 avx512::conv_tile_epilogue, avx512::pack_nchw,
                                  avx512::pack_nhwc, avx512::bwn_rows, false};
   return table;
 }

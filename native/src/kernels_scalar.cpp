@@ -39,7 +39,11 @@ void block_scalar(const ConvTileArgs& a) {
 
 void tile_scalar(const ConvTileArgs& a) {
   for (int b = 0; b < a.blocks; ++b) block_scalar(block_args(a, b));
-  if (a.epilogue) epilogue_after(a);
+}
+
+void tile_scalar_epilogue(const ConvTileArgs& a) {
+  tile_scalar(a);
+  epilogue_after(a);
 }
 
 void bwn_rows_scalar(const BwnArgs& a) {
@@ -148,8 +152,8 @@ void bwn_rows_lut(const BwnArgs& a) {
 }
 
 const KernelTable& kernels_scalar() {
-  static const KernelTable table{"scalar", 1, tile_scalar, pack_nchw_scalar, pack_nhwc_scalar,
-                                 bwn_rows_scalar, true};
+  static const KernelTable table{"scalar", 1, tile_scalar, tile_scalar_epilogue,
+                                 pack_nchw_scalar, pack_nhwc_scalar, bwn_rows_scalar, true};
   return table;
 }
 

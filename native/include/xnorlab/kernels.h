@@ -83,8 +83,7 @@ inline ConvTileArgs block_args(const ConvTileArgs& a, int b) {
 }
 
 // The epilogue of a whole call (all its pixels and blocks) on the output already written, for
-// kernels without a fused one (defined in kernels_scalar.cpp; it vectorizes with the caller's
-// baseline flags).
+// kernels without a fused one (defined in kernels_scalar.cpp, with baseline flags).
 void epilogue_after(const ConvTileArgs& a);
 
 // Sign + pack + sum|x| of pixels [p0, p1) of one image.
@@ -124,6 +123,9 @@ struct KernelTable {
   const char* name;
   int tile;  // pixels per micro-kernel call (<= kMaxTile)
   void (*conv_tile)(const ConvTileArgs&);
+  // The same with ConvTileArgs::epilogue set: a separate entry, so a plain conv's tile loop
+  // carries no test of the epilogue.
+  void (*conv_tile_epilogue)(const ConvTileArgs&);
   void (*pack_nchw)(const PackArgs&);
   void (*pack_nhwc)(const PackArgs&);
   void (*bwn_rows)(const BwnArgs&);
