@@ -173,8 +173,11 @@ def _residual_array(epilogue: Epilogue, out_shape: tuple[int, ...]) -> Any:
             f"residual must be a CPU tensor of the output's shape {tuple(out_shape)}, "
             f"got {tuple(residual.shape)}"
         )
-    dense = residual.to(torch.float32).contiguous(memory_format=torch.channels_last)
-    return _numpy(dense)
+    if residual.dtype is not torch.float32 or not residual.is_contiguous(
+        memory_format=torch.channels_last
+    ):
+        residual = residual.to(torch.float32).contiguous(memory_format=torch.channels_last)
+    return _numpy(residual)
 
 
 def _clamp_bounds(epilogue: Epilogue) -> tuple[float, float] | None:
