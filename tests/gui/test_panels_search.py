@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 from panel_support import lenet_session, wait_until_idle
@@ -14,6 +16,7 @@ from wcag import contrast
 from xnorlab.binary.modes import Mode
 from xnorlab.data.sampling import SampleInfo
 from xnorlab.gui import style
+from xnorlab.gui.export_actions import exports_of
 from xnorlab.gui.main_window import MainWindow
 from xnorlab.gui.panels.search import (
     MAX_MARKER_PX,
@@ -94,10 +97,13 @@ def test_the_panel_shows_the_front_with_float_and_chosen_marked(window: MainWind
     assert panel.table.item(3, 0).text() == "4 float"
     assert panel.table.item(1, 1).text() == "93.0 [86.3, 96.6]"  # Wilson 95 % of 93/100
     assert panel.table.horizontalHeaderItem(1).text() == "top-1 % (n=100)"
+    assert [panel.table.item(row, 4).text() for row in range(4)] == ["XXXF", "XXFF", "XFFF", "FFFF"]
     assert panel.chart.point_position(1) == pytest.approx((2.0, 93.0))
     sizes = [panel.chart.spot(i).size() for i in range(4)]
     assert sizes[0] == MIN_MARKER_PX and sizes[3] == MAX_MARKER_PX  # less memory, smaller
     assert "2 XNOR" in panel.chart.tips[1] and "XNOR: 0, 3" in panel.chart.tips[1]
+    hover_tip = panel.chart.scatter.opts["tip"]  # what pyqtgraph shows over a hovered spot
+    assert hover_tip(x=2.0, y=93.0, data=1) == panel.chart.tips[1]
     assert "chosen 92.00 %" in panel.summary.text() and "float 96.00 %" in panel.summary.text()
     assert panel.summary.isVisible()
 
@@ -201,3 +207,33 @@ def test_the_real_search_on_the_demo_net_fills_the_panel(qtbot: QtBot) -> None:
         assert result.chosen.accuracy.value >= floor - 1e-9
     assert not session.modes_locked and "done" in panel.message.text()
     assert seconds < 120
+
+
+def test_the_exported_report_carries_the_last_search(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path
+) -> None:
+    session = window.session
+    exports = exports_of(window)
+    exports.sensitivity_action.setChecked(False)  # not what this test is about
+    result = constructed_result(session.layer_names())
+    keep(session, result)
+    task = exports.export_report(str(tmp_path / "with.json"))
+    assert task is not None
+    qtbot.waitUntil(lambda: task.done, timeout=60_000)
+    written = json.loads((tmp_path / "with.json").read_text())
+    assert written["search"] == json.loads(json.dumps(result.to_json()))
+    session.mark_weights_changed("fine-tuned")  # the front no longer answers for this model
+    task = exports.export_report(str(tmp_path / "without.json"))
+    assert task is not None
+    qtbot.waitUntil(lambda: task.done, timeout=60_000)
+    assert "search" not in json.loads((tmp_path / "without.json").read_text())
+
+
+def test_without_a_model_the_panel_says_what_is_missing(qtbot: QtBot) -> None:
+    session = LabSession()
+    panel = SearchPanel(session)
+    qtbot.addWidget(panel)
+    assert panel.start() is None and not panel.busy()
+    assert "open a model first" in panel.message.text()
+    assert panel.apply(0) is None and panel.table.rowCount() == 0
+    assert not session.modes_locked

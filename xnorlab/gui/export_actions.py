@@ -31,6 +31,7 @@ from xnorlab.data.bundle import DatasetBundle
 from xnorlab.gui.window_host import WindowHost
 from xnorlab.gui.workers import Task
 from xnorlab.lab.session import LabSession
+from xnorlab.measure.front import SearchResult
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.xnor_file import SUFFIX as XNOR_SUFFIX
 from xnorlab.models.xnor_file import export_xnor
@@ -118,18 +119,21 @@ def build_and_write_report(
     bundle: DatasetBundle | None,
     path: str,
     options: ReportOptions,
+    search: SearchResult | None = None,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
 ) -> Path:
     """Worker body of File > Export report: build the report on ``loaded`` and write ``path``.
 
-    ``loaded.model`` must be a snapshot (``build_report`` copies it again). Raises
-    ``Cancelled`` when ``should_cancel()`` turns true, ``XnorlabError`` on any other failure.
+    ``loaded.model`` must be a snapshot (``build_report`` copies it again); ``search``: the
+    session's last search of this model, reported as its front. Raises ``Cancelled`` when
+    ``should_cancel()`` turns true, ``XnorlabError`` on any other failure.
     """
     data = report_data_for(loaded, bundle)
     report = build_report(
-        loaded, None, data, options=options, progress=progress, should_cancel=should_cancel
-    )
+        loaded, None, data, options=options, progress=progress, should_cancel=should_cancel,
+        search=search,
+    )  # fmt: skip
     return write_report(report, path)
 
 
@@ -239,8 +243,8 @@ class ExportActions(QObject):
         options = ReportOptions(sensitivity=self.sensitivity_action.isChecked(), extra_notes=notes)
         return self._start(
             REPORT_KEY, "report", build_and_write_report, loaded, self.session.dataset, path,
-            options, on_result=lambda written: self._done(f"report written to {written}"),
-            cancellable=True,
+            options, self.session.last_search, cancellable=True,
+            on_result=lambda written: self._done(f"report written to {written}"),
         )  # fmt: skip
 
     def export_xnor(self, path: str | None = None) -> Task | None:

@@ -16,7 +16,6 @@ configs, the scaling box and the table's combos are disabled, and the status bar
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +42,7 @@ from xnorlab.gui.hint_bar import HintBar
 from xnorlab.gui.layer_table import LayerTable
 from xnorlab.gui.menus import build_menus
 from xnorlab.gui.message_bar import MessageBar
+from xnorlab.gui.panels.formatting import mode_counts
 from xnorlab.gui.panels.metrics import MetricsPanel
 from xnorlab.gui.panels.open_dialogs import (
     load_or_classify,
@@ -293,9 +293,7 @@ class MainWindow(QMainWindow):
         s = self.session
         if s.loaded is None:
             return "no model open: File > Open model (Ctrl+O), or Help > Getting started (F1)"
-        counts = Counter(info.mode for info in s.layers())
-        modes = " · ".join(f"{counts[m]} {m.value.upper() if m is not Mode.FLOAT else 'float'}"
-                           for m in (Mode.XNOR, Mode.BWN, Mode.FLOAT) if counts[m])  # fmt: skip
+        modes = mode_counts(info.mode for info in s.layers())
         if s.modes_locked:
             return f"{modes} · modes locked: {s.lock_reason}"
         last = f" · last change: {s.undo_label} (Ctrl+Z)" if s.can_undo else ""

@@ -1,8 +1,12 @@
-"""Human-readable numbers for the panels (bytes, seconds, ratios, percentages)."""
+"""Human-readable numbers for the panels (bytes, seconds, ratios, percentages, modes)."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable
+
+from xnorlab.binary.modes import Mode
 
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB")
 
@@ -36,3 +40,11 @@ def format_percent(fraction: float | None) -> str:
 def format_ratio(ratio: float) -> str:
     """``3.14159 -> '3.14x'``."""
     return "n/a" if math.isnan(ratio) else f"{ratio:.2f}x"
+
+
+def mode_counts(modes: Iterable[Mode]) -> str:
+    """``3 XNOR · 1 BWN · 1 float``: how many layers are in each mode (modes without layers
+    left out)."""
+    counts = Counter(modes)
+    return " · ".join(f"{counts[m]} {m.value.upper() if m is not Mode.FLOAT else 'float'}"
+                      for m in (Mode.XNOR, Mode.BWN, Mode.FLOAT) if counts[m])  # fmt: skip

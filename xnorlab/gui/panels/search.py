@@ -12,7 +12,6 @@ Errors are one line in the panel and in the window's message bar.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QFont, QFontDatabase
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -44,17 +43,18 @@ from xnorlab.common.errors import XnorlabError
 from xnorlab.gui import style
 from xnorlab.gui.panels.base import show_message, subscribe
 from xnorlab.gui.panels.charts import legend_html
-from xnorlab.gui.panels.formatting import format_bytes
+from xnorlab.gui.panels.formatting import format_bytes, mode_counts
 from xnorlab.gui.workers import Task, TaskRunner
 from xnorlab.lab.session import FLOAT_POINT, LabSession, SearchJob, search_point_title
-from xnorlab.measure.front import Agreement, FrontPoint, Objective, SearchResult
+from xnorlab.measure.front import Agreement, FrontPoint, Objective, SearchResult, modes_letters
 from xnorlab.search.walk import SearchOptions
 
 SEARCH_KEY = "search"
 DEFAULT_BUDGET_POINTS = 1.0
 DEFAULT_SPLIT_ITEMS = 1000
 MIN_MARKER_PX, MAX_MARKER_PX = 9.0, 22.0  # packed memory, smallest to largest point shown
-TABLE_COLUMNS = ("#", "accuracy (%)", "ms", "memory", "layers")
+TABLE_COLUMNS = ("#", "accuracy (%)", "ms", "memory", "modes")
+MODES_TIP = "one letter per layer, in model order: F float, B BWN, X XNOR"
 IDLE_TEXT = "Finds per-layer modes that stay within the budget of the float accuracy."
 
 
@@ -117,15 +117,6 @@ def marker_sizes(memory_bytes: list[int]) -> list[float]:
     return [MIN_MARKER_PX + span * (m - low) / (high - low) for m in memory_bytes]
 
 
-def modes_summary(modes: dict[str, Mode] | FrontPoint) -> str:
-    """``3 XNOR · 1 BWN · 1 float``: how many layers are in each mode."""
-    mapping = modes.modes if isinstance(modes, FrontPoint) else modes
-    counts = Counter(mapping.values())
-    parts = [f"{counts[m]} {m.value.upper() if m is not Mode.FLOAT else 'float'}"
-             for m in (Mode.XNOR, Mode.BWN, Mode.FLOAT) if counts[m]]  # fmt: skip
-    return " · ".join(parts) or "no layers"
-
-
 def modes_detail(point: FrontPoint) -> str:
     """One line per mode naming its layers (``XNOR: conv2, fc1``), for tooltips."""
     lines = []
@@ -154,7 +145,7 @@ def point_tip(shown: ShownPoint, result: SearchResult) -> str:
         f"{metric_name(result)} (score split): {point.accuracy.text()}",
         f"latency: {point.latency_ms:.3g} ms [{low:.3g}, {high:.3g}]",
         f"packed memory: {format_bytes(point.memory_bytes)}",
-        modes_summary(point),
+        mode_counts(point.modes.values()),
         modes_detail(point),
         "click: apply these modes (Ctrl+Z undoes)",
     ])  # fmt: skip
@@ -185,7 +176,7 @@ def summary_text(result: SearchResult) -> str:
         parts.append("no binarized configuration stays within the budget: float is the answer")
     else:
         parts.append(
-            f"chosen (★): {modes_summary(chosen)}, {chosen.latency_ms:.3g} ms vs float "
+            f"chosen (★): {mode_counts(chosen.modes.values())}, {chosen.latency_ms:.3g} ms vs float "
             f"{float_point.latency_ms:.3g} ms, {format_bytes(chosen.memory_bytes)} vs "
             f"{format_bytes(float_point.memory_bytes)}"
         )
@@ -396,6 +387,10 @@ class SearchPanel(QWidget):
         table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         table.horizontalHeader().setStretchLastSection(True)
         table.cellClicked.connect(lambda row, _column: self.apply(row))
+        modes_header = table.horizontalHeaderItem(len(TABLE_COLUMNS) - 1)
+        if modes_header is not None:
+            modes_header.setToolTip(MODES_TIP)
+        self._fixed = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
         return table
 
     # ------------------------------------------------------------------ running
@@ -504,14 +499,13 @@ class SearchPanel(QWidget):
             low, high = point.accuracy.interval
             accuracy = f"{shown.accuracy_percent:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
             cells = (row_name(shown), accuracy, f"{point.latency_ms:.3g}",
-                     format_bytes(point.memory_bytes), modes_summary(point))  # fmt: skip
+                     format_bytes(point.memory_bytes), modes_letters(point.modes))  # fmt: skip
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(self.chart.tips[row])
-                if shown.role is PointRole.CHOSEN:
-                    font = QFont(item.font())
-                    font.setBold(True)
-                    item.setFont(font)
+                font = QFont(self._fixed if column == len(cells) - 1 else item.font())
+                font.setBold(shown.role is PointRole.CHOSEN)
+                item.setFont(font)
                 self.table.setItem(row, column, item)
 
     def apply(self, index: int) -> list[str] | None:
