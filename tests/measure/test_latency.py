@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from measure_support import binarized
+from torch import nn
 
 from xnorlab.binary.modes import Backend, Mode
 from xnorlab.binary.surgery import current_modes
@@ -122,3 +123,31 @@ def test_runs_within_a_budget() -> None:
 def test_steady_runs_leave_out_the_interrupted_ones() -> None:
     assert steady_runs([1.0, 50.0, 1.2, 0.9]) == [0, 3]  # median cut 1.0
     assert steady_runs([2.0]) == [0] and steady_runs([]) == []
+
+
+class Untraceable(nn.Module):
+    """A block torch.fx cannot trace (a branch on a tensor's value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = binarized("paper")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.body(x)
+        return out if bool(out.sum() > -1e9) else -out
+
+
+def test_the_engine_side_is_the_deployed_model_and_says_so() -> None:
+    model = binarized("paper")
+    plan = LatencyPlan(warmup=1, repeats=3, profile_runs=1)
+    x = torch.randn(1, 1, 8, 8)
+    native = float_vs_current(model, x, plan, Backend.NATIVE, lambda: None)
+    assert native.deployed is not None and native.deployed.traced
+    assert native.deploy_text() == native.deployed.text() and "deploy:" in native.deploy_text()
+    assert native.to_json()["deploy"] == native.deploy_text()
+    assert set(native.current_side.layers) == {"0", "3", "5"}  # split on the unfused deploy
+    torch_side = float_vs_current(model, x, plan, Backend.TORCH, lambda: None)
+    assert torch_side.deployed is None and torch_side.deploy_text() == "current side in torch"
+    report = measure_latency(Untraceable(), (1, 8, 8), repeats=3, warmup=1, profile_runs=1)
+    assert report.comparison.deployed is not None and not report.comparison.deployed.traced
+    assert report.text().splitlines()[-1].startswith("deploy: not fused, torch.fx could not")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+from torch import nn
 
 from xnorlab.binary.modes import Mode
 from xnorlab.binary.stats import NONNEGATIVE_INPUT_HINT
@@ -190,3 +193,26 @@ def test_attention_model_reports_its_float_layers_and_never_negative_inputs() ->
     hint = [note for note in report.header.notes if NONNEGATIVE_INPUT_HINT in note]
     assert len(hint) == 1 and hint[0].startswith("head:")
     assert render(report, "md").count("attn.out_proj") >= 2  # header row and note
+
+
+class _Untraceable(nn.Module):
+    """tiny_net behind a branch on a tensor's value, which torch.fx cannot trace."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.body(x)
+        return out if bool(out.sum() > -1e9) else -out
+
+
+def test_a_model_deploy_cannot_fuse_gets_one_note(tiny_loaded: LoadedModel) -> None:
+    x = torch.randn(8, 1, 8, 8)
+    options = ReportOptions(sensitivity=False, latency_repeats=1, file_sizes=False)
+    plain = build_report(tiny_loaded, "paper", ReportData("random", x), options=options)
+    assert not any("deploy" in note for note in plain.header.notes)
+    wrapped = dataclasses.replace(tiny_loaded, model=_Untraceable(tiny_loaded.model))
+    report = build_report(wrapped, "paper", ReportData("random", x), options=options)
+    notes = [note for note in report.header.notes if "deploy" in note]
+    assert len(notes) == 1 and "torch.fx could not trace" in notes[0]

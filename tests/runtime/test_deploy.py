@@ -280,7 +280,7 @@ def test_batchnorms_outside_chains_become_one_multiply_add_with_a_clamp(isa: str
     assert_close(got, expected)
     report = deployed.deploy_report
     assert report.affine == ["bn+act", "bn_side+relu"] and report.fused == ["conv+add"]
-    assert "2 BatchNorms as multiply-add" in report.text()
+    assert "fused chains 1, BatchNorms as multiply-add 2" in report.text()
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
     assert sum(isinstance(m, AffineClamp) for m in deployed.modules()) == 2
 

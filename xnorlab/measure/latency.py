@@ -4,10 +4,13 @@ current modes in the chosen engine (the native one unless told otherwise).
 ``float_vs_current`` is the one place the two are compared: both sides run in one process with
 the same threads, end to end in interleaved rounds (``interleaved_samples``), so a change of
 machine load hits both alike, and their speed-up is the median of the pairwise ratios with its
-interval and noise flag (``RatioEstimate``: median of per-round ratios). Each side's per-layer split comes from further
-profiled runs (``layer_clock`` and the engine's profiler) and is scaled to the side's measured
-end-to-end median, so the layers plus an explicit ``unattributed`` part (activations, pooling,
-Python between the layers) add up to the whole.
+interval and noise flag (``RatioEstimate``: median of per-round ratios). In the native engine the
+current side is ``xnorlab.deploy(model)`` (``machine.engine_model``: packed, fused). Each side's
+per-layer split comes from further profiled runs (``layer_clock`` and the engine's profiler;
+for the engine side on ``deploy(model, fuse=False)``, since a fused chain has no layer
+boundaries) and is scaled to the side's measured end-to-end median, so the layers plus an
+explicit ``unattributed`` part (activations, pooling, Python between the layers) add up to the
+whole.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import CancelFn, ProgressFn, check_cancel, no_progress
 from xnorlab.engine import profile
 from xnorlab.measure.layers import detached_copy, layer_hooks, layer_mode
-from xnorlab.measure.machine import engine_context, engine_info, load_note
+from xnorlab.measure.machine import engine_info, engine_model, load_note
 from xnorlab.measure.timing import (
     MIN_ROUNDS,
     RatioEstimate,
@@ -35,6 +38,7 @@ from xnorlab.measure.timing import (
     Timing,
     interleaved_samples,
 )
+from xnorlab.runtime.deploy import DeployReport, deploy, deploy_report
 
 MIN_REPEATS = 3  # timed runs per side even when a time budget is tight
 
@@ -223,10 +227,15 @@ class LatencyComparison:
     current_side: SideTiming
     speedup: RatioEstimate
     threads: int  # torch threads both sides ran with
+    deployed: DeployReport | None = None  # what deploy did (None: the current side ran in torch)
 
     @property
     def noisy(self) -> bool:
         return self.speedup.noisy
+
+    def deploy_text(self) -> str:
+        """One line on how the current side ran: its ``DeployReport`` or torch."""
+        return "current side in torch" if self.deployed is None else self.deployed.text()
 
     def text(self) -> str:
         """``float 7.1 ms -> current 5.52 ms, speed-up 1.29x [1.25, 1.33] (30 rounds)``."""
@@ -239,6 +248,7 @@ class LatencyComparison:
             "current": self.current_side.to_json(),
             "speedup": self.speedup.to_json(),
             "threads": self.threads,
+            "deploy": self.deploy_text(),
         }
 
 
@@ -271,12 +281,16 @@ def float_vs_current(
 ) -> LatencyComparison:
     """Time ``model`` with every layer float in torch against its current modes with its
     binarized layers in ``backend``, without gradients, in interleaved rounds (a float copy
-    sharing the weights keeps each side's caches warm). ``tick()`` runs between timed
-    blocks, never inside one. The model's configs are restored."""
+    sharing the weights keeps each side's caches warm). In the native engine the current side
+    is ``engine_model(model)`` (deployed, fused) and its per-layer split is profiled on the
+    unfused deploy (module doc). ``tick()`` runs between timed blocks, never inside one.
+    ``model`` itself is not changed."""
     floating = _float_copy(model).eval()
-    with torch.no_grad(), engine_context(model, backend):
+    current = engine_model(model, backend)
+    split_net = deploy(model, fuse=False) if current is not model else model
+    with torch.no_grad():
         warm = max(plan.warmup, 1)
-        one_run_s = max(_warm(floating, x, warm, tick), _warm(model, x, warm, tick))
+        one_run_s = max(_warm(floating, x, warm, tick), _warm(current, x, warm, tick))
         runs = plan.repeats
         if plan.budget_s is not None:
             runs = runs_within(plan.budget_s, one_run_s, plan.repeats)
@@ -284,17 +298,19 @@ def float_vs_current(
         run_plan = RunPlan(warmup=0, min_runs=runs, max_runs=max(runs, plan.max_pairs),
                            min_total_s=plan.min_time_s, block=block)  # fmt: skip
         samples = interleaved_samples({"float": (tick, lambda: floating(x)),
-                                       "current": (tick, lambda: model(x))}, run_plan)  # fmt: skip
+                                       "current": (tick, lambda: current(x))}, run_plan)  # fmt: skip
         profile_runs = plan.repeats if plan.profile_runs is None else plan.profile_runs
         profile_runs = max(1, min(profile_runs, runs))
         sides = []
-        for name, net in (("float", floating), ("current", model)):
+        for name, net in (("float", floating), ("current", split_net)):
             whole = Timing.from_samples(samples[name])
             layers, rest = split_whole(whole.median_s, _profile_layers(net, x, profile_runs, tick))
             sides.append(SideTiming(whole, layers, rest))
     speedup = RatioEstimate.from_samples(samples["float"], samples["current"], load_note(),
                                          block=run_plan.block, confidence=plan.confidence)  # fmt: skip
-    return LatencyComparison(sides[0], sides[1], speedup, torch.get_num_threads())
+    return LatencyComparison(
+        sides[0], sides[1], speedup, torch.get_num_threads(), deploy_report(current)
+    )
 
 
 # ------------------------------------------------------------ the metrics panel's report
@@ -375,12 +391,13 @@ class LatencyReport:
         return self.comparison.current_side.unattributed_s
 
     def text(self) -> str:
-        """Two lines: the comparison, then the engine and the unattributed parts."""
+        """Three lines: the comparison, the engine and the unattributed parts, what deploy
+        did."""
         return (
             f"{self.comparison.text()}\n"
             f"engine {self.engine}, batch {self.batch}; not in any layer: float "
             f"{self.float_unattributed_s * 1e3:.3g} ms, current "
-            f"{self.current_unattributed_s * 1e3:.3g} ms"
+            f"{self.current_unattributed_s * 1e3:.3g} ms\n{self.comparison.deploy_text()}"
         )
 
     def to_json(self) -> dict[str, Any]:

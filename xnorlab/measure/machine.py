@@ -2,7 +2,8 @@
 
 Every description of the engine (report header, metrics panel, benchmark) is built on
 ``xnorlab.engine.info()`` through ``engine_info``, and every reading of ``/proc/cpuinfo`` goes
-through ``cpu_fields``. ``engine_context`` is the one way a measured model runs in the engine.
+through ``cpu_fields``. ``engine_model`` (a deployed copy) is the one way a whole measured model
+runs in the engine, ``engine_context`` the way its layers do.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from xnorlab import engine
 from xnorlab.binary.modes import Backend
+from xnorlab.runtime.deploy import deploy
 from xnorlab.runtime.integration import native_backend
 
 # ------------------------------------------------------------------------------ engine
@@ -57,13 +59,25 @@ def engine_info() -> EngineInfo:
     )
 
 
+def engine_model(model: nn.Module, backend: Backend = Backend.NATIVE) -> nn.Module:
+    """``model`` as every timed or scored "through the engine" figure runs it.
+
+    ``NATIVE``: ``xnorlab.deploy(model)``, a copy sharing its weights, with packed weights and
+    fused chains (its ``runtime.deploy.deploy_report`` says what was fused, or why nothing
+    was); ``TORCH``: ``model`` itself. Deploy again after changing weights or modes.
+    """
+    return deploy(model) if backend is Backend.NATIVE else model
+
+
 def engine_context(
     model: nn.Module, backend: Backend = Backend.NATIVE
 ) -> AbstractContextManager[nn.Module]:
     """Run ``model``'s binarized layers in ``backend`` inside the block.
 
     ``NATIVE``: every wrapped layer runs in the engine (``native_backend``, restored on exit);
-    ``TORCH``: the layers keep the backends they are configured with.
+    ``TORCH``: the layers keep the backends they are configured with. For measurements that
+    need the layers themselves (hooks, modes switched inside the block); figures of the whole
+    model use ``engine_model``.
     """
     if backend is Backend.NATIVE:
         return native_backend(model)

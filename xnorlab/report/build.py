@@ -39,7 +39,12 @@ from xnorlab.measure.front import SearchResult
 from xnorlab.measure.intervals import PairedDifference
 from xnorlab.measure.latency import MIN_REPEATS, LatencyComparison, LatencyPlan, float_vs_current
 from xnorlab.measure.layers import layer_mode, shapes_per_layer
-from xnorlab.measure.machine import engine_context, engine_info, machine_description
+from xnorlab.measure.machine import (
+    engine_context,
+    engine_info,
+    engine_model,
+    machine_description,
+)
 from xnorlab.measure.memory import (
     FLOAT_BITS,
     layer_bits,
@@ -281,7 +286,9 @@ def _accuracy_fields(
     model: nn.Module, data: ReportData, options: ReportOptions, steps: _Steps
 ) -> tuple[PairedDifference | None, dict[str, dict[str, Any]]]:
     """All float vs configured on the validation items, and (``options.sensitivity``) every
-    layer's cost binarized alone and restored alone, all paired on the same items."""
+    layer's cost binarized alone and restored alone, all paired on the same items. Without
+    sensitivity the configured side in the native engine is the deployed model
+    (``engine_model``); the sensitivity runs switch the layers' modes, so they use the layers."""
     if data.val_inputs is None or data.val_labels is None:
         return None, {}
     x, y, batch = data.val_inputs, data.val_labels.long(), options.batch_size
@@ -293,7 +300,7 @@ def _accuracy_fields(
             }
         with float_mode(model):
             floats = tensor_correct(model, x, y, batch, steps.tick)
-        configured = tensor_correct(model, x, y, batch, steps.tick)
+    configured = tensor_correct(engine_model(model, _backend(options)), x, y, batch, steps.tick)
     return PairedDifference.from_correct(floats.tolist(), configured.tolist()), {}
 
 
@@ -524,5 +531,9 @@ def _names(names: list[str], shown: int = 6) -> str:
 
 
 def _noise_notes(comparison: LatencyComparison) -> list[str]:
+    """Whether the latency is noisy, and whether the engine side ran unfused (fx could not
+    trace the model for ``xnorlab.deploy``)."""
     reason = comparison.speedup.noise_reason
-    return [f"latency is noisy: {reason}"] if reason else []
+    noise = [f"latency is noisy: {reason}"] if reason else []
+    unfused = comparison.deployed is not None and not comparison.deployed.traced
+    return [*noise, f"configured latency: {comparison.deploy_text()}"] if unfused else noise

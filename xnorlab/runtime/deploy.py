@@ -53,8 +53,8 @@ class DeployReport:
         if not self.traced:
             return f"deploy: not fused, {self.reason}" if self.reason else "deploy: not fused"
         return (
-            f"deploy: {len(self.fused)} fused chains, {len(self.affine)} BatchNorms as "
-            "multiply-add (torch.fx traced the model)"
+            f"deploy: fused chains {len(self.fused)}, BatchNorms as multiply-add "
+            f"{len(self.affine)} (torch.fx traced the model)"
         )
 
 

@@ -455,7 +455,8 @@ class MetricsPanel(QWidget):
             self.engine_label,
             f"engine: {report.engine} · {report.repeats} runs · not in any layer: float "
             f"{format_seconds(report.float_unattributed_s)}, current "
-            f"{format_seconds(report.current_unattributed_s)}",
+            f"{format_seconds(report.current_unattributed_s)}\n"
+            f"{report.comparison.deploy_text()}",
         )
         self.engine_label.setToolTip(
             f"current range {format_seconds(report.current_min_max_s[0])} to "
