@@ -208,3 +208,25 @@ def test_thread_scaling_times_both_thread_counts_and_leaves_the_last_one_set() -
     assert row.metrics()["speedup"] == pytest.approx(
         row.one_thread.median_s / row.many_threads.median_s
     )
+
+
+@pytest.mark.slow
+def test_markdown_model_table_has_the_deploy_column() -> None:
+    command = [sys.executable, "-m", "xnorlab.cli.main", "bench", "--quick", "--threads", "1",
+               "--batch", "1", "--no-reexec"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    title = lines.index(next(line for line in lines if line.startswith("## Whole model")))
+    header, rule, row = lines[title + 2 : title + 5]
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    assert "deploy" in columns and "x float (NCHW / CL / deploy)" in columns
+    assert rule.count("---") == len(columns)
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert len(cells) == len(columns)
+    deploy_ms = float(cells[columns.index("deploy")])
+    speedups = [float(v) for v in cells[columns.index("x float (NCHW / CL / deploy)")].split("/")]
+    float_ms = min(float(cells[columns.index("float32 NCHW")]),
+                   float(cells[columns.index("float32 CL")]))  # fmt: skip
+    assert deploy_ms > 0 and len(speedups) == 3
+    assert speedups[2] == pytest.approx(float_ms / deploy_ms, rel=0.02, abs=0.01)

@@ -282,19 +282,22 @@ def render_rest(report: BenchReport) -> list[str]:
             f"{_num(row.metrics()['speedup_vs_float'])} | {row.packed_weight_bytes or '-'} | "
             f"{_split_text(row.split)} | {_sci(row.max_rel_diff_vs_reference)} |"
         )
-    lines += ["", "## Whole model (batch 1; ms; engine = binarized model through the engine)", "",
+    lines += ["", "## Whole model (batch 1; ms; engine = binarized model through the engine; "
+              "deploy = xnorlab.deploy of it, fused)", "",
               "| model | input | thr | isa | via | float32 NCHW | float32 CL | engine NCHW | "
-              "engine CL | x float (NCHW / CL) | native calls | engine CL split | "
-              "max rel diff vs simulation |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              "engine CL | deploy | x float (NCHW / CL / deploy) | native calls | "
+              "engine CL split | max rel diff vs simulation |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for m in report.models:
         metrics = m.metrics()
         lines.append(
             f"| {m.model} {m.preset}/{m.scaling} | {'x'.join(map(str, m.input_shape))} | "
             f"{m.threads} | {m.isa} | {m.backend} | {_ms(m.float_nchw)} | "
             f"{_ms(m.float_channels_last)} | {_ms(m.engine_time)} | "
-            f"{_ms(m.engine_channels_last)} | {_num(metrics['speedup_vs_float'])} / "
-            f"{_num(metrics['speedup_channels_last_vs_float'])} | {m.native_calls_per_forward} | "
+            f"{_ms(m.engine_channels_last)} | {_ms(m.deployed)} | "
+            f"{_num(metrics['speedup_vs_float'])} / "
+            f"{_num(metrics['speedup_channels_last_vs_float'])} / "
+            f"{_num(metrics['speedup_deployed_vs_float'])} | {m.native_calls_per_forward} | "
             f"{_model_split(m.split_channels_last)} | {m.max_rel_diff_vs_simulation:.2e} |"
         )
     lines += render_thread_scaling(report)
