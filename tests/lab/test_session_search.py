@@ -11,7 +11,7 @@ from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import Cancelled
 from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.images import Preprocessing
-from xnorlab.data.sampling import SampleInfo
+from xnorlab.data.sampling import NO_LABEL, SampleInfo, dataset_labels
 from xnorlab.lab.session import SEARCH_LOCK_REASON, LabSession
 from xnorlab.measure.front import Agreement, FrontPoint, Objective, SearchResult, pareto_front
 from xnorlab.measure.intervals import Accuracy
@@ -90,17 +90,34 @@ def test_a_started_search_locks_the_modes_until_it_ends(session: LabSession) -> 
     assert locks == [SEARCH_LOCK_REASON, ""]
 
 
-def test_a_search_needs_a_model_a_dataset_and_no_other_run(session: LabSession) -> None:
+def test_a_search_needs_a_model_something_to_score_on_and_no_other_run(
+    session: LabSession,
+) -> None:
     with pytest.raises(XnorlabError, match="open a model"):
         LabSession().begin_search(SearchOptions(budget_points=1.0))
-    bare = LabSession()
-    bare.adopt(LoadedModel("tiny", tiny_net(), SHAPE, ["a", "b", "c"]))
-    with pytest.raises(XnorlabError, match="no dataset"):
-        bare.begin_search(SearchOptions(budget_points=1.0))
+    flat = LabSession()  # no dataset, and no photo fits an input of 10 numbers
+    flat.adopt(LoadedModel("flat", torch.nn.Sequential(torch.nn.Linear(10, 3)), (10,), []))
+    with pytest.raises(XnorlabError, match="no dataset to score modes on and the bundled photos"):
+        flat.begin_search(SearchOptions(budget_points=1.0))
+    assert not flat.modes_locked
     session.lock_modes("a training run uses the current modes")
     with pytest.raises(XnorlabError, match="training run"):
         session.begin_search(SearchOptions(budget_points=1.0))
     assert session.lock_reason == "a training run uses the current modes"  # not taken over
+
+
+def test_without_a_dataset_the_search_runs_on_the_unlabelled_photos() -> None:
+    bare = LabSession()
+    bare.adopt(LoadedModel("tiny", tiny_net(), SHAPE, ["a", "b", "c"]))
+    with pytest.raises(XnorlabError, match="fine-tuning needs labels"):
+        bare.begin_search(SearchOptions(budget_points=1.0, finetune_epochs=1))
+    assert not bare.modes_locked
+    job = bare.begin_search(SearchOptions(budget_points=1.0))
+    items = job.items()
+    assert job.dataset is None and job.finetune_data is None
+    assert len(items) > 8 and set(dataset_labels(items).tolist()) == {NO_LABEL}
+    assert tuple(items[0][0].shape) == SHAPE
+    bare.end_search(job, None)
 
 
 def test_the_result_is_kept_and_a_point_applies_as_one_undo_step(session: LabSession) -> None:

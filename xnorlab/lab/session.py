@@ -28,7 +28,8 @@ undo and redo) with an ``XnorlabError`` that gives the reason, so a result alway
 the modes it was started with. ``unlock_modes()`` ends it.
 
 Search (``xnorlab.search.walk.search_modes``): ``begin_search(options)`` locks the modes and
-returns a ``SearchJob`` on a snapshot, whose ``run`` a worker calls; ``end_search(job, result)``
+returns a ``SearchJob`` on a snapshot and the open dataset (without one, crops of the bundled
+photos: unlabelled, so accuracy is agreement with float), whose ``run`` a worker calls; ``end_search(job, result)``
 (on the session's thread) unlocks and keeps the result as ``last_search`` if the job's model
 is still the open one. ``run_search`` does the three in one call (scripts, tests).
 ``apply_search_point(i)`` applies the modes of ``search_points()[i]`` as one undoable step.
@@ -211,21 +212,29 @@ class DrawnSample:
 
 @dataclass(frozen=True)
 class SearchJob:
-    """A search started by ``LabSession.begin_search``: a snapshot of the model, the split it
+    """A search started by ``LabSession.begin_search``: a snapshot of the model, the items it
     runs on and the options. ``run`` is thread-safe (it touches no session state)."""
 
     loaded: LoadedModel  # the model the search was started on (its result belongs to it)
     model: nn.Module  # a weight-sharing snapshot (``search_modes`` copies it again)
-    dataset: Dataset[tuple[Tensor, int]]  # the score and confirm splits are drawn from it
+    dataset: Dataset[tuple[Tensor, int]] | None  # None: crops of the bundled photos
     options: SearchOptions
     finetune_data: Dataset[tuple[Tensor, int]] | None  # None: the items in neither split
+
+    def items(self) -> Dataset[tuple[Tensor, int]]:
+        """The items the score and confirm splits are drawn from; without a dataset, seeded
+        crops of the bundled photos (unlabelled: accuracy is agreement with float), decoded
+        here, in the worker."""
+        if self.dataset is not None:
+            return self.dataset
+        return calibration.PhotoCrops(tuple(self.loaded.input_shape), self.loaded.preprocessing)
 
     def run(
         self, *, progress: ProgressFn | None = None, should_cancel: CancelFn | None = None
     ) -> SearchResult:
         """The search itself (a worker's body); raises ``Cancelled`` when cancelled."""
         return search_modes(
-            self.model, self.dataset, self.options, progress=progress,
+            self.model, self.items(), self.options, progress=progress,
             should_cancel=should_cancel, finetune_data=self.finetune_data,
         )  # fmt: skip
 
@@ -628,24 +637,38 @@ class LabSession:
     # ------------------------------------------------------------------ search
     def begin_search(self, options: SearchOptions) -> SearchJob:
         """Lock the modes and return the job a worker runs (``SearchJob.run``); call
-        ``end_search`` when it ends, whatever the outcome. Raises when there is no model or
-        dataset, or when the modes are already locked by another run."""
+        ``end_search`` when it ends, whatever the outcome. Without a dataset it searches on
+        crops of the bundled photos, as the views use them. Raises when there is no model,
+        nothing to search on, or the modes are already locked by another run."""
         if self.loaded is None:
             raise XnorlabError("open a model first (Ctrl+O): there is nothing to search")
-        if self.dataset is None:
-            raise XnorlabError(
-                f"{self.model_name} has no dataset to score modes on: open one first (Ctrl+D)"
-            )
         if self.lock_reason:
             raise XnorlabError(f"cannot start a search now: {self.lock_reason}")
         options.validate()
-        # Scored and confirmed on the split the views sample, fine-tuned on the training split
-        # when that is another one, else on the items neither split took.
-        split, train = self.sample_split(), self.dataset.train
-        finetune = None if split is train or _is_empty(train) else train
-        job = SearchJob(self.loaded, self.snapshot(), split, options, finetune)
+        if self.dataset is None:
+            job = self._photo_search(self.loaded, options)
+        else:
+            # Scored and confirmed on the split the views sample, fine-tuned on the training
+            # split when that is another one, else on the items neither split took.
+            split, train = self.sample_split(), self.dataset.train
+            finetune = None if split is train or _is_empty(train) else train
+            job = SearchJob(self.loaded, self.snapshot(), split, options, finetune)
         self.lock_modes(SEARCH_LOCK_REASON)
         return job
+
+    def _photo_search(self, loaded: LoadedModel, options: SearchOptions) -> SearchJob:
+        if options.finetune_epochs:
+            raise XnorlabError(
+                "fine-tuning needs labels, the bundled photos have none: open a dataset (Ctrl+D)"
+            )
+        try:
+            calibration.calibration_preprocessing(self.input_shape, loaded.preprocessing)
+        except XnorlabError as exc:
+            raise XnorlabError(
+                f"{self.model_name} has no dataset to score modes on and the bundled photos "
+                f"do not fit it ({exc}): open a dataset (Ctrl+D)"
+            ) from None
+        return SearchJob(loaded, self.snapshot(), None, options, None)
 
     def end_search(self, job: SearchJob, result: SearchResult | None) -> bool:
         """Unlock the modes; keep ``result`` as ``last_search`` when the job's model is still
