@@ -51,7 +51,8 @@ def test_eval_text_says_what_it_evaluated(
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == f"data {folder}, split all: the whole folder (--split train|val for a part)"
     assert lines[2] == "evaluated every item: 16 items, seed 0 (0: 7, 1: 5, 7: 4)"
-    assert lines[3].startswith("top-1 ") and "(n=16)" in lines[3]
+    assert lines[3].startswith("run: torch simulation")
+    assert lines[4].startswith("top-1 ") and "(n=16)" in lines[4]
     assert any(line.strip().startswith("7") and "(n=4)" in line for line in lines)
 
 
@@ -82,3 +83,18 @@ def test_bad_eval_arguments_are_one_line_and_exit_2(
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and phrase in err[0] and not captured.out
+
+
+def test_eval_through_the_engine_matches_the_simulation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["demo:lenet-xnor", "--data", "mnist5k", "--max-items", "300"]
+    simulated = _run_json(argv, capsys)
+    engine = _run_json([*argv, "--engine"], capsys)
+    assert simulated["engine"].startswith("torch simulation")
+    assert engine["engine"].startswith("XNOR engine, deploy:")
+    assert engine["count"] == simulated["count"] == 300
+    assert engine["confusion"] == simulated["confusion"]
+    assert engine["loss"] == pytest.approx(simulated["loss"], rel=1e-4)
+    assert main(["eval", *argv, "--engine"]) == 0
+    assert "run: XNOR engine, deploy: fused chains" in capsys.readouterr().out

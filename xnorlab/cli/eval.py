@@ -1,4 +1,4 @@
-"""``xnorlab eval MODEL [--modes ...] --data DATA [--split train|val|all] [--json]``.
+"""``xnorlab eval MODEL [--modes ...] --data DATA [--split train|val|all] [--engine] [--json]``.
 
 Prints what was evaluated (data, split, items per class), top-1 with its 95 % Wilson interval,
 top-5, per-class accuracy with intervals and the confusion matrix (rows: true class, columns:
@@ -7,7 +7,8 @@ predicted class); ``--json`` prints them as one JSON object.
 Which items: a folder is evaluated whole (every image under it) unless ``--split`` names a part
 of it; a data set with a fixed split (mnist5k, digits, torchvision's) is evaluated on its val
 split unless ``--split`` says otherwise, and the output says so. ``--max-items N`` draws a
-seeded, class-stratified sample of N items.
+seeded, class-stratified sample of N items. ``--engine`` runs the model as ``xnorlab.deploy``
+prepares it (the XNOR engine, packed and fused), and the output says how the model ran.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from xnorlab.binary.modes import Backend
 from xnorlab.binary.surgery import current_modes
 from xnorlab.cli import args as cli_args
 from xnorlab.cli.common import add_model_arguments, load_model
@@ -28,6 +32,9 @@ from xnorlab.data.sampling import SampleInfo
 from xnorlab.measure.accuracy import draw_sample
 from xnorlab.measure.evaluate import EvalResult, evaluate
 from xnorlab.measure.intervals import Accuracy
+from xnorlab.measure.machine import engine_model
+from xnorlab.models.packed_layers import has_packed_layers
+from xnorlab.runtime.deploy import deploy_report
 
 SPLITS = ("train", "val", "all")
 
@@ -54,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a seeded, class-stratified sample of this many items",
     )
     parser.add_argument("--batch-size", type=cli_args.batch_size, default=256)
+    parser.add_argument(
+        "--engine",
+        action="store_true",
+        help="run the binarized layers in the XNOR engine through xnorlab.deploy (packed, "
+        "fused; the torch simulation's outputs up to float rounding, faster)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_mode_arguments(parser, None)
 
@@ -66,6 +79,16 @@ def choose_split(data_spec: str, asked: str | None) -> tuple[str, str]:
     if Path(data_spec).expanduser().is_dir():
         return "all", "the whole folder (--split train|val for a part)"
     return "val", "the data set's fixed val split (--split train|all for the others)"
+
+
+def _engine_text(model: nn.Module, engine: bool) -> str:
+    """How the model runs: the torch simulation, or what ``xnorlab.deploy`` did."""
+    report = deploy_report(model)
+    if engine and report is not None:
+        return f"XNOR engine, {report.text()}"
+    if has_packed_layers(model):
+        return "packed .xnor layers in the XNOR engine"
+    return "torch simulation (--engine: the XNOR engine through xnorlab.deploy)"
 
 
 def _accuracy(result: EvalResult) -> Accuracy:
@@ -123,10 +146,12 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_dataset(data_spec, loaded.preprocessing, loaded.class_names or None)
     split, why = choose_split(data_spec, args.split)
     dataset, info = draw_sample(bundle.split(split), args.max_items)
+    model = engine_model(loaded.model, Backend.NATIVE if args.engine else Backend.TORCH)
+    engine = _engine_text(model, args.engine)
     bar = ProgressBar()
     try:
         result = evaluate(
-            loaded.model,
+            model,
             dataset,
             bundle.class_names,
             args.batch_size,
@@ -136,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     modes = {name: str(mode) for name, mode in current_modes(loaded.model).items()}
     if args.json:
-        print(json.dumps(_payload(args, data_spec, split, why, info, modes, result), indent=2))
+        payload = _payload(args, data_spec, split, why, info, modes, result)
+        print(json.dumps({**payload, "engine": engine}, indent=2))
         return 0
     summary = ", ".join(f"{k}={v}" for k, v in modes.items()) or "no binarizable layers"
     what = "a stratified sample" if args.max_items is not None else "every item"
@@ -144,5 +170,6 @@ def run(args: argparse.Namespace) -> int:
         f"model {args.model}; modes: {summary}",
         f"data {data_spec}, split {split}: {why}",
         f"evaluated {what}: {info.text(bundle.class_names)}",
+        f"run: {engine}",
     ])  # fmt: skip
     return 0
