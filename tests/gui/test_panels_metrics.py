@@ -123,6 +123,10 @@ def test_latency_report_fills_the_split_chart(panel, qtbot) -> None:  # type: ig
     assert panel.chart.layer_names == panel.session.layer_names()
     assert "not in any layer" in panel.chart.legend_label.text()
     assert report.engine in panel.engine_label.text()
+    # the current side ran as xnorlab.deploy prepared it, and the panel says how
+    assert report.comparison.deployed is not None
+    assert report.comparison.deploy_text() in panel.engine_label.text()
+    assert "deploy: fused chains" in panel.text()
     panel.session.adopt(panel.session.loaded)  # a (re)opened model: the old chart goes
     assert panel.chart.layer_names == []
     wait_until_idle(panel, qtbot)
