@@ -9,9 +9,10 @@ float model's while minimizing measured latency (or packed memory).
    measured float - binarized time, or its float - packed bytes); layers that gain nothing
    come last.
 3. Walk the ranking greedily from every layer float: each layer gets the objective's mode
-   (XNOR for latency, BWN for memory; BWN is the fallback for latency) when the candidate,
-   measured for real (top-1 on the score split, latency through the engine against float,
-   packed memory), stays within budget; else it stays float. Every measured candidate is kept.
+   (XNOR for latency, BWN for memory; BWN is the latency fallback where it was measured to
+   save time) when the candidate, measured for real (top-1 on the score split, latency
+   through the engine against float, packed memory), stays within budget; else it stays
+   float. Every measured candidate is kept.
 4. The Pareto front of all of them is timed again with more rounds; the chosen point is the
    front point within budget on the score split that is best on the objective, and it is
    reported on the confirm split (which chose nothing), with the float model beside it.
@@ -143,20 +144,30 @@ def rank_layers(costs: dict[str, float], gains: dict[str, float]) -> list[str]:
     return sorted(order, key=key)
 
 
-def _gains(candidates: Candidates, target: Modes, objective: Objective) -> dict[str, float]:
-    """Per layer, what binarizing it saves: seconds of its share of the measured forward
-    (``float_vs_current`` split) or bytes (float - packed)."""
+def _gains(candidates: Candidates, mode: Mode, objective: Objective) -> dict[str, float]:
+    """Per layer, what putting it in ``mode`` saves: seconds of its share of the measured
+    forward, every layer in ``mode`` against every layer float (``float_vs_current`` split),
+    or bytes (float - packed)."""
+    every = {name: mode for name in wrapped_layers(candidates.model)}
     if objective is Objective.MEMORY:
-        with layer_configs(candidates.model, configs_for(candidates.model, target)):
+        with layer_configs(candidates.model, configs_for(candidates.model, every)):
             layers = model_memory(candidates.model).layers
         return {layer.name: float(layer.float_bytes - layer.packed_bytes) for layer in layers}
-    comparison = candidates.compare(target, RANKING_PLAN)
+    comparison = candidates.compare(every, RANKING_PLAN)
     floats, binarized = comparison.float_side.layers, comparison.current_side.layers
     return {
         name: floats[name].wall_s - binarized[name].wall_s
-        for name in target
+        for name in every
         if name in floats and name in binarized
     }
+
+
+def layer_modes(
+    name: str, modes: tuple[Mode, ...], gains: dict[Mode, dict[str, float]]
+) -> tuple[Mode, ...]:
+    """The modes layer ``name`` is tried in: the first always, a fallback only where it was
+    measured to gain on the objective (BWN runs float convs: it seldom saves time)."""
+    return modes[:1] + tuple(mode for mode in modes[1:] if gains[mode].get(name, 0.0) > 0)
 
 
 # ------------------------------------------------------------------------- the walk
@@ -316,10 +327,12 @@ def search_modes(
                 work, data.score_x, score_targets, BATCH_SIZE, ticks.tick
             )
         ticks.stage = "ranking the layers"
-        order = rank_layers(layer_costs(sensitivity), _gains(candidates, target, objective))
+        tried = target_modes(objective)
+        gains = {mode: _gains(candidates, mode, objective) for mode in tried}
+        order = rank_layers(layer_costs(sensitivity), gains[tried[0]])
         current = dict(floats)
         for name in order:
-            current = walk.step(current, name, target_modes(objective), score_batches)
+            current = walk.step(current, name, layer_modes(name, tried, gains), score_batches)
         walk.measure(target)
         float_point, front = _remeasured(candidates, pareto_front(walk.points.values()), ticks)
         chosen = _choose(front, float_point, options, float_point.accuracy)
