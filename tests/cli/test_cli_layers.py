@@ -123,3 +123,16 @@ def test_app_form_accepts_a_model_spec(monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["demo:lenet"]) == 0
     assert main(["--screenshot", "shot.png", "resnet18"]) == 0
     assert calls == [("demo:lenet", None), ("resnet18", "shot.png")]
+
+
+@pytest.mark.parametrize("spec", ["xresnet18-small", "xresnet18"])
+def test_layers_binary_resnet_has_no_never_negative_warning(
+    spec: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["layers", spec, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["layers"]
+    xnor = [row for row in rows if row["mode"] == "xnor"]
+    assert len(xnor) == 19 and not any(row["input_never_negative"] for row in xnor)
+    assert {row["name"]: row["mode"] for row in rows}["stem.0"] == "float"
+    assert main(["layers", spec]) == 0
+    assert "(!)" not in capsys.readouterr().out
