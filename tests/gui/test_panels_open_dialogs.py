@@ -236,3 +236,13 @@ def test_your_code_tab_says_it_runs_the_code_and_refuses_incomplete_choices(tmp_
     dialog.kwargs_edit.setText("")
     assert dialog.spec() == f"{tmp_path / 'net.py'}:Net"
     assert dialog.code_options() == open_dialogs.CodeOptions(input_shape=(1, 8, 8))
+
+
+def test_the_binary_resnets_are_offered_beside_the_demos(qtbot) -> None:  # type: ignore[no-untyped-def]
+    dialog = OpenModelDialog()
+    qtbot.addWidget(dialog)
+    for spec, shape in (("xresnet18", "3x224x224"), ("xresnet18-small", "1x28x28")):
+        item = dialog.demo_list.findItems(spec, Qt.MatchFlag.MatchExactly)[0]
+        dialog.demo_list.setCurrentItem(item)
+        assert dialog.spec() == spec
+        assert "binary ResNet-18" in dialog.demo_info.text() and shape in dialog.demo_info.text()
