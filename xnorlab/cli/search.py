@@ -18,6 +18,7 @@ import json
 import sys
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from xnorlab.binary.surgery import binarize_model, copy_model, mode_map_text
@@ -90,7 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="threads for torch and engine (1: steadiest timing)",
     )
     parser.add_argument(
-        "--seed", type=cli_args.int_in(0, 2**31 - 1), default=0, help="seed of both splits (0)"
+        "--seed",
+        type=cli_args.int_in(0, 2**31 - 1),
+        default=0,
+        help="seed of both splits, a new model's weights and a fine-tune (0)",
     )
     parser.add_argument(
         "--max-items",
@@ -198,6 +202,7 @@ def cancelled(command: str) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         set_threads(args.threads)
+    torch.manual_seed(args.seed)  # a model without weights (resnet18) is the same each run
     loaded = load_model(args, trust=args.trust)
     options = SearchOptions(
         budget_points=args.budget,
