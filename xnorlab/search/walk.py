@@ -228,10 +228,7 @@ def _estimate(layers: int, score_batches: int, confirm_batches: int) -> int:
 
 
 def _choose(
-    front: tuple[FrontPoint, ...],
-    floats: FrontPoint,
-    options: SearchOptions,
-    float_accuracy: Accuracy,
+    front: tuple[FrontPoint, ...], options: SearchOptions, float_accuracy: Accuracy
 ) -> FrontPoint | None:
     """The front point within budget that is best on the objective; None when that is the
     float configuration itself (nothing binarized is better)."""
@@ -239,11 +236,7 @@ def _choose(
     if not fitting:
         return None
     best = min(fitting, key=lambda p: objective_key(p, Objective.parse(options.objective)))
-    return (
-        None
-        if best.binary_layers == 0 or modes_key(best.modes) == modes_key(floats.modes)
-        else best
-    )
+    return None if best.binary_layers == 0 else best
 
 
 def _remeasured(
@@ -335,7 +328,7 @@ def search_modes(
             current = walk.step(current, name, layer_modes(name, tried, gains), score_batches)
         walk.measure(target)
         float_point, front = _remeasured(candidates, pareto_front(walk.points.values()), ticks)
-        chosen = _choose(front, float_point, options, float_point.accuracy)
+        chosen = _choose(front, options, float_point.accuracy)
         ticks.stage = "confirming"
         confirm_float = _confirm_accuracy(candidates, floats, data.confirm_x, confirm_targets)
         confirm = None
