@@ -118,7 +118,7 @@ def report_with(convs: list[ConvResult], bwn_ms: float, model_ms: float) -> Benc
     slow_avx2 = LinearResult(9216, 4096, 1, 1, "avx2", ms(12.0), ms(6.0), None, 1, 1)  # 2x
     model = ModelResult("resnet18", (1, 3, 224, 224), "paper", "kmap", 1, "avx512", "native",
                         ms(40.0), ms(36.0), ms(2 * model_ms), ms(model_ms), None, None, 19,
-                        1e-6)  # fmt: skip
+                        1e-6, ms(4.5))  # fmt: skip
     ceilings = Ceilings({"popcount_avx512": 1000.0}, "test")
     return BenchReport(
         machine(), ceilings, BenchConfig(), convs, [linear, slow_avx2], [model], ["a note"]
@@ -198,7 +198,8 @@ def test_markdown_renders_every_row_with_its_figures() -> None:
     assert "| 9216x4096 | 1 | avx512 | 12.000 | 3.000 | 4.00 |" in text
     assert "- MET: BWN linear >= 4x torch float32 (avx512): worst 4.00" in text
     assert "CPU: Test CPU" in text and "- a note" in text
-    assert "| 40.000 | 36.000 | 24.000 | 12.000 | 1.50 / 3.00 | 19 |" in text
+    # float best 36 ms: 36/24, 36/12 and 36/4.5 (the deployed model)
+    assert "| 40.000 | 36.000 | 24.000 | 12.000 | 4.500 | 1.50 / 3.00 / 8.00 | 19 |" in text
 
 
 def test_thread_scaling_check_prefers_the_interleaved_measurement() -> None:
