@@ -53,8 +53,7 @@ def test_train_evaluate_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[s
     argv = ["ensemble", "lenet", "--members", "2", "--bagging", "--out", str(out),
             "--plot", str(plot), "--json", "--threads", "1", *QUICK]  # fmt: skip
     assert main(argv) == 0
-    stdout = capsys.readouterr().out
-    payload = json.loads(stdout[stdout.index("{") : stdout.rindex("}") + 1])
+    payload = json.loads(capsys.readouterr().out)  # stdout is the JSON alone
     assert payload["baseline"] == "demo:lenet" and len(payload["ensembles"]) == 2
     assert payload["sample"]["count"] == 60
     assert all(e["accuracy"]["n"] == 60 for e in payload["ensembles"])
@@ -65,8 +64,7 @@ def test_train_evaluate_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
     # the file alone is evaluated again, with the same accuracies (same sample, same weights)
     assert main(["ensemble", str(out), "--data", "digits", "--samples", "60", "--json"]) == 0
-    again = capsys.readouterr().out
-    second = json.loads(again[again.index("{") : again.rindex("}") + 1])
+    second = json.loads(capsys.readouterr().out)
     assert [e["accuracy"] for e in second["ensembles"]] == [
         e["accuracy"] for e in payload["ensembles"]
     ]

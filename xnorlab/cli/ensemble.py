@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         if trained is None:
             return code
         ensemble = trained
-    _describe_baseline(baseline, bundle)
+    _say(args, _baseline_line(baseline, bundle))
     if args.threads is not None:
         set_threads(args.threads)
     bar = ProgressBar()
@@ -211,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(summary(result, baseline.spec))
     if args.plot is not None:
-        print(f"plot: {args.plot}")
+        _say(args, f"plot: {args.plot}")
     return 0
 
 
@@ -243,24 +244,28 @@ def _train(args: argparse.Namespace, bundle: DatasetBundle) -> tuple[int, Binary
         finished = sum(1 for card in result.member_cards if not card.get("cancelled"))
         partly = "" if finished == kept else " (cancelled part-way: no member finished)"
         where = result.checkpoint or "no file"
-        print(f"cancelled: {kept} member(s) kept in {where}{partly}; evaluate them with "
-              f"xnorlab ensemble FILE")  # fmt: skip
+        _say(args, f"cancelled: {kept} member(s) kept in {where}{partly}; evaluate them "
+                   "with xnorlab ensemble FILE")  # fmt: skip
         return code, None
-    print(f"trained {kept} members in {result.seconds:.0f} s on {result.processes} "
-          f"process(es); ensemble {result.checkpoint}")  # fmt: skip
+    _say(args, f"trained {kept} members in {result.seconds:.0f} s on {result.processes} "
+               f"process(es); ensemble {result.checkpoint}")  # fmt: skip
     return code, result.model
 
 
-def _describe_baseline(baseline: LoadedModel, bundle: DatasetBundle) -> None:
+def _say(args: argparse.Namespace, line: str) -> None:
+    """A line about the run: on stdout, or on stderr with ``--json`` (stdout is the JSON)."""
+    print(line, file=sys.stderr if args.json else sys.stdout)
+
+
+def _baseline_line(baseline: LoadedModel, bundle: DatasetBundle) -> str:
     card = baseline.card
     trained_on = card.get("data")
     items = card.get("train_items")
     if trained_on is None:
-        print(f"baseline {baseline.spec}: its card does not say what it was trained on")
-        return
+        return f"baseline {baseline.spec}: its card does not say what it was trained on"
     same = "" if trained_on == bundle.name else f" (NOT the evaluated {bundle.name})"
     count = f"{items:,} training items" if isinstance(items, int) else "its training split"
-    print(f"baseline {baseline.spec}: float, trained on {trained_on}{same}, {count}")
+    return f"baseline {baseline.spec}: float, trained on {trained_on}{same}, {count}"
 
 
 def report_ensemble(

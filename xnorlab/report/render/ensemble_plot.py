@@ -5,8 +5,8 @@ the float model as a line with its 95 % interval band.
 
 Left panel: top-1 of the first k members (Wilson intervals) and each member alone, against k;
 the top axis gives the packed memory of the first k members. Right panel: the same top-1
-against the measured batch-1 latency of the first k members through the engine (median, with
-the interval of its ratio to the float model), the float model as a point at its own latency.
+against the measured batch-1 latency of the first k members through the engine (its median, with
+the relative interval of its ratio to the float model), the float model as a point at its own latency.
 """
 
 from __future__ import annotations
@@ -114,10 +114,10 @@ def _latency_panel(axis: Any, result: EnsembleEvaluation, baseline: str) -> None
     xs, below, above, ys = [], [], [], []
     for point in result.points:
         ratio = point.latency_ratio
-        x = ratio.median * float_ms
+        x = point.latency.median_s * 1e3  # its own median, as in the table
         xs.append(x)
-        below.append(max(0.0, x - ratio.low * float_ms))
-        above.append(max(0.0, ratio.high * float_ms - x))
+        below.append(max(0.0, x * (1 - ratio.low / ratio.median)))  # the ratio's relative
+        above.append(max(0.0, x * (ratio.high / ratio.median - 1)))  # interval, around it
         ys.append(_percent(point.accuracy))
     axis.errorbar(xs, [v for v, _, _ in ys], xerr=[below, above],
                   yerr=[[b for _, b, _ in ys], [a for _, _, a in ys]],
