@@ -355,12 +355,14 @@ inline void store_fence() {
 #endif
 }
 
-// Output written with streaming stores: large outputs (>= 256 KiB per call; the next layer
-// reads them from memory or L3 anyway, and their writes then skip the read for ownership)
-// whose 32-channel blocks are 64-byte aligned. Small outputs keep ordinary stores, so the next
-// op finds them in cache.
+// Output written with streaming stores: outputs larger than a core's L2 (> 1 MiB per call; the
+// next layer reads them from memory or L3 anyway, and their writes then skip the read for
+// ownership) whose 32-channel blocks are 64-byte aligned. Smaller outputs - every single
+// image of ResNet-18 - keep ordinary stores, so the next call finds them in L2: a streamed one
+// is read back from memory, and reading a streamed shortcut in the next call's epilogue took
+// that call twice as long.
 bool stream_output(const ConvShape& s, const float* out) {
-  constexpr int64_t kStreamBytes = int64_t{256} << 10;
+  constexpr int64_t kStreamBytes = (int64_t{1} << 20) + 1;
   const int64_t bytes = s.batch * s.out_h * s.out_w * s.out_channels * 4;
   return bytes >= kStreamBytes && s.out_channels % 16 == 0 &&
          reinterpret_cast<uintptr_t>(out) % 64 == 0;
