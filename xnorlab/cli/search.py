@@ -45,6 +45,9 @@ from xnorlab.search.finetune import FINETUNE_LR
 from xnorlab.search.walk import SearchOptions, search_modes
 
 PHOTOS = "photos"
+# Candidates are timed at batch 1, where one thread gives the steadiest ratios; on a shared
+# machine a second thread mostly waits for the first.
+SEARCH_THREADS = 1
 EXIT_INTERRUPTED = 130
 
 
@@ -87,8 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=cli_args.threads,
-        default=None,
-        help="threads for torch and engine (1: steadiest timing)",
+        default=SEARCH_THREADS,
+        help=f"threads for torch and engine (default {SEARCH_THREADS}: batch-1 timing is "
+        "steadiest on one, and on a shared machine a second thread mostly waits)",
     )
     parser.add_argument(
         "--seed",
@@ -200,8 +204,7 @@ def cancelled(command: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        set_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(args.seed)  # a model without weights (resnet18) is the same each run
     loaded = load_model(args, trust=args.trust)
     options = SearchOptions(
