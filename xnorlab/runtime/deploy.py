@@ -3,17 +3,19 @@
 The prepared copy runs every wrapped layer natively (``Backend.NATIVE``), in eval mode, with
 its 4-D input put in channels_last memory (the engine's output layout), and its binary weights
 packed once, at deploy time. A torch.fx pass turns each chain
-``XNOR conv -> BatchNorm2d [-> + shortcut] [-> ReLU / ReLU6 / Hardtanh]`` into one engine call
-(and folds an eval BatchNorm2d after a float conv into that conv's weight and bias):
-the eval-mode BatchNorm is folded into the conv's per-channel scale and shift,
+``XNOR conv [-> BatchNorm2d] [-> + shortcut] [-> ReLU / ReLU6 / Hardtanh]`` (at least one link)
+into one engine call (and folds an eval BatchNorm2d after a float conv into that conv's weight
+and bias): the eval-mode BatchNorm is folded into the conv's per-channel scale and shift,
 
     (dot * alpha * S + b) * g + h  ==  dot * (alpha * g) * S + (b * g + h),
     g = gamma / sqrt(running_var + eps),  h = beta - running_mean * g
 
 (equal up to float rounding), and the shortcut add and the clamp run in the engine's epilogue
 (``xnorlab.engine.Epilogue``: ``clamp(out + shortcut, lo, hi)``, the add and the clamp in the
-same order as torch's). A model fx cannot trace is deployed unfused; the returned model's
-``deploy_report`` (a :class:`DeployReport`) says which happened.
+same order as torch's). Every other eval BatchNorm2d (in the XNOR-Net order, the one before a
+binary conv whose input also feeds a shortcut) runs with the clamp after it as one multiply-add
+``clamp(x * g + h, lo, hi)`` (:class:`AffineClamp`). A model fx cannot trace is deployed
+unfused; the returned model's ``deploy_report`` (a :class:`DeployReport`) says which happened.
 """
 
 from __future__ import annotations
@@ -383,9 +385,10 @@ def deploy(model: nn.Module, fuse: bool = True) -> nn.Module:
 
     Returns a copy in eval mode whose wrapped layers run
     in the native engine with their weights packed now, whose 4-D input is put in channels_last
-    memory when it has XNOR convs, and (``fuse``) whose ``XNOR conv -> BatchNorm2d [-> ReLU /
-    Hardtanh]`` chains are single fused engine calls (module doc; a model fx cannot trace stays
-    unfused; its ``deploy_report``, a :class:`DeployReport`, says which happened). ``model`` itself is not modified. The copy shares
+    memory when it has XNOR convs, and (``fuse``) whose ``XNOR conv [-> BatchNorm2d] [-> +
+    shortcut] [-> ReLU / Hardtanh]`` chains are single fused engine calls and other BatchNorms
+    multiply-adds (module doc; a model fx cannot trace stays unfused; its ``deploy_report``, a
+    :class:`DeployReport`, says which happened). ``model`` itself is not modified. The copy shares
     ``model``'s parameters and buffers, but the packed and fused weights are a snapshot: deploy
     again after changing weights or modes. Run it under ``torch.no_grad()`` (or inference mode):
     with autograd on, the unfused wrapped layers use the torch simulation, while the fused
