@@ -22,6 +22,7 @@ import dataclasses
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -51,7 +52,7 @@ from xnorlab.models.ensemble import (
 )
 from xnorlab.models.spec import load_model_spec
 from xnorlab.models.zoo import build_arch
-from xnorlab.train.launch import EXIT_INTERRUPTED, launch
+from xnorlab.train.launch import EXIT_INTERRUPTED, launch, report_failure
 from xnorlab.train.training import KeepEpoch, TrainConfig, build_card, train
 
 PART_NAME = "member-{index}.pt"
@@ -282,11 +283,12 @@ def _rank_main(job: _RankJob) -> int:
         save_checkpoint(part, member.model, meta)
         if job.announce:
             state = "cancelled" if member.cancelled else "done"
-            figure = member.card.get("val_accuracy")
+            value = member.card.get("val_accuracy")
+            figure = f"{value:.4f}" if isinstance(value, float) else "n/a"
             print(f"{LABEL}: rank {rank}: member {index + 1}/{job.plan.members} {state}, "
-                  f"held-out top-1 {figure}", flush=True)  # fmt: skip
-        if member.cancelled:
-            return EXIT_INTERRUPTED
+                  f"held-out top-1 {figure}", file=sys.stderr, flush=True)  # fmt: skip
+        if member.cancelled:  # the supervisor's one line, as for a Ctrl-C of train
+            return report_failure(rank, EXIT_INTERRUPTED, f"{LABEL}: interrupted")
     return 0
 
 
@@ -311,7 +313,7 @@ def train_ensemble_spread(
 ) -> tuple[int, EnsembleResult]:
     """Train the plan's members on ``nproc`` local processes (module docstring); returns the
     launcher's exit status and the ensemble of the members written (in member order, up to
-    the first member missing). ``announce``: each rank prints a line per finished member."""
+    the first member missing). ``announce``: each rank prints a line per finished member (stderr)."""
     plan.validate()
     new_member(plan, 0, len(bundle.class_names))  # the modes fit the arch: one line, here
     path = Path(out)
