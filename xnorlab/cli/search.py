@@ -238,16 +238,17 @@ def _notes(args: argparse.Namespace, result: SearchResult) -> list[str]:
         written = result.chosen is not None
         notes.append(f"wrote {args.out}" if written else f"nothing chosen: {args.out} not written")
     if result.finetune_epochs:
-        # train with the same recipe and seed runs the same fine-tune (keep=last, same items)
+        # train with the same recipe, seed, items and threads runs the same fine-tune (keep=last)
         modes = str(args.out) if args.out is not None else "MODES.json (--out)"
         settings = "".join(
             f" --{key.replace('_', '-')} {value}" for key, value in layer_settings(args).items()
         )
         data = f" --data {args.data}" if args.data else ""
         notes.append(
-            f"the fine-tuned weights are not kept; the same run that keeps them: xnorlab train "
-            f"{args.model}{data} --modes {modes}{settings} --epochs {result.finetune_epochs} "
-            f"--lr {FINETUNE_LR:g} --seed {args.seed} --out FILE.pt"
+            f"the fine-tuned weights are not kept; the same run that keeps them: "
+            f"OMP_NUM_THREADS={args.threads} xnorlab train {args.model}{data} --modes {modes}"
+            f"{settings} --epochs {result.finetune_epochs} --lr {FINETUNE_LR:g} "
+            f"--seed {args.seed} --out FILE.pt"
         )
     note = load_note()
     if note:
