@@ -39,10 +39,10 @@ def test_within_budget_counts_items_on_the_same_split() -> None:
     assert not within_budget(Accuracy(989, 1000), floats, 0.0)
 
 
-def test_ranking_puts_the_cheap_layer_per_gain_first_and_gainless_layers_last() -> None:
-    costs = {"a": 0.10, "b": 0.01, "c": 0.0, "d": 0.0}
-    gains = {"a": 1.0, "b": 0.5, "c": 0.0, "d": 2.0}  # per gain: b 0.02, a 0.1
-    assert rank_layers(costs, gains) == ["d", "b", "a", "c"]
+def test_ranking_puts_cheap_layers_first_equal_costs_by_gain_and_gainless_layers_last() -> None:
+    costs = {"a": 0.10, "b": 0.01, "c": 0.0, "d": 0.0, "e": 0.0}
+    gains = {"a": 9.0, "b": 0.5, "c": 0.0, "d": 2.0, "e": 3.0}
+    assert rank_layers(costs, gains) == ["e", "d", "b", "a", "c"]
 
 
 def test_a_one_point_budget_binarizes_only_the_free_layer_and_confirms_it() -> None:

@@ -5,9 +5,9 @@ float model's while minimizing measured latency (or packed memory).
    *confirm* reports. Without labels, top-1 counts agreement with the float model's top-1.
 2. Rank the layers on the score split: every layer's cost both ways
    (``measure.sensitivity``: binarized alone, and restored alone from every layer binarized),
-   ``cost = max(0, (binarize_alone + restore_alone) / 2)``, divided by the layer's gain (its
-   measured float - binarized time, or its float - packed bytes); layers that gain nothing
-   come last.
+   ``cost = max(0, (binarize_alone + restore_alone) / 2)``, cheapest first, equal costs by
+   the larger gain (the layer's measured float - binarized time, or its float - packed bytes);
+   layers that gain nothing come last.
 3. Walk the ranking greedily from every layer float: each layer gets the objective's mode
    (XNOR for latency, BWN for memory; BWN is the latency fallback where it was measured to
    save time) when the candidate, measured for real (top-1 on the score split, latency
@@ -131,15 +131,14 @@ def layer_costs(report: SensitivityReport) -> dict[str, float]:
 
 
 def rank_layers(costs: dict[str, float], gains: dict[str, float]) -> list[str]:
-    """Layers by cost per unit of gain (cheapest first); layers that gain nothing last, by
-    cost; ties keep the model's order."""
+    """Layers by cost (cheapest first), equal costs by larger gain; layers that gain nothing
+    last. The measured costs order the walk, not cost per gain: a per-layer time share is
+    noisy, and dividing by it made two runs walk different paths."""
     order = list(costs)
 
-    def key(name: str) -> tuple[int, float, int]:
+    def key(name: str) -> tuple[int, float, float, int]:
         gain = gains.get(name, 0.0)
-        if gain <= 0:
-            return (1, costs[name], order.index(name))
-        return (0, costs[name] / gain, order.index(name))
+        return (int(gain <= 0), costs[name], -gain, order.index(name))
 
     return sorted(order, key=key)
 
