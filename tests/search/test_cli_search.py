@@ -127,3 +127,16 @@ def test_report_with_a_search_budget_shows_the_front(
     assert "## What to binarize: searched front" in text
     assert "| score split (chooses) | 30 items, seed 0, 3 per class (10 classes) |" in text
     assert "| chosen | BBBB | 4 of 4 |" in text  # 100 points admit all: the smallest point
+
+
+def test_a_packed_model_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    packed = tmp_path / "m.xnor"
+    assert main(["export", "demo:lenet-xnor", "--out", str(packed)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "modes.json"
+    argv = ["search", str(packed), "--data", "mnist5k", "--budget", "1", "--out", str(out)]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "packed 1-bit layers" in lines[0] and not out.exists()

@@ -41,6 +41,7 @@ from xnorlab.measure.layers import detached_copy
 from xnorlab.measure.machine import engine_context
 from xnorlab.measure.memory import model_memory
 from xnorlab.measure.sensitivity import SensitivityReport, layer_sensitivity
+from xnorlab.models.packed_layers import has_packed_layers
 from xnorlab.search.candidates import CAREFUL_PLAN, QUICK_PLAN, Candidates, configs_for, modes_key
 from xnorlab.search.finetune import finetune_config, finetune_modes, num_outputs
 from xnorlab.search.splits import SearchSplits, splits_of, stack_items
@@ -288,6 +289,11 @@ def search_modes(
     ``Cancelled`` when ``should_cancel()`` says so.
     """
     options.validate()
+    if has_packed_layers(model):
+        raise XnorlabError(
+            "the model holds packed 1-bit layers, which stay binary whatever the modes: "
+            "search the float model it was exported from"
+        )
     report = progress or no_progress
     work = detached_copy(model).eval()
     names = list(wrapped_layers(work))
