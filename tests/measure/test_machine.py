@@ -78,6 +78,18 @@ def test_load_note_only_when_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "busy (load average 3.5 on 2 cores)" in (load_note() or "")
 
 
+def test_load_note_suggests_one_thread_only_to_a_run_on_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 0.0, 0.0))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert "--threads 1" in (load_note() or "")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    note = load_note() or ""
+    assert "rerun on an idle machine" in note and "--threads" not in note
+
+
 def test_set_threads_sets_torch_and_the_native_pool() -> None:
     torch_before, engine_before = torch.get_num_threads(), engine.info()["threads"]
     try:

@@ -22,8 +22,7 @@ from typing import Any
 
 from xnorlab.binary.modes import Mode
 from xnorlab.cli import args as cli_args
-from xnorlab.cli.progress import ProgressBar
-from xnorlab.cli.train import _SigintCancel
+from xnorlab.cli.progress import ProgressBar, SigintCancel
 from xnorlab.common.atomic import atomic_write_bytes
 from xnorlab.common.errors import XnorlabError, quoted
 from xnorlab.common.tasks import ProgressFn
@@ -196,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         set_threads(args.threads)
     bar = ProgressBar()
-    cancel = _SigintCancel()
+    cancel = SigintCancel()
     try:
         result = evaluate_ensemble(
             ensemble, baseline.model, bundle.val, count=args.samples,
@@ -233,7 +232,7 @@ def _train(args: argparse.Namespace, bundle: DatasetBundle) -> tuple[int, Binary
         code, result = train_ensemble_spread(plan, bundle, args.out, args.nproc)
     else:
         bar = ProgressBar()
-        cancel = _SigintCancel()
+        cancel = SigintCancel()
         try:
             result = train_ensemble(plan, bundle, args.out, reporting(bar), cancel)
         finally:

@@ -30,8 +30,7 @@ from xnorlab.cli.common import (
     layer_settings,
     load_model,
 )
-from xnorlab.cli.progress import ProgressBar
-from xnorlab.cli.train import _SigintCancel
+from xnorlab.cli.progress import ProgressBar, SigintCancel
 from xnorlab.common.atomic import atomic_write_text
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import Cancelled
@@ -184,7 +183,7 @@ def run_search(
     model = copy_model(loaded.model, share_tensors=True)
     binarize_model(model, "float", warn_first_last=False, **settings)
     what, dataset, train_items = search_data(loaded, data_spec)
-    cancel = _SigintCancel()
+    cancel = SigintCancel()
 
     def progress(fraction: float, message: str = "", payload: Any = None, /) -> None:
         bar(fraction, message)

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 import traceback
 import warnings
-from types import FrameType
 from typing import Any
 
 import torch
@@ -35,7 +32,7 @@ from xnorlab.cli.common import (
     layer_settings,
     load_model,
 )
-from xnorlab.cli.progress import ProgressBar
+from xnorlab.cli.progress import ProgressBar, SigintCancel
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.datasets import load_dataset, match_classes
@@ -177,26 +174,6 @@ def _fit_data(loaded: LoadedModel, bundle: DatasetBundle) -> tuple[nn.Module, li
     return build_arch(loaded.arch, len(bundle.class_names)), list(bundle.class_names)
 
 
-class _SigintCancel:
-    """Turn Ctrl-C into a cancel request, so training stops after the batch with a checkpoint."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.previous = signal.getsignal(signal.SIGINT)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def restore(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self.previous)
-
-
 def run(args: argparse.Namespace) -> int:
     world = world_from_environ()
     _check_processes(args, world)
@@ -306,7 +283,7 @@ def _train(args: argparse.Namespace, world: World, device: str | None) -> int:
         "preprocessing": bundle.preprocessing.to_json(),
     }
     bar = ProgressBar() if world.is_main else None
-    cancel = _SigintCancel()
+    cancel = SigintCancel()
     try:
         result = train(model, bundle, config, bar, cancel, args.out, meta, world)
     finally:

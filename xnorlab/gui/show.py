@@ -42,6 +42,7 @@ from xnorlab.binary.surgery import copy_model
 from xnorlab.common.errors import XnorlabError, quoted
 from xnorlab.data.bundle import DatasetBundle, stratified_split
 from xnorlab.data.images import Preprocessing
+from xnorlab.data.sampling import NO_LABEL
 from xnorlab.gui.app import SHUTDOWN_WAIT_MS, install_exception_hook
 from xnorlab.gui.main_window import MainWindow
 from xnorlab.lab.session import LabSession
@@ -50,7 +51,6 @@ from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.spec import LIVE_PREFIX
 
 TRAIN_FRACTION = 0.8  # the share of labelled data a lab training run may use, as for a folder
-NO_LABEL = -1  # the label of an item given without one (never a class: training refuses it)
 DATA_NAME = "data from Python"
 
 Item = tuple[Tensor, int]

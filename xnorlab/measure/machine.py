@@ -147,7 +147,8 @@ def machine_description() -> str:
 
 
 def load_note() -> str | None:
-    """A warning when the machine is busy (1-min load average above the core count)."""
+    """A warning when the machine is busy (1-min load average above the core count); it
+    suggests ``--threads 1`` only to a run on more than one thread."""
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # no load average on this platform
@@ -155,7 +156,11 @@ def load_note() -> str | None:
     cores = os.cpu_count() or 1
     if load <= cores:
         return None
+    # Fewer threads only helps a run that uses more than one.
+    rerun = "rerun on an idle machine"
+    if torch.get_num_threads() > 1:
+        rerun += " (or with --threads 1)"
     return (
         f"the machine was busy (load average {load:.1f} on {cores} cores): latencies and "
-        "speedups are unreliable; rerun on an idle machine (or with --threads 1)"
+        f"speedups are unreliable; {rerun}"
     )
