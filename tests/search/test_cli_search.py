@@ -8,11 +8,22 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from xnorlab.binary.modes import Backend
 from xnorlab.cli import search as search_command
 from xnorlab.cli.main import main
 from xnorlab.common.tasks import check_cancel
+from xnorlab.data.datasets import load_dataset
+from xnorlab.data.sampling import SampleInfo
+from xnorlab.measure.accuracy import tensor_correct
+from xnorlab.measure.front import Agreement, FrontPoint, Objective, SearchResult
+from xnorlab.measure.intervals import Accuracy
+from xnorlab.measure.machine import engine_context
+from xnorlab.models.spec import load_model_spec
+from xnorlab.search.splits import splits_of, stack_items
 
 
 @pytest.mark.parametrize(
@@ -29,6 +40,14 @@ from xnorlab.common.tasks import check_cancel
         (["--budget", "1", "--finetune-epochs", "-1"], "outside 0..10000"),
         (["--budget", "1", "--max-items", "0"], "outside 1.."),
         (["--budget", "1", "--threads", "0"], "outside 1..256"),
+        (["--budget", "1", "--save-model", "{tmp}"], "is a directory"),
+        (["--budget", "1", "--save-model", "{tmp}/no/such/m.pt"], "does not exist"),
+        (["--budget", "1", "--save-model", "{tmp}/m.pth"], "use one of .pt"),
+        (["--budget", "1", "--save-model", "{tmp}/m.pt"], "give --finetune-epochs N"),
+        (
+            ["--budget", "1", "--finetune-epochs", "0", "--save-model", "{tmp}/m.pt"],
+            "give --finetune-epochs N",
+        ),
         ([], "--budget"),
     ],
 )
@@ -140,3 +159,62 @@ def test_a_packed_model_is_refused_in_one_line(
     assert main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "packed 1-bit layers" in lines[0] and not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::xnorlab.binary.surgery.FirstLastBinarizedWarning")
+def test_save_model_writes_the_fine_tuned_checkpoint_that_scores_the_confirm_figure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved, items = tmp_path / "ft.pt", 40
+    argv = ["search", "demo:lenet", "--data", "mnist5k", "--budget", "100", "--objective",
+            "memory", "--max-items", str(items), "--threads", "1", "--finetune-epochs", "1",
+            "--save-model", str(saved), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    chosen = result["chosen"]
+    assert set(chosen["modes"].values()) == {"bwn"}  # 100 points admit every layer binary
+    record = torch.load(saved, weights_only=True)  # the train --out format, weights only
+    card = record["xnorlab"]["card"]
+    assert card["search"]["budget_points"] == 100 and card["search"]["finetune_epochs"] == 1
+    assert card["search"]["modes"] == chosen["modes"] and card["search"]["seed"] == 0
+    assert card["search"]["confirm_sample"] == result["confirm_sample"]
+    loaded = load_model_spec(str(saved))
+    assert {name: str(mode) for name, mode in loaded.modes.items()} == chosen["modes"]
+    # the confirm split drawn as the search drew it, counted as the search counted it
+    bundle = load_dataset("mnist5k", loaded.preprocessing)
+    splits, _ = splits_of(bundle.val, items, items, seed=0)
+    inputs, labels = stack_items(bundle.val, splits.confirm)
+    model = loaded.model.eval()
+    with engine_context(model, Backend.NATIVE):
+        correct = tensor_correct(model, inputs, labels, 128, lambda: None)
+    assert int(np.sum(correct)) == chosen["confirm_accuracy_detail"]["hits"]
+    assert len(correct) == chosen["confirm_accuracy_detail"]["n"] == items
+
+
+def _result(confirm_hits: int, float_hits: int, finetune_epochs: int = 0) -> SearchResult:
+    floats = FrontPoint({"a": "float", "b": "float"}, Accuracy(99, 100), 1.0, (0.9, 1.1), 800)  # type: ignore[dict-item]
+    chosen = FrontPoint({"a": "xnor", "b": "float"}, Accuracy(98, 100), 0.8, (0.7, 0.9), 400)  # type: ignore[dict-item]
+    sample = SampleInfo(count=500, seed=0, per_class=None)
+    return SearchResult(
+        float_point=floats, front=(chosen, floats), chosen=chosen,
+        confirm_accuracy=Accuracy(confirm_hits, 500), confirm_float=Accuracy(float_hits, 500),
+        budget_points=1.0, objective=Objective.LATENCY, metric=Agreement.TOP1,
+        score_sample=sample, confirm_sample=sample, evaluated=3, finetune_epochs=finetune_epochs,
+    )  # fmt: skip
+
+
+def test_a_choice_over_budget_on_the_confirm_split_is_said_in_one_line_and_in_json() -> None:
+    over = _result(489, 496)  # 97.8 % vs 99.2 %: 1.4 points lost, budget 1
+    lines = [
+        line for line in search_command.result_text(over, "x").splitlines() if "warning" in line
+    ]
+    assert len(lines) == 1
+    assert "lose 1.4 pts" in lines[0] and "1-point budget" in lines[0]
+    assert "try --finetune-epochs 3" in lines[0]
+    assert over.to_json()["chosen"]["confirm_within_budget"] is False
+    tuned = _result(489, 496, finetune_epochs=3)
+    assert "try more --finetune-epochs" in search_command.result_text(tuned, "x")
+    within = _result(491, 496)  # exactly 1.0 point lost: within
+    assert "warning" not in search_command.result_text(within, "x")
+    assert within.to_json()["chosen"]["confirm_within_budget"] is True

@@ -16,10 +16,10 @@ from xnorlab.binary.surgery import current_modes, wrapped_layers
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import Cancelled
 from xnorlab.data.sampling import NO_LABEL
-from xnorlab.measure.front import Agreement, Objective, SearchResult
+from xnorlab.measure.front import Agreement, Objective, SearchResult, within_budget
 from xnorlab.measure.intervals import Accuracy
 from xnorlab.search.splits import draw_splits
-from xnorlab.search.walk import SearchOptions, rank_layers, search_modes, within_budget
+from xnorlab.search.walk import SearchOptions, rank_layers, search_modes
 
 F, B, X = Mode.FLOAT, Mode.BWN, Mode.XNOR
 

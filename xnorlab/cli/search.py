@@ -8,7 +8,9 @@ searched on its val split (held out from training; ``--finetune-epochs`` trains 
 split); ``--data photos`` uses seeded crops of the bundled photos, unlabelled: top-1 then counts
 agreement with the float model. Prints the float point, the Pareto front and the chosen point;
 ``--json`` prints ``SearchResult.to_json``; ``--out`` writes the chosen modes as a mode file
-for ``--modes``. Ctrl-C cancels: one line, exit 130, nothing written.
+for ``--modes``; ``--save-model`` (with ``--finetune-epochs``) the chosen modes with their
+fine-tuned weights as a checkpoint. A chosen point that loses more than the budget on the
+confirm split is said in one line. Ctrl-C cancels: one line, exit 130, nothing written.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from xnorlab.data.datasets import load_dataset, match_classes
 from xnorlab.measure.front import FrontPoint, Objective, SearchResult, modes_letters
 from xnorlab.measure.intervals import Accuracy
 from xnorlab.measure.machine import load_note, set_threads
+from xnorlab.models.checkpoint import save_checkpoint
 from xnorlab.models.loaded import LoadedModel
-from xnorlab.search.finetune import FINETUNE_LR
+from xnorlab.search.finetune import FINETUNE_LR, finetuned_meta
 from xnorlab.search.walk import SearchOptions, search_modes
 
 PHOTOS = "photos"
@@ -78,6 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="N",
         help="train the chosen modes N epochs (train split) before confirming them",
+    )
+    parser.add_argument(
+        "--save-model",
+        type=cli_args.output_file((".pt",)),
+        default=None,
+        metavar="FILE.pt",
+        help="with --finetune-epochs: write the chosen modes with their fine-tuned weights as "
+        "a checkpoint (as train --out; its card says which search made it)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument(
@@ -171,7 +182,24 @@ def result_text(result: SearchResult, what: str) -> str:
         f"score {chosen.accuracy.text()}, latency {_ms(chosen)} ms ({speedup:.2f}x float), memory {chosen.memory_bytes:,} B",
         f"confirm split (chose nothing){tuned}: chosen {_acc(result.confirm_accuracy)}, float {_acc(result.confirm_float)}",
     ]
+    over = over_budget_text(result)
+    if over:
+        lines.append(over)
     return "\n".join(lines)
+
+
+def over_budget_text(result: SearchResult) -> str:
+    """One line when the chosen point loses more than the budget on the confirm split (the
+    score split chose it, so its own figure is optimistic); "" otherwise."""
+    lost = result.confirm_loss_points
+    if result.confirm_within_budget is not False or lost is None:
+        return ""
+    more = "more --finetune-epochs" if result.finetune_epochs else "--finetune-epochs 3"
+    return (
+        f"warning: on the confirm split the chosen modes lose {lost:.1f} pts against float, "
+        f"more than the {result.budget_points:g}-point budget: try {more}, a larger "
+        "--max-items or a smaller budget"
+    )
 
 
 def run_search(
@@ -202,7 +230,17 @@ def cancelled(command: str) -> int:
     return EXIT_INTERRUPTED
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """What the arguments cannot ask together, before any work."""
+    if args.save_model is not None and not args.finetune_epochs:
+        raise XnorlabError(
+            "--save-model keeps the fine-tuned weights: give --finetune-epochs N (N > 0) too "
+            "(without a fine-tune the weights are the model's own: --out writes the modes)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     set_threads(args.threads)
     torch.manual_seed(args.seed)  # a model without weights (resnet18) is the same each run
     loaded = load_model(args, trust=args.trust)
@@ -224,6 +262,10 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     if args.out is not None and result.chosen is not None:
         atomic_write_text(args.out, mode_map_text(result.chosen.modes))
+    if args.save_model is not None and result.finetuned_model is not None:
+        data = args.data or loaded.default_data or ""
+        meta = finetuned_meta(loaded, result, result.finetuned_model, args.seed, data)
+        save_checkpoint(args.save_model, result.finetuned_model, meta)
     print(json.dumps(result.to_json(), indent=2) if args.json else result_text(result, what))
     if not args.json:
         print("\n".join(_notes(args, result)))
@@ -236,7 +278,14 @@ def _notes(args: argparse.Namespace, result: SearchResult) -> list[str]:
     if args.out is not None:
         written = result.chosen is not None
         notes.append(f"wrote {args.out}" if written else f"nothing chosen: {args.out} not written")
-    if result.finetune_epochs:
+    if args.save_model is not None:
+        saved = result.finetuned_model is not None
+        notes.append(
+            f"wrote {args.save_model} (the chosen modes, fine-tuned weights)"
+            if saved
+            else f"nothing chosen: {args.save_model} not written"
+        )
+    elif result.finetune_epochs:
         # train with the same recipe, seed, items and threads runs the same fine-tune (keep=last)
         modes = str(args.out) if args.out is not None else "MODES.json (--out)"
         settings = "".join(
@@ -244,7 +293,8 @@ def _notes(args: argparse.Namespace, result: SearchResult) -> list[str]:
         )
         data = f" --data {args.data}" if args.data else ""
         notes.append(
-            f"the fine-tuned weights are not kept; the same run that keeps them: "
+            f"the fine-tuned weights are not kept (--save-model FILE.pt keeps them); the same "
+            "run that keeps them: "
             f"OMP_NUM_THREADS={args.threads} xnorlab train {args.model}{data} --modes {modes}"
             f"{settings} --epochs {result.finetune_epochs} --lr {FINETUNE_LR:g} "
             f"--seed {args.seed} --out FILE.pt"

@@ -9,8 +9,10 @@ lower, memory lower) and strictly better on one. The search (``xnorlab.search``)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from torch import nn
 
 from xnorlab.binary.modes import Mode, StrChoice
 from xnorlab.data.sampling import SampleInfo
@@ -73,6 +75,11 @@ class FrontPoint:
         }
 
 
+def within_budget(point: Accuracy, floats: Accuracy, budget_points: float) -> bool:
+    """``point >= float - budget`` on the same items: ``hits >= float_hits - budget * n / 100``."""
+    return point.hits >= floats.hits - budget_points * floats.n / 100 - 1e-9
+
+
 def pareto_front(points: Iterable[FrontPoint]) -> tuple[FrontPoint, ...]:
     """The points no other point dominates, each configuration once, by latency then memory."""
     unique = {tuple(sorted((k, str(v)) for k, v in p.modes.items())): p for p in points}
@@ -101,6 +108,24 @@ class SearchResult:
     confirm_sample: SampleInfo
     evaluated: int  # configurations measured in all
     finetune_epochs: int = 0
+    # The chosen modes with the weights fine-tuned for them (``finetune_epochs`` > 0): the
+    # model ``confirm_accuracy`` counted, so a caller can keep it. Not part of the JSON.
+    finetuned_model: nn.Module | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def confirm_within_budget(self) -> bool | None:
+        """Whether the chosen point stays within the budget of float on the confirm split,
+        which chose nothing (None without a chosen point or a confirm figure)."""
+        if self.chosen is None or self.confirm_accuracy is None or self.confirm_float is None:
+            return None
+        return within_budget(self.confirm_accuracy, self.confirm_float, self.budget_points)
+
+    @property
+    def confirm_loss_points(self) -> float | None:
+        """Percentage points the chosen point loses against float on the confirm split."""
+        if self.confirm_accuracy is None or self.confirm_float is None:
+            return None
+        return 100 * (self.confirm_float.value - self.confirm_accuracy.value)
 
     def to_json(self) -> dict[str, Any]:
         chosen = None
@@ -109,6 +134,7 @@ class SearchResult:
             confirm = self.confirm_accuracy
             chosen["confirm_accuracy"] = None if confirm is None else confirm.value
             chosen["confirm_accuracy_detail"] = None if confirm is None else confirm.to_json()
+            chosen["confirm_within_budget"] = self.confirm_within_budget
         return {
             "float": self.float_point.to_json()
             | {

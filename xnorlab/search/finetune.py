@@ -3,7 +3,9 @@ the train room, on items that are neither in the score nor in the confirm split.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from torch import Tensor, nn
@@ -14,6 +16,9 @@ from xnorlab.binary.surgery import copy_model, wrapped_layers
 from xnorlab.common.tasks import CancelFn, ProgressFn
 from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.images import Preprocessing
+from xnorlab.measure.front import SearchResult, modes_letters
+from xnorlab.models.checkpoint import layer_settings
+from xnorlab.models.loaded import LoadedModel
 from xnorlab.train.lab_copy import train_copy
 from xnorlab.train.training import TrainConfig
 
@@ -70,3 +75,53 @@ def finetune_modes(
 def num_outputs(model: nn.Module, example: Tensor) -> int:
     """Classes the model predicts: the width of its output for one ``example``."""
     return int(model(example[:1]).shape[1])
+
+
+def finetuned_meta(
+    loaded: LoadedModel, result: SearchResult, model: nn.Module, seed: int, data: str
+) -> dict[str, Any]:
+    """What a checkpoint of a search's fine-tuned ``model`` records besides its weights, as
+    ``xnorlab train --out`` does (architecture, classes, preprocessing, modes, layer
+    settings), with a card saying it came from a search: budget, objective, modes, the
+    fine-tune's epochs, lr, seed and recipe, both splits and the confirm figures."""
+    modes, configs = layer_settings(model)
+    config = finetune_config(result.finetune_epochs, seed, tuple(loaded.input_shape))
+    confirm, confirm_float = result.confirm_accuracy, result.confirm_float
+    card = {
+        "trained": True,
+        "source": "xnorlab search --finetune-epochs",
+        "search": {
+            "budget_points": result.budget_points,
+            "objective": str(result.objective),
+            "metric": str(result.metric),
+            "modes": modes,
+            "modes_letters": modes_letters(modes),
+            "finetune_epochs": result.finetune_epochs,
+            "lr": config.lr,
+            "seed": seed,
+            "data": data,
+            "score_sample": result.score_sample.to_json(),
+            "confirm_sample": result.confirm_sample.to_json(),
+            "confirm_accuracy": None if confirm is None else confirm.to_json(),
+            "confirm_float": None if confirm_float is None else confirm_float.to_json(),
+            "confirm_within_budget": result.confirm_within_budget,
+        },
+        "recipe": {**asdict(config), "keep": str(config.keep)},
+        "seed": seed,
+        "epochs": result.finetune_epochs,
+        "kept": f"last epoch of {result.finetune_epochs}, fixed in advance",
+        "modes": modes,
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    meta: dict[str, Any] = {
+        "arch": loaded.arch,
+        "num_classes": len(loaded.class_names) or None,
+        "class_names": list(loaded.class_names),
+        "default_data": data,
+        "modes": modes,
+        "layer_config": configs,
+        "card": card,
+    }
+    if loaded.preprocessing is not None:
+        meta["preprocessing"] = loaded.preprocessing.to_json()
+    return meta

@@ -34,7 +34,14 @@ from xnorlab.binary.surgery import layer_configs, wrapped_layers
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import CancelFn, ProgressFn, check_cancel, no_progress
 from xnorlab.data.sampling import SAMPLE_SEED
-from xnorlab.measure.front import Agreement, FrontPoint, Objective, SearchResult, pareto_front
+from xnorlab.measure.front import (
+    Agreement,
+    FrontPoint,
+    Objective,
+    SearchResult,
+    pareto_front,
+    within_budget,
+)
 from xnorlab.measure.intervals import Accuracy
 from xnorlab.measure.latency import LatencyPlan
 from xnorlab.measure.layers import detached_copy
@@ -82,11 +89,6 @@ def target_modes(objective: Objective) -> tuple[Mode, ...]:
     """The modes a layer is tried in, in order: latency gains only from XNOR (BWN keeps float
     inputs) with BWN as the fallback; memory is the same for both, and BWN loses less."""
     return (Mode.XNOR, Mode.BWN) if objective is Objective.LATENCY else (Mode.BWN,)
-
-
-def within_budget(point: Accuracy, floats: Accuracy, budget_points: float) -> bool:
-    """``point >= float - budget`` on the same items: ``hits >= float_hits - budget * n / 100``."""
-    return point.hits >= floats.hits - budget_points * floats.n / 100 - 1e-9
 
 
 def objective_key(point: FrontPoint, objective: Objective) -> tuple[float, ...]:
@@ -336,11 +338,12 @@ def search_modes(
         chosen = _choose(front, options, float_point.accuracy)
         ticks.stage = "confirming"
         confirm_float = _confirm_accuracy(candidates, floats, data.confirm_x, confirm_targets)
-        confirm = None
+        confirm, tuned = None, None
         if chosen is not None and not options.finetune_epochs:
             confirm = _confirm_accuracy(candidates, chosen.modes, data.confirm_x, confirm_targets)
     if chosen is not None and options.finetune_epochs:
-        confirm = _finetuned_confirm(work, chosen, data, dataset, finetune_data, options, ticks)
+        tuned = _finetuned(work, chosen, data, dataset, finetune_data, options, ticks)
+        confirm = _tuned_confirm(tuned, chosen, data, ticks)
     report(1.0, "search done")
     return SearchResult(
         float_point=float_point,
@@ -355,6 +358,7 @@ def search_modes(
         confirm_sample=data.splits.info(labels, data.splits.confirm),
         evaluated=len(walk.points),
         finetune_epochs=options.finetune_epochs if chosen is not None else 0,
+        finetuned_model=tuned,
     )
 
 
@@ -375,12 +379,12 @@ def _confirm_accuracy(
     return Accuracy(int(correct.sum()), len(correct))
 
 
-def _finetuned_confirm(
+def _finetuned(
     work: nn.Module, chosen: FrontPoint, data: _Data, dataset: Dataset[Any],
     finetune_data: Dataset[Any] | None, options: SearchOptions, ticks: _Ticks,
-) -> Accuracy:  # fmt: skip
-    """Fine-tune the chosen modes (``search.finetune``) on ``finetune_data`` or the items in
-    neither split, watching the score split, then count them on the confirm split."""
+) -> nn.Module:  # fmt: skip
+    """The chosen modes fine-tuned (``search.finetune``) on ``finetune_data`` or the items in
+    neither split, watching the score split (the last epoch is kept whatever it says)."""
     train_items: Dataset[Any] = (
         finetune_data if finetune_data is not None else Subset(dataset, data.splits.rest.tolist())
     )
@@ -394,11 +398,15 @@ def _finetuned_confirm(
     def relay(fraction: float, message: str = "", payload: Any = None) -> None:
         ticks.check()
 
-    tuned = finetune_modes(
+    return finetune_modes(
         work, chosen.modes, train_items, Subset(dataset, data.splits.score.tolist()), classes,
         finetune_config(options.finetune_epochs, options.seed, input_shape), input_shape,
         progress=relay, should_cancel=ticks.should_cancel,
     )  # fmt: skip
+
+
+def _tuned_confirm(tuned: nn.Module, chosen: FrontPoint, data: _Data, ticks: _Ticks) -> Accuracy:
+    """The fine-tuned model in the chosen modes on the confirm split, through the engine."""
     with engine_context(tuned, Backend.NATIVE):
         correct = Candidates(
             tuned, data.confirm_x, data.confirm_y, data.confirm_x[:1], BATCH_SIZE, ticks.tick
