@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
 from xnorlab.binary.modes import Mode
+from xnorlab.binary.surgery import wrapped_layers
 from xnorlab.common.errors import XnorlabError
 from xnorlab.common.tasks import Cancelled
 from xnorlab.data.bundle import DatasetBundle
@@ -195,3 +199,95 @@ def test_options_no_search_can_run_with_are_refused_before_locking(session: LabS
     with pytest.raises(XnorlabError, match="budget"):
         session.begin_search(SearchOptions(budget_points=-1.0))
     assert not session.modes_locked
+
+
+def finetuned_result(session: LabSession, epochs: int = 2) -> SearchResult:
+    """``result_for`` as a fine-tuned search: its chosen modes with other weights."""
+    result = result_for(session.layer_names())
+    assert result.chosen is not None
+    tuned = copy.deepcopy(session.model)
+    with torch.no_grad():
+        for parameter in tuned.parameters():
+            parameter.add_(1.0)
+    for name, layer in wrapped_layers(tuned).items():
+        layer.config = layer.config.updated(mode=result.chosen.modes[name])
+    return dataclasses.replace(result, finetune_epochs=epochs, finetuned_model=tuned)
+
+
+def test_clicking_a_point_of_a_fine_tuned_search_applies_its_modes_only(
+    session: LabSession,
+) -> None:
+    weights = {k: v.clone() for k, v in session.model.state_dict().items()}
+    result = finetuned_result(session)
+    keep(session, result)
+    assert session.search_finetuned
+    session.apply_search_point(1)  # the chosen point, clicked
+    assert session.modes() == dict(result.front[1].modes)
+    assert all(torch.equal(v, weights[k]) for k, v in session.model.state_dict().items())
+    assert session.last_search is result and session.weights_note == ""
+
+
+def test_adopting_a_fine_tuned_search_takes_its_modes_and_weights(session: LabSession) -> None:
+    result = finetuned_result(session, epochs=2)
+    assert result.chosen is not None and result.finetuned_model is not None
+    tuned = {k: v.clone() for k, v in result.finetuned_model.state_dict().items()}
+    keep(session, result)
+    weights_events: list[bool] = []
+    session.weights_changed.connect(lambda: weights_events.append(True))
+    before = session.modes()
+    changed = session.adopt_search_finetuned()
+    assert changed == [name for name, m in result.chosen.modes.items() if m != before[name]]
+    assert session.modes() == dict(result.chosen.modes)
+    assert all(torch.equal(v, tuned[k]) for k, v in session.model.state_dict().items())
+    assert session.weights_note == "fine-tuned by search" and weights_events == [True]
+    assert session.display_name == "tiny (fine-tuned by search)"
+    card = session.weights_card["search"]
+    assert card["finetune_epochs"] == 2 and card["budget_points"] == 1.0
+    assert card["modes"] == {k: str(v) for k, v in result.chosen.modes.items()}
+    assert session.last_search is None  # the front measured the old weights
+    assert session.undo_label == "search point 2 (1.50 ms, 89.0 %), fine-tuned"
+    session.undo()  # the modes go back; the weights stay (as after training)
+    assert session.modes() == before
+    assert all(torch.equal(v, tuned[k]) for k, v in session.model.state_dict().items())
+
+
+def test_adopting_needs_a_fine_tuned_result_and_unlocked_modes(session: LabSession) -> None:
+    with pytest.raises(XnorlabError, match="no fine-tuned weights"):
+        session.adopt_search_finetuned()
+    keep(session, result_for(session.layer_names()))  # searched without a fine-tune
+    assert not session.search_finetuned
+    with pytest.raises(XnorlabError, match="no fine-tuned weights"):
+        session.adopt_search_finetuned()
+    keep(session, finetuned_result(session))
+    weights = {k: v.clone() for k, v in session.model.state_dict().items()}
+    modes = session.modes()
+    session.lock_modes("a training run uses the current modes")
+    with pytest.raises(XnorlabError, match="training run"):
+        session.adopt_search_finetuned()
+    assert session.modes() == modes and session.last_search is not None
+    assert all(torch.equal(v, weights[k]) for k, v in session.model.state_dict().items())
+
+
+@pytest.mark.slow  # the search above (~9 s on a busy machine) plus a 1-epoch fine-tune
+def test_a_fine_tuned_search_run_here_leaves_its_weights_to_adopt() -> None:
+    lab = LabSession()
+    lab.adopt(LoadedModel("tiny", tiny_net(), SHAPE, ["a", "b", "c"]))
+    data = bundle(30)
+    lab.set_dataset(DatasetBundle("fake", data.val, data.val, data.class_names,
+                                  data.preprocessing), "fake")  # fmt: skip
+    result = lab.run_search(
+        SearchOptions(
+            budget_points=100.0,
+            objective=Objective.MEMORY,
+            finetune_epochs=1,
+            score_items=9,
+            confirm_items=9,
+        )  # fmt: skip
+    )  # 100 points admit every point: the smallest (binary) one is chosen
+    assert result.chosen is not None and result.finetuned_model is not None
+    assert result.finetuned_model is not lab.model
+    tuned = {k: v.clone() for k, v in result.finetuned_model.state_dict().items()}
+    assert any(not torch.equal(v, tuned[k]) for k, v in lab.model.state_dict().items())
+    lab.adopt_search_finetuned()
+    assert lab.modes() == dict(result.chosen.modes)
+    assert all(torch.equal(v, tuned[k]) for k, v in lab.model.state_dict().items())

@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(args.out, mode_map_text(result.chosen.modes))
     if args.save_model is not None and result.finetuned_model is not None:
         data = args.data or loaded.default_data or ""
-        meta = finetuned_meta(loaded, result, result.finetuned_model, args.seed, data)
+        meta = finetuned_meta(loaded, result, result.finetuned_model, data)
         save_checkpoint(args.save_model, result.finetuned_model, meta)
     print(json.dumps(result.to_json(), indent=2) if args.json else result_text(result, what))
     if not args.json:

@@ -32,13 +32,17 @@ returns a ``SearchJob`` on a snapshot and the open dataset (without one, crops o
 photos: unlabelled, so accuracy is agreement with float), whose ``run`` a worker calls; ``end_search(job, result)``
 (on the session's thread) unlocks and keeps the result as ``last_search`` if the job's model
 is still the open one. ``run_search`` does the three in one call (scripts, tests).
-``apply_search_point(i)`` applies the modes of ``search_points()[i]`` as one undoable step.
-A search answers for the model it measured: opening another model, or changing the weights
-in place, clears ``last_search``.
+``apply_search_point(i)`` applies the modes of ``search_points()[i]`` as one undoable step,
+on the model's own weights. After a search with fine-tune epochs, ``adopt_search_finetuned()``
+applies the chosen modes (one undoable step) *and* the weights fine-tuned for them, the ones
+its confirm figure counted, as training does (``mark_weights_changed``; undo reverts the modes,
+not the weights). A search answers for the model it measured: opening another model, or
+changing the weights in place, clears ``last_search``.
 
-Weights changed in place (``mark_weights_changed(note)``) are no longer the file's:
+Weights changed in place (``mark_weights_changed(note, card)``) are no longer the file's:
 ``display_name`` says so (``demo:lenet (fine-tuned)``) until another model is opened, while
-``model_name`` stays the spec that reopens the file.
+``model_name`` stays the spec that reopens the file; ``weights_card`` is the card of the run
+that made them (what a saved checkpoint records instead of the file's card).
 
 Inputs of the activation views: ``activation_inputs(n)`` gives a sample of the open dataset
 drawn by ``xnorlab.data.sampling`` (seeded, shuffled, class-stratified, a whole number of
@@ -86,10 +90,11 @@ from xnorlab.data.images import IMAGE_SUFFIXES, Preprocessing
 from xnorlab.data.sampling import SAMPLE_SEED, SampleInfo
 from xnorlab.measure.accuracy import sample_tensors
 from xnorlab.measure.front import FrontPoint, SearchResult
-from xnorlab.models.checkpoint import CHECKPOINT_SUFFIXES
+from xnorlab.models.checkpoint import CHECKPOINT_SUFFIXES, load_state_into
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.models.spec import load_model_spec
 from xnorlab.models.xnor_file import SUFFIX as XNOR_SUFFIX
+from xnorlab.search.finetune import finetuned_meta
 from xnorlab.search.walk import SearchOptions, search_modes
 
 MODEL_SUFFIXES = (*CHECKPOINT_SUFFIXES, XNOR_SUFFIX)  # the files a drop or Open model opens
@@ -276,6 +281,7 @@ class LabSession:
         self.revision = 0  # bumped on every model/config/data change (stale-result check)
         self.max_undo = max_undo
         self.weights_note = ""  # how the live weights differ from the file's ("" = they don't)
+        self.weights_card: dict[str, Any] = {}  # the card of the run that made them ({}: none)
         self.lock_reason = ""  # why layer configs cannot change now ("" = they can)
         self.last_change = ""  # what the last config change did ("undo preset xnor", ...)
         self.last_search: SearchResult | None = None  # of the open model and weights
@@ -337,6 +343,7 @@ class LabSession:
             if name in mode_map:
                 module.config = module.config.updated(mode=mode_map[name])
         self.loaded, self.macs, self.weights_note, self.last_change = loaded, macs, "", ""
+        self.weights_card = {}
         self._undo.clear()
         self._redo.clear()
         self.selected = None
@@ -718,6 +725,32 @@ class LabSession:
         name, point = points[index]
         return self.set_modes(dict(point.modes), label=search_point_label(name, point))
 
+    @property
+    def search_finetuned(self) -> bool:
+        """Whether ``last_search`` holds weights fine-tuned for its chosen point."""
+        found = self.last_search
+        return found is not None and found.chosen is not None and found.finetuned_model is not None
+
+    def adopt_search_finetuned(self) -> list[str]:
+        """Apply the chosen modes of a fine-tuned search (one undoable step) with the weights
+        fine-tuned for them, marked as changed like after training (which ends the search's
+        answer: it measured the old weights). Returns the layers whose mode changed."""
+        found, loaded = self.last_search, self.loaded
+        if found is None or found.chosen is None or found.finetuned_model is None:
+            raise XnorlabError(
+                "no fine-tuned weights: run a search with fine-tune epochs > 0 first (Search tab)"
+            )
+        assert loaded is not None, "a search result belongs to the open model"
+        self._check_unlocked()
+        chosen, tuned = found.chosen, found.finetuned_model
+        clean = validate_mode_map(loaded.model, dict(chosen.modes))
+        name = next(n for n, point in self.search_points() if point.modes == chosen.modes)
+        card = finetuned_meta(loaded, found, tuned, self.dataset_spec or "")["card"]
+        load_state_into(loaded.model, tuned.state_dict(), "the search's fine-tuned weights")
+        changed = self.set_modes(clean, label=f"{search_point_label(name, chosen)}, fine-tuned")
+        self.mark_weights_changed("fine-tuned by search", card)
+        return changed
+
     def _clear_search(self) -> None:
         if self.last_search is not None:
             self.last_search = None
@@ -740,12 +773,16 @@ class LabSession:
             self.error.emit(str(exc))
             return None
 
-    def mark_weights_changed(self, note: str = "modified") -> None:
+    def mark_weights_changed(
+        self, note: str = "modified", card: Mapping[str, Any] | None = None
+    ) -> None:
         """Tell the views the live model's weights changed in place (after fine-tuning);
-        ``note`` says how (``display_name`` shows it until another model is opened)."""
+        ``note`` says how (``display_name`` shows it until another model is opened), ``card``
+        describes the run that made them (``weights_card``)."""
         if self.loaded is None:
             raise XnorlabError("no model is open")
         self.weights_note = note
+        self.weights_card = dict(card or {})
         self._bump()
         self._clear_search()
         self.weights_changed.emit()

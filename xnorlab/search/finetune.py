@@ -78,13 +78,14 @@ def num_outputs(model: nn.Module, example: Tensor) -> int:
 
 
 def finetuned_meta(
-    loaded: LoadedModel, result: SearchResult, model: nn.Module, seed: int, data: str
+    loaded: LoadedModel, result: SearchResult, model: nn.Module, data: str
 ) -> dict[str, Any]:
     """What a checkpoint of a search's fine-tuned ``model`` records besides its weights, as
     ``xnorlab train --out`` does (architecture, classes, preprocessing, modes, layer
     settings), with a card saying it came from a search: budget, objective, modes, the
     fine-tune's epochs, lr, seed and recipe, both splits and the confirm figures."""
     modes, configs = layer_settings(model)
+    seed = result.score_sample.seed  # the search's seed: its splits' and its fine-tune's
     config = finetune_config(result.finetune_epochs, seed, tuple(loaded.input_shape))
     confirm, confirm_float = result.confirm_accuracy, result.confirm_float
     card = {
