@@ -423,8 +423,10 @@ int64_t group_blocks_for(int64_t taps, int64_t words, int64_t blocks) {
 }
 
 // Word operations of a conv (xor + popcount + add of one 64-bit word for one output channel,
-// padded blocks included). Below kWorkerWordOps waking a worker costs more than the work.
-constexpr int64_t kWorkerWordOps = int64_t{1} << 20;
+// padded blocks included). Below kWorkerWordOps waking a worker costs more than the work; the
+// stride-2 3x3 convs of a batch-1 ResNet-18 (903,168 word ops, 60-80 us on one thread) are
+// above it.
+constexpr int64_t kWorkerWordOps = int64_t{1} << 19;
 
 int64_t conv_word_ops(const ConvShape& s, int64_t words) {
   return s.batch * s.out_h * s.out_w * s.kernel_h * s.kernel_w * words *
