@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from panel_support import lenet_session, wait_until_idle
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor
@@ -14,6 +17,7 @@ from pytestqt.qtbot import QtBot
 from wcag import contrast
 
 from xnorlab.binary.modes import Mode
+from xnorlab.binary.surgery import wrapped_layers
 from xnorlab.data.sampling import SampleInfo
 from xnorlab.gui import style
 from xnorlab.gui.export_actions import exports_of
@@ -30,6 +34,7 @@ from xnorlab.gui.panels.training import TrainingPanel
 from xnorlab.lab.session import SEARCH_LOCK_REASON, LabSession
 from xnorlab.measure.front import Agreement, FrontPoint, Objective, SearchResult, pareto_front
 from xnorlab.measure.intervals import Accuracy
+from xnorlab.models.checkpoint import read_checkpoint
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.search.walk import SearchOptions
 
@@ -237,3 +242,62 @@ def test_without_a_model_the_panel_says_what_is_missing(qtbot: QtBot) -> None:
     assert "open a model first" in panel.message.text()
     assert panel.apply(0) is None and panel.table.rowCount() == 0
     assert not session.modes_locked
+
+
+def finetuned(session: LabSession, result: SearchResult, epochs: int = 3) -> SearchResult:
+    """``result`` as a search that fine-tuned its chosen modes: other weights, those modes."""
+    assert result.chosen is not None
+    tuned = copy.deepcopy(session.model)
+    with torch.no_grad():
+        for parameter in tuned.parameters():
+            parameter.mul_(0.5)
+    for name, layer in wrapped_layers(tuned).items():
+        layer.config = layer.config.updated(mode=result.chosen.modes[name])
+    return dataclasses.replace(result, finetune_epochs=epochs, finetuned_model=tuned)
+
+
+def test_a_choice_over_budget_on_the_confirm_split_is_said_in_the_summary(
+    window: MainWindow,
+) -> None:
+    session, panel = window.session, window.panels["search"]
+    over = constructed_result(session.layer_names())  # confirm 92 vs float 96, budget 2
+    keep(session, over)
+    lines = [line for line in panel.summary.text().splitlines() if "budget of 2" in line]
+    assert len(lines) == 1 and "loses 4.0 points" in lines[0]
+    assert "try fine-tune epochs" in lines[0]
+    within = dataclasses.replace(over, confirm_accuracy=Accuracy(94, 100))  # 2 points: within
+    keep(session, within)
+    assert "⚠" not in panel.summary.text() and "chosen 94.00 %" in panel.summary.text()
+
+
+def test_after_a_fine_tuned_search_the_user_gets_the_fine_tuned_weights(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path
+) -> None:
+    session, panel = window.session, window.panels["search"]
+    training = window.panels["training"]
+    keep(session, constructed_result(session.layer_names()))
+    assert not panel.adopt_button.isVisible()  # nothing fine-tuned: nothing to offer
+    result = finetuned(session, constructed_result(session.layer_names()))
+    assert result.finetuned_model is not None and result.chosen is not None
+    tuned = {k: v.clone() for k, v in result.finetuned_model.state_dict().items()}
+    own = {k: v.clone() for k, v in session.model.state_dict().items()}
+    keep(session, result)
+    assert panel.adopt_button.isVisible() and panel.adopt_button.isEnabled()
+    assert "fine-tuned 3 epochs" in panel.summary.text()
+    assert "Use fine-tuned weights" in panel.summary.text()
+    click_point(qtbot, panel, 1)  # the chosen point: its modes, on the model's own weights
+    assert session.modes() == dict(result.chosen.modes)
+    assert all(torch.equal(v, own[k]) for k, v in session.model.state_dict().items())
+    assert "its modes only" in panel.message.text()
+    window.actions_by_name["undo"].trigger()
+    qtbot.mouseClick(panel.adopt_button, Qt.MouseButton.LeftButton)
+    assert session.modes() == dict(result.chosen.modes)
+    assert all(torch.equal(v, tuned[k]) for k, v in session.model.state_dict().items())
+    assert session.weights_note == "fine-tuned by search"
+    assert "the weights fine-tuned for them" in panel.message.text()
+    assert session.last_search is None and panel.table.rowCount() == 0
+    assert not panel.adopt_button.isVisible()
+    saved = training.save(tmp_path / "searched.pt")  # what the app saves carries the search
+    assert saved is not None
+    card = read_checkpoint(saved).meta["card"]  # the tiny model has no architecture to build
+    assert card["search"]["finetune_epochs"] == 3 and card["search"]["budget_points"] == 2.0

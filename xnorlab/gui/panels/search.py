@@ -6,8 +6,13 @@ the modes stay locked while it runs, so the front belongs to the model it measur
 result (``LabSession.last_search``) shows as a scatter of accuracy on the score split against
 measured latency, packed memory as the marker size, the float and the chosen point marked
 apart, each point with its 95 % intervals; below it the same points as a table. Clicking a
-point or a row applies its modes to the layer table as one undoable step (Edit > Undo).
-Errors are one line in the panel and in the window's message bar.
+point or a row applies its modes to the layer table as one undoable step (Edit > Undo), on
+the model's own weights. After a search with fine-tune epochs, "Use fine-tuned weights" applies
+the chosen modes with the weights fine-tuned for them, the ones its confirm figure counted
+(``LabSession.adopt_search_finetuned``: the modes undoable, the weights marked fine-tuned as
+after training, and the front cleared, as it measured the old weights). A chosen point that
+loses more than the budget on the confirm split is said in the summary. Errors are one line in
+the panel and in the window's message bar.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ DEFAULT_SPLIT_ITEMS = 1000
 MIN_MARKER_PX, MAX_MARKER_PX = 9.0, 22.0  # packed memory, smallest to largest point shown
 TABLE_COLUMNS = ("#", "accuracy (%)", "ms", "memory", "modes")
 MODES_TIP = "one letter per layer, in model order: F float, B BWN, X XNOR"
+ADOPT_TEXT = "Use fine-tuned weights"
 IDLE_TEXT = (
     "Finds per-layer modes that stay within the budget of the float accuracy on the open "
     "dataset (without one: agreement with float on crops of the bundled photos)."
@@ -173,7 +179,10 @@ def summary_text(result: SearchResult) -> str:
         f"{result.evaluated:,} configurations measured, {len(result.front)} on the front",
     ]
     if result.finetune_epochs:
-        parts.append(f"the chosen modes fine-tuned {result.finetune_epochs} epochs")
+        parts.append(
+            f"the chosen modes fine-tuned {result.finetune_epochs} epochs before confirming: "
+            f"'{ADOPT_TEXT}' applies them with those weights (a click applies modes only)"
+        )
     chosen, float_point = result.chosen, result.float_point
     if chosen is None:
         parts.append("no binarized configuration stays within the budget: float is the answer")
@@ -188,7 +197,24 @@ def summary_text(result: SearchResult) -> str:
             f"on the confirm split ({result.confirm_sample.text()}), which chose nothing: "
             f"chosen {result.confirm_accuracy.text()}, float {result.confirm_float.text()}"
         )
+    over = over_budget_text(result)
+    if over:
+        parts.append(over)
     return "\n".join(parts)
+
+
+def over_budget_text(result: SearchResult) -> str:
+    """One line when the chosen point loses more than the budget on the confirm split (the
+    score split chose it, so its own figure is optimistic); "" otherwise."""
+    lost = result.confirm_loss_points
+    if result.confirm_within_budget is not False or lost is None:
+        return ""
+    more = "more fine-tune epochs" if result.finetune_epochs else "fine-tune epochs (e.g. 3)"
+    return (
+        f"⚠ on the confirm split the chosen point loses {lost:.1f} points against float, more "
+        f"than the budget of {result.budget_points:g}: try {more}, more items per split or "
+        "a smaller budget"
+    )
 
 
 class FrontChart(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
@@ -358,9 +384,16 @@ class SearchPanel(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
+        self.adopt_button = QPushButton(ADOPT_TEXT)
+        self.adopt_button.setToolTip(
+            "apply the chosen modes with the weights the search fine-tuned for them "
+            "(Ctrl+Z undoes the modes, not the weights)"
+        )
+        self.adopt_button.clicked.connect(self.adopt_finetuned)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.adopt_button)
         self.progress = QProgressBar(maximum=1000)
         self.message = QLabel(IDLE_TEXT)
         self.message.setWordWrap(True)
@@ -442,6 +475,7 @@ class SearchPanel(QWidget):
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+        self.adopt_button.setEnabled(not running)
 
     def _on_progress(self, fraction: float, message: str, _payload: object) -> None:
         self.progress.setValue(int(1000 * fraction))
@@ -462,7 +496,10 @@ class SearchPanel(QWidget):
                          error=True)  # fmt: skip
             return
         self.progress.setValue(1000)
-        show_message(self.message, "done: click a point or a row to apply its modes")
+        done = "done: click a point or a row to apply its modes"
+        if self.session.search_finetuned:
+            done += f", or '{ADOPT_TEXT}' for the chosen modes with their fine-tuned weights"
+        show_message(self.message, done)
 
     def _fail(self, text: str) -> None:
         self.progress.setValue(0)
@@ -490,6 +527,7 @@ class SearchPanel(QWidget):
         self.chart.draw(points, result)
         self.summary.setText(summary_text(result) if result is not None else "")
         self.summary.setVisible(result is not None)
+        self.adopt_button.setVisible(self.session.search_finetuned)
         self._fill_table(points, result)
 
     def _fill_table(self, points: list[ShownPoint], result: SearchResult | None) -> None:
@@ -523,7 +561,29 @@ class SearchPanel(QWidget):
         self.table.selectRow(index)
         title = search_point_title(points[index].name)
         what = f"applied {title}" if changed else f"{title}: the model already has these modes"
-        show_message(self.message, f"{what} (Ctrl+Z undoes)" if changed else what)
+        text = f"{what} (Ctrl+Z undoes)" if changed else what
+        if points[index].role is PointRole.CHOSEN and self.session.search_finetuned:
+            text += (
+                f"; its modes only, on the model's own weights: '{ADOPT_TEXT}' applies them "
+                "with the weights fine-tuned for them"
+            )
+        show_message(self.message, text)
+        return changed
+
+    def adopt_finetuned(self) -> list[str] | None:
+        """Apply the chosen modes with the weights fine-tuned for them (``LabSession.
+        adopt_search_finetuned``); a refusal goes to the message bar."""
+        found = self.session.last_search
+        changed = self.session.attempt(self.session.adopt_search_finetuned)
+        if changed is None or found is None:
+            return None
+        confirm = found.confirm_accuracy.text() if found.confirm_accuracy is not None else "-"
+        show_message(
+            self.message,
+            f"the model now has the chosen modes and the weights fine-tuned for them (confirm "
+            f"split: {confirm}); the front measured the old weights and is cleared; Ctrl+Z "
+            "undoes the modes, not the weights (Training > Save checkpoint keeps them)",
+        )
         return changed
 
     def restyle(self) -> None:

@@ -58,8 +58,10 @@ def missing_for_training(session: LabSession) -> str:
     return ""
 
 
-def checkpoint_meta(session: LabSession, card: dict[str, Any] | None) -> dict[str, Any]:
-    """What a checkpoint of the open model records besides its weights (JSON-able)."""
+def checkpoint_meta(session: LabSession) -> dict[str, Any]:
+    """What a checkpoint of the open model records besides its weights (JSON-able); the card
+    of the run that changed the weights in the app (training, a fine-tuned search), else the
+    file's."""
     loaded = session.loaded
     if loaded is None:
         raise XnorlabError("no model is open")
@@ -70,7 +72,7 @@ def checkpoint_meta(session: LabSession, card: dict[str, Any] | None) -> dict[st
         "class_names": list(loaded.class_names),
         "modes": modes,
         "layer_config": configs,
-        "card": dict(card or loaded.card),
+        "card": dict(session.weights_card or loaded.card),
         "default_data": loaded.default_data or session.dataset_spec,
     }
     if loaded.preprocessing is not None:
@@ -87,7 +89,6 @@ class TrainingPanel(QWidget):
         self.runner = TaskRunner(self)
         self.task: Task | None = None
         self.outcome: TrainingOutcome | None = None
-        self.card: dict[str, Any] | None = None
         self._epochs_drawn = 0
         self._build()
         subscribe(self, [(session.model_changed, self._on_model_changed)])
@@ -242,8 +243,10 @@ class TrainingPanel(QWidget):
                          error=True)  # fmt: skip
             return
         self.session.model.load_state_dict(outcome.model.state_dict())
-        self.session.mark_weights_changed("trained" if outcome.from_scratch else "fine-tuned")
-        self.outcome, self.card = outcome, dict(outcome.result.card or {})
+        self.session.mark_weights_changed(
+            "trained" if outcome.from_scratch else "fine-tuned", outcome.result.card
+        )
+        self.outcome = outcome
         result = outcome.result
         for record in [vars(m) for m in result.history][self._epochs_drawn :]:
             self._draw_epoch(record)
@@ -257,7 +260,7 @@ class TrainingPanel(QWidget):
     def _on_model_changed(self) -> None:
         if self.busy():
             self.cancel()
-        self.outcome, self.card = None, None
+        self.outcome = None
 
     # ------------------------------------------------------------------ saving
     def save_dialog(self) -> None:
@@ -269,7 +272,7 @@ class TrainingPanel(QWidget):
     def save(self, path: str | Path) -> Path | None:
         """Save the open model with its modes and training card; errors shown in the panel."""
         try:
-            meta = checkpoint_meta(self.session, self.card)
+            meta = checkpoint_meta(self.session)
             written = save_checkpoint(path, self.session.model, meta)
         except (XnorlabError, OSError) as exc:
             show_message(self.message, f"cannot save: {exc}", error=True)
