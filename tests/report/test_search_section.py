@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -19,6 +20,7 @@ from xnorlab.measure.intervals import Accuracy
 from xnorlab.models.loaded import LoadedModel
 from xnorlab.report.build import Report, ReportData, ReportOptions, build_report
 from xnorlab.report.render import render
+from xnorlab.report.render.format import search_rows
 from xnorlab.report.render.plots import search_figure
 
 PNG_URI = re.compile(r'src="data:image/png;base64,([^"]+)"')
@@ -80,6 +82,15 @@ def test_markdown_and_html_show_the_front_the_choice_and_its_confirmation(
     )
     assert "| float | FFF | 0 of 3 |" in markdown and "| 1 | XXB | 3 of 3 |" in markdown
     assert "92.50 [88.0, 95.4] vs 94.50 [90.4, 96.9]" in markdown  # confirm: chosen vs float
+    assert (  # 185 vs 189 of 200: 2 points lost, budget 1
+        "| within the budget on the confirm split | no, more than the budget: the chosen point "
+        "loses 2.0 points against float |" in markdown
+    )
+    within = dataclasses.replace(_search(), confirm_accuracy=Accuracy(187, 200))
+    rows = dict(search_rows(within))
+    assert rows["within the budget on the confirm split"] == (
+        "yes: the chosen point loses 1.0 points against float"
+    )
     html = render(report, "html")
     images = PNG_URI.findall(html)
     assert len(images) == len(PNG_URI.findall(render(plain_report, "html"))) + 1

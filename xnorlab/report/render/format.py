@@ -254,6 +254,13 @@ def search_rows(search: SearchResult) -> list[tuple[str, str]]:
             f"confirm split: chosen vs float{tuned}",
             f"{accuracy_short(search.confirm_accuracy)} vs {accuracy_short(search.confirm_float)}",
         ))  # fmt: skip
+    within, lost = search.confirm_within_budget, search.confirm_loss_points
+    if within is not None and lost is not None:
+        verdict = "yes" if within else "no, more than the budget"
+        rows.append((
+            "within the budget on the confirm split",
+            f"{verdict}: the chosen point loses {lost:.1f} points against float",
+        ))  # fmt: skip
     return rows
 
 
