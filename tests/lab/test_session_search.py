@@ -275,15 +275,15 @@ def test_a_fine_tuned_search_run_here_leaves_its_weights_to_adopt() -> None:
     data = bundle(30)
     lab.set_dataset(DatasetBundle("fake", data.val, data.val, data.class_names,
                                   data.preprocessing), "fake")  # fmt: skip
-    result = lab.run_search(
-        SearchOptions(
-            budget_points=100.0,
-            objective=Objective.MEMORY,
-            finetune_epochs=1,
-            score_items=9,
-            confirm_items=9,
-        )  # fmt: skip
-    )  # 100 points admit every point: the smallest (binary) one is chosen
+    # 100 points admit every point: the smallest (binary) one is chosen
+    options = SearchOptions(
+        budget_points=100.0,
+        objective=Objective.MEMORY,
+        finetune_epochs=1,
+        score_items=9,
+        confirm_items=9,
+    )
+    result = lab.run_search(options)
     assert result.chosen is not None and result.finetuned_model is not None
     assert result.finetuned_model is not lab.model
     tuned = {k: v.clone() for k, v in result.finetuned_model.state_dict().items()}
