@@ -22,10 +22,10 @@ from typing import Any
 
 from xnorlab.binary.modes import Mode
 from xnorlab.cli import args as cli_args
-from xnorlab.cli.progress import ProgressBar, SigintCancel
+from xnorlab.cli.progress import ProgressBar
 from xnorlab.common.atomic import atomic_write_bytes
 from xnorlab.common.errors import XnorlabError, quoted
-from xnorlab.common.tasks import ProgressFn
+from xnorlab.common.tasks import ProgressFn, SigintCancel
 from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.datasets import load_dataset, match_classes
 from xnorlab.measure.ensemble import EnsembleEvaluation, EnsemblePoint, evaluate_ensemble

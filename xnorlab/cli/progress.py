@@ -1,13 +1,10 @@
-"""A one-line text progress bar on stderr for the headless commands (no dependency), and
-Ctrl-C as a cancel request (``SigintCancel``), the one home of both for every command."""
+"""A one-line text progress bar on stderr for the headless commands (no dependency); Ctrl-C
+as a cancel request is ``common.tasks.SigintCancel``."""
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
-from types import FrameType
 from typing import Any, TextIO
 
 BAR_WIDTH = 28
@@ -53,25 +50,3 @@ class ProgressBar:
             self.stream.write("\n")
             self.stream.flush()
             self.open_line = False
-
-
-class SigintCancel:
-    """Turn Ctrl-C into a cancel request (a ``CancelFn``), so a run stops at its next check
-    and ends cleanly instead of dying mid-write; ``restore()`` puts the previous handler back.
-    Only the main thread can install a handler; elsewhere it never requests a cancel."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.previous = signal.getsignal(signal.SIGINT)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def restore(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self.previous)

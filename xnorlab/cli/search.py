@@ -32,10 +32,10 @@ from xnorlab.cli.common import (
     layer_settings,
     load_model,
 )
-from xnorlab.cli.progress import ProgressBar, SigintCancel
+from xnorlab.cli.progress import ProgressBar
 from xnorlab.common.atomic import atomic_write_text
 from xnorlab.common.errors import XnorlabError
-from xnorlab.common.tasks import Cancelled
+from xnorlab.common.tasks import Cancelled, SigintCancel
 from xnorlab.data.calibration import PhotoCrops
 from xnorlab.data.datasets import load_dataset, match_classes
 from xnorlab.measure.front import FrontPoint, Objective, SearchResult, modes_letters
@@ -189,10 +189,9 @@ def result_text(result: SearchResult, what: str) -> str:
 
 
 def over_budget_text(result: SearchResult) -> str:
-    """One line when the chosen point loses more than the budget on the confirm split (the
-    score split chose it, so its own figure is optimistic); "" otherwise."""
-    lost = result.confirm_loss_points
-    if result.confirm_within_budget is not False or lost is None:
+    """One line when the chosen point loses more than the budget on the confirm split."""
+    lost = result.over_budget_points
+    if lost is None:
         return ""
     more = "more --finetune-epochs" if result.finetune_epochs else "--finetune-epochs 3"
     return (

@@ -32,8 +32,9 @@ from xnorlab.cli.common import (
     layer_settings,
     load_model,
 )
-from xnorlab.cli.progress import ProgressBar, SigintCancel
+from xnorlab.cli.progress import ProgressBar
 from xnorlab.common.errors import XnorlabError
+from xnorlab.common.tasks import SigintCancel
 from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.datasets import load_dataset, match_classes
 from xnorlab.models.checkpoint import CHECKPOINT_SUFFIXES

@@ -10,7 +10,10 @@ A long function takes two optional keyword callables:
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, Protocol
 
 from xnorlab.common.errors import XnorlabError
@@ -41,3 +44,25 @@ def check_cancel(should_cancel: CancelFn | None, what: str = "task") -> None:
     """Raise ``Cancelled`` if ``should_cancel()`` says so."""
     if should_cancel is not None and should_cancel():
         raise Cancelled(f"{what} cancelled")
+
+
+class SigintCancel:
+    """Turn Ctrl-C into a cancel request (a ``CancelFn``), so a run stops at its next check
+    and ends cleanly instead of dying mid-write; ``restore()`` puts the previous handler back.
+    Only the main thread can install a handler; elsewhere it never requests a cancel."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def restore(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self.previous)

@@ -127,6 +127,14 @@ class SearchResult:
             return None
         return 100 * (self.confirm_float.value - self.confirm_accuracy.value)
 
+    @property
+    def over_budget_points(self) -> float | None:
+        """What the chosen point loses on the confirm split when that is more than the
+        budget (the score split chose it, so its own figure is optimistic); None otherwise."""
+        if self.confirm_within_budget is not False:
+            return None
+        return self.confirm_loss_points
+
     def to_json(self) -> dict[str, Any]:
         chosen = None
         if self.chosen is not None:

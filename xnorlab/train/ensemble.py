@@ -21,14 +21,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -38,7 +35,7 @@ from torch.utils.data import Subset
 
 from xnorlab.binary.surgery import binarize_model
 from xnorlab.common.errors import XnorlabError
-from xnorlab.common.tasks import CancelFn, ProgressFn, no_progress
+from xnorlab.common.tasks import CancelFn, ProgressFn, SigintCancel, no_progress
 from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.datasets import load_dataset
 from xnorlab.data.images import Preprocessing
@@ -246,21 +243,6 @@ class _RankJob:
     announce: bool  # print one line per finished member
 
 
-class _InterruptFlag:
-    """SIGINT (the supervisor forwards the terminal's Ctrl-C) as a cancel request."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-    def __call__(self) -> bool:
-        return self.requested
-
-
 def rank_members(count: int, rank: int, ranks: int) -> list[int]:
     """The members rank ``rank`` of ``ranks`` trains: ``i`` with ``i mod ranks == rank``."""
     return list(range(rank, count, ranks))
@@ -271,7 +253,7 @@ def _rank_main(job: _RankJob) -> int:
     rank, ranks = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     prep = Preprocessing.from_json(job.preprocessing) if job.preprocessing else None
     bundle = load_dataset(job.plan.data, prep)
-    cancel = _InterruptFlag()
+    cancel = SigintCancel()  # the supervisor forwards the terminal's Ctrl-C
     for index in rank_members(job.plan.members, rank, ranks):
         member = train_member(job.plan, bundle, index, None, cancel)
         part = Path(job.parts) / PART_NAME.format(index=index)

@@ -204,10 +204,9 @@ def summary_text(result: SearchResult) -> str:
 
 
 def over_budget_text(result: SearchResult) -> str:
-    """One line when the chosen point loses more than the budget on the confirm split (the
-    score split chose it, so its own figure is optimistic); "" otherwise."""
-    lost = result.confirm_loss_points
-    if result.confirm_within_budget is not False or lost is None:
+    """One line when the chosen point loses more than the budget on the confirm split."""
+    lost = result.over_budget_points
+    if lost is None:
         return ""
     more = "more fine-tune epochs" if result.finetune_epochs else "fine-tune epochs (e.g. 3)"
     return (
