@@ -358,9 +358,8 @@ inline void store_fence() {
 // Output written with streaming stores: outputs larger than a core's L2 (> 1 MiB per call; the
 // next layer reads them from memory or L3 anyway, and their writes then skip the read for
 // ownership) whose 32-channel blocks are 64-byte aligned. Smaller outputs - every single
-// image of ResNet-18 - keep ordinary stores, so the next call finds them in L2: a streamed one
-// is read back from memory, and reading a streamed shortcut in the next call's epilogue took
-// that call twice as long.
+// image of ResNet-18 - keep ordinary stores, so the next call (which may add this output in
+// its epilogue) finds them in L2 instead of reading them back from memory.
 bool stream_output(const ConvShape& s, const float* out) {
   constexpr int64_t kStreamBytes = (int64_t{1} << 20) + 1;
   const int64_t bytes = s.batch * s.out_h * s.out_w * s.out_channels * 4;
@@ -424,8 +423,7 @@ int64_t group_blocks_for(int64_t taps, int64_t words, int64_t blocks) {
 
 // Word operations of a conv (xor + popcount + add of one 64-bit word for one output channel,
 // padded blocks included). Below kWorkerWordOps waking a worker costs more than the work; the
-// stride-2 3x3 convs of a batch-1 ResNet-18 (903,168 word ops, 60-80 us on one thread) are
-// above it.
+// threshold sits below the smallest 3x3 conv of a batch-1 ResNet-18 so that every one splits.
 constexpr int64_t kWorkerWordOps = int64_t{1} << 19;
 
 int64_t conv_word_ops(const ConvShape& s, int64_t words) {
