@@ -78,12 +78,15 @@ def write_digit_png(path: Path, digit_column: int = 18) -> Path:
 
 
 def wait_until_idle(panel: object, qtbot: object, timeout_s: float = 30.0) -> None:
-    """Process events until ``panel.busy()`` is False (raises on timeout)."""
+    """Process events until ``panel.busy()`` is False (raises on timeout), then the events
+    its last callbacks posted."""
     deadline = time.monotonic() + timeout_s
     while panel.busy():  # type: ignore[attr-defined]
         if time.monotonic() > deadline:
             raise AssertionError(f"{type(panel).__name__} still busy after {timeout_s} s")
         qtbot.wait(10)  # type: ignore[attr-defined]
+    # Qt shows widgets added to a visible layout by a posted event: deliver it before asserting
+    QApplication.processEvents()
 
 
 def simulate_drop(widget: object, paths: list[Path]) -> QDropEvent:
