@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+from unittest import mock
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,13 @@ def build(seed: int = 0) -> tuple[nn.Module, nn.Module, nn.Module]:
     return flt, binary, xnorlab.deploy(binary)
 
 
+def deploy_without_prologues(binary: nn.Module) -> nn.Module:
+    """``binary`` deployed with every BatchNorm before an XNOR conv as a separate multiply-add
+    (the A side of ``--ab-prologue``: what deploy did before the engine's prologue)."""
+    with mock.patch("xnorlab.runtime.deploy._prologue_conv", lambda *_args: None):
+        return xnorlab.deploy(binary)
+
+
 def engine_time(deployed: nn.Module, x: Tensor, calls: int = 20) -> tuple[float, int]:
     """Median per forward of the engine calls' own time (s) and the number of calls."""
     totals, count = [], 0
@@ -58,8 +66,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--min-runs", type=int, default=40)
+    parser.add_argument(
+        "--ab-prologue", action="store_true",
+        help="also time deploy with the BatchNorms before XNOR convs as separate multiply-adds",
+    )  # fmt: skip
     args = parser.parse_args()
     flt, binary, deployed = build()
+    ops = {"float": lambda: flt(x), "deploy": lambda: deployed(x)}
+    if args.ab_prologue:
+        unfused = deploy_without_prologues(binary)
+        ops["deploy, BN as multiply-add"] = lambda: unfused(x)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         expected, got = binary(x), deployed(x)
@@ -73,9 +89,7 @@ def main() -> None:
             set_threads(threads)
             plan = RunPlan(warmup=3, min_runs=args.min_runs, min_total_s=2.0, block=2)
             load_start = os.getloadavg()
-            samples = interleaved_samples(
-                {"float": lambda: flt(x), "deploy": lambda: deployed(x)}, plan
-            )
+            samples = interleaved_samples(ops, plan)
             ratio = RatioEstimate.from_samples(
                 samples["float"], samples["deploy"], load_note(), block=plan.block
             )
@@ -88,6 +102,12 @@ def main() -> None:
                 print(f"| {name} | {t.median_s * 1e3:.2f} | {t.min_s * 1e3:.2f} | "
                       f"{t.max_s * 1e3:.2f} | {t.runs} |")  # fmt: skip
             print(f"float / deploy: {ratio.text()}")
+            if args.ab_prologue:
+                gain = RatioEstimate.from_samples(
+                    samples["deploy, BN as multiply-add"], samples["deploy"], load_note(),
+                    block=plan.block,
+                )  # fmt: skip
+                print(f"deploy with BN as multiply-add / deploy: {gain.text()}")
             print(f"deploy: {calls} engine calls take {engine_s * 1e3:.2f} ms (median forward)")
 
 

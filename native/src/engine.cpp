@@ -46,7 +46,7 @@ T* scratch(std::vector<T>& buf, int64_t count) {
 }
 
 thread_local std::vector<uint64_t> t_packed;
-thread_local std::vector<float> t_absum, t_scale, t_rows;
+thread_local std::vector<float> t_absum, t_scale, t_rows, t_prologue;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -94,27 +94,54 @@ int64_t pack_chunk_pixels(const ConvShape& s) {
   return small ? hw : std::max<int64_t>(256, ceil_div(hw, 8));
 }
 
+// The prologue of ConvBuffers on pixels [p0, p1) of one NHWC image `x`, written to the same
+// positions of `dst`: v = clamp(x * scale[c] + shift[c], lo, hi). The comparisons leave NaN as
+// NaN (torch.clamp); the build's -ffp-contract=off keeps the multiply and the add two roundings,
+// as torch.addcmul's.
+void apply_prologue(const ConvBuffers& b, int64_t channels, const float* x, float* dst,
+                    int64_t p0, int64_t p1) {
+  const float lo = b.in_lo, hi = b.in_hi;
+  for (int64_t p = p0; p < p1; ++p) {
+    const float* xp = x + p * channels;
+    float* dp = dst + p * channels;
+    for (int64_t c = 0; c < channels; ++c) {
+      float v = xp[c] * b.in_scale[c] + b.in_shift[c];
+      v = lo > v ? lo : v;
+      dp[c] = v > hi ? hi : v;
+    }
+  }
+}
+
 // Sign + pack + sum|x| of pack task `task` (image task / chunks, its pixel chunk task % chunks).
-void pack_task(const KernelTable& k, const ConvShape& s, const Halo& h, const float* x,
-               uint64_t* packed, float* absum, int64_t chunk, int64_t chunks, int64_t task) {
+// With a prologue the chunk is transformed first into this thread's image-sized scratch (only
+// the chunk's part is touched, so it stays in L1 / L2) and packed from there.
+void pack_task(const KernelTable& k, const ConvShape& s, const ConvBuffers& b, const Halo& h,
+               const float* x, uint64_t* packed, float* absum, int64_t chunk, int64_t chunks,
+               int64_t task) {
   const int64_t hw = s.height * s.width;
-  const int64_t n = task / chunks, c0 = (task % chunks) * chunk;
-  PackArgs a{x + n * s.channels * hw, s.channels, hw, c0, std::min(hw, c0 + chunk), h.words,
+  const int64_t n = task / chunks, c0 = (task % chunks) * chunk, c1 = std::min(hw, c0 + chunk);
+  const float* image = x + n * s.channels * hw;
+  if (b.in_scale != nullptr) {
+    float* moved = scratch(t_prologue, s.channels * hw);
+    apply_prologue(b, s.channels, image, moved, c0, c1);
+    image = moved;
+  }
+  PackArgs a{image, s.channels, hw, c0, c1, h.words,
              packed + n * h.image_words() + (h.top * h.wp + h.left) * h.words, s.width,
              h.wp * h.words, absum + n * hw};
   (s.channels_last ? k.pack_nhwc : k.pack_nchw)(a);
 }
 
 // Sign + pack + sum|x| of the whole batch into the halo buffer; true if the input holds a NaN.
-bool pack_input(const KernelTable& k, const ConvShape& s, const Halo& h, const float* x,
-                uint64_t* packed, float* absum) {
+bool pack_input(const KernelTable& k, const ConvShape& s, const ConvBuffers& b, const Halo& h,
+                const float* x, uint64_t* packed, float* absum) {
   const int64_t hw = s.height * s.width;
   zero_halo(s, h, packed);
   const int64_t chunk = pack_chunk_pixels(s);
   const bool small = chunk == hw && s.batch * hw * s.channels < (int64_t{1} << 16);
   const int64_t chunks = ceil_div(hw, chunk);
   const auto body = [&](int64_t task) {
-    pack_task(k, s, h, x, packed, absum, chunk, chunks, task);
+    pack_task(k, s, b, h, x, packed, absum, chunk, chunks, task);
   };
   if (small) {
     for (int64_t task = 0; task < s.batch * chunks; ++task) body(task);
@@ -468,7 +495,7 @@ struct PhaseTimes {
 // `scale` (the buffers pl.packed and pl.scale point at); adds the phase times to `t`.
 void compute_images(ConvPlan& pl, uint64_t* packed, float* absum, float* scale, PhaseTimes& t) {
   const auto t0 = Clock::now();
-  t.input_has_nan |= pack_input(pl.k, pl.s, pl.halo, pl.b.x, packed, absum);
+  t.input_has_nan |= pack_input(pl.k, pl.s, pl.b, pl.halo, pl.b.x, packed, absum);
   const auto t1 = Clock::now();
   input_scale(pl.s, absum, scale);
   const auto t2 = Clock::now();
@@ -608,7 +635,7 @@ PhaseTimes conv_phased(ConvPlan& pl, const ConvBuffers& b) {
   zero_halo(s, pl.halo, packed);
   parallel_for(threads, [&](int64_t) {
     pack.run([&](int64_t task) {
-      pack_task(pl.k, s, pl.halo, b.x, packed, absum, chunk, chunks, task);
+      pack_task(pl.k, s, b, pl.halo, b.x, packed, absum, chunk, chunks, task);
       const float* sums = absum + (task / chunks) * hw;
       const int64_t p0 = (task % chunks) * chunk, p1 = std::min(hw, p0 + chunk);
       for (int64_t p = p0; p < p1; ++p) {

@@ -25,7 +25,7 @@ namespace py = pybind11;
 using namespace xnorlab;
 
 namespace {
-constexpr int kAbiVersion = 4;
+constexpr int kAbiVersion = 5;
 
 using Pair = std::array<int64_t, 2>;
 using Shape4 = std::array<int64_t, 4>;
@@ -252,16 +252,34 @@ struct Epilogue {
   float clamp_lo = -__builtin_inff(), clamp_hi = __builtin_inff();
 };
 
+// The fused prologue of a conv call: clamp(x * scale[c] + shift[c], lo, hi) before the sign.
+struct Prologue {
+  const float* scale = nullptr;
+  const float* shift = nullptr;
+  float lo = -__builtin_inff(), hi = __builtin_inff();
+};
+
 py::tuple run_conv(const ConvShape& s, const PackedBuffers& w, const float* x,
-                   const float* bias, py::array out, const Epilogue& e = {}) {
+                   const float* bias, py::array out, const Epilogue& e = {},
+                   const Prologue& in = {}) {
   ConvBuffers b{x, w.bits_data, w.tap_sums_data, w.alpha_data, bias,
-                static_cast<float*>(out.mutable_data()), e.residual, e.clamp_lo, e.clamp_hi};
+                static_cast<float*>(out.mutable_data()), e.residual, e.clamp_lo, e.clamp_hi,
+                in.scale, in.shift, in.lo, in.hi};
   ConvResult r;
   {
     py::gil_scoped_release release;
     r = xnor_conv2d(s, b);
   }
   return py::make_tuple(std::move(out), r.input_has_nan, as_tuple(r.timing));
+}
+
+// (lo, hi) of a clamp argument: two numbers, lo <= hi, neither NaN.
+std::array<float, 2> clamp_bounds(const py::object& clamp, const char* what) {
+  const auto bounds = clamp.cast<std::array<double, 2>>();
+  if (!(bounds[0] <= bounds[1])) {
+    value_error(std::string(what) + " must be (lo, hi) with lo <= hi, no NaN");
+  }
+  return {static_cast<float>(bounds[0]), static_cast<float>(bounds[1])};
 }
 
 // A residual (None or float32 NHWC of the output's shape) and clamp bounds (None or lo <= hi,
@@ -277,17 +295,43 @@ Epilogue conv_epilogue(const ConvShape& s, const py::object& residual, const py:
                               {0, 2, 3, 1});
   }
   if (!clamp.is_none()) {
-    const auto bounds = clamp.cast<std::array<double, 2>>();
-    if (!(bounds[0] <= bounds[1])) value_error("clamp must be (lo, hi) with lo <= hi, no NaN");
-    e.clamp_lo = static_cast<float>(bounds[0]);
-    e.clamp_hi = static_cast<float>(bounds[1]);
+    const auto bounds = clamp_bounds(clamp, "clamp");
+    e.clamp_lo = bounds[0];
+    e.clamp_hi = bounds[1];
   }
   return e;
 }
 
+// A prologue's per-channel scale and shift (both None, or both float32 of `channels`) and its
+// clamp (None or lo <= hi); it needs NHWC input (the engine transforms pixel chunks).
+Prologue conv_prologue(const ConvShape& s, const py::object& scale, const py::object& shift,
+                       const py::object& clamp) {
+  Prologue in;
+  if (scale.is_none() != shift.is_none()) {
+    value_error("prologue_scale and prologue_shift must be given together");
+  }
+  if (scale.is_none()) {
+    if (!clamp.is_none()) value_error("prologue_clamp needs prologue_scale and prologue_shift");
+    return in;
+  }
+  if (!py::isinstance<py::array>(scale) || !py::isinstance<py::array>(shift)) {
+    throw py::type_error("prologue_scale and prologue_shift must be numpy arrays or None");
+  }
+  if (!s.channels_last) value_error("a prologue needs channels_last (NHWC) input");
+  in.scale = dense<float>(scale.cast<py::array>(), {s.channels}, "prologue_scale");
+  in.shift = dense<float>(shift.cast<py::array>(), {s.channels}, "prologue_shift");
+  if (!clamp.is_none()) {
+    const auto bounds = clamp_bounds(clamp, "prologue_clamp");
+    in.lo = bounds[0];
+    in.hi = bounds[1];
+  }
+  return in;
+}
+
 py::tuple conv2d_binding(const ConvParams& p, const PackedBuffers& w, const py::array& x,
                          const py::object& bias, const py::object& residual,
-                         const py::object& clamp) {
+                         const py::object& clamp, const py::object& prologue_scale,
+                         const py::object& prologue_shift, const py::object& prologue_clamp) {
   const ConvShape& s = p.s;
   if (s.channels != w.in_channels || s.out_channels != w.out_channels ||
       s.kernel_h * s.kernel_w != w.taps) {
@@ -298,7 +342,8 @@ py::tuple conv2d_binding(const ConvParams& p, const PackedBuffers& w, const py::
                                  s.channels_last ? nhwc : std::vector<int>{});
   const float* bp = call_bias(w, bias);
   const Epilogue e = conv_epilogue(s, residual, clamp);
-  return run_conv(s, w, xp, bp, conv_output(s), e);
+  const Prologue in = conv_prologue(s, prologue_scale, prologue_shift, prologue_clamp);
+  return run_conv(s, w, xp, bp, conv_output(s), e, in);
 }
 
 constexpr int kMaxLinearRank = 8;
@@ -460,8 +505,12 @@ PYBIND11_MODULE(_native, m) {
   m.def("xnor_conv2d", &conv2d_binding, py::arg("params"), py::arg("weight"),
         py::arg("x").noconvert(), py::arg("bias") = py::none(),
         py::arg("residual").noconvert() = py::none(), py::arg("clamp") = py::none(),
-        "XNOR conv2d, then out = clamp(out + residual) when given; returns (out, "
-        "input_has_nan, (pack_s, popcount_s, scale_s, total_s)).");
+        py::arg("prologue_scale").noconvert() = py::none(),
+        py::arg("prologue_shift").noconvert() = py::none(),
+        py::arg("prologue_clamp") = py::none(),
+        "XNOR conv2d of clamp(x * prologue_scale + prologue_shift) when given, then out = "
+        "clamp(out + residual) when given; returns (out, input_has_nan, (pack_s, popcount_s, "
+        "scale_s, total_s)).");
   m.def("xnor_linear", &linear_binding, py::arg("weight"), py::arg("x").noconvert(),
         py::arg("scaling"), py::arg("bias") = py::none(),
         "XNOR Linear on the last dim of x (..., F); returns (out (..., O), input_has_nan, "

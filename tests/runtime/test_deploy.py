@@ -279,10 +279,78 @@ def test_batchnorms_outside_chains_become_one_multiply_add_with_a_clamp(isa: str
         got = deployed(x)
     assert_close(got, expected)
     report = deployed.deploy_report
-    assert report.affine == ["bn+act", "bn_side+relu"] and report.fused == ["conv+add"]
-    assert "fused chains 1, BatchNorms as multiply-add 2" in report.text()
+    assert report.fused == ["conv+add"] and report.affine == ["bn_side+relu"]
+    # The BN -> Hardtanh that only the XNOR conv reads runs inside that conv's packing pass.
+    assert report.prologues == ["bn+act>conv__add"]
+    assert "fused chains 1, BatchNorms in the next conv's packing 1, as multiply-add 1" in (
+        report.text()
+    )
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
-    assert sum(isinstance(m, AffineClamp) for m in deployed.modules()) == 2
+    assert sum(isinstance(m, AffineClamp) for m in deployed.modules()) == 1
+    fused = [m for m in deployed.modules() if isinstance(m, FusedXnorConv)]
+    assert len(fused) == 1 and fused[0].prologue is not None
+    assert fused[0].prologue.clamp == (-1.0, 1.0)
+
+
+class SharedNormalized(nn.Module):
+    """BN -> Hardtanh read by the XNOR conv as its input and as its fused shortcut
+    (``shortcut``), or by the conv and a later multiply (``elsewhere``): neither may become
+    the conv's prologue, as the normalized tensor is needed as it is."""
+
+    def __init__(self, reader: str) -> None:
+        super().__init__()
+        self.reader = reader
+        self.bn, self.act = nn.BatchNorm2d(8), nn.Hardtanh()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        normalized = self.act(self.bn(x))
+        out: Tensor = self.conv(normalized)
+        if self.reader == "shortcut":
+            return out + normalized
+        return out * normalized.mean()
+
+
+class PlainPreActivation(nn.Module):
+    """BN -> ReLU6 -> XNOR conv with nothing after the conv: the conv alone becomes fused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn, self.act = nn.BatchNorm2d(8), nn.ReLU6()
+        self.conv = nn.Conv2d(8, 4, 3, stride=2, padding=1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.conv(self.act(self.bn(x)))
+        return out
+
+
+@pytest.mark.parametrize("reader", ["shortcut", "elsewhere"])
+def test_a_batchnorm_read_elsewhere_too_stays_a_multiply_add(isa: str, reader: str) -> None:
+    model = randomize_batchnorms(SharedNormalized(reader)).eval()
+    binarize_model(model, {"conv": "xnor"}, warn_first_last=False)
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        expected = model(x)
+        deployed = xnorlab.deploy(model)
+        assert_close(deployed(x), expected)
+    report = deployed.deploy_report
+    assert report.prologues == [] and report.affine == ["bn+act"]
+
+
+def test_a_plain_xnor_conv_takes_the_batchnorm_before_it(isa: str) -> None:
+    model = randomize_batchnorms(PlainPreActivation()).eval()
+    binarize_model(model, {"conv": "xnor"}, warn_first_last=False)
+    for size in (7, 1):  # one pixel: NCHW and NHWC memory at once
+        x = torch.randn(3, 8, size, size)
+        with torch.no_grad():
+            expected = model(x)
+            deployed = xnorlab.deploy(model)
+            assert_close(deployed(x), expected)
+    report = deployed.deploy_report
+    assert report.prologues == ["bn+act>conv"] and report.affine == [] and report.fused == []
+    fused = [m for m in deployed.modules() if isinstance(m, FusedXnorConv)]
+    assert len(fused) == 1 and fused[0].prologue is not None
+    assert fused[0].prologue.clamp == (0.0, 6.0)
 
 
 def test_affine_clamp_equals_batchnorm_then_clamp() -> None:

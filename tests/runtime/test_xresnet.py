@@ -55,16 +55,18 @@ def test_xresnet18_deployed_equals_the_simulation(
         got = deployed(x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
     # Each block's conv1 -> BN -> Hardtanh (before conv2) and conv2 -> + shortcut are one
-    # engine call each; the shortcut 1x1 convs (after BN -> Hardtanh, feeding the add that
-    # conv2 took) run packed as they are. The BatchNorms before the block (pre1, shortcut)
-    # and the head's BN -> ReLU are multiply-adds with an in-place clamp.
+    # engine call each. The BatchNorm -> Hardtanh before each block's conv1 (pre1) and before
+    # each 1x1 shortcut conv run inside that conv's packing pass (prologues), which makes the
+    # shortcut convs fused too; only the head's BN -> ReLU (read by the float pooling) stays
+    # a multiply-add with an in-place clamp.
     report = deployed.deploy_report
     assert report.traced and len(report.fused) == 17 and report.fused[0] == "stem.0+stem.1"
     assert "blocks.0.conv1+blocks.0.pre2.0+blocks.0.pre2.1" in report.fused
     assert "blocks.7.conv2+add_7" in report.fused
-    assert len(report.affine) == 12 and "head.0+head.1" in report.affine
-    assert sum(isinstance(m, FusedXnorConv) for m in deployed.modules()) == 16
-    assert sum(isinstance(m, AffineClamp) for m in deployed.modules()) == 12
+    assert len(report.prologues) == 11 and report.affine == ["head.0+head.1"]
+    assert "blocks.2.shortcut.0+blocks.2.shortcut.1>blocks.2.shortcut.2" in report.prologues
+    assert sum(isinstance(m, FusedXnorConv) for m in deployed.modules()) == 19
+    assert sum(isinstance(m, AffineClamp) for m in deployed.modules()) == 1
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
     native = [m for m in deployed.modules() if isinstance(m, BinConv2d) and m.mode is Mode.XNOR]
-    assert len(native) == 3 and all(m.native_cache is not None for m in native)
+    assert native == []

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,6 +55,7 @@ from xnorlab.engine._checks import (
     parse_scaling,
 )
 from xnorlab.engine.errors import KernelConfigError, KernelInputError, KernelTypeError
+from xnorlab.engine.fused import NO_EPILOGUE, Epilogue, Prologue, numpy_view
 from xnorlab.engine.packed import (
     PackedConv2dWeight,
     PackedLinearWeight,
@@ -73,6 +73,7 @@ __all__ = [
     "KernelTypeError",
     "PackedConv2dWeight",
     "PackedLinearWeight",
+    "Prologue",
     "bwn_linear",
     "get_threads",
     "info",
@@ -94,13 +95,6 @@ _CALLS_CACHED_PER_WEIGHT = 8
 def _native_error(exc: Exception) -> XnorlabError:
     """The facade's error for a check the native boundary refused (TypeError: type or dtype)."""
     return KernelTypeError(str(exc)) if isinstance(exc, TypeError) else KernelInputError(str(exc))
-
-
-def _numpy(x: Tensor) -> Any:
-    """A numpy view of the CPU tensor ``x``; the native call holds it (and so ``x``) while it
-    runs. Asked first, not caught: ``numpy()`` of a tensor that requires grad raises a C++
-    exception inside torch, which AddressSanitizer builds cannot unwind."""
-    return x.detach().numpy() if x.requires_grad else x.numpy()
 
 
 def _bias_array(packed: PackedConv2dWeight | PackedLinearWeight, bias: Any) -> Any:
@@ -146,58 +140,21 @@ def _conv_params(native: Any, x: Tensor, channels_last: bool, packed: PackedConv
 _ConvCall = tuple[Any, Any, Any]
 
 
-@dataclass(frozen=True)
-class Epilogue:
-    """What a conv call applies to its output in the engine: ``clamp(out + residual, lo, hi)``.
-
-    ``residual``: a float tensor of the output's shape (channels_last memory avoids a copy);
-    ``clamp``: ``(lo, hi)`` bounds, ``lo <= hi`` (``(0, inf)`` is ReLU). NaN stays NaN.
-    """
-
-    residual: Tensor | None = None
-    clamp: tuple[float, float] | None = None
-
-
-_NO_EPILOGUE = Epilogue()
-
-
-def _residual_array(epilogue: Epilogue, out_shape: tuple[int, ...]) -> Any:
-    """The residual as a float32 NHWC numpy view (a copy only if it is in another layout)."""
-    residual = epilogue.residual
-    if residual is None:
-        return None
-    if not isinstance(residual, Tensor) or not residual.is_floating_point():
-        raise KernelTypeError("residual must be a float tensor")
-    if residual.device.type != "cpu" or tuple(residual.shape) != tuple(out_shape):
-        raise KernelInputError(
-            f"residual must be a CPU tensor of the output's shape {tuple(out_shape)}, "
-            f"got {tuple(residual.shape)}"
-        )
-    if residual.dtype is not torch.float32 or not residual.is_contiguous(
-        memory_format=torch.channels_last
-    ):
-        residual = residual.to(torch.float32).contiguous(memory_format=torch.channels_last)
-    return _numpy(residual)
-
-
-def _clamp_bounds(epilogue: Epilogue) -> tuple[float, float] | None:
-    if epilogue.clamp is None:
-        return None
-    lo, hi = (float(v) for v in epilogue.clamp)
-    if not lo <= hi:
-        raise KernelInputError(f"clamp must be (lo, hi) with lo <= hi, got {epilogue.clamp!r}")
-    return (lo, hi)
-
-
 def _run_conv(call: _ConvCall, x: Tensor, packed: PackedConv2dWeight, bias: Any,
-              start: float, epilogue: Epilogue = _NO_EPILOGUE) -> Tensor:  # fmt: skip
+              start: float, epilogue: Epilogue = NO_EPILOGUE,
+              prologue: Prologue | None = None) -> Tensor:  # fmt: skip
     """Run ``call`` on the float32 input ``x``; returns the channels_last float32 output."""
     conv, params, buffers = call
     bias_array = _bias_array(packed, bias)
-    residual = _residual_array(epilogue, params.out_shape)
-    clamp = _clamp_bounds(epilogue)
+    residual = epilogue.residual_array(params.out_shape)
+    clamp = epilogue.bounds()
+    scale = shift = bounds = None
+    if prologue is not None:
+        prologue.check(packed.in_channels)
+        (scale, shift), bounds = prologue.arrays, prologue.clamp
     try:
-        out, has_nan, split = conv(params, buffers, _numpy(x), bias_array, residual, clamp)
+        out, has_nan, split = conv(params, buffers, numpy_view(x), bias_array, residual, clamp,
+                                   scale, shift, bounds)  # fmt: skip
     except (ValueError, TypeError) as exc:
         raise _native_error(exc) from exc
     if has_nan:
@@ -215,14 +172,15 @@ def _plain(value: Any) -> bool:
 
 
 def _call_key(x: Any, stride: Any, padding: Any, dilation: Any, pad_mode: Any,
-              scaling: Any) -> tuple[Any, ...] | None:  # fmt: skip
+              scaling: Any, prefer_nhwc: bool = False) -> tuple[Any, ...] | None:  # fmt: skip
     """Key under which a float32 CPU call's validated parameters are reused, or None."""
     if type(x) is not Tensor or x.dtype is not torch.float32 or not x.is_cpu:
         return None
-    if x.is_contiguous():
-        channels_last = False
-    elif x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+    nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    if nhwc and (prefer_nhwc or not x.is_contiguous()):
         channels_last = True
+    elif x.is_contiguous():
+        channels_last = False
     else:
         return None
     settings = (stride, padding, dilation, pad_mode, scaling)
@@ -249,11 +207,14 @@ def xnor_conv2d(
     pad_mode: PadMode | str = "zero",
     scaling: InputScaling | str = "kmap",
     groups: int = 1,
-    epilogue: Epilogue = _NO_EPILOGUE,
+    epilogue: Epilogue = NO_EPILOGUE,
+    prologue: Prologue | None = None,
 ) -> Tensor:
     """XNOR conv2d, ``(pad(sign(x)) (*) sign(W)) * alpha[c] * S + bias`` (see module doc),
     then ``clamp(out + residual, lo, hi)`` for an :class:`Epilogue` (fused in the engine, per
-    tile while it is in cache; the reference adds and clamps afterwards).
+    tile while it is in cache; the reference adds and clamps afterwards). With a
+    :class:`Prologue` the conv takes ``clamp(x * scale + shift, lo, hi)`` for ``x`` (fused into
+    the engine's packing pass, which then reads channels_last input: other layouts are copied).
 
     Calls repeating an earlier call's input shape, layout and settings on the same packed
     weight reuse its validated native parameters (the per-call work is then the native call,
@@ -261,19 +222,23 @@ def xnor_conv2d(
     """
     start = time.perf_counter()
     key = None
+    if prologue is not None:
+        x = _channels_last_input(x)
     if type(weight) is PackedConv2dWeight and type(groups) is int and groups == 1:
-        key = _call_key(x, stride, padding, dilation, pad_mode, scaling)
+        key = _call_key(x, stride, padding, dilation, pad_mode, scaling, prologue is not None)
         cached = weight.call_cache.get(key) if key is not None else None
         if cached is not None:
-            return _run_conv(cached, x, weight, bias, start, epilogue)
+            return _run_conv(cached, x, weight, bias, start, epilogue, prologue)
     x = check_input(x, 4, 4, "xnor_conv2d")
     mode, pad = parse_scaling(scaling), parse_pad_mode(pad_mode)
     native = native_module()
     if check_groups(groups) != 1 or native is None:
         _check_reference_conv(x, weight, stride, padding, dilation)
+        if prologue is not None:
+            x = prologue.reference(x).to(x.dtype)
         out = reference.xnor_conv2d(x, weight, bias, stride, padding, dilation, pad.value,
                                     mode.value, groups)  # fmt: skip
-        return _reference_epilogue(out, epilogue)
+        return epilogue.reference(out)
     packed = _as_packed_conv(weight)
     if int(x.shape[1]) != packed.in_channels:
         raise KernelInputError(
@@ -281,22 +246,25 @@ def xnor_conv2d(
         )
     geo = conv_geometry(x.shape, packed.kernel_size, packed.out_channels, stride, padding,
                         dilation)  # fmt: skip
-    x32, channels_last = as_float32(x)
+    x32, channels_last = as_float32(x, prefer_nhwc=prologue is not None)
     params = _conv_params(native, x32, channels_last, packed, geo, pad, mode)
     call = (native.xnor_conv2d, params, _buffers(native, packed))
     if key is not None:
         _remember(packed, key, call)
-    result = _run_conv(call, x32, packed, bias, start, epilogue)
+    result = _run_conv(call, x32, packed, bias, start, epilogue, prologue)
     return result if x.dtype == torch.float32 else result.to(x.dtype)
 
 
-def _reference_epilogue(out: Tensor, epilogue: Epilogue) -> Tensor:
-    """The epilogue after a reference conv, in the same order as the engine's."""
-    if epilogue.residual is not None:
-        _residual_array(epilogue, tuple(out.shape))  # the same checks as the engine's
-        out = out + epilogue.residual.to(out.dtype)
-    bounds = _clamp_bounds(epilogue)
-    return out if bounds is None else out.clamp(bounds[0], bounds[1])
+def _channels_last_input(x: Any) -> Any:
+    """A 4-D tensor input in channels_last memory (the prologue's layout); anything else as
+    given, for the usual checks to refuse or handle."""
+    if (
+        isinstance(x, Tensor)
+        and x.dim() == 4
+        and not x.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def _remember(packed: PackedConv2dWeight | PackedLinearWeight, key: Any, call: Any) -> None:
@@ -369,7 +337,7 @@ def _run_linear(call: _LinearCall, x: Tensor, packed: PackedLinearWeight, bias: 
     """Run ``call`` on the float32 input ``x`` (..., F); returns the float32 output (..., O)."""
     op, fn, buffers, scaling = call
     bias_array = _bias_array(packed, bias)
-    args = (buffers, _numpy(x)) if scaling is None else (buffers, _numpy(x), scaling)
+    args = (buffers, numpy_view(x)) if scaling is None else (buffers, numpy_view(x), scaling)
     try:
         result = fn(*args, bias_array)
     except (ValueError, TypeError) as exc:

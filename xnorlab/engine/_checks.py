@@ -60,14 +60,15 @@ def check_linear_sizes(x: Tensor, out_features: int, what: str) -> None:
     check_elements((rows, -(-features // 64), 64), f"{what}: padded input")
 
 
-def as_float32(x: Tensor) -> tuple[Tensor, bool]:
-    """``(x in float32 NCHW- or NHWC-contiguous memory, channels_last)``."""
+def as_float32(x: Tensor, prefer_nhwc: bool = False) -> tuple[Tensor, bool]:
+    """``(x in float32 NCHW- or NHWC-contiguous memory, channels_last)``; memory that is both
+    (one channel or one pixel) counts as NHWC if ``prefer_nhwc``."""
     x = x.detach()
     if x.dtype != torch.float32:
         x = x.to(torch.float32)
     if (
         x.dim() == 4
-        and not x.is_contiguous()
+        and (prefer_nhwc or not x.is_contiguous())
         and x.is_contiguous(memory_format=torch.channels_last)
     ):
         return x, True

@@ -95,12 +95,17 @@ def xnor_conv2d(
     bias: Float32Array | None = None,
     residual: Float32Array | None = None,
     clamp: tuple[float, float] | None = None,
+    prologue_scale: Float32Array | None = None,
+    prologue_shift: Float32Array | None = None,
+    prologue_clamp: tuple[float, float] | None = None,
 ) -> tuple[Float32Array, bool, Timing]:
     """XNOR conv2d of ``x`` (``params.input_shape``, NCHW or NHWC memory per
     ``params.channels_last``). Returns ``(out, input_has_nan, timing)``; ``out`` has shape
     ``params.out_shape`` in NHWC memory (channels_last). ``bias`` overrides the packed one.
     Fused epilogue: ``out = clamp(out + residual, lo, hi)`` with ``residual`` of
-    ``params.out_shape`` in NHWC memory and ``clamp = (lo, hi)``, ``lo <= hi``."""
+    ``params.out_shape`` in NHWC memory and ``clamp = (lo, hi)``, ``lo <= hi``. Fused
+    prologue (NHWC input only): the conv takes ``clamp(x * prologue_scale[c] +
+    prologue_shift[c], lo, hi)`` for ``x``, both arrays of ``C`` float32."""
 
 def xnor_linear(
     weight: PackedBuffers, x: Float32Array, scaling: str, bias: Float32Array | None = None

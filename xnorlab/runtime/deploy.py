@@ -13,9 +13,12 @@ and bias): the eval-mode BatchNorm is folded into the conv's per-channel scale a
 (equal up to float rounding), and the shortcut add and the clamp run in the engine's epilogue
 (``xnorlab.engine.Epilogue``: ``clamp(out + shortcut, lo, hi)``, the add and the clamp in the
 same order as torch's). Every other eval BatchNorm2d (in the XNOR-Net order, the one before a
-binary conv whose input also feeds a shortcut) runs with the clamp after it as one multiply-add
-``clamp(x * g + h, lo, hi)`` (:class:`AffineClamp`). A model fx cannot trace is deployed
-unfused; the returned model's ``deploy_report`` (a :class:`DeployReport`) says which happened.
+binary conv whose input also feeds a shortcut) and the clamp after it, ``clamp(x * g + h, lo,
+hi)``, becomes the prologue of the XNOR conv it feeds when that conv is its only reader
+(``xnorlab.engine.Prologue``: applied while the engine packs the conv's input, so the
+normalized tensor is never written), else one multiply-add (:class:`AffineClamp`). A model fx
+cannot trace is deployed unfused; the returned model's ``deploy_report`` (a
+:class:`DeployReport`) says which happened.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from xnorlab.binary.layers import BinarizableLayer, BinConv2d
 from xnorlab.binary.modes import Backend, Mode
-from xnorlab.engine import Epilogue, xnor_conv2d
+from xnorlab.engine import Epilogue, Prologue, xnor_conv2d
 from xnorlab.engine._checks import conv_geometry
 from xnorlab.engine.packed import PackedConv2dWeight
 from xnorlab.runtime.integration import channels_last_hook, packed_weight
@@ -42,27 +45,31 @@ from xnorlab.runtime.integration import channels_last_hook, packed_weight
 @dataclass
 class DeployReport:
     """What :func:`deploy` did: ``fused`` names the fused chains (``conv+bn[+add][+act]``, by
-    graph node), ``affine`` the other BatchNorms (``bn[+act]``) run as :class:`AffineClamp`,
+    graph node), ``prologues`` the BatchNorms (``bn[+act]>conv``) run inside the XNOR conv
+    they feed, ``affine`` the other BatchNorms (``bn[+act]``) run as :class:`AffineClamp`,
     ``traced`` whether fx traced the model, ``reason`` why not (empty if it did)."""
 
     traced: bool = False
     reason: str = ""
     fused: list[str] = field(default_factory=list)
     affine: list[str] = field(default_factory=list)
+    prologues: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         """One line for the app and the reports."""
         if not self.traced:
             return f"deploy: not fused, {self.reason}" if self.reason else "deploy: not fused"
         return (
-            f"deploy: fused chains {len(self.fused)}, BatchNorms as multiply-add "
-            f"{len(self.affine)} (torch.fx traced the model)"
+            f"deploy: fused chains {len(self.fused)}, BatchNorms in the next conv's packing "
+            f"{len(self.prologues)}, as multiply-add {len(self.affine)} (torch.fx traced the "
+            "model)"
         )
 
 
 class FusedXnorConv(nn.Module):
     """An XNOR conv with its folded BatchNorm (if any), an optional shortcut add and an optional
-    clamp: one engine call ``clamp(dot * alpha' * S + b' + shortcut, low, high)``."""
+    clamp: one engine call ``clamp(dot * alpha' * S + b' + shortcut, low, high)``; with a
+    ``prologue`` the conv binarizes ``clamp(x * g + h, lo, hi)`` (the BatchNorm before it)."""
 
     def __init__(
         self, conv: BinConv2d, bn: nn.BatchNorm2d | None, bounds: tuple[float, float] | None
@@ -71,6 +78,7 @@ class FusedXnorConv(nn.Module):
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.pad_mode, self.scaling = conv.config.pad_mode, conv.config.scaling
         self.bounds = bounds
+        self.prologue: Prologue | None = None
         packed = packed_weight(conv)
         assert isinstance(packed, PackedConv2dWeight)
         self.packed = packed if bn is None else fold_batchnorm(packed, bn)
@@ -87,6 +95,7 @@ class FusedXnorConv(nn.Module):
         out: Tensor = xnor_conv2d(
             x, self.packed, None, self.stride, self.padding, self.dilation,
             pad_mode=self.pad_mode, scaling=self.scaling, epilogue=epilogue,
+            prologue=self.prologue,
         )  # fmt: skip
         return out
 
@@ -105,9 +114,10 @@ class FusedXnorConv(nn.Module):
 
     def extra_repr(self) -> str:
         packed = self.packed
+        prologue = "" if self.prologue is None else f", prologue_clamp={self.prologue.clamp}"
         return (
             f"{packed.in_channels}, {packed.out_channels}, kernel_size={packed.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, clamp={self.bounds}"
+            f"stride={self.stride}, padding={self.padding}, clamp={self.bounds}{prologue}"
         )
 
 
@@ -317,11 +327,34 @@ def _fuse_graph(gm: fx.GraphModule) -> list[str]:
     return fused
 
 
-def _affine_graph(gm: fx.GraphModule) -> list[str]:
-    """Replace each eval BatchNorm2d left in ``gm`` (and the clamp after it, when it is the
-    BatchNorm's one user) by one :class:`AffineClamp`; returns their names."""
+def _prologue_conv(gm: fx.GraphModule, value: fx.Node,
+                   modules: dict[str, nn.Module]) -> FusedXnorConv | None:  # fmt: skip
+    """The XNOR conv that is ``value``'s only reader, through its input only (not as its
+    shortcut), as a :class:`FusedXnorConv` (a plain fusable conv is made one in place), or None."""
+    user = _single_user(value)
+    if user is None or user.op != "call_module" or user.kwargs or user.args[:1] != (value,):
+        return None
+    if value in user.args[1:]:
+        return None
+    module = modules.get(str(user.target))
+    if isinstance(module, FusedXnorConv):
+        return module if module.prologue is None else None
+    if not _fusable_conv(module) or len(user.args) != 1:
+        return None
+    assert isinstance(module, BinConv2d)
+    fused = FusedXnorConv(module, None, None)
+    gm.add_submodule(str(user.target), fused)
+    modules[str(user.target)] = fused
+    return fused
+
+
+def _affine_graph(gm: fx.GraphModule) -> tuple[list[str], list[str]]:
+    """Make each eval BatchNorm2d left in ``gm`` (and the clamp after it, when it is the
+    BatchNorm's one user) the prologue of the XNOR conv that alone reads it, else one
+    :class:`AffineClamp`; returns the names of both kinds."""
     modules = dict(gm.named_modules())
     done: list[str] = []
+    prologues: list[str] = []
     for node in list(gm.graph.nodes):
         bn = modules.get(str(node.target)) if node.op == "call_module" else None
         if not isinstance(bn, nn.BatchNorm2d) or len(node.args) != 1 or node.kwargs:
@@ -334,18 +367,26 @@ def _affine_graph(gm: fx.GraphModule) -> list[str]:
         if act is not None and bounds is not None:
             nodes.append(act)
         name = "+".join(str(n.target) if n.op == "call_module" else n.name for n in nodes)
-        target = name.replace(".", "_").replace("+", "__")
-        gm.add_submodule(target, AffineClamp(bn, bounds))
-        with gm.graph.inserting_after(nodes[-1]):
-            new = gm.graph.call_module(target, node.args)
-        nodes[-1].replace_all_uses_with(new)
+        conv = _prologue_conv(gm, nodes[-1], modules)
+        if conv is not None:
+            conv.prologue = Prologue(*batchnorm_affine(bn), bounds)
+            conv_node = _single_user(nodes[-1])
+            assert conv_node is not None
+            nodes[-1].replace_all_uses_with(node.args[0])
+            prologues.append(f"{name}>{conv_node.target}")
+        else:
+            target = name.replace(".", "_").replace("+", "__")
+            gm.add_submodule(target, AffineClamp(bn, bounds))
+            with gm.graph.inserting_after(nodes[-1]):
+                new = gm.graph.call_module(target, node.args)
+            nodes[-1].replace_all_uses_with(new)
+            done.append(name)
         for dead in reversed(nodes):
             gm.graph.erase_node(dead)
-        done.append(name)
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
-    return done
+    return done, prologues
 
 
 def _shared_copy(model: nn.Module) -> nn.Module:
@@ -407,7 +448,7 @@ def deploy(model: nn.Module, fuse: bool = True) -> nn.Module:
             report.traced = True
             gm = fx.GraphModule(prepared, graph, type(prepared).__name__)
             report.fused = _fuse_graph(gm)
-            report.affine = _affine_graph(gm)
+            report.affine, report.prologues = _affine_graph(gm)
             prepared = gm
     if _has_xnor_conv(model):
         prepared.register_forward_pre_hook(channels_last_hook)

@@ -42,6 +42,13 @@ struct ConvBuffers {
   // (-inf / +inf: none; NaN stays NaN, as in torch.clamp).
   const float* residual = nullptr;
   float clamp_lo = -__builtin_inff(), clamp_hi = __builtin_inff();
+  // Fused prologue (channels_last input only): the conv binarizes, and its K map / beta
+  // averages the magnitude of, v = clamp(x * in_scale[c] + in_shift[c], in_lo, in_hi) (an eval
+  // BatchNorm and the clamp after it) instead of x, so that pass never writes a tensor.
+  // in_scale == nullptr: v = x. NaN stays NaN, as in torch.clamp.
+  const float* in_scale = nullptr;
+  const float* in_shift = nullptr;
+  float in_lo = -__builtin_inff(), in_hi = __builtin_inff();
 };
 
 struct ConvResult {
