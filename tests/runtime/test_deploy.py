@@ -368,3 +368,16 @@ def test_the_report_says_why_a_model_was_not_fused() -> None:
     assert DeployReport(reason="torch.fx could not trace").text() == (
         "deploy: not fused, torch.fx could not trace"
     )
+
+
+def test_later_forwards_take_the_prepared_engine_call_and_equal_the_first(isa: str) -> None:
+    model = randomize_batchnorms(PreActivation()).eval()
+    binarize_model(model, {"conv": "xnor"}, warn_first_last=False)
+    x = torch.randn(2, 8, 7, 7)
+    with torch.no_grad():
+        deployed = xnorlab.deploy(model)
+        first = deployed(x)
+        fused = next(m for m in deployed.modules() if isinstance(m, FusedXnorConv))
+        assert list(fused._prepared) == [torch.Size((2, 8, 7, 7))]
+        assert torch.equal(deployed(x), first)
+        assert torch.equal(deployed(x.double()).float(), first)  # not prepared: the facade

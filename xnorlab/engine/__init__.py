@@ -73,6 +73,7 @@ __all__ = [
     "KernelTypeError",
     "PackedConv2dWeight",
     "PackedLinearWeight",
+    "PreparedConv2d",
     "Prologue",
     "bwn_linear",
     "get_threads",
@@ -253,6 +254,77 @@ def xnor_conv2d(
         _remember(packed, key, call)
     result = _run_conv(call, x32, packed, bias, start, epilogue, prologue)
     return result if x.dtype == torch.float32 else result.to(x.dtype)
+
+
+class PreparedConv2d:
+    """An XNOR conv validated once for one input shape (float32, channels_last memory): calling
+    it with such an input (and a float32 channels_last residual of the output's shape) runs
+    the engine with only the checks the native boundary makes, which costs a few microseconds
+    less per call than :func:`xnor_conv2d` - it adds up over a network's calls at batch 1.
+    Inputs it was not prepared for go through :func:`xnor_conv2d` (same result)."""
+
+    def __init__(
+        self, input_shape: tuple[int, ...], weight: PackedConv2dWeight, stride: Any = 1,
+        padding: Any = 0, dilation: Any = 1, pad_mode: PadMode | str = "zero",
+        scaling: InputScaling | str = "kmap", clamp: tuple[float, float] | None = None,
+        prologue: Prologue | None = None,
+    ) -> None:  # fmt: skip
+        self.weight, self.prologue = weight, prologue
+        self.settings: dict[str, Any] = {
+            "stride": stride, "padding": padding, "dilation": dilation, "pad_mode": pad_mode,
+            "scaling": scaling,
+        }  # fmt: skip
+        self.clamp = Epilogue(None, clamp).bounds()
+        self.input_shape = torch.Size(input_shape)
+        geo = conv_geometry(self.input_shape, weight.kernel_size, weight.out_channels, stride,
+                            padding, dilation)  # fmt: skip
+        self.out_shape = torch.Size((self.input_shape[0], weight.out_channels, geo.out_h,
+                                     geo.out_w))  # fmt: skip
+        native = native_module()
+        self._call: _ConvCall | None = None
+        self._prologue_args: tuple[Any, Any, Any] = (None, None, None)
+        if native is not None and len(self.input_shape) == 4:
+            if prologue is not None:
+                prologue.check(weight.in_channels)
+                self._prologue_args = (*prologue.arrays, prologue.clamp)
+            probe = torch.empty(self.input_shape, device="meta")  # only its shape is read
+            params = _conv_params(native, probe, True, weight, geo, parse_pad_mode(pad_mode),
+                                  parse_scaling(scaling))  # fmt: skip
+            self._call = (native.xnor_conv2d, params, _buffers(native, weight))
+
+    def _takes(self, x: Tensor, residual: Tensor | None) -> bool:
+        """Whether the engine can take ``x`` and ``residual`` as they are."""
+        channels_last = torch.channels_last
+        return (
+            self._call is not None and type(x) is Tensor and x.shape == self.input_shape
+            and x.dtype is torch.float32 and x.is_cpu
+            and x.is_contiguous(memory_format=channels_last)
+            and (residual is None or (
+                type(residual) is Tensor and residual.shape == self.out_shape
+                and residual.dtype is torch.float32 and residual.is_cpu
+                and residual.is_contiguous(memory_format=channels_last)
+            ))
+            and not is_profiling()
+        )  # fmt: skip
+
+    def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """``clamp(conv(prologue(x)) + residual, clamp)``, as :func:`xnor_conv2d` computes it."""
+        if not self._takes(x, residual):
+            return xnor_conv2d(
+                x, self.weight, **self.settings, epilogue=Epilogue(residual, self.clamp),
+                prologue=self.prologue,
+            )  # fmt: skip
+        assert self._call is not None
+        conv, params, buffers = self._call
+        extra = None if residual is None else numpy_view(residual)
+        try:
+            out, has_nan, _ = conv(params, buffers, numpy_view(x), None, extra, self.clamp,
+                                   *self._prologue_args)  # fmt: skip
+        except (ValueError, TypeError) as exc:
+            raise _native_error(exc) from exc
+        if has_nan:
+            warnings.warn(_NAN_MESSAGE, NaNInputWarning, stacklevel=2)
+        return torch.from_numpy(out)
 
 
 def _channels_last_input(x: Any) -> Any:

@@ -36,7 +36,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from xnorlab.binary.layers import BinarizableLayer, BinConv2d
 from xnorlab.binary.modes import Backend, Mode
-from xnorlab.engine import Epilogue, Prologue, xnor_conv2d
+from xnorlab.engine import Epilogue, PreparedConv2d, Prologue, xnor_conv2d
 from xnorlab.engine._checks import conv_geometry
 from xnorlab.engine.packed import PackedConv2dWeight
 from xnorlab.runtime.integration import channels_last_hook, packed_weight
@@ -78,24 +78,52 @@ class FusedXnorConv(nn.Module):
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.pad_mode, self.scaling = conv.config.pad_mode, conv.config.scaling
         self.bounds = bounds
-        self.prologue: Prologue | None = None
+        self._prologue: Prologue | None = None
         packed = packed_weight(conv)
         assert isinstance(packed, PackedConv2dWeight)
         self.packed = packed if bn is None else fold_batchnorm(packed, bn)
         self._fits: dict[tuple[Any, ...], bool] = {}  # per (input, shortcut) shape
+        self._prepared: dict[torch.Size, PreparedConv2d] = {}  # per input shape
 
     def forward(self, x: Tensor, shortcut: Tensor | None = None) -> Tensor:
+        prepared = self._prepared.get(x.shape)
+        if prepared is not None and (shortcut is None or shortcut.shape == prepared.out_shape):
+            return prepared(x, shortcut)
         if shortcut is None or self._shortcut_fits(x, shortcut):
-            return self._conv(x, Epilogue(shortcut, self.bounds))
+            out = self._conv(x, Epilogue(shortcut, self.bounds))
+            self._prepare(x)  # after the facade accepted x: its errors are the clear ones
+            return out
         # A shortcut that broadcasts: the add and the clamp run in torch, after the conv.
         out = self._conv(x, Epilogue()) + shortcut
         return out if self.bounds is None else out.clamp(*self.bounds)
+
+    @property
+    def prologue(self) -> Prologue | None:
+        """The transform of the input before the sign (the BatchNorm before the conv)."""
+        return self._prologue
+
+    @prologue.setter
+    def prologue(self, value: Prologue | None) -> None:
+        self._prologue = value
+        self._prepared.clear()  # prepared with the previous prologue
+
+    def _prepare(self, x: Tensor) -> None:
+        """Validate the call for ``x``'s shape once (the facade's per-call checks are then
+        skipped for inputs of that shape in the engine's layout)."""
+        if x.dim() != 4:
+            return
+        if len(self._prepared) > 16:
+            self._prepared.clear()
+        self._prepared[x.shape] = PreparedConv2d(
+            tuple(x.shape), self.packed, self.stride, self.padding, self.dilation,
+            self.pad_mode, self.scaling, self.bounds, self._prologue,
+        )  # fmt: skip
 
     def _conv(self, x: Tensor, epilogue: Epilogue) -> Tensor:
         out: Tensor = xnor_conv2d(
             x, self.packed, None, self.stride, self.padding, self.dilation,
             pad_mode=self.pad_mode, scaling=self.scaling, epilogue=epilogue,
-            prologue=self.prologue,
+            prologue=self._prologue,
         )  # fmt: skip
         return out
 
