@@ -7,12 +7,13 @@ its interval (``RatioEstimate``); the deployed output is checked against the tor
 Usage (from the repository root)::
 
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 \\
-        .venv/bin/python benchmarks/bench_xresnet.py --threads 1 2
+        .venv/bin/python benchmarks/bench_xresnet.py --threads 1 2 [--without bit-outputs]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 from unittest import mock
@@ -43,10 +44,21 @@ def build(seed: int = 0) -> tuple[nn.Module, nn.Module, nn.Module]:
     return flt, binary, xnorlab.deploy(binary)
 
 
-def deploy_without_prologues(binary: nn.Module) -> nn.Module:
-    """``binary`` deployed with every BatchNorm before an XNOR conv as a separate multiply-add
-    (the A side of ``--ab-prologue``: what deploy did before the engine's prologue)."""
-    with mock.patch("xnorlab.runtime.deploy._prologue_conv", lambda *_args: None):
+# What ``--without`` switches off in a second deploy, timed against the full one: the function
+# of xnorlab.runtime.deploy it replaces, and the replacement (which finds nothing to do).
+WITHOUT = {
+    "prologues": ("_prologue_conv", lambda *_args: None),  # BNs before XNOR convs: multiply-adds
+    "bit-outputs": ("_bits_graph", lambda *_args: []),  # conv outputs passed as floats
+    "engine-pool": ("_pool_graph", lambda *_args: []),  # torch's max pool
+}
+
+
+def deploy_without(binary: nn.Module, parts: list[str]) -> nn.Module:
+    """``binary`` deployed with the ``WITHOUT`` parts named in ``parts`` switched off."""
+    with contextlib.ExitStack() as stack:
+        for part in parts:
+            name, replacement = WITHOUT[part]
+            stack.enter_context(mock.patch(f"xnorlab.runtime.deploy.{name}", replacement))
         return xnorlab.deploy(binary)
 
 
@@ -67,15 +79,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--min-runs", type=int, default=40)
     parser.add_argument(
-        "--ab-prologue", action="store_true",
-        help="also time deploy with the BatchNorms before XNOR convs as separate multiply-adds",
+        "--without", nargs="+", choices=sorted(WITHOUT), default=[],
+        help="also time a deploy with these parts switched off, against the full deploy",
     )  # fmt: skip
     args = parser.parse_args()
     flt, binary, deployed = build()
     ops = {"float": lambda: flt(x), "deploy": lambda: deployed(x)}
-    if args.ab_prologue:
-        unfused = deploy_without_prologues(binary)
-        ops["deploy, BN as multiply-add"] = lambda: unfused(x)
+    partial = deploy_without(binary, args.without) if args.without else None
+    partial_name = "deploy without " + " ".join(args.without)
+    if partial is not None:
+        ops[partial_name] = lambda: partial(x)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         expected, got = binary(x), deployed(x)
@@ -102,12 +115,11 @@ def main() -> None:
                 print(f"| {name} | {t.median_s * 1e3:.2f} | {t.min_s * 1e3:.2f} | "
                       f"{t.max_s * 1e3:.2f} | {t.runs} |")  # fmt: skip
             print(f"float / deploy: {ratio.text()}")
-            if args.ab_prologue:
+            if partial is not None:
                 gain = RatioEstimate.from_samples(
-                    samples["deploy, BN as multiply-add"], samples["deploy"], load_note(),
-                    block=plan.block,
-                )  # fmt: skip
-                print(f"deploy with BN as multiply-add / deploy: {gain.text()}")
+                    samples[partial_name], samples["deploy"], load_note(), block=plan.block
+                )
+                print(f"{partial_name} / deploy: {gain.text()}")
             print(f"deploy: {calls} engine calls take {engine_s * 1e3:.2f} ms (median forward)")
 
 

@@ -46,7 +46,7 @@ T* scratch(std::vector<T>& buf, int64_t count) {
 }
 
 thread_local std::vector<uint64_t> t_packed;
-thread_local std::vector<float> t_absum, t_scale, t_rows, t_prologue;
+thread_local std::vector<float> t_absum, t_scale, t_rows, t_tile;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -94,41 +94,16 @@ int64_t pack_chunk_pixels(const ConvShape& s) {
   return small ? hw : std::max<int64_t>(256, ceil_div(hw, 8));
 }
 
-// The prologue of ConvBuffers on pixels [p0, p1) of one NHWC image `x`, written to the same
-// positions of `dst`: v = clamp(x * scale[c] + shift[c], lo, hi). The comparisons leave NaN as
-// NaN (torch.clamp); the build's -ffp-contract=off keeps the multiply and the add two roundings,
-// as torch.addcmul's.
-void apply_prologue(const ConvBuffers& b, int64_t channels, const float* x, float* dst,
-                    int64_t p0, int64_t p1) {
-  const float lo = b.in_lo, hi = b.in_hi;
-  for (int64_t p = p0; p < p1; ++p) {
-    const float* xp = x + p * channels;
-    float* dp = dst + p * channels;
-    for (int64_t c = 0; c < channels; ++c) {
-      float v = xp[c] * b.in_scale[c] + b.in_shift[c];
-      v = lo > v ? lo : v;
-      dp[c] = v > hi ? hi : v;
-    }
-  }
-}
-
-// Sign + pack + sum|x| of pack task `task` (image task / chunks, its pixel chunk task % chunks).
-// With a prologue the chunk is transformed first into this thread's image-sized scratch (only
-// the chunk's part is touched, so it stays in L1 / L2) and packed from there.
+// Sign + pack + sum|x| of pack task `task` (image task / chunks, its pixel chunk task % chunks),
+// with the prologue of `b` if any (NHWC input: the binding refuses it for NCHW).
 void pack_task(const KernelTable& k, const ConvShape& s, const ConvBuffers& b, const Halo& h,
                const float* x, uint64_t* packed, float* absum, int64_t chunk, int64_t chunks,
                int64_t task) {
   const int64_t hw = s.height * s.width;
   const int64_t n = task / chunks, c0 = (task % chunks) * chunk, c1 = std::min(hw, c0 + chunk);
-  const float* image = x + n * s.channels * hw;
-  if (b.in_scale != nullptr) {
-    float* moved = scratch(t_prologue, s.channels * hw);
-    apply_prologue(b, s.channels, image, moved, c0, c1);
-    image = moved;
-  }
-  PackArgs a{image, s.channels, hw, c0, c1, h.words,
+  PackArgs a{x + n * s.channels * hw, s.channels, hw, c0, c1, h.words,
              packed + n * h.image_words() + (h.top * h.wp + h.left) * h.words, s.width,
-             h.wp * h.words, absum + n * hw};
+             h.wp * h.words, absum + n * hw, b.in_scale, b.in_shift, b.in_lo, b.in_hi};
   (s.channels_last ? k.pack_nhwc : k.pack_nchw)(a);
 }
 
@@ -282,6 +257,10 @@ struct ConvPlan {
   std::vector<int32_t> pattern_corr;              // [row pat * col_patterns + col pat][blocks*32]
   std::vector<int32_t> no_correction;             // [blocks*32] zeros (pixels without halo taps)
   bool stream_out = false;                        // streaming stores of the output (fenced)
+  // Bit output (BitOutput): the next conv's halo, and the first image of this plan's slab.
+  const BitOutput* bits = nullptr;
+  Halo next_halo{};
+  int64_t first_image = 0;
   bool epilogue = false;                          // residual add and / or clamp (ConvTileArgs)
 };
 
@@ -402,6 +381,24 @@ void prefetch_lines(const ConvPlan& pl, int64_t ti) {
   for (int64_t l = l0; l < l1; ++l) __builtin_prefetch(pl.prefetch + l * 64, 0, 2);
 }
 
+// Bit output of one tile (BitOutput): the ISA's emit_bits writes each pixel's blocks [b0, b1)
+// as sign bits into the next conv's packed words (block b is the 32-bit half b) and their sums
+// of |v| into block_absum.
+void emit_tile_bits(const ConvPlan& pl, PixelCursor at, int pixels, int64_t b0, int64_t b1,
+                    const float* tile) {
+  const ConvShape& s = pl.s;
+  const Halo& h = pl.next_halo;
+  uint32_t* halves[kMaxTile];
+  float* sums[kMaxTile];
+  for (int p = 0; p < pixels; ++p, at.advance(s)) {
+    const int64_t n = pl.first_image + at.n;
+    halves[p] = reinterpret_cast<uint32_t*>(
+        pl.bits->bits + n * h.image_words() + ((at.oh + h.top) * h.wp + at.ow + h.left) * h.words);
+    sums[p] = pl.bits->block_absum + ((n * s.out_h + at.oh) * s.out_w + at.ow) * pl.blocks;
+  }
+  pl.k.emit_bits(BitsArgs{tile, pixels, s.out_channels, b0, b1, s.out_channels, halves, sums});
+}
+
 void conv_task(const ConvPlan& pl, int64_t task) {
   const ConvShape& s = pl.s;
   const int64_t group = task / pl.chunks, chunk = task % pl.chunks;
@@ -412,10 +409,14 @@ void conv_task(const ConvPlan& pl, int64_t task) {
   const int32_t* corr_row[kMaxTile];
   const int32_t* corr[kMaxTile];
   const auto tile_fn = pl.epilogue ? pl.k.conv_tile_epilogue : pl.k.conv_tile;
+  // With a bit output each tile is written to this scratch (in the output's layout) and
+  // turned into bits while in L1.
+  float* tile_out = pl.bits == nullptr ? nullptr : scratch(t_tile, tile * s.out_channels);
   PixelCursor at(s, t0 * tile);
   for (int64_t ti = t0; ti < t1; ++ti) {
     const int64_t q0 = ti * tile;
     const int pixels = static_cast<int>(std::min(tile, total - q0));
+    const PixelCursor tile_at = at;
     const bool border = tile_origins(pl, at, pixels, origin, corr_row);
     if (group == 0) prefetch_lines(pl, ti);
     if (border) {
@@ -429,7 +430,8 @@ void conv_task(const ConvPlan& pl, int64_t task) {
                    pl.b.weight + b0 * pl.taps * pl.halo.words * kOcBlock,
                    static_cast<int>(s.out_channels - b0 * kOcBlock),
                    pl.b.alpha + b0 * kOcBlock, pl.b.bias + b0 * kOcBlock, pl.scale + q0,
-                   border ? corr : nullptr, 0, pl.taps * s.channels, pl.b.out + first,
+                   border ? corr : nullptr, 0, pl.taps * s.channels,
+                   tile_out == nullptr ? pl.b.out + first : tile_out + b0 * kOcBlock,
                    s.out_channels, pl.stream_out};
     if (pl.epilogue) {
       a.epilogue = true;
@@ -438,6 +440,7 @@ void conv_task(const ConvPlan& pl, int64_t task) {
       a.clamp_hi = pl.b.clamp_hi;
     }
     tile_fn(a);
+    if (tile_out != nullptr) emit_tile_bits(pl, tile_at, pixels, b0, b1, tile_out);
   }
   if (pl.stream_out) store_fence();
 }
@@ -536,6 +539,7 @@ PhaseTimes conv_in_slabs(ConvPlan& pl, const ConvBuffers& b) {
     const int64_t images = std::min(slab, s.batch - n0);
     const int64_t next = std::min(slab, s.batch - n0 - images);
     pl.s.batch = images;
+    pl.first_image = n0;
     pl.b.x = b.x + n0 * in_floats;
     pl.b.out = b.out + n0 * out_floats;
     if (b.residual != nullptr) pl.b.residual = b.residual + n0 * out_floats;
@@ -715,6 +719,7 @@ PhaseTimes conv_per_image(const ConvPlan& shared, const ConvBuffers& b) {
     const int64_t n0 = task * per_task, images = std::min(per_task, s.batch - n0);
     ConvPlan pl = shared;
     pl.s.batch = images;
+    pl.first_image = n0;
     pl.b.x = b.x + n0 * in_floats;
     pl.b.out = b.out + n0 * out_floats;
     if (b.residual != nullptr) pl.b.residual = b.residual + n0 * out_floats;
@@ -739,24 +744,37 @@ PhaseTimes conv_per_image(const ConvPlan& shared, const ConvBuffers& b) {
   return sum;
 }
 
-}  // namespace
-
-ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b) {
-  const auto start = Clock::now();
-  const KernelTable& k = active_table();
+// The plan of a call: border patterns, epilogue and store mode, bit output.
+ConvPlan plan_call(const ConvShape& s, const ConvBuffers& b, const BitOutput* bits) {
   const Halo halo = halo_of(s, ceil_div(s.channels, 64));
-  ConvPlan pl(s, b, k, halo, nullptr, nullptr);
+  ConvPlan pl(s, b, active_table(), halo, nullptr, nullptr);
   plan_border_patterns(pl);
   pl.epilogue = b.residual != nullptr || b.clamp_lo > -__builtin_inff() ||
                 b.clamp_hi < __builtin_inff();
   // Calls with an epilogue keep ordinary stores: the ISAs without an in-register epilogue read
   // each tile back, and streaming stores would send it to memory first.
-  pl.stream_out = !pl.epilogue && stream_output(s, b.out);
+  pl.stream_out = bits == nullptr && !pl.epilogue && stream_output(s, b.out);
+  if (bits != nullptr) {
+    pl.bits = bits;
+    pl.next_halo = halo_of(*bits->next, ceil_div(bits->next->channels, 64));
+  }
+  return pl;
+}
+
+}  // namespace
+
+int64_t packed_input_words(const ConvShape& s) {
+  return s.batch * halo_of(s, ceil_div(s.channels, 64)).image_words();
+}
+
+ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b, const BitOutput* bits) {
+  const auto start = Clock::now();
+  ConvPlan pl = plan_call(s, b, bits);
   const double plan_s = seconds_since(start);
   PhaseTimes t;
-  if (image_parallel(s, halo.words)) {
+  if (image_parallel(s, pl.halo.words)) {
     t = conv_per_image(pl, b);
-  } else if (get_threads() > 1 && conv_word_ops(s, halo.words) >= kWorkerWordOps) {
+  } else if (get_threads() > 1 && conv_word_ops(s, pl.halo.words) >= kWorkerWordOps) {
     t = conv_phased(pl, b);
   } else {
     t = conv_in_slabs(pl, b);
@@ -766,6 +784,38 @@ ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b) {
   result.timing.pack_s = t.pack;
   result.timing.scale_s = t.scale;
   result.timing.popcount_s = plan_s + t.conv;
+  result.timing.total_s = seconds_since(start);
+  return result;
+}
+
+ConvResult xnor_conv2d_packed(const ConvShape& s, const ConvBuffers& b, const PackedInput& in,
+                              const BitOutput* bits) {
+  const auto start = Clock::now();
+  ConvPlan pl = plan_call(s, b, bits);
+  const int64_t hw = s.height * s.width, blocks = ceil_div(s.channels, kOcBlock);
+  float* absum = scratch(t_absum, s.batch * hw);
+  float* scale = scratch(t_scale, s.batch * s.out_h * s.out_w);
+  const auto t0 = Clock::now();
+  // The K map's sums of |x| per pixel, the blocks added in order; a NaN input shows here.
+  bool has_nan = false;
+  for (int64_t i = 0; i < s.batch * hw; ++i) {
+    const float* parts = in.block_absum + i * blocks;
+    float sum = 0.0f;
+    for (int64_t blk = 0; blk < blocks; ++blk) sum += parts[blk];
+    absum[i] = sum;
+    has_nan |= std::isnan(sum);
+  }
+  const auto t1 = Clock::now();
+  input_scale(s, absum, scale);
+  const auto t2 = Clock::now();
+  pl.packed = in.bits;
+  pl.scale = scale;
+  run_conv(pl);
+  ConvResult result{};
+  result.input_has_nan = has_nan;
+  result.timing.pack_s = std::chrono::duration<double>(t1 - t0).count();
+  result.timing.scale_s = std::chrono::duration<double>(t2 - t1).count();
+  result.timing.popcount_s = std::chrono::duration<double>(t0 - start).count() + seconds_since(t2);
   result.timing.total_s = seconds_since(start);
   return result;
 }
@@ -814,6 +864,34 @@ double microkernel_rate(int64_t kernel, int64_t channels, int64_t out_channels, 
   } while (elapsed < seconds);
   const double macs_per_call = static_cast<double>(pixels) * blocks * kOcBlock * taps * channels;
   return static_cast<double>(calls) * macs_per_call / elapsed;
+}
+
+namespace {
+
+// Below this many window reads a pool runs on the calling thread (waking a worker costs more).
+constexpr int64_t kPoolWorkerReads = int64_t{1} << 18;
+
+}  // namespace
+
+void max_pool2d_nhwc(const PoolShape& s, const float* x, float* out) {
+  const int64_t rows = s.batch * s.out_h;
+  const int64_t reads = rows * s.out_w * s.channels * s.kernel_h * s.kernel_w;
+  const KernelTable& k = active_table();
+  const int64_t image_floats = s.height * s.width * s.channels;
+  const auto body = [&](int64_t r) {
+    const int64_t n = r / s.out_h, oh = r % s.out_h;
+    const int64_t start = oh * s.stride_h - s.pad_h;
+    const PoolRowArgs a{x + n * image_floats, out + r * s.out_w * s.channels, s.channels,
+                        s.width, s.out_w, std::max<int64_t>(0, start),
+                        std::min<int64_t>(s.height, start + s.kernel_h), s.kernel_w,
+                        s.stride_w, s.pad_w};
+    k.max_pool_row(a);
+  };
+  if (get_threads() == 1 || reads < kPoolWorkerReads) {
+    for (int64_t r = 0; r < rows; ++r) body(r);
+  } else {
+    parallel_for(rows, body);
+  }
 }
 
 void pack_weight(const float* w, int64_t out_channels, int64_t channels, int64_t taps,

@@ -175,6 +175,7 @@ void pack_nchw(const PackArgs& a) {
 void pack_nhwc(const PackArgs& a) {
   const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   const __m256 zero = _mm256_setzero_ps();
+  const __m256 lo = _mm256_set1_ps(a.lo), hi = _mm256_set1_ps(a.hi);
   for (int64_t p = a.p0; p < a.p1; ++p) {
     const float* px = a.x + p * a.channels;
     uint64_t* row = packed_row(a, p);
@@ -185,14 +186,21 @@ void pack_nhwc(const PackArgs& a) {
       int64_t c = j * 64;
       const int64_t cend = c + 64 < a.channels ? c + 64 : a.channels;
       for (; c + 8 <= cend; c += 8) {
-        const __m256 v = _mm256_loadu_ps(px + c);
+        __m256 v = _mm256_loadu_ps(px + c);
+        if (a.scale != nullptr) {
+          v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(a.scale + c)),
+                            _mm256_loadu_ps(a.shift + c));
+          v = _mm256_blendv_ps(v, lo, _mm256_cmp_ps(lo, v, _CMP_GT_OQ));
+          v = _mm256_blendv_ps(v, hi, _mm256_cmp_ps(v, hi, _CMP_GT_OQ));
+        }
         const auto bits = static_cast<uint64_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ)));
         word |= bits << (c & 63);
         sum = _mm256_add_ps(sum, _mm256_and_ps(v, absmask));
       }
       for (; c < cend; ++c) {
-        tail_sum += __builtin_fabsf(px[c]);
-        word |= static_cast<uint64_t>(px[c] < 0.0f) << (c & 63);
+        const float v = a.scale == nullptr ? px[c] : prologue_value(a, c, px[c]);
+        tail_sum += __builtin_fabsf(v);
+        word |= static_cast<uint64_t>(v < 0.0f) << (c & 63);
       }
       row[j] = word;
     }
@@ -238,12 +246,77 @@ void bwn_rows(const BwnArgs& a) {
   }
 }
 
+// Max pool row: 8 channels per register, held across the window's taps; the last channels
+// (fewer than 8) one by one.
+void max_pool_row(const PoolRowArgs& a) {
+  const int64_t channels = a.channels, vectors = channels / 8;
+  for (int64_t ow = 0; ow < a.out_w; ++ow) {
+    float* o = a.row + ow * channels;
+    int64_t w0 = 0, w1 = 0;
+    pool_columns(a, ow, w0, w1);
+    for (int64_t vi = 0; vi < vectors; ++vi) {
+      __m256 best = _mm256_set1_ps(-__builtin_inff());
+      for (int64_t ih = a.h0; ih < a.h1; ++ih) {
+        for (int64_t iw = w0; iw < w1; ++iw) {
+          const __m256 v = _mm256_loadu_ps(a.image + (ih * a.width + iw) * channels + vi * 8);
+          const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ),
+                                           _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+          best = _mm256_blendv_ps(best, v, take);
+        }
+      }
+      _mm256_storeu_ps(o + vi * 8, best);
+    }
+    for (int64_t c = vectors * 8; c < channels; ++c) {
+      float best = -__builtin_inff();
+      for (int64_t ih = a.h0; ih < a.h1; ++ih) {
+        for (int64_t iw = w0; iw < w1; ++iw) {
+          const float v = a.image[(ih * a.width + iw) * channels + c];
+          if (v > best || v != v) best = v;
+        }
+      }
+      o[c] = best;
+    }
+  }
+}
+
+// Bit output: sign masks by movemask, |v| summed in sign_block's tree (16 + 16, then halves);
+// a partial last block takes the portable path.
+void emit_bits(const BitsArgs& a) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int p = 0; p < a.pixels; ++p) {
+    for (int64_t b = a.b0; b < a.b1; ++b) {
+      const float* v = a.tile + p * a.pixel_stride + b * kOcBlock;
+      if (block_lanes(b, a.out_channels) < kOcBlock) {
+        sign_block(v, block_lanes(b, a.out_channels), a.halves[p][b], a.sums[p][b]);
+        continue;
+      }
+      __m256 q[4];
+      uint32_t mask = 0;
+      for (int i = 0; i < 4; ++i) {
+        q[i] = _mm256_loadu_ps(v + 8 * i);
+        mask |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(q[i], zero, _CMP_LT_OQ)))
+                << (8 * i);
+      }
+      const __m256 low = _mm256_add_ps(_mm256_and_ps(q[0], abs_mask), _mm256_and_ps(q[2], abs_mask));
+      const __m256 high = _mm256_add_ps(_mm256_and_ps(q[1], abs_mask), _mm256_and_ps(q[3], abs_mask));
+      const __m256 t8 = _mm256_add_ps(low, high);
+      const __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
+      const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+      const __m128 t1 = _mm_add_ss(t2, _mm_shuffle_ps(t2, t2, 1));
+      a.halves[p][b] = mask;
+      a.sums[p][b] = _mm_cvtss_f32(t1);
+    }
+  }
+}
+
 }  // namespace avx2
 }  // namespace
 
 const KernelTable& kernels_avx2() {
   static const KernelTable table{"avx2", avx2::kTile, avx2::conv_tile, avx2::conv_tile_epilogue,
-                                 avx2::pack_nchw, avx2::pack_nhwc, avx2::bwn_rows, true};
+                                 avx2::pack_nchw, avx2::pack_nhwc, avx2::bwn_rows, true,
+                                 avx2::max_pool_row, avx2::emit_bits};
   return table;
 }
 

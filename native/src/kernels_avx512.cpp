@@ -278,6 +278,7 @@ void pack_nchw(const PackArgs& a) {
 void pack_nhwc(const PackArgs& a) {
   const __m512 zero = _mm512_setzero_ps();
   const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+  const __m512 lo = _mm512_set1_ps(a.lo), hi = _mm512_set1_ps(a.hi);
   for (int64_t p = a.p0; p < a.p1; ++p) {
     const float* px = a.x + p * a.channels;
     uint64_t* row = packed_row(a, p);
@@ -288,7 +289,13 @@ void pack_nhwc(const PackArgs& a) {
         const int64_t c = j * 64 + s * 16;
         if (c >= a.channels) break;
         const __mmask16 m = tail_mask(a.channels - c);
-        const __m512 v = _mm512_maskz_loadu_ps(m, px + c);
+        __m512 v = _mm512_maskz_loadu_ps(m, px + c);
+        if (a.scale != nullptr) {  // lanes past the channels stay 0
+          v = _mm512_maskz_add_ps(m, _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, a.scale + c)),
+                                  _mm512_maskz_loadu_ps(m, a.shift + c));
+          v = _mm512_mask_mov_ps(v, _mm512_mask_cmp_ps_mask(m, lo, v, _CMP_GT_OQ), lo);
+          v = _mm512_mask_mov_ps(v, _mm512_mask_cmp_ps_mask(m, v, hi, _CMP_GT_OQ), hi);
+        }
         word |= static_cast<uint64_t>(_mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ)) << (16 * s);
         sum = _mm512_add_ps(sum, _mm512_and_ps(v, absmask));
       }
@@ -333,13 +340,66 @@ void bwn_rows(const BwnArgs& a) {
   }
 }
 
+// Max pool row: 16 channels per register (the last ones masked), held across the window's
+// taps; a tap is taken where v > max or v is NaN.
+void max_pool_row(const PoolRowArgs& a) {
+  const int64_t channels = a.channels;
+  for (int64_t ow = 0; ow < a.out_w; ++ow) {
+    float* o = a.row + ow * channels;
+    int64_t w0 = 0, w1 = 0;
+    pool_columns(a, ow, w0, w1);
+    for (int64_t c0 = 0; c0 < channels; c0 += 16) {
+      const int64_t left = channels - c0;
+      const __mmask16 lanes = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+      __m512 best = _mm512_set1_ps(-__builtin_inff());
+      for (int64_t ih = a.h0; ih < a.h1; ++ih) {
+        for (int64_t iw = w0; iw < w1; ++iw) {
+          const __m512 v =
+              _mm512_maskz_loadu_ps(lanes, a.image + (ih * a.width + iw) * channels + c0);
+          const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+                                 _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+          best = _mm512_mask_mov_ps(best, take, v);
+        }
+      }
+      _mm512_mask_storeu_ps(o + c0, lanes, best);
+    }
+  }
+}
+
+// Bit output: sign masks by compare, |v| summed in sign_block's tree (lanes l and l + 16,
+// then halves of 256, 128, 64 and 32 bits); lanes past out_channels load as 0.
+void emit_bits(const BitsArgs& a) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int p = 0; p < a.pixels; ++p) {
+    for (int64_t b = a.b0; b < a.b1; ++b) {
+      const float* v = a.tile + p * a.pixel_stride + b * kOcBlock;
+      const int64_t lanes = block_lanes(b, a.out_channels);
+      const __mmask32 valid = lanes >= 32 ? ~__mmask32(0) : (__mmask32(1) << lanes) - 1;
+      const __m512 lo = _mm512_maskz_loadu_ps(__mmask16(valid), v);
+      const __m512 hi = _mm512_maskz_loadu_ps(__mmask16(valid >> 16), v + 16);
+      const uint32_t mask = static_cast<uint32_t>(_mm512_cmp_ps_mask(lo, zero, _CMP_LT_OQ)) |
+                            static_cast<uint32_t>(_mm512_cmp_ps_mask(hi, zero, _CMP_LT_OQ)) << 16;
+      const __m512 t16 = _mm512_add_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi));
+      const __m256 t8 = _mm256_add_ps(_mm512_castps512_ps256(t16),
+                                      _mm256_castpd_ps(_mm512_extractf64x4_pd(
+                                          _mm512_castps_pd(t16), 1)));
+      const __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
+      const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+      const __m128 t1 = _mm_add_ss(t2, _mm_shuffle_ps(t2, t2, 1));
+      a.halves[p][b] = mask;
+      a.sums[p][b] = _mm_cvtss_f32(t1);
+    }
+  }
+}
+
 }  // namespace avx512
 }  // namespace
 
 const KernelTable& kernels_avx512() {
   static const KernelTable table{"avx512", avx512::kTile, avx512::conv_tile,
                                  avx512::conv_tile_epilogue, avx512::pack_nchw,
-                                 avx512::pack_nhwc, avx512::bwn_rows, false};
+                                 avx512::pack_nhwc, avx512::bwn_rows, false,
+                                 avx512::max_pool_row, avx512::emit_bits};
   return table;
 }
 

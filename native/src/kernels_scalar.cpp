@@ -121,8 +121,9 @@ void pack_nhwc_scalar(const PackArgs& a) {
       uint64_t word = 0;
       const int64_t end = (j + 1) * 64 < a.channels ? (j + 1) * 64 : a.channels;
       for (int64_t c = j * 64; c < end; ++c) {
-        sum += std::fabs(px[c]);
-        word |= static_cast<uint64_t>(px[c] < 0.0f) << (c & 63);
+        const float v = a.scale == nullptr ? px[c] : prologue_value(a, c, px[c]);
+        sum += std::fabs(v);
+        word |= static_cast<uint64_t>(v < 0.0f) << (c & 63);
       }
       row[j] = word;
     }
@@ -151,9 +152,37 @@ void bwn_rows_lut(const BwnArgs& a) {
   }
 }
 
+void max_pool_row_scalar(const PoolRowArgs& a) {
+  const int64_t channels = a.channels;
+  for (int64_t ow = 0; ow < a.out_w; ++ow) {
+    float* o = a.row + ow * channels;
+    std::fill(o, o + channels, -__builtin_inff());
+    int64_t w0 = 0, w1 = 0;
+    pool_columns(a, ow, w0, w1);
+    for (int64_t ih = a.h0; ih < a.h1; ++ih) {
+      for (int64_t iw = w0; iw < w1; ++iw) {
+        const float* v = a.image + (ih * a.width + iw) * channels;
+        for (int64_t c = 0; c < channels; ++c) {
+          if (v[c] > o[c] || std::isnan(v[c])) o[c] = v[c];
+        }
+      }
+    }
+  }
+}
+
+void emit_bits_scalar(const BitsArgs& a) {
+  for (int p = 0; p < a.pixels; ++p) {
+    for (int64_t b = a.b0; b < a.b1; ++b) {
+      sign_block(a.tile + p * a.pixel_stride + b * kOcBlock, block_lanes(b, a.out_channels),
+                 a.halves[p][b], a.sums[p][b]);
+    }
+  }
+}
+
 const KernelTable& kernels_scalar() {
   static const KernelTable table{"scalar", 1, tile_scalar, tile_scalar_epilogue,
-                                 pack_nchw_scalar, pack_nhwc_scalar, bwn_rows_scalar, true};
+                                 pack_nchw_scalar, pack_nhwc_scalar, bwn_rows_scalar, true,
+                                 max_pool_row_scalar, emit_bits_scalar};
   return table;
 }
 

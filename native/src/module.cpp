@@ -11,6 +11,7 @@
 #include <array>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <string>
@@ -25,7 +26,7 @@ namespace py = pybind11;
 using namespace xnorlab;
 
 namespace {
-constexpr int kAbiVersion = 5;
+constexpr int kAbiVersion = 7;
 
 using Pair = std::array<int64_t, 2>;
 using Shape4 = std::array<int64_t, 4>;
@@ -273,6 +274,68 @@ py::tuple run_conv(const ConvShape& s, const PackedBuffers& w, const float* x,
   return py::make_tuple(std::move(out), r.input_has_nan, as_tuple(r.timing));
 }
 
+// The packed input of the conv `next` (its input the output of the conv of shape `s`): the
+// sign words with their halo and the per-block sums of |x|, zeroed; checked to fit.
+struct BitArrays {
+  py::array bits, block_absum;
+  BitOutput target;
+};
+
+BitArrays bit_output(const ConvShape& s, const ConvParams& next) {
+  const ConvShape& n = next.s;
+  if (n.batch != s.batch || n.channels != s.out_channels || n.height != s.out_h ||
+      n.width != s.out_w) {
+    value_error("bits_for: the next conv's input is not this conv's output");
+  }
+  const int64_t blocks = ceil_div(n.channels, kOcBlock), pixels = n.batch * n.height * n.width;
+  check_elements({pixels, blocks}, "bit output sums");
+  BitArrays a{py::array_t<int64_t>(packed_input_words(n)),
+              py::array_t<float>({pixels, blocks}), BitOutput{}};
+  std::memset(a.bits.mutable_data(), 0, static_cast<size_t>(a.bits.nbytes()));
+  a.target = BitOutput{&next.s, static_cast<uint64_t*>(a.bits.mutable_data()),
+                       static_cast<float*>(a.block_absum.mutable_data())};
+  return a;
+}
+
+// A conv call whose input is `x` (float) or `packed` (the previous conv's bit output), and
+// whose output is a float array or, with `next`, that conv's packed input (bits, sums).
+py::tuple run_conv_call(const ConvShape& s, const PackedBuffers& w, const float* x,
+                        const PackedInput* packed, const float* bias, const Epilogue& e,
+                        const Prologue& in, const ConvParams* next) {
+  py::array out;
+  BitArrays bits;
+  if (next != nullptr) {
+    bits = bit_output(s, *next);
+  } else {
+    out = conv_output(s);
+  }
+  ConvBuffers b{x, w.bits_data, w.tap_sums_data, w.alpha_data, bias,
+                next != nullptr ? nullptr : static_cast<float*>(out.mutable_data()), e.residual,
+                e.clamp_lo, e.clamp_hi, in.scale, in.shift, in.lo, in.hi};
+  const BitOutput* target = next != nullptr ? &bits.target : nullptr;
+  ConvResult r;
+  {
+    py::gil_scoped_release release;
+    r = packed != nullptr ? xnor_conv2d_packed(s, b, *packed, target) : xnor_conv2d(s, b, target);
+  }
+  py::object result = out;
+  if (next != nullptr) result = py::make_tuple(bits.bits, bits.block_absum);
+  return py::make_tuple(result, r.input_has_nan, as_tuple(r.timing));
+}
+
+const ConvParams* next_params(const py::object& bits_for) {
+  if (bits_for.is_none()) return nullptr;
+  if (!py::isinstance<ConvParams>(bits_for)) throw py::type_error("bits_for must be ConvParams");
+  return &bits_for.cast<const ConvParams&>();
+}
+
+void check_weight(const ConvShape& s, const PackedBuffers& w, const char* op) {
+  if (s.channels != w.in_channels || s.out_channels != w.out_channels ||
+      s.kernel_h * s.kernel_w != w.taps) {
+    value_error(std::string(op) + ": the parameters do not match the packed weight");
+  }
+}
+
 // (lo, hi) of a clamp argument: two numbers, lo <= hi, neither NaN.
 std::array<float, 2> clamp_bounds(const py::object& clamp, const char* what) {
   const auto bounds = clamp.cast<std::array<double, 2>>();
@@ -331,19 +394,34 @@ Prologue conv_prologue(const ConvShape& s, const py::object& scale, const py::ob
 py::tuple conv2d_binding(const ConvParams& p, const PackedBuffers& w, const py::array& x,
                          const py::object& bias, const py::object& residual,
                          const py::object& clamp, const py::object& prologue_scale,
-                         const py::object& prologue_shift, const py::object& prologue_clamp) {
+                         const py::object& prologue_shift, const py::object& prologue_clamp,
+                         const py::object& bits_for) {
   const ConvShape& s = p.s;
-  if (s.channels != w.in_channels || s.out_channels != w.out_channels ||
-      s.kernel_h * s.kernel_w != w.taps) {
-    value_error("xnor_conv2d: the parameters do not match the packed weight");
-  }
+  check_weight(s, w, "xnor_conv2d");
   const std::vector<int> nhwc{0, 2, 3, 1};
   const float* xp = dense<float>(x, {s.batch, s.channels, s.height, s.width}, "input",
                                  s.channels_last ? nhwc : std::vector<int>{});
   const float* bp = call_bias(w, bias);
   const Epilogue e = conv_epilogue(s, residual, clamp);
   const Prologue in = conv_prologue(s, prologue_scale, prologue_shift, prologue_clamp);
-  return run_conv(s, w, xp, bp, conv_output(s), e, in);
+  return run_conv_call(s, w, xp, nullptr, bp, e, in, next_params(bits_for));
+}
+
+// The conv on the packed input another conv's bit output made for it (`bits_for` this call's
+// params): `bits` (int64, packed_input_words) and `block_absum` (float32, pixels x blocks).
+py::tuple conv2d_packed_binding(const ConvParams& p, const PackedBuffers& w,
+                                const py::array& bits, const py::array& block_absum,
+                                const py::object& bias, const py::object& residual,
+                                const py::object& clamp, const py::object& bits_for) {
+  const ConvShape& s = p.s;
+  check_weight(s, w, "xnor_conv2d_packed");
+  const int64_t blocks = ceil_div(s.channels, kOcBlock);
+  const PackedInput packed{
+      reinterpret_cast<const uint64_t*>(dense<int64_t>(bits, {packed_input_words(s)}, "bits")),
+      dense<float>(block_absum, {s.batch * s.height * s.width, blocks}, "block_absum")};
+  const float* bp = call_bias(w, bias);
+  const Epilogue e = conv_epilogue(s, residual, clamp);
+  return run_conv_call(s, w, nullptr, &packed, bp, e, Prologue{}, next_params(bits_for));
 }
 
 constexpr int kMaxLinearRank = 8;
@@ -403,6 +481,41 @@ py::tuple bwn_binding(const PackedBuffers& w, const py::array& x, const py::obje
                    op);
   }
   return py::make_tuple(std::move(io.out), as_tuple(t));
+}
+
+// Max pool of a float32 NHWC input (N, C, H, W) into a new NHWC array; torch's rules for the
+// geometry: padding at most half the kernel, no dilation, floor division (no ceil mode).
+py::array max_pool_binding(const py::array& x, const Pair& kernel, const Pair& stride,
+                           const Pair& padding) {
+  if (x.ndim() != 4) value_error("max_pool2d: input must have 4 dims (N, C, H, W)");
+  const Shape4 in{x.shape(0), x.shape(1), x.shape(2), x.shape(3)};
+  const char* input_names[] = {"batch", "channels", "height", "width"};
+  for (int d = 0; d < 4; ++d) check_size(in[d], input_names[d]);
+  check_elements({in[0], in[1], in[2], in[3]}, "max_pool2d input");
+  check_size(kernel[0], "kernel_h"), check_size(kernel[1], "kernel_w");
+  check_size(stride[0], "stride_h"), check_size(stride[1], "stride_w");
+  check_size(padding[0], "pad_h", 0), check_size(padding[1], "pad_w", 0);
+  if (2 * padding[0] > kernel[0] || 2 * padding[1] > kernel[1]) {
+    value_error("max_pool2d: padding must be at most half the kernel size");
+  }
+  const int64_t padded_h = in[2] + 2 * padding[0], padded_w = in[3] + 2 * padding[1];
+  if (kernel[0] > padded_h || kernel[1] > padded_w) {
+    value_error("max_pool2d: the kernel does not fit the padded input");
+  }
+  const PoolShape s{in[0], in[1], in[2], in[3], kernel[0], kernel[1], stride[0], stride[1],
+                    padding[0], padding[1], (padded_h - kernel[0]) / stride[0] + 1,
+                    (padded_w - kernel[1]) / stride[1] + 1};
+  const float* xp = dense<float>(x, {in[0], in[1], in[2], in[3]}, "input", {0, 2, 3, 1});
+  const int64_t c = s.channels;
+  py::array out = aligned_floats({s.batch, c, s.out_h, s.out_w},
+                                 {s.out_h * s.out_w * c, 1, s.out_w * c, c},
+                                 s.batch * s.out_h * s.out_w * c);
+  auto* op = static_cast<float*>(out.mutable_data());
+  {
+    py::gil_scoped_release release;
+    max_pool2d_nhwc(s, xp, op);
+  }
+  return out;
 }
 
 // Packs a float weight (O, C, taps) into `bits` (blocks, taps, words, 32), kernel order.
@@ -507,10 +620,17 @@ PYBIND11_MODULE(_native, m) {
         py::arg("residual").noconvert() = py::none(), py::arg("clamp") = py::none(),
         py::arg("prologue_scale").noconvert() = py::none(),
         py::arg("prologue_shift").noconvert() = py::none(),
-        py::arg("prologue_clamp") = py::none(),
+        py::arg("prologue_clamp") = py::none(), py::arg("bits_for") = py::none(),
         "XNOR conv2d of clamp(x * prologue_scale + prologue_shift) when given, then out = "
         "clamp(out + residual) when given; returns (out, input_has_nan, (pack_s, popcount_s, "
-        "scale_s, total_s)).");
+        "scale_s, total_s)). With bits_for (the ConvParams of the conv that reads this "
+        "output) out is that conv's packed input, (bits, block_absum).");
+  m.def("xnor_conv2d_packed", &conv2d_packed_binding, py::arg("params"), py::arg("weight"),
+        py::arg("bits").noconvert(), py::arg("block_absum").noconvert(),
+        py::arg("bias") = py::none(), py::arg("residual").noconvert() = py::none(),
+        py::arg("clamp") = py::none(), py::arg("bits_for") = py::none(),
+        "XNOR conv2d of the packed input (bits, block_absum) that the conv before it wrote "
+        "with bits_for=params; returns as xnor_conv2d.");
   m.def("xnor_linear", &linear_binding, py::arg("weight"), py::arg("x").noconvert(),
         py::arg("scaling"), py::arg("bias") = py::none(),
         "XNOR Linear on the last dim of x (..., F); returns (out (..., O), input_has_nan, "
@@ -518,6 +638,10 @@ PYBIND11_MODULE(_native, m) {
   m.def("bwn_linear", &bwn_binding, py::arg("weight"), py::arg("x").noconvert(),
         py::arg("bias") = py::none(),
         "BWN Linear on the last dim of x (..., F); returns (out (..., O), timing).");
+  m.def("max_pool2d", &max_pool_binding, py::arg("x").noconvert(), py::arg("kernel"),
+        py::arg("stride"), py::arg("padding"),
+        "Max pool of a float32 NHWC (channels_last) input; returns the NHWC output (torch's "
+        "max_pool2d values, bit for bit).");
   m.def("microkernel_rate", &microkernel_binding, py::arg("kernel"), py::arg("channels"),
         py::arg("out_channels"), py::arg("seconds"),
         "Binary MAC/s of the active ISA's conv micro-kernel alone on L1-resident data.");

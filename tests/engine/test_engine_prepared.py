@@ -87,3 +87,127 @@ def test_preparing_checks_the_geometry_and_the_prologue() -> None:
         PreparedConv2d((1, 16, 9, 9), packed, prologue=Prologue(torch.ones(5), torch.zeros(5)))
     with pytest.raises(KernelInputError, match="lo <= hi"):
         PreparedConv2d((1, 16, 9, 9), packed, clamp=(1.0, 0.0))
+
+
+def chain(seed: int, batch: int = 2, channels: int = 48) -> tuple[Tensor, PreparedConv2d,
+                                                                    PreparedConv2d, Tensor]:  # fmt: skip
+    """A writer conv (3x3, stride 2, clamp) and a reader conv (3x3, residual, clamp) of its
+    output, prepared for an input of ``batch`` x 16 x 17 x 17."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 16, 17, 17, generator=gen).contiguous(memory_format=NHWC)
+    first = engine.pack_conv2d_weight(torch.randn(channels, 16, 3, 3, generator=gen),
+                                      torch.randn(channels, generator=gen))  # fmt: skip
+    second = engine.pack_conv2d_weight(torch.randn(20, channels, 3, 3, generator=gen))
+    writer = PreparedConv2d(tuple(x.shape), first, stride=2, padding=1, clamp=(-1.0, 1.0))
+    reader = PreparedConv2d(tuple(writer.out_shape), second, padding=1, clamp=(0.0, 3.0))
+    residual = torch.randn(reader.out_shape, generator=gen).contiguous(memory_format=NHWC)
+    return x, writer, reader, residual
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("batch", "channels"), [(1, 48), (2, 64), (3, 100), (1, 130)])
+def test_a_bit_output_gives_the_reader_what_the_float_output_gives(
+    isa: str, threads: int, batch: int, channels: int
+) -> None:
+    before = engine.get_threads()
+    engine.set_threads(threads)
+    try:
+        x, writer, reader, residual = chain(batch + channels, batch, channels)
+        floats = writer(x)
+        assert isinstance(floats, Tensor)
+        expected = reader(floats, residual)
+        writer.bits_for(reader)
+        packed = writer(x)
+        assert isinstance(packed, engine.PackedActivation) and packed.shape == floats.shape
+        got = reader(packed, residual)
+        # The same signs; the K map adds the same |x| in another order (float rounding).
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        writer.bits_for(None)
+        assert torch.equal(writer(x), floats)
+    finally:
+        engine.set_threads(before)
+
+
+def tree_sums(values: Tensor) -> Tensor:
+    """Sum of ``|v|`` over each block of 32 channels (last dim), in the engine's fixed tree:
+    lanes i and i + 16, then halves of 8, 4, 2, 1."""
+    t = values.abs().reshape(*values.shape[:-1], -1, 32)
+    for width in (16, 8, 4, 2, 1):
+        t = t[..., :width] + t[..., width : 2 * width]
+    return t[..., 0]
+
+
+@pytest.mark.parametrize("channels", [64, 40])
+def test_a_bit_output_holds_the_signs_and_tree_sums_of_the_float_output(
+    isa: str, channels: int
+) -> None:
+    x, writer, reader, _ = chain(11, 2, channels)
+    floats = writer(x)
+    assert isinstance(floats, Tensor)
+    writer.bits_for(reader)
+    packed = writer(x)
+    assert isinstance(packed, engine.PackedActivation)
+    batch, _, height, width = floats.shape
+    nhwc = floats.permute(0, 2, 3, 1)  # (N, H, W, C)
+    padded = torch.nn.functional.pad(nhwc, (0, 64 - channels)) if channels % 64 else nhwc
+    expected_sums = tree_sums(padded).reshape(batch * height * width, -1)[:, :2]
+    assert torch.equal(torch.from_numpy(packed.block_absum), expected_sums)
+    # The reader's halo: padding 1 around each 9x9 image (11x11 words, one word per pixel).
+    words = torch.from_numpy(packed.bits).reshape(batch, height + 2, width + 2)
+    assert torch.all(words[:, 0] == 0) and torch.all(words[:, :, 0] == 0)
+    assert torch.all(words[:, -1] == 0) and torch.all(words[:, :, -1] == 0)
+    lanes = torch.arange(64)
+    bits = (words[:, 1:-1, 1:-1, None] >> lanes) & 1  # (N, H, W, 64), bit c = channel c
+    expected_bits = torch.zeros_like(bits)
+    expected_bits[..., :channels] = (nhwc < 0).long()
+    assert torch.equal(bits, expected_bits)
+
+
+def test_a_nan_in_a_bit_output_warns_in_its_reader() -> None:
+    x, writer, reader, _ = chain(8)
+    writer = PreparedConv2d(tuple(x.shape), writer.weight, stride=2, padding=1)  # no clamp
+    writer.bits_for(reader)
+    x = x.clone()
+    x[0, 0, 4, 4] = math.nan  # the writer's K map, so its outputs there, become NaN
+    with pytest.warns(NaNInputWarning):
+        packed = writer(x)
+    with pytest.warns(NaNInputWarning):  # the reader sees NaN in the sums of |x|
+        reader(packed)
+
+
+def test_bit_outputs_refuse_what_they_cannot_serve() -> None:
+    x, writer, reader, _ = chain(9)
+    other = PreparedConv2d((2, 16, 9, 9), reader.weight, padding=1)
+    with pytest.raises(KernelInputError, match="reader must take this conv's output"):
+        writer.bits_for(other)
+    with_prologue = PreparedConv2d(
+        tuple(writer.out_shape), reader.weight, padding=1,
+        prologue=Prologue(torch.ones(48), torch.zeros(48)),
+    )  # fmt: skip
+    with pytest.raises(KernelInputError, match="no prologue"):
+        writer.bits_for(with_prologue)
+    writer.bits_for(reader)
+    packed = writer(x)
+    twin = PreparedConv2d(tuple(writer.out_shape), reader.weight, padding=1)
+    with pytest.raises(KernelInputError, match="only be read by the conv it is for"):
+        twin(packed)
+    with engine.profile() as records:
+        reader(writer(x))
+    assert [r.out_shape for r in records] == [tuple(writer.out_shape), tuple(reader.out_shape)]
+
+
+def test_the_native_packed_call_checks_its_arrays() -> None:
+    native = engine._backend.native_module()
+    assert native is not None
+    x, writer, reader, _ = chain(10)
+    writer.bits_for(reader)
+    packed = writer(x)
+    assert isinstance(packed, engine.PackedActivation)
+    _, params, buffers = reader._call  # type: ignore[misc]
+    with pytest.raises(ValueError, match="bits must have shape"):
+        native.xnor_conv2d_packed(params, buffers, packed.bits[:-1], packed.block_absum)
+    with pytest.raises(ValueError, match="block_absum must have shape"):
+        native.xnor_conv2d_packed(params, buffers, packed.bits, packed.block_absum[:, :1])
+    _, writer_params, writer_buffers = writer._call  # type: ignore[misc]
+    with pytest.raises(ValueError, match="not this conv's output"):
+        native.xnor_conv2d(writer_params, writer_buffers, x.numpy(), bits_for=writer_params)

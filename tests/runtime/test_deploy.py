@@ -17,7 +17,7 @@ from xnorlab import engine
 from xnorlab.binary.layers import BinConv2d
 from xnorlab.binary.modes import Backend, Mode
 from xnorlab.binary.surgery import binarize_model
-from xnorlab.runtime.deploy import AffineClamp, DeployReport, FusedXnorConv
+from xnorlab.runtime.deploy import AffineClamp, DeployReport, EngineMaxPool2d, FusedXnorConv
 
 SUPPORTED_ISAS = engine.info()["supported_isas"]
 
@@ -172,6 +172,27 @@ def test_resnet18_paper_preset_deploys_fused_and_equal(isa: str) -> None:
     assert "layer1.0.conv1+layer1.0.bn1+layer1.0.relu" in fused
     assert "layer2.0.downsample.0+layer2.0.downsample.1" in fused
     assert "layer2.0.conv2+layer2.0.bn2+add_2+layer2.0.relu" in fused
+    assert deployed.deploy_report.pools == ["maxpool"]
+    assert "max pools in the engine 1" in deployed.deploy_report.text()
+    assert isinstance(deployed.get_submodule("maxpool"), EngineMaxPool2d)
+
+
+def test_max_pools_the_engine_does_not_compute_stay_torchs() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+        nn.Conv2d(8, 8, 3, padding=1), nn.MaxPool2d(2, dilation=2),
+        nn.Conv2d(8, 8, 3, padding=1), nn.MaxPool2d(2),
+    )  # fmt: skip
+    binarize_model(model, {"2": "xnor", "4": "xnor"}, warn_first_last=False)
+    x = torch.randn(2, 3, 24, 24)
+    with torch.no_grad():
+        expected = model.eval()(x)
+        deployed = xnorlab.deploy(model)
+        assert_close(deployed(x), expected)
+    assert deployed.deploy_report.pools == ["5"]
+    assert [type(m) for m in deployed.children()][1::2] == [
+        nn.MaxPool2d, nn.MaxPool2d, EngineMaxPool2d
+    ]  # fmt: skip
 
 
 class BroadcastShortcut(nn.Module):

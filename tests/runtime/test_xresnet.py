@@ -3,6 +3,8 @@ preset, and its deployed engine inference against the torch simulation."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -64,9 +66,28 @@ def test_xresnet18_deployed_equals_the_simulation(
     assert "blocks.0.conv1+blocks.0.pre2.0+blocks.0.pre2.1" in report.fused
     assert "blocks.7.conv2+add_7" in report.fused
     assert len(report.prologues) == 11 and report.affine == ["head.0+head.1"]
+    assert report.pools == (["stem.2"] if arch == "xresnet18" else [])  # the stem's max pool
     assert "blocks.2.shortcut.0+blocks.2.shortcut.1>blocks.2.shortcut.2" in report.prologues
     assert sum(isinstance(m, FusedXnorConv) for m in deployed.modules()) == 19
     assert sum(isinstance(m, AffineClamp) for m in deployed.modules()) == 1
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
     native = [m for m in deployed.modules() if isinstance(m, BinConv2d) and m.mode is Mode.XNOR]
     assert native == []
+    # conv1's output feeds conv2 alone: from the second forward on it is handed over packed.
+    assert len(report.bit_outputs) == 8
+    assert "blocks_0_conv1__blocks_0_pre2_0__blocks_0_pre2_1>blocks_0_conv2__add" in (
+        report.bit_outputs
+    )
+    with torch.no_grad():
+        for _ in range(2):
+            torch.testing.assert_close(
+                deployed(x), got, rtol=1e-5, atol=1e-5 * float(got.abs().max())
+            )
+    writers = [m for m in deployed.modules() if isinstance(m, FusedXnorConv) and m._reader]
+    assert len(writers) == 8
+    assert all(p.next is not None for m in writers for p in m._prepared.values())
+    # A copy leaves the prepared native calls behind and makes its own.
+    twin = copy.deepcopy(deployed)
+    with torch.no_grad():
+        for _ in range(2):
+            torch.testing.assert_close(twin(x), got, rtol=1e-5, atol=1e-5 * float(got.abs().max()))

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from xnorlab.binary.binarize import NaNInputWarning
@@ -47,6 +49,7 @@ from xnorlab.engine._backend import (
 from xnorlab.engine._checks import (
     ConvGeometry,
     as_float32,
+    as_pair,
     check_groups,
     check_input,
     check_linear_sizes,
@@ -71,6 +74,7 @@ __all__ = [
     "KernelInputError",
     "KernelTiming",
     "KernelTypeError",
+    "PackedActivation",
     "PackedConv2dWeight",
     "PackedLinearWeight",
     "PreparedConv2d",
@@ -78,6 +82,7 @@ __all__ = [
     "bwn_linear",
     "get_threads",
     "info",
+    "max_pool2d",
     "microkernel_rate",
     "pack_conv2d_weight",
     "pack_linear_weight",
@@ -256,12 +261,33 @@ def xnor_conv2d(
     return result if x.dtype == torch.float32 else result.to(x.dtype)
 
 
+@dataclass(frozen=True)
+class PackedActivation:
+    """A conv's output in the packed form the next conv reads: its sign bits, laid out with
+    that conv's halo, and per pixel the sums of ``|x|`` over each block of 32 channels (for
+    its K map). A :class:`PreparedConv2d` linked with :meth:`PreparedConv2d.bits_for` returns
+    it instead of a float tensor; only ``reader`` (the conv it was packed for) can read it.
+    ``shape`` is the float output's shape."""
+
+    bits: Any
+    block_absum: Any
+    shape: torch.Size
+    reader: PreparedConv2d
+
+
 class PreparedConv2d:
     """An XNOR conv validated once for one input shape (float32, channels_last memory): calling
     it with such an input (and a float32 channels_last residual of the output's shape) runs
     the engine with only the checks the native boundary makes, which costs a few microseconds
     less per call than :func:`xnor_conv2d` - it adds up over a network's calls at batch 1.
-    Inputs it was not prepared for go through :func:`xnor_conv2d` (same result)."""
+    Inputs it was not prepared for go through :func:`xnor_conv2d` (same result).
+
+    Linked to the conv that alone reads its output (:meth:`bits_for`), it returns that conv's
+    packed input (:class:`PackedActivation`: sign bits and sums of ``|x|``, written by the
+    engine while each output tile is in cache) instead of a float tensor, and the next conv
+    skips its packing pass. The signs are those of the float output; its K map adds the same
+    ``|x|`` in another order (equal up to float rounding).
+    """
 
     def __init__(
         self, input_shape: tuple[int, ...], weight: PackedConv2dWeight, stride: Any = 1,
@@ -280,6 +306,7 @@ class PreparedConv2d:
                             padding, dilation)  # fmt: skip
         self.out_shape = torch.Size((self.input_shape[0], weight.out_channels, geo.out_h,
                                      geo.out_w))  # fmt: skip
+        self.next: PreparedConv2d | None = None
         native = native_module()
         self._call: _ConvCall | None = None
         self._prologue_args: tuple[Any, Any, Any] = (None, None, None)
@@ -291,6 +318,25 @@ class PreparedConv2d:
             params = _conv_params(native, probe, True, weight, geo, parse_pad_mode(pad_mode),
                                   parse_scaling(scaling))  # fmt: skip
             self._call = (native.xnor_conv2d, params, _buffers(native, weight))
+            self._packed_call = native.xnor_conv2d_packed
+
+    @property
+    def native(self) -> bool:
+        """Whether the call runs in the native engine (else :func:`xnor_conv2d`'s reference)."""
+        return self._call is not None
+
+    def bits_for(self, reader: PreparedConv2d | None) -> None:
+        """Return ``reader``'s packed input from now on (None: float output again). The
+        reader takes this conv's output as its input and applies no prologue."""
+        if reader is not None:
+            if self._call is None or reader._call is None:
+                raise KernelConfigError("bit outputs need the native engine")
+            if reader.input_shape != self.out_shape or reader.prologue is not None:
+                raise KernelInputError(
+                    "bits_for: the reader must take this conv's output as it is (shape "
+                    f"{tuple(self.out_shape)}, no prologue)"
+                )
+        self.next = reader
 
     def _takes(self, x: Tensor, residual: Tensor | None) -> bool:
         """Whether the engine can take ``x`` and ``residual`` as they are."""
@@ -304,27 +350,71 @@ class PreparedConv2d:
                 and residual.dtype is torch.float32 and residual.is_cpu
                 and residual.is_contiguous(memory_format=channels_last)
             ))
-            and not is_profiling()
         )  # fmt: skip
 
-    def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        """``clamp(conv(prologue(x)) + residual, clamp)``, as :func:`xnor_conv2d` computes it."""
+    def __call__(
+        self, x: Tensor | PackedActivation, residual: Tensor | None = None
+    ) -> Tensor | PackedActivation:
+        """``clamp(conv(prologue(x)) + residual, clamp)``, as :func:`xnor_conv2d` computes it
+        (as the next conv's :class:`PackedActivation` when linked by :meth:`bits_for`)."""
+        if isinstance(x, PackedActivation):
+            read: Tensor | PackedActivation = self._from_packed(x, residual)
+            return read
         if not self._takes(x, residual):
             return xnor_conv2d(
                 x, self.weight, **self.settings, epilogue=Epilogue(residual, self.clamp),
                 prologue=self.prologue,
             )  # fmt: skip
+        start = time.perf_counter()
         assert self._call is not None
         conv, params, buffers = self._call
         extra = None if residual is None else numpy_view(residual)
         try:
-            out, has_nan, _ = conv(params, buffers, numpy_view(x), None, extra, self.clamp,
-                                   *self._prologue_args)  # fmt: skip
+            out, has_nan, split = conv(params, buffers, numpy_view(x), None, extra, self.clamp,
+                                       *self._prologue_args, self._next_params())  # fmt: skip
         except (ValueError, TypeError) as exc:
             raise _native_error(exc) from exc
+        result: Tensor | PackedActivation = self._finish(out, has_nan, split, start)
+        return result
+
+    def _from_packed(self, x: PackedActivation, residual: Tensor | None) -> Any:
+        """The conv of the packed input the conv before wrote for this one."""
+        if x.reader is not self:
+            raise KernelInputError("a packed activation can only be read by the conv it is for")
+        start = time.perf_counter()
+        assert self._call is not None
+        _, params, buffers = self._call
+        extra = None
+        if residual is not None:
+            extra = Epilogue(residual).residual_array(tuple(self.out_shape))
+        try:
+            out, has_nan, split = self._packed_call(
+                params, buffers, x.bits, x.block_absum, None, extra, self.clamp,
+                self._next_params(),
+            )  # fmt: skip
+        except (ValueError, TypeError) as exc:
+            raise _native_error(exc) from exc
+        return self._finish(out, has_nan, split, start)
+
+    def _next_params(self) -> Any:
+        return None if self.next is None or self.next._call is None else self.next._call[1]
+
+    def _finish(self, out: Any, has_nan: bool, split: Any, start: float) -> Any:
+        """The call's result (a tensor, or the next conv's packed input), its NaN warning and
+        its profile record."""
         if has_nan:
-            warnings.warn(_NAN_MESSAGE, NaNInputWarning, stacklevel=2)
-        return torch.from_numpy(out)
+            warnings.warn(_NAN_MESSAGE, NaNInputWarning, stacklevel=3)
+        if self.next is not None:
+            result: Any = PackedActivation(out[0], out[1], self.out_shape, self.next)
+        else:
+            result = torch.from_numpy(out)
+        if is_profiling():
+            weight = self.weight
+            macs = self.out_shape.numel() * weight.in_channels * weight.taps
+            shapes = (self.input_shape, (weight.out_channels, weight.in_channels,
+                                         *weight.kernel_size), self.out_shape)  # fmt: skip
+            _record("xnor_conv2d", shapes, macs, split, start)
+        return result
 
 
 def _channels_last_input(x: Any) -> Any:
@@ -478,3 +568,28 @@ def bwn_linear(
     Computed as ``alpha[o] * (sum_f x_f - 2 * sum_{f: W_of < 0} x_f) + bias[o]``.
     """
     return _linear("bwn_linear", x, weight, bias, None)
+
+
+def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
+    """Max pool, in the engine for a float32 CPU input in channels_last memory (the layout it
+    returns): torch's ``F.max_pool2d`` values bit for bit (padded taps never win, NaN wins,
+    ties keep the first tap), without the indices torch's channels_last kernel computes. Any
+    other input runs ``F.max_pool2d`` itself, the reference. ``stride`` None: the kernel size.
+    """
+    kernel = as_pair(kernel_size, "kernel_size", 1)
+    steps = kernel if stride is None else as_pair(stride, "stride", 1)
+    pad = as_pair(padding, "padding", 0)
+    native = native_module()
+    engine_input = (
+        native is not None and type(x) is Tensor and x.dim() == 4
+        and x.dtype is torch.float32 and x.is_cpu and not x.requires_grad
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )  # fmt: skip
+    if not engine_input:
+        out: Tensor = F.max_pool2d(x, kernel, steps, pad)
+        return out
+    assert native is not None
+    try:
+        return torch.from_numpy(native.max_pool2d(numpy_view(x), kernel, steps, pad))
+    except (ValueError, TypeError) as exc:
+        raise _native_error(exc) from exc

@@ -13,7 +13,7 @@ from typing import Any
 
 from xnorlab.engine.errors import KernelConfigError
 
-ABI_VERSION = 5
+ABI_VERSION = 7
 
 
 def _load() -> tuple[ModuleType | None, str]:

@@ -75,7 +75,8 @@ def as_float32(x: Tensor, prefer_nhwc: bool = False) -> tuple[Tensor, bool]:
     return x.contiguous(), False
 
 
-def _pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
+def as_pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
+    """``value`` (an int or two) as a pair of ints in ``minimum..MAX_DIM``."""
     if type(value) is int and minimum <= value <= MAX_DIM:  # fast path of the common case
         return (value, value)
     try:
@@ -144,8 +145,8 @@ def _conv_geometry(
 ) -> ConvGeometry:
     """Output size ``floor((H + pads - d*(k-1) - 1) / s) + 1``; raises if it would be < 1 or
     if the padded input or the output ``(N, C_out, H_out, W_out)`` would be too large."""
-    stride2 = _pair(stride, "stride", 1)
-    dilation2 = _pair(dilation, "dilation", 1)
+    stride2 = as_pair(stride, "stride", 1)
+    dilation2 = as_pair(dilation, "dilation", 1)
     if isinstance(padding, str):
         if padding not in ("same", "valid"):
             raise KernelInputError(
@@ -155,7 +156,7 @@ def _conv_geometry(
             raise KernelInputError("padding='same' needs stride 1 (as in PyTorch)")
         pad4 = conv_pad4(padding, kernel_size, dilation2)
     else:
-        pad_h, pad_w = _pair(padding, "padding", 0)
+        pad_h, pad_w = as_pair(padding, "padding", 0)
         pad4 = (pad_w, pad_w, pad_h, pad_h)
     batch, channels, height, width = (int(v) for v in x_shape)
     padded_h, padded_w = height + pad4[2] + pad4[3], width + pad4[0] + pad4[1]

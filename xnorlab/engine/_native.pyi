@@ -7,6 +7,8 @@ size is checked in C++: bad values raise ``ValueError``, bad types or dtypes ``T
 Outputs are allocated by the call (64-byte aligned float32) and returned.
 """
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -98,14 +100,36 @@ def xnor_conv2d(
     prologue_scale: Float32Array | None = None,
     prologue_shift: Float32Array | None = None,
     prologue_clamp: tuple[float, float] | None = None,
-) -> tuple[Float32Array, bool, Timing]:
+    bits_for: ConvParams | None = None,
+) -> tuple[Any, bool, Timing]:
     """XNOR conv2d of ``x`` (``params.input_shape``, NCHW or NHWC memory per
     ``params.channels_last``). Returns ``(out, input_has_nan, timing)``; ``out`` has shape
     ``params.out_shape`` in NHWC memory (channels_last). ``bias`` overrides the packed one.
     Fused epilogue: ``out = clamp(out + residual, lo, hi)`` with ``residual`` of
     ``params.out_shape`` in NHWC memory and ``clamp = (lo, hi)``, ``lo <= hi``. Fused
     prologue (NHWC input only): the conv takes ``clamp(x * prologue_scale[c] +
-    prologue_shift[c], lo, hi)`` for ``x``, both arrays of ``C`` float32."""
+    prologue_shift[c], lo, hi)`` for ``x``, both arrays of ``C`` float32. With ``bits_for``
+    (the ConvParams of the conv that reads this output) ``out`` is that conv's packed input,
+    ``(bits int64 (words,), block_absum float32 (pixels, blocks))``."""
+
+def xnor_conv2d_packed(
+    params: ConvParams,
+    weight: PackedBuffers,
+    bits: Any,
+    block_absum: Float32Array,
+    bias: Float32Array | None = None,
+    residual: Float32Array | None = None,
+    clamp: tuple[float, float] | None = None,
+    bits_for: ConvParams | None = None,
+) -> tuple[Any, bool, Timing]:
+    """XNOR conv2d of the packed input another conv's ``bits_for=params`` call returned;
+    otherwise as :func:`xnor_conv2d`."""
+
+def max_pool2d(
+    x: Float32Array, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> Float32Array:
+    """Max pool of ``x`` (N, C, H, W) in NHWC memory; returns the NHWC output, torch's
+    ``max_pool2d`` values bit for bit (padding at most half the kernel, no dilation)."""
 
 def xnor_linear(
     weight: PackedBuffers, x: Float32Array, scaling: str, bias: Float32Array | None = None

@@ -16,8 +16,9 @@ same order as torch's). Every other eval BatchNorm2d (in the XNOR-Net order, the
 binary conv whose input also feeds a shortcut) and the clamp after it, ``clamp(x * g + h, lo,
 hi)``, becomes the prologue of the XNOR conv it feeds when that conv is its only reader
 (``xnorlab.engine.Prologue``: applied while the engine packs the conv's input, so the
-normalized tensor is never written), else one multiply-add (:class:`AffineClamp`). A model fx
-cannot trace is deployed unfused; the returned model's ``deploy_report`` (a
+normalized tensor is never written), else one multiply-add (:class:`AffineClamp`). Max pools
+(the float stem's, before the first block) run in the engine (:class:`EngineMaxPool2d`). A
+model fx cannot trace is deployed unfused; the returned model's ``deploy_report`` (a
 :class:`DeployReport`) says which happened.
 """
 
@@ -36,7 +37,15 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from xnorlab.binary.layers import BinarizableLayer, BinConv2d
 from xnorlab.binary.modes import Backend, Mode
-from xnorlab.engine import Epilogue, PreparedConv2d, Prologue, xnor_conv2d
+from xnorlab.engine import (
+    Epilogue,
+    KernelInputError,
+    PackedActivation,
+    PreparedConv2d,
+    Prologue,
+    max_pool2d,
+    xnor_conv2d,
+)
 from xnorlab.engine._checks import conv_geometry
 from xnorlab.engine.packed import PackedConv2dWeight
 from xnorlab.runtime.integration import channels_last_hook, packed_weight
@@ -47,6 +56,8 @@ class DeployReport:
     """What :func:`deploy` did: ``fused`` names the fused chains (``conv+bn[+add][+act]``, by
     graph node), ``prologues`` the BatchNorms (``bn[+act]>conv``) run inside the XNOR conv
     they feed, ``affine`` the other BatchNorms (``bn[+act]``) run as :class:`AffineClamp`,
+    ``pools`` the max pools run in the engine, ``bit_outputs`` the fused convs
+    (``conv>reader``) that hand the XNOR conv alone reading their output its packed input,
     ``traced`` whether fx traced the model, ``reason`` why not (empty if it did)."""
 
     traced: bool = False
@@ -54,15 +65,19 @@ class DeployReport:
     fused: list[str] = field(default_factory=list)
     affine: list[str] = field(default_factory=list)
     prologues: list[str] = field(default_factory=list)
+    pools: list[str] = field(default_factory=list)
+    bit_outputs: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         """One line for the app and the reports."""
         if not self.traced:
             return f"deploy: not fused, {self.reason}" if self.reason else "deploy: not fused"
+        pools = f", max pools in the engine {len(self.pools)}" if self.pools else ""
+        bits = f", outputs passed packed {len(self.bit_outputs)}" if self.bit_outputs else ""
         return (
             f"deploy: fused chains {len(self.fused)}, BatchNorms in the next conv's packing "
-            f"{len(self.prologues)}, as multiply-add {len(self.affine)} (torch.fx traced the "
-            "model)"
+            f"{len(self.prologues)}, as multiply-add {len(self.affine)}{pools}{bits} (torch.fx "
+            "traced the model)"
         )
 
 
@@ -84,10 +99,32 @@ class FusedXnorConv(nn.Module):
         self.packed = packed if bn is None else fold_batchnorm(packed, bn)
         self._fits: dict[tuple[Any, ...], bool] = {}  # per (input, shortcut) shape
         self._prepared: dict[torch.Size, PreparedConv2d] = {}  # per input shape
+        # The fused conv that alone reads this output, if it may take it packed (a tuple: a
+        # module attribute would register it as a submodule).
+        self._reader: tuple[FusedXnorConv, ...] = ()
 
-    def forward(self, x: Tensor, shortcut: Tensor | None = None) -> Tensor:
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the prepared native calls behind (made again on use)."""
+        state = dict(vars(self))
+        state["_prepared"] = {}
+        return state
+
+    def write_bits_for(self, reader: FusedXnorConv) -> None:
+        """Hand ``reader`` (which alone reads this output, as its input) its packed input
+        instead of a float output, once both calls are prepared for the shapes they see."""
+        self._reader = (reader,)
+
+    def forward(self, x: Tensor | PackedActivation, shortcut: Tensor | None = None) -> Any:
+        if isinstance(x, PackedActivation):
+            return self._read_packed(x, shortcut)
         prepared = self._prepared.get(x.shape)
         if prepared is not None and (shortcut is None or shortcut.shape == prepared.out_shape):
+            if self._reader and prepared.native:
+                reader = self._reader[0]._prepared.get(prepared.out_shape)
+                if reader is not None and (not reader.native or reader.prologue is not None):
+                    reader = None
+                if reader is not prepared.next:
+                    prepared.bits_for(reader)
             return prepared(x, shortcut)
         if shortcut is None or self._shortcut_fits(x, shortcut):
             out = self._conv(x, Epilogue(shortcut, self.bounds))
@@ -96,6 +133,15 @@ class FusedXnorConv(nn.Module):
         # A shortcut that broadcasts: the add and the clamp run in torch, after the conv.
         out = self._conv(x, Epilogue()) + shortcut
         return out if self.bounds is None else out.clamp(*self.bounds)
+
+    def _read_packed(self, x: PackedActivation, shortcut: Tensor | None) -> Any:
+        """This conv on the packed input the conv before it wrote for it. Shapes follow from
+        the input's in a traced graph, so the shortcut fits as it did when prepared."""
+        if x.reader.weight is not self.packed:
+            raise KernelInputError("a packed activation can only be read by the conv it is for")
+        if shortcut is not None and shortcut.shape != x.reader.out_shape:
+            raise KernelInputError("the shortcut of a packed input must have the output's shape")
+        return x.reader(x, shortcut)
 
     @property
     def prologue(self) -> Prologue | None:
@@ -170,6 +216,62 @@ class AffineClamp(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.scale.numel()}, clamp={self.bounds}"
+
+
+class EngineMaxPool2d(nn.Module):
+    """``nn.MaxPool2d`` (no dilation, no ceil mode, no indices) run by the engine on
+    channels_last float32 input, torch's values bit for bit (``xnorlab.engine.max_pool2d``)."""
+
+    def __init__(self, pool: nn.MaxPool2d) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = pool.kernel_size, pool.stride, pool.padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        return max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+def _bits_graph(gm: fx.GraphModule) -> list[str]:
+    """Link each fused conv whose only reader is a fused conv without a prologue, reading it
+    as its input only, to write that reader's packed input (``FusedXnorConv.write_bits_for``);
+    returns the links' names."""
+    modules = dict(gm.named_modules())
+    done: list[str] = []
+    for node in gm.graph.nodes:
+        writer = modules.get(str(node.target)) if node.op == "call_module" else None
+        user = _single_user(node) if isinstance(writer, FusedXnorConv) else None
+        if writer is None or user is None or user.op != "call_module" or user.kwargs:
+            continue
+        reader = modules.get(str(user.target))
+        if not isinstance(reader, FusedXnorConv) or reader.prologue is not None:
+            continue
+        if user.args[:1] != (node,) or node in user.args[1:]:
+            continue
+        assert isinstance(writer, FusedXnorConv)
+        writer.write_bits_for(reader)
+        done.append(f"{node.target}>{user.target}")
+    return done
+
+
+def _engine_pool(module: Any) -> bool:
+    """Whether the engine's max pool computes ``module`` (torch's defaults but the geometry)."""
+    return (
+        type(module) is nn.MaxPool2d and module.dilation in (1, (1, 1))
+        and not module.ceil_mode and not module.return_indices
+    )  # fmt: skip
+
+
+def _pool_graph(gm: fx.GraphModule) -> list[str]:
+    """Replace each max pool the engine computes by an :class:`EngineMaxPool2d`; their names."""
+    done: list[str] = []
+    for name, module in list(gm.named_modules()):
+        if name and _engine_pool(module):
+            assert isinstance(module, nn.MaxPool2d)
+            gm.set_submodule(name, EngineMaxPool2d(module))
+            done.append(name)
+    return done
 
 
 def batchnorm_affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
@@ -477,6 +579,8 @@ def deploy(model: nn.Module, fuse: bool = True) -> nn.Module:
             gm = fx.GraphModule(prepared, graph, type(prepared).__name__)
             report.fused = _fuse_graph(gm)
             report.affine, report.prologues = _affine_graph(gm)
+            report.pools = _pool_graph(gm)
+            report.bit_outputs = _bits_graph(gm)
             prepared = gm
     if _has_xnor_conv(model):
         prepared.register_forward_pre_hook(channels_last_hook)
@@ -487,6 +591,7 @@ def deploy(model: nn.Module, fuse: bool = True) -> nn.Module:
 __all__ = [
     "AffineClamp",
     "DeployReport",
+    "EngineMaxPool2d",
     "FusedXnorConv",
     "batchnorm_affine",
     "deploy",

@@ -56,8 +56,35 @@ struct ConvResult {
   Timing timing;
 };
 
-// XNOR conv2d with fused sign/pack, K map / beta, popcount and output transform.
-ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b);
+// A conv's input already packed by the conv before it (its bit output): the sign bits in this
+// conv's halo layout, [batch][Hp][Wp][W] words (kernels.h; halo words zero), and per pixel the
+// sums of |x| over each block of 32 channels, [batch * H * W][ceil(C / 32)], which the K map /
+// beta add up in block order.
+struct PackedInput {
+  const uint64_t* bits;
+  const float* block_absum;
+};
+
+// Bit output of a conv whose only reader is another XNOR conv (`next`, whose input is this
+// conv's output): the conv writes the next conv's PackedInput instead of its float output (the
+// signs and |.| of its values after the epilogue), so no float output is written and the next
+// conv skips its pack pass. `bits` must be zeroed by the caller (halo and padding bits).
+struct BitOutput {
+  const ConvShape* next = nullptr;
+  uint64_t* bits = nullptr;         // packed_input_words(*next) words
+  float* block_absum = nullptr;     // next->batch * next->height * next->width * blocks floats
+};
+
+// Words of a conv's packed input with its halo (the size of a BitOutput's `bits`).
+int64_t packed_input_words(const ConvShape& s);
+
+// XNOR conv2d with fused sign/pack, K map / beta, popcount and output transform; with `bits`
+// the output goes to the next conv's packed input instead of b.out (which may be null).
+ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b, const BitOutput* bits = nullptr);
+
+// The same conv on an input packed by the conv before it (b.x is not read).
+ConvResult xnor_conv2d_packed(const ConvShape& s, const ConvBuffers& b, const PackedInput& in,
+                              const BitOutput* bits = nullptr);
 
 // Binary MACs per second of the active ISA's micro-kernel alone (the popcount loop with its
 // fused output transform) on L1-resident data: one tile of pixels x the output-channel blocks
@@ -68,6 +95,16 @@ double microkernel_rate(int64_t kernel, int64_t channels, int64_t out_channels, 
 // Pack a float weight [O][C][taps] (contiguous) into kernel order; padding words are zeroed.
 void pack_weight(const float* w, int64_t out_channels, int64_t channels, int64_t taps,
                  uint64_t* bits);
+
+// Max pool of NHWC float input (the float stem's pool before a binary ResNet's first block).
+// Padded taps never win (-inf), a NaN in the window wins, and among equal values the first tap
+// in (ky, kx) order is kept: torch's max_pool2d, bit for bit. Sizes are checked by the binding.
+struct PoolShape {
+  int64_t batch, channels, height, width;
+  int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
+  int64_t out_h, out_w;
+};
+void max_pool2d_nhwc(const PoolShape& s, const float* x, float* out);
 
 // BWN linear: out[n][o] = alpha[o] * (x[n] . sign(w[o])) + bias[o]; out is [batch][O].
 Timing bwn_linear(const float* x, int64_t batch, int64_t features, const uint64_t* weight,

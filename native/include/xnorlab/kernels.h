@@ -97,7 +97,20 @@ struct PackArgs {
   int64_t width;           // pixels per input row
   int64_t row_stride;      // words between the starts of consecutive rows (Wp * W)
   float* absum;            // image start: [HW] (sum over channels of |x|), dense
+  // Prologue (NHWC only; engine.h's ConvBuffers): pack v = clamp(x * scale[c] + shift[c], lo,
+  // hi) instead of x: a multiply and an add, each rounded, then "lo if lo > v, hi if v > hi"
+  // (NaN stays NaN). scale == nullptr: none.
+  const float* scale = nullptr;
+  const float* shift = nullptr;
+  float lo = -__builtin_inff(), hi = __builtin_inff();
 };
+
+// The prologue of PackArgs on one value (the portable form every ISA matches bit for bit).
+inline float prologue_value(const PackArgs& a, int64_t c, float x) {
+  float v = x * a.scale[c] + a.shift[c];
+  v = a.lo > v ? a.lo : v;
+  return v > a.hi ? a.hi : v;
+}
 
 // Packed row of pixel p (row-major index into the H x W image) inside the halo buffer.
 inline uint64_t* packed_row(const PackArgs& a, int64_t p) {
@@ -119,6 +132,60 @@ struct BwnArgs {
   const float* lut;
 };
 
+// One output row of a max pool over an NHWC image (engine.h's max_pool2d_nhwc): output pixel
+// ow takes the input rows [h0, h1) (already clipped) and the columns of its window clipped to
+// the image; it starts at -inf and takes each tap v in (ky, kx) order when v > max or v is
+// NaN (torch's rule, so the result is torch's bit for bit).
+struct PoolRowArgs {
+  const float* image;  // [height][width][channels]
+  float* row;          // [out_w][channels]
+  int64_t channels, width, out_w;
+  int64_t h0, h1;
+  int64_t kernel_w, stride_w, pad_w;
+};
+
+// First and one-past-last input column of output column ow's window, clipped to the image.
+inline void pool_columns(const PoolRowArgs& a, int64_t ow, int64_t& w0, int64_t& w1) {
+  const int64_t start = ow * a.stride_w - a.pad_w;
+  w0 = start < 0 ? 0 : start;
+  w1 = start + a.kernel_w < a.width ? start + a.kernel_w : a.width;
+}
+
+// Bit output of one conv tile (engine.h's BitOutput): for each pixel p and block b in
+// [b0, b1), the sign bits of its 32 values (bit l set when v[l] < 0; NaN and the channels past
+// out_channels give 0) go to halves[p][b] and their sum of |v| to sums[p][b].
+struct BitsArgs {
+  const float* tile;        // pixel p's block b at tile + p * pixel_stride + b * kOcBlock
+  int pixels;
+  int64_t pixel_stride;
+  int64_t b0, b1, out_channels;
+  uint32_t* const* halves;  // [pixels]: the pixel's packed words as 32-bit halves
+  float* const* sums;       // [pixels]: the pixel's per-block sums
+};
+
+// Sign bits and sum of |v| of one block (its first `lanes` values; the others count as 0).
+// The sum is a fixed tree that every ISA computes alike, so bit outputs are the same on all:
+// t[i] = |v[i]| + |v[i + 16]|, then t[i] += t[i + w] for w = 8, 4, 2, 1; the sum is t[0].
+inline void sign_block(const float* v, int64_t lanes, uint32_t& mask, float& sum) {
+  float t[kOcBlock];
+  mask = 0;
+  for (int l = 0; l < kOcBlock; ++l) {
+    const float x = l < lanes ? v[l] : 0.0f;
+    mask |= static_cast<uint32_t>(x < 0.0f) << l;
+    t[l] = __builtin_fabsf(x);
+  }
+  for (int w = kOcBlock / 2; w >= 1; w /= 2) {
+    for (int i = 0; i < w; ++i) t[i] += t[i + w];
+  }
+  sum = t[0];
+}
+
+// Valid lanes of block b of a conv with `out_channels` outputs.
+inline int64_t block_lanes(int64_t b, int64_t out_channels) {
+  const int64_t left = out_channels - b * kOcBlock;
+  return left < kOcBlock ? left : kOcBlock;
+}
+
 struct KernelTable {
   const char* name;
   int tile;  // pixels per micro-kernel call (<= kMaxTile)
@@ -130,6 +197,8 @@ struct KernelTable {
   void (*pack_nhwc)(const PackArgs&);
   void (*bwn_rows)(const BwnArgs&);
   bool bwn_wants_lut;  // the driver builds BwnArgs::lut (byte lookup beats bit-by-bit work)
+  void (*max_pool_row)(const PoolRowArgs&);
+  void (*emit_bits)(const BitsArgs&);
 };
 
 const KernelTable& kernels_scalar();
