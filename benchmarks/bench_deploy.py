@@ -61,20 +61,24 @@ def engine_split(deployed: nn.Module, x: Tensor, calls: int = 20) -> tuple[float
     return totals[len(totals) // 2], len(records)
 
 
-def engine_threads_ab(deployed: nn.Module, x: Tensor, threads: list[int],
-                      rounds: int) -> dict[int, list[list[KernelTiming]]]:  # fmt: skip
-    """Engine-call records of one deploy forward per round and thread count; the thread counts
-    alternate within each round and their order reverses every round (one warm-up forward
-    before each recorded one)."""
+def engine_threads_ab(deployed: nn.Module, x: Tensor, threads: list[int], rounds: int,
+                      block: int = 4, warmup: int = 3) -> dict[int, list[list[KernelTiming]]]:  # fmt: skip
+    """Engine-call records of ``block`` deploy forwards per round and thread count; the thread
+    counts alternate within each round and their order reverses every round. After each switch
+    ``warmup`` forwards run unrecorded: right after ``torch.set_num_threads`` torch's OpenMP
+    workers hold the second core for a while, which made a per-forward switch read the
+    engine's 2-thread calls as no faster than 1-thread ones."""
     records: dict[int, list[list[KernelTiming]]] = {t: [] for t in threads}
     for r in range(rounds):
         for t in threads if r % 2 == 0 else threads[::-1]:
             torch.set_num_threads(t)
             engine.set_threads(t)
-            deployed(x)
-            with engine.profile() as calls:
+            for _ in range(warmup):
                 deployed(x)
-            records[t].append(calls)
+            for _ in range(block):
+                with engine.profile() as calls:
+                    deployed(x)
+                records[t].append(calls)
     return records
 
 
@@ -134,7 +138,8 @@ def main() -> None:
             print(f"deploy: {calls} engine calls take {engine_s * 1e3:.2f} ms (median forward)")
         if args.ab_rounds > 0 and len(args.threads) > 1:
             records = engine_threads_ab(deployed, x, args.threads, args.ab_rounds)
-            print(f"\ndeploy's engine calls by thread count, interleaved, {args.ab_rounds} "
+            forwards = len(next(iter(records.values())))
+            print(f"\ndeploy's engine calls by thread count, interleaved in blocks, {forwards} "
                   f"forwards each, load {os.getloadavg()[0]:.1f}")  # fmt: skip
             print_engine_threads_ab(records)
 
