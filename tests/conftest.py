@@ -38,3 +38,14 @@ def isa(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
     finally:
         engine.set_isa(before)
+
+
+@pytest.fixture(params=[1, 2])
+def threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Run the engine on 1, then 2 threads; restore the count before."""
+    before = engine.get_threads()
+    engine.set_threads(request.param)
+    try:
+        yield request.param
+    finally:
+        engine.set_threads(before)

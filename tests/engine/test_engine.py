@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -141,16 +140,6 @@ def test_concurrent_calls_from_python_threads_are_safe() -> None:
         got = list(pool.map(lambda x: engine.xnor_conv2d(x, weight, padding=1), inputs * 3))
     for index, out in enumerate(got):
         assert torch.equal(out, expected[index % len(inputs)])
-
-
-@pytest.fixture(params=[1, 2])
-def threads(request: pytest.FixtureRequest) -> Iterator[int]:
-    before = engine.get_threads()
-    engine.set_threads(request.param)
-    try:
-        yield request.param
-    finally:
-        engine.set_threads(before)
 
 
 @needs_native
