@@ -18,6 +18,11 @@ once, the fast path). Semantics are those of ``xnorlab.binary.binarize``:
 * Inputs of any float dtype are computed in float32 and returned in the input's dtype.
 * Inference only: outputs carry no autograd graph (train with ``xnorlab.binary.binarize``).
 
+Around the conv: a :class:`Prologue` (``clamp(x * scale + shift)`` per input channel, applied
+while packing) and an :class:`Epilogue` (``clamp(out + residual)``, applied per output tile);
+:class:`PreparedConv2d` validates a conv once per input shape and can hand the next conv its
+packed input (:class:`PackedActivation`); :func:`max_pool2d` pools channels_last input.
+
 Engine controls: :func:`info`, :func:`set_isa`, :func:`set_threads`, :func:`get_threads`,
 ``XNORLAB_KERNEL=reference``, ``XNORLAB_ISA``, ``XNORLAB_THREADS``; timing with :func:`profile`;
 the micro-kernel's own rate (the bare popcount loop) with :func:`microkernel_rate`.

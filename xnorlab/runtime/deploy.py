@@ -557,9 +557,11 @@ def deploy(model: nn.Module, fuse: bool = True) -> nn.Module:
     Returns a copy in eval mode whose wrapped layers run
     in the native engine with their weights packed now, whose 4-D input is put in channels_last
     memory when it has XNOR convs, and (``fuse``) whose ``XNOR conv [-> BatchNorm2d] [-> +
-    shortcut] [-> ReLU / Hardtanh]`` chains are single fused engine calls and other BatchNorms
-    multiply-adds (module doc; a model fx cannot trace stays unfused; its ``deploy_report``, a
-    :class:`DeployReport`, says which happened). ``model`` itself is not modified. The copy shares
+    shortcut] [-> ReLU / Hardtanh]`` chains are single fused engine calls, each BatchNorm (and
+    clamp) that only an XNOR conv reads that conv's prologue, the other BatchNorms
+    multiply-adds, its max pools engine calls, and a fused conv whose output only another fused
+    conv reads hands it that conv's packed input (module doc; a model fx cannot trace stays
+    unfused; its ``deploy_report``, a :class:`DeployReport`, says which happened). ``model`` itself is not modified. The copy shares
     ``model``'s parameters and buffers, but the packed and fused weights are a snapshot: deploy
     again after changing weights or modes. Run it under ``torch.no_grad()`` (or inference mode):
     with autograd on, the unfused wrapped layers use the torch simulation, while the fused
