@@ -17,7 +17,8 @@ from xnorlab import engine
 from xnorlab.binary.layers import BinConv2d
 from xnorlab.binary.modes import Backend, Mode
 from xnorlab.binary.surgery import binarize_model
-from xnorlab.runtime.deploy import AffineClamp, DeployReport, EngineMaxPool2d, FusedXnorConv
+from xnorlab.runtime.deploy import DeployReport
+from xnorlab.runtime.fused import AffineClamp, EngineMaxPool2d, FusedXnorConv
 
 SUPPORTED_ISAS = engine.info()["supported_isas"]
 

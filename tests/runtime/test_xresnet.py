@@ -15,7 +15,7 @@ from xnorlab.binary.layers import BinConv2d, BinLinear
 from xnorlab.binary.modes import Mode
 from xnorlab.binary.surgery import binarize_model
 from xnorlab.models.zoo import build_arch
-from xnorlab.runtime.deploy import AffineClamp, FusedXnorConv
+from xnorlab.runtime.fused import AffineClamp, FusedXnorConv
 
 
 def test_xresnet18_is_resnet18_shaped_with_float_stem_and_classifier() -> None:

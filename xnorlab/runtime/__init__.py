@@ -3,7 +3,8 @@ layer classes (``xnorlab.binary``) and the engine facade (``xnorlab.engine``).""
 
 from __future__ import annotations
 
-from xnorlab.runtime.deploy import DeployReport, FusedXnorConv, deploy, fold_batchnorm
+from xnorlab.runtime.deploy import DeployReport, deploy
+from xnorlab.runtime.fused import FusedXnorConv, fold_batchnorm
 from xnorlab.runtime.integration import (
     native_backend,
     native_layer_forward,

@@ -1,0 +1,217 @@
+"""The modules a deployed model runs: fused XNOR convs, BatchNorms as one multiply-add, and
+the engine's max pool (:func:`xnorlab.runtime.deploy.deploy` puts them in the graph).
+
+An eval BatchNorm2d after an XNOR conv is folded into the conv's per-channel scale and shift,
+
+    (dot * alpha * S + b) * g + h  ==  dot * (alpha * g) * S + (b * g + h),
+    g = gamma / sqrt(running_var + eps),  h = beta - running_mean * g
+
+(equal up to float rounding); the shortcut add and the clamp run in the engine's epilogue
+(``xnorlab.engine.Epilogue``: ``clamp(out + shortcut, lo, hi)``, in torch's order), a
+BatchNorm before the conv in its prologue (``xnorlab.engine.Prologue``: ``clamp(x * g + h, lo,
+hi)`` while the engine packs the input).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xnorlab.binary.layers import BinConv2d
+from xnorlab.engine import (
+    Epilogue,
+    KernelInputError,
+    PackedActivation,
+    PreparedConv2d,
+    Prologue,
+    max_pool2d,
+    xnor_conv2d,
+)
+from xnorlab.engine._checks import conv_geometry
+from xnorlab.engine.packed import PackedConv2dWeight
+from xnorlab.runtime.integration import packed_weight
+
+
+class FusedXnorConv(nn.Module):
+    """An XNOR conv with its folded BatchNorm (if any), an optional shortcut add and an optional
+    clamp: one engine call ``clamp(dot * alpha' * S + b' + shortcut, low, high)``; with a
+    ``prologue`` the conv binarizes ``clamp(x * g + h, lo, hi)`` (the BatchNorm before it)."""
+
+    def __init__(
+        self, conv: BinConv2d, bn: nn.BatchNorm2d | None, bounds: tuple[float, float] | None
+    ) -> None:
+        super().__init__()
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.pad_mode, self.scaling = conv.config.pad_mode, conv.config.scaling
+        self.bounds = bounds
+        self._prologue: Prologue | None = None
+        packed = packed_weight(conv)
+        assert isinstance(packed, PackedConv2dWeight)
+        self.packed = packed if bn is None else fold_batchnorm(packed, bn)
+        self._fits: dict[tuple[Any, ...], bool] = {}  # per (input, shortcut) shape
+        self._prepared: dict[torch.Size, PreparedConv2d] = {}  # per input shape
+        # The fused conv that alone reads this output, if it may take it packed (a tuple: a
+        # module attribute would register it as a submodule).
+        self._reader: tuple[FusedXnorConv, ...] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the prepared native calls behind (made again on use)."""
+        state = dict(vars(self))
+        state["_prepared"] = {}
+        return state
+
+    def write_bits_for(self, reader: FusedXnorConv) -> None:
+        """Hand ``reader`` (which alone reads this output, as its input) its packed input
+        instead of a float output, once both calls are prepared for the shapes they see."""
+        self._reader = (reader,)
+
+    def forward(self, x: Tensor | PackedActivation, shortcut: Tensor | None = None) -> Any:
+        if isinstance(x, PackedActivation):
+            return self._read_packed(x, shortcut)
+        prepared = self._prepared.get(x.shape)
+        if prepared is not None and (shortcut is None or shortcut.shape == prepared.out_shape):
+            if self._reader and prepared.native:
+                reader = self._reader[0]._prepared.get(prepared.out_shape)
+                if reader is not None and (not reader.native or reader.prologue is not None):
+                    reader = None
+                if reader is not prepared.next:
+                    prepared.bits_for(reader)
+            return prepared(x, shortcut)
+        if shortcut is None or self._shortcut_fits(x, shortcut):
+            out = self._conv(x, Epilogue(shortcut, self.bounds))
+            self._prepare(x)  # after the facade accepted x: its errors are the clear ones
+            return out
+        # A shortcut that broadcasts: the add and the clamp run in torch, after the conv.
+        out = self._conv(x, Epilogue()) + shortcut
+        return out if self.bounds is None else out.clamp(*self.bounds)
+
+    def _read_packed(self, x: PackedActivation, shortcut: Tensor | None) -> Any:
+        """This conv on the packed input the conv before it wrote for it. Shapes follow from
+        the input's in a traced graph, so the shortcut fits as it did when prepared."""
+        if x.reader.weight is not self.packed:
+            raise KernelInputError("a packed activation can only be read by the conv it is for")
+        if shortcut is not None and shortcut.shape != x.reader.out_shape:
+            raise KernelInputError("the shortcut of a packed input must have the output's shape")
+        return x.reader(x, shortcut)
+
+    @property
+    def prologue(self) -> Prologue | None:
+        """The transform of the input before the sign (the BatchNorm before the conv)."""
+        return self._prologue
+
+    @prologue.setter
+    def prologue(self, value: Prologue | None) -> None:
+        self._prologue = value
+        self._prepared.clear()  # prepared with the previous prologue
+
+    def _prepare(self, x: Tensor) -> None:
+        """Validate the call for ``x``'s shape once (the facade's per-call checks are then
+        skipped for inputs of that shape in the engine's layout)."""
+        if x.dim() != 4:
+            return
+        if len(self._prepared) > 16:
+            self._prepared.clear()
+        self._prepared[x.shape] = PreparedConv2d(
+            tuple(x.shape), self.packed, self.stride, self.padding, self.dilation,
+            self.pad_mode, self.scaling, self.bounds, self._prologue,
+        )  # fmt: skip
+
+    def _conv(self, x: Tensor, epilogue: Epilogue) -> Tensor:
+        out: Tensor = xnor_conv2d(
+            x, self.packed, None, self.stride, self.padding, self.dilation,
+            pad_mode=self.pad_mode, scaling=self.scaling, epilogue=epilogue,
+            prologue=self._prologue,
+        )  # fmt: skip
+        return out
+
+    def _shortcut_fits(self, x: Tensor, shortcut: Tensor) -> bool:
+        """Whether ``shortcut`` has the conv output's shape (the engine adds no broadcast)."""
+        key = (tuple(x.shape), tuple(shortcut.shape))
+        fits = self._fits.get(key)
+        if fits is None:
+            if len(self._fits) > 16:
+                self._fits.clear()
+            geo = conv_geometry(x.shape, self.packed.kernel_size, self.packed.out_channels,
+                                self.stride, self.padding, self.dilation)  # fmt: skip
+            out_shape = (int(x.shape[0]), self.packed.out_channels, geo.out_h, geo.out_w)
+            fits = self._fits[key] = key[1] == out_shape
+        return fits
+
+    def extra_repr(self) -> str:
+        packed = self.packed
+        prologue = "" if self.prologue is None else f", prologue_clamp={self.prologue.clamp}"
+        return (
+            f"{packed.in_channels}, {packed.out_channels}, kernel_size={packed.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, clamp={self.bounds}{prologue}"
+        )
+
+
+class AffineClamp(nn.Module):
+    """An eval BatchNorm2d, and the clamp after it if any, as one multiply-add and an in-place
+    clamp: ``clamp(x * g + h, low, high)`` (``g``, ``h`` as in the module doc), which skips
+    BatchNorm's own pass and the clamp's new tensor (equal up to float rounding)."""
+
+    scale: Tensor
+    shift: Tensor
+
+    def __init__(self, bn: nn.BatchNorm2d, bounds: tuple[float, float] | None) -> None:
+        super().__init__()
+        scale, shift = batchnorm_affine(bn)
+        self.register_buffer("scale", scale.view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.view(1, -1, 1, 1))
+        self.bounds = bounds
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.addcmul(self.shift, x, self.scale)
+        return out if self.bounds is None else out.clamp_(*self.bounds)
+
+    def extra_repr(self) -> str:
+        return f"{self.scale.numel()}, clamp={self.bounds}"
+
+
+class EngineMaxPool2d(nn.Module):
+    """``nn.MaxPool2d`` (no dilation, no ceil mode, no indices) run by the engine on
+    channels_last float32 input, torch's values bit for bit (``xnorlab.engine.max_pool2d``)."""
+
+    def __init__(self, pool: nn.MaxPool2d) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = pool.kernel_size, pool.stride, pool.padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        return max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+def batchnorm_affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """The per-channel ``(g, h)`` with ``bn(x) == x * g + h`` in eval mode (module doc)."""
+    assert bn.running_mean is not None and bn.running_var is not None
+    scale = torch.rsqrt(bn.running_var.detach().to(torch.float32) + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.detach().to(torch.float32)
+    shift = -bn.running_mean.detach().to(torch.float32) * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.detach().to(torch.float32)
+    return scale.contiguous(), shift.contiguous()
+
+
+def fold_batchnorm(packed: PackedConv2dWeight, bn: nn.BatchNorm2d) -> PackedConv2dWeight:
+    """A packed weight whose alpha and bias include the eval-mode BatchNorm ``bn`` (module doc)."""
+    scale, shift = batchnorm_affine(bn)
+    bias = shift if packed.bias is None else packed.bias * scale + shift
+    return PackedConv2dWeight(
+        packed.bits, (packed.alpha * scale).contiguous(), bias.contiguous(),
+        packed.out_channels, packed.in_channels, packed.taps, packed.kernel_size,
+    )  # fmt: skip
+
+
+__all__ = [
+    "AffineClamp",
+    "EngineMaxPool2d",
+    "FusedXnorConv",
+    "batchnorm_affine",
+    "fold_batchnorm",
+]
