@@ -7,7 +7,7 @@ its interval (``RatioEstimate``); the deployed output is checked against the tor
 Usage (from the repository root)::
 
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 \\
-        .venv/bin/python benchmarks/bench_xresnet.py --threads 1 2 [--without bit-outputs]
+        .venv/bin/python benchmarks/bench_xresnet.py --threads 1 2 [--without +bit-outputs]
 """
 
 from __future__ import annotations
@@ -44,22 +44,26 @@ def build(seed: int = 0) -> tuple[nn.Module, nn.Module, nn.Module]:
     return flt, binary, xnorlab.deploy(binary)
 
 
-# What ``--without`` switches off in a second deploy, timed against the full one: the function
-# of xnorlab.runtime.deploy it replaces, and the replacement (which finds nothing to do).
+# What ``--without`` switches off in a second deploy, timed against the default one: the
+# function of xnorlab.runtime.deploy it replaces, and the replacement (which finds nothing to
+# do). "+bit-outputs" instead switches deploy's optional bit outputs on.
 WITHOUT = {
     "prologues": ("_prologue_conv", lambda *_args: None),  # BNs before XNOR convs: multiply-adds
-    "bit-outputs": ("_bits_graph", lambda *_args: []),  # conv outputs passed as floats
     "engine-pool": ("_pool_graph", lambda *_args: []),  # torch's max pool
+    "+bit-outputs": None,  # conv outputs handed over packed (deploy(..., bit_outputs=True))
 }
 
 
 def deploy_without(binary: nn.Module, parts: list[str]) -> nn.Module:
-    """``binary`` deployed with the ``WITHOUT`` parts named in ``parts`` switched off."""
+    """``binary`` deployed with the ``WITHOUT`` parts named in ``parts`` switched off (or,
+    for "+bit-outputs", on)."""
     with contextlib.ExitStack() as stack:
         for part in parts:
-            name, replacement = WITHOUT[part]
-            stack.enter_context(mock.patch(f"xnorlab.runtime.deploy.{name}", replacement))
-        return xnorlab.deploy(binary)
+            patch = WITHOUT[part]
+            if patch is not None:
+                name, replacement = patch
+                stack.enter_context(mock.patch(f"xnorlab.runtime.deploy.{name}", replacement))
+        return xnorlab.deploy(binary, bit_outputs="+bit-outputs" in parts)
 
 
 def engine_time(deployed: nn.Module, x: Tensor, calls: int = 20) -> tuple[float, int]:
@@ -84,12 +88,17 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     flt, binary, deployed = build()
-    ops = {"float": lambda: flt(x), "deploy": lambda: deployed(x)}
-    partial = deploy_without(binary, args.without) if args.without else None
-    partial_name = "deploy without " + " ".join(args.without)
-    if partial is not None:
-        ops[partial_name] = lambda: partial(x)
     x = torch.randn(1, 3, 224, 224)
+    # Each comparison is its own two-op interleave: with a third op (the 27 ms float forward)
+    # in the rounds, an identical deploy read up to 5 % apart by its place in the round.
+    pairs = [("float", lambda: flt(x))]
+    partial = deploy_without(binary, args.without) if args.without else None
+    if partial is not None:
+        name = "deploy " + ", ".join(
+            f"with {part[1:]}" if part.startswith("+") else f"without {part}"
+            for part in args.without
+        )  # fmt: skip
+        pairs.append((name, lambda: partial(x)))
     with torch.no_grad():
         expected, got = binary(x), deployed(x)
     diff = float((got - expected).abs().max() / expected.abs().max())
@@ -102,25 +111,24 @@ def main() -> None:
             set_threads(threads)
             plan = RunPlan(warmup=3, min_runs=args.min_runs, min_total_s=2.0, block=2)
             load_start = os.getloadavg()
-            samples = interleaved_samples(ops, plan)
-            ratio = RatioEstimate.from_samples(
-                samples["float"], samples["deploy"], load_note(), block=plan.block
-            )
+            print(f"\n{threads} thread(s)")
+            print("| run | median ms | min ms | max ms | runs |\n|---|---|---|---|---|")
+            ratios = []
+            for name, other in pairs:
+                samples = interleaved_samples({name: other, "deploy": lambda: deployed(x)}, plan)
+                for label, values in samples.items():
+                    t = Timing.from_samples(values)
+                    print(f"| {label} | {t.median_s * 1e3:.2f} | {t.min_s * 1e3:.2f} | "
+                          f"{t.max_s * 1e3:.2f} | {t.runs} |")  # fmt: skip
+                ratio = RatioEstimate.from_samples(
+                    samples[name], samples["deploy"], load_note(), block=plan.block
+                )
+                ratios.append(f"{name} / deploy: {ratio.text()}")
             engine_s, calls = engine_time(deployed, x)
             load_end = os.getloadavg()
-            print(f"\n{threads} thread(s), load {load_start[0]:.2f} -> {load_end[0]:.2f}")
-            print("| run | median ms | min ms | max ms | runs |\n|---|---|---|---|---|")
-            for name, values in samples.items():
-                t = Timing.from_samples(values)
-                print(f"| {name} | {t.median_s * 1e3:.2f} | {t.min_s * 1e3:.2f} | "
-                      f"{t.max_s * 1e3:.2f} | {t.runs} |")  # fmt: skip
-            print(f"float / deploy: {ratio.text()}")
-            if partial is not None:
-                gain = RatioEstimate.from_samples(
-                    samples[partial_name], samples["deploy"], load_note(), block=plan.block
-                )
-                print(f"{partial_name} / deploy: {gain.text()}")
-            print(f"deploy: {calls} engine calls take {engine_s * 1e3:.2f} ms (median forward)")
+            print("\n".join(ratios))
+            print(f"deploy: {calls} engine calls take {engine_s * 1e3:.2f} ms (median forward); "
+                  f"load {load_start[0]:.2f} -> {load_end[0]:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -192,15 +192,16 @@ def test_quick_run_on_the_forced_reference_engine() -> None:
     assert any("malloc" in note.lower() or "MALLOC" in note for note in data["notes"])
 
 
-def test_thread_scaling_times_both_thread_counts_and_leaves_the_last_one_set() -> None:
+def test_thread_scaling_times_both_thread_counts_and_restores_the_count() -> None:
     engine = Engine()
     if not engine.is_native:
         pytest.fail("the native engine must be built for the benchmark tests")
     before = engine.get_threads()
     try:
+        engine.set_threads(3)  # neither count it measures
         row = measure_thread_scaling(engine, QUICK_SHAPES[0], 2, engine.active_isa(), 2, "kmap",
                                      QUICK_PLAN)  # fmt: skip
-        assert engine.get_threads() == 2  # the last block ran on 2 threads
+        assert engine.get_threads() == 3
     finally:
         engine.set_threads(before or 1)
     assert row.one_thread.runs >= QUICK_PLAN.min_runs and row.many_threads.runs >= 3

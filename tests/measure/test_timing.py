@@ -67,6 +67,16 @@ def test_interleaved_blocks_of_timed_calls() -> None:
     assert timings["a"].runs == timings["b"].runs == 6
 
 
+def test_interleaved_samples_give_every_op_every_place() -> None:
+    calls: list[str] = []
+    plan = RunPlan(warmup=0, min_runs=6, max_runs=6, min_total_s=0.0, block=1)
+    interleaved_samples({name: (lambda n=name: calls.append(n)) for name in "abc"}, plan)
+    rounds = ["".join(calls[i : i + 6 : 2]) for i in range(0, len(calls), 6)]
+    assert rounds == ["abc", "cba", "bca", "acb", "cab", "bac"]
+    for place in range(3):  # each op opens, sits in the middle and closes twice
+        assert sorted(r[place] for r in rounds) == ["a", "a", "b", "b", "c", "c"]
+
+
 def test_interleaved_samples_alternate_the_opener_and_ratios_divide_them() -> None:
     calls: list[str] = []
     plan = RunPlan(warmup=0, min_runs=3, max_runs=3, min_total_s=0.0, block=1)

@@ -73,7 +73,13 @@ def test_xresnet18_deployed_equals_the_simulation(
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
     native = [m for m in deployed.modules() if isinstance(m, BinConv2d) and m.mode is Mode.XNOR]
     assert native == []
-    # conv1's output feeds conv2 alone: from the second forward on it is handed over packed.
+    # conv1's output feeds conv2 alone: with bit outputs (off by default) it is handed over
+    # packed from the second forward on.
+    assert report.bit_outputs == []
+    with torch.no_grad():
+        deployed = xnorlab.deploy(model, bit_outputs=True)
+        torch.testing.assert_close(deployed(x), got, rtol=1e-5, atol=1e-5 * float(got.abs().max()))
+    report = deployed.deploy_report
     assert len(report.bit_outputs) == 8
     assert "blocks_0_conv1__blocks_0_pre2_0__blocks_0_pre2_1>blocks_0_conv2__add" in (
         report.bit_outputs

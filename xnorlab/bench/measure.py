@@ -245,7 +245,8 @@ def measure_thread_scaling(
 ) -> ThreadScalingResult:
     """Time the XNOR conv of ``shape`` at 1 and at ``threads`` engine threads, interleaved
     (the thread count is switched untimed before each block, followed by three untimed calls
-    that wake the pool's workers and let the scheduler place them)."""
+    that wake the pool's workers and let the scheduler place them); the engine's thread count
+    is restored afterwards."""
     x = torch.randn(batch, shape.in_channels, shape.size, shape.size)
     weight = torch.randn(shape.out_channels, shape.in_channels, shape.kernel, shape.kernel)
     engine.set_isa(isa)
@@ -266,8 +267,13 @@ def measure_thread_scaling(
         "one": (switch_to(1), op),
         "many": (switch_to(threads), op),
     }
-    with torch.inference_mode():
-        timings = time_interleaved(ops, plan)
+    before = engine.get_threads()
+    try:
+        with torch.inference_mode():
+            timings = time_interleaved(ops, plan)
+    finally:
+        if before is not None:
+            engine.set_threads(before)
     return ThreadScalingResult(shape, batch, isa, scaling, threads, timings["one"],
                                timings["many"])  # fmt: skip
 

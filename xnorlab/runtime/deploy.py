@@ -13,8 +13,9 @@ packed once, at deploy time. torch.fx passes over its graph (modules in
    reader (applied while the engine packs the input, so the normalized tensor is never
    written), else one multiply-add (:class:`AffineClamp`);
 3. max pools the engine computes run there (:class:`EngineMaxPool2d`);
-4. a fused conv whose output only another fused conv reads, as its input, hands it its packed
-   input (sign bits and sums of ``|x|``) instead of a float tensor.
+4. (``bit_outputs``, off by default) a fused conv whose output only another fused conv
+   reads, as its input, hands it its packed input (sign bits and sums of ``|x|``) instead of
+   a float tensor.
 
 A model fx cannot trace is deployed unfused; the returned model's ``deploy_report`` (a
 :class:`DeployReport`) says which happened.
@@ -371,22 +372,26 @@ def deploy_report(model: nn.Module) -> DeployReport | None:
     return report if isinstance(report, DeployReport) else None
 
 
-def deploy(model: nn.Module, fuse: bool = True) -> nn.Module:
+def deploy(model: nn.Module, fuse: bool = True, bit_outputs: bool = False) -> nn.Module:
     """``model`` (binarized with ``binarize_model``, its modes as set) prepared for inference.
 
-    Returns a copy in eval mode whose wrapped layers run
-    in the native engine with their weights packed now, whose 4-D input is put in channels_last
-    memory when it has XNOR convs, and (``fuse``) whose ``XNOR conv [-> BatchNorm2d] [-> +
-    shortcut] [-> ReLU / Hardtanh]`` chains are single fused engine calls, each BatchNorm (and
-    clamp) that only an XNOR conv reads that conv's prologue, the other BatchNorms
-    multiply-adds, its max pools engine calls, and a fused conv whose output only another fused
-    conv reads hands it that conv's packed input (module doc; a model fx cannot trace stays
-    unfused; its ``deploy_report``, a :class:`DeployReport`, says which happened). ``model`` itself is not modified. The copy shares
-    ``model``'s parameters and buffers, but the packed and fused weights are a snapshot: deploy
-    again after changing weights or modes. Run it under ``torch.no_grad()`` (or inference mode):
-    with autograd on, the unfused wrapped layers use the torch simulation, while the fused
-    chains always run in the engine (whose outputs carry no gradient). Without the native
-    module the fused chains run in the engine's reference (``xnorlab.engine.reference``).
+    Returns a copy in eval mode whose wrapped layers run in the native engine with their
+    weights packed now, whose 4-D input is put in channels_last memory when it has XNOR convs,
+    and (``fuse``) whose ``XNOR conv [-> BatchNorm2d] [-> + shortcut] [-> ReLU / Hardtanh]``
+    chains are single fused engine calls, each BatchNorm (and clamp) that only an XNOR conv
+    reads that conv's prologue, the other BatchNorms multiply-adds and its max pools engine
+    calls (module doc; a model fx cannot trace stays unfused; its ``deploy_report``, a
+    :class:`DeployReport`, says which happened). With ``bit_outputs`` a fused conv whose
+    output only another fused conv reads hands it its packed input instead of floats (pass 4
+    of the module doc); off by default, as on the CPUs we measured it gains nothing (the emit
+    costs what the reader's pack pass saved; benchmarks/RESULTS.md).
+
+    ``model`` itself is not modified. The copy shares ``model``'s parameters and buffers, but
+    the packed and fused weights are a snapshot: deploy again after changing weights or modes.
+    Run it under ``torch.no_grad()`` (or inference mode): with autograd on, the unfused wrapped
+    layers use the torch simulation, while the fused chains always run in the engine (whose
+    outputs carry no gradient). Without the native module the fused chains run in the engine's
+    reference (``xnorlab.engine.reference``).
     """
     prepared = _shared_copy(model).eval()
     _prepare_layers(prepared)
@@ -402,7 +407,8 @@ def deploy(model: nn.Module, fuse: bool = True) -> nn.Module:
             report.fused = _fuse_graph(gm)
             report.affine, report.prologues = _affine_graph(gm)
             report.pools = _pool_graph(gm)
-            report.bit_outputs = _bits_graph(gm)
+            if bit_outputs:
+                report.bit_outputs = _bits_graph(gm)
             prepared = gm
     if _has_xnor_conv(model):
         prepared.register_forward_pre_hook(channels_last_hook)
