@@ -89,7 +89,7 @@ def interleaved_samples(
 
     A change of machine load (another process starting) then hits every op alike, so their
     ratios stay meaningful on a shared machine, while each timed call still follows a call of
-    the same op (warm caches). The order changes from round to round (``_round_order``) so
+    the same op (warm caches). The order changes from round to round (``_round_orders``) so
     that every op takes every place in a round equally often: an op's place biases it (the op
     opening a round runs a little slower; with three ops, a middle one read 5 % slower than
     its identical twin when reversal alone alternated the order). The ``i``-th samples of two
@@ -107,11 +107,11 @@ def interleaved_samples(
             setup()
             op()
     spent_s, runs, budget_s = 0.0, 0, plan.min_total_s * len(steps)
-    order = list(steps.items())
+    orders = _round_orders(list(steps.items()))  # made once: no allocation between rounds
     rounds = 0
     while runs < plan.max_runs and (runs < plan.min_runs or spent_s < budget_s):
         timed = min(block, plan.max_runs - runs)
-        for name, (setup, op) in _round_order(order, rounds):
+        for name, (setup, op) in orders[rounds % len(orders)]:
             setup()
             op()
             for _ in range(timed):
@@ -125,15 +125,17 @@ def interleaved_samples(
     return samples
 
 
-def _round_order(order: list[Any], round_index: int) -> list[Any]:
-    """The order of round ``round_index``: two ops alternate (A B, B A, ...); more come in pairs
-    of an order and its reverse, each pair rotated by one (A B C, C B A, B C A, A C B, ...), so
+def _round_orders(order: list[Any]) -> list[list[Any]]:
+    """The cycle of round orders: two ops alternate (A B, B A); more come in pairs of an order
+    and its reverse, each pair rotated by one (A B C, C B A, B C A, A C B, C A B, B A C), so
     each op opens, closes and sits between the others equally often."""
     if len(order) <= 2:
-        return order if round_index % 2 == 0 else order[::-1]
-    first = (round_index // 2) % len(order)
-    rotated = order[first:] + order[:first]
-    return rotated if round_index % 2 == 0 else rotated[::-1]
+        return [order, order[::-1]]
+    cycle = []
+    for first in range(len(order)):
+        rotated = order[first:] + order[:first]
+        cycle += [rotated, rotated[::-1]]
+    return cycle
 
 
 def paired_ratios(
