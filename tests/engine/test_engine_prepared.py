@@ -11,7 +11,7 @@ from torch import Tensor
 
 from xnorlab import engine
 from xnorlab.binary.binarize import NaNInputWarning
-from xnorlab.engine import Epilogue, KernelInputError, PreparedConv2d, Prologue
+from xnorlab.engine import Epilogue, KernelInputError, KernelTypeError, PreparedConv2d, Prologue
 
 pytestmark = pytest.mark.skipif(
     engine.info()["backend"] != "native", reason="native engine not in use"
@@ -81,6 +81,14 @@ def test_a_prepared_call_warns_about_nan_like_the_facade() -> None:
 
 def test_preparing_checks_the_geometry_and_the_prologue() -> None:
     _, packed, _, _ = setup(3)
+    for shape in [(1, 16, 9), (0, 16, 9, 9), (1, 16, 9, 9, 9), (1, -16, 9, 9), ("a", 16, 9, 9),
+                  (1.0, 16, 9, 9), (True, 16, 9, 9), 7]:  # fmt: skip
+        with pytest.raises(KernelInputError, match="input_shape must be 4 ints"):
+            PreparedConv2d(shape, packed)  # type: ignore[arg-type]
+    with pytest.raises(KernelInputError, match="input_shape has 8 channels, the weight expects 16"):
+        PreparedConv2d((1, 8, 9, 9), packed)
+    with pytest.raises(KernelTypeError, match="packed conv weight"):
+        PreparedConv2d((1, 16, 9, 9), torch.randn(24, 16, 3, 3))  # type: ignore[arg-type]
     with pytest.raises(KernelInputError):
         PreparedConv2d((1, 16, 2, 2), packed, padding=0)  # a 3x3 kernel on 2x2 pixels
     with pytest.raises(KernelInputError, match="prologue has 5 channels"):
@@ -171,7 +179,7 @@ def test_a_nan_in_a_bit_output_warns_in_its_reader() -> None:
 
 def test_bit_outputs_refuse_what_they_cannot_serve() -> None:
     x, writer, reader, _ = chain(9)
-    other = PreparedConv2d((2, 16, 9, 9), reader.weight, padding=1)
+    other = PreparedConv2d((1, 48, 9, 9), reader.weight, padding=1)  # another batch
     with pytest.raises(KernelInputError, match="reader must take this conv's output"):
         writer.bits_for(other)
     with_prologue = PreparedConv2d(

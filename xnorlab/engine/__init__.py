@@ -52,6 +52,7 @@ from xnorlab.engine._backend import (
     set_threads,
 )
 from xnorlab.engine._checks import (
+    MAX_DIM,
     ConvGeometry,
     as_float32,
     as_pair,
@@ -280,6 +281,23 @@ class PackedActivation:
     reader: PreparedConv2d
 
 
+def _input_shape(shape: Any, channels: int) -> torch.Size:
+    """``shape`` as the torch.Size of a conv input ``(N, C, H, W)`` of ``channels`` channels."""
+    items = list(shape) if isinstance(shape, (tuple, list)) else None
+    if (
+        items is None or len(items) != 4
+        or any(type(v) is not int or not 1 <= v <= MAX_DIM for v in items)
+    ):  # fmt: skip
+        raise KernelInputError(
+            f"input_shape must be 4 ints (N, C, H, W) in 1..{MAX_DIM}, got {shape!r}"
+        )
+    if items[1] != channels:
+        raise KernelInputError(
+            f"input_shape has {items[1]} channels, the weight expects {channels}"
+        )
+    return torch.Size(items)
+
+
 class PreparedConv2d:
     """An XNOR conv validated once for one input shape (float32, channels_last memory): calling
     it with such an input (and a float32 channels_last residual of the output's shape) runs
@@ -300,13 +318,15 @@ class PreparedConv2d:
         scaling: InputScaling | str = "kmap", clamp: tuple[float, float] | None = None,
         prologue: Prologue | None = None,
     ) -> None:  # fmt: skip
+        if not isinstance(weight, PackedConv2dWeight):
+            raise KernelTypeError("PreparedConv2d needs a packed conv weight (pack_conv2d_weight)")
         self.weight, self.prologue = weight, prologue
         self.settings: dict[str, Any] = {
             "stride": stride, "padding": padding, "dilation": dilation, "pad_mode": pad_mode,
             "scaling": scaling,
         }  # fmt: skip
         self.clamp = Epilogue(None, clamp).bounds()
-        self.input_shape = torch.Size(input_shape)
+        self.input_shape = _input_shape(input_shape, weight.in_channels)
         geo = conv_geometry(self.input_shape, weight.kernel_size, weight.out_channels, stride,
                             padding, dilation)  # fmt: skip
         self.out_shape = torch.Size((self.input_shape[0], weight.out_channels, geo.out_h,
