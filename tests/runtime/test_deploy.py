@@ -390,6 +390,20 @@ def test_the_report_says_why_a_model_was_not_fused() -> None:
     assert DeployReport(reason="torch.fx could not trace").text() == (
         "deploy: not fused, torch.fx could not trace"
     )
+    all_float = binarized_small_net("float")
+    assert xnorlab.deploy(all_float).deploy_report.text() == (
+        "deploy: not fused, no layer is an XNOR conv (nothing runs fused)"
+    )
+    paper = binarized_small_net("paper")
+    assert xnorlab.deploy(paper, fuse=False).deploy_report.text() == (
+        "deploy: not fused, fusion switched off"
+    )
+
+
+def binarized_small_net(preset: str) -> nn.Module:
+    model = small_net().eval()
+    binarize_model(model, preset, warn_first_last=False)
+    return model
 
 
 def test_later_forwards_take_the_prepared_engine_call_and_equal_the_first(isa: str) -> None:

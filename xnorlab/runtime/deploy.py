@@ -396,7 +396,11 @@ def deploy(model: nn.Module, fuse: bool = True, bit_outputs: bool = False) -> nn
     prepared = _shared_copy(model).eval()
     _prepare_layers(prepared)
     report = DeployReport()
-    if fuse and _has_xnor_conv(prepared):
+    if not fuse:
+        report.reason = "fusion switched off"
+    elif not _has_xnor_conv(prepared):
+        report.reason = "no layer is an XNOR conv (nothing runs fused)"
+    else:
         try:
             graph = _LayerLeafTracer().trace(prepared)
         except Exception as exc:  # fx refuses dynamic control flow in many ways
