@@ -456,6 +456,11 @@ int64_t group_blocks_for(int64_t taps, int64_t words, int64_t blocks) {
 // threshold sits below the smallest 3x3 conv of a batch-1 ResNet-18 so that every one splits.
 constexpr int64_t kWorkerWordOps = int64_t{1} << 19;
 
+// A call whose pack pass alone is worth a worker (input floats) runs phased on all threads,
+// and there its conv phase splits from kPhasedWordOps word operations.
+constexpr int64_t kPhasedInputFloats = int64_t{1} << 16;
+constexpr int64_t kPhasedWordOps = int64_t{1} << 16;
+
 int64_t conv_word_ops(const ConvShape& s, int64_t words) {
   return s.batch * s.out_h * s.out_w * s.kernel_h * s.kernel_w * words *
          ceil_div(s.out_channels, kOcBlock) * kOcBlock;
@@ -463,14 +468,14 @@ int64_t conv_word_ops(const ConvShape& s, int64_t words) {
 
 // Splits the conv of pl into tasks (block group, chunk of pixel tiles): one task below
 // kWorkerWordOps, else ~16 per thread (handed out dynamically). Returns the task count.
-int64_t plan_conv_tasks(ConvPlan& pl) {
+int64_t plan_conv_tasks(ConvPlan& pl, int64_t min_word_ops = kWorkerWordOps) {
   pl.group_blocks = group_blocks_for(pl.taps, pl.halo.words, pl.blocks);
   const int64_t groups = ceil_div(pl.blocks, pl.group_blocks);
   const int64_t total = pl.s.batch * pl.s.out_h * pl.s.out_w;
   pl.tiles = ceil_div(total, pl.k.tile);
   pl.lines_per_tile = ceil_div(pl.prefetch_lines, pl.tiles);
   const int64_t want_tasks =
-      conv_word_ops(pl.s, pl.halo.words) < kWorkerWordOps ? 1 : 16 * int64_t{get_threads()};
+      conv_word_ops(pl.s, pl.halo.words) < min_word_ops ? 1 : 16 * int64_t{get_threads()};
   const int64_t chunks_wanted =
       want_tasks == 1 ? 1 : std::max<int64_t>(1, ceil_div(want_tasks, groups));
   pl.tiles_per_chunk = std::max<int64_t>(1, ceil_div(pl.tiles, chunks_wanted));
@@ -623,7 +628,8 @@ PhaseTimes conv_phased(ConvPlan& pl, const ConvBuffers& b) {
   pl.scale = scale;
   pl.prefetch = nullptr;
   pl.prefetch_lines = 0;
-  const int64_t conv_tasks = plan_conv_tasks(pl);
+  // The workers are awake for the pack phase already: the conv phase splits from less work.
+  const int64_t conv_tasks = plan_conv_tasks(pl, kPhasedWordOps);
   const int64_t chunk = pack_chunk_pixels(s), chunks = ceil_div(hw, chunk);
   // K map bands of >= ~1024 output pixels, at most 4 per thread; beta and 1: whole images.
   int64_t band_rows = s.out_h;
@@ -774,7 +780,8 @@ ConvResult xnor_conv2d(const ConvShape& s, const ConvBuffers& b, const BitOutput
   PhaseTimes t;
   if (image_parallel(s, pl.halo.words)) {
     t = conv_per_image(pl, b);
-  } else if (get_threads() > 1 && conv_word_ops(s, pl.halo.words) >= kWorkerWordOps) {
+  } else if (get_threads() > 1 && (conv_word_ops(s, pl.halo.words) >= kWorkerWordOps ||
+                                     s.batch * image_floats(s) >= kPhasedInputFloats)) {
     t = conv_phased(pl, b);
   } else {
     t = conv_in_slabs(pl, b);
