@@ -629,7 +629,9 @@ PhaseTimes conv_phased(ConvPlan& pl, const ConvBuffers& b) {
   pl.prefetch = nullptr;
   pl.prefetch_lines = 0;
   // The workers are awake for the pack phase already: the conv phase splits from less work.
-  const int64_t conv_tasks = plan_conv_tasks(pl, kPhasedWordOps);
+  // Below that it is one task per block group (plan_conv_tasks counts them as one serial run).
+  int64_t conv_tasks = plan_conv_tasks(pl, kPhasedWordOps);
+  if (conv_tasks == 1) conv_tasks = ceil_div(pl.blocks, pl.group_blocks) * pl.chunks;
   const int64_t chunk = pack_chunk_pixels(s), chunks = ceil_div(hw, chunk);
   // K map bands of >= ~1024 output pixels, at most 4 per thread; beta and 1: whole images.
   int64_t band_rows = s.out_h;
