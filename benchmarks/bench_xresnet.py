@@ -89,8 +89,8 @@ def main() -> None:
     args = parser.parse_args()
     flt, binary, deployed = build()
     x = torch.randn(1, 3, 224, 224)
-    # Each comparison is its own two-op interleave: with a third op (the 27 ms float forward)
-    # in the rounds, an identical deploy read up to 5 % apart by its place in the round.
+    # Each comparison is its own two-op interleave: a third op in the rounds (the long float
+    # forward) biases the other two by their place in the round (RESULTS.md, session 6).
     pairs = [("float", lambda: flt(x))]
     partial = deploy_without(binary, args.without) if args.without else None
     if partial is not None:

@@ -260,12 +260,11 @@ struct Prologue {
   float lo = -__builtin_inff(), hi = __builtin_inff();
 };
 
+// A plain conv call into `out` (the Linear calls, which shape their own output).
 py::tuple run_conv(const ConvShape& s, const PackedBuffers& w, const float* x,
-                   const float* bias, py::array out, const Epilogue& e = {},
-                   const Prologue& in = {}) {
+                   const float* bias, py::array out) {
   ConvBuffers b{x, w.bits_data, w.tap_sums_data, w.alpha_data, bias,
-                static_cast<float*>(out.mutable_data()), e.residual, e.clamp_lo, e.clamp_hi,
-                in.scale, in.shift, in.lo, in.hi};
+                static_cast<float*>(out.mutable_data())};
   ConvResult r;
   {
     py::gil_scoped_release release;

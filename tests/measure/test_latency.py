@@ -101,9 +101,9 @@ def test_two_identical_all_float_configurations_measure_a_ratio_around_one() -> 
     between the sides: interleaving puts any change of load on both, and alternating which
     side opens a round cancels the opener's penalty. A 95 % interval misses the truth 1 run in
     20 by design, so the test asks for 99.9 %. The sides are not the same code (the deployed
-    copy's wrappers take the engine's branch, the float copy's torch's), which made this tiny
-    model's ratio 0.998 [0.996, 0.9993] in about 1 run in 15: so the interval must reach
-    within 1 % of 1 - a bias of the method (the opener's penalty was several %) still fails."""
+    copy's wrappers take the engine's branch, the float copy's torch's), a real difference of
+    a fraction of a percent that such an interval resolves: so it must reach within 1 % of 1,
+    which a bias of the method (the opener's penalty: several %) still fails."""
     model = binarized("float")
     x = torch.randn(1, 1, 8, 8)
     plan = LatencyPlan(warmup=3, repeats=60, profile_runs=1, min_time_s=0.3, confidence=0.999)

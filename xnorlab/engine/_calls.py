@@ -87,3 +87,11 @@ def plain_setting(value: Any) -> bool:
     """An int, a str or a tuple of ints (bools excluded: ``True == 1`` in a cache key)."""
     kind = type(value)
     return kind is int or kind is str or (kind is tuple and all(type(v) is int for v in value))
+
+
+def record_conv(input_shape: Any, packed: PackedConv2dWeight, out_shape: Any, split: Any,
+                start: float) -> None:  # fmt: skip
+    """The profile record of one XNOR conv call (``N*H_out*W_out*C_out*C_in*kh*kw`` MACs)."""
+    macs = int(torch.Size(out_shape).numel()) * packed.in_channels * packed.taps
+    weight_shape = (packed.out_channels, packed.in_channels, *packed.kernel_size)
+    record_call("xnor_conv2d", (input_shape, weight_shape, out_shape), macs, split, start)

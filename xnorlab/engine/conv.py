@@ -22,7 +22,7 @@ from xnorlab.engine._calls import (
     native_error,
     padded_bias,
     plain_setting,
-    record_call,
+    record_conv,
     remember,
 )
 from xnorlab.engine._checks import (
@@ -60,7 +60,7 @@ def _run_conv(call: ConvCall, x: Tensor, packed: PackedConv2dWeight, bias: Any,
         warnings.warn(NAN_MESSAGE, NaNInputWarning, stacklevel=3)
     result = torch.from_numpy(out)
     if is_profiling():
-        _record_conv(x, packed, result, split, start)
+        record_conv(x.shape, packed, result.shape, split, start)
     return result
 
 
@@ -168,12 +168,3 @@ def _check_reference_conv(x: Tensor, weight: Any, stride: Any, padding: Any,
     elif isinstance(weight, Tensor) and weight.dim() == 4:
         kernel = (int(weight.shape[2]), int(weight.shape[3]))
         conv_geometry(x.shape, kernel, int(weight.shape[0]), stride, padding, dilation)
-
-
-def _record_conv(
-    x: Tensor, packed: PackedConv2dWeight, result: Tensor, split: Any, start: float
-) -> None:
-    macs = result.numel() * packed.in_channels * packed.taps
-    shapes = (x.shape, (packed.out_channels, packed.in_channels, *packed.kernel_size),
-              result.shape)  # fmt: skip
-    record_call("xnor_conv2d", shapes, macs, split, start)

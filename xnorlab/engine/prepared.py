@@ -20,7 +20,7 @@ from xnorlab.engine._calls import (
     buffers,
     conv_params,
     native_error,
-    record_call,
+    record_conv,
 )
 from xnorlab.engine._checks import MAX_DIM, conv_geometry, parse_pad_mode, parse_scaling
 from xnorlab.engine.conv import xnor_conv2d
@@ -95,12 +95,13 @@ class PreparedConv2d:
         self.out_shape = torch.Size((self.input_shape[0], weight.out_channels, geo.out_h,
                                      geo.out_w))  # fmt: skip
         self.next: PreparedConv2d | None = None
+        if prologue is not None:
+            prologue.check(weight.in_channels)
         native = native_module()
         self._call: ConvCall | None = None
         self._prologue_args: tuple[Any, Any, Any] = (None, None, None)
-        if native is not None and len(self.input_shape) == 4:
+        if native is not None:
             if prologue is not None:
-                prologue.check(weight.in_channels)
                 self._prologue_args = (*prologue.arrays, prologue.clamp)
             probe = torch.empty(self.input_shape, device="meta")  # only its shape is read
             params = conv_params(native, probe, True, weight, geo, parse_pad_mode(pad_mode),
@@ -197,9 +198,5 @@ class PreparedConv2d:
         else:
             result = torch.from_numpy(out)
         if is_profiling():
-            weight = self.weight
-            macs = self.out_shape.numel() * weight.in_channels * weight.taps
-            shapes = (self.input_shape, (weight.out_channels, weight.in_channels,
-                                         *weight.kernel_size), self.out_shape)  # fmt: skip
-            record_call("xnor_conv2d", shapes, macs, split, start)
+            record_conv(self.input_shape, self.weight, self.out_shape, split, start)
         return result

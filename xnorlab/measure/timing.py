@@ -91,8 +91,8 @@ def interleaved_samples(
     ratios stay meaningful on a shared machine, while each timed call still follows a call of
     the same op (warm caches). The order changes from round to round (``_round_orders``) so
     that every op takes every place in a round equally often: an op's place biases it (the op
-    opening a round runs a little slower; with three ops, a middle one read 5 % slower than
-    its identical twin when reversal alone alternated the order). The ``i``-th samples of two
+    opening a round runs a little slower, and with three ops one always in the middle reads
+    differently from its identical twin; benchmarks/RESULTS.md). The ``i``-th samples of two
     ops were taken in the same round
     (``paired_ratios``). An op may be ``(setup, op)``: ``setup`` runs untimed before each
     block (e.g. switching the engine's ISA). ``plan.warmup`` untimed rounds come first; then

@@ -73,11 +73,7 @@ class FusedXnorConv(nn.Module):
         prepared = self._prepared.get(x.shape)
         if prepared is not None and (shortcut is None or shortcut.shape == prepared.out_shape):
             if self._reader and prepared.native:
-                reader = self._reader[0]._prepared.get(prepared.out_shape)
-                if reader is not None and (not reader.native or reader.prologue is not None):
-                    reader = None
-                if reader is not prepared.next:
-                    prepared.bits_for(reader)
+                self._link_reader(prepared)
             return prepared(x, shortcut)
         if shortcut is None or self._shortcut_fits(x, shortcut):
             out = self._conv(x, Epilogue(shortcut, self.bounds))
@@ -86,6 +82,15 @@ class FusedXnorConv(nn.Module):
         # A shortcut that broadcasts: the add and the clamp run in torch, after the conv.
         out = self._conv(x, Epilogue()) + shortcut
         return out if self.bounds is None else out.clamp(*self.bounds)
+
+    def _link_reader(self, prepared: PreparedConv2d) -> None:
+        """Point ``prepared`` at the reader's prepared call for its output when that call can
+        take packed input (native, no prologue); else back to a float output."""
+        reader = self._reader[0]._prepared.get(prepared.out_shape)
+        if reader is not None and (not reader.native or reader.prologue is not None):
+            reader = None
+        if reader is not prepared.next:
+            prepared.bits_for(reader)
 
     def _read_packed(self, x: PackedActivation, shortcut: Tensor | None) -> Any:
         """This conv on the packed input the conv before it wrote for it. Shapes follow from
