@@ -46,10 +46,10 @@ from PySide6.QtWidgets import (
 from xnorlab.binary.modes import Mode
 from xnorlab.common.errors import XnorlabError
 from xnorlab.gui import style
-from xnorlab.gui.panels.base import show_message, subscribe
+from xnorlab.gui.panels.base import TaskPanel, show_message, subscribe
 from xnorlab.gui.panels.charts import legend_html
 from xnorlab.gui.panels.formatting import format_bytes, mode_counts
-from xnorlab.gui.workers import Task, TaskRunner
+from xnorlab.gui.workers import Task
 from xnorlab.lab.session import FLOAT_POINT, LabSession, SearchJob, search_point_title
 from xnorlab.measure.front import Agreement, FrontPoint, Objective, SearchResult, modes_letters
 from xnorlab.search.walk import SearchOptions
@@ -337,14 +337,13 @@ def legend_text(t: style.Theme) -> str:
     )
 
 
-class SearchPanel(QWidget):
-    """Budget, objective, fine-tune epochs, Start/Cancel, progress, the front and its table."""
+class SearchPanel(TaskPanel):
+    """Budget, objective, fine-tune epochs, Start/Cancel, progress, the front and its table;
+    a cancelled search keeps nothing and leaves the modes as they are."""
 
     def __init__(self, session: LabSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
-        self.runner = TaskRunner(self)
-        self.task: Task | None = None
         self.job: SearchJob | None = None
         self._found: SearchResult | None = None  # the running job's result, until it ends
         self._build()
@@ -380,9 +379,7 @@ class SearchPanel(QWidget):
         form.addRow("Items per split", self.items_spin)
         self.start_button = QPushButton("Search")
         self.start_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button = self._make_cancel_button()
         self.adopt_button = QPushButton(ADOPT_TEXT)
         self.adopt_button.setToolTip(
             "apply the chosen modes with the weights the search fine-tuned for them "
@@ -456,20 +453,6 @@ class SearchPanel(QWidget):
             on_finished=lambda: self._finished(job),
         )  # fmt: skip
         return self.task
-
-    def cancel(self) -> None:
-        """Ask the running search to stop (nothing is kept, the modes stay as they are)."""
-        if self.task is not None and not self.task.done:
-            self.task.cancel()
-            show_message(self.message, "cancelling…")
-
-    def busy(self) -> bool:
-        """True while a search runs."""
-        return self.runner.active > 0
-
-    def shutdown(self) -> None:
-        """Cancel and wait for the worker (window close)."""
-        self.runner.shutdown()
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)

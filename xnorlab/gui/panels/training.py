@@ -31,9 +31,8 @@ from PySide6.QtWidgets import (
 )
 
 from xnorlab.common.errors import XnorlabError
-from xnorlab.gui.panels.base import show_message, subscribe
+from xnorlab.gui.panels.base import TaskPanel, show_message, subscribe
 from xnorlab.gui.panels.charts import ACCURACY_RANGE, CurvesChart
-from xnorlab.gui.workers import Task, TaskRunner
 from xnorlab.lab.session import LabSession
 from xnorlab.models.checkpoint import layer_settings, save_checkpoint
 from xnorlab.models.loaded import LoadedModel
@@ -80,14 +79,13 @@ def checkpoint_meta(session: LabSession) -> dict[str, Any]:
     return meta
 
 
-class TrainingPanel(QWidget):
-    """Epochs, learning rate, live loss/accuracy curves, progress, cancel and save."""
+class TrainingPanel(TaskPanel):
+    """Epochs, learning rate, live loss/accuracy curves, progress, cancel and save; a
+    cancelled run leaves the open model as it was."""
 
     def __init__(self, session: LabSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
-        self.runner = TaskRunner(self)
-        self.task: Task | None = None
         self.outcome: TrainingOutcome | None = None
         self._epochs_drawn = 0
         self._build()
@@ -113,9 +111,7 @@ class TrainingPanel(QWidget):
         self.scratch_check.toggled.connect(
             lambda on: self.start_button.setText("Train" if on else "Fine-tune")
         )
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button = self._make_cancel_button()
         self.save_button = QPushButton("Save checkpoint…")
         self.save_button.clicked.connect(self.save_dialog)
         buttons = QHBoxLayout()
@@ -174,20 +170,6 @@ class TrainingPanel(QWidget):
             on_result=lambda outcome: self._adopt(outcome, loaded),
             on_error=self._failed, on_cancelled=self._cancelled, on_finished=self._finished,
         )  # fmt: skip
-
-    def cancel(self) -> None:
-        """Ask the running training to stop (the open model stays as it was)."""
-        if self.task is not None:
-            self.task.cancel()
-            show_message(self.message, "cancelling…")
-
-    def busy(self) -> bool:
-        """True while training runs."""
-        return self.runner.active > 0
-
-    def shutdown(self) -> None:
-        """Cancel and wait for the worker (window close)."""
-        self.runner.shutdown()
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
