@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -148,15 +149,22 @@ def declined_text(spec: str) -> str:
     )
 
 
-def _path_row(edit: QLineEdit, browse: Callable[[], None]) -> QWidget:
+def _path_row(edit: QLineEdit, choose: Callable[[], str]) -> QWidget:
+    """``edit`` with a Browse… button that puts the path ``choose`` asks for into it."""
     row = QWidget()
     layout = QHBoxLayout(row)
     layout.setContentsMargins(0, 0, 0, 0)
     layout.addWidget(edit, 1)
     button = QPushButton("Browse…")
-    button.clicked.connect(browse)
+    button.clicked.connect(lambda: _take_path(edit, choose()))
     layout.addWidget(button)
     return row
+
+
+def _take_path(edit: QLineEdit, path: str) -> None:
+    """Show a chosen ``path``; a cancelled file dialog gives "" and keeps what was typed."""
+    if path:
+        edit.setText(path)
 
 
 def _parsed(edit: QLineEdit, parse: Callable[[str], T], what: str) -> T | None:
@@ -241,7 +249,7 @@ class OpenModelDialog(_SpecDialog):
         form = QFormLayout(tab)
         form.addRow("Architecture", self.arch_filter)
         form.addRow(self.arch_list)
-        form.addRow("Weights", _path_row(self.weights_edit, self._browse_weights))
+        form.addRow("Weights", _path_row(self.weights_edit, partial(self._open_file, "Weights")))
         return tab
 
     def _file_tab(self) -> QWidget:
@@ -254,7 +262,7 @@ class OpenModelDialog(_SpecDialog):
         )
         note.setWordWrap(True)
         form = QFormLayout(tab)
-        form.addRow("File", _path_row(self.file_edit, self._browse_file))
+        form.addRow("File", _path_row(self.file_edit, partial(self._open_file, "Open model file")))
         form.addRow(note)
         return tab
 
@@ -273,23 +281,22 @@ class OpenModelDialog(_SpecDialog):
         note = QLabel(CODE_NOTE)
         note.setWordWrap(True)
         form = QFormLayout(tab)
-        form.addRow("Python file", _path_row(self.code_edit, self._browse_code))
+        form.addRow(
+            "Python file",
+            _path_row(self.code_edit, partial(self._open_file, "Python file", CODE_FILTER)),
+        )
         form.addRow("Class", self.class_edit)
-        form.addRow("Weights", _path_row(self.code_weights_edit, self._browse_code_weights))
+        form.addRow(
+            "Weights", _path_row(self.code_weights_edit, partial(self._open_file, "Weights"))
+        )
         form.addRow("Keyword arguments", self.kwargs_edit)
         form.addRow("Input shape", self.shape_edit)
         form.addRow(note)
         return tab
 
-    def _browse_code(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Python file", "", CODE_FILTER)
-        if path:
-            self.code_edit.setText(path)
-
-    def _browse_code_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Weights", "", CHECKPOINT_FILTER)
-        if path:
-            self.code_weights_edit.setText(path)
+    def _open_file(self, title: str, file_filter: str = CHECKPOINT_FILTER) -> str:
+        """The file the user picks ("" when cancelled)."""
+        return QFileDialog.getOpenFileName(self, title, "", file_filter)[0]
 
     def code_options(self) -> CodeOptions | None:
         """The options of the "Your code" tab when it is chosen (``None`` otherwise); raises
@@ -333,16 +340,6 @@ class OpenModelDialog(_SpecDialog):
         elif not visible:
             self.arch_list.setCurrentItem(None)
 
-    def _browse_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Weights", "", CHECKPOINT_FILTER)
-        if path:
-            self.weights_edit.setText(path)
-
-    def _browse_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open model file", "", CHECKPOINT_FILTER)
-        if path:
-            self.file_edit.setText(path)
-
     def spec(self) -> str:
         """The chosen model spec; raises ``XnorlabError`` when the choice is incomplete."""
         tab = self.tabs.currentIndex()
@@ -375,7 +372,7 @@ class OpenDataDialog(_SpecDialog):
         for choice in DATA_CHOICES:
             self.kind.addItem(choice.label, choice.key)
         self.path_edit = QLineEdit()
-        self.path_row = _path_row(self.path_edit, self._browse)
+        self.path_row = _path_row(self.path_edit, self._folder)
         self.message = QLabel()
         self.message.setWordWrap(True)
         buttons = QDialogButtonBox(
@@ -399,10 +396,9 @@ class OpenDataDialog(_SpecDialog):
     def _update_path_row(self) -> None:
         self.path_row.setEnabled(self.choice.needs_path)
 
-    def _browse(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Data folder")
-        if path:
-            self.path_edit.setText(path)
+    def _folder(self) -> str:
+        """The folder the user picks ("" when cancelled)."""
+        return QFileDialog.getExistingDirectory(self, "Data folder")
 
     def spec(self) -> str:
         """The chosen dataset spec; raises ``XnorlabError`` when a folder is missing."""
