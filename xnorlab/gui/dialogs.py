@@ -1,4 +1,5 @@
-"""Small dialogs of the main window: the name-pattern question and the Getting started page.
+"""Small dialogs of the main window: the name-pattern question and the Getting started page,
+and the confirm/Cancel row every choosing dialog ends with (``confirm_buttons``).
 
 ``PatternDialog`` asks a glob and a mode in one dialog (wide enough for its title).
 ``GettingStartedDialog`` shows ``xnorlab/resources/help/getting-started.html``, which ships
@@ -33,6 +34,14 @@ def fit_title(dialog: QDialog) -> None:
     dialog.setMinimumWidth(max(dialog.minimumWidth(), needed))
 
 
+def confirm_buttons(dialog: QDialog, confirm: QDialogButtonBox.StandardButton) -> QDialogButtonBox:
+    """``confirm`` (Ok, Open…) and Cancel, wired to ``dialog``'s accept and reject."""
+    buttons = QDialogButtonBox(confirm | QDialogButtonBox.StandardButton.Cancel)
+    buttons.accepted.connect(dialog.accept)
+    buttons.rejected.connect(dialog.reject)
+    return buttons
+
+
 class PatternDialog(QDialog):
     """Layers > By name pattern…: a glob (``features.*``) and the mode to give the matches."""
 
@@ -46,11 +55,7 @@ class PatternDialog(QDialog):
         sample = ", ".join(layer_names[:4]) + (", …" if len(layer_names) > 4 else "")
         hint = QLabel(f"Layers: {sample}" if layer_names else "No model is open.")
         hint.setWordWrap(True)
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
-        )
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
+        buttons = confirm_buttons(self, QDialogButtonBox.StandardButton.Ok)
         form = QFormLayout(self)
         form.addRow("Pattern", self.pattern_edit)
         form.addRow("Mode", self.mode_box)

@@ -43,6 +43,7 @@ from PySide6.QtWidgets import (
 
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data.datasets import load_dataset
+from xnorlab.gui.dialogs import confirm_buttons
 from xnorlab.gui.workers import Task, TaskRunner, error_message
 from xnorlab.lab.session import LabSession
 from xnorlab.models.checkpoint import classify_model_file
@@ -224,11 +225,7 @@ class OpenModelDialog(_SpecDialog):
         self.code_tab = self.tabs.addTab(self._code_tab(), "Your code")
         self.message = QLabel()
         self.message.setWordWrap(True)
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel
-        )
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
+        buttons = confirm_buttons(self, QDialogButtonBox.StandardButton.Open)
         self.demo_list.itemDoubleClicked.connect(lambda _item: self.accept())
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs)
@@ -375,11 +372,7 @@ class OpenDataDialog(_SpecDialog):
         self.path_row = _path_row(self.path_edit, self._folder)
         self.message = QLabel()
         self.message.setWordWrap(True)
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel
-        )
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
+        buttons = confirm_buttons(self, QDialogButtonBox.StandardButton.Open)
         form = QFormLayout(self)
         form.addRow("Data", self.kind)
         form.addRow("Folder", self.path_row)
