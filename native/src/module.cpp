@@ -12,8 +12,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,7 +29,7 @@ namespace py = pybind11;
 using namespace xnorlab;
 
 namespace {
-constexpr int kAbiVersion = 7;
+constexpr int kAbiVersion = 8;
 
 using Pair = std::array<int64_t, 2>;
 using Shape4 = std::array<int64_t, 4>;
@@ -545,6 +548,153 @@ double microkernel_binding(int64_t kernel, int64_t channels, int64_t out_channel
   return microkernel_rate(kernel, channels, out_channels, seconds);
 }
 
+// One conv of a ConvChain: its validated call, and where its operands come from. Slots number
+// the chain's values: 0 is the chain's input, k the output of step k - 1.
+struct ChainStep {
+  ConvParams params;
+  PackedBuffers weight;
+  py::object prologue_arrays;  // holds the prologue's scale and shift alive
+  Prologue prologue;
+  Epilogue epilogue;  // the clamp; the residual pointer is set per run
+  int64_t input = 0, residual = -1;
+};
+
+// Several conv calls run as one native call, the values between them in buffers the chain owns
+// and reuses: no Python, no allocation and no page fault between the calls of a network.
+class ConvChain {
+ public:
+  explicit ConvChain(std::vector<ChainStep> steps) : steps_(std::move(steps)) {}
+
+  const ConvShape& input_shape() const { return steps_.front().params.s; }
+  const ConvShape& output_shape() const { return steps_.back().params.s; }
+  size_t size() const { return steps_.size(); }
+
+  // The last step's output (a new array); per step whether its input had NaN, and its timing.
+  py::tuple run(const py::array& x) {
+    const ConvShape& in = input_shape();
+    const float* xp = dense<float>(x, {in.batch, in.channels, in.height, in.width}, "input",
+                                   {0, 2, 3, 1});
+    py::array out = conv_output(output_shape());
+    std::vector<ConvResult> results(steps_.size());
+    {
+      py::gil_scoped_release release;
+      // One run at a time: the runs share the value buffers.
+      const std::lock_guard<std::mutex> lock(mutex_);
+      if (values_.empty()) allocate_values();
+      std::vector<const float*> slots{xp};
+      for (size_t k = 0; k < steps_.size(); ++k) {
+        const ChainStep& st = steps_[k];
+        float* dst = k + 1 == steps_.size() ? static_cast<float*>(out.mutable_data())
+                                             : values_[k].get();
+        const PackedBuffers& w = st.weight;
+        const Prologue& p = st.prologue;
+        ConvBuffers b{slots[static_cast<size_t>(st.input)], w.bits_data, w.tap_sums_data,
+                      w.alpha_data, w.bias_data, dst,
+                      st.residual < 0 ? nullptr : slots[static_cast<size_t>(st.residual)],
+                      st.epilogue.clamp_lo, st.epilogue.clamp_hi, p.scale, p.shift, p.lo, p.hi};
+        results[k] = xnor_conv2d(st.params.s, b);
+        slots.push_back(dst);
+      }
+    }
+    py::list nan, timings;
+    for (const ConvResult& r : results) {
+      nan.append(r.input_has_nan);
+      timings.append(as_tuple(r.timing));
+    }
+    return py::make_tuple(std::move(out), std::move(nan), std::move(timings));
+  }
+
+ private:
+  void allocate_values() {
+    for (size_t k = 0; k + 1 < steps_.size(); ++k) {
+      const ConvShape& s = steps_[k].params.s;
+      const auto bytes =
+          static_cast<size_t>((s.batch * s.out_h * s.out_w * s.out_channels * 4 + 63) / 64 * 64);
+      float* data = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (data == nullptr) throw std::bad_alloc();
+      values_.emplace_back(data, &std::free);
+    }
+  }
+
+  std::vector<ChainStep> steps_;
+  std::vector<std::unique_ptr<float, decltype(&std::free)>> values_;
+  std::mutex mutex_;
+};
+
+bool same_image(const ConvShape& reader, const ConvShape& writer) {
+  return reader.batch == writer.batch && reader.channels == writer.out_channels &&
+         reader.height == writer.out_h && reader.width == writer.out_w;
+}
+
+// A step's operand slot: an int in 0..k (None: no operand, -1), whose value has `fits` shape.
+int64_t chain_slot(const py::object& slot, size_t k, const std::vector<ChainStep>& steps,
+                   const char* what, const std::function<bool(const ConvShape*)>& fits) {
+  const std::string where = "conv chain step " + std::to_string(k) + ": " + what;
+  if (!py::isinstance<py::int_>(slot)) throw py::type_error(where + " must be an int");
+  const auto v = slot.cast<int64_t>();
+  if (v < 0 || v > static_cast<int64_t>(k)) {
+    value_error(where + " must name the chain input (0) or an earlier step's output (1.." +
+                std::to_string(k) + "), got " + std::to_string(v));
+  }
+  if (!fits(v == 0 ? nullptr : &steps[static_cast<size_t>(v - 1)].params.s)) {
+    value_error(where + " " + std::to_string(v) + " does not have the shape this step needs");
+  }
+  return v;
+}
+
+// steps: (params, weight, input slot, residual slot or None, clamp, prologue_scale,
+// prologue_shift, prologue_clamp) per conv, NHWC input, the packed bias; every step reading
+// the chain input (slot 0) must take the same shape, every other operand the shape its step
+// needs.
+std::unique_ptr<ConvChain> make_conv_chain(const py::list& items) {
+  if (items.empty()) value_error("a conv chain needs at least one step");
+  std::vector<ChainStep> steps;
+  for (size_t k = 0; k < items.size(); ++k) {
+    const auto item = items[k].cast<py::tuple>();
+    if (item.size() != 8) value_error("a conv chain step is 8 items");
+    ChainStep st{item[0].cast<ConvParams>(), item[1].cast<PackedBuffers>(), py::none(), {}, {}};
+    const ConvShape& s = st.params.s;
+    check_weight(s, st.weight, "conv chain");
+    if (!s.channels_last) value_error("a conv chain runs channels_last (NHWC) inputs only");
+    const ConvShape* first = k == 0 ? &s : &steps.front().params.s;
+    const auto input_fits = [&](const ConvShape* w) {
+      if (w != nullptr) return same_image(s, *w);
+      return s.batch == first->batch && s.channels == first->channels &&
+             s.height == first->height && s.width == first->width;
+    };
+    if (k == 0 && !(py::isinstance<py::int_>(item[2]) && item[2].cast<int64_t>() == 0)) {
+      value_error("conv chain step 0 must read the chain input (slot 0)");
+    }
+    st.input = chain_slot(item[2], k, steps, "input", input_fits);
+    if (!item[3].is_none()) {
+      const auto residual_fits = [&](const ConvShape* w) {
+        if (w == nullptr) {
+          return first->batch == s.batch && first->channels == s.out_channels &&
+                 first->height == s.out_h && first->width == s.out_w;
+        }
+        return w->batch == s.batch && w->out_channels == s.out_channels && w->out_h == s.out_h &&
+               w->out_w == s.out_w;
+      };
+      st.residual = chain_slot(item[3], k, steps, "residual", residual_fits);
+    }
+    st.epilogue = conv_epilogue(s, py::none(), item[4]);
+    st.prologue = conv_prologue(s, item[5], item[6], item[7]);
+    st.prologue_arrays = py::make_tuple(item[5], item[6]);
+    steps.push_back(std::move(st));
+  }
+  return std::make_unique<ConvChain>(std::move(steps));
+}
+
+void bind_conv_chain(py::module_& m) {
+  py::class_<ConvChain>(m, "ConvChain",
+                        "Several XNOR conv calls run as one (validated once, on creation).")
+      .def(py::init(&make_conv_chain), py::arg("steps"))
+      .def("__len__", &ConvChain::size)
+      .def("run", &ConvChain::run, py::arg("x").noconvert(),
+           "Run the chain on x (float32 NHWC); returns (last output, [input_has_nan per "
+           "step], [(pack_s, popcount_s, scale_s, total_s) per step]).");
+}
+
 void bind_conv_params(py::module_& m) {
   py::class_<ConvParams>(m, "ConvParams",
                          "Validated geometry of one conv call (immutable; checked on creation).")
@@ -604,6 +754,7 @@ PYBIND11_MODULE(_native, m) {
   m.attr("MAX_ELEMENTS") = kMaxElements;
   bind_conv_params(m);
   bind_packed_buffers(m);
+  bind_conv_chain(m);
   m.def("compiled_isas", [] { return names(compiled_isas()); },
         "ISAs whose kernels are compiled into this module.");
   m.def("supported_isas", [] { return names(supported_isas()); },

@@ -21,7 +21,8 @@ once, the fast path). Semantics are those of ``xnorlab.binary.binarize``:
 Around the conv: a :class:`Prologue` (``clamp(x * scale + shift)`` per input channel, applied
 while packing) and an :class:`Epilogue` (``clamp(out + residual)``, applied per output tile);
 :class:`PreparedConv2d` validates a conv once per input shape and can hand the next conv its
-packed input (:class:`PackedActivation`); :func:`max_pool2d` pools channels_last input.
+packed input (:class:`PackedActivation`); a :class:`ConvChain` runs several prepared convs
+(a network's residual blocks) as one call; :func:`max_pool2d` pools channels_last input.
 
 Engine controls: :func:`info`, :func:`set_isa`, :func:`set_threads`, :func:`get_threads`,
 ``XNORLAB_KERNEL=reference``, ``XNORLAB_ISA``, ``XNORLAB_THREADS``; timing with :func:`profile`;
@@ -38,6 +39,7 @@ from xnorlab.engine._backend import (
     set_isa,
     set_threads,
 )
+from xnorlab.engine.chain import ChainStep, ConvChain
 from xnorlab.engine.conv import xnor_conv2d
 from xnorlab.engine.errors import KernelConfigError, KernelInputError, KernelTypeError
 from xnorlab.engine.fused import Epilogue, Prologue
@@ -53,6 +55,8 @@ from xnorlab.engine.prepared import PackedActivation, PreparedConv2d
 from xnorlab.engine.profiling import KernelTiming, profile
 
 __all__ = [
+    "ChainStep",
+    "ConvChain",
     "Epilogue",
     "KernelConfigError",
     "KernelInputError",

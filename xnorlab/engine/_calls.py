@@ -37,8 +37,10 @@ def padded_bias(packed: PackedConv2dWeight | PackedLinearWeight, bias: Any) -> A
     return out.numpy()
 
 
-def record_call(op: str, shapes: tuple[Any, Any, Any], macs: int, split: Any, start: float) -> None:
-    total = time.perf_counter() - start
+def record_call(op: str, shapes: tuple[Any, Any, Any], macs: int, split: Any, start: float,
+                total_s: float | None = None) -> None:  # fmt: skip
+    """Record a call that started at ``start`` (``total_s``: its wall time, when known)."""
+    total = time.perf_counter() - start if total_s is None else total_s
     pack_s, popcount_s, scale_s, _ = split
     native = native_module()
     record(
@@ -90,8 +92,8 @@ def plain_setting(value: Any) -> bool:
 
 
 def record_conv(input_shape: Any, packed: PackedConv2dWeight, out_shape: Any, split: Any,
-                start: float) -> None:  # fmt: skip
+                start: float, total_s: float | None = None) -> None:  # fmt: skip
     """The profile record of one XNOR conv call (``N*H_out*W_out*C_out*C_in*kh*kw`` MACs)."""
     macs = int(torch.Size(out_shape).numel()) * packed.in_channels * packed.taps
     weight_shape = (packed.out_channels, packed.in_channels, *packed.kernel_size)
-    record_call("xnor_conv2d", (input_shape, weight_shape, out_shape), macs, split, start)
+    record_call("xnor_conv2d", (input_shape, weight_shape, out_shape), macs, split, start, total_s)

@@ -127,6 +127,12 @@ class PreparedConv2d:
                 )
         self.next = reader
 
+    def chain_item(self, input_slot: int, residual_slot: int | None) -> tuple[Any, ...]:
+        """This call as a step of the native ``ConvChain`` (``xnorlab.engine.chain``)."""
+        assert self._call is not None
+        _, params, buffers = self._call
+        return (params, buffers, input_slot, residual_slot, self.clamp, *self._prologue_args)
+
     def _takes(self, x: Tensor, residual: Tensor | None) -> bool:
         """Whether the engine can take ``x`` and ``residual`` as they are."""
         channels_last = torch.channels_last
