@@ -4,6 +4,7 @@ simulation, with XNOR conv -> BatchNorm [-> clamp] chains fused into one engine 
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from xnorlab.binary.layers import BinConv2d
 from xnorlab.binary.modes import Backend, Mode
 from xnorlab.binary.surgery import binarize_model
 from xnorlab.runtime.deploy import DeployReport
-from xnorlab.runtime.fused import AffineClamp, EngineMaxPool2d, FusedXnorConv
+from xnorlab.runtime.fused import AffineClamp, EngineChain, EngineMaxPool2d, FusedXnorConv
 
 SUPPORTED_ISAS = engine.info()["supported_isas"]
 
@@ -417,3 +418,89 @@ def test_later_forwards_take_the_prepared_engine_call_and_equal_the_first(isa: s
         assert list(fused._prepared) == [torch.Size((2, 8, 7, 7))]
         assert torch.equal(deployed(x), first)
         assert torch.equal(deployed(x.double()).float(), first)  # not prepared: the facade
+
+
+def test_resnet_blocks_run_as_one_engine_chain_equal_to_the_calls_one_by_one(isa: str) -> None:
+    torch.manual_seed(0)
+    model = randomize_batchnorms(torchvision.models.resnet18(num_classes=10)).eval()
+    binarize_model(model, "paper", warn_first_last=False)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        chained = xnorlab.deploy(model)
+        unchained = xnorlab.deploy(model, chain=False)
+        expected = unchained(x)
+        first, second = chained(x), chained(x)  # the convs one by one, then the chain
+        with engine.profile() as records:
+            chained(x)
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    report = chained.deploy_report
+    assert report.chains == [
+        "layer1_0_conv1__layer1_0_bn1__layer1_0_relu.."
+        "layer4_1_conv2__layer4_1_bn2__add_7__layer4_1_relu (19 convs)"
+    ]
+    assert "engine calls chained" in report.text()
+    assert unchained.deploy_report.chains == []
+    assert len(records) == 19  # one profile record per conv of the chain
+    (chain,) = [m for m in chained.modules() if isinstance(m, EngineChain)]
+    assert len(chain.convs) == 19
+    assert chain.wiring[:2] == ((0, None), (1, 0))  # layer1.0: conv1 on the input, conv2 adds it
+    assert not any(isinstance(m, EngineChain) for m in unchained.modules())
+
+
+def test_a_deployed_chain_survives_copies_and_pickles(tmp_path: object) -> None:
+    model = binarized_small_net("paper")
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        deployed = xnorlab.deploy(model)
+        expected = deployed(x)
+        deployed(x)  # the native chain exists now
+        copied = copy.deepcopy(deployed)
+        assert torch.equal(copied(x), expected) and torch.equal(copied(x), expected)
+        buffer = io.BytesIO()
+        torch.save(deployed, buffer)
+        buffer.seek(0)
+        loaded = torch.load(buffer, weights_only=False)  # our own object, just written
+        assert torch.equal(loaded(x), expected) and torch.equal(loaded(x), expected)
+
+
+class Tapped(nn.Module):
+    """Three XNOR conv blocks whose middle output is also returned: a chain must stop there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=1) for _ in range(3))
+        self.bns = nn.ModuleList(nn.BatchNorm2d(8) for _ in range(3))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        a = torch.relu(self.bns[0](self.convs[0](x)))
+        b = torch.relu(self.bns[1](self.convs[1](a)))
+        return self.bns[2](self.convs[2](b)), b
+
+
+def test_a_chain_ends_at_an_output_read_outside_it(isa: str) -> None:
+    model = randomize_batchnorms(Tapped()).eval()
+    binarize_model(model, {f"convs.{i}": "xnor" for i in range(3)}, warn_first_last=False)
+    x = torch.randn(1, 8, 9, 9)
+    with torch.no_grad():
+        deployed = xnorlab.deploy(model)
+        expected = xnorlab.deploy(model, chain=False)(x)
+        got = [deployed(x), deployed(x)]
+    assert deployed.deploy_report.chains == [
+        "convs_0__bns_0__relu..convs_1__bns_1__relu_1 (2 convs)"
+    ]
+    for out in got:
+        assert torch.equal(out[0], expected[0]) and torch.equal(out[1], expected[1])
+
+
+def test_bit_outputs_and_the_reference_engine_run_no_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = binarized_small_net("paper")
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = xnorlab.deploy(model, chain=False)(x)
+        linked = xnorlab.deploy(model, bit_outputs=True)
+        assert linked.deploy_report.chains == [] and linked.deploy_report.bit_outputs
+        chained = xnorlab.deploy(model)
+        (chain,) = [m for m in chained.modules() if isinstance(m, EngineChain)]
+        monkeypatch.setattr("xnorlab.engine.prepared.native_module", lambda: None)
+        assert_close(chained(x), expected)  # the reference engine: the convs one by one
+        assert chain._chains == {torch.Size((2, 24, 16, 16)): None}

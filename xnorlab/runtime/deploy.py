@@ -15,7 +15,11 @@ packed once, at deploy time. torch.fx passes over its graph (modules in
 3. max pools the engine computes run there (:class:`EngineMaxPool2d`);
 4. (``bit_outputs``, off by default) a fused conv whose output only another fused conv
    reads, as its input, hands it its packed input (sign bits and sums of ``|x|``) instead of
-   a float tensor.
+   a float tensor;
+5. (``chain``, on unless ``bit_outputs``) each run of consecutive fused convs that read only
+   the run's input and each other's outputs, and whose outputs only the run reads (the last
+   one's aside), becomes one engine call (:class:`EngineChain`): a ResNet's residual blocks
+   run without returning to Python between convs.
 
 A model fx cannot trace is deployed unfused; the returned model's ``deploy_report`` (a
 :class:`DeployReport`) says which happened.
@@ -39,6 +43,7 @@ from xnorlab.binary.modes import Backend, Mode
 from xnorlab.engine import Prologue
 from xnorlab.runtime.fused import (
     AffineClamp,
+    EngineChain,
     EngineMaxPool2d,
     FusedXnorConv,
     batchnorm_affine,
@@ -53,6 +58,7 @@ class DeployReport:
     they feed, ``affine`` the other BatchNorms (``bn[+act]``) run as :class:`AffineClamp`,
     ``pools`` the max pools run in the engine, ``bit_outputs`` the fused convs
     (``conv>reader``) that hand the XNOR conv alone reading their output its packed input,
+    ``chains`` the runs of fused convs run as one engine call (``first..last (n convs)``),
     ``traced`` whether fx traced the model, ``reason`` why not (empty if it did)."""
 
     traced: bool = False
@@ -62,6 +68,7 @@ class DeployReport:
     prologues: list[str] = field(default_factory=list)
     pools: list[str] = field(default_factory=list)
     bit_outputs: list[str] = field(default_factory=list)
+    chains: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         """One line for the app and the reports."""
@@ -69,10 +76,11 @@ class DeployReport:
             return f"deploy: not fused, {self.reason}" if self.reason else "deploy: not fused"
         pools = f", max pools in the engine {len(self.pools)}" if self.pools else ""
         bits = f", outputs passed packed {len(self.bit_outputs)}" if self.bit_outputs else ""
+        runs = f", engine calls chained {'; '.join(self.chains)}" if self.chains else ""
         return (
             f"deploy: fused chains {len(self.fused)}, BatchNorms in the next conv's packing "
-            f"{len(self.prologues)}, as multiply-add {len(self.affine)}{pools}{bits} (torch.fx "
-            "traced the model)"
+            f"{len(self.prologues)}, as multiply-add {len(self.affine)}{pools}{bits}{runs} "
+            "(torch.fx traced the model)"
         )
 
 
@@ -95,6 +103,73 @@ def _bits_graph(gm: fx.GraphModule) -> list[str]:
         assert isinstance(writer, FusedXnorConv)
         writer.write_bits_for(reader)
         done.append(f"{node.target}>{user.target}")
+    return done
+
+
+def _closed_prefix(run: list[fx.Node]) -> int:
+    """The length of the longest prefix of ``run`` (at least 2) whose values, the last one's
+    aside, only that prefix reads; 0 if there is none."""
+    for size in range(len(run), 1, -1):
+        inside = set(run[:size])
+        if all(set(node.users) <= inside for node in run[: size - 1]):
+            return size
+    return 0
+
+
+def _fused_runs(gm: fx.GraphModule) -> list[tuple[fx.Node, list[fx.Node]]]:
+    """(input, nodes) of each run of consecutive fused-conv nodes that read only the run's
+    input and earlier nodes of the run, and whose values only the run reads (but the last)."""
+    modules = dict(gm.named_modules())
+
+    def fused(node: fx.Node) -> bool:
+        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        return isinstance(module, FusedXnorConv) and not node.kwargs and bool(node.args)
+
+    nodes = list(gm.graph.nodes)
+    runs: list[tuple[fx.Node, list[fx.Node]]] = []
+    i = 0
+    while i < len(nodes):
+        source = nodes[i].args[0] if fused(nodes[i]) else None
+        if not isinstance(source, fx.Node):
+            i += 1
+            continue
+        members: set[fx.Node] = {source}
+        run: list[fx.Node] = []
+        for node in nodes[i:]:
+            if not fused(node) or not all(a in members for a in node.args):
+                break
+            run.append(node)
+            members.add(node)
+        size = _closed_prefix(run)
+        if size:
+            runs.append((source, run[:size]))
+        i += max(size, 1)
+    return runs
+
+
+def _chain_graph(gm: fx.GraphModule) -> list[str]:
+    """Replace each run of :func:`_fused_runs` by one :class:`EngineChain`; their names."""
+    modules = dict(gm.named_modules())
+    done: list[str] = []
+    for index, (source, run) in enumerate(_fused_runs(gm)):
+        slots: dict[Any, int] = {source: 0, **{node: k + 1 for k, node in enumerate(run)}}
+        wiring = [
+            (slots[node.args[0]], slots[node.args[1]] if len(node.args) > 1 else None)
+            for node in run
+        ]  # fmt: skip
+        convs = [modules[str(node.target)] for node in run]
+        assert all(isinstance(conv, FusedXnorConv) for conv in convs)
+        target = f"engine_chain_{index}"
+        gm.add_submodule(target, EngineChain(convs, wiring))
+        with gm.graph.inserting_after(run[-1]):
+            new = gm.graph.call_module(target, (source,))
+        run[-1].replace_all_uses_with(new)
+        for dead in reversed(run):
+            gm.graph.erase_node(dead)
+        done.append(f"{run[0].target}..{run[-1].target} ({len(run)} convs)")
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
     return done
 
 
@@ -372,7 +447,9 @@ def deploy_report(model: nn.Module) -> DeployReport | None:
     return report if isinstance(report, DeployReport) else None
 
 
-def deploy(model: nn.Module, fuse: bool = True, bit_outputs: bool = False) -> nn.Module:
+def deploy(
+    model: nn.Module, fuse: bool = True, bit_outputs: bool = False, chain: bool = True
+) -> nn.Module:
     """``model`` (binarized with ``binarize_model``, its modes as set) prepared for inference.
 
     Returns a copy in eval mode whose wrapped layers run in the native engine with their
@@ -384,7 +461,9 @@ def deploy(model: nn.Module, fuse: bool = True, bit_outputs: bool = False) -> nn
     :class:`DeployReport`, says which happened). With ``bit_outputs`` a fused conv whose
     output only another fused conv reads hands it its packed input instead of floats (pass 4
     of the module doc); off by default, as on the CPUs we measured it gains nothing (the emit
-    costs what the reader's pack pass saved; benchmarks/RESULTS.md).
+    costs what the reader's pack pass saved; benchmarks/RESULTS.md). With ``chain`` (and
+    without ``bit_outputs``) each run of fused convs that only feed each other is one engine
+    call (pass 5).
 
     ``model`` itself is not modified. The copy shares ``model``'s parameters and buffers, but
     the packed and fused weights are a snapshot: deploy again after changing weights or modes.
@@ -413,6 +492,8 @@ def deploy(model: nn.Module, fuse: bool = True, bit_outputs: bool = False) -> nn
             report.pools = _pool_graph(gm)
             if bit_outputs:
                 report.bit_outputs = _bits_graph(gm)
+            elif chain:
+                report.chains = _chain_graph(gm)
             prepared = gm
     if _has_xnor_conv(model):
         prepared.register_forward_pre_hook(channels_last_hook)

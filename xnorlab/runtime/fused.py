@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from xnorlab.binary.layers import BinConv2d
 from xnorlab.engine import (
+    ChainStep,
+    ConvChain,
     Epilogue,
     KernelInputError,
     PackedActivation,
@@ -101,6 +103,10 @@ class FusedXnorConv(nn.Module):
             raise KernelInputError("the shortcut of a packed input must have the output's shape")
         return x.reader(x, shortcut)
 
+    def prepared_for(self, shape: torch.Size) -> PreparedConv2d | None:
+        """The call prepared for inputs of ``shape``, once one ran (None before)."""
+        return self._prepared.get(shape)
+
     @property
     def prologue(self) -> Prologue | None:
         """The transform of the input before the sign (the BatchNorm before the conv)."""
@@ -151,6 +157,61 @@ class FusedXnorConv(nn.Module):
             f"{packed.in_channels}, {packed.out_channels}, kernel_size={packed.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, clamp={self.bounds}{prologue}"
         )
+
+
+class EngineChain(nn.Module):
+    """Consecutive fused XNOR convs of a deployed graph (a network's residual blocks) run as one
+    engine call (``xnorlab.engine.ConvChain``). ``wiring[k]`` is conv ``k``'s (input slot,
+    shortcut slot or None); slot 0 is the chain's input, slot ``k`` the output of conv
+    ``k - 1``; the chain's output is the last conv's.
+
+    The first input of a shape runs the convs one by one (each prepares its call); later
+    inputs of that shape run the chain of those calls (same results, the same engine calls).
+    """
+
+    def __init__(self, convs: list[FusedXnorConv], wiring: list[tuple[int, int | None]]) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(convs)
+        self.wiring = tuple(wiring)
+        self._chains: dict[torch.Size, ConvChain | None] = {}  # None: not chainable
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the native chains behind (made again on use)."""
+        state = dict(vars(self))
+        state["_chains"] = {}
+        return state
+
+    def forward(self, x: Tensor) -> Tensor:
+        chain = self._chains.get(x.shape)
+        if chain is not None:
+            return chain(x)
+        values: list[Tensor] = [x]
+        for conv, (source, shortcut) in zip(self.convs, self.wiring, strict=True):
+            args = (values[source],) if shortcut is None else (values[source], values[shortcut])
+            values.append(conv(*args))
+        if x.shape not in self._chains:
+            if len(self._chains) > 16:
+                self._chains.clear()
+            self._chains[x.shape] = self._chain_for(values)
+        return values[-1]
+
+    def _chain_for(self, values: list[Tensor]) -> ConvChain | None:
+        """The chain of the calls the convs prepared for these values' shapes, or None when one
+        of them ran otherwise (no native engine, a shortcut that broadcasts)."""
+        steps = []
+        for conv, (source, shortcut) in zip(self.convs, self.wiring, strict=True):
+            assert isinstance(conv, FusedXnorConv)
+            value = values[source]
+            prepared = conv.prepared_for(value.shape) if type(value) is Tensor else None
+            if prepared is None or not prepared.native or prepared.next is not None:
+                return None
+            if shortcut is not None and values[shortcut].shape != prepared.out_shape:
+                return None
+            steps.append(ChainStep(prepared, source, shortcut))
+        return ConvChain(steps)
+
+    def extra_repr(self) -> str:
+        return f"wiring={list(self.wiring)}"
 
 
 class AffineClamp(nn.Module):
@@ -215,6 +276,7 @@ def fold_batchnorm(packed: PackedConv2dWeight, bn: nn.BatchNorm2d) -> PackedConv
 
 __all__ = [
     "AffineClamp",
+    "EngineChain",
     "EngineMaxPool2d",
     "FusedXnorConv",
     "batchnorm_affine",
