@@ -30,15 +30,17 @@ from xnorlab.engine import KernelTiming
 from xnorlab.measure.timing import RunPlan, time_interleaved
 
 
-def build(seed: int = 0) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
-    """(float, deployed, deployed unfused, plain native) resnet18s with the same weights."""
+def build(seed: int = 0) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, nn.Module]:
+    """(float, deployed, deployed without chains, deployed unfused, plain native) resnet18s
+    with the same weights."""
     torch.manual_seed(seed)
     flt = torchvision.models.resnet18().eval()
     binary = copy.deepcopy(flt)
     xnorlab.binarize_model(binary, "paper")
     plain = copy.deepcopy(flt)
     xnorlab.binarize_model(plain, "paper", backend="native")
-    return flt, xnorlab.deploy(binary), xnorlab.deploy(binary, fuse=False), plain
+    return (flt, xnorlab.deploy(binary), xnorlab.deploy(binary, chain=False),
+            xnorlab.deploy(binary, fuse=False), plain)  # fmt: skip
 
 
 def stem(model: nn.Module, x: Tensor) -> Tensor:
@@ -82,25 +84,37 @@ def engine_threads_ab(deployed: nn.Module, x: Tensor, threads: list[int], rounds
     return records
 
 
+def native_s(call: KernelTiming) -> float:
+    """The part of an engine call spent in the native kernels (pack, K map, conv), without the
+    Python facade's serial overhead."""
+    return call.pack_s + call.popcount_s + call.scale_s
+
+
 def print_engine_threads_ab(records: dict[int, list[list[KernelTiming]]]) -> None:
-    """Per engine call (in forward order) the median wall time at each thread count, and the
-    median per forward of the calls' summed time, with the ratio to the first thread count."""
+    """Per engine call (in forward order) the median wall time at each thread count, the ratio
+    to the first thread count, and the same ratio of the native part alone; last, the medians
+    per forward of the calls' summed times."""
     counts = list(records)
     base = counts[0]
     calls = len(records[base][0])
     print(f"| call | input | C_out | {' | '.join(f'{t} thr us' for t in counts)} | "
-          f"{' | '.join(f'{base}/{t} thr' for t in counts[1:])} |")  # fmt: skip
-    print("|" + "---|" * (3 + 2 * len(counts) - 1))
+          f"{' | '.join(f'{base}/{t} thr' for t in counts[1:])} | "
+          f"{' | '.join(f'native {base}/{t}' for t in counts[1:])} |")  # fmt: skip
+    print("|" + "---|" * (3 + 3 * len(counts) - 2))
     for i in range(calls):
-        med = {t: statistics.median(f[i].total_s for f in records[t]) * 1e6 for t in counts}
+        med = {t: statistics.median(f[i].total_s for f in records[t]) for t in counts}
+        nat = {t: statistics.median(native_s(f[i]) for f in records[t]) for t in counts}
         first = records[base][0][i]
         ratios = " | ".join(f"{med[base] / med[t]:.2f}x" for t in counts[1:])
+        native = " | ".join(f"{nat[base] / nat[t]:.2f}x" for t in counts[1:])
         print(f"| {i} | {'x'.join(map(str, first.shape[1:]))} | {first.weight_shape[0]} | "
-              f"{' | '.join(f'{med[t]:.0f}' for t in counts)} | {ratios} |")  # fmt: skip
+              f"{' | '.join(f'{med[t] * 1e6:.0f}' for t in counts)} | {ratios} | {native} |")  # fmt: skip
     sums = {t: statistics.median(sum(c.total_s for c in f) for f in records[t]) for t in counts}
+    nats = {t: statistics.median(sum(native_s(c) for c in f) for f in records[t]) for t in counts}
     ratios = " | ".join(f"{sums[base] / sums[t]:.2f}x" for t in counts[1:])
+    native = " | ".join(f"{nats[base] / nats[t]:.2f}x" for t in counts[1:])
     print(f"| all {calls} (median of per-forward sums, ms) | | | "
-          f"{' | '.join(f'{sums[t] * 1e3:.2f}' for t in counts)} | {ratios} |")  # fmt: skip
+          f"{' | '.join(f'{sums[t] * 1e3:.2f}' for t in counts)} | {ratios} | {native} |")  # fmt: skip
 
 
 def main() -> None:
@@ -110,7 +124,7 @@ def main() -> None:
     parser.add_argument("--ab-rounds", type=int, default=60,
                         help="rounds of the engine-calls thread A/B (0: skip)")  # fmt: skip
     args = parser.parse_args()
-    flt, deployed, unfused, plain = build()
+    flt, deployed, unchained, unfused, plain = build()
     x = torch.randn(1, 3, 224, 224)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     print(f"engine {engine.info()['isa']}, load {os.getloadavg()[0]:.1f}")
@@ -121,6 +135,7 @@ def main() -> None:
             ops = {
                 "float": lambda: flt(x),
                 "deploy": lambda: deployed(x),
+                "deploy, a call per conv (chain=False)": lambda: unchained(x),
                 "deploy unfused": lambda: unfused(x),
                 "binarize_model native": lambda: plain(x),
                 "float stem (channels_last)": lambda: stem(flt, x_cl),
