@@ -73,6 +73,14 @@ def test_xresnet18_deployed_equals_the_simulation(
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
     native = [m for m in deployed.modules() if isinstance(m, BinConv2d) and m.mode is Mode.XNOR]
     assert native == []
+    # The 19 fused convs of the eight blocks are one engine chain (the identity shortcuts of
+    # blocks 0, 1, 3, 5 and 7 dropped); the second forward runs it, equal to the convs one by
+    # one.
+    assert report.chains == [
+        "blocks_0_conv1__blocks_0_pre2_0__blocks_0_pre2_1..blocks_7_conv2__add_7 (19 convs)"
+    ]
+    with torch.no_grad():
+        assert torch.equal(deployed(x), got)
     # conv1's output feeds conv2 alone: with bit outputs (off by default) it is handed over
     # packed from the second forward on.
     assert report.bit_outputs == []

@@ -19,7 +19,8 @@ packed once, at deploy time. torch.fx passes over its graph (modules in
 5. (``chain``, on unless ``bit_outputs``) each run of consecutive fused convs that read only
    the run's input and each other's outputs, and whose outputs only the run reads (the last
    one's aside), becomes one engine call (:class:`EngineChain`): a ResNet's residual blocks
-   run without returning to Python between convs.
+   run without returning to Python between convs (its ``nn.Identity`` shortcuts are dropped
+   from the graph first).
 
 A model fx cannot trace is deployed unfused; the returned model's ``deploy_report`` (a
 :class:`DeployReport`) says which happened.
@@ -147,8 +148,21 @@ def _fused_runs(gm: fx.GraphModule) -> list[tuple[fx.Node, list[fx.Node]]]:
     return runs
 
 
+def _drop_identities(gm: fx.GraphModule) -> None:
+    """Read each ``nn.Identity``'s input where its output was read (a ResNet's plain shortcut
+    is one, and would end a run of fused convs)."""
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        if type(module) is nn.Identity and len(node.args) == 1 and not node.kwargs:
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+
+
 def _chain_graph(gm: fx.GraphModule) -> list[str]:
-    """Replace each run of :func:`_fused_runs` by one :class:`EngineChain`; their names."""
+    """Replace each run of :func:`_fused_runs` by one :class:`EngineChain` (identities
+    dropped first); their names."""
+    _drop_identities(gm)
     modules = dict(gm.named_modules())
     done: list[str] = []
     for index, (source, run) in enumerate(_fused_runs(gm)):
