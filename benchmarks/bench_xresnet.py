@@ -50,7 +50,7 @@ def build(seed: int = 0) -> tuple[nn.Module, nn.Module, nn.Module]:
 WITHOUT = {
     "prologues": ("_prologue_conv", lambda *_args: None),  # BNs before XNOR convs: multiply-adds
     "engine-pool": ("_pool_graph", lambda *_args: []),  # torch's max pool
-    "chains": ("_chain_graph", lambda *_args: []),  # one engine call per fused conv
+    "chains": ("_chain_graph", lambda *_args: ([], 0)),  # one engine call per fused conv
     "+bit-outputs": None,  # conv outputs handed over packed (deploy(..., bit_outputs=True))
 }
 

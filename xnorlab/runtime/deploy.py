@@ -59,7 +59,8 @@ class DeployReport:
     they feed, ``affine`` the other BatchNorms (``bn[+act]``) run as :class:`AffineClamp`,
     ``pools`` the max pools run in the engine, ``bit_outputs`` the fused convs
     (``conv>reader``) that hand the XNOR conv alone reading their output its packed input,
-    ``chains`` the runs of fused convs run as one engine call (``first..last (n convs)``),
+    ``chains`` the runs of fused convs run as one engine call (``first..last (n convs)``) and
+    ``chained_convs`` how many convs they hold,
     ``traced`` whether fx traced the model, ``reason`` why not (empty if it did)."""
 
     traced: bool = False
@@ -70,6 +71,7 @@ class DeployReport:
     pools: list[str] = field(default_factory=list)
     bit_outputs: list[str] = field(default_factory=list)
     chains: list[str] = field(default_factory=list)
+    chained_convs: int = 0
 
     def text(self) -> str:
         """One line for the app and the reports."""
@@ -77,7 +79,9 @@ class DeployReport:
             return f"deploy: not fused, {self.reason}" if self.reason else "deploy: not fused"
         pools = f", max pools in the engine {len(self.pools)}" if self.pools else ""
         bits = f", outputs passed packed {len(self.bit_outputs)}" if self.bit_outputs else ""
-        runs = f", engine calls chained {'; '.join(self.chains)}" if self.chains else ""
+        runs = ""
+        if self.chains:
+            runs = f", {self.chained_convs} convs in {len(self.chains)} engine chain(s)"
         return (
             f"deploy: fused chains {len(self.fused)}, BatchNorms in the next conv's packing "
             f"{len(self.prologues)}, as multiply-add {len(self.affine)}{pools}{bits}{runs} "
@@ -159,12 +163,13 @@ def _drop_identities(gm: fx.GraphModule) -> None:
             gm.graph.erase_node(node)
 
 
-def _chain_graph(gm: fx.GraphModule) -> list[str]:
+def _chain_graph(gm: fx.GraphModule) -> tuple[list[str], int]:
     """Replace each run of :func:`_fused_runs` by one :class:`EngineChain` (identities
-    dropped first); their names."""
+    dropped first); their names and the number of convs they hold."""
     _drop_identities(gm)
     modules = dict(gm.named_modules())
     done: list[str] = []
+    convs_chained = 0
     for index, (source, run) in enumerate(_fused_runs(gm)):
         slots: dict[Any, int] = {source: 0, **{node: k + 1 for k, node in enumerate(run)}}
         wiring = [
@@ -181,10 +186,11 @@ def _chain_graph(gm: fx.GraphModule) -> list[str]:
         for dead in reversed(run):
             gm.graph.erase_node(dead)
         done.append(f"{run[0].target}..{run[-1].target} ({len(run)} convs)")
+        convs_chained += len(run)
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
-    return done
+    return done, convs_chained
 
 
 def _engine_pool(module: Any) -> bool:
@@ -507,7 +513,7 @@ def deploy(
             if bit_outputs:
                 report.bit_outputs = _bits_graph(gm)
             elif chain:
-                report.chains = _chain_graph(gm)
+                report.chains, report.chained_convs = _chain_graph(gm)
             prepared = gm
     if _has_xnor_conv(model):
         prepared.register_forward_pre_hook(channels_last_hook)
