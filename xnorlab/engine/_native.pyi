@@ -84,6 +84,25 @@ class PackedBuffers:
     @property
     def taps(self) -> int: ...
 
+# One step of a ConvChain: (params, weight, input slot, residual slot or None, clamp,
+# prologue_scale, prologue_shift, prologue_clamp); slot 0 is the chain's input, slot k the
+# output of step k - 1.
+ChainItem = tuple[
+    ConvParams, PackedBuffers, int, int | None, tuple[float, float] | None,
+    Float32Array | None, Float32Array | None, tuple[float, float] | None,
+]  # fmt: skip
+
+class ConvChain:
+    """Several XNOR conv calls run as one (NHWC input, packed bias), validated on creation:
+    every slot names the chain input or an earlier step's output of the shape its step
+    needs; step 0 reads the chain input."""
+
+    def __init__(self, steps: list[ChainItem]) -> None: ...
+    def __len__(self) -> int: ...
+    def run(self, x: Float32Array) -> tuple[Any, list[bool], list[Timing]]:
+        """The chain on ``x`` (the first step's input shape, NHWC memory): the last step's
+        output (NHWC, new), and per step whether its input had NaN and its timing."""
+
 def compiled_isas() -> list[str]: ...
 def supported_isas() -> list[str]: ...
 def active_isa() -> str: ...
