@@ -447,7 +447,20 @@ def test_resnet_blocks_run_as_one_engine_chain_equal_to_the_calls_one_by_one(isa
     assert not any(isinstance(m, EngineChain) for m in unchained.modules())
 
 
-def test_a_deployed_chain_survives_copies_and_pickles(tmp_path: object) -> None:
+def test_each_input_shape_gets_its_own_chain() -> None:
+    model = binarized_small_net("paper")
+    inputs = [torch.randn(2, 3, 16, 16), torch.randn(1, 3, 12, 20), torch.randn(2, 3, 16, 16)]
+    with torch.no_grad():
+        deployed = xnorlab.deploy(model)
+        unchained = xnorlab.deploy(model, chain=False)
+        for x in inputs * 2:
+            assert torch.equal(deployed(x), unchained(x))
+    (chain,) = [m for m in deployed.modules() if isinstance(m, EngineChain)]
+    assert sorted(tuple(shape) for shape in chain._chains) == [(1, 24, 12, 20), (2, 24, 16, 16)]
+    assert all(native is not None for native in chain._chains.values())
+
+
+def test_a_deployed_chain_survives_copies_and_pickles() -> None:
     model = binarized_small_net("paper")
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
