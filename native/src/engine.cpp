@@ -893,7 +893,7 @@ void max_pool2d_nhwc(const PoolShape& s, const float* x, float* out) {
     const PoolRowArgs a{x + n * image_floats, out + r * s.out_w * s.channels, s.channels,
                         s.width, s.out_w, std::max<int64_t>(0, start),
                         std::min<int64_t>(s.height, start + s.kernel_h), s.kernel_w,
-                        s.stride_w, s.pad_w};
+                        s.stride_w, s.pad_w, s.clamp_lo, s.clamp_hi};
     k.max_pool_row(a);
   };
   if (get_threads() == 1 || reads < kPoolWorkerReads) {

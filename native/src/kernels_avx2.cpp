@@ -250,6 +250,7 @@ void bwn_rows(const BwnArgs& a) {
 // (fewer than 8) one by one.
 void max_pool_row(const PoolRowArgs& a) {
   const int64_t channels = a.channels, vectors = channels / 8;
+  const __m256 lo = _mm256_set1_ps(a.clamp_lo), hi = _mm256_set1_ps(a.clamp_hi);
   for (int64_t ow = 0; ow < a.out_w; ++ow) {
     float* o = a.row + ow * channels;
     int64_t w0 = 0, w1 = 0;
@@ -264,6 +265,8 @@ void max_pool_row(const PoolRowArgs& a) {
           best = _mm256_blendv_ps(best, v, take);
         }
       }
+      best = _mm256_blendv_ps(best, lo, _mm256_cmp_ps(best, lo, _CMP_LT_OQ));
+      best = _mm256_blendv_ps(best, hi, _mm256_cmp_ps(best, hi, _CMP_GT_OQ));
       _mm256_storeu_ps(o + vi * 8, best);
     }
     for (int64_t c = vectors * 8; c < channels; ++c) {
@@ -274,7 +277,7 @@ void max_pool_row(const PoolRowArgs& a) {
           if (v > best || v != v) best = v;
         }
       }
-      o[c] = best;
+      o[c] = pool_clamp(best, a.clamp_lo, a.clamp_hi);
     }
   }
 }

@@ -344,6 +344,7 @@ void bwn_rows(const BwnArgs& a) {
 // taps; a tap is taken where v > max or v is NaN.
 void max_pool_row(const PoolRowArgs& a) {
   const int64_t channels = a.channels;
+  const __m512 lo = _mm512_set1_ps(a.clamp_lo), hi = _mm512_set1_ps(a.clamp_hi);
   for (int64_t ow = 0; ow < a.out_w; ++ow) {
     float* o = a.row + ow * channels;
     int64_t w0 = 0, w1 = 0;
@@ -361,6 +362,8 @@ void max_pool_row(const PoolRowArgs& a) {
           best = _mm512_mask_mov_ps(best, take, v);
         }
       }
+      best = _mm512_mask_mov_ps(best, _mm512_cmp_ps_mask(best, lo, _CMP_LT_OQ), lo);
+      best = _mm512_mask_mov_ps(best, _mm512_cmp_ps_mask(best, hi, _CMP_GT_OQ), hi);
       _mm512_mask_storeu_ps(o + c0, lanes, best);
     }
   }

@@ -167,6 +167,7 @@ void max_pool_row_scalar(const PoolRowArgs& a) {
         }
       }
     }
+    for (int64_t c = 0; c < channels; ++c) o[c] = pool_clamp(o[c], a.clamp_lo, a.clamp_hi);
   }
 }
 

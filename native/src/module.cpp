@@ -30,7 +30,7 @@ namespace py = pybind11;
 using namespace xnorlab;
 
 namespace {
-constexpr int kAbiVersion = 8;
+constexpr int kAbiVersion = 9;
 
 using Pair = std::array<int64_t, 2>;
 using Shape4 = std::array<int64_t, 4>;
@@ -489,7 +489,7 @@ py::tuple bwn_binding(const PackedBuffers& w, const py::array& x, const py::obje
 // Max pool of a float32 NHWC input (N, C, H, W) into a new NHWC array; torch's rules for the
 // geometry: padding at most half the kernel, no dilation, floor division (no ceil mode).
 py::array max_pool_binding(const py::array& x, const Pair& kernel, const Pair& stride,
-                           const Pair& padding) {
+                           const Pair& padding, const py::object& clamp) {
   if (x.ndim() != 4) value_error("max_pool2d: input must have 4 dims (N, C, H, W)");
   const Shape4 in{x.shape(0), x.shape(1), x.shape(2), x.shape(3)};
   const char* input_names[] = {"batch", "channels", "height", "width"};
@@ -505,9 +505,14 @@ py::array max_pool_binding(const py::array& x, const Pair& kernel, const Pair& s
   if (kernel[0] > padded_h || kernel[1] > padded_w) {
     value_error("max_pool2d: the kernel does not fit the padded input");
   }
-  const PoolShape s{in[0], in[1], in[2], in[3], kernel[0], kernel[1], stride[0], stride[1],
-                    padding[0], padding[1], (padded_h - kernel[0]) / stride[0] + 1,
-                    (padded_w - kernel[1]) / stride[1] + 1};
+  PoolShape s{in[0], in[1], in[2], in[3], kernel[0], kernel[1], stride[0], stride[1],
+              padding[0], padding[1], (padded_h - kernel[0]) / stride[0] + 1,
+              (padded_w - kernel[1]) / stride[1] + 1};
+  if (!clamp.is_none()) {
+    const auto bounds = clamp_bounds(clamp, "max_pool2d: clamp");
+    s.clamp_lo = bounds[0];
+    s.clamp_hi = bounds[1];
+  }
   const float* xp = dense<float>(x, {in[0], in[1], in[2], in[3]}, "input", {0, 2, 3, 1});
   const int64_t c = s.channels;
   py::array out = aligned_floats({s.batch, c, s.out_h, s.out_w},
@@ -822,9 +827,9 @@ PYBIND11_MODULE(_native, m) {
         py::arg("bias") = py::none(),
         "BWN Linear on the last dim of x (..., F); returns (out (..., O), timing).");
   m.def("max_pool2d", &max_pool_binding, py::arg("x").noconvert(), py::arg("kernel"),
-        py::arg("stride"), py::arg("padding"),
+        py::arg("stride"), py::arg("padding"), py::arg("clamp") = py::none(),
         "Max pool of a float32 NHWC (channels_last) input; returns the NHWC output (torch's "
-        "max_pool2d values, bit for bit).");
+        "max_pool2d values, bit for bit), then clamped to (lo, hi) when clamp is given.");
   m.def("microkernel_rate", &microkernel_binding, py::arg("kernel"), py::arg("channels"),
         py::arg("out_channels"), py::arg("seconds"),
         "Binary MAC/s of the active ISA's conv micro-kernel alone on L1-resident data.");

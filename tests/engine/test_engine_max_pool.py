@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from xnorlab import engine
 from xnorlab.engine import KernelInputError
+from xnorlab.engine._backend import native_module
 
 pytestmark = pytest.mark.skipif(
     engine.info()["backend"] != "native", reason="native engine not in use"
@@ -76,3 +77,42 @@ def test_bad_pools_are_one_clear_error() -> None:
         engine.max_pool2d(x, 0)
     with pytest.raises(KernelInputError, match="stride must be"):
         engine.max_pool2d(x, 2, (1, 2, 3))
+
+
+@SETTINGS
+@given(
+    channels=st.integers(1, 40), size=st.integers(3, 12),
+    clamp=st.sampled_from([(0.0, math.inf), (0.0, 6.0), (-1.0, 1.0), (-0.5, -0.5)]),
+    seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_a_clamped_pool_is_torchs_pool_then_clamp_and_the_pool_of_the_clamped_input(
+    isa: str, channels: int, size: int, clamp: tuple[float, float], seed: int
+) -> None:  # fmt: skip
+    gen = torch.Generator().manual_seed(seed)
+    palette = torch.tensor([0.0, -0.0, 1.5, -2.0, math.inf, -math.inf, math.nan, 7.0, 0.25])
+    x = palette[torch.randint(0, 9, (2, channels, size, size), generator=gen)]
+    x = x.contiguous(memory_format=NHWC)
+    got = engine.max_pool2d(x, 3, 2, 1, clamp=clamp)
+    assert same_bits(got, F.max_pool2d(x, 3, 2, 1).clamp(*clamp))
+    # The ReLU before a pool, applied after it: equal values (a zero may change sign).
+    torch.testing.assert_close(got, F.max_pool2d(x.clamp(*clamp), 3, 2, 1), rtol=0, atol=0,
+                               equal_nan=True)  # fmt: skip
+    nchw = x.contiguous()  # torch's own pool, then the clamp: the reference path
+    assert same_bits(engine.max_pool2d(nchw, 3, 2, 1, clamp=clamp), got)
+
+
+def test_a_clamped_pool_on_each_thread_count(isa: str, threads: int) -> None:
+    x = torch.randn(1, 64, 112, 112).contiguous(memory_format=NHWC)
+    got = engine.max_pool2d(x, 3, 2, 1, clamp=(0.0, math.inf))
+    assert torch.equal(got, F.max_pool2d(x, 3, 2, 1).clamp(min=0.0))
+
+
+def test_a_bad_clamp_is_one_clear_error() -> None:
+    x = torch.randn(1, 8, 6, 6).contiguous(memory_format=NHWC)
+    with pytest.raises(KernelInputError, match="clamp"):
+        engine.max_pool2d(x, 3, 2, 1, clamp=(1.0, 0.0))
+    native = native_module()
+    assert native is not None
+    for bad in [(1.0, 0.0), (math.nan, 1.0)]:
+        with pytest.raises(ValueError, match="clamp"):
+            native.max_pool2d(x.numpy(), (3, 3), (2, 2), (1, 1), bad)

@@ -13,7 +13,7 @@ from typing import Any
 
 from xnorlab.engine.errors import KernelConfigError
 
-ABI_VERSION = 8
+ABI_VERSION = 9
 
 
 def _load() -> tuple[ModuleType | None, str]:

@@ -145,10 +145,15 @@ def xnor_conv2d_packed(
     otherwise as :func:`xnor_conv2d`."""
 
 def max_pool2d(
-    x: Float32Array, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+    x: Float32Array,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    clamp: tuple[float, float] | None = None,
 ) -> Float32Array:
     """Max pool of ``x`` (N, C, H, W) in NHWC memory; returns the NHWC output, torch's
-    ``max_pool2d`` values bit for bit (padding at most half the kernel, no dilation)."""
+    ``max_pool2d`` values bit for bit (padding at most half the kernel, no dilation), then
+    ``clamp = (lo, hi)`` by torch's rule when given (``lo <= hi``, no NaN)."""
 
 def xnor_linear(
     weight: PackedBuffers, x: Float32Array, scaling: str, bias: Float32Array | None = None

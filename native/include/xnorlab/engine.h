@@ -98,11 +98,14 @@ void pack_weight(const float* w, int64_t out_channels, int64_t channels, int64_t
 
 // Max pool of NHWC float input (the float stem's pool before a binary ResNet's first block).
 // Padded taps never win (-inf), a NaN in the window wins, and among equal values the first tap
-// in (ky, kx) order is kept: torch's max_pool2d, bit for bit. Sizes are checked by the binding.
+// in (ky, kx) order is kept: torch's max_pool2d, bit for bit. Then the clamp, torch's rule
+// (below lo: lo, above hi: hi, NaN stays): the ReLU before the pool, applied after it (max is
+// monotonic), so the clamped tensor is never written. Sizes are checked by the binding.
 struct PoolShape {
   int64_t batch, channels, height, width;
   int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
   int64_t out_h, out_w;
+  float clamp_lo = -__builtin_inff(), clamp_hi = __builtin_inff();
 };
 void max_pool2d_nhwc(const PoolShape& s, const float* x, float* out);
 

@@ -135,14 +135,19 @@ struct BwnArgs {
 // One output row of a max pool over an NHWC image (engine.h's max_pool2d_nhwc): output pixel
 // ow takes the input rows [h0, h1) (already clipped) and the columns of its window clipped to
 // the image; it starts at -inf and takes each tap v in (ky, kx) order when v > max or v is
-// NaN (torch's rule, so the result is torch's bit for bit).
+// NaN (torch's rule, so the result is torch's bit for bit); then the clamp, torch's rule
+// (pool_clamp), before the store.
 struct PoolRowArgs {
   const float* image;  // [height][width][channels]
   float* row;          // [out_w][channels]
   int64_t channels, width, out_w;
   int64_t h0, h1;
   int64_t kernel_w, stride_w, pad_w;
+  float clamp_lo = -__builtin_inff(), clamp_hi = __builtin_inff();
 };
+
+// torch.clamp's rule for one value: below lo gives lo, above hi gives hi, NaN stays NaN.
+inline float pool_clamp(float v, float lo, float hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 // First and one-past-last input column of output column ow's window, clipped to the image.
 inline void pool_columns(const PoolRowArgs& a, int64_t ow, int64_t& w0, int64_t& w1) {
