@@ -174,9 +174,12 @@ def test_resnet18_paper_preset_deploys_fused_and_equal(isa: str) -> None:
     assert "layer1.0.conv1+layer1.0.bn1+layer1.0.relu" in fused
     assert "layer2.0.downsample.0+layer2.0.downsample.1" in fused
     assert "layer2.0.conv2+layer2.0.bn2+add_2+layer2.0.relu" in fused
-    assert deployed.deploy_report.pools == ["maxpool"]
+    # The stem's ReLU is the pool's clamp, applied to the pooled values (no ReLU pass).
+    assert deployed.deploy_report.pools == ["relu+maxpool"]
     assert "max pools in the engine 1" in deployed.deploy_report.text()
-    assert isinstance(deployed.get_submodule("maxpool"), EngineMaxPool2d)
+    pool = deployed.get_submodule("maxpool")
+    assert isinstance(pool, EngineMaxPool2d) and pool.bounds == (0.0, float("inf"))
+    assert not any(type(m) is nn.ReLU for m in deployed.children())
 
 
 def test_max_pools_the_engine_does_not_compute_stay_torchs() -> None:

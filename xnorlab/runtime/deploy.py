@@ -12,7 +12,8 @@ packed once, at deploy time. torch.fx passes over its graph (modules in
    a binary conv) becomes the prologue of the XNOR conv it feeds when that conv is its only
    reader (applied while the engine packs the input, so the normalized tensor is never
    written), else one multiply-add (:class:`AffineClamp`);
-3. max pools the engine computes run there (:class:`EngineMaxPool2d`);
+3. max pools the engine computes run there (:class:`EngineMaxPool2d`), with the clamp before
+   one (a ResNet stem's ReLU) applied to its output when the pool alone reads it;
 4. (``bit_outputs``, off by default) a fused conv whose output only another fused conv
    reads, as its input, hands it its packed input (sign bits and sums of ``|x|``) instead of
    a float tensor;
@@ -202,13 +203,33 @@ def _engine_pool(module: Any) -> bool:
 
 
 def _pool_graph(gm: fx.GraphModule) -> list[str]:
-    """Replace each max pool the engine computes by an :class:`EngineMaxPool2d`; their names."""
+    """Replace each max pool the engine computes by an :class:`EngineMaxPool2d`, taking the
+    clamp before it (ReLU / ReLU6 / Hardtanh) when the pool alone reads it; their names
+    (``clamp+pool`` for those)."""
+    modules = dict(gm.named_modules())
     done: list[str] = []
-    for name, module in list(gm.named_modules()):
-        if name and _engine_pool(module):
-            assert isinstance(module, nn.MaxPool2d)
-            gm.set_submodule(name, EngineMaxPool2d(module))
-            done.append(name)
+    for node in list(gm.graph.nodes):
+        pool = modules.get(str(node.target)) if node.op == "call_module" else None
+        if not _engine_pool(pool) or len(node.args) != 1 or node.kwargs:
+            continue
+        assert isinstance(pool, nn.MaxPool2d)
+        act = node.args[0]
+        bounds = _clamp_bounds(act, modules) if isinstance(act, fx.Node) else None
+        name = str(node.target)
+        source = act.args[0] if isinstance(act, fx.Node) and act.args else None
+        only_pool = isinstance(act, fx.Node) and list(act.users) == [node]
+        if isinstance(source, fx.Node) and bounds is not None and only_pool:
+            assert isinstance(act, fx.Node)
+            node.replace_input_with(act, source)
+            gm.graph.erase_node(act)
+            name = f"{act.target if act.op == 'call_module' else act.name}+{name}"
+        else:
+            bounds = None
+        gm.set_submodule(str(node.target), EngineMaxPool2d(pool, bounds))
+        done.append(name)
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
     return done
 
 

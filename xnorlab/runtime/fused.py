@@ -239,17 +239,23 @@ class AffineClamp(nn.Module):
 
 class EngineMaxPool2d(nn.Module):
     """``nn.MaxPool2d`` (no dilation, no ceil mode, no indices) run by the engine on
-    channels_last float32 input, torch's values bit for bit (``xnorlab.engine.max_pool2d``)."""
+    channels_last float32 input, torch's values bit for bit (``xnorlab.engine.max_pool2d``);
+    with ``bounds`` the clamp before it (a ResNet stem's ReLU) applied to its output instead,
+    in the same pass (max is monotonic: equal up to the sign of a zero)."""
 
-    def __init__(self, pool: nn.MaxPool2d) -> None:
+    def __init__(self, pool: nn.MaxPool2d, bounds: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding = pool.kernel_size, pool.stride, pool.padding
+        self.bounds = bounds
 
     def forward(self, x: Tensor) -> Tensor:
-        return max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return max_pool2d(x, self.kernel_size, self.stride, self.padding, self.bounds)
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        clamp = "" if self.bounds is None else f", clamp_before={self.bounds}"
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}{clamp}"
+        )
 
 
 def batchnorm_affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
