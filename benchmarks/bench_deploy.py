@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from xnorlab import engine
 from xnorlab.engine import KernelTiming
 from xnorlab.measure.timing import RunPlan, time_interleaved
+from xnorlab.runtime.fused import EngineChain
 
 
 def build(seed: int = 0) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, nn.Module]:
@@ -71,6 +72,11 @@ def engine_threads_ab(deployed: nn.Module, x: Tensor, threads: list[int], rounds
     workers hold the second core for a while, which made a per-forward switch read the
     engine's 2-thread calls as no faster than 1-thread ones."""
     records: dict[int, list[list[KernelTiming]]] = {t: [] for t in threads}
+    # Each thread count as set: the chain's own choice between its threads and one is off.
+    chains = [m for m in deployed.modules() if isinstance(m, EngineChain)]
+    for chain in chains:
+        chain.adaptive_threads = False
+        deployed(x)  # the chain made again, unprepared calls first
     for r in range(rounds):
         for t in threads if r % 2 == 0 else threads[::-1]:
             torch.set_num_threads(t)
@@ -81,6 +87,8 @@ def engine_threads_ab(deployed: nn.Module, x: Tensor, threads: list[int], rounds
                 with engine.profile() as calls:
                     deployed(x)
                 records[t].append(calls)
+    for chain in chains:
+        chain.adaptive_threads = None
     return records
 
 
@@ -125,6 +133,9 @@ def main() -> None:
                         help="rounds of the engine-calls thread A/B (0: skip)")  # fmt: skip
     args = parser.parse_args()
     flt, deployed, unchained, unfused, plain = build()
+    fixed = copy.deepcopy(deployed)  # its chain always on the pool's threads
+    for chain in (m for m in fixed.modules() if isinstance(m, EngineChain)):
+        chain.adaptive_threads = False
     x = torch.randn(1, 3, 224, 224)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     print(f"engine {engine.info()['isa']}, load {os.getloadavg()[0]:.1f}")
@@ -135,6 +146,7 @@ def main() -> None:
             ops = {
                 "float": lambda: flt(x),
                 "deploy": lambda: deployed(x),
+                "deploy, adaptive threads off": lambda: fixed(x),
                 "deploy, a call per conv (chain=False)": lambda: unchained(x),
                 "deploy unfused": lambda: unfused(x),
                 "binarize_model native": lambda: plain(x),
@@ -154,8 +166,8 @@ def main() -> None:
         if args.ab_rounds > 0 and len(args.threads) > 1:
             records = engine_threads_ab(deployed, x, args.threads, args.ab_rounds)
             forwards = len(next(iter(records.values())))
-            print(f"\ndeploy's engine calls by thread count, interleaved in blocks, {forwards} "
-                  f"forwards each, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+            print(f"\ndeploy's engine calls by thread count (adaptive threads off), interleaved "
+                  f"in blocks, {forwards} forwards each, load {os.getloadavg()[0]:.1f}")  # fmt: skip
             print_engine_threads_ab(records)
 
 

@@ -578,7 +578,8 @@ class ConvChain {
   size_t size() const { return steps_.size(); }
 
   // The last step's output (a new array); per step whether its input had NaN, and its timing.
-  py::tuple run(const py::array& x) {
+  // `serial`: every step on the calling thread alone (SerialScope).
+  py::tuple run(const py::array& x, bool serial) {
     const ConvShape& in = input_shape();
     const float* xp = dense<float>(x, {in.batch, in.channels, in.height, in.width}, "input",
                                    {0, 2, 3, 1});
@@ -588,6 +589,8 @@ class ConvChain {
       py::gil_scoped_release release;
       // One run at a time: the runs share the value buffers.
       const std::lock_guard<std::mutex> lock(mutex_);
+      std::optional<SerialScope> scope;
+      if (serial) scope.emplace();
       if (buffers_.empty()) allocate_buffers();
       std::vector<const float*> slots{xp};
       for (size_t k = 0; k < steps_.size(); ++k) {
@@ -728,9 +731,10 @@ void bind_conv_chain(py::module_& m) {
                         "Several XNOR conv calls run as one (validated once, on creation).")
       .def(py::init(&make_conv_chain), py::arg("steps"))
       .def("__len__", &ConvChain::size)
-      .def("run", &ConvChain::run, py::arg("x").noconvert(),
-           "Run the chain on x (float32 NHWC); returns (last output, [input_has_nan per "
-           "step], [(pack_s, popcount_s, scale_s, total_s) per step]).");
+      .def("run", &ConvChain::run, py::arg("x").noconvert(), py::arg("serial") = false,
+           "Run the chain on x (float32 NHWC), with serial=True on the calling thread alone; "
+           "returns (last output, [input_has_nan per step], [(pack_s, popcount_s, scale_s, "
+           "total_s) per step]).");
 }
 
 void bind_conv_params(py::module_& m) {

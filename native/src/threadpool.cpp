@@ -55,6 +55,8 @@ struct Region {
 
 // Set while this thread runs tasks of a region.
 thread_local bool t_inside_region = false;
+// Set while a SerialScope lives on this thread.
+thread_local bool t_serial = false;
 
 struct InsideRegion {
   InsideRegion() { t_inside_region = true; }
@@ -79,8 +81,9 @@ class Pool {
 
   void run(int64_t tasks, const std::function<void(int64_t)>& body) {
     // A parallel_for inside a task of a region (nested) runs on its own thread: the pool has
-    // one region at a time, and waiting for it from inside it would deadlock.
-    if (tasks <= 1 || t_inside_region) {
+    // one region at a time, and waiting for it from inside it would deadlock. So does one
+    // inside a SerialScope.
+    if (tasks <= 1 || t_inside_region || t_serial) {
       for (int64_t t = 0; t < tasks; ++t) body(t);
       return;
     }
@@ -201,7 +204,10 @@ Pool& pool() {
 
 }  // namespace
 
-int get_threads() { return pool().threads(); }
+int get_threads() { return t_serial ? 1 : pool().threads(); }
+
+SerialScope::SerialScope() : before_(t_serial) { t_serial = true; }
+SerialScope::~SerialScope() { t_serial = before_; }
 
 void set_threads(int threads) {
   if (threads < 1 || threads > 256) {

@@ -22,6 +22,7 @@ from xnorlab.engine import (
     KernelTypeError,
     PreparedConv2d,
     Prologue,
+    ThreadChooser,
 )
 from xnorlab.engine._backend import native_module
 
@@ -208,3 +209,63 @@ def test_the_native_chain_checks_its_steps_and_input() -> None:
         chain.run(torch.zeros(1, 8, 9, 9).numpy())  # NCHW memory
     with pytest.raises(TypeError, match="float32"):
         chain.run(torch.zeros(1, 8, 9, 9, dtype=torch.float64).numpy())
+
+
+def test_the_thread_chooser_tries_both_then_keeps_the_faster_and_probes_the_other() -> None:
+    chooser = ThreadChooser(warmup=2, probe_every=5)
+    assert chooser.choose(1) == 1  # one thread: nothing to choose
+    seconds = {1: 2.0, 2: 1.0}  # two threads faster
+
+    def run(count: int) -> list[int]:
+        picks = []
+        for _ in range(count):
+            threads = chooser.choose(2)
+            picks.append(threads)
+            chooser.record(threads, seconds[threads])
+        return picks
+
+    picks = run(20)
+    assert sorted(picks[:4]) == [1, 1, 2, 2]  # the warm-up samples both
+    assert [i + 1 for i, t in enumerate(picks) if t == 1][2:] == [5, 10, 15, 20]  # probes
+    seconds = {1: 1.0, 2: 3.0}  # the machine changes: two threads now slower
+    picks = run(10)
+    assert picks == [2, 2, 2, 2, 1, 2, 2, 2, 2, 1]  # two probes win: one thread from now
+    assert run(9) == [1, 1, 1, 1, 2, 1, 1, 1, 1]  # and two threads are probed now
+    seconds = {1: 1.0, 2: 0.9}
+    assert run(1) == [2]  # the probe of run 40 wins once
+    seconds = {1: 1.0, 2: 3.0}
+    assert run(5) == [1, 1, 1, 1, 2]  # the next one loses: still one thread
+    seconds = {1: 1.0, 2: 0.9}
+    assert run(6) == [1, 1, 1, 1, 2, 1]  # one win again is not two in a row
+    for _ in range(4):  # runs with the engine on one thread are not probes
+        assert chooser.choose(1) == 1
+        chooser.record(1, 0.1)
+    assert run(5) == [1, 1, 1, 2, 2]  # the second winning probe in a row: two threads
+
+
+def test_adaptive_threads_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    steps = residual_blocks(1, 8, 9, 16, torch.Generator().manual_seed(10))
+    assert ConvChain(steps).adaptive_threads
+    monkeypatch.setenv("XNORLAB_ADAPTIVE_THREADS", "0")
+    assert not ConvChain(steps).adaptive_threads
+    assert ConvChain(steps, adaptive_threads=True).adaptive_threads
+
+
+def test_a_chain_run_on_one_thread_equals_its_run_on_all(threads: int) -> None:
+    gen = torch.Generator().manual_seed(9)
+    chain = ConvChain(residual_blocks(1, 64, 56, 128, gen))
+    x = torch.randn(1, 64, 56, 56, generator=gen).contiguous(memory_format=torch.channels_last)
+    native = chain._native
+    alone, pool = native.run(x.numpy(), True)[0], native.run(x.numpy(), False)[0]
+    assert torch.equal(torch.from_numpy(alone), torch.from_numpy(pool))
+    with engine.profile() as records:
+        for _ in range(8):
+            assert torch.equal(chain(x), torch.from_numpy(pool))
+    used = {r.threads for r in records}
+    assert used == ({1} if threads == 1 else {1, threads})  # the chooser's warm-up tried both
+    fixed = ConvChain(residual_blocks(1, 8, 9, 16, gen), adaptive_threads=False)
+    y = torch.randn(1, 8, 9, 9, generator=gen).contiguous(memory_format=torch.channels_last)
+    with engine.profile() as records:
+        for _ in range(4):
+            fixed(y)
+    assert {r.threads for r in records} == {threads}

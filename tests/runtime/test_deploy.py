@@ -463,6 +463,22 @@ def test_each_input_shape_gets_its_own_chain() -> None:
     assert all(native is not None for native in chain._chains.values())
 
 
+def test_a_deployed_chain_can_keep_the_pools_threads() -> None:
+    model = binarized_small_net("paper")
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        deployed = xnorlab.deploy(model)
+        (chain,) = [m for m in deployed.modules() if isinstance(m, EngineChain)]
+        expected = [deployed(x), deployed(x)]
+        (native,) = chain._chains.values()
+        assert chain.adaptive_threads is None and native is not None and native.adaptive_threads
+        chain.adaptive_threads = False
+        assert chain._chains == {}  # made again with the setting
+        assert torch.equal(deployed(x), expected[0]) and torch.equal(deployed(x), expected[1])
+        (native,) = chain._chains.values()
+        assert native is not None and native.adaptive_threads is False
+
+
 def test_a_deployed_chain_survives_copies_and_pickles() -> None:
     model = binarized_small_net("paper")
     x = torch.randn(2, 3, 16, 16)

@@ -25,7 +25,8 @@ packed input (:class:`PackedActivation`); a :class:`ConvChain` runs several prep
 (a network's residual blocks) as one call; :func:`max_pool2d` pools channels_last input.
 
 Engine controls: :func:`info`, :func:`set_isa`, :func:`set_threads`, :func:`get_threads`,
-``XNORLAB_KERNEL=reference``, ``XNORLAB_ISA``, ``XNORLAB_THREADS``; timing with :func:`profile`;
+``XNORLAB_KERNEL=reference``, ``XNORLAB_ISA``, ``XNORLAB_THREADS``, ``XNORLAB_ADAPTIVE_THREADS=0``
+(a :class:`ConvChain` then always uses the pool's threads); timing with :func:`profile`;
 the micro-kernel's own rate (the bare popcount loop) with :func:`microkernel_rate`.
 """
 
@@ -39,7 +40,7 @@ from xnorlab.engine._backend import (
     set_isa,
     set_threads,
 )
-from xnorlab.engine.chain import ChainStep, ConvChain
+from xnorlab.engine.chain import ChainStep, ConvChain, ThreadChooser
 from xnorlab.engine.conv import xnor_conv2d
 from xnorlab.engine.errors import KernelConfigError, KernelInputError, KernelTypeError
 from xnorlab.engine.fused import Epilogue, Prologue
@@ -67,6 +68,7 @@ __all__ = [
     "PackedLinearWeight",
     "PreparedConv2d",
     "Prologue",
+    "ThreadChooser",
     "bwn_linear",
     "get_threads",
     "info",

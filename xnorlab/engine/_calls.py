@@ -38,15 +38,17 @@ def padded_bias(packed: PackedConv2dWeight | PackedLinearWeight, bias: Any) -> A
 
 
 def record_call(op: str, shapes: tuple[Any, Any, Any], macs: int, split: Any, start: float,
-                total_s: float | None = None) -> None:  # fmt: skip
-    """Record a call that started at ``start`` (``total_s``: its wall time, when known)."""
+                total_s: float | None = None, threads: int | None = None) -> None:  # fmt: skip
+    """Record a call that started at ``start`` (``total_s``: its wall time, ``threads``: the
+    threads it ran on, when the caller knows them better)."""
     total = time.perf_counter() - start if total_s is None else total_s
     pack_s, popcount_s, scale_s, _ = split
     native = native_module()
     record(
         KernelTiming(
             op, tuple(shapes[0]), tuple(shapes[1]), tuple(shapes[2]), macs,
-            str(native.active_isa()) if native is not None else "reference", get_threads(),
+            str(native.active_isa()) if native is not None else "reference",
+            get_threads() if threads is None else threads,
             pack_s, popcount_s, scale_s, max(0.0, total - pack_s - popcount_s - scale_s), total,
         )
     )  # fmt: skip
@@ -92,8 +94,10 @@ def plain_setting(value: Any) -> bool:
 
 
 def record_conv(input_shape: Any, packed: PackedConv2dWeight, out_shape: Any, split: Any,
-                start: float, total_s: float | None = None) -> None:  # fmt: skip
+                start: float, total_s: float | None = None,
+                threads: int | None = None) -> None:  # fmt: skip
     """The profile record of one XNOR conv call (``N*H_out*W_out*C_out*C_in*kh*kw`` MACs)."""
     macs = int(torch.Size(out_shape).numel()) * packed.in_channels * packed.taps
     weight_shape = (packed.out_channels, packed.in_channels, *packed.kernel_size)
-    record_call("xnor_conv2d", (input_shape, weight_shape, out_shape), macs, split, start, total_s)
+    record_call("xnor_conv2d", (input_shape, weight_shape, out_shape), macs, split, start, total_s,
+                threads)  # fmt: skip

@@ -167,6 +167,8 @@ class EngineChain(nn.Module):
 
     The first input of a shape runs the convs one by one (each prepares its call); later
     inputs of that shape run the chain of those calls (same results, the same engine calls).
+    ``adaptive_threads`` is the chains' (``xnorlab.engine.ConvChain``; None: the environment's
+    default).
     """
 
     def __init__(self, convs: list[FusedXnorConv], wiring: list[tuple[int, int | None]]) -> None:
@@ -174,6 +176,18 @@ class EngineChain(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.wiring = tuple(wiring)
         self._chains: dict[torch.Size, ConvChain | None] = {}  # None: not chainable
+        self._adaptive_threads: bool | None = None
+
+    @property
+    def adaptive_threads(self) -> bool | None:
+        """Whether the chains choose per run between the engine's threads and one (None: the
+        ``XNORLAB_ADAPTIVE_THREADS`` default)."""
+        return self._adaptive_threads
+
+    @adaptive_threads.setter
+    def adaptive_threads(self, value: bool | None) -> None:
+        self._adaptive_threads = value
+        self._chains.clear()  # made again with the new setting
 
     def __getstate__(self) -> dict[str, Any]:
         """Copies and pickles leave the native chains behind (made again on use)."""
@@ -208,7 +222,7 @@ class EngineChain(nn.Module):
             if shortcut is not None and values[shortcut].shape != prepared.out_shape:
                 return None
             steps.append(ChainStep(prepared, source, shortcut))
-        return ConvChain(steps)
+        return ConvChain(steps, self._adaptive_threads)
 
     def extra_repr(self) -> str:
         return f"wiring={list(self.wiring)}"
