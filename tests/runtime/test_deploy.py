@@ -18,8 +18,9 @@ from xnorlab import engine
 from xnorlab.binary.layers import BinConv2d
 from xnorlab.binary.modes import Backend, Mode
 from xnorlab.binary.surgery import binarize_model
-from xnorlab.runtime.deploy import DeployReport
+from xnorlab.runtime.deploy import DeployReport, deploy_report
 from xnorlab.runtime.fused import AffineClamp, EngineChain, EngineMaxPool2d, FusedXnorConv
+from xnorlab.runtime.integration import ChannelsLastInput
 
 SUPPORTED_ISAS = engine.info()["supported_isas"]
 
@@ -477,6 +478,27 @@ def test_a_deployed_chain_can_keep_the_pools_threads() -> None:
         assert torch.equal(deployed(x), expected[0]) and torch.equal(deployed(x), expected[1])
         (native,) = chain._chains.values()
         assert native is not None and native.adaptive_threads is False
+
+
+def test_a_deployed_model_survives_copies_and_pickles() -> None:
+    """The channels_last input is a node of the graph (a GraphModule copy drops forward
+    hooks; unpickling traces the code again): copies compute what the original does, the
+    float stem in the same memory format, bit for bit, and keep the deploy report."""
+    torch.manual_seed(0)
+    model = randomize_batchnorms(torchvision.models.resnet18(num_classes=10)).eval()
+    binarize_model(model, "paper", warn_first_last=False)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        deployed = xnorlab.deploy(model)
+        expected = deployed(x)
+        buffer = io.BytesIO()
+        torch.save(deployed, buffer)
+        buffer.seek(0)
+        twins = [copy.deepcopy(deployed), torch.load(buffer, weights_only=False)]  # our own
+        for twin in twins:
+            assert isinstance(twin.get_submodule("channels_last_input"), ChannelsLastInput)
+            assert deploy_report(twin) == deployed.deploy_report
+            assert torch.equal(twin(x), expected) and torch.equal(twin(x), expected)
 
 
 def test_a_deployed_chain_survives_copies_and_pickles() -> None:

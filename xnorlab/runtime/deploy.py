@@ -50,7 +50,7 @@ from xnorlab.runtime.fused import (
     FusedXnorConv,
     batchnorm_affine,
 )
-from xnorlab.runtime.integration import channels_last_hook, packed_weight
+from xnorlab.runtime.integration import ChannelsLastInput, channels_last_hook, packed_weight
 
 
 @dataclass
@@ -482,6 +482,24 @@ def _has_xnor_conv(model: nn.Module) -> bool:
     return any(isinstance(m, BinConv2d) and m.config.mode is Mode.XNOR for m in model.modules())
 
 
+def _channels_last_graph(gm: fx.GraphModule) -> None:
+    """Put the first input in channels_last memory inside the graph (:class:`ChannelsLastInput`),
+    where copies and pickles keep it: a GraphModule copy drops forward hooks."""
+    inputs = [node for node in gm.graph.nodes if node.op == "placeholder"]
+    if not inputs:
+        return
+    gm.add_submodule("channels_last_input", ChannelsLastInput())
+    with gm.graph.inserting_after(inputs[-1]):
+        converted = gm.graph.call_module("channels_last_input", (inputs[0],))
+    inputs[0].replace_all_uses_with(converted, delete_user_cb=lambda user: user is not converted)
+    gm.graph.lint()
+    gm.recompile()
+
+
+# GraphModule's copies restore the attributes named in its meta under this key.
+_PRESERVED = "_user_preserved_attributes"
+
+
 def deploy_report(model: nn.Module) -> DeployReport | None:
     """The :class:`DeployReport` of a model :func:`deploy` returned, else None."""
     report = vars(model).get("deploy_report")
@@ -535,8 +553,11 @@ def deploy(
                 report.bit_outputs = _bits_graph(gm)
             elif chain:
                 report.chains, report.chained_convs = _chain_graph(gm)
+            if _has_xnor_conv(model):
+                _channels_last_graph(gm)
+            gm.meta[_PRESERVED] = {"deploy_report": report}
             prepared = gm
-    if _has_xnor_conv(model):
+    if _has_xnor_conv(model) and not report.traced:
         prepared.register_forward_pre_hook(channels_last_hook)
     vars(prepared)["deploy_report"] = report  # a plain attribute (not a module or tensor)
     return prepared

@@ -132,10 +132,27 @@ def set_backend(model: nn.Module, backend: Backend | str) -> dict[str, Backend]:
     return previous
 
 
+def channels_last_input(x: Any) -> Any:
+    """``x`` in channels_last memory when it is a 4-D float tensor (values unchanged), else
+    ``x`` itself."""
+    if isinstance(x, Tensor) and x.dim() == 4 and x.is_floating_point():
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+class ChannelsLastInput(nn.Module):
+    """:func:`channels_last_input` as a module: a deployed graph's first node, which its
+    copies and pickles keep (a GraphModule copy drops forward hooks, and unpickling traces the
+    graph's code again, keeping submodules as calls but not plain functions)."""
+
+    def forward(self, x: Any) -> Any:
+        return channels_last_input(x)
+
+
 def channels_last_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     """Forward pre-hook: a 4-D float input goes in channels_last memory (values unchanged)."""
     if args and isinstance(args[0], Tensor) and args[0].dim() == 4 and args[0].is_floating_point():
-        return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+        return (channels_last_input(args[0]), *args[1:])
     return None
 
 
