@@ -109,8 +109,9 @@ def test_a_clamped_pool_on_each_thread_count(isa: str, threads: int) -> None:
 
 def test_a_bad_clamp_is_one_clear_error() -> None:
     x = torch.randn(1, 8, 6, 6).contiguous(memory_format=NHWC)
-    with pytest.raises(KernelInputError, match="clamp"):
-        engine.max_pool2d(x, 3, 2, 1, clamp=(1.0, 0.0))
+    for clamp in [(1.0, 0.0), (0.0, 1.0, 2.0), "ab", (None, 1.0), (math.nan, 1.0)]:
+        with pytest.raises(KernelInputError, match="clamp"):
+            engine.max_pool2d(x, 3, 2, 1, clamp=clamp)  # type: ignore[arg-type]
     native = native_module()
     assert native is not None
     for bad in [(1.0, 0.0), (math.nan, 1.0)]:

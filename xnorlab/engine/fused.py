@@ -32,7 +32,10 @@ def checked_bounds(bounds: tuple[float, float] | None, what: str) -> tuple[float
     """``bounds`` as two floats with ``lo <= hi`` (None stays None)."""
     if bounds is None:
         return None
-    lo, hi = (float(v) for v in bounds)
+    try:
+        lo, hi = (float(v) for v in bounds)
+    except (TypeError, ValueError):
+        raise KernelInputError(f"{what} must be two numbers (lo, hi), got {bounds!r}") from None
     if not lo <= hi:
         raise KernelInputError(f"{what} must be (lo, hi) with lo <= hi, got {bounds!r}")
     return (lo, hi)
