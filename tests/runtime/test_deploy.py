@@ -424,10 +424,16 @@ def test_later_forwards_take_the_prepared_engine_call_and_equal_the_first(isa: s
         assert torch.equal(deployed(x.double()).float(), first)  # not prepared: the facade
 
 
-def test_resnet_blocks_run_as_one_engine_chain_equal_to_the_calls_one_by_one(isa: str) -> None:
+def binarized_resnet18() -> nn.Module:
+    """torchvision resnet18 (10 classes, seeded, BatchNorms randomized), paper preset."""
     torch.manual_seed(0)
     model = randomize_batchnorms(torchvision.models.resnet18(num_classes=10)).eval()
     binarize_model(model, "paper", warn_first_last=False)
+    return model
+
+
+def test_resnet_blocks_run_as_one_engine_chain_equal_to_the_calls_one_by_one(isa: str) -> None:
+    model = binarized_resnet18()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         chained = xnorlab.deploy(model)
@@ -484,9 +490,7 @@ def test_a_deployed_model_survives_copies_and_pickles() -> None:
     """The channels_last input is a node of the graph (a GraphModule copy drops forward
     hooks; unpickling traces the code again): copies compute what the original does, the
     float stem in the same memory format, bit for bit, and keep the deploy report."""
-    torch.manual_seed(0)
-    model = randomize_batchnorms(torchvision.models.resnet18(num_classes=10)).eval()
-    binarize_model(model, "paper", warn_first_last=False)
+    model = binarized_resnet18()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         deployed = xnorlab.deploy(model)
