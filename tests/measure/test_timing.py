@@ -11,6 +11,7 @@ from xnorlab.measure.timing import (
     RatioEstimate,
     RunPlan,
     Timing,
+    confidence_text,
     interleaved_samples,
     median_interval,
     paired_ratios,
@@ -106,6 +107,8 @@ def test_ratio_estimate_flags_noise_with_its_reason() -> None:
     spread = [1.0 + 0.02 * i for i in range(40)]  # ratios 1.0 .. 1.78: a wide interval
     wide = RatioEstimate.from_samples(spread, [1.0] * 40, None)
     assert wide.noisy and "wide (bound 10 %)" in (wide.noise_reason or "")
+    strict = RatioEstimate.from_samples(spread, [1.0] * 40, None, confidence=0.999)
+    assert (strict.noise_reason or "").startswith("99.9 % interval")
     busy = RatioEstimate.from_samples([2.0] * 40, [1.0] * 40, "the machine was busy")
     assert busy.noise_reason == "the machine was busy" and busy.text().endswith("busy")
     few = RatioEstimate.from_samples([2.0] * 3, [1.0] * 3, None)
@@ -113,3 +116,8 @@ def test_ratio_estimate_flags_noise_with_its_reason() -> None:
     assert busy.to_json()["noisy"] is True and busy.to_json()["interval"] == [2.0, 2.0]
     blocks = RatioEstimate.from_samples([2.0] * 40, [1.0] * 40, None, block=4)
     assert blocks.rounds == 10
+
+
+def test_a_confidence_level_is_named_as_asked_never_rounded_to_certainty() -> None:
+    assert confidence_text(0.95) == "95 %" and confidence_text(0.999) == "99.9 %"
+    assert confidence_text(0.9999) == "99.99 %" and confidence_text(0.5) == "50 %"

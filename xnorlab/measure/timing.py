@@ -168,6 +168,12 @@ NOISY_RELATIVE_WIDTH = 0.10
 MIN_ROUNDS = 6  # the fewest ratios whose order statistics give a 95 % interval of the median
 
 
+def confidence_text(confidence: float) -> str:
+    """``95 %``, ``99.9 %``: a level named as asked; rounding 0.999 to "100 %" would claim
+    certainty no interval has."""
+    return f"{100 * confidence:.4g} %"
+
+
 def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
     """Distribution-free interval of the median: order statistics ``(v_(k), v_(n+1-k))``.
 
@@ -227,7 +233,7 @@ class RatioEstimate:
             reasons.append(f"only {len(ratios)} rounds (need {MIN_ROUNDS} for an interval)")
         elif (high - low) > NOISY_RELATIVE_WIDTH * median:
             reasons.append(
-                f"{100 * confidence:.0f} % interval {100 * (high - low) / median:.0f} % of the "
+                f"{confidence_text(confidence)} interval {100 * (high - low) / median:.0f} % of the "
                 f"median wide (bound {100 * NOISY_RELATIVE_WIDTH:.0f} %)"
             )
         if load:

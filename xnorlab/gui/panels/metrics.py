@@ -52,7 +52,7 @@ from xnorlab.measure.accuracy import AccuracyReport, compare_accuracy
 from xnorlab.measure.intervals import Accuracy, PairedDifference
 from xnorlab.measure.latency import LatencyReport, measure_latency
 from xnorlab.measure.memory import MemoryReport, model_memory
-from xnorlab.measure.timing import RatioEstimate
+from xnorlab.measure.timing import RatioEstimate, confidence_text
 
 DEBOUNCE_MS = 300
 DEFAULT_SAMPLES = 1000
@@ -97,7 +97,7 @@ def speedup_texts(estimate: RatioEstimate) -> tuple[str, str]:
     contains 1, since no direction is measured then) and the line under it."""
     detail = (
         f"speed-up {estimate.median:.2f}x [{estimate.low:.2f}, {estimate.high:.2f}] "
-        f"({100 * estimate.confidence:.0f} % interval, {estimate.rounds} rounds)"
+        f"({confidence_text(estimate.confidence)} interval, {estimate.rounds} rounds)"
     )
     if estimate.low <= 1.0 <= estimate.high:
         return "≈1x", f"{detail}: the interval contains 1, no measurable difference"
