@@ -40,12 +40,22 @@ def isa(request: pytest.FixtureRequest) -> Iterator[str]:
         engine.set_isa(before)
 
 
-@pytest.fixture(params=[1, 2])
+THREAD_SETTINGS = [(1, "openmp"), (2, "openmp"), (2, "own")]
+
+
+@pytest.fixture(params=THREAD_SETTINGS, ids=["1", "2-openmp", "2-own"])
 def threads(request: pytest.FixtureRequest) -> Iterator[int]:
-    """Run the engine on 1, then 2 threads; restore the count before."""
-    before = engine.get_threads()
-    engine.set_threads(request.param)
+    """Run the engine on 1 thread, then 2 on torch's OpenMP team, then 2 on the engine's own
+    pool (the reference has neither); restore the count and pool before."""
+    count, pool = request.param
+    if engine.info()["backend"] != "native":
+        yield count
+        return
+    before = engine.get_threads(), engine.get_thread_pool()
+    engine.set_threads(count)
+    engine.set_thread_pool(pool)
     try:
-        yield request.param
+        yield count
     finally:
-        engine.set_threads(before)
+        engine.set_threads(before[0])
+        engine.set_thread_pool(before[1])  # type: ignore[arg-type]

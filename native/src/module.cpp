@@ -30,7 +30,7 @@ namespace py = pybind11;
 using namespace xnorlab;
 
 namespace {
-constexpr int kAbiVersion = 9;
+constexpr int kAbiVersion = 10;
 
 using Pair = std::array<int64_t, 2>;
 using Shape4 = std::array<int64_t, 4>;
@@ -806,6 +806,18 @@ PYBIND11_MODULE(_native, m) {
   m.def("set_active_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); },
         py::arg("name"), "Switch the ISA in use; raises ValueError if unsupported.");
   m.def("get_threads", &get_threads, "Threads of the persistent pool.");
+  m.def("get_thread_pool",
+        [] { return std::string(get_thread_pool() == ThreadPool::kOpenMP ? "openmp" : "own"); },
+        "The runtime parallel_for uses: 'openmp' (torch's team) or 'own' (our pool).");
+  m.def(
+      "set_thread_pool",
+      [](const std::string& name) {
+        if (name != "openmp" && name != "own") {
+          throw std::invalid_argument("thread pool must be 'openmp' or 'own', got '" + name + "'");
+        }
+        set_thread_pool(name == "openmp" ? ThreadPool::kOpenMP : ThreadPool::kOwn);
+      },
+      py::arg("name"), "Switch parallel_for between torch's OpenMP team and our own pool.");
   m.def("set_threads", &set_threads, py::arg("threads"), "Resize the pool (1..256).");
   m.def("xnor_conv2d", &conv2d_binding, py::arg("params"), py::arg("weight"),
         py::arg("x").noconvert(), py::arg("bias") = py::none(),

@@ -1,15 +1,20 @@
-// Persistent thread pool: workers spin briefly after a region (back-to-back layer calls wake
-// them without a syscall), then sleep on a condition variable. After a few pause-spins a
-// waiting worker yields its CPU on every check: in a whole model, torch's own threads run the
-// float layers between our calls, and a worker spinning on pause alone takes a core from them.
-// The caller waits for the TASKS of its region, never for workers: a worker that wakes late
-// finds no task left and goes back to sleep, so an oversubscribed machine cannot stall a call
-// on a descheduled worker.
+// Two runtimes behind one parallel_for:
+// - OpenMP (the default): a region runs on the OpenMP team torch's own ops use. Torch's wheel
+//   ships libgomp under the soname libgomp.so.1, so the loader gives this module the copy torch
+//   already loaded: one team per process. Its workers spin after each of torch's float layers,
+//   so a second pool's worker had to wait for that core during the engine call that follows;
+//   on the shared team the spinning worker takes our first task at once.
+// - Our own persistent pool (`ThreadPool::kOwn`): workers spin briefly after a region, then
+//   sleep on a condition variable, yielding their CPU on every check after a few pause-spins.
+//   The caller waits for the TASKS of its region, never for workers: a worker that wakes late
+//   finds no task left. A forked child always uses it: libgomp's team does not survive fork()
+//   (a region on it waits forever for the parent's workers).
 #include "xnorlab/threadpool.h"
 
 #include <pthread.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -57,6 +62,8 @@ struct Region {
 thread_local bool t_inside_region = false;
 // Set while a SerialScope lives on this thread.
 thread_local bool t_serial = false;
+std::atomic<ThreadPool> g_runtime{ThreadPool::kOpenMP};
+std::atomic<bool> g_forked_child{false};
 
 struct InsideRegion {
   InsideRegion() { t_inside_region = true; }
@@ -67,9 +74,10 @@ struct InsideRegion {
 
 class Pool {
  public:
-  Pool() : threads_(default_threads()) {}
+  explicit Pool(int threads) : threads_(threads) {}
 
   int threads() const { return threads_.load(); }
+  std::mutex& region_mutex() { return region_mutex_; }
 
   // Workers are never destroyed by a resize: a smaller count parks the extra ones (they skip
   // regions), a larger one reuses them before creating more: fresh threads start on the
@@ -92,6 +100,10 @@ class Pool {
       for (int64_t t = 0; t < tasks; ++t) body(t);
       return;
     }
+    if (g_runtime.load() == ThreadPool::kOpenMP) {
+      run_openmp(tasks, body);
+      return;
+    }
     start_workers();
     auto region = std::make_shared<Region>();
     region->body = &body;
@@ -111,12 +123,19 @@ class Pool {
     if (region->error) std::rethrow_exception(region->error);
   }
 
-  // After fork() the child has no workers: forget them without joining.
-  void forget_after_fork() {
-    workers_ = new std::vector<std::thread>();  // the old vector is leaked on purpose
+ private:
+  // Tasks are claimed from the region's counter as in our pool, so a thread that joins late
+  // takes fewer; no exception leaves the OpenMP block (work() keeps the first one).
+  void run_openmp(int64_t tasks, const std::function<void(int64_t)>& body) {
+    Region r;
+    r.body = &body;
+    r.tasks = tasks;
+    const int n = static_cast<int>(std::min<int64_t>(threads_.load(), tasks));
+#pragma omp parallel num_threads(n)
+    { work(r); }
+    if (r.error) std::rethrow_exception(r.error);
   }
 
- private:
   void work(Region& r) {
     const InsideRegion inside;
     for (;;) {
@@ -180,26 +199,36 @@ class Pool {
   void start_workers() {
     const int wanted = threads_.load() - 1;
     const uint64_t now = generation_.load();
-    for (int i = static_cast<int>(workers_->size()); i < wanted; ++i) {
-      workers_->emplace_back([this, i, now] { worker_loop(i, now); });
+    for (int i = static_cast<int>(workers_.size()); i < wanted; ++i) {
+      workers_.emplace_back([this, i, now] { worker_loop(i, now); });
     }
   }
 
   std::atomic<int> threads_;
   std::mutex region_mutex_, mutex_;
   std::condition_variable cv_work_, cv_done_;
-  std::vector<std::thread>* workers_ = new std::vector<std::thread>();
+  std::vector<std::thread> workers_;
   std::atomic<uint64_t> generation_{0};
   std::shared_ptr<Region> current_;
 };
 
+std::atomic<Pool*> g_pool{nullptr};
+
+// Pools are never destroyed: no join during interpreter shutdown. A forked child gets a fresh
+// pool: the parent's workers do not exist there, and its mutexes and condition variables may
+// hold their state (a broadcast would wait for those workers forever); the old one is leaked.
 Pool& pool() {
-  static Pool* instance = [] {
-    auto* p = new Pool();  // never destroyed: no join during interpreter shutdown
-    pthread_atfork(nullptr, nullptr, [] { pool().forget_after_fork(); });
-    return p;
+  static const bool created = [] {
+    g_pool.store(new Pool(default_threads()));
+    pthread_atfork(nullptr, nullptr, [] {
+      g_pool.store(new Pool(g_pool.load()->threads()));
+      g_runtime.store(ThreadPool::kOwn);
+      g_forked_child.store(true);
+    });
+    return true;
   }();
-  return *instance;
+  (void)created;
+  return *g_pool.load();
 }
 
 }  // namespace
@@ -214,6 +243,18 @@ void set_threads(int threads) {
     throw std::invalid_argument("threads must be in 1..256, got " + std::to_string(threads));
   }
   pool().resize(threads);
+}
+
+ThreadPool get_thread_pool() { return g_runtime.load(); }
+
+void set_thread_pool(ThreadPool runtime) {
+  if (runtime == ThreadPool::kOpenMP && g_forked_child.load()) {
+    throw std::invalid_argument(
+        "this process is a forked child: an OpenMP team does not survive fork(), so the "
+        "engine keeps its own pool");
+  }
+  std::lock_guard<std::mutex> region(pool().region_mutex());
+  g_runtime.store(runtime);
 }
 
 void parallel_for(int64_t tasks, const std::function<void(int64_t)>& body) {

@@ -18,8 +18,8 @@ needs_native = pytest.mark.skipif(
     engine.info()["backend"] != "native", reason="native engine not built or forced off"
 )
 
-INFO_KEYS = {"isa", "compiled_isas", "supported_isas", "threads", "compiler", "build_type",
-             "abi_version", "backend"}  # fmt: skip
+INFO_KEYS = {"isa", "compiled_isas", "supported_isas", "threads", "thread_pool", "compiler",
+             "build_type", "abi_version", "backend"}  # fmt: skip
 
 
 def _info_in_subprocess(**env: str) -> dict[str, object]:
@@ -40,6 +40,9 @@ def test_info_reports_the_engine() -> None:
         assert info["isa"] in info["supported_isas"]
         assert set(info["supported_isas"]) <= set(info["compiled_isas"])
         assert "scalar" in info["supported_isas"]
+        assert info["thread_pool"] in ("openmp", "own")
+    else:
+        assert info["thread_pool"] is None
 
 
 def test_the_native_engine_is_built_and_in_use() -> None:

@@ -31,6 +31,17 @@ SETTINGS = settings(
 )
 
 
+@pytest.fixture(autouse=True, params=list(engine.ThreadPool), ids=lambda p: p.value)
+def pool(request: pytest.FixtureRequest) -> Iterator[engine.ThreadPool]:
+    """Every test on torch's OpenMP team, then on the engine's own pool."""
+    before = engine.get_thread_pool()
+    engine.set_thread_pool(request.param)
+    try:
+        yield request.param
+    finally:
+        engine.set_thread_pool(before or engine.ThreadPool.OPENMP)
+
+
 @pytest.fixture
 def restore_threads() -> Iterator[None]:
     before = engine.get_threads()

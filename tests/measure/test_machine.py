@@ -13,6 +13,7 @@ from xnorlab.binary.modes import Backend
 from xnorlab.binary.surgery import wrapped_layers
 from xnorlab.measure import machine
 from xnorlab.measure.machine import (
+    EngineInfo,
     cpu_flags,
     cpu_model,
     cpu_name,
@@ -40,7 +41,17 @@ def test_engine_info_is_the_engines_own_state() -> None:
     assert (info.backend, info.isa, info.threads) == (raw["backend"], raw["isa"], raw["threads"])
     assert info.supported_isas == tuple(raw["supported_isas"]) and info.details == raw
     assert info.is_native == (raw["backend"] == "native")
-    assert info.description == f"{raw['backend']} {raw['isa']}, {raw['threads']} threads"
+    assert info.thread_pool == raw["thread_pool"]
+    assert info.description.startswith(f"{raw['backend']} {raw['isa']}, {raw['threads']} thread")
+
+
+def test_the_description_names_the_pool_only_where_threads_run_on_it() -> None:
+    two = EngineInfo("native", "avx512", 2, thread_pool="own")
+    assert two.description == "native avx512, 2 threads (own pool)"
+    assert EngineInfo("native", "avx512", 1, thread_pool="openmp").description == (
+        "native avx512, 1 thread"
+    )
+    assert EngineInfo("reference", "reference", 1).description == "reference reference, 1 thread"
 
 
 def test_cpuinfo_fields_of_the_first_processor() -> None:

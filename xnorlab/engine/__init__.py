@@ -25,7 +25,9 @@ packed input (:class:`PackedActivation`); a :class:`ConvChain` runs several prep
 (a network's residual blocks) as one call; :func:`max_pool2d` pools channels_last input.
 
 Engine controls: :func:`info`, :func:`set_isa`, :func:`set_threads`, :func:`get_threads`,
-``XNORLAB_KERNEL=reference``, ``XNORLAB_ISA``, ``XNORLAB_THREADS``, ``XNORLAB_ADAPTIVE_THREADS=0``
+:func:`set_thread_pool` (:class:`ThreadPool`: torch's OpenMP team or the engine's own pool),
+``XNORLAB_KERNEL=reference``, ``XNORLAB_ISA``, ``XNORLAB_THREADS``, ``XNORLAB_THREAD_POOL``,
+``XNORLAB_ADAPTIVE_THREADS=0``
 (a :class:`ConvChain` then always uses the pool's threads); timing with :func:`profile`;
 the micro-kernel's own rate (the bare popcount loop) with :func:`microkernel_rate`.
 """
@@ -34,10 +36,13 @@ from __future__ import annotations
 
 from xnorlab.engine import reference
 from xnorlab.engine._backend import (
+    ThreadPool,
+    get_thread_pool,
     get_threads,
     info,
     microkernel_rate,
     set_isa,
+    set_thread_pool,
     set_threads,
 )
 from xnorlab.engine.chain import ChainStep, ConvChain, ThreadChooser
@@ -69,7 +74,9 @@ __all__ = [
     "PreparedConv2d",
     "Prologue",
     "ThreadChooser",
+    "ThreadPool",
     "bwn_linear",
+    "get_thread_pool",
     "get_threads",
     "info",
     "max_pool2d",
@@ -79,6 +86,7 @@ __all__ = [
     "profile",
     "reference",
     "set_isa",
+    "set_thread_pool",
     "set_threads",
     "xnor_conv2d",
     "xnor_linear",

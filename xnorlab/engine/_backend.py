@@ -2,18 +2,20 @@
 
 ``XNORLAB_KERNEL=reference`` (read at import) forces the pure-PyTorch reference;
 ``XNORLAB_ISA=scalar|avx2|avx512`` forces an ISA (read by the native module once);
-``XNORLAB_THREADS=n`` sets the default thread count of the native pool.
+``XNORLAB_THREADS=n`` sets the default thread count of the native pool;
+``XNORLAB_THREAD_POOL=openmp|own`` its runtime (read at the first native call).
 """
 
 from __future__ import annotations
 
 import os
+from enum import Enum
 from types import ModuleType
 from typing import Any
 
 from xnorlab.engine.errors import KernelConfigError
 
-ABI_VERSION = 9
+ABI_VERSION = 10
 
 
 def _load() -> tuple[ModuleType | None, str]:
@@ -34,6 +36,19 @@ _NATIVE, _REASON = _load()
 _ISA_CHECKED = False
 
 
+class ThreadPool(Enum):
+    """Where the engine's parallel work runs.
+
+    ``OPENMP``: on torch's own OpenMP team (one team per process; its workers, still spinning
+    after a float layer, take the engine's next call at once). ``OWN``: on the engine's own
+    persistent pool, whose caller never waits for a late worker (a forked child always uses
+    it: an OpenMP team does not survive ``fork``).
+    """
+
+    OPENMP = "openmp"
+    OWN = "own"
+
+
 def native_module() -> ModuleType | None:
     """The native module, or None when the reference is in use (see :func:`reason`).
 
@@ -43,6 +58,7 @@ def native_module() -> ModuleType | None:
     global _ISA_CHECKED
     if _NATIVE is not None and not _ISA_CHECKED:
         _ensure_isa()
+        _apply_pool_env()
         _ISA_CHECKED = True
     return _NATIVE
 
@@ -60,20 +76,37 @@ def _ensure_isa() -> str:
         raise KernelConfigError(f"cannot choose the kernel ISA: {exc}") from exc
 
 
+def _apply_pool_env() -> None:
+    name = os.environ.get("XNORLAB_THREAD_POOL", "").strip().lower()
+    if name:
+        set_thread_pool(_pool_of(name, "XNORLAB_THREAD_POOL"))
+
+
+def _pool_of(value: object, what: str) -> ThreadPool:
+    try:
+        return ThreadPool(value.value if isinstance(value, ThreadPool) else value)
+    except ValueError:
+        names = ", ".join(p.value for p in ThreadPool)
+        raise KernelConfigError(f"{what} must be one of {names}, got {value!r}") from None
+
+
 def info() -> dict[str, Any]:
-    """Engine state: ``isa``, ``compiled_isas``, ``supported_isas``, ``threads``, ``compiler``,
-    ``build_type``, ``abi_version``, ``backend`` ("native" or "reference") and ``reason``."""
+    """Engine state: ``isa``, ``compiled_isas``, ``supported_isas``, ``threads``,
+    ``thread_pool`` (a :class:`ThreadPool` value), ``compiler``, ``build_type``,
+    ``abi_version``, ``backend`` ("native" or "reference") and ``reason``."""
     if _NATIVE is None:
         return {
             "isa": "reference", "compiled_isas": [], "supported_isas": [], "threads": 1,
-            "compiler": "", "build_type": "", "abi_version": ABI_VERSION,
+            "thread_pool": None, "compiler": "", "build_type": "", "abi_version": ABI_VERSION,
             "backend": "reference", "reason": _REASON,
         }  # fmt: skip
+    native_module()  # the environment's ISA and pool choices are checked and applied first
     return {
         "isa": _ensure_isa(),
         "compiled_isas": list(_NATIVE.compiled_isas()),
         "supported_isas": list(_NATIVE.supported_isas()),
         "threads": int(_NATIVE.get_threads()),
+        "thread_pool": str(_NATIVE.get_thread_pool()),
         "compiler": str(_NATIVE.COMPILER),
         "build_type": str(_NATIVE.BUILD_TYPE),
         "abi_version": int(_NATIVE.ABI_VERSION),
@@ -110,6 +143,22 @@ def set_threads(threads: int) -> None:
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
         raise KernelConfigError(f"threads must be an int in 1..256, got {threads!r}")
     native.set_threads(threads)
+
+
+def get_thread_pool() -> ThreadPool | None:
+    """The runtime of the native pool (None for the reference)."""
+    native = native_module()
+    return ThreadPool(native.get_thread_pool()) if native is not None else None
+
+
+def set_thread_pool(pool: ThreadPool | str) -> None:
+    """Run the engine's parallel work on torch's OpenMP team or on its own pool
+    (:class:`ThreadPool`, or its value ``"openmp"``/``"own"``); waits for a running call."""
+    choice = _pool_of(pool, "thread pool")
+    try:
+        _require_native("set_thread_pool").set_thread_pool(choice.value)
+    except ValueError as exc:  # OpenMP asked for in a forked child
+        raise KernelConfigError(str(exc)) from None
 
 
 def microkernel_rate(in_channels: int, out_channels: int, kernel: int = 3,

@@ -29,12 +29,14 @@ from xnorlab.runtime.integration import native_backend
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """The XNOR engine now: backend ("native" or "reference"), active ISA, pool threads."""
+    """The XNOR engine now: backend ("native" or "reference"), active ISA, pool threads and
+    the pool's runtime (``engine.ThreadPool`` value; None for the reference)."""
 
     backend: str
     isa: str
     threads: int
     supported_isas: tuple[str, ...] = ()
+    thread_pool: str | None = None
     details: dict[str, Any] = field(default_factory=dict)  # engine.info() as it returned
 
     @property
@@ -43,8 +45,11 @@ class EngineInfo:
 
     @property
     def description(self) -> str:
-        """One line, e.g. ``"native avx512, 2 threads"``."""
-        return f"{self.backend} {self.isa}, {self.threads} threads"
+        """One line, e.g. ``"native avx512, 2 threads (openmp pool)"``; the pool is named only
+        where threads run on it."""
+        pool = f" ({self.thread_pool} pool)" if self.thread_pool and self.threads > 1 else ""
+        threads = f"{self.threads} thread{'' if self.threads == 1 else 's'}"
+        return f"{self.backend} {self.isa}, {threads}{pool}"
 
 
 def engine_info() -> EngineInfo:
@@ -55,6 +60,7 @@ def engine_info() -> EngineInfo:
         isa=str(info["isa"]),
         threads=int(info["threads"]),
         supported_isas=tuple(str(isa) for isa in info["supported_isas"]),
+        thread_pool=info["thread_pool"],
         details=dict(info),
     )
 

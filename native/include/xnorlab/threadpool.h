@@ -1,4 +1,5 @@
-// A persistent std::thread pool (no OpenMP: torch ships its own runtime, two would fight).
+// parallel_for on torch's OpenMP team (shared through libgomp.so.1) or on our own persistent
+// std::thread pool; src/threadpool.cpp says when each is used and why.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -10,6 +11,12 @@ namespace xnorlab {
 int get_threads();
 // Resize the pool (1..256). Workers are created lazily and kept alive between calls.
 void set_threads(int threads);
+
+enum class ThreadPool : int { kOpenMP = 0, kOwn = 1 };
+// The runtime parallel_for uses; a forked child switches to kOwn (see threadpool.cpp).
+ThreadPool get_thread_pool();
+// Waits for a running region to finish before switching.
+void set_thread_pool(ThreadPool runtime);
 
 // Run body(task) for task in [0, tasks) on the pool; the calling thread takes part. Tasks are
 // handed out dynamically (atomic counter). Calls are serialized (one parallel region at a time).
