@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from xnorlab import engine
 from xnorlab.engine import KernelTiming
-from xnorlab.measure.timing import RunPlan, time_interleaved
+from xnorlab.measure.timing import Op, RunPlan, time_interleaved
 from xnorlab.runtime.fused import EngineChain
 
 
@@ -64,31 +64,53 @@ def engine_split(deployed: nn.Module, x: Tensor, calls: int = 20) -> tuple[float
     return totals[len(totals) // 2], len(records)
 
 
-def engine_threads_ab(deployed: nn.Module, x: Tensor, threads: list[int], rounds: int,
-                      block: int = 4, warmup: int = 3) -> dict[int, list[list[KernelTiming]]]:  # fmt: skip
-    """Engine-call records of ``block`` deploy forwards per round and thread count; the thread
-    counts alternate within each round and their order reverses every round. After each switch
-    ``warmup`` forwards run unrecorded: right after ``torch.set_num_threads`` torch's OpenMP
-    workers hold the second core for a while, which made a per-forward switch read the
+Setting = tuple[int, engine.ThreadPool]
+
+
+def setting_label(setting: Setting) -> str:
+    threads, pool = setting
+    return f"{threads} thr" + (", own pool" if pool is engine.ThreadPool.OWN else "")
+
+
+def thread_settings(counts: list[int]) -> list[Setting]:
+    """Each thread count on torch's OpenMP team (the default), and each count over one on
+    the engine's own pool too (one thread runs inline on either)."""
+    pools = list(engine.ThreadPool)
+    return [(t, p) for t in counts for p in pools if t > 1 or p is engine.ThreadPool.OPENMP]
+
+
+def use(setting: Setting) -> None:
+    threads, pool = setting
+    torch.set_num_threads(threads)
+    engine.set_threads(threads)
+    engine.set_thread_pool(pool)
+
+
+def engine_threads_ab(deployed: nn.Module, x: Tensor, settings: list[Setting], rounds: int,
+                      block: int = 4, warmup: int = 3) -> dict[str, list[list[KernelTiming]]]:  # fmt: skip
+    """Engine-call records of ``block`` deploy forwards per round and setting (threads, pool);
+    the settings alternate within each round and their order reverses every round. After each
+    switch ``warmup`` forwards run unrecorded: right after ``torch.set_num_threads`` torch's
+    OpenMP workers hold the second core for a while, which made a per-forward switch read the
     engine's 2-thread calls as no faster than 1-thread ones."""
-    records: dict[int, list[list[KernelTiming]]] = {t: [] for t in threads}
+    records: dict[str, list[list[KernelTiming]]] = {setting_label(s): [] for s in settings}
     # Each thread count as set: the chain's own choice between its threads and one is off.
     chains = [m for m in deployed.modules() if isinstance(m, EngineChain)]
     for chain in chains:
         chain.adaptive_threads = False
         deployed(x)  # the chain made again, unprepared calls first
     for r in range(rounds):
-        for t in threads if r % 2 == 0 else threads[::-1]:
-            torch.set_num_threads(t)
-            engine.set_threads(t)
+        for setting in settings if r % 2 == 0 else settings[::-1]:
+            use(setting)
             for _ in range(warmup):
                 deployed(x)
             for _ in range(block):
                 with engine.profile() as calls:
                     deployed(x)
-                records[t].append(calls)
+                records[setting_label(setting)].append(calls)
     for chain in chains:
         chain.adaptive_threads = None
+    use(settings[0])
     return records
 
 
@@ -98,16 +120,16 @@ def native_s(call: KernelTiming) -> float:
     return call.pack_s + call.popcount_s + call.scale_s
 
 
-def print_engine_threads_ab(records: dict[int, list[list[KernelTiming]]]) -> None:
-    """Per engine call (in forward order) the median wall time at each thread count, the ratio
-    to the first thread count, and the same ratio of the native part alone; last, the medians
-    per forward of the calls' summed times."""
+def print_engine_threads_ab(records: dict[str, list[list[KernelTiming]]]) -> None:
+    """Per engine call (in forward order) the median wall time in each setting, the ratio to
+    the first setting, and the same ratio of the native part alone; last, the medians per
+    forward of the calls' summed times."""
     counts = list(records)
     base = counts[0]
     calls = len(records[base][0])
-    print(f"| call | input | C_out | {' | '.join(f'{t} thr us' for t in counts)} | "
-          f"{' | '.join(f'{base}/{t} thr' for t in counts[1:])} | "
-          f"{' | '.join(f'native {base}/{t}' for t in counts[1:])} |")  # fmt: skip
+    print(f"| call | input | C_out | {' | '.join(f'{t} us' for t in counts)} | "
+          f"{' | '.join(f'{base} / {t}' for t in counts[1:])} | "
+          f"{' | '.join(f'native {base} / {t}' for t in counts[1:])} |")  # fmt: skip
     print("|" + "---|" * (3 + 3 * len(counts) - 2))
     for i in range(calls):
         med = {t: statistics.median(f[i].total_s for f in records[t]) for t in counts}
@@ -123,6 +145,14 @@ def print_engine_threads_ab(records: dict[int, list[list[KernelTiming]]]) -> Non
     native = " | ".join(f"{nats[base] / nats[t]:.2f}x" for t in counts[1:])
     print(f"| all {calls} (median of per-forward sums, ms) | | | "
           f"{' | '.join(f'{sums[t] * 1e3:.2f}' for t in counts)} | {ratios} | {native} |")  # fmt: skip
+
+
+def on_openmp() -> None:
+    engine.set_thread_pool(engine.ThreadPool.OPENMP)
+
+
+def on_own() -> None:
+    engine.set_thread_pool(engine.ThreadPool.OWN)
 
 
 def main() -> None:
@@ -141,9 +171,8 @@ def main() -> None:
     print(f"engine {engine.info()['isa']}, load {os.getloadavg()[0]:.1f}")
     with torch.no_grad():
         for threads in args.threads:
-            torch.set_num_threads(threads)
-            engine.set_threads(threads)
-            ops = {
+            use((threads, engine.ThreadPool.OPENMP))
+            ops: dict[str, Op | tuple[Op, Op]] = {
                 "float": lambda: flt(x),
                 "deploy": lambda: deployed(x),
                 "deploy, adaptive threads off": lambda: fixed(x),
@@ -153,6 +182,9 @@ def main() -> None:
                 "float stem (channels_last)": lambda: stem(flt, x_cl),
                 "deploy stem (bn1 folded)": lambda: stem(deployed, x_cl),
             }
+            if threads > 1:  # every op sets its pool: the one op on the engine's own pool
+                ops = {name: (on_openmp, op) for name, op in ops.items() if callable(op)}
+                ops["deploy, the engine's own thread pool"] = (on_own, lambda: deployed(x))
             plan = RunPlan(warmup=3, min_runs=args.min_runs, min_total_s=2.0, block=2)
             result = time_interleaved(ops, plan)
             base = result["float"].median_s
@@ -164,9 +196,10 @@ def main() -> None:
             engine_s, calls = engine_split(deployed, x)
             print(f"deploy: {calls} engine calls take {engine_s * 1e3:.2f} ms (median forward)")
         if args.ab_rounds > 0 and len(args.threads) > 1:
-            records = engine_threads_ab(deployed, x, args.threads, args.ab_rounds)
+            records = engine_threads_ab(deployed, x, thread_settings(args.threads),
+                                        args.ab_rounds)  # fmt: skip
             forwards = len(next(iter(records.values())))
-            print(f"\ndeploy's engine calls by thread count (adaptive threads off), interleaved "
+            print(f"\ndeploy's engine calls by threads and pool (adaptive threads off), interleaved "
                   f"in blocks, {forwards} forwards each, load {os.getloadavg()[0]:.1f}")  # fmt: skip
             print_engine_threads_ab(records)
 
