@@ -10,6 +10,8 @@ back to the kernel after every call, whose page faults would dominate a 100 us c
     .venv/bin/python benchmarks/bench_thread_pool.py --seconds 15 --busy 4
 
 Prints per setting the median, 90th and 99th percentile, max and mean of the conv's wall time.
+``--per-shape`` instead times resnet18's four 3x3 shapes at batch 1 and 8 on 2 threads, the
+two pools interleaved (``time_interleaved``), each ratio with its interval.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import xnorlab  # noqa: F401
 import torch
 
 from xnorlab import engine
+from xnorlab.measure.machine import load_note
+from xnorlab.measure.timing import RatioEstimate, RunPlan, interleaved_samples
 
 SETTINGS = {
     "2 threads, OpenMP team": (2, engine.ThreadPool.OPENMP),
@@ -66,11 +70,48 @@ def measure(seconds: float, block: int = 20) -> dict[str, list[float]]:
     return samples
 
 
+RESNET_SHAPES = [(64, 56), (128, 28), (256, 14), (512, 7)]  # (channels, side), 3x3 pad 1
+
+
+def per_shape(min_runs: int) -> None:
+    """Own pool over OpenMP team (>1: the team is faster) per shape and batch, 2 threads."""
+    torch.set_num_threads(2)
+    engine.set_threads(2)
+    print("| shape | batch | OpenMP team us | own pool us | own / OpenMP |\n|---|---|---|---|---|")
+    for channels, side in RESNET_SHAPES:
+        weight = engine.pack_conv2d_weight(torch.randn(channels, channels, 3, 3))
+        for batch in (1, 8):
+            x = torch.randn(batch, channels, side, side)
+
+            def conv(x: torch.Tensor = x, weight: engine.PackedConv2dWeight = weight) -> None:
+                engine.xnor_conv2d(x, weight, padding=1)
+
+            ops = {
+                "openmp": (lambda: engine.set_thread_pool(engine.ThreadPool.OPENMP), conv),
+                "own": (lambda: engine.set_thread_pool(engine.ThreadPool.OWN), conv),
+            }
+            plan = RunPlan(warmup=3, min_runs=min_runs, min_total_s=0.5, block=8)
+            samples = interleaved_samples(ops, plan)
+            ratio = RatioEstimate.from_samples(samples["own"], samples["openmp"], load_note(),
+                                               block=plan.block)  # fmt: skip
+            medians = {k: statistics.median(v) * 1e6 for k, v in samples.items()}
+            print(f"| {channels}@{side}x{side} | {batch} | {medians['openmp']:.0f} | "
+                  f"{medians['own']:.0f} | {ratio.text()} |")  # fmt: skip
+    engine.set_thread_pool(engine.ThreadPool.OPENMP)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--busy", type=int, default=0, help="busy-loop processes beside it")
+    parser.add_argument("--per-shape", action="store_true",
+                        help="resnet18's 3x3 shapes, batch 1 and 8, pools interleaved")  # fmt: skip
+    parser.add_argument("--min-runs", type=int, default=200, help="per op, with --per-shape")
     args = parser.parse_args()
+    if args.per_shape:
+        print(f"engine {engine.info()['isa']}, load {os.getloadavg()[0]:.1f}")
+        per_shape(args.min_runs)
+        return
     context = multiprocessing.get_context("spawn")
     until = time.time() + args.seconds + 10  # spawned processes take a few seconds to start
     busy = [context.Process(target=busy_loop, args=(until,)) for _ in range(args.busy)]
