@@ -40,22 +40,29 @@ def isa(request: pytest.FixtureRequest) -> Iterator[str]:
         engine.set_isa(before)
 
 
+@pytest.fixture
+def restore_engine_threads() -> Iterator[None]:
+    """Put the engine's thread count and pool back as they were after the test."""
+    if engine.info()["backend"] != "native":
+        yield
+        return
+    threads, pool = engine.get_threads(), engine.get_thread_pool()
+    try:
+        yield
+    finally:
+        engine.set_threads(threads)
+        engine.set_thread_pool(pool)  # type: ignore[arg-type]
+
+
 THREAD_SETTINGS = [(1, "openmp"), (2, "openmp"), (2, "own")]
 
 
 @pytest.fixture(params=THREAD_SETTINGS, ids=["1", "2-openmp", "2-own"])
-def threads(request: pytest.FixtureRequest) -> Iterator[int]:
+def threads(request: pytest.FixtureRequest, restore_engine_threads: None) -> int:
     """Run the engine on 1 thread, then 2 on torch's OpenMP team, then 2 on the engine's own
-    pool (the reference has neither); restore the count and pool before."""
+    pool (the reference has neither); both are put back after the test."""
     count, pool = request.param
-    if engine.info()["backend"] != "native":
-        yield count
-        return
-    before = engine.get_threads(), engine.get_thread_pool()
-    engine.set_threads(count)
-    engine.set_thread_pool(pool)
-    try:
-        yield count
-    finally:
-        engine.set_threads(before[0])
-        engine.set_thread_pool(before[1])  # type: ignore[arg-type]
+    if engine.info()["backend"] == "native":
+        engine.set_threads(count)
+        engine.set_thread_pool(pool)
+    return int(count)

@@ -10,7 +10,6 @@ run on the calling thread and must agree too.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -32,23 +31,11 @@ SETTINGS = settings(
 
 
 @pytest.fixture(autouse=True, params=list(engine.ThreadPool), ids=lambda p: p.value)
-def pool(request: pytest.FixtureRequest) -> Iterator[engine.ThreadPool]:
-    """Every test on torch's OpenMP team, then on the engine's own pool."""
-    before = engine.get_thread_pool()
+def pool(request: pytest.FixtureRequest, restore_engine_threads: None) -> engine.ThreadPool:
+    """Every test on torch's OpenMP team, then on the engine's own pool (the thread count and
+    pool are put back after it)."""
     engine.set_thread_pool(request.param)
-    try:
-        yield request.param
-    finally:
-        engine.set_thread_pool(before or engine.ThreadPool.OPENMP)
-
-
-@pytest.fixture
-def restore_threads() -> Iterator[None]:
-    before = engine.get_threads()
-    try:
-        yield
-    finally:
-        engine.set_threads(before)
+    return request.param  # type: ignore[no-any-return]
 
 
 def conv_on(threads: int, x: Tensor, weight: engine.PackedConv2dWeight, **conv: object) -> Tensor:
@@ -92,7 +79,7 @@ def test_the_split_shapes_are_the_ones_over_the_size_that_wakes_a_worker() -> No
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("threads", [2, 3])
 def test_batch_1_on_several_threads_equals_one_thread(
-    isa: str, restore_threads: None, shape: tuple[int, ...], threads: int
+    isa: str, shape: tuple[int, ...], threads: int
 ) -> None:
     c_in, c_out, height, width, kernel, stride, padding, dilation, _ = shape
     gen = torch.Generator().manual_seed(sum(shape))
@@ -115,9 +102,7 @@ def test_batch_1_on_several_threads_equals_one_thread(
 
 
 @pytest.mark.parametrize("threads", [2, 3])
-def test_the_fused_epilogue_on_several_threads_equals_one_thread(
-    isa: str, restore_threads: None, threads: int
-) -> None:
+def test_the_fused_epilogue_on_several_threads_equals_one_thread(isa: str, threads: int) -> None:
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(1, 64, 56, 56, generator=gen).contiguous(memory_format=torch.channels_last)
     packed = engine.pack_conv2d_weight(torch.randn(64, 64, 3, 3, generator=gen))
@@ -138,7 +123,7 @@ def test_the_fused_epilogue_on_several_threads_equals_one_thread(
     seed=st.integers(0, 2**16),
 )  # fmt: skip
 def test_any_single_image_on_several_threads_equals_one_thread(
-    isa: str, restore_threads: None, c_in: int, c_out: int, height: int, width: int,
+    isa: str, c_in: int, c_out: int, height: int, width: int,
     kernel: int, stride: int, threads: int, scaling: str, seed: int,
 ) -> None:  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
@@ -149,9 +134,7 @@ def test_any_single_image_on_several_threads_equals_one_thread(
 
 
 @pytest.mark.parametrize("where", [(0, 0), (27, 55), (55, 55)])
-def test_a_nan_anywhere_in_a_split_image_is_reported(
-    isa: str, restore_threads: None, where: tuple[int, int]
-) -> None:
+def test_a_nan_anywhere_in_a_split_image_is_reported(isa: str, where: tuple[int, int]) -> None:
     x = torch.randn(1, 64, 56, 56)
     x[0, 5, where[0], where[1]] = float("nan")
     packed = engine.pack_conv2d_weight(torch.randn(64, 64, 3, 3))

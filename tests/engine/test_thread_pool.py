@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,17 +20,6 @@ from xnorlab.engine import KernelConfigError, ThreadPool
 pytestmark = pytest.mark.skipif(
     engine.info()["backend"] != "native", reason="native engine not in use"
 )
-
-
-@pytest.fixture
-def restore_pool() -> Iterator[None]:
-    before, threads = engine.get_thread_pool(), engine.get_threads()
-    try:
-        yield
-    finally:
-        assert before is not None
-        engine.set_thread_pool(before)
-        engine.set_threads(threads)
 
 
 def _in_subprocess(code: str, **env: str) -> str:
@@ -61,7 +49,7 @@ def test_a_bad_pool_in_the_environment_is_a_clear_error() -> None:
     assert out == "ERR XNORLAB_THREAD_POOL must be one of openmp, own, got 'tbb'"
 
 
-@pytest.mark.usefixtures("restore_pool")
+@pytest.mark.usefixtures("restore_engine_threads")
 @pytest.mark.parametrize("bad", ["tbb", "", None, 2, ThreadPool])
 def test_a_bad_pool_is_refused_and_the_pool_kept(bad: object) -> None:
     engine.set_thread_pool(ThreadPool.OWN)
@@ -70,7 +58,7 @@ def test_a_bad_pool_is_refused_and_the_pool_kept(bad: object) -> None:
     assert engine.get_thread_pool() is ThreadPool.OWN
 
 
-@pytest.mark.usefixtures("restore_pool")
+@pytest.mark.usefixtures("restore_engine_threads")
 def test_pools_switch_by_member_or_value() -> None:
     engine.set_thread_pool("own")
     assert engine.get_thread_pool() is ThreadPool.OWN and engine.info()["thread_pool"] == "own"
@@ -90,7 +78,7 @@ def test_the_engine_and_torch_load_one_openmp_runtime() -> None:
     assert [p.parent.resolve() for p in paths] == [torch_lib.resolve()], paths
 
 
-@pytest.mark.usefixtures("restore_pool")
+@pytest.mark.usefixtures("restore_engine_threads")
 @pytest.mark.parametrize("pool", list(ThreadPool), ids=lambda p: p.value)
 def test_both_pools_give_the_one_thread_bits(pool: ThreadPool) -> None:
     x = torch.randn(1, 64, 56, 56)
@@ -117,7 +105,7 @@ def _child_conv(queue: multiprocessing.Queue, x: torch.Tensor, weight: torch.Ten
     queue.put((str(engine.get_thread_pool()), out.numpy().tobytes(), refused))
 
 
-@pytest.mark.usefixtures("restore_pool")
+@pytest.mark.usefixtures("restore_engine_threads")
 def test_a_forked_child_runs_on_the_engines_own_pool() -> None:
     """libgomp's team does not survive fork(): a region on it in the child waits forever for
     the parent's workers (torch's own ops too, unless the child sets one thread, as torch's
