@@ -169,8 +169,8 @@ _SIMD_FLAGS = ("popcnt", "avx2", "fma", "avx512f", "avx512bw", "avx512_vpopcntdq
 
 #: Environment variables that change what the benchmark measures (shown when set).
 RELEVANT_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                "XNORLAB_ISA", "XNORLAB_THREADS", "XNORLAB_THREAD_POOL", "XNORLAB_KERNEL", "ATEN_CPU_CAPABILITY",
-                "ONEDNN_MAX_CPU_ISA")  # fmt: skip
+                "XNORLAB_ISA", "XNORLAB_THREADS", "XNORLAB_THREAD_POOL", "XNORLAB_KERNEL",
+                "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")  # fmt: skip
 
 
 def _autogroup() -> str | None:

@@ -84,7 +84,7 @@ def _apply_pool_env() -> None:
 
 def _pool_of(value: object, what: str) -> ThreadPool:
     try:
-        return ThreadPool(value.value if isinstance(value, ThreadPool) else value)
+        return ThreadPool(value)  # a member or its value
     except ValueError:
         names = ", ".join(p.value for p in ThreadPool)
         raise KernelConfigError(f"{what} must be one of {names}, got {value!r}") from None
