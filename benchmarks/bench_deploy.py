@@ -14,6 +14,7 @@ import argparse
 import copy
 import os
 import statistics
+from functools import partial
 
 # xnorlab first: it sets torch's OpenMP spin (GOMP_SPINCOUNT), which libgomp reads once when
 # torch loads; imported after torch, torch's workers would spin on the second core for
@@ -147,14 +148,6 @@ def print_engine_threads_ab(records: dict[str, list[list[KernelTiming]]]) -> Non
           f"{' | '.join(f'{sums[t] * 1e3:.2f}' for t in counts)} | {ratios} | {native} |")  # fmt: skip
 
 
-def on_openmp() -> None:
-    engine.set_thread_pool(engine.ThreadPool.OPENMP)
-
-
-def on_own() -> None:
-    engine.set_thread_pool(engine.ThreadPool.OWN)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -183,7 +176,9 @@ def main() -> None:
                 "deploy stem (bn1 folded)": lambda: stem(deployed, x_cl),
             }
             if threads > 1:  # every op sets its pool: the one op on the engine's own pool
-                ops = {name: (on_openmp, op) for name, op in ops.items() if callable(op)}
+                on_team = partial(engine.set_thread_pool, engine.ThreadPool.OPENMP)
+                on_own = partial(engine.set_thread_pool, engine.ThreadPool.OWN)
+                ops = {name: (on_team, op) for name, op in ops.items() if callable(op)}
                 ops["deploy, the engine's own thread pool"] = (on_own, lambda: deployed(x))
             plan = RunPlan(warmup=3, min_runs=args.min_runs, min_total_s=2.0, block=2)
             result = time_interleaved(ops, plan)

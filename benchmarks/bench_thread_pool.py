@@ -11,7 +11,7 @@ back to the kernel after every call, whose page faults would dominate a 100 us c
 
 Prints per setting the median, 90th and 99th percentile, max and mean of the conv's wall time.
 ``--per-shape`` instead times resnet18's four 3x3 shapes at batch 1 and 8 on 2 threads, the
-two pools interleaved (``time_interleaved``), each ratio with its interval.
+two pools interleaved (``interleaved_samples``), each ratio with its interval.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import statistics
 import time
+from functools import partial
 
 # xnorlab first: it sets torch's OpenMP spin before torch loads (see bench_deploy.py).
 import xnorlab  # noqa: F401
@@ -87,8 +88,8 @@ def per_shape(min_runs: int) -> None:
                 engine.xnor_conv2d(x, weight, padding=1)
 
             ops = {
-                "openmp": (lambda: engine.set_thread_pool(engine.ThreadPool.OPENMP), conv),
-                "own": (lambda: engine.set_thread_pool(engine.ThreadPool.OWN), conv),
+                "openmp": (partial(engine.set_thread_pool, engine.ThreadPool.OPENMP), conv),
+                "own": (partial(engine.set_thread_pool, engine.ThreadPool.OWN), conv),
             }
             plan = RunPlan(warmup=3, min_runs=min_runs, min_total_s=0.5, block=8)
             samples = interleaved_samples(ops, plan)
