@@ -56,3 +56,29 @@ def test_every_label_follows_the_theme_both_ways(qtbot: QtBot, window: MainWindo
         assert unreadable_labels(window) == [], expected
         for label in (metrics.float_mem, metrics.float_acc, metrics.acc_message):
             assert label.isVisible()
+
+
+def test_theme_switch_repaints_toned_widgets_from_its_register_not_by_walking_qt(
+    qtbot: QtBot,
+) -> None:
+    """Toned labels are registered once, leave the register when Qt deletes them, and the
+    next theme switch repaints the live ones in the new theme's colours."""
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    keep, gone = QLabel("kept"), QLabel("deleted")
+    qtbot.addWidget(keep)
+    for _ in range(3):
+        style.set_tone(keep, style.Tone.ERROR)
+    style.set_tone(gone, style.Tone.MUTED)
+    assert sum(widget is keep for widget in style.toned_widgets()) == 1
+    assert any(widget is gone for widget in style.toned_widgets())
+    gone.deleteLater()
+    qtbot.waitUntil(lambda: not any(widget is gone for widget in style.toned_widgets()))
+    before = style.theme().name
+    try:
+        for name in ("dark", "light"):
+            style.apply_theme(app, name)
+            shown = keep.palette().color(keep.foregroundRole()).name()
+            assert shown == style.theme(name).error_fg
+    finally:
+        style.apply_theme(app, before)

@@ -9,6 +9,10 @@ new application palette on to a widget that has its own style sheet while it is 
 label in a back dock tab would keep the old theme's text colour. A label that must stand out
 (a stale number, an error line) gets a ``Tone`` (``set_tone``): a palette colour that
 ``apply_theme`` sets again on every toned widget, shown or hidden.
+
+``apply_theme`` finds the toned widgets in its own register, never by walking
+``QApplication.allWidgets()``: that walk wraps every Qt-internal child, and a wrapper whose
+C++ widget Qt has freed and reused the address of crashes the process when called.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 import pyqtgraph as pg
+import shiboken6
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QWidget
 
@@ -73,6 +78,7 @@ DARK = Theme(
 )  # fmt: skip
 
 _current: Theme = LIGHT
+_toned: list[QWidget] = []  # widgets created from Python: Qt's delete invalidates the wrapper
 
 
 def theme(name: str | None = None) -> Theme:
@@ -133,6 +139,14 @@ def set_tone(widget: QWidget, tone: Tone) -> None:
     """Draw ``widget``'s text in ``tone`` of the current theme (kept across theme switches)."""
     widget.setProperty(TONE_PROPERTY, tone.value)
     _paint_tone(widget, tone)
+    if not any(known is widget for known in _toned):
+        _toned[:] = [known for known in _toned if shiboken6.isValid(known)]
+        _toned.append(widget)
+
+
+def toned_widgets() -> list[QWidget]:
+    """The live widgets ``set_tone`` has drawn in a tone."""
+    return [widget for widget in _toned if shiboken6.isValid(widget)]
 
 
 def tone_of(widget: QWidget) -> Tone:
@@ -151,9 +165,8 @@ def apply_theme(app: QApplication, name: str) -> Theme:
         background=_current.plot_bg, foreground=_current.plot_fg, antialias=True,
         imageAxisOrder="row-major",
     )  # fmt: skip
-    for widget in app.allWidgets():
-        if widget.property(TONE_PROPERTY):
-            _paint_tone(widget, tone_of(widget))
+    for widget in toned_widgets():
+        _paint_tone(widget, tone_of(widget))
     return _current
 
 
