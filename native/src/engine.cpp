@@ -632,7 +632,10 @@ PhaseTimes conv_phased(ConvPlan& pl, const ConvBuffers& b) {
   // Below that it is one task per block group (plan_conv_tasks counts them as one serial run).
   int64_t conv_tasks = plan_conv_tasks(pl, kPhasedWordOps);
   if (conv_tasks == 1) conv_tasks = ceil_div(pl.blocks, pl.group_blocks) * pl.chunks;
-  const int64_t chunk = pack_chunk_pixels(s), chunks = ceil_div(hw, chunk);
+  // Pack chunks: at least two per thread, as the region's threads are up anyway and a small
+  // image packed by one thread leaves the other waiting at the phase's end.
+  const int64_t chunk = std::min(pack_chunk_pixels(s), ceil_div(hw, 2 * threads));
+  const int64_t chunks = ceil_div(hw, chunk);
   // K map bands of >= ~1024 output pixels, at most 4 per thread; beta and 1: whole images.
   int64_t band_rows = s.out_h;
   if (s.scaling == Scaling::Kmap) {
