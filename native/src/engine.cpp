@@ -458,7 +458,7 @@ constexpr int64_t kWorkerWordOps = int64_t{1} << 19;
 
 // A call whose pack pass alone is worth a worker (input floats) runs phased on all threads,
 // and there its conv phase splits from kPhasedWordOps word operations.
-constexpr int64_t kPhasedInputFloats = int64_t{1} << 16;
+constexpr int64_t kPhasedInputFloats = int64_t{1} << 15;
 constexpr int64_t kPhasedWordOps = int64_t{1} << 16;
 
 int64_t conv_word_ops(const ConvShape& s, int64_t words) {

@@ -79,7 +79,7 @@ def test_a_chain_equals_its_steps_one_by_one(
 
 
 def test_a_chain_of_resnet_sized_blocks_equals_its_steps(isa: str, threads: int) -> None:
-    """Inputs of 2^16 floats and more: the calls split over threads (phased)."""
+    """Inputs of 2^15 floats and more: the calls split over threads (phased)."""
     gen = torch.Generator().manual_seed(8)
     chain = ConvChain(residual_blocks(1, 64, 56, 128, gen))
     x = torch.randn(1, 64, 56, 56, generator=gen).contiguous(memory_format=torch.channels_last)

@@ -2,7 +2,7 @@
 bands, conv tasks) gives the same bits as one thread, on every ISA.
 
 Calls with at least 2^19 word operations take the split on several threads (the shapes marked
-"split" below are over it), and so do calls whose input has 2^16 floats or more (their conv
+"split" below are over it), and so do calls whose input has 2^15 floats or more (their conv
 phase splits from 2^16 word operations, else runs as one task per block group); smaller ones
 run on the calling thread and must agree too.
 """
@@ -64,6 +64,7 @@ SHAPES = [
     (7, 3, 9, 5, 3, 1, 1, 1, False),  # tiny
     (200, 40, 1, 1, 1, 1, 0, 1, False),  # one pixel
     (256, 600, 16, 16, 1, 4, 0, 1, False),  # 2^16 input floats, 2 block groups, 39 K word ops
+    (256, 512, 14, 14, 1, 2, 0, 1, False),  # layer3's shortcut: 50,176 input floats (phased)
 ]
 
 
