@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import io
+import threading
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -119,6 +121,90 @@ def test_deploy_leaves_the_callers_model_alone_and_shares_its_weights() -> None:
     assert model.training and all(
         m.config.backend is Backend.TORCH for m in model.modules() if isinstance(m, BinConv2d)
     )
+
+
+class OnAnotherThread(nn.Module):
+    """Runs ``job`` on another thread, waited for, each time its forward is called: while
+    deploy traces the model holding it, the job runs during the trace. (A function: deploy's
+    copy of this module calls the same one.)"""
+
+    def __init__(self, job: Callable[[], None]) -> None:
+        super().__init__()
+        self.job = job
+
+    def forward(self, x: Tensor) -> Tensor:
+        thread = threading.Thread(target=self.job)
+        thread.start()
+        thread.join()
+        return x
+
+
+def test_forwards_on_another_thread_run_untraced_while_deploy_traces() -> None:
+    """fx patches nn.Module for the whole process while it traces; the app measures on one
+    thread while it deploys on another. A float model and the binarized model whose
+    parameters the traced copy shares must give their own outputs meanwhile."""
+    flt = small_net().eval()
+    binary = copy.deepcopy(flt)
+    binarize_model(binary, "paper")
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        expected = [flt(x), binary(x)]
+    outputs: list[Tensor] = []
+    errors: list[BaseException] = []
+
+    def job() -> None:
+        try:
+            with torch.no_grad():
+                outputs.extend(model(x) for model in (flt, binary))
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+
+    with torch.no_grad():
+        deployed = xnorlab.deploy(nn.Sequential(OnAnotherThread(job), binary))
+    assert errors == [] and len(outputs) == 2
+    assert all(torch.equal(got, want) for got, want in zip(outputs, expected, strict=True))
+    assert deployed.deploy_report.traced and deployed.deploy_report.fused
+    with torch.no_grad():
+        assert_close(deployed(x), expected[1])
+
+
+def test_two_threads_deploying_at_once_both_trace_and_fuse() -> None:
+    """The first trace pauses inside its model until the second thread's trace is inside its
+    own (or 1 s passed): with one trace at a time the second waits, and both fuse."""
+    second_inside, first_done = threading.Event(), threading.Event()
+
+    def first_job() -> None:
+        second_inside.wait(timeout=1.0)
+
+    def second_job() -> None:
+        second_inside.set()
+        first_done.wait(timeout=1.0)
+
+    models = []
+    for job in (first_job, second_job):
+        binary = small_net().eval()
+        binarize_model(binary, "paper")
+        models.append(nn.Sequential(OnAnotherThread(job), binary))
+    reports: list[DeployReport | None] = [None, None]
+
+    def deploy_second() -> None:
+        reports[1] = deploy_report(xnorlab.deploy(models[1]))
+
+    second = threading.Thread(target=deploy_second)
+
+    def first_job_starting_the_second() -> None:
+        second.start()
+        first_job()
+
+    models[0][0].job = first_job_starting_the_second
+    reports[0] = deploy_report(xnorlab.deploy(models[0]))
+    first_done.set()
+    second.join(timeout=60)
+    assert not second.is_alive()
+    for report in reports:
+        assert report is not None and report.traced and report.reason == "", report
+        assert report.fused == ["1.0+1.1", "1.3+1.4+1.5", "1.6.conv1+1.6.bn1+1.6.relu",
+                                "1.6.conv2+1.6.bn2+add+1.6.act"]  # fmt: skip
 
 
 class Untraceable(nn.Module):

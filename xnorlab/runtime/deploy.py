@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,9 +234,38 @@ def _pool_graph(gm: fx.GraphModule) -> list[str]:
     return done
 
 
+# One trace at a time in the process: a second tracer's patch of nn.Module would route the
+# first trace's module calls through the second tracer.
+_TRACE_LOCK = threading.Lock()
+
+
 class _LayerLeafTracer(fx.Tracer):
     """fx tracer that keeps the wrapped layers as single calls (their forward branches on the
-    mode and would otherwise be traced into the torch simulation)."""
+    mode and would otherwise be traced into the torch simulation).
+
+    While it traces, fx patches ``nn.Module.__call__`` and ``__getattr__`` for the whole
+    process: a forward on another thread (the app measures and traces at once) comes through
+    this tracer too, and runs untraced, as if no trace were on."""
+
+    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        self._tracing_thread = threading.get_ident()
+        return super().trace(root, concrete_args)
+
+    def _other_thread(self) -> bool:
+        return threading.get_ident() != getattr(self, "_tracing_thread", None)
+
+    def call_module(
+        self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:  # fmt: skip
+        if self._other_thread():
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        if self._other_thread():
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return isinstance(m, BinarizableLayer) or super().is_leaf_module(m, module_qualified_name)
@@ -540,7 +570,8 @@ def deploy(
         report.reason = "no layer is an XNOR conv (nothing runs fused)"
     else:
         try:
-            graph = _LayerLeafTracer().trace(prepared)
+            with _TRACE_LOCK:
+                graph = _LayerLeafTracer().trace(prepared)
         except Exception as exc:  # fx refuses dynamic control flow in many ways
             report.reason = f"torch.fx could not trace the model ({type(exc).__name__}: {exc})"
         else:
