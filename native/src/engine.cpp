@@ -632,9 +632,11 @@ PhaseTimes conv_phased(ConvPlan& pl, const ConvBuffers& b) {
   // Below that it is one task per block group (plan_conv_tasks counts them as one serial run).
   int64_t conv_tasks = plan_conv_tasks(pl, kPhasedWordOps);
   if (conv_tasks == 1) conv_tasks = ceil_div(pl.blocks, pl.group_blocks) * pl.chunks;
-  // Pack chunks: at least two per thread, as the region's threads are up anyway and a small
-  // image packed by one thread leaves the other waiting at the phase's end.
-  const int64_t chunk = std::min(pack_chunk_pixels(s), ceil_div(hw, 2 * threads));
+  // NHWC: at least two pack chunks per thread over the batch, as a small image packed by one
+  // thread leaves the other waiting at the phase's end. NCHW keeps whole-image or long chunks:
+  // a chunk of a few pixels reads part of a cache line from every channel plane.
+  int64_t chunk = pack_chunk_pixels(s);
+  if (s.channels_last) chunk = std::min(chunk, ceil_div(hw, ceil_div(2 * threads, s.batch)));
   const int64_t chunks = ceil_div(hw, chunk);
   // K map bands of >= ~1024 output pixels, at most 4 per thread; beta and 1: whole images.
   int64_t band_rows = s.out_h;
