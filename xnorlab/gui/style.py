@@ -11,8 +11,8 @@ label in a back dock tab would keep the old theme's text colour. A label that mu
 ``apply_theme`` sets again on every toned widget, shown or hidden.
 
 ``apply_theme`` finds the toned widgets in its own register, never by walking
-``QApplication.allWidgets()``: that walk wraps every Qt-internal child, and a wrapper whose
-C++ widget Qt has freed and reused the address of crashes the process when called.
+``QApplication.allWidgets()``: that walk wraps every Qt-internal child, and calling a wrapper
+of a child Qt has since freed crashes the process.
 """
 
 from __future__ import annotations
