@@ -247,12 +247,14 @@ class _LayerLeafTracer(fx.Tracer):
     process: a forward on another thread (the app measures and traces at once) comes through
     this tracer too, and runs untraced, as if no trace were on."""
 
+    _tracing_thread: int | None = None  # the thread inside trace()
+
     def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
         self._tracing_thread = threading.get_ident()
         return super().trace(root, concrete_args)
 
     def _other_thread(self) -> bool:
-        return threading.get_ident() != getattr(self, "_tracing_thread", None)
+        return threading.get_ident() != self._tracing_thread
 
     def call_module(
         self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
