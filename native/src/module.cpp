@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -18,8 +20,13 @@
 #include <mutex>
 #include <new>
 #include <optional>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "xnorlab/engine.h"
 #include "xnorlab/isa.h"
@@ -30,7 +37,7 @@ namespace py = pybind11;
 using namespace xnorlab;
 
 namespace {
-constexpr int kAbiVersion = 10;
+constexpr int kAbiVersion = 11;
 
 using Pair = std::array<int64_t, 2>;
 using Shape4 = std::array<int64_t, 4>;
@@ -784,6 +791,30 @@ void bind_packed_buffers(py::module_& m) {
       .def_readonly("taps", &PackedBuffers::taps);
 }
 
+// (region_thread_place(), OS thread id) of each task of `regions` parallel regions. Each task
+// waits (up to 1 ms) for the region's other tasks to start, so every thread takes part.
+std::vector<std::vector<std::pair<int, long>>> region_places_binding(int regions) {
+  if (regions < 1 || regions > 10000) {
+    throw std::invalid_argument("regions must be in 1..10000, got " + std::to_string(regions));
+  }
+  std::vector<std::vector<std::pair<int, long>>> out(static_cast<size_t>(regions));
+  const py::gil_scoped_release release;
+  for (auto& region : out) {
+    const int tasks = get_threads();
+    region.resize(static_cast<size_t>(tasks));
+    std::atomic<int> started{0};
+    parallel_for(tasks, [&](int64_t task) {
+      const long tid = syscall(SYS_gettid);
+      region[static_cast<size_t>(task)] = {region_thread_place(), tid};
+      started.fetch_add(1);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
+      while (started.load() < tasks && std::chrono::steady_clock::now() < until) {
+      }
+    });
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -819,6 +850,9 @@ PYBIND11_MODULE(_native, m) {
       },
       py::arg("name"), "Switch parallel_for between torch's OpenMP team and our own pool.");
   m.def("set_threads", &set_threads, py::arg("threads"), "Resize the pool (1..256).");
+  m.def("region_places", &region_places_binding, py::arg("regions"),
+        "Runs `regions` parallel regions of get_threads() tasks; returns each region's "
+        "(place, OS thread id) per task. The phased conv splits its work by place.");
   m.def("xnor_conv2d", &conv2d_binding, py::arg("params"), py::arg("weight"),
         py::arg("x").noconvert(), py::arg("bias") = py::none(),
         py::arg("residual").noconvert() = py::none(), py::arg("clamp") = py::none(),

@@ -10,6 +10,7 @@
 //   finds no task left. A forked child always uses it: libgomp's team does not survive fork()
 //   (a region on it waits forever for the parent's workers).
 #include "xnorlab/threadpool.h"
+#include <omp.h>
 
 #include <pthread.h>
 #include <sched.h>
@@ -60,6 +61,8 @@ struct Region {
 
 // Set while this thread runs tasks of a region.
 thread_local bool t_inside_region = false;
+// region_thread_place(): OpenMP's thread number in a team's region, 1 + index on our workers.
+thread_local int t_place = 0;
 // Set while a SerialScope lives on this thread.
 thread_local bool t_serial = false;
 std::atomic<ThreadPool> g_runtime{ThreadPool::kOpenMP};
@@ -132,7 +135,11 @@ class Pool {
     r.tasks = tasks;
     const int n = static_cast<int>(std::min<int64_t>(threads_.load(), tasks));
 #pragma omp parallel num_threads(n)
-    { work(r); }
+    {
+      t_place = omp_get_thread_num();
+      work(r);
+      t_place = 0;
+    }
     if (r.error) std::rethrow_exception(r.error);
   }
 
@@ -169,6 +176,7 @@ class Pool {
   // `seen` is the generation at creation time, read before the region that starts it.
   // Worker `index` takes part in a region only while index + 1 < threads (else it is parked).
   void worker_loop(int index, uint64_t seen) {
+    t_place = index + 1;
     for (;;) {
       const auto until = std::chrono::steady_clock::now() + kSpin;
       int spins = 0;
@@ -233,6 +241,7 @@ Pool& pool() {
 
 }  // namespace
 
+int region_thread_place() { return t_place; }
 int get_threads() { return t_serial ? 1 : pool().threads(); }
 
 SerialScope::SerialScope() : before_(t_serial) { t_serial = true; }

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,6 +91,32 @@ def test_both_pools_give_the_one_thread_bits(pool: ThreadPool) -> None:
     for _ in range(3):  # right after torch's own region too: its team is still awake
         torch.nn.functional.conv2d(x, torch.randn(64, 64, 3, 3), padding=1)
         assert torch.equal(engine.xnor_conv2d(x, weight, padding=1), expected)
+
+
+@pytest.mark.usefixtures("restore_engine_threads")
+@pytest.mark.parametrize("pool", list(ThreadPool), ids=lambda p: p.value)
+def test_a_region_place_keeps_its_thread_from_region_to_region(pool: ThreadPool) -> None:
+    """The phased conv splits each phase by place, so a thread reads what it wrote in the
+    call before only if place 0 is always the caller and every other place one thread."""
+    native = engine._backend.native_module()
+    assert native is not None
+    engine.set_threads(2)
+    engine.set_thread_pool(pool)
+    regions = native.region_places(200)
+    caller = threading.get_native_id()
+    thread_of: dict[int, set[int]] = {}
+    for region in regions:
+        assert len(region) == 2
+        for place, tid in region:
+            thread_of.setdefault(place, set()).add(tid)
+    assert thread_of[0] == {caller}
+    assert set(thread_of) <= {0, 1}
+    assert all(len(tids) == 1 for tids in thread_of.values()), thread_of
+    # Each task waits briefly for the other to start, so the worker takes part in most regions.
+    joined = [region for region in regions if sorted(place for place, _ in region) == [0, 1]]
+    assert len(joined) > len(regions) // 2
+    with pytest.raises(ValueError, match=r"regions must be in 1\.\.10000, got 0"):
+        native.region_places(0)
 
 
 def _child_conv(queue: multiprocessing.Queue, x: torch.Tensor, weight: torch.Tensor) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from xnorlab.engine.errors import KernelConfigError
 
-ABI_VERSION = 10
+ABI_VERSION = 11
 
 
 def _load() -> tuple[ModuleType | None, str]:

@@ -23,6 +23,11 @@ void set_thread_pool(ThreadPool runtime);
 // The first exception thrown by a body is rethrown in the caller after all tasks finished.
 void parallel_for(int64_t tasks, const std::function<void(int64_t)>& body);
 
+// This thread's place in the running region: 0 for the thread that called parallel_for (and
+// outside a region), 1.. for the pool's workers. A place keeps its thread from one region to
+// the next, so work split by place finds the data its thread wrote last time in that core's cache.
+int region_thread_place();
+
 // While it lives, parallel work started on this thread runs on this thread alone (get_threads()
 // is 1 here): a caller that measured its work to run faster without the pool's workers.
 class SerialScope {
