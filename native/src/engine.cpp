@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -561,28 +562,41 @@ inline void cpu_relax() {
 #endif
 }
 
-// One phase of a phased region: its items are claimed dynamically by every thread of the region;
-// a thread that finds none left waits until the items the others took are done, so the next
-// phase sees this one's results. Only items in progress are waited for, never a thread: a
-// worker that joins late skips finished phases, one that never joins leaves its share to the
-// others. An item's exception is kept for the caller and still counts the item as done.
+// One phase of a phased region. Its items are split into one contiguous range per place of
+// the region (region_thread_place): a thread claims the items of its own range first, then
+// those left in the others'. Phases split alike (by image and pixel) so a thread mostly reads
+// what it wrote in the phase or call before, which sits in its own core's cache. A thread that
+// finds no item left waits until the items the others took are done, so the next phase sees
+// this one's results. Only items in progress are waited for, never a thread: a worker that
+// joins late skips finished phases, one that never joins leaves its range to the others.
+// An item's exception is kept for the caller and still counts the item as done.
 class Phase {
  public:
-  explicit Phase(int64_t items) : items_(items) {}
+  Phase(int64_t items, int64_t places)
+      : items_(items), places_(std::max<int64_t>(1, places)), ranges_(new Range[places_]) {
+    for (int64_t p = 0; p < places_; ++p) {
+      ranges_[p].next.store(items * p / places_, std::memory_order_relaxed);
+      ranges_[p].end = items * (p + 1) / places_;
+    }
+  }
 
   template <typename Item>
   void run(const Item& item) {
-    for (;;) {
-      const int64_t i = next_.fetch_add(1);
-      if (i >= items_) break;
-      try {
-        item(i);
-      } catch (...) {
-        const std::lock_guard<std::mutex> lock(error_mutex_);
-        if (!error_) error_ = std::current_exception();
-      }
-      if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == items_) {
-        end_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    const int64_t place = region_thread_place() % places_;
+    for (int64_t k = 0; k < places_; ++k) {
+      Range& range = ranges_[(place + k) % places_];
+      for (;;) {
+        const int64_t i = range.next.fetch_add(1, std::memory_order_relaxed);
+        if (i >= range.end) break;
+        try {
+          item(i);
+        } catch (...) {
+          const std::lock_guard<std::mutex> lock(error_mutex_);
+          if (!error_) error_ = std::current_exception();
+        }
+        if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == items_) {
+          end_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+        }
       }
     }
     // The items left run on threads that are computing; yield after a short spin in case one
@@ -603,8 +617,14 @@ class Phase {
   }
 
  private:
-  int64_t items_;
-  std::atomic<int64_t> next_{0}, done_{0};
+  // A place's claim counter, on its own cache line: the places claim at the same time.
+  struct alignas(64) Range {
+    std::atomic<int64_t> next{0};
+    int64_t end = 0;
+  };
+  int64_t items_, places_;
+  std::unique_ptr<Range[]> ranges_;
+  alignas(64) std::atomic<int64_t> done_{0};
   std::atomic<Clock::rep> end_{0};
   std::mutex error_mutex_;
   std::exception_ptr error_;
@@ -631,7 +651,8 @@ PhaseTimes conv_phased(ConvPlan& pl, const ConvBuffers& b) {
   // The workers are awake for the pack phase already: the conv phase splits from less work.
   // Below that it is one task per block group (plan_conv_tasks counts them as one serial run).
   int64_t conv_tasks = plan_conv_tasks(pl, kPhasedWordOps);
-  if (conv_tasks == 1) conv_tasks = ceil_div(pl.blocks, pl.group_blocks) * pl.chunks;
+  const int64_t groups = ceil_div(pl.blocks, pl.group_blocks);
+  if (conv_tasks == 1) conv_tasks = groups * pl.chunks;
   // NHWC: at least two pack chunks per thread over the batch, as a small image packed by one
   // thread leaves the other waiting at the phase's end. NCHW keeps whole-image or long chunks:
   // a chunk of a few pixels reads part of a cache line from every channel plane.
@@ -646,7 +667,8 @@ PhaseTimes conv_phased(ConvPlan& pl, const ConvBuffers& b) {
   }
   const int64_t bands = ceil_div(s.out_h, band_rows);
   const float factor = kmap_factor(s);
-  Phase pack(s.batch * chunks), scaling(s.batch * bands), conv(conv_tasks);
+  Phase pack(s.batch * chunks, threads), scaling(s.batch * bands, threads),
+      conv(conv_tasks, threads);
   std::atomic<bool> has_nan{false};
   const auto start = Clock::now();
   zero_halo(s, pl.halo, packed);
@@ -674,7 +696,8 @@ PhaseTimes conv_phased(ConvPlan& pl, const ConvBuffers& b) {
         kmap_rows(s, absum + n * hw, factor, rows, image_scale, oh0, oh1);
       }
     });
-    conv.run([&](int64_t task) { conv_task(pl, task); });
+    // Pixel-chunk major, so each place's range is a run of pixels over all channel groups.
+    conv.run([&](int64_t item) { conv_task(pl, (item % groups) * pl.chunks + item / groups); });
   });
   pack.rethrow();
   scaling.rethrow();
