@@ -1,8 +1,9 @@
 """Whole-network batch-1 inference: torchvision resnet18, paper preset, through ``xnorlab.deploy``
 against float PyTorch and against plain ``binarize_model(..., backend="native")``.
 
-One process, interleaved A/B rounds (``xnorlab.measure.timing.time_interleaved``), the same
-thread count for torch and the engine. Usage (from the repository root)::
+One process, interleaved A/B rounds (``xnorlab.measure.timing.interleaved_samples``), the same
+thread count for torch and the engine; every speed-up is the median of per-round ratios with
+its 95 % interval (``RatioEstimate``). Usage (from the repository root)::
 
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 \\
         .venv/bin/python benchmarks/bench_deploy.py --threads 1 2
@@ -28,7 +29,14 @@ from torch import Tensor, nn
 
 from xnorlab import engine
 from xnorlab.engine import KernelTiming
-from xnorlab.measure.timing import Op, RunPlan, time_interleaved
+from xnorlab.measure.machine import load_note
+from xnorlab.measure.timing import (
+    Op,
+    RatioEstimate,
+    RunPlan,
+    Timing,
+    interleaved_samples,
+)
 from xnorlab.runtime.fused import EngineChain
 
 
@@ -121,10 +129,11 @@ def native_s(call: KernelTiming) -> float:
     return call.pack_s + call.popcount_s + call.scale_s
 
 
-def print_engine_threads_ab(records: dict[str, list[list[KernelTiming]]]) -> None:
+def print_engine_threads_ab(records: dict[str, list[list[KernelTiming]]], block: int) -> None:
     """Per engine call (in forward order) the median wall time in each setting, the ratio to
     the first setting, and the same ratio of the native part alone; last, the medians per
-    forward of the calls' summed times."""
+    forward of the calls' summed times and their ratios with intervals (``block`` forwards of
+    each setting per round, as ``engine_threads_ab`` took them)."""
     counts = list(records)
     base = counts[0]
     calls = len(records[base][0])
@@ -140,12 +149,19 @@ def print_engine_threads_ab(records: dict[str, list[list[KernelTiming]]]) -> Non
         native = " | ".join(f"{nat[base] / nat[t]:.2f}x" for t in counts[1:])
         print(f"| {i} | {'x'.join(map(str, first.shape[1:]))} | {first.weight_shape[0]} | "
               f"{' | '.join(f'{med[t] * 1e6:.0f}' for t in counts)} | {ratios} | {native} |")  # fmt: skip
-    sums = {t: statistics.median(sum(c.total_s for c in f) for f in records[t]) for t in counts}
-    nats = {t: statistics.median(sum(native_s(c) for c in f) for f in records[t]) for t in counts}
-    ratios = " | ".join(f"{sums[base] / sums[t]:.2f}x" for t in counts[1:])
-    native = " | ".join(f"{nats[base] / nats[t]:.2f}x" for t in counts[1:])
-    print(f"| all {calls} (median of per-forward sums, ms) | | | "
-          f"{' | '.join(f'{sums[t] * 1e3:.2f}' for t in counts)} | {ratios} | {native} |")  # fmt: skip
+    sums = {t: [sum(c.total_s for c in f) for f in records[t]] for t in counts}
+    nats = {t: [sum(native_s(c) for c in f) for f in records[t]] for t in counts}
+    ratios = " | ".join(ratio_text(sums[base], sums[t], block) for t in counts[1:])
+    native = " | ".join(ratio_text(nats[base], nats[t], block) for t in counts[1:])
+    print(f"| all {calls} (median of per-forward sums, ms; per-round ratios, 95 % interval) | | | "
+          f"{' | '.join(f'{statistics.median(sums[t]) * 1e3:.2f}' for t in counts)} | "
+          f"{ratios} | {native} |")  # fmt: skip
+
+
+def ratio_text(baseline_s: list[float], run_s: list[float], block: int) -> str:
+    """``9.80x [9.52, 10.05]``: how many times faster ``run`` is, the median of one ratio per
+    interleaved round with its 95 % interval (``, NOISY`` when too wide or the machine busy)."""
+    return RatioEstimate.from_samples(baseline_s, run_s, load_note(), block=block).text(False)
 
 
 def main() -> None:
@@ -181,22 +197,23 @@ def main() -> None:
                 ops = {name: (on_team, op) for name, op in ops.items() if callable(op)}
                 ops["deploy, the engine's own thread pool"] = (on_own, lambda: deployed(x))
             plan = RunPlan(warmup=3, min_runs=args.min_runs, min_total_s=2.0, block=2)
-            result = time_interleaved(ops, plan)
-            base = result["float"].median_s
+            samples = interleaved_samples(ops, plan)
             print(f"\n{threads} thread(s), load {os.getloadavg()[0]:.1f}")
-            print("| run | median ms | min ms | float / run |\n|---|---|---|---|")
-            for name, t in result.items():
+            print("| run | median ms | min ms | float / run (95 % interval) |\n|---|---|---|---|")
+            for name, values in samples.items():
+                t = Timing.from_samples(values)
                 print(f"| {name} | {t.median_s * 1e3:.2f} | {t.min_s * 1e3:.2f} | "
-                      f"{base / t.median_s:.2f}x |")  # fmt: skip
+                      f"{ratio_text(samples['float'], values, plan.block)} |")  # fmt: skip
             engine_s, calls = engine_split(deployed, x)
             print(f"deploy: {calls} engine calls take {engine_s * 1e3:.2f} ms (median forward)")
         if args.ab_rounds > 0 and len(args.threads) > 1:
+            block = 4
             records = engine_threads_ab(deployed, x, thread_settings(args.threads),
-                                        args.ab_rounds)  # fmt: skip
+                                        args.ab_rounds, block)  # fmt: skip
             forwards = len(next(iter(records.values())))
             print(f"\ndeploy's engine calls by threads and pool (adaptive threads off), interleaved "
                   f"in blocks, {forwards} forwards each, load {os.getloadavg()[0]:.1f}")  # fmt: skip
-            print_engine_threads_ab(records)
+            print_engine_threads_ab(records, block)
 
 
 if __name__ == "__main__":
