@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -31,12 +32,24 @@ def _err_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
         (["predict", "lenet", "/dev/zero"], "is a device"),
         (["predict", "lenet", "{tmp}"], "is a directory"),
         (["predict", "lenet", "{tmp}/img.png", "--topk", "0"], "outside 1..1000"),
+        # a name the system cannot look up (over its length limit), wherever a path is taken
+        (["train", "lenet", "--out", "{tmp}/{long}.pt"], "File name too long"),
+        (["export", "demo:lenet", "--out", "{tmp}/{long}.xnor"], "File name too long"),
+        (["report", "demo:lenet", "--out", "{tmp}/{long}/r.json"], "File name too long"),
+        (["search", "demo:lenet", "--budget", "1", "--out", "{tmp}/{long}.json"],
+         "File name too long"),
+        (["bench", "--quick", "--save-json", "{tmp}/{long}.json"], "File name too long"),
+        (["ensemble", "lenet", "--members", "2", "--out", "{tmp}/{long}.pt"],
+         "File name too long"),
+        (["ensemble", "{tmp}/{long}.pt"], "is not a file"),
+        (["layers", "{tmp}/{long}.pt"], "File name too long"),
+        (["predict", "lenet", "{tmp}/{long}.png"], "File name too long"),
     ],
-)
+)  # fmt: skip
 def test_bad_arguments_are_one_line_and_exit_2_before_any_work(
     argv: list[str], phrase: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    argv = [arg.replace("{tmp}", str(tmp_path)).replace("{long}", "a" * 300) for arg in argv]
     before = sorted(tmp_path.rglob("*"))
     assert main(argv) == 2
     lines = _err_lines(capsys)
@@ -64,6 +77,19 @@ def test_an_internal_error_is_one_line_exit_1(monkeypatch, capsys) -> None:
     monkeypatch.setenv("XNORLAB_DEBUG", "1")
     with pytest.raises(TypeError):
         main(["layers", "demo:lenet"])
+
+
+def test_an_argument_check_that_breaks_is_one_line_exit_1(monkeypatch, capsys) -> None:
+    def breaking_type(text: str) -> str:
+        raise OSError(5, "Input/output error")
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("model", type=breaking_type)
+
+    monkeypatch.setattr(layers_command, "add_arguments", add_arguments)
+    assert main(["layers", "demo:lenet"]) == 1
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and "internal error: OSError: [Errno 5] Input/output error" in lines[0]
 
 
 def test_a_closed_stdout_ends_quietly() -> None:

@@ -46,6 +46,10 @@ def test_output_path_checks_the_folder_and_what_stands_there(tmp_path: Path) -> 
         str(tmp_path / "nope" / "m.pt"): "does not exist",
         str(fifo): "is a pipe",
         str(tmp_path / "m.txt"): "use one of .pt",
+        # names the system cannot look up: one part over its length limit, in the file or
+        # in a folder on the way
+        str(tmp_path / ("a" * 300 + ".pt")): "cannot write output .*File name too long",
+        str(tmp_path / ("d" * 300) / "m.pt"): "cannot write output .*File name too long",
     }
     if os.geteuid() != 0:  # root writes anywhere
         cases[str(locked / "m.pt")] = "not writable"

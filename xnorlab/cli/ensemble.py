@@ -25,6 +25,7 @@ from xnorlab.cli import args as cli_args
 from xnorlab.cli.progress import ProgressBar
 from xnorlab.common.atomic import atomic_write_bytes
 from xnorlab.common.errors import XnorlabError, quoted
+from xnorlab.common.files import existing
 from xnorlab.common.tasks import ProgressFn, SigintCancel
 from xnorlab.data.bundle import DatasetBundle
 from xnorlab.data.datasets import load_dataset, match_classes
@@ -52,8 +53,9 @@ def _arch_or_file(text: str) -> str:
         return name
     path = Path(name).expanduser()
     if path.suffix.lower() in ENSEMBLE_SUFFIXES:
-        if not path.is_file():
-            raise argparse.ArgumentTypeError(f"{name} is not a file")
+        found = existing(path)
+        if found is None or not found.is_file():
+            raise argparse.ArgumentTypeError(f"{quoted(name)} is not a file")
         return name
     if name in torchvision_architectures():
         return name

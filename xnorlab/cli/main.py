@@ -93,6 +93,8 @@ def run_subcommand(name: str, argv: Sequence[str]) -> int:
         args = _full_subparser(name).parse_args(list(argv))
     except SystemExit as exc:  # --help (0) or a bad argument, already printed as one line
         return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
+    except Exception as exc:  # an argument check that failed in a way it did not foresee
+        return _internal_error(name, exc)
     warnings.showwarning = _show_warning  # type: ignore[assignment]
     try:
         result: int = _command_module(name).run(args)
@@ -108,15 +110,21 @@ def run_subcommand(name: str, argv: Sequence[str]) -> int:
         print(f"xnorlab {name}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        if os.environ.get("XNORLAB_DEBUG"):
-            raise
-        detail = " ".join(str(exc).split())[:200]
-        print(
-            f"xnorlab {name}: internal error: {type(exc).__name__}: {detail} "
-            "(a bug: rerun with XNORLAB_DEBUG=1 for the traceback and report it)",
-            file=sys.stderr,
-        )
-        return EXIT_INTERNAL_ERROR
+        return _internal_error(name, exc)
+
+
+def _internal_error(name: str, exc: Exception) -> int:
+    """One line for an exception no check foresaw (exit 1); ``XNORLAB_DEBUG=1`` re-raises it
+    for the traceback."""
+    if os.environ.get("XNORLAB_DEBUG"):
+        raise exc
+    detail = " ".join(str(exc).split())[:200]
+    print(
+        f"xnorlab {name}: internal error: {type(exc).__name__}: {detail} "
+        "(a bug: rerun with XNORLAB_DEBUG=1 for the traceback and report it)",
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL_ERROR
 
 
 def _detach_stdout() -> None:

@@ -12,7 +12,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from xnorlab.common.errors import XnorlabError
+from xnorlab.common.errors import XnorlabError, quoted
 
 MIB = 1 << 20
 
@@ -85,17 +85,19 @@ def check_output_path(
     target = Path(path).expanduser()
     if not target.name or str(path).endswith(os.sep):
         raise XnorlabError(f"{what} {path!r} names a folder, not a file")
-    if target.exists() or target.is_symlink():
-        try:
-            mode = target.stat().st_mode
-        except OSError as exc:
-            raise XnorlabError(f"cannot write {what} {target}: {exc.strerror or exc}") from None
-        if not stat.S_ISREG(mode):
-            raise XnorlabError(f"{what} {target} is {_kind(mode)}, not a file to overwrite")
+    # A name the system cannot look up (a part over its length limit) cannot be written either.
+    try:
+        mode = target.stat().st_mode if target.exists() or target.is_symlink() else None
+        parent_is_dir = target.parent.is_dir()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise XnorlabError(f"cannot write {what} {quoted(str(target))}: {reason}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise XnorlabError(f"{what} {target} is {_kind(mode)}, not a file to overwrite")
     if suffixes is not None and target.suffix.lower() not in suffixes:
         raise XnorlabError(f"{what} {target}: use one of {', '.join(suffixes)}")
     parent = target.parent
-    if not parent.is_dir():
+    if not parent_is_dir:
         raise XnorlabError(f"cannot write {what} {target}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise XnorlabError(f"cannot write {what} {target}: folder {parent} is not writable")
