@@ -81,6 +81,54 @@ def test_torchvision_mnist_from_a_local_root(tmp_path: Path) -> None:
     assert bundle.preprocessing == MNIST_PREPROCESSING
 
 
+class _Payload:
+    """Pickled as a call to print: a weights-only load must refuse it."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("unpickled",))
+
+
+def _damage_mnist(root: Path, kind: str) -> None:
+    """An MNIST root whose files torchvision finds but cannot read as MNIST, one per kind."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images, labels = np.zeros((12, 28, 28)), np.arange(12) % 10
+    if kind == "labels out of range":
+        labels = np.full(12, 200)
+    elif kind == "fewer labels than images":
+        labels = labels[:7]
+    for prefix in ("train", "t10k"):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    image_file = raw / "train-images-idx3-ubyte"
+    if kind == "truncated images":
+        image_file.write_bytes(image_file.read_bytes()[:2000])
+    elif kind == "empty file":
+        image_file.write_bytes(b"")
+    elif kind == "labels file as images":
+        image_file.write_bytes((raw / "train-labels-idx1-ubyte").read_bytes())
+    elif kind.startswith("legacy"):  # torchvision reads processed/*.pt before raw files
+        processed = root / "MNIST" / "processed"
+        processed.mkdir()
+        held = _Payload() if kind == "legacy pickle of an object" else [1, 2, 3]
+        for name in ("training.pt", "test.pt"):
+            torch.save(held, processed / name)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["truncated images", "empty file", "labels file as images", "labels out of range",
+     "fewer labels than images", "legacy pickle of an object", "legacy list of three"],
+)  # fmt: skip
+def test_a_damaged_torchvision_root_is_one_error_before_any_work(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _damage_mnist(tmp_path, kind)
+    with pytest.raises(XnorlabError, match=r"^MNIST under .* cannot be read \(.*\): its files"):
+        load_dataset(f"mnist:{tmp_path}")
+    assert "unpickled" not in capsys.readouterr().out
+
+
 def test_torchvision_offline_gives_one_clear_error(tmp_path: Path, monkeypatch) -> None:
     import torchvision.datasets as tvd
 

@@ -217,16 +217,19 @@ _TORCHVISION = {
 }
 
 
-def _open_torchvision(cls: Any, root: Path, train: bool) -> Any:
+def _open_torchvision(cls: Any, root: Path, train: bool, classes: int) -> Any:
     """The data set if present; else try a download with a short timeout; else one error."""
     try:
-        return cls(str(root), train=train, download=False)
-    except RuntimeError:
-        pass
+        return _readable(cls(str(root), train=train, download=False), cls.__name__, root, classes)
+    except XnorlabError:
+        raise
+    except Exception as exc:  # found but not decodable, unless torchvision's "not found"
+        if not (isinstance(exc, RuntimeError) and "not found" in str(exc)):
+            raise _unreadable(cls.__name__, root, exc) from None
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        return cls(str(root), train=train, download=True)
+        dataset = cls(str(root), train=train, download=True)
     except Exception as exc:
         raise XnorlabError(
             f"{cls.__name__} not found under {root} and the download failed ({type(exc).__name__}:"
@@ -235,6 +238,31 @@ def _open_torchvision(cls: Any, root: Path, train: bool) -> Any:
         ) from None
     finally:
         socket.setdefaulttimeout(previous)
+    return _readable(dataset, cls.__name__, root, classes)
+
+
+def _readable(dataset: Any, name: str, root: Path, classes: int) -> Any:
+    """``dataset`` if its labels are one per item in 0..classes-1 and its first item decodes;
+    else one error: a damaged or foreign file under ROOT must not fail mid-training."""
+    try:
+        labels = dataset_labels(dataset)
+        if len(labels) != len(dataset):
+            raise ValueError(f"{len(labels)} labels for {len(dataset)} items")
+        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+            raise ValueError(f"labels {labels.min()}..{labels.max()}, not 0..{classes - 1}")
+        if len(dataset):
+            dataset[0]
+    except Exception as exc:
+        raise _unreadable(name, root, exc) from None
+    return dataset
+
+
+def _unreadable(name: str, root: Path, exc: Exception) -> XnorlabError:
+    detail = _one_line(str(exc))[:100] or "no detail"
+    return XnorlabError(
+        f"{name} under {root} cannot be read ({type(exc).__name__}: {detail}): its files are "
+        f"damaged or not {name}'s"
+    )
 
 
 def _one_line(text: str) -> str:
@@ -253,8 +281,8 @@ def load_torchvision(kind: str, root: str, target: Preprocessing | None = None) 
     found = existing(root_path)
     if found is None or not found.is_dir():
         raise XnorlabError(f"data folder {root_path} does not exist (give {kind}:ROOT)")
-    train = _open_torchvision(cls, root_path, True)
-    val = _open_torchvision(cls, root_path, False)
+    train = _open_torchvision(cls, root_path, True, len(names))
+    val = _open_torchvision(cls, root_path, False, len(names))
     convert = _pil_converter(prep if prep != source else _plain(source))
     return DatasetBundle(
         name=f"{kind}:{root}",
