@@ -10,6 +10,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from xnorlab.common.errors import XnorlabError
 from xnorlab.report.data import (
+    MAX_CALIBRATION_BYTES,
     default_calibration,
     report_data_from_bundle,
     synthetic_report_data,
@@ -58,6 +59,18 @@ def test_synthetic_data_is_seeded_and_sized_by_input() -> None:
     assert default_calibration((1, 28, 28)) == 32
     with pytest.raises(XnorlabError):
         synthetic_report_data((1, 8, 8), 0)
+
+
+def test_a_calibration_batch_too_large_for_memory_is_refused_before_allocating() -> None:
+    most = MAX_CALIBRATION_BYTES // (4 * 3 * 224 * 224)
+    assert len(synthetic_report_data((3, 224, 224), most).calibration) == most
+    for shape, count in (((3, 224, 224), most + 1), ((1, 28, 28), 2**31)):
+        with pytest.raises(XnorlabError, match=r"calibration batch of .* at most \d+ fit"):
+            synthetic_report_data(shape, count)
+    # from a data set, a count above the split's size asks for the split, which fits
+    train = TensorDataset(torch.randn(50, 3, 224, 224), torch.arange(50) % 5)
+    data = report_data_from_bundle(_Bundle("big", train, train), calibration=2**31, limit=10)
+    assert len(data.calibration) == 50
 
 
 def test_a_class_sorted_data_set_gives_balanced_samples() -> None:

@@ -30,6 +30,29 @@ def default_calibration(input_shape: tuple[int, ...]) -> int:
     return 32 if math.prod(input_shape) <= 3 * 64 * 64 else 4
 
 
+# A calibration batch runs as one forward with every layer's statistics hooked, so its input
+# is bounded: a count typed by mistake must be refused, not tried until memory runs out.
+MAX_CALIBRATION_BYTES = 256 << 20
+
+
+def checked_calibration(input_shape: tuple[int, ...], calibration: int | None) -> int:
+    """The calibration batch size: ``calibration``, or the default for ``input_shape``; one
+    error when it is below 1 or its float32 inputs would exceed ``MAX_CALIBRATION_BYTES``."""
+    count = default_calibration(input_shape) if calibration is None else calibration
+    if count < 1:
+        raise XnorlabError(f"calibration batch size must be >= 1, got {count}")
+    image_bytes = 4 * math.prod(input_shape)
+    most = max(1, MAX_CALIBRATION_BYTES // image_bytes)
+    if count > most:
+        shape = "x".join(map(str, input_shape))
+        raise XnorlabError(
+            f"a calibration batch of {count} inputs of {shape} would take "
+            f"{count * image_bytes / (1 << 20):.0f} MiB; at most {most} fit in the "
+            f"{MAX_CALIBRATION_BYTES >> 20} MiB a calibration batch may take"
+        )
+    return count
+
+
 def sample_items(dataset: Any, count: int) -> tuple[torch.Tensor, torch.Tensor, SampleInfo]:
     """A seeded class-stratified sample of ``min(count, len(dataset))`` items as two tensors,
     and what it holds."""
@@ -48,9 +71,7 @@ def synthetic_report_data(
     input_shape: tuple[int, ...], calibration: int | None = None
 ) -> ReportData:
     """Seeded standard-normal calibration inputs, no validation data (no accuracy)."""
-    count = default_calibration(input_shape) if calibration is None else calibration
-    if count < 1:
-        raise XnorlabError(f"calibration batch size must be >= 1, got {count}")
+    count = checked_calibration(input_shape, calibration)
     generator = torch.Generator().manual_seed(0)
     return ReportData(SYNTHETIC_NAME, torch.randn((count, *input_shape), generator=generator))
 
@@ -98,9 +119,11 @@ def report_data_from_bundle(
     ``bundle`` is a ``xnorlab.data.datasets.DatasetBundle`` (anything with ``name``, ``train``,
     ``val`` and ``input_shape``).
     """
-    count = default_calibration(tuple(bundle.input_shape)) if calibration is None else calibration
-    if count < 1 or limit < 1:
-        raise XnorlabError("calibration batch size and validation limit must be >= 1")
+    available = max(1, len(bundle.train))  # a sample never takes more than the split holds
+    asked = None if calibration is None else min(calibration, available)
+    count = checked_calibration(tuple(bundle.input_shape), asked)
+    if limit < 1:
+        raise XnorlabError(f"validation limit must be >= 1, got {limit}")
     calibration_inputs, _, calibration_info = sample_items(bundle.train, count)
     val_inputs, val_labels, val_info = sample_items(bundle.val, limit)
     return ReportData(f"{bundle.name} (val split)", calibration_inputs, val_inputs, val_labels,
