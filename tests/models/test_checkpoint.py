@@ -255,6 +255,9 @@ def test_each_kind_of_model_file_is_told_from_its_bytes(tmp_path: Path) -> None:
         ({"card": ["not", "a", "dict"]}, "card"),
         ({"default_data": 5}, "default_data"),
         ({"arch": ["lenet"]}, "arch"),
+        ({"format": 999}, "written by a newer xnorlab (checkpoint format 999; this one reads"),
+        ({"format": "two"}, "format must be a whole number"),
+        ({"format": 0}, "format 0 is outside"),
     ],
 )
 def test_bad_checkpoint_metadata_is_one_line(tmp_path: Path, change: dict, phrase: str) -> None:

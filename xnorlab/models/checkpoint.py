@@ -359,6 +359,7 @@ def check_meta(meta: Any, source: str) -> dict[str, Any]:
     try:
         data = schema.record(meta, "metadata")
         schema.plain_json(data, "metadata")
+        version = schema.whole(data.get("format", FORMAT_VERSION), "format", 1, 2**31)
         if "arch" in data:
             schema.text(data["arch"], "arch", schema.MAX_NAME_CHARS)
         schema.class_count(data.get("num_classes"))
@@ -370,6 +371,12 @@ def check_meta(meta: Any, source: str) -> dict[str, Any]:
         schema.record(data.get("card", {}), "card")
     except MetadataError as exc:
         raise XnorlabError(f"{source} has bad xnorlab metadata: {exc}") from None
+    # A newer format may mean other things by the same keys: read it as this one's, never.
+    if version > FORMAT_VERSION:
+        raise XnorlabError(
+            f"{source} was written by a newer xnorlab (checkpoint format {version}; this one "
+            f"reads format {FORMAT_VERSION}): open it with that version"
+        )
     return data
 
 
