@@ -128,6 +128,23 @@ def test_settings_remember_layout_theme_and_recent_models(qtbot: QtBot, window: 
     again.set_theme("light")
 
 
+def test_a_window_that_does_not_remember_leaves_the_settings_alone(
+    qtbot: QtBot, window: MainWindow
+) -> None:
+    """The screenshot mode's window: the user's last model, recent list and layout stay."""
+    window.remember_model("resnet18")
+    window.close()
+    before = {key: settings().value(key) for key in settings().allKeys()}
+    shot = MainWindow(LabSession(), panels=False)
+    qtbot.addWidget(shot)
+    shot.remembers = False
+    shot.resize(400, 300)
+    shot.remember_model("demo:lenet")
+    shot.close()
+    after = {key: settings().value(key) for key in settings().allKeys()}
+    assert after == before and after["last_model"] == "resnet18"
+
+
 def test_a_code_spec_is_recent_but_never_reopened_by_itself(
     qtbot: QtBot, window: MainWindow
 ) -> None:

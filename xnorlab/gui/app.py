@@ -164,6 +164,7 @@ def run_app(model_spec: str | None = None, screenshot: str | None = None) -> int
     window = MainWindow()
     hook.window = window
     if screenshot:
+        window.remembers = False  # a screenshot leaves the user's last model and layout alone
         window.resize(*SCREENSHOT_SIZE)
     window.show()
     waiter = ScreenshotWaiter(window, screenshot, app) if screenshot else None

@@ -105,6 +105,9 @@ class MainWindow(QMainWindow):
     ) -> None:  # fmt: skip
         super().__init__(parent)
         self.with_panels = panels
+        # False for a window that must leave the user's settings as they were (the
+        # screenshot mode): no last model, recent list or window layout is stored.
+        self.remembers = True
         self._shown_once = False
         self.session = session or LabSession()
         self.setWindowTitle("xnorlab")
@@ -393,7 +396,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ settings
     def remember_model(self, spec: str) -> None:
         """Store ``spec`` as the last model and at the top of the recent list."""
-        if not spec:
+        if not spec or not self.remembers:
             return
         store = settings()
         recent = [r for r in self.recent_models() if r != spec]
@@ -496,9 +499,10 @@ class MainWindow(QMainWindow):
                 right[0].raise_()
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        store = settings()
-        store.setValue("geometry", self.saveGeometry())
-        store.setValue("window_state", self.saveState())
+        if self.remembers:
+            store = settings()
+            store.setValue("geometry", self.saveGeometry())
+            store.setValue("window_state", self.saveState())
         self.table.shutdown()
         self.views.shutdown()
         for panel in self.panels.values():
