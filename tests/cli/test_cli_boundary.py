@@ -58,6 +58,37 @@ def test_bad_arguments_are_one_line_and_exit_2_before_any_work(
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, nothing left behind
 
 
+@pytest.mark.parametrize(
+    ("argv", "phrase"),
+    [
+        (["evl", "demo:lenet"], "unrecognized arguments: demo:lenet"),
+        (["nosuchcmd"], "'nosuchcmd' is neither a command (layers, "),
+        (["--screenshot", "{tmp}/no/s.png"], "folder {tmp}/no does not exist"),
+        (["--screenshot", "{tmp}/s.txt"], "use one of .png"),
+        (["--screenshot", "{tmp}"], "is a directory"),
+    ],
+)  # fmt: skip
+def test_the_app_form_checks_its_arguments_before_any_window(
+    argv: list[str], phrase: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    assert main(argv) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("xnorlab: error: "), lines
+    assert phrase.replace("{tmp}", str(tmp_path)) in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_line_break_in_a_path_stays_on_the_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (["layers", f"{tmp_path}/no\nsuch.pt"],
+                 ["export", "demo:lenet", "--out", f"{tmp_path}/no\ndir/m.xnor"]):  # fmt: skip
+        assert main(argv) == 2
+        lines = _err_lines(capsys)
+        assert len(lines) == 1 and "no\\n" in lines[0], lines
+
+
 def test_a_packed_model_is_refused_for_training(tmp_path: Path, capsys) -> None:
     assert main(["export", "demo:lenet-xnor", "--out", str(tmp_path / "m.xnor")]) == 0
     capsys.readouterr()

@@ -12,12 +12,14 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
 
 from xnorlab._version import __version__
 from xnorlab.cli.display import prepare_display
-from xnorlab.common.errors import XnorlabError
+from xnorlab.common.errors import XnorlabError, quoted
+from xnorlab.common.files import check_output_path, existing
 
 # name -> (module, one-line help). A command's module is imported only when it runs, so one
 # command does not pay for loading the stacks of all the others.
@@ -39,11 +41,17 @@ EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a writer killed by SIGPI
 EXIT_INTERRUPTED = 130
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line: a line break in an echoed path or value is shown as ``\\n``."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad argument as one line (``PROG: error: ...``), not usage."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        line = one_line(f"{self.prog}: error: {message} (see {self.prog} --help)")
+        self.exit(EXIT_USER_ERROR, line + "\n")
 
 
 def _command_module(name: str) -> ModuleType:
@@ -53,7 +61,7 @@ def _command_module(name: str) -> ModuleType:
 def build_parser(with_commands: bool = True) -> argparse.ArgumentParser:
     """The top-level parser. The app form (``xnorlab [--screenshot F] [MODEL]``) is parsed
     without subparsers, since argparse would give MODEL to the COMMAND positional."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="xnorlab",
         usage="xnorlab [--screenshot FILE.png] [MODEL]\n       xnorlab COMMAND [options]"
         " (xnorlab COMMAND --help for its options)",
@@ -101,7 +109,7 @@ def run_subcommand(name: str, argv: Sequence[str]) -> int:
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return result
     except XnorlabError as exc:
-        print(f"xnorlab {name}: error: {exc}", file=sys.stderr)
+        print(one_line(f"xnorlab {name}: error: {exc}"), file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:
         _detach_stdout()
@@ -134,17 +142,40 @@ def _detach_stdout() -> None:
     os.close(devnull)
 
 
+def _check_app_model(spec: str) -> None:
+    """A bare word the app would open must name a model: ``xnorlab evall`` is a mistyped
+    command, not a model to look for after the window opened. Files and ``ARCH:FILE`` specs
+    are the app's to open (it asks before trusting a pickle)."""
+    text = spec.strip()
+    if not text or ":" in text or os.sep in text or Path(text).suffix or existing(text):
+        return
+    from xnorlab.models.spec import is_model_name  # here: the app form alone needs torch now
+
+    if not is_model_name(text):
+        raise XnorlabError(
+            f"{quoted(text)} is neither a command ({', '.join(SUBCOMMANDS)}) nor a model "
+            "(an architecture name, demo:NAME, FILE or FILE.py:Class)"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] in SUBCOMMANDS:
         return run_subcommand(args_list[0], args_list[1:])
     if any(arg in ("-h", "--help") for arg in args_list):
         build_parser().parse_args(["--help"])
-    args = build_parser(with_commands=False).parse_args(args_list)
     try:
+        args = build_parser(with_commands=False).parse_args(args_list)
+    except SystemExit as exc:  # --version, or a bad argument already printed as one line
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
+    try:
+        if args.screenshot:
+            check_output_path(args.screenshot, what="screenshot", suffixes=(".png",))
+        if args.model:
+            _check_app_model(args.model)
         prepare_display(screenshot=bool(args.screenshot))
     except XnorlabError as exc:
-        print(f"xnorlab: error: {exc}", file=sys.stderr)
+        print(one_line(f"xnorlab: error: {exc}"), file=sys.stderr)
         return EXIT_USER_ERROR
     from xnorlab.gui.app import run_app  # here, not at the top: subcommands must not load Qt
 

@@ -283,6 +283,16 @@ def load_model_spec(spec: str, trust: bool = False, code: CodeOptions | None = N
     return _load_torchvision(spec, text)
 
 
+def is_model_name(text: str) -> bool:
+    """Whether ``text`` names an architecture (ours, binary or torchvision's) by itself."""
+    name = text.strip()
+    return (
+        name.lower() in ARCHITECTURES
+        or name.lower() in BINARY_ARCHITECTURES
+        or name in torchvision_architectures()
+    )
+
+
 def _exists(text: str) -> bool:
     """Whether ``text`` names an existing path; False for a name the OS refuses (too long)."""
     try:
