@@ -305,3 +305,31 @@ def test_save_is_atomic_and_clears_a_killed_writers_temp(tmp_path: Path) -> None
             save_checkpoint(target, model, _meta(model))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.pt"]
     assert target.read_bytes() == before
+
+
+def test_a_file_naming_a_huge_architecture_is_refused_on_a_meta_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few-KB file whose word is '64 resnet18s' must not build them to find its weights do
+    not fit: the shapes are checked on the meta device first, nothing real is built."""
+    from xnorlab.models import spec
+
+    devices: list[str] = []
+    real_build = spec.build_arch
+
+    def recording_build(arch: str, num_classes: int | None = None) -> nn.Module:
+        devices.append(str(torch.get_default_device()))
+        return real_build(arch, num_classes)
+
+    monkeypatch.setattr(spec, "build_arch", recording_build)
+    path = tmp_path / "bomb.pt"
+    meta = {"arch": "ensemble-resnet18-64", "modes": {}, "layer_config": {}}
+    torch.save({"xnorlab": meta, "state_dict": {"x": torch.zeros(1)}}, path)
+    with pytest.raises(XnorlabError, match=r"does not fit the architecture: missing 7808"):
+        load_model_spec(str(path))
+    assert devices == ["meta"]
+    devices.clear()
+    model = build_demo("lenet")  # a file that fits is still built for real, once
+    torch.save({"xnorlab": {"arch": "lenet"}, "state_dict": model.state_dict()}, path)
+    load_model_spec(str(path))
+    assert devices == ["meta", "cpu"]

@@ -463,6 +463,18 @@ def _strip_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def load_state_into(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
     """``model.load_state_dict(state)`` (strict) with one clear error on any mismatch."""
+    check_state_fits(model, state, source)
+    bad = [
+        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise XnorlabError(f"{source} has NaN/inf values in {', '.join(bad[:3])}")
+    model.load_state_dict(state, strict=True)
+
+
+def check_state_fits(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """One clear error unless ``state`` has exactly ``model``'s keys and shapes; ``model`` may
+    live on the meta device (shapes only, nothing allocated)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -480,12 +492,6 @@ def load_state_into(model: nn.Module, state: dict[str, Tensor], source: str) -> 
         problems.append(f"wrong shape {len(wrong)} (e.g. {'; '.join(wrong[:2])})")
     if problems:
         raise XnorlabError(f"{source} does not fit the architecture: {'; '.join(problems)}")
-    bad = [
-        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
-    ]
-    if bad:
-        raise XnorlabError(f"{source} has NaN/inf values in {', '.join(bad[:3])}")
-    model.load_state_dict(state, strict=True)
 
 
 def layer_settings(model: nn.Module) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:

@@ -36,6 +36,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from xnorlab.binary.surgery import current_modes
@@ -46,6 +47,7 @@ from xnorlab.models import schema
 from xnorlab.models.checkpoint import (
     Checkpoint,
     apply_layer_settings,
+    check_state_fits,
     load_state_into,
     read_checkpoint,
 )
@@ -113,11 +115,18 @@ def _from_checkpoint(spec: str, ckpt: Checkpoint, arch_hint: str | None) -> Load
             f"on a file's word: open it as {arch} --weights {ckpt.path} (your explicit choice)"
         )
     num_classes = schema.class_count(meta.get("num_classes"))
-    model = build_arch(arch, num_classes)
     assert ckpt.state_dict is not None
-    inferred = _classes_in_state(model, ckpt.state_dict)
-    if inferred is not None and num_classes is None:
-        model = build_arch(arch, inferred)  # bounded by the stored tensor itself
+    # The file's word names what to build (64 members of a large net, say): its weights must
+    # fit that architecture, checked on a shell of shapes on the meta device, before anything
+    # is allocated.
+    with torch.device("meta"):
+        shell = build_arch(arch, num_classes)
+        inferred = _classes_in_state(shell, ckpt.state_dict)
+        if inferred is not None and num_classes is None:
+            num_classes = inferred  # bounded by the stored tensor itself
+            shell = build_arch(arch, num_classes)
+    check_state_fits(shell, ckpt.state_dict, source)
+    model = build_arch(arch, num_classes)
     load_state_into(model, ckpt.state_dict, source)
     apply_layer_settings(model, meta.get("modes", {}), meta.get("layer_config", {}), source)
     return _assemble(spec, model, arch, meta, source)
