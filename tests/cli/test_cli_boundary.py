@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from xnorlab.cli import layers as layers_command
-from xnorlab.cli.main import main
+from xnorlab.cli.main import SUBCOMMANDS, main
 
 
 def _err_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -132,3 +132,13 @@ def test_a_closed_stdout_ends_quietly() -> None:
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize("name", [n for n in SUBCOMMANDS if n != "bench"])
+def test_every_command_that_opens_a_model_file_has_the_trust_switch_its_errors_name(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pickle's refusal says '(command line: --trust)': every command that opens a model
+    file must then take --trust."""
+    assert main([name, "--help"]) == 0
+    assert "--trust" in capsys.readouterr().out

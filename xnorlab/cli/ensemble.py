@@ -22,6 +22,7 @@ from typing import Any
 
 from xnorlab.binary.modes import Mode
 from xnorlab.cli import args as cli_args
+from xnorlab.cli.common import add_trust
 from xnorlab.cli.progress import ProgressBar
 from xnorlab.common.atomic import atomic_write_bytes
 from xnorlab.common.errors import XnorlabError, quoted
@@ -115,6 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch and engine threads while timing (default: as they are)",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the evaluation as JSON")
+    add_trust(parser)
     parser.add_argument(
         "--plot", type=cli_args.output_file((".png",)), default=None, metavar="FILE.png",
         help="write accuracy vs members with memory and latency axes",
@@ -156,7 +158,7 @@ def _baseline(args: argparse.Namespace, member_arch: str) -> LoadedModel:
     spec = args.baseline or DEFAULT_BASELINES.get(member_arch)
     if spec is None:
         raise XnorlabError("give the float model to compare with: --baseline MODEL")
-    loaded = load_model_spec(spec)
+    loaded = load_model_spec(spec, trust=args.trust)
     binary = [name for name, mode in loaded.modes.items() if mode is not Mode.FLOAT]
     if binary or isinstance(loaded.model, BinaryEnsemble):
         raise XnorlabError(f"--baseline {spec} is not a float model "
@@ -178,7 +180,7 @@ def _data(args: argparse.Namespace, baseline: LoadedModel, default: str | None) 
 def run(args: argparse.Namespace) -> int:
     _check(args)
     if _is_file(args.arch):
-        loaded = load_model_spec(args.arch)
+        loaded = load_model_spec(args.arch, trust=args.trust)
         if not isinstance(loaded.model, BinaryEnsemble):
             raise XnorlabError(f"{args.arch} is not an ensemble (its architecture: {loaded.arch})")
         info = ensemble_info(loaded.card)
@@ -282,7 +284,7 @@ def report_ensemble(
     baseline_spec = DEFAULT_BASELINES.get(info.member_arch)
     if not spec or spec.lower() in ("none", "random") or baseline_spec is None:
         return None
-    baseline = load_model_spec(baseline_spec)
+    baseline = load_model_spec(baseline_spec)  # a bundled demo: nothing to trust
     bundle = match_classes(load_dataset(spec, baseline.preprocessing), baseline.class_names)
     return evaluate_ensemble(loaded.model, baseline.model, bundle.val, progress=progress,
                              baseline=baseline_spec)  # fmt: skip

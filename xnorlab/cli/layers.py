@@ -14,7 +14,7 @@ from xnorlab.binary.surgery import (
     list_layers,
     unbinarizable_layers,
 )
-from xnorlab.cli.common import add_model_arguments, load_model
+from xnorlab.cli.common import add_model_arguments, add_trust, load_model
 from xnorlab.common.errors import XnorlabError
 from xnorlab.data.calibration import calibration_batch
 from xnorlab.models.loaded import LoadedModel
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="preset (paper, paper-bwn, xnor, bwn, float) or a JSON mode file (default: paper)",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_trust(parser)
 
 
 def _probe_inputs(loaded: LoadedModel) -> torch.Tensor:
@@ -39,7 +40,7 @@ def _probe_inputs(loaded: LoadedModel) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_model(args)
+    loaded = load_model(args, trust=args.trust)
     model = loaded.model.eval()
     binarize_model(model, args.modes)
     macs = layer_macs(model, loaded.input_shape)
