@@ -5,12 +5,14 @@ The quick run checks the JSON's structure and internal consistency, never a spee
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +32,7 @@ from xnorlab.bench import (
     measure_thread_scaling,
 )
 from xnorlab.bench import run as run_module
+from xnorlab.cli import bench as bench_cli
 from xnorlab.cli.main import main
 from xnorlab.measure.timing import Timing
 
@@ -231,3 +234,15 @@ def test_markdown_model_table_has_the_deploy_column() -> None:
                    float(cells[columns.index("float32 CL")]))  # fmt: skip
     assert deploy_ms > 0 and len(speedups) == 3
     assert speedups[2] == pytest.approx(float_ms / deploy_ms, rel=0.02, abs=0.01)
+
+
+def test_the_reexec_command_line_keeps_a_save_path_that_starts_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    bench_cli.add_arguments(parser)
+    args = parser.parse_args(["--save-json=-x.json", "--threads", "1", "--quick"])
+    again = parser.parse_args(bench_cli.argv_from_args(args))
+    assert again.save_json == args.save_json == Path("-x.json")
+    assert vars(again) == {**vars(args), "no_reexec": again.no_reexec}

@@ -19,7 +19,6 @@ from typing import NoReturn
 from xnorlab.bench import (
     MALLOC_ENV,
     BenchConfig,
-    BenchmarkError,
     BenchReport,
     ConvResult,
     SplitTiming,
@@ -31,6 +30,7 @@ from xnorlab.bench import (
 from xnorlab.bench.machine import RELEVANT_ENV
 from xnorlab.cli import args as cli_args
 from xnorlab.cli.main import run_subcommand
+from xnorlab.common.atomic import atomic_write_text
 from xnorlab.measure.timing import Timing
 
 REEXEC_GUARD = "XNORLAB_BENCH_REEXEC"
@@ -122,7 +122,7 @@ def argv_from_args(args: argparse.Namespace) -> list[str]:
     argv += ["--isa", *args.isa] if args.isa else []
     argv += ["--scaling", args.scaling]
     argv += ["--json"] if args.json else []
-    argv += ["--save-json", str(args.save_json)] if args.save_json else []
+    argv += [f"--save-json={args.save_json}"] if args.save_json else []  # '=': it may start with -
     argv += ["--quick"] if args.quick else []
     return argv
 
@@ -159,10 +159,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: Path, payload: dict[str, object]) -> None:
-    try:
-        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise BenchmarkError(f"cannot write {path}: {exc.strerror or exc}") from None
+    """Atomically, as every output: an interrupted write leaves the old file or none."""
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- rendering
