@@ -95,6 +95,15 @@ def test_a_packed_model_is_refused_for_training(tmp_path: Path, capsys) -> None:
     assert main(["train", str(tmp_path / "m.xnor"), "--out", str(tmp_path / "t.pt")]) == 2
     assert "cannot be trained" in _err_lines(capsys)[0]
     assert not (tmp_path / "t.pt").exists()
+    # nor can mode flags change it: they were ignored, the output that of the stored modes
+    packed = str(tmp_path / "m.xnor")
+    for argv, flags in (
+        (["predict", packed, "--modes", "float", "--scaling", "none", packed], "--modes and --scaling"),
+        (["eval", packed, "--pad-mode", "zero"], "--pad-mode"),
+    ):  # fmt: skip
+        assert main(argv) == 2
+        lines = _err_lines(capsys)
+        assert len(lines) == 1 and f"{flags} cannot change a packed .xnor model" in lines[0]
 
 
 def test_an_internal_error_is_one_line_exit_1(monkeypatch, capsys) -> None:

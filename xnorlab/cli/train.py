@@ -76,6 +76,14 @@ def apply_modes(model: nn.Module, args: argparse.Namespace) -> None:
     settings = layer_settings(args)
     if args.modes is None and not settings:
         return
+    if has_packed_layers(model):  # a packed layer has no float weights to binarize otherwise
+        given = ["--modes"] * (args.modes is not None) + [
+            f"--{k.replace('_', '-')}" for k in settings
+        ]
+        raise XnorlabError(
+            f"{' and '.join(given)} cannot change a packed .xnor model: its layers keep the "
+            "modes it was exported with (export the float model again to change them)"
+        )
     try:
         binarize_model(model, args.modes or {}, warn_first_last=True, **settings)
     except ValueError as exc:
