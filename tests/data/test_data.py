@@ -110,7 +110,13 @@ def _damage_mnist(root: Path, kind: str) -> None:
     elif kind.startswith("legacy"):  # torchvision reads processed/*.pt before raw files
         processed = root / "MNIST" / "processed"
         processed.mkdir()
-        held = _Payload() if kind == "legacy pickle of an object" else [1, 2, 3]
+        labels_t = torch.arange(12) % 10
+        held = {
+            "legacy pickle of an object": _Payload(),
+            "legacy list of three": [1, 2, 3],
+            "legacy images of another size": (torch.zeros(12, 10, 3, dtype=torch.uint8), labels_t),
+            "legacy float pixels": (torch.full((12, 28, 28), float("nan")), labels_t),
+        }[kind]
         for name in ("training.pt", "test.pt"):
             torch.save(held, processed / name)
 
@@ -118,7 +124,8 @@ def _damage_mnist(root: Path, kind: str) -> None:
 @pytest.mark.parametrize(
     "kind",
     ["truncated images", "empty file", "labels file as images", "labels out of range",
-     "fewer labels than images", "legacy pickle of an object", "legacy list of three"],
+     "fewer labels than images", "legacy pickle of an object", "legacy list of three",
+     "legacy images of another size", "legacy float pixels"],
 )  # fmt: skip
 def test_a_damaged_torchvision_root_is_one_error_before_any_work(
     tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]

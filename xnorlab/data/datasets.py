@@ -242,9 +242,18 @@ def _open_torchvision(cls: Any, root: Path, train: bool, classes: int) -> Any:
 
 
 def _readable(dataset: Any, name: str, root: Path, classes: int) -> Any:
-    """``dataset`` if its labels are one per item in 0..classes-1 and its first item decodes;
-    else one error: a damaged or foreign file under ROOT must not fail mid-training."""
+    """``dataset`` if it holds 8-bit images of the data set's size, one label per item in
+    0..classes-1, and its first item decodes; else one error: a damaged or foreign file
+    under ROOT must not fail mid-training or train on nonsense."""
+    _, _, source = _TORCHVISION[name.lower()]
     try:
+        pixels = getattr(dataset, "data", None)
+        if pixels is not None:
+            size = tuple(int(d) for d in pixels.shape[1:3])
+            if size != (source.height, source.width):
+                raise ValueError(f"images of {size}, not {(source.height, source.width)}")
+            if str(pixels.dtype).removeprefix("torch.") != "uint8":
+                raise ValueError(f"pixels of {pixels.dtype}, not uint8")
         labels = dataset_labels(dataset)
         if len(labels) != len(dataset):
             raise ValueError(f"{len(labels)} labels for {len(dataset)} items")
