@@ -217,10 +217,10 @@ _TORCHVISION = {
 }
 
 
-def _open_torchvision(cls: Any, root: Path, train: bool, classes: int) -> Any:
+def _open_torchvision(cls: Any, kind: str, root: Path, train: bool) -> Any:
     """The data set if present; else try a download with a short timeout; else one error."""
     try:
-        return _readable(cls(str(root), train=train, download=False), cls.__name__, root, classes)
+        return _readable(cls(str(root), train=train, download=False), kind, root)
     except XnorlabError:
         raise
     except Exception as exc:  # found but not decodable, unless torchvision's "not found"
@@ -238,14 +238,15 @@ def _open_torchvision(cls: Any, root: Path, train: bool, classes: int) -> Any:
         ) from None
     finally:
         socket.setdefaulttimeout(previous)
-    return _readable(dataset, cls.__name__, root, classes)
+    return _readable(dataset, kind, root)
 
 
-def _readable(dataset: Any, name: str, root: Path, classes: int) -> Any:
+def _readable(dataset: Any, kind: str, root: Path) -> Any:
     """``dataset`` if it holds 8-bit images of the data set's size, one label per item in
     0..classes-1, and its first item decodes; else one error: a damaged or foreign file
     under ROOT must not fail mid-training or train on nonsense."""
-    _, _, source = _TORCHVISION[name.lower()]
+    name, names, source = _TORCHVISION[kind]
+    classes = len(names)
     try:
         pixels = getattr(dataset, "data", None)
         if pixels is not None:
@@ -290,8 +291,8 @@ def load_torchvision(kind: str, root: str, target: Preprocessing | None = None) 
     found = existing(root_path)
     if found is None or not found.is_dir():
         raise XnorlabError(f"data folder {root_path} does not exist (give {kind}:ROOT)")
-    train = _open_torchvision(cls, root_path, True, len(names))
-    val = _open_torchvision(cls, root_path, False, len(names))
+    train = _open_torchvision(cls, kind, root_path, True)
+    val = _open_torchvision(cls, kind, root_path, False)
     convert = _pil_converter(prep if prep != source else _plain(source))
     return DatasetBundle(
         name=f"{kind}:{root}",
