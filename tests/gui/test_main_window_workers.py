@@ -88,6 +88,26 @@ def test_cancel_stops_the_function(qtbot: QtBot) -> None:
     assert outcome == ["cancelled"]
 
 
+def test_a_result_that_arrives_after_cancel_is_dropped(qtbot: QtBot) -> None:
+    """The function finished before cancel(), its result still queued for the GUI thread:
+    the click on Cancel wins, as a quick task on tiny data would otherwise show its result."""
+    runner = TaskRunner()
+    outcome: list[str] = []
+    finished = threading.Event()
+
+    def quick() -> int:
+        finished.set()
+        return 1
+
+    task = runner.start(quick, on_result=lambda v: outcome.append("result"),
+                        on_cancelled=lambda: outcome.append("cancelled"))  # fmt: skip
+    assert finished.wait(5)
+    time.sleep(0.05)  # its result is queued now; no event has been processed since start()
+    task.cancel()
+    qtbot.waitUntil(lambda: task.done, timeout=5000)
+    assert outcome == ["cancelled"]
+
+
 def test_newer_task_with_same_key_drops_the_older_result(qtbot: QtBot) -> None:
     runner = TaskRunner()
     results: list[int] = []

@@ -170,7 +170,13 @@ class Task(QObject):
 
     @Slot(object)
     def _on_result(self, value: object) -> None:
-        if not self.superseded:
+        if self.superseded:
+            return
+        # A result the worker sent before cancel() but that reaches the GUI thread after it is
+        # dropped too: the user asked to stop, so nothing more may land.
+        if self._cancel.is_set():
+            self.cancelled.emit()
+        else:
             self.result.emit(value)
 
     @Slot(str)
